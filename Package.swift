@@ -1,0 +1,50 @@
+// swift-tools-version: 6.0
+// disttrain: data-parallel fine-tuning of Hugging Face transformer models over MPI on CPU clusters.
+import PackageDescription
+
+let package = Package(
+    name: "disttrain",
+    products: [
+        .executable(name: "disttrain", targets: ["disttrain"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // System libraries found through pkg-config; no unsafe flags.
+        .systemLibrary(name: "COpenMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        // The only place mpi.h is included (OpenMPI's handles are cast macros Swift cannot import).
+        .target(name: "CMPI", dependencies: ["COpenMPI"]),
+        // Hot element-wise kernels in C (vectorised, run-time dispatched by CPU feature).
+        .target(name: "CKernels"),
+        // Communicator protocol, MPI and world-size-1 implementations, data sharding, gradient all-reduce.
+        .target(name: "Dist", dependencies: ["CMPI"]),
+        // WordPiece and byte-level BPE tokenizers, identical to Hugging Face `tokenizers`.
+        .target(name: "Tokenizers"),
+        // Layers with forward/backward, BERT/DistilBERT assemblies, losses, AdamW, safetensors and config I/O.
+        .target(name: "Model", dependencies: ["CBLAS", "CKernels"]),
+        // Data loading, the training loop, evaluation, metrics, prediction.
+        .target(name: "Training", dependencies: [
+            "Model", "Dist", "Tokenizers",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The command-line interface: maps flags onto library configs, nothing more.
+        .executableTarget(name: "disttrain", dependencies: [
+            "Training", "Model", "Dist", "Tokenizers",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Yams", package: "Yams"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "DistTests", dependencies: ["Dist"]),
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "ModelTests", dependencies: ["Model"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Dist", "Tokenizers"]),
+        // End-to-end: runs the built `disttrain` binary (and real `mpirun`) as a subprocess.
+        .testTarget(name: "CLITests", dependencies: ["disttrain"]),
+    ]
+)

@@ -1,0 +1,1 @@
+// Model: placeholder until the model core lands.

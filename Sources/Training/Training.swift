@@ -1,0 +1,1 @@
+// Training: placeholder until the trainer lands.

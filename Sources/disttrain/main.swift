@@ -1,0 +1,9 @@
+import ArgumentParser
+import Training
+
+struct Disttrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "disttrain",
+        abstract: "Fine-tune Hugging Face transformer models data-parallel over MPI on CPU clusters.")
+}
+Disttrain.main()
