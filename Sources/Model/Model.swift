@@ -1,1 +1,0 @@
-// Model: placeholder until the model core lands.

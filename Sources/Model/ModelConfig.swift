@@ -1,0 +1,201 @@
+// ModelConfig: what we read from (and write back to) a Hugging Face `config.json`, for BERT-family encoders
+// (BertModel / BertForSequenceClassification, DistilBertModel / DistilBertForSequenceClassification).
+// The decoded file is kept whole (`raw`) so that saving writes back every field we do not interpret.
+// Deliberately not here: CLI flags (the executable maps those), tokenizer settings (Tokenizers target).
+import Foundation
+
+/// A config.json problem, naming the file and the field.
+public struct ConfigError: Error, CustomStringConvertible {
+    public let path: String
+    public let message: String
+    public init(path: String, _ message: String) { self.path = path; self.message = message }
+    public var description: String { "\(path): \(message)" }
+}
+
+/// How transformers computes the classification loss (`problem_type`).
+public enum ProblemType: String, Sendable, CaseIterable {
+    case singleLabel = "single_label_classification"
+    case multiLabel = "multi_label_classification"
+    case regression = "regression"
+}
+
+/// Which architecture family a config describes.
+public enum ModelFamily: String, Sendable {
+    case bert, distilbert
+}
+
+/// Activation functions named by `hidden_act` / `activation`.
+public enum Activation: String, Sendable {
+    case gelu            // exact, erf-based
+    case geluNew = "gelu_new"  // tanh approximation (GPT-2)
+    case relu
+}
+
+/// The normalised architecture description the model code uses, whatever the family's field names.
+public struct ModelConfig: @unchecked Sendable {
+    public var family: ModelFamily
+    public var vocabSize: Int
+    public var hidden: Int
+    public var layers: Int
+    public var heads: Int
+    public var intermediate: Int
+    public var maxPositions: Int
+    /// 0 for DistilBERT (no token type embeddings).
+    public var typeVocabSize: Int
+    public var activation: Activation
+    public var layerNormEps: Float
+    public var initializerRange: Float
+    /// Dropout on embeddings and sub-layer outputs.
+    public var hiddenDropout: Float
+    public var attentionDropout: Float
+    /// Dropout before the classifier (BERT `classifier_dropout` ?? hidden dropout; DistilBERT `seq_classif_dropout`).
+    public var classifierDropout: Float
+    public var padTokenId: Int
+    /// Class names by id; `numLabels == id2label.count`.
+    public var id2label: [String]
+    public var problemType: ProblemType?
+    /// The decoded config.json (for round-tripping fields we do not model).
+    public var raw: [String: Any]
+    public var path: String
+
+    public var numLabels: Int { id2label.count }
+    public var headDim: Int { hidden / heads }
+
+    /// Reads and validates `config.json` at `url`.
+    public static func load(url: URL) throws -> ModelConfig {
+        let path = url.path
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw ConfigError(path: path, "cannot read config.json; pass --model a Hugging Face model folder containing config.json")
+        }
+        guard let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw ConfigError(path: path, "not a JSON object; the file is corrupt")
+        }
+        return try ModelConfig(json: obj, path: path)
+    }
+
+    public init(json: [String: Any], path: String) throws {
+        self.raw = json
+        self.path = path
+        func int(_ key: String) throws -> Int {
+            guard let v = json[key] else { throw ConfigError(path: path, "missing field '\(key)'") }
+            guard !(v is Bool), let n = v as? NSNumber, n.doubleValue == n.doubleValue.rounded() else {
+                throw ConfigError(path: path, "field '\(key)' must be an integer, found \(v)")
+            }
+            return n.intValue
+        }
+        func double(_ key: String, default def: Double? = nil) throws -> Double {
+            guard let v = json[key], !(v is NSNull) else {
+                if let def { return def }
+                throw ConfigError(path: path, "missing field '\(key)'")
+            }
+            guard let n = v as? NSNumber else { throw ConfigError(path: path, "field '\(key)' must be a number, found \(v)") }
+            return n.doubleValue
+        }
+        func optionalDouble(_ key: String) throws -> Double? {
+            guard let v = json[key], !(v is NSNull) else { return nil }
+            guard let n = v as? NSNumber else { throw ConfigError(path: path, "field '\(key)' must be a number or null, found \(v)") }
+            return n.doubleValue
+        }
+        guard let modelType = json["model_type"] as? String else {
+            throw ConfigError(path: path, "missing field 'model_type' (expected \"bert\" or \"distilbert\")")
+        }
+        switch modelType {
+        case "bert":
+            family = .bert
+            vocabSize = try int("vocab_size")
+            hidden = try int("hidden_size")
+            layers = try int("num_hidden_layers")
+            heads = try int("num_attention_heads")
+            intermediate = try int("intermediate_size")
+            maxPositions = try int("max_position_embeddings")
+            typeVocabSize = try int("type_vocab_size")
+            let act = (json["hidden_act"] as? String) ?? "gelu"
+            guard let a = Activation(rawValue: act) else {
+                throw ConfigError(path: path, "field 'hidden_act' is '\(act)'; supported: gelu, gelu_new, relu")
+            }
+            activation = a
+            layerNormEps = Float(try double("layer_norm_eps", default: 1e-12))
+            hiddenDropout = Float(try double("hidden_dropout_prob", default: 0.1))
+            attentionDropout = Float(try double("attention_probs_dropout_prob", default: 0.1))
+            classifierDropout = Float(try optionalDouble("classifier_dropout") ?? Double(hiddenDropout))
+            if let pet = json["position_embedding_type"] as? String, pet != "absolute" {
+                throw ConfigError(path: path, "position_embedding_type '\(pet)' is not supported (only 'absolute')")
+            }
+        case "distilbert":
+            family = .distilbert
+            vocabSize = try int("vocab_size")
+            hidden = try int("dim")
+            layers = try int("n_layers")
+            heads = try int("n_heads")
+            intermediate = try int("hidden_dim")
+            maxPositions = try int("max_position_embeddings")
+            typeVocabSize = 0
+            let act = (json["activation"] as? String) ?? "gelu"
+            guard let a = Activation(rawValue: act) else {
+                throw ConfigError(path: path, "field 'activation' is '\(act)'; supported: gelu, relu")
+            }
+            activation = a
+            layerNormEps = 1e-12
+            hiddenDropout = Float(try double("dropout", default: 0.1))
+            attentionDropout = Float(try double("attention_dropout", default: 0.1))
+            classifierDropout = Float(try double("seq_classif_dropout", default: 0.2))
+            if (json["sinusoidal_pos_embds"] as? Bool) == true {
+                throw ConfigError(path: path, "sinusoidal_pos_embds true is not supported (learned positions only)")
+            }
+        default:
+            throw ConfigError(path: path, "model_type '\(modelType)' is not supported; supported: bert, distilbert")
+        }
+        initializerRange = Float(try double("initializer_range", default: 0.02))
+        padTokenId = (json["pad_token_id"] as? NSNumber)?.intValue ?? 0
+        guard hidden > 0, heads > 0, hidden % heads == 0 else {
+            throw ConfigError(path: path, "hidden size \(hidden) is not divisible by the \(heads) attention heads")
+        }
+        guard layers > 0, vocabSize > 0, intermediate > 0, maxPositions > 0 else {
+            throw ConfigError(path: path, "layer count, vocab size, intermediate size and max positions must be positive")
+        }
+        // Labels: id2label has string keys "0".."n-1"; num_labels may be given alone.
+        if let m = json["id2label"] as? [String: Any], !m.isEmpty {
+            var names = [String](repeating: "", count: m.count)
+            for (k, v) in m {
+                guard let i = Int(k), i >= 0, i < m.count, let s = v as? String else {
+                    throw ConfigError(path: path, "id2label must map \"0\"..\"\(m.count - 1)\" to names; found key '\(k)'")
+                }
+                names[i] = s
+            }
+            id2label = names
+        } else if let n = (json["num_labels"] as? NSNumber)?.intValue, n > 0 {
+            id2label = (0..<n).map { "LABEL_\($0)" }
+        } else {
+            id2label = []
+        }
+        if let pt = json["problem_type"] as? String {
+            guard let p = ProblemType(rawValue: pt) else {
+                throw ConfigError(path: path, "problem_type '\(pt)' is unknown; use one of \(ProblemType.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            problemType = p
+        } else {
+            problemType = nil
+        }
+    }
+
+    /// The config.json to save for a sequence classifier: the original fields plus architecture, labels and problem type.
+    public func classifierJSON() -> [String: Any] {
+        var j = raw
+        j["architectures"] = [family == .bert ? "BertForSequenceClassification" : "DistilBertForSequenceClassification"]
+        var id2 = [String: String](), l2i = [String: Int]()
+        for (i, n) in id2label.enumerated() { id2[String(i)] = n; l2i[n] = i }
+        j["id2label"] = id2
+        j["label2id"] = l2i
+        j.removeValue(forKey: "num_labels")
+        if let p = problemType { j["problem_type"] = p.rawValue }
+        j.removeValue(forKey: "_name_or_path")
+        return j
+    }
+
+    /// Writes `json` as a pretty, sorted config.json atomically.
+    public static func write(_ json: [String: Any], to url: URL) throws {
+        let data = try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        try FileIO.writeAtomically(data + Data("\n".utf8), to: url)
+    }
+}
