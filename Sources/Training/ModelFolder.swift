@@ -1,0 +1,99 @@
+// ModelFolder: opens a Hugging Face model folder (config.json + model.safetensors + tokenizer files) as a sequence
+// classifier ready to train or predict, and writes one back in the layout `from_pretrained` loads.
+// Deliberately not here: the training loop (Trainer.swift) or the layers (Model target).
+import Foundation
+import Model
+import Tokenizers
+
+/// A user-facing error: one line naming the file or flag and what to do. `exitCode` 2 = usage, 1 = runtime.
+public struct TrainingError: Error, CustomStringConvertible {
+    public let message: String
+    public let exitCode: Int32
+    public init(_ message: String, exitCode: Int32 = 1) { self.message = message; self.exitCode = exitCode }
+    public var description: String { message }
+}
+
+/// A loaded classifier: config (with the label set in force), parameters, tokenizer.
+public final class ClassifierBundle {
+    public var config: ModelConfig
+    public let store: ParameterStore
+    public let tokenizer: any Tokenizer
+    public let report: LoadReport
+    public let directory: URL
+
+    /// Loads `directory`. With `labels`, the classifier head is sized for them: a checkpoint whose id2label has the
+    /// same names keeps its trained head; otherwise the head is (re)initialised from `seed`.
+    public init(directory: URL, labels: [String]?, problemType: ProblemType? = nil, seed: UInt64) throws {
+        self.directory = directory
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDir), isDir.boolValue else {
+            throw TrainingError("model folder '\(directory.path)' does not exist; pass --model a Hugging Face model folder (config.json, model.safetensors, vocab.txt or tokenizer.json)", exitCode: 2)
+        }
+        var config = try ModelConfig.load(url: directory.appendingPathComponent("config.json"))
+        var reinitHead = false
+        if let labels {
+            if config.id2label != labels {
+                // A head trained for other labels cannot be reused; a fresh head for the data's labels is.
+                reinitHead = !config.id2label.isEmpty
+                config.id2label = labels
+            }
+        } else if config.id2label.isEmpty {
+            throw TrainingError("\(config.path): the model has no id2label, so it is not a trained classifier; train one with `disttrain train` first", exitCode: 1)
+        }
+        if let problemType { config.problemType = problemType }
+        if config.problemType == nil { config.problemType = config.numLabels == 1 ? .regression : .singleLabel }
+        self.config = config
+
+        let weights = directory.appendingPathComponent("model.safetensors")
+        guard FileManager.default.fileExists(atPath: weights.path) else {
+            let hasBin = FileManager.default.fileExists(atPath: directory.appendingPathComponent("pytorch_model.bin").path)
+            throw TrainingError("\(weights.path): not found" + (hasBin
+                ? "; only pytorch_model.bin is present: convert it with `transformers` (save_pretrained(..., safe_serialization=True))"
+                : "; the model folder needs model.safetensors"))
+        }
+        let file = try SafeTensorsFile(url: weights)
+        let layout = EncoderClassifier.makeLayout(config: config)
+        store = ParameterStore(layout: layout)
+        let prefix = config.family == .bert ? "bert." : "distilbert."
+        let headPrefixes = ["classifier.", "pre_classifier."]
+        let optional: (String) -> Bool = { name in
+            name.hasPrefix("bert.pooler.") || headPrefixes.contains { name.hasPrefix($0) }
+        }
+        if reinitHead {
+            // Load the body only; the head gets a fresh seeded init.
+            let body = try WeightLoader.load(into: store, from: file, prefix: prefix,
+                                             isOptional: { optional($0) }, seed: seed, initializerRange: config.initializerRange)
+            var r = body
+            for e in store.entries where headPrefixes.contains(where: { e.name.hasPrefix($0) }) && !r.initialized.contains(e.name) {
+                var rng = SplitMix64(seed: seed ^ 0xC1A5_51F1)
+                let v = store.value(e.name)
+                if e.shape.count == 1 { v.update(repeating: 0) } else {
+                    for i in 0..<v.count { v[i] = Float(rng.nextNormal()) * config.initializerRange }
+                }
+                r.initialized.append(e.name)
+            }
+            report = r
+        } else {
+            report = try WeightLoader.load(into: store, from: file, prefix: prefix, isOptional: optional,
+                                           seed: seed, initializerRange: config.initializerRange)
+        }
+        do {
+            tokenizer = try loadTokenizer(directory: directory)
+        } catch {
+            throw TrainingError("\(error)")
+        }
+    }
+
+    /// Writes config.json, model.safetensors and the tokenizer files into `output` (created if needed).
+    public func save(to output: URL) throws {
+        try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+        try WeightLoader.save(store, to: output.appendingPathComponent("model.safetensors"))
+        try ModelConfig.write(config.classifierJSON(), to: output.appendingPathComponent("config.json"))
+        for name in ["vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"] {
+            let src = directory.appendingPathComponent(name)
+            let dst = output.appendingPathComponent(name)
+            guard FileManager.default.fileExists(atPath: src.path), src.standardizedFileURL != dst.standardizedFileURL else { continue }
+            try FileIO.writeAtomically(try Data(contentsOf: src), to: dst)
+        }
+    }
+}

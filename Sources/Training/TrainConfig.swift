@@ -1,0 +1,69 @@
+// TrainConfig: every setting of a fine-tuning run, as library types (the CLI maps its flags onto this; the library
+// never sees ArgumentParser). Names follow Hugging Face TrainingArguments where one exists.
+import Foundation
+import Model
+
+public struct TrainConfig: Sendable {
+    public var modelDir: URL
+    public var trainFile: URL
+    public var evalFile: URL?
+    public var outputDir: URL
+    public var columns: ColumnOptions = ColumnOptions()
+    public var labelsFile: URL?
+    /// Fraction of the training file held out for evaluation when no eval file is given (0 = none).
+    public var validationSplit: Double = 0
+    public var numTrainEpochs: Double = 1
+    /// Overrides the epoch count when > 0.
+    public var maxSteps: Int = 0
+    /// The global batch: samples per optimizer step, summed over ranks and accumulation micro-steps.
+    public var batchSize: Int = 32
+    /// Samples per forward/backward on one rank; nil = globalBatch / worldSize (no accumulation).
+    public var microBatchSize: Int?
+    public var learningRate: Double = 5e-5
+    public var weightDecay: Double = 0.0
+    public var warmupSteps: Int = 0
+    public var warmupRatio: Double = 0
+    public var lrSchedule: LRScheduleKind = .linear
+    public var maxGradNorm: Double = 1.0
+    public var adamBeta1: Double = 0.9
+    public var adamBeta2: Double = 0.999
+    public var adamEpsilon: Double = 1e-8
+    public var maxLength: Int = 128
+    public var seed: UInt64 = 42
+    /// Log every N optimizer steps.
+    public var loggingSteps: Int = 10
+    /// Evaluate every N steps (0 = only at the end of each epoch and of training).
+    public var evalSteps: Int = 0
+    public var evalBatchSize: Int = 64
+    public var threads: Int = 1
+    /// Dropout as configured by the model (true) or switched off (false).
+    public var dropout: Bool = true
+
+    public init(modelDir: URL, trainFile: URL, evalFile: URL?, outputDir: URL) {
+        self.modelDir = modelDir; self.trainFile = trainFile; self.evalFile = evalFile; self.outputDir = outputDir
+    }
+
+    /// Cross-field checks that need no files (usage errors, exit code 2).
+    public func validate(worldSize: Int) throws {
+        func usage(_ m: String) -> TrainingError { TrainingError(m, exitCode: 2) }
+        guard batchSize > 0 else { throw usage("--batch-size must be positive (got \(batchSize))") }
+        guard learningRate >= 0, learningRate.isFinite else { throw usage("--learning-rate must be a non-negative number (got \(learningRate))") }
+        guard weightDecay >= 0 else { throw usage("--weight-decay must be non-negative (got \(weightDecay))") }
+        guard maxLength >= 2 else { throw usage("--max-length must be at least 2 (got \(maxLength))") }
+        guard numTrainEpochs > 0 || maxSteps > 0 else { throw usage("--num-train-epochs must be positive (or give --max-steps)") }
+        guard (0..<1).contains(validationSplit) else { throw usage("--validation-split must be in [0, 1) (got \(validationSplit))") }
+        guard (0...1).contains(warmupRatio) else { throw usage("--warmup-ratio must be in [0, 1] (got \(warmupRatio))") }
+        let micro = microBatchSize ?? (batchSize / max(worldSize, 1))
+        guard micro > 0, batchSize % (worldSize * micro) == 0 else {
+            let perRank = Double(batchSize) / Double(worldSize)
+            throw usage("--batch-size \(batchSize) (the global batch) must be a multiple of world size \(worldSize) × --micro-batch-size \(micro)"
+                        + (perRank.rounded() == perRank ? "" : "; with \(worldSize) ranks use a global batch divisible by \(worldSize), e.g. \(batchSize / worldSize * worldSize + worldSize)"))
+        }
+    }
+
+    /// Micro-batch per rank and accumulation steps for `worldSize`.
+    public func accumulation(worldSize: Int) -> (micro: Int, steps: Int) {
+        let micro = microBatchSize ?? (batchSize / max(worldSize, 1))
+        return (micro, batchSize / (worldSize * micro))
+    }
+}

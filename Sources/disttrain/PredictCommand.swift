@@ -1,0 +1,48 @@
+// `disttrain predict`: JSONL/CSV texts in, one JSON line per input out, in input order.
+import ArgumentParser
+import Foundation
+import Training
+
+struct Predict: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Classify texts with a trained model.",
+        discussion: """
+        Reads {"text"} lines (or CSV/TSV with a header); writes {"text", "label", "probs": {...}, "logits": [...]}.
+          disttrain predict --model runs/spam --input new.jsonl --output predictions.jsonl
+        """)
+    @Option(help: "A trained model folder (as written by `disttrain train`).") var model: String
+    @Option(help: "Input file (JSONL, CSV or TSV); '-' for standard input (JSONL).") var input: String
+    @Option(help: "Output JSONL file (default: standard output).") var output: String?
+    @Option(help: "Truncate inputs to this many tokens.") var maxLength: Int = 128
+    @Option(help: "Texts per forward pass.") var batchSize: Int = 32
+    @Option(help: "Column holding the text.") var textColumn: String = "text"
+    @Option(help: "Column holding the second text of a pair.") var textPairColumn: String?
+
+    func validate() throws {
+        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive (got \(batchSize))") }
+        guard maxLength >= 2 else { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
+    }
+
+    func run() throws {
+        let predictor = try Predictor(modelDir: URL(fileURLWithPath: model), maxLength: maxLength, batchSize: batchSize)
+        let data = try DataLoader.loadTexts(URL(fileURLWithPath: input),
+                                            columns: ColumnOptions(text: textColumn, textPair: textPairColumn))
+        let preds = try predictor.predict(data.examples.map { ($0.text, $0.textPair) })
+        var lines: [String] = []
+        lines.reserveCapacity(preds.count)
+        for (ex, p) in zip(data.examples, preds) {
+            let obj: [String: Any] = ["text": ex.text, "label": p.label, "probs": p.probs, "logits": p.logits.map(Double.init)]
+            let d = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])
+            lines.append(String(decoding: d, as: UTF8.self))
+        }
+        let text = lines.joined(separator: "\n") + (lines.isEmpty ? "" : "\n")
+        if let output {
+            let url = URL(fileURLWithPath: output)
+            do { try Data(text.utf8).write(to: url, options: .atomic) } catch {
+                throw TrainingError("\(output): cannot write (\(error.localizedDescription)); check the folder exists and is writable")
+            }
+        } else {
+            FileHandle.standardOutput.write(Data(text.utf8))
+        }
+    }
+}

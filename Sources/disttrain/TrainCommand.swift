@@ -1,0 +1,150 @@
+// `disttrain train`: flags → TrainConfig, communicator from the launch environment, events printed on rank 0.
+import ArgumentParser
+import Dist
+import Foundation
+import Model
+import Training
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Fine-tune a sequence classifier on labelled JSONL/CSV data.",
+        discussion: """
+        --batch-size is the GLOBAL batch (samples per optimizer step over all ranks); each rank runs
+        --micro-batch-size samples per forward/backward and gradients accumulate to the global batch.
+        Example:
+          disttrain train --model models/all-MiniLM-L6-v2 --train-file train.jsonl --eval-file test.jsonl \\
+              --output-dir runs/spam --num-train-epochs 1 --batch-size 32 --learning-rate 1e-4
+        """)
+
+    @Option(help: "Hugging Face model folder (config.json, model.safetensors, vocab.txt or tokenizer.json).")
+    var model: String
+    @Option(help: "Training data: JSONL with {\"text\", \"label\"} per line, or CSV/TSV with a header.")
+    var trainFile: String
+    @Option(help: "Evaluation data in the same format (labels must be among the training labels).")
+    var evalFile: String?
+    @Option(help: "Folder for the trained model, eval_results.json and metrics.jsonl.")
+    var outputDir: String
+    @Option(help: "Passes over the training data.") var numTrainEpochs: Double = 1
+    @Option(help: "Stop after this many optimizer steps (overrides --num-train-epochs when > 0).") var maxSteps: Int = 0
+    @Option(help: "Global batch: samples per optimizer step, summed over all ranks.") var batchSize: Int = 32
+    @Option(name: [.customLong("micro-batch-size"), .customLong("per-device-train-batch-size")],
+            help: "Samples per rank per forward/backward (default: batch-size / world size).")
+    var microBatchSize: Int?
+    @Option(help: "Peak learning rate.") var learningRate: Double = 5e-5
+    @Option(help: "AdamW decoupled weight decay (not applied to biases and LayerNorm).") var weightDecay: Double = 0
+    @Option(help: "Linear warmup steps (the first step runs at lr 0, as in transformers).") var warmupSteps: Int = 0
+    @Option(help: "Warmup as a fraction of the total steps (used when --warmup-steps is 0).") var warmupRatio: Double = 0
+    @Option(help: "linear, cosine, constant or constant_with_warmup.") var lrSchedulerType: String = "linear"
+    @Option(help: "Clip gradients to this global L2 norm (0 = off).") var maxGradNorm: Double = 1
+    @Option(help: "Truncate inputs to this many tokens (special tokens included).") var maxLength: Int = 128
+    @Option(help: "Seed for the data order, head initialisation and dropout.") var seed: UInt64 = 42
+    @Option(help: "Log every N optimizer steps.") var loggingSteps: Int = 10
+    @Option(help: "Evaluate every N steps (0 = at the end of each epoch).") var evalSteps: Int = 0
+    @Option(help: "Column holding the text.") var textColumn: String = "text"
+    @Option(help: "Column holding the second text of a pair.") var textPairColumn: String?
+    @Option(help: "Column holding the label.") var labelColumn: String = "label"
+    @Option(help: "File with one label name per line (default: the labels of the training file).") var labels: String?
+    @Option(help: "Hold out this fraction of the training data for evaluation when no --eval-file is given.")
+    var validationSplit: Double = 0
+    @Option(help: "Compute threads per rank (default: the cores available to the rank).") var threads: Int?
+    @Flag(help: "Turn dropout off during training.") var noDropout = false
+
+    func validate() throws {
+        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive (got \(batchSize))") }
+        if let m = microBatchSize, m <= 0 { throw ValidationError("--micro-batch-size must be positive (got \(m))") }
+        guard learningRate >= 0 else { throw ValidationError("--learning-rate must not be negative (got \(learningRate))") }
+        guard LRScheduleKind(rawValue: lrSchedulerType) != nil else {
+            throw ValidationError("--lr-scheduler-type '\(lrSchedulerType)' is unknown; use one of \(LRScheduleKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard maxLength >= 2 else { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
+        if let t = threads, t <= 0 { throw ValidationError("--threads must be positive (got \(t))") }
+    }
+
+    var trainConfig: TrainConfig {
+        var c = TrainConfig(modelDir: URL(fileURLWithPath: model), trainFile: URL(fileURLWithPath: trainFile),
+                            evalFile: evalFile.map { URL(fileURLWithPath: $0) }, outputDir: URL(fileURLWithPath: outputDir))
+        c.numTrainEpochs = numTrainEpochs; c.maxSteps = maxSteps; c.batchSize = batchSize
+        c.microBatchSize = microBatchSize; c.learningRate = learningRate; c.weightDecay = weightDecay
+        c.warmupSteps = warmupSteps; c.warmupRatio = warmupRatio
+        c.lrSchedule = LRScheduleKind(rawValue: lrSchedulerType) ?? .linear
+        c.maxGradNorm = maxGradNorm; c.maxLength = maxLength; c.seed = seed
+        c.loggingSteps = loggingSteps; c.evalSteps = evalSteps
+        c.columns = ColumnOptions(text: textColumn, textPair: textPairColumn, label: labelColumn)
+        c.labelsFile = labels.map { URL(fileURLWithPath: $0) }
+        c.validationSplit = validationSplit
+        c.threads = threads ?? 1
+        c.dropout = !noDropout
+        return c
+    }
+
+    func run() throws {
+        let comm: Communicator
+        do { comm = try makeCommunicator(environment: ProcessInfo.processInfo.environment) } catch {
+            throw TrainingError("cannot start MPI: \(error)")
+        }
+        let config = trainConfig
+        let trainer = try Trainer(config: config, comm: comm)
+        let reporter = ProgressReporter(enabled: comm.isRoot, outputDir: config.outputDir)
+        let result = try trainer.run(onEvent: reporter.handle)
+        if comm.isRoot {
+            let line = jsonLine(result)
+            print(line)
+            try Data((line + "\n").utf8).write(to: config.outputDir.appendingPathComponent("eval_results.json"))
+        }
+    }
+}
+
+/// Prints progress lines (rank 0) to stderr and appends every log/eval record to metrics.jsonl.
+final class ProgressReporter {
+    let enabled: Bool
+    let outputDir: URL
+    var metricsLines: [String] = []
+
+    init(enabled: Bool, outputDir: URL) { self.enabled = enabled; self.outputDir = outputDir }
+
+    func say(_ s: String) {
+        guard enabled else { return }
+        let stamp = ISO8601DateFormatter().string(from: Date())
+        FileHandle.standardError.write(Data("[\(stamp)] \(s)\n".utf8))
+    }
+
+    func handle(_ event: TrainingEvent) {
+        guard enabled else { return }
+        switch event {
+        case .started(let s):
+            say("train: \(s.trainExamples) examples, eval: \(s.evalExamples), labels: \(s.labels.joined(separator: ", "))")
+            say("world size \(s.worldSize), micro-batch \(s.microBatch) × \(s.accumulationSteps) accumulation, \(s.totalSteps) steps (\(s.stepsPerEpoch)/epoch), \(s.parameters) parameters")
+            if !s.initialized.isEmpty { say("initialised (not in the checkpoint): \(s.initialized.joined(separator: ", "))") }
+            if s.truncated > 0 { say("\(s.truncated) examples truncated to --max-length") }
+        case .log(let m):
+            say(String(format: "step %d/%d epoch %.2f loss %.4f lr %.3g grad_norm %.3f tokens/s %.0f",
+                       Int(m["step"] ?? 0), Int(m["total_steps"] ?? 0), m["epoch"] ?? 0, m["loss"] ?? 0,
+                       m["learning_rate"] ?? 0, m["grad_norm"] ?? 0, m["tokens_per_s"] ?? 0))
+            record(m)
+        case .evaluated(let m):
+            say(String(format: "eval step %d: accuracy %.4f loss %.4f macro_f1 %.4f", Int(m["step"] ?? 0),
+                       m["eval_accuracy"] ?? 0, m["eval_loss"] ?? 0, m["eval_macro_f1"] ?? 0))
+            record(m)
+        case .saved(let url):
+            say("saved model to \(url.path)")
+            try? Data((metricsLines.joined(separator: "\n") + "\n").utf8).write(to: url.appendingPathComponent("metrics.jsonl"))
+        case .finished:
+            break
+        }
+    }
+
+    func record(_ m: [String: Double]) { metricsLines.append(jsonLine(m)) }
+}
+
+/// One JSON object per line with sorted keys; integral values print without a fraction.
+func jsonLine(_ m: [String: Double]) -> String {
+    let parts = m.keys.sorted().map { k -> String in
+        let v = m[k]!
+        let s: String
+        if !v.isFinite { s = "null" }
+        else if v == v.rounded(), abs(v) < 1e15 { s = String(Int64(v)) }
+        else { s = "\(v)" }
+        return "\"\(k)\": \(s)"
+    }
+    return "{" + parts.joined(separator: ", ") + "}"
+}
