@@ -1,0 +1,102 @@
+// Helpers for end-to-end tests: locate the built `disttrain` binary, run it (optionally under real mpirun),
+// and read what it wrote. Tests here never read ../shared: fixtures come from this repository.
+import Foundation
+import XCTest
+
+struct RunResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+enum CLI {
+    /// The repository root, from this file's path.
+    static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// The built executable sits next to the test bundle in .build/<config>/.
+    static func binary() throws -> URL {
+        var candidates: [URL] = []
+        for b in [Bundle.main.bundleURL] + Bundle.allBundles.map(\.bundleURL) {
+            candidates.append(b.deletingLastPathComponent().appendingPathComponent("disttrain"))
+            candidates.append(b.appendingPathComponent("disttrain"))
+        }
+        candidates.append(repoRoot.appendingPathComponent(".build/debug/disttrain"))
+        for c in candidates where FileManager.default.isExecutableFile(atPath: c.path) { return c }
+        throw XCTSkip("disttrain binary not found next to the test bundle (looked in \(candidates.map(\.path))); run `swift build` first")
+    }
+
+    static func tempDir(_ tag: String) throws -> URL {
+        let d = FileManager.default.temporaryDirectory.appendingPathComponent("disttrain-\(tag)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
+        return d
+    }
+
+    /// Runs `disttrain args` directly, or under `mpirun -n ranks` when ranks is given. Times out after `timeout` s.
+    static func run(_ args: [String], ranks: Int? = nil, stdin: String? = nil, timeout: TimeInterval = 120) throws -> RunResult {
+        let bin = try binary()
+        let p = Process()
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        env["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
+        // Keep OpenMPI quiet about missing high-speed transports on a laptop or CI box.
+        env["OMPI_MCA_btl"] = "self,vader,tcp"
+        p.environment = env
+        if let ranks {
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-n", String(ranks), bin.path] + args
+        } else {
+            p.executableURL = bin
+            p.arguments = args
+        }
+        let out = Pipe(), err = Pipe(), inp = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = inp
+        try p.run()
+        if let stdin { inp.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try? inp.fileHandleForWriting.close()
+        // Drain the pipes on background threads so a chatty process cannot block on a full pipe.
+        let outBox = DataBox(), errBox = DataBox()
+        let group = DispatchGroup()
+        group.enter(); DispatchQueue.global().async { outBox.data = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        group.enter(); DispatchQueue.global().async { errBox.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        let deadline = Date().addingTimeInterval(timeout)
+        while p.isRunning && Date() < deadline { usleep(20_000) }
+        if p.isRunning {
+            p.terminate()
+            usleep(500_000)
+            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+            XCTFail("disttrain \(args.joined(separator: " ")) did not finish within \(timeout) s")
+        }
+        p.waitUntilExit()
+        group.wait()
+        return RunResult(status: p.terminationStatus,
+                         stdout: String(decoding: outBox.data, as: UTF8.self),
+                         stderr: String(decoding: errBox.data, as: UTF8.self))
+    }
+
+    static func jsonLines(_ url: URL) throws -> [[String: Any]] {
+        try String(contentsOf: url, encoding: .utf8).split(separator: "\n").map {
+            try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+        }
+    }
+
+    /// Reads every F32 tensor of a safetensors file (small files only) by parsing the header directly, so that
+    /// this test target depends on nothing but the binary's output.
+    static func tensors(_ url: URL) throws -> [String: [Float]] {
+        let d = try Data(contentsOf: url)
+        let n = Int(d.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        let header = try JSONSerialization.jsonObject(with: d[8..<(8 + n)]) as! [String: Any]
+        var out: [String: [Float]] = [:]
+        for (k, v) in header where k != "__metadata__" {
+            let t = v as! [String: Any]
+            let offs = t["data_offsets"] as! [Int]
+            let bytes = d[(8 + n + offs[0])..<(8 + n + offs[1])]
+            out[k] = bytes.withUnsafeBytes { raw in (0..<(raw.count / 4)).map { raw.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) } }
+        }
+        return out
+    }
+}
+
+final class DataBox: @unchecked Sendable { var data = Data() }

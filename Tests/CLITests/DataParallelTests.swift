@@ -1,0 +1,84 @@
+// Data parallelism end to end with real mpirun: the same command at 1, 2, 4 and 8 ranks (and without mpirun)
+// must give the same per-step losses, the same final parameters and the same eval metrics, with dropout ON
+// (masks are keyed by seed, step and global sample index, never by rank).
+import Foundation
+import XCTest
+
+final class DataParallelTests: XCTestCase {
+    /// A copy of the tiny BERT fixture with dropout switched on, plus small train/eval sets from the bundled data.
+    func makeWorkspace() throws -> (model: URL, train: URL, eval: URL, dir: URL) {
+        let dir = try CLI.tempDir("dp")
+        let fixture = CLI.repoRoot.appendingPathComponent("Tests/ModelTests/Fixtures/bert-tiny-cls")
+        let model = dir.appendingPathComponent("model")
+        try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
+        for f in ["model.safetensors", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"] {
+            try FileManager.default.copyItem(at: fixture.appendingPathComponent(f), to: model.appendingPathComponent(f))
+        }
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: fixture.appendingPathComponent("config.json"))) as! [String: Any]
+        config["hidden_dropout_prob"] = 0.1
+        config["attention_probs_dropout_prob"] = 0.1
+        try JSONSerialization.data(withJSONObject: config).write(to: model.appendingPathComponent("config.json"))
+        let lines = try String(contentsOf: CLI.repoRoot.appendingPathComponent("data/sms-spam/train.jsonl"), encoding: .utf8)
+            .split(separator: "\n")
+        let train = dir.appendingPathComponent("train.jsonl"), eval = dir.appendingPathComponent("eval.jsonl")
+        try (lines[0..<44].joined(separator: "\n") + "\n").write(to: train, atomically: true, encoding: .utf8)
+        // 13 eval rows: not a multiple of 2, 4 or 8, so shards are uneven.
+        try (lines[100..<113].joined(separator: "\n") + "\n").write(to: eval, atomically: true, encoding: .utf8)
+        return (model, train, eval, dir)
+    }
+
+    func trainArgs(_ w: (model: URL, train: URL, eval: URL, dir: URL), out: String) -> [String] {
+        ["train", "--model", w.model.path, "--train-file", w.train.path, "--eval-file", w.eval.path,
+         "--output-dir", w.dir.appendingPathComponent(out).path, "--batch-size", "8", "--max-steps", "12",
+         "--logging-steps", "1", "--learning-rate", "1e-3", "--weight-decay", "0.01", "--warmup-steps", "2",
+         "--max-length", "24", "--seed", "5", "--threads", "1"]
+    }
+
+    func testSameModelAtAnyRankCount() throws {
+        let w = try makeWorkspace()
+        defer { try? FileManager.default.removeItem(at: w.dir) }
+        var runs: [(String, [Double], [String: [Float]], [String: Any])] = []
+        for ranks in [nil, 1, 2, 4, 8] as [Int?] {
+            let name = ranks.map { "mpi\($0)" } ?? "single"
+            let r = try CLI.run(trainArgs(w, out: name), ranks: ranks, timeout: 240)
+            XCTAssertEqual(r.status, 0, "\(name) failed: \(r.stderr)")
+            guard r.status == 0 else { return }
+            let out = w.dir.appendingPathComponent(name)
+            let logs = try CLI.jsonLines(out.appendingPathComponent("metrics.jsonl")).filter { $0["loss"] != nil }
+            let losses = logs.map { ($0["loss"] as! NSNumber).doubleValue }
+            XCTAssertEqual(losses.count, 12, "\(name): one loss per step")
+            let params = try CLI.tensors(out.appendingPathComponent("model.safetensors"))
+            let result = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("eval_results.json"))) as! [String: Any]
+            runs.append((name, losses, params, result))
+        }
+        let (refName, refLoss, refParams, refResult) = runs[0]
+        // The loss must actually move, or equality across runs would prove nothing.
+        XCTAssertGreaterThan(abs(refLoss.first! - refLoss.last!), 1e-3, "training did not change the loss")
+        for (name, losses, params, result) in runs.dropFirst() {
+            for (k, (a, b)) in zip(refLoss, losses).enumerated() {
+                XCTAssertEqual(a, b, accuracy: 1e-5 * abs(a), "\(name) step \(k + 1) loss vs \(refName)")
+            }
+            var worst = 0.0, worstName = ""
+            for (key, ref) in refParams {
+                guard let got = params[key], got.count == ref.count else { XCTFail("\(name): tensor \(key) missing"); continue }
+                for i in 0..<ref.count where Double(abs(ref[i] - got[i])) > worst { worst = Double(abs(ref[i] - got[i])); worstName = key }
+            }
+            XCTAssertLessThan(worst, 1e-5, "\(name): final parameters differ by \(worst) in \(worstName)")
+            XCTAssertEqual(result["eval_samples"] as? Int, 13, "\(name): every eval sample counted once")
+            XCTAssertEqual((result["eval_accuracy"] as! NSNumber).doubleValue, (refResult["eval_accuracy"] as! NSNumber).doubleValue,
+                           "\(name): eval accuracy")
+            XCTAssertEqual((result["eval_loss"] as! NSNumber).doubleValue, (refResult["eval_loss"] as! NSNumber).doubleValue,
+                           accuracy: 1e-5, "\(name): eval loss")
+        }
+    }
+
+    func testGlobalBatchThatDoesNotDivideIsAUsageError() throws {
+        let w = try makeWorkspace()
+        defer { try? FileManager.default.removeItem(at: w.dir) }
+        let r = try CLI.run(trainArgs(w, out: "bad"), ranks: 3)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("--batch-size 8 (the global batch) must be a multiple of world size 3"), r.stderr)
+        XCTAssertFalse(r.stderr.contains("Fatal error"), "no crash trace: \(r.stderr)")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: w.dir.appendingPathComponent("bad/model.safetensors").path))
+    }
+}
