@@ -14,7 +14,8 @@ public struct TrainingError: Error, CustomStringConvertible {
 }
 
 /// A loaded classifier: config (with the label set in force), parameters, tokenizer.
-public final class ClassifierBundle {
+/// Sendable: after init only `save` reads it (from the checkpoint thread), and nothing mutates it.
+public final class ClassifierBundle: @unchecked Sendable {
     public var config: ModelConfig
     public let store: ParameterStore
     public let tokenizer: any Tokenizer
@@ -84,10 +85,11 @@ public final class ClassifierBundle {
         }
     }
 
-    /// Writes config.json, model.safetensors and the tokenizer files into `output` (created if needed).
-    public func save(to output: URL) throws {
+    /// Writes config.json, model.safetensors (from `weights`, default the live store) and the tokenizer files into
+    /// `output` (created if needed).
+    public func save(to output: URL, weights: ParameterStore? = nil) throws {
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
-        try WeightLoader.save(store, to: output.appendingPathComponent("model.safetensors"))
+        try WeightLoader.save(weights ?? store, to: output.appendingPathComponent("model.safetensors"))
         try ModelConfig.write(config.classifierJSON(), to: output.appendingPathComponent("config.json"))
         for name in ["vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"] {
             let src = directory.appendingPathComponent(name)

@@ -3,6 +3,12 @@
 import Foundation
 import Model
 
+/// `--resume`: auto (newest valid checkpoint in the output folder, if any), never, or one checkpoint folder.
+public enum ResumeMode: Sendable, Equatable {
+    case auto, never
+    case path(URL)
+}
+
 public struct TrainConfig: Sendable {
     public var modelDir: URL
     public var trainFile: URL
@@ -38,6 +44,14 @@ public struct TrainConfig: Sendable {
     public var threads: Int = 1
     /// Dropout as configured by the model (true) or switched off (false).
     public var dropout: Bool = true
+    /// Save a checkpoint every N optimizer steps (0 = only at the end of each epoch and of training).
+    public var saveSteps: Int = 0
+    /// Keep at most this many checkpoints (the newest, plus the best by eval accuracy); 0 = keep all.
+    public var saveTotalLimit: Int = 0
+    /// Where to resume from.
+    public var resume: ResumeMode = .auto
+    /// Resume even when the data fingerprint or the global batch differ from the checkpoint's.
+    public var ignoreResumeMismatch: Bool = false
 
     public init(modelDir: URL, trainFile: URL, evalFile: URL?, outputDir: URL) {
         self.modelDir = modelDir; self.trainFile = trainFile; self.evalFile = evalFile; self.outputDir = outputDir
@@ -59,6 +73,15 @@ public struct TrainConfig: Sendable {
             throw usage("--batch-size \(batchSize) (the global batch) must be a multiple of world size \(worldSize) × --micro-batch-size \(micro)"
                         + (perRank.rounded() == perRank ? "" : "; with \(worldSize) ranks use a global batch divisible by \(worldSize), e.g. \(batchSize / worldSize * worldSize + worldSize)"))
         }
+    }
+
+    /// The settings a resumed run must share with the checkpoint, in a stable text form.
+    public var hyperparameterSummary: [String: String] {
+        ["batch_size": "\(batchSize)", "learning_rate": "\(learningRate)", "weight_decay": "\(weightDecay)",
+         "warmup_steps": "\(warmupSteps)", "warmup_ratio": "\(warmupRatio)", "lr_scheduler_type": lrSchedule.rawValue,
+         "max_grad_norm": "\(maxGradNorm)", "adam_beta1": "\(adamBeta1)", "adam_beta2": "\(adamBeta2)",
+         "adam_epsilon": "\(adamEpsilon)", "max_length": "\(maxLength)", "seed": "\(seed)",
+         "num_train_epochs": "\(numTrainEpochs)", "max_steps": "\(maxSteps)", "dropout": "\(dropout)"]
     }
 
     /// Micro-batch per rank and accumulation steps for `worldSize`.

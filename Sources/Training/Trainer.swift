@@ -30,6 +30,8 @@ public struct TrainingSummary: Sendable {
     public var parameters: Int
     public var initialized: [String]
     public var truncated: Int
+    /// What the resume logic decided (and warnings about skipped checkpoints).
+    public var notices: [String]
 }
 
 /// One tokenized example.
@@ -50,6 +52,16 @@ public final class Trainer {
     let labels: [String]
     let truncatedCount: Int
     let trainFingerprint: String
+    let modelFingerprint: String
+    /// The checkpoint this run resumes from, and its state.
+    let resumed: (ref: CheckpointRef, state: TrainerState)?
+    /// Messages about the resume decision, reported at start.
+    var notices: [String] = []
+    let writer = CheckpointWriter()
+    /// Every logged and evaluated record (restored on resume), written to metrics.jsonl.
+    var history: [[String: Double]] = []
+    var best: (metric: Double, step: Int)?
+    private var permutationCache: (epoch: Int, perm: [Int])?
 
     public init(config: TrainConfig, comm: Communicator) throws {
         self.config = config
@@ -73,37 +85,91 @@ public final class Trainer {
         labels = labelSet.names
         trainFingerprint = trainSet.fingerprint
 
-        bundle = try ClassifierBundle(directory: config.modelDir, labels: labels, seed: config.seed)
+        // Resume decision: an explicit checkpoint must verify; `auto` takes the newest that does.
+        var notes: [String] = []
+        var resumeRef: CheckpointRef?
+        switch config.resume {
+        case .never: break
+        case .path(let url):
+            if let problem = Checkpoint.verify(url) {
+                throw TrainingError("--resume \(url.path): \(problem); pick another checkpoint or use --resume auto")
+            }
+            let name = url.lastPathComponent
+            resumeRef = CheckpointRef(url: url, step: Int(name.dropFirst("checkpoint-".count)) ?? 0)
+        case .auto:
+            resumeRef = Checkpoint.newestValid(in: config.outputDir) { notes.append("warning: \($0)") }
+        }
+        var resumedState: TrainerState?
+        if let ref = resumeRef {
+            let state = try Checkpoint.readState(ref.url)
+            if state.dataFingerprint != trainSet.fingerprint && !config.ignoreResumeMismatch {
+                throw TrainingError("\(ref.url.path): the checkpoint was trained on different data (fingerprint \(state.dataFingerprint.prefix(12)) vs \(trainSet.fingerprint.prefix(12))); use the same --train-file, a new --output-dir, or --resume-ignore-mismatch")
+            }
+            if state.globalBatch != config.batchSize && !config.ignoreResumeMismatch {
+                throw TrainingError("\(ref.url.path): the checkpoint used --batch-size \(state.globalBatch), this run \(config.batchSize); the global batch must stay the same to continue the same sample order (or pass --resume-ignore-mismatch)")
+            }
+            if state.labels != labels {
+                throw TrainingError("\(ref.url.path): the checkpoint's labels \(state.labels) differ from the data's \(labels); use a new --output-dir")
+            }
+            notes.append("resuming from \(ref.url.lastPathComponent) (step \(state.globalStep), saved with \(state.worldSize) rank(s), now \(comm.worldSize))")
+            resumedState = state
+        }
+        notices = notes
+
+        // Weights: the checkpoint folder is itself a model folder.
+        bundle = try ClassifierBundle(directory: resumeRef?.url ?? config.modelDir, labels: labels, seed: config.seed)
         guard bundle.config.problemType == .singleLabel else {
             throw TrainingError("\(bundle.config.path): problem_type \(bundle.config.problemType!.rawValue) is not supported by `train` yet; use single_label_classification")
         }
         guard config.maxLength <= bundle.config.maxPositions else {
             throw TrainingError("--max-length \(config.maxLength) exceeds the model's max_position_embeddings \(bundle.config.maxPositions); use --max-length \(bundle.config.maxPositions) or less", exitCode: 2)
         }
-        var truncated = 0
-        func encode(_ ds: TextDataset) throws -> [EncodedExample] {
-            try ds.examples.map { ex in
-                let full = try bundle.tokenizer.encode(ex.text, pair: ex.textPair, addSpecialTokens: true, maxLength: nil)
-                var enc = full
-                if full.ids.count > config.maxLength {
-                    truncated += 1
-                    enc = try bundle.tokenizer.encode(ex.text, pair: ex.textPair, addSpecialTokens: true, maxLength: config.maxLength)
-                }
-                return EncodedExample(ids: enc.ids, typeIds: enc.typeIds, label: ex.label ?? 0)
-            }
-        }
-        train = try encode(trainSet)
-        eval = try evalSet.map(encode) ?? []
-        truncatedCount = truncated
+        let tokenizer = bundle.tokenizer, maxLength = config.maxLength
+        let (trainEnc, t1) = try Trainer.encode(trainSet, tokenizer: tokenizer, maxLength: maxLength)
+        let (evalEnc, t2) = try evalSet.map { try Trainer.encode($0, tokenizer: tokenizer, maxLength: maxLength) } ?? ([], 0)
+        train = trainEnc
+        eval = evalEnc
+        truncatedCount = t1 + t2
 
         let (micro, _) = config.accumulation(worldSize: comm.worldSize)
         model = EncoderClassifier(config: bundle.config, parameters: bundle.store, maxBatch: micro, maxSeq: config.maxLength)
         optimizer = AdamW(store: bundle.store, config: AdamWConfig(
             beta1: Float(config.adamBeta1), beta2: Float(config.adamBeta2),
             eps: Float(config.adamEpsilon), weightDecay: Float(config.weightDecay)))
+        if let ref = resumeRef, let state = resumedState {
+            let opt = try SafeTensorsFile(url: ref.url.appendingPathComponent(Checkpoint.optimizerName))
+            var m = [Float](repeating: 0, count: bundle.store.count), v = m
+            for e in bundle.store.entries {
+                try m.withUnsafeMutableBufferPointer { try opt.copyFloats("exp_avg/" + e.name, into: UnsafeMutableBufferPointer(rebasing: $0[e.range])) }
+                try v.withUnsafeMutableBufferPointer { try opt.copyFloats("exp_avg_sq/" + e.name, into: UnsafeMutableBufferPointer(rebasing: $0[e.range])) }
+            }
+            optimizer.restore(m: m, v: v, stepCount: state.adamStep)
+            history = state.logHistory
+            if let bm = state.bestMetric, let bs = state.bestStep { best = (bm, bs) }
+            modelFingerprint = state.modelFingerprint
+            resumed = (ref, state)
+        } else {
+            let weights = config.modelDir.appendingPathComponent("model.safetensors")
+            modelFingerprint = comm.isRoot ? ((try? Checkpoint.sha256(of: weights)) ?? "") : ""
+            resumed = nil
+        }
 
         // Replicas start bit-identical: rank 0's parameters (including any freshly initialised head) win.
         try comm.broadcast(UnsafeMutableRawBufferPointer(bundle.store.values), root: 0)
+    }
+
+    /// Tokenizes every example (special tokens on), truncating to `maxLength`; returns how many were truncated.
+    static func encode(_ ds: TextDataset, tokenizer: any Tokenizer, maxLength: Int) throws -> ([EncodedExample], Int) {
+        var truncated = 0
+        let out = try ds.examples.map { ex -> EncodedExample in
+            var enc = try tokenizer.encode(ex.text, pair: ex.textPair, addSpecialTokens: true, maxLength: nil)
+            if enc.ids.count > maxLength {
+                truncated += 1
+                enc = try tokenizer.encode(ex.text, pair: ex.textPair, addSpecialTokens: true, maxLength: maxLength)
+            }
+            return EncodedExample(ids: enc.ids, typeIds: enc.typeIds, label: ex.label ?? 0)
+        }
+        return (out, truncated)
     }
 
     var stepsPerEpoch: Int { (train.count + config.batchSize - 1) / config.batchSize }
@@ -113,10 +179,14 @@ public final class Trainer {
     }
 
     /// Sample indices of global step `step`: the next `batchSize` entries of the epoch's seeded permutation.
+    /// Depends only on (seed, step, data size, global batch): never on the world size, so resume can change it.
     func globalBatch(step: Int) -> [Int] {
         let epoch = step / stepsPerEpoch
         let within = step % stepsPerEpoch
-        let perm = SamplePermutation.permutation(count: train.count, seed: config.seed, epoch: epoch)
+        if permutationCache?.epoch != epoch {
+            permutationCache = (epoch, SamplePermutation.permutation(count: train.count, seed: config.seed, epoch: epoch))
+        }
+        let perm = permutationCache!.perm
         let start = within * config.batchSize
         return Array(perm[start..<min(start + config.batchSize, train.count)])
     }
@@ -140,17 +210,25 @@ public final class Trainer {
         return TokenBatch(batchSize: B, seqLen: T, inputIds: ids, attentionMask: mask, tokenTypeIds: types, sampleIndices: indices)
     }
 
-    /// Runs the whole training and returns the final metrics (identical on every rank).
+    func schedule() -> LRSchedule {
+        let total = totalSteps
+        let warmup = config.warmupSteps > 0 ? config.warmupSteps : Int((config.warmupRatio * Double(total)).rounded(.up))
+        return LRSchedule(kind: config.lrSchedule, peak: config.learningRate, warmupSteps: warmup, totalSteps: total)
+    }
+
+    /// Runs the training (from the resumed step, if any) and returns the final metrics (identical on every rank).
     public func run(onEvent: (TrainingEvent) -> Void) throws -> [String: Double] {
         let world = comm.worldSize, rank = comm.rank
         let (micro, accum) = config.accumulation(worldSize: world)
         let total = totalSteps
-        let warmup = config.warmupSteps > 0 ? config.warmupSteps : Int((config.warmupRatio * Double(total)).rounded(.up))
-        let schedule = LRSchedule(kind: config.lrSchedule, peak: config.learningRate, warmupSteps: warmup, totalSteps: total)
+        let schedule = schedule()
+        let firstStep = resumed?.state.globalStep ?? 0
         onEvent(.started(TrainingSummary(
             trainExamples: train.count, evalExamples: eval.count, labels: labels, totalSteps: total,
             stepsPerEpoch: stepsPerEpoch, worldSize: world, microBatch: micro, accumulationSteps: accum,
-            parameters: bundle.store.parameterCount, initialized: bundle.report.initialized, truncated: truncatedCount)))
+            parameters: bundle.store.parameterCount, initialized: resumed == nil ? bundle.report.initialized : [],
+            truncated: truncatedCount, notices: notices)))
+        Preemption.install()
 
         let C = labels.count
         var dLogits = [Float](repeating: 0, count: micro * C)
@@ -160,7 +238,8 @@ public final class Trainer {
         var windowLoss = 0.0, windowSteps = 0, windowTokens: Int64 = 0
         var windowStart = Date()
         var lastEval: [String: Double] = [:]
-        for step in 0..<total {
+        var step = firstStep
+        while step < total {
             let batch = globalBatch(step: step)
             let g = batch.count
             // Contiguous slice for this rank (even split; a short last batch leaves some ranks fewer samples).
@@ -184,6 +263,7 @@ public final class Trainer {
                 stats[0] += lossSum
                 stats[1] += Double(tb.attentionMask.reduce(0) { $0 + Int($1) })
             }
+            // The gradients were scaled by 1/g in the loss, so the sum over ranks is the global mean.
             try comm.allReduce(bundle.store.grads, op: .sum)
             try comm.allReduceSum(&stats)
             let stepLoss = stats[0] / Double(g)
@@ -196,44 +276,116 @@ public final class Trainer {
             lossSumAll += stepLoss
             tokensAll += Int64(stats[1])
             windowLoss += stepLoss; windowSteps += 1; windowTokens += Int64(stats[1])
-            let done = step + 1
-            let epoch = Double(done) / Double(stepsPerEpoch)
-            if done % max(config.loggingSteps, 1) == 0 || done == total {
+            step += 1
+            let epoch = Double(step) / Double(stepsPerEpoch)
+            if step % max(config.loggingSteps, 1) == 0 || step == total {
                 let dt = Date().timeIntervalSince(windowStart)
-                onEvent(.log(["step": Double(done), "epoch": epoch, "loss": windowLoss / Double(windowSteps),
-                              "learning_rate": lr, "grad_norm": norm, "tokens_per_s": Double(windowTokens) / max(dt, 1e-9),
-                              "elapsed_s": Date().timeIntervalSince(start), "total_steps": Double(total)]))
+                let rec: [String: Double] = ["step": Double(step), "epoch": epoch, "loss": windowLoss / Double(windowSteps),
+                           "learning_rate": lr, "grad_norm": norm, "tokens_per_s": Double(windowTokens) / max(dt, 1e-9),
+                           "elapsed_s": Date().timeIntervalSince(start), "total_steps": Double(total)]
+                history.append(rec)
+                onEvent(.log(rec))
                 windowLoss = 0; windowSteps = 0; windowTokens = 0; windowStart = Date()
             }
-            let epochEnd = done % stepsPerEpoch == 0
-            if !eval.isEmpty && ((config.evalSteps > 0 && done % config.evalSteps == 0) || (epochEnd && done != total)) {
+            let epochEnd = step % stepsPerEpoch == 0
+            if !eval.isEmpty && ((config.evalSteps > 0 && step % config.evalSteps == 0) || epochEnd || step == total) {
                 var m = try evaluate()
-                m["step"] = Double(done); m["epoch"] = epoch
+                m["step"] = Double(step); m["epoch"] = epoch
                 lastEval = m
+                history.append(m)
+                if let acc = m["eval_accuracy"], best == nil || acc > best!.metric { best = (acc, step) }
                 onEvent(.evaluated(m))
             }
+            // Preemption: every rank learns whether any rank got a signal, then all save together.
+            var flag: [Int64] = [Int64(Preemption.pending)]
+            try comm.allReduce(UnsafeMutableBufferPointer(start: &flag, count: 1), op: .max)
+            if flag[0] != 0 {
+                let url = try saveCheckpoint(step: step, total: total, schedule: schedule, background: false, onEvent: onEvent)
+                throw PreemptedError(signal: Int32(flag[0]), checkpoint: url)
+            }
+            let periodic = config.saveSteps > 0 && step % config.saveSteps == 0
+            if periodic || epochEnd || step == total {
+                _ = try saveCheckpoint(step: step, total: total, schedule: schedule, background: step != total, onEvent: onEvent)
+            }
         }
-        let runtime = Date().timeIntervalSince(start)
-        if !eval.isEmpty {
+        if firstStep >= total, !eval.isEmpty {
+            // Nothing left to train (resumed a finished run): report the final evaluation again.
             var m = try evaluate()
             m["step"] = Double(total); m["epoch"] = Double(total) / Double(stepsPerEpoch)
             lastEval = m
-            onEvent(.evaluated(m))
         }
+        let runtime = Date().timeIntervalSince(start)
         var result = lastEval.filter { $0.key.hasPrefix("eval_") }
-        result["train_loss"] = lossSumAll / Double(max(total, 1))
+        let ranSteps = max(total - firstStep, 1)
+        result["train_loss"] = lossSumAll / Double(ranSteps)
         result["train_runtime_s"] = runtime
         result["train_tokens_per_s"] = Double(tokensAll) / max(runtime, 1e-9)
         result["train_samples"] = Double(train.count)
         result["global_step"] = Double(total)
         result["epoch"] = Double(total) / Double(stepsPerEpoch)
         if comm.isRoot {
+            try writer.wait()
             try bundle.save(to: config.outputDir)
+            try writeHistory()
             onEvent(.saved(config.outputDir))
         }
         try comm.barrier()
         onEvent(.finished(result))
         return result
+    }
+
+    /// Writes metrics.jsonl (rank 0) from the history, atomically.
+    func writeHistory() throws {
+        let lines = history.map(jsonObjectLine).joined(separator: "\n") + "\n"
+        try FileManager.default.createDirectory(at: config.outputDir, withIntermediateDirectories: true)
+        try FileIO.writeAtomically(Data(lines.utf8), to: config.outputDir.appendingPathComponent("metrics.jsonl"))
+    }
+
+    /// Rank 0 snapshots the state and commits checkpoint-STEP (in the background unless `background` is false);
+    /// the other ranks only meet it at the barrier, so the slow part never blocks them.
+    @discardableResult
+    func saveCheckpoint(step: Int, total: Int, schedule: LRSchedule, background: Bool,
+                        onEvent: (TrainingEvent) -> Void) throws -> URL {
+        let url = config.outputDir.appendingPathComponent("checkpoint-\(step)")
+        if comm.isRoot {
+            let state = TrainerState(
+                globalStep: step, epoch: Double(step) / Double(stepsPerEpoch),
+                sampleCursor: (step / stepsPerEpoch) * train.count + min((step % stepsPerEpoch) * config.batchSize, train.count),
+                adamStep: optimizer.stepCount, seed: config.seed, worldSize: comm.worldSize, globalBatch: config.batchSize,
+                totalSteps: total, schedule: schedule, dataFingerprint: trainFingerprint, modelFingerprint: modelFingerprint,
+                hyperparameters: config.hyperparameterSummary, labels: labels, bestMetric: best?.metric, bestStep: best?.step,
+                logHistory: history)
+            // Snapshot: the optimizer keeps training while the copy is written.
+            let snapshot = ParameterStore(layout: bundle.store.layout)
+            _ = snapshot.values.update(fromContentsOf: bundle.store.values)
+            let m = optimizer.m, v = optimizer.v
+            let entries = bundle.store.entries
+            let bundle = self.bundle, outputDir = config.outputDir, limit = config.saveTotalLimit, bestStep = best?.step
+            let history = self.history
+            let work: @Sendable () throws -> URL = {
+                var tensors: [TensorToWrite] = []
+                for e in entries {
+                    tensors.append(TensorToWrite(name: "exp_avg/" + e.name, shape: e.shape, floats: Array(m[e.range])))
+                    tensors.append(TensorToWrite(name: "exp_avg_sq/" + e.name, shape: e.shape, floats: Array(v[e.range])))
+                }
+                let u = try Checkpoint.commit(outputDir: outputDir, state: state, optimizerTensors: tensors) { dir in
+                    try bundle.save(to: dir, weights: snapshot)
+                }
+                Checkpoint.rotate(outputDir, keep: limit, protect: bestStep)
+                let lines = history.map(jsonObjectLine).joined(separator: "\n") + "\n"
+                try FileIO.writeAtomically(Data(lines.utf8), to: outputDir.appendingPathComponent("metrics.jsonl"))
+                return u
+            }
+            if background {
+                try writer.submit(work)
+            } else {
+                try writer.wait()
+                _ = try work()
+            }
+            onEvent(.saved(url))
+        }
+        if !background { try comm.barrier() }
+        return url
     }
 
     /// Exact metrics over the eval set: each rank evaluates a contiguous shard (no duplicates), integer counts and
@@ -273,6 +425,19 @@ public final class Trainer {
         out["eval_samples"] = Double(n)
         return out
     }
+}
+
+/// One JSON object per line with sorted keys; integral values print without a fraction.
+public func jsonObjectLine(_ m: [String: Double]) -> String {
+    let parts = m.keys.sorted().map { k -> String in
+        let v = m[k]!
+        let s: String
+        if !v.isFinite { s = "null" }
+        else if v == v.rounded(), abs(v) < 1e15 { s = String(Int64(v)) }
+        else { s = "\(v)" }
+        return "\"\(k)\": \(s)"
+    }
+    return "{" + parts.joined(separator: ", ") + "}"
 }
 
 /// The seeded per-epoch permutation of sample indices (Fisher-Yates with SplitMix64): the same on every rank and

@@ -48,6 +48,10 @@ struct Train: ParsableCommand {
     var validationSplit: Double = 0
     @Option(help: "Compute threads per rank (default: the cores available to the rank).") var threads: Int?
     @Flag(help: "Turn dropout off during training.") var noDropout = false
+    @Option(help: "Save a checkpoint every N steps (0 = at the end of each epoch and of training).") var saveSteps: Int = 0
+    @Option(help: "Keep at most K checkpoints: the newest plus the best by eval accuracy (0 = all).") var saveTotalLimit: Int = 0
+    @Option(help: "auto (newest valid checkpoint in --output-dir, if any), never, or a checkpoint folder.") var resume: String = "auto"
+    @Flag(help: "Resume even if the data or the global batch differ from the checkpoint's.") var resumeIgnoreMismatch = false
 
     func validate() throws {
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive (got \(batchSize))") }
@@ -74,6 +78,14 @@ struct Train: ParsableCommand {
         c.validationSplit = validationSplit
         c.threads = threads ?? 1
         c.dropout = !noDropout
+        c.saveSteps = saveSteps
+        c.saveTotalLimit = saveTotalLimit
+        switch resume {
+        case "auto": c.resume = .auto
+        case "never", "none", "false": c.resume = .never
+        default: c.resume = .path(URL(fileURLWithPath: resume))
+        }
+        c.ignoreResumeMismatch = resumeIgnoreMismatch
         return c
     }
 
@@ -82,14 +94,33 @@ struct Train: ParsableCommand {
         do { comm = try makeCommunicator(environment: ProcessInfo.processInfo.environment) } catch {
             throw TrainingError("cannot start MPI: \(error)")
         }
+        do {
+            try train(comm: comm)
+        } catch let e as ExitCode {
+            throw e
+        } catch {
+            // With several ranks, one rank's error must end the whole job rather than leave the others waiting in
+            // a collective: print it (naming the rank) and abort through MPI.
+            guard comm.worldSize > 1 else { throw error }
+            let code = (error as? TrainingError)?.exitCode ?? 1
+            FileHandle.standardError.write(Data("error: [rank \(comm.rank)] \(error)\n".utf8))
+            comm.abort(code: code)
+        }
+    }
+
+    func train(comm: Communicator) throws {
         let config = trainConfig
         let trainer = try Trainer(config: config, comm: comm)
         let reporter = ProgressReporter(enabled: comm.isRoot, outputDir: config.outputDir)
-        let result = try trainer.run(onEvent: reporter.handle)
+        let result: [String: Double]
+        do { result = try trainer.run(onEvent: reporter.handle) } catch let e as PreemptedError {
+            if comm.isRoot { FileHandle.standardError.write(Data("\(e)\n".utf8)) }
+            throw ExitCode(Preemption.exitCode)
+        }
         if comm.isRoot {
             let line = jsonLine(result)
             print(line)
-            try Data((line + "\n").utf8).write(to: config.outputDir.appendingPathComponent("eval_results.json"))
+            try FileIO.writeAtomically(Data((line + "\n").utf8), to: config.outputDir.appendingPathComponent("eval_results.json"))
         }
     }
 }
@@ -98,7 +129,6 @@ struct Train: ParsableCommand {
 final class ProgressReporter {
     let enabled: Bool
     let outputDir: URL
-    var metricsLines: [String] = []
 
     init(enabled: Bool, outputDir: URL) { self.enabled = enabled; self.outputDir = outputDir }
 
@@ -116,35 +146,20 @@ final class ProgressReporter {
             say("world size \(s.worldSize), micro-batch \(s.microBatch) × \(s.accumulationSteps) accumulation, \(s.totalSteps) steps (\(s.stepsPerEpoch)/epoch), \(s.parameters) parameters")
             if !s.initialized.isEmpty { say("initialised (not in the checkpoint): \(s.initialized.joined(separator: ", "))") }
             if s.truncated > 0 { say("\(s.truncated) examples truncated to --max-length") }
+            for n in s.notices { say(n) }
         case .log(let m):
             say(String(format: "step %d/%d epoch %.2f loss %.4f lr %.3g grad_norm %.3f tokens/s %.0f",
                        Int(m["step"] ?? 0), Int(m["total_steps"] ?? 0), m["epoch"] ?? 0, m["loss"] ?? 0,
                        m["learning_rate"] ?? 0, m["grad_norm"] ?? 0, m["tokens_per_s"] ?? 0))
-            record(m)
         case .evaluated(let m):
             say(String(format: "eval step %d: accuracy %.4f loss %.4f macro_f1 %.4f", Int(m["step"] ?? 0),
                        m["eval_accuracy"] ?? 0, m["eval_loss"] ?? 0, m["eval_macro_f1"] ?? 0))
-            record(m)
         case .saved(let url):
-            say("saved model to \(url.path)")
-            try? Data((metricsLines.joined(separator: "\n") + "\n").utf8).write(to: url.appendingPathComponent("metrics.jsonl"))
+            say("saved \(url.path)")
         case .finished:
             break
         }
     }
-
-    func record(_ m: [String: Double]) { metricsLines.append(jsonLine(m)) }
 }
 
-/// One JSON object per line with sorted keys; integral values print without a fraction.
-func jsonLine(_ m: [String: Double]) -> String {
-    let parts = m.keys.sorted().map { k -> String in
-        let v = m[k]!
-        let s: String
-        if !v.isFinite { s = "null" }
-        else if v == v.rounded(), abs(v) < 1e15 { s = String(Int64(v)) }
-        else { s = "\(v)" }
-        return "\"\(k)\": \(s)"
-    }
-    return "{" + parts.joined(separator: ", ") + "}"
-}
+func jsonLine(_ m: [String: Double]) -> String { jsonObjectLine(m) }

@@ -1,0 +1,218 @@
+// Checkpoint: crash-consistent training state on disk, and the choice of what to resume from.
+// A checkpoint folder is also a usable Hugging Face model folder (config.json, model.safetensors, tokenizer files),
+// plus optimizer.safetensors (AdamW moments, same names as the parameters under "exp_avg/" and "exp_avg_sq/"),
+// trainer_state.json (step, epoch, global sample cursor, schedule, seed, world size and global batch at save time,
+// data fingerprint, hyperparameters, trainer version) and manifest.json (every file's size and sha256), written last.
+// Commit protocol: write into checkpoint-STEP.partial/, fsync every file and the folder, write the manifest, fsync,
+// rename to checkpoint-STEP/, fsync the parent, then atomically replace the `latest` pointer file. A folder without a
+// verifying manifest is never resumed from.
+// Deliberately not here: when to save (the Trainer decides), the background thread (CheckpointWriter below only
+// serialises one snapshot at a time).
+import Crypto
+import Foundation
+import Model
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public let trainerVersion = "disttrain 0.1.0"
+
+/// Everything besides tensors that a resume needs; JSON-encoded as trainer_state.json.
+public struct TrainerState: Codable, Sendable, Equatable {
+    public var formatVersion = 1
+    public var trainerVersion: String = disttrainVersion
+    /// Optimizer steps completed.
+    public var globalStep: Int
+    public var epoch: Double
+    /// Samples consumed since the start: globalStep × globalBatch, minus what short epoch-final batches did not take.
+    public var sampleCursor: Int
+    public var adamStep: Int
+    public var seed: UInt64
+    public var worldSize: Int
+    public var globalBatch: Int
+    public var totalSteps: Int
+    public var schedule: LRSchedule
+    public var dataFingerprint: String
+    public var modelFingerprint: String
+    /// Hyperparameters in a stable text form; compared on resume.
+    public var hyperparameters: [String: String]
+    public var labels: [String]
+    public var bestMetric: Double?
+    public var bestStep: Int?
+    public var logHistory: [[String: Double]]
+}
+
+let disttrainVersion = trainerVersion
+
+/// A checkpoint found on disk.
+public struct CheckpointRef: Sendable, Equatable {
+    public let url: URL
+    public let step: Int
+}
+
+public struct CheckpointError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ m: String) { message = m }
+    public var description: String { message }
+}
+
+public enum Checkpoint {
+    static let manifestName = "manifest.json"
+    static let stateName = "trainer_state.json"
+    static let optimizerName = "optimizer.safetensors"
+
+    /// sha256 of a file, streamed in 4 MiB reads.
+    public static func sha256(of url: URL) throws -> String {
+        guard let h = FileHandle(forReadingAtPath: url.path) else { throw CheckpointError("\(url.path): cannot open for hashing") }
+        defer { try? h.close() }
+        var hasher = SHA256()
+        while true {
+            let chunk = h.readData(ofLength: 4 << 20)
+            if chunk.isEmpty { break }
+            hasher.update(data: chunk)
+        }
+        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+
+    static func fsyncFile(_ url: URL) {
+        let fd = open(url.path, O_RDONLY)
+        if fd >= 0 { _ = fsync(fd); close(fd) }
+    }
+
+    /// Writes a complete checkpoint for `state` into `outputDir/checkpoint-STEP` with the commit protocol.
+    /// `writeModel` writes the model files (config, weights, tokenizer) into the folder it is given.
+    public static func commit(outputDir: URL, state: TrainerState, optimizerTensors: [TensorToWrite],
+                              writeModel: (URL) throws -> Void) throws -> URL {
+        let fm = FileManager.default
+        let name = "checkpoint-\(state.globalStep)"
+        let final = outputDir.appendingPathComponent(name)
+        let partial = outputDir.appendingPathComponent(name + ".partial")
+        try? fm.removeItem(at: partial)
+        try fm.createDirectory(at: partial, withIntermediateDirectories: true)
+        try writeModel(partial)
+        try SafeTensorsWriter.write(optimizerTensors, to: partial.appendingPathComponent(optimizerName))
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try FileIO.writeAtomically(try enc.encode(state), to: partial.appendingPathComponent(stateName))
+        // Manifest last: sizes and hashes of everything else.
+        var files: [String: [String: Any]] = [:]
+        for f in try fm.contentsOfDirectory(atPath: partial.path).sorted() where f != manifestName && !f.hasPrefix(".") {
+            let u = partial.appendingPathComponent(f)
+            fsyncFile(u)
+            let size = (try fm.attributesOfItem(atPath: u.path)[.size] as? NSNumber)?.intValue ?? -1
+            files[f] = ["size": size, "sha256": try sha256(of: u)]
+        }
+        let manifest: [String: Any] = ["format": "disttrain-checkpoint", "version": 1, "step": state.globalStep, "files": files]
+        let data = try JSONSerialization.data(withJSONObject: manifest, options: [.prettyPrinted, .sortedKeys])
+        try FileIO.writeAtomically(data, to: partial.appendingPathComponent(manifestName))
+        FileIO.fsyncDirectory(partial)
+        if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
+        guard rename(partial.path, final.path) == 0 else {
+            throw CheckpointError("\(final.path): rename failed: \(String(cString: strerror(errno)))")
+        }
+        FileIO.fsyncDirectory(outputDir)
+        try FileIO.writeAtomically(Data((name + "\n").utf8), to: outputDir.appendingPathComponent("latest"))
+        return final
+    }
+
+    /// Checks every file named in the manifest (size and sha256). Returns nil when valid, else the reason.
+    public static func verify(_ dir: URL) -> String? {
+        let m = dir.appendingPathComponent(manifestName)
+        guard let data = try? Data(contentsOf: m),
+              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let files = obj["files"] as? [String: [String: Any]] else {
+            return "no readable manifest.json (the save did not complete)"
+        }
+        for name in [stateName, "model.safetensors", "config.json"] where files[name] == nil {
+            return "manifest does not list \(name)"
+        }
+        for (name, info) in files.sorted(by: { $0.key < $1.key }) {
+            let u = dir.appendingPathComponent(name)
+            guard let size = (try? FileManager.default.attributesOfItem(atPath: u.path)[.size] as? NSNumber)?.intValue else {
+                return "\(name) is missing"
+            }
+            if size != (info["size"] as? Int) { return "\(name) has \(size) bytes, the manifest says \(info["size"] ?? "?")" }
+            guard let hash = try? sha256(of: u), hash == info["sha256"] as? String else {
+                return "\(name) does not match its sha256 in the manifest (corrupt)"
+            }
+        }
+        return nil
+    }
+
+    /// Complete checkpoint folders in `outputDir`, newest first (".partial" folders are ignored).
+    public static func list(_ outputDir: URL) -> [CheckpointRef] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: outputDir.path)) ?? []
+        return names.compactMap { n -> CheckpointRef? in
+            guard n.hasPrefix("checkpoint-"), !n.hasSuffix(".partial"), let s = Int(n.dropFirst("checkpoint-".count)) else { return nil }
+            return CheckpointRef(url: outputDir.appendingPathComponent(n), step: s)
+        }.sorted { $0.step > $1.step }
+    }
+
+    /// The newest checkpoint whose manifest verifies; `warn` hears about every newer one that does not.
+    public static func newestValid(in outputDir: URL, warn: (String) -> Void) -> CheckpointRef? {
+        for ref in list(outputDir) {
+            if let problem = verify(ref.url) {
+                warn("skipping \(ref.url.lastPathComponent): \(problem)")
+                continue
+            }
+            return ref
+        }
+        return nil
+    }
+
+    public static func readState(_ dir: URL) throws -> TrainerState {
+        let u = dir.appendingPathComponent(stateName)
+        do { return try JSONDecoder().decode(TrainerState.self, from: Data(contentsOf: u)) } catch {
+            throw CheckpointError("\(u.path): cannot read trainer state (\(error)); the checkpoint is corrupt")
+        }
+    }
+
+    /// Deletes old checkpoints beyond the newest `keep`, never deleting `protect` (the best one).
+    public static func rotate(_ outputDir: URL, keep: Int, protect: Int?) {
+        guard keep > 0 else { return }
+        let all = list(outputDir)
+        for ref in all.dropFirst(keep) where ref.step != protect {
+            try? FileManager.default.removeItem(at: ref.url)
+        }
+    }
+}
+
+/// Writes checkpoints on a background thread, at most one in flight. `submit` waits for the previous save first.
+public final class CheckpointWriter: @unchecked Sendable {
+    private let lock = NSCondition()
+    private var busy = false
+    private var lastError: Error?
+    public private(set) var lastSaved: URL?
+
+    public init() {}
+
+    /// Runs `work` on a background thread once the previous save has finished. Errors surface at the next
+    /// `submit` or `wait`.
+    public func submit(_ work: @escaping @Sendable () throws -> URL) throws {
+        try wait()
+        lock.lock(); busy = true; lock.unlock()
+        let t = Thread { [self] in
+            var err: Error?
+            var url: URL?
+            do { url = try work() } catch { err = error }
+            lock.lock()
+            busy = false
+            if let err { lastError = err }
+            if let url { lastSaved = url }
+            lock.broadcast()
+            lock.unlock()
+        }
+        t.stackSize = 1 << 20
+        t.start()
+    }
+
+    /// Blocks until no save is in flight; rethrows a save's error once.
+    public func wait() throws {
+        lock.lock()
+        while busy { lock.wait() }
+        let e = lastError
+        lastError = nil
+        lock.unlock()
+        if let e { throw e }
+    }
+}
