@@ -1,9 +1,73 @@
-// ckernels.h: vectorised element-wise kernels for the model (GELU, LayerNorm, softmax...), in C so that they can
-// be compiled per CPU feature and dispatched at run time. Filled in by the Model layers as they need them.
+// ckernels.h: vectorised element-wise kernels for the model (GELU, LayerNorm, softmax, dropout, ...), in C so that
+// they can be compiled per CPU feature (AVX2+FMA variant selected at run time, portable fallback) and stay free of
+// Swift array/bounds-check overhead. Every kernel is single-threaded; callers split rows across threads if they wish.
+// Deliberately not here: matrix products (cblas_sgemm), anything that allocates, any global state.
+// Shapes use the model's notation: rows = B*T (tokens), C = channels; all buffers are row-major, contiguous rows.
 #ifndef CKERNELS_H
 #define CKERNELS_H
 #include <stddef.h>
 #include <stdint.h>
+
 /// Returns 1 when the CPU supports AVX512-BF16 (vdpbf16ps), else 0.
 int ck_has_avx512bf16(void);
+
+// ---- scalar-per-element maths (vectorised internally; n = element count) ----
+/// y[i] = erf(x[i]); max abs error ~1.1e-7 (float32 rounding is 3e-8). Reference for tests.
+void ck_erf(const float *x, float *y, size_t n);
+/// y[i] = exp(x[i]) for x in [-87, 88] (clamped outside); ~2 ulp.
+void ck_exp(const float *x, float *y, size_t n);
+/// y[i] = tanh(x[i]); abs error ~1e-7.
+void ck_tanh(const float *x, float *y, size_t n);
+
+// ---- activations. act: 0 = gelu (erf), 1 = gelu_new (tanh form), 2 = relu ----
+/// y = act(x)
+void ck_act_fwd(int act, const float *x, float *y, size_t n);
+/// Fused bias + activation for a linear layer's output: f[r,c] += bias[c] (in place; f is kept as the
+/// pre-activation for backward), g[r,c] = act(f[r,c]). f, g: [rows, cols].
+void ck_bias_act_fwd(int act, float *f, const float *bias, float *g, size_t rows, size_t cols);
+/// dg[i] *= act'(f[i]) in place (dg becomes df).
+void ck_act_bwd_inplace(int act, const float *f, float *dg, size_t n);
+/// Backward recompute, fused: g[i] = act(f[i]) and f[i] <- act'(f[i]) in place (the pre-activation is not needed
+/// after this, so one erf/exp evaluation serves both the weight gradient of the next linear and the chain rule).
+void ck_act_fwd_grad(int act, float *f, float *g, size_t n);
+/// y[i] *= x[i]
+void ck_mul(float *y, const float *x, size_t n);
+/// dy[i] *= 1 - t[i]^2 where t = tanh output (pooler backward).
+void ck_tanh_bwd_inplace(const float *t, float *dy, size_t n);
+
+// ---- linear-layer helpers ----
+/// y[r,c] += bias[c]; y: [rows, cols].
+void ck_add_bias(float *y, const float *bias, size_t rows, size_t cols);
+/// db[c] += sum_r dy[r,c]; dy: [rows, cols].
+void ck_bias_grad(const float *dy, float *db, size_t rows, size_t cols);
+/// y[i] += x[i]
+void ck_add(float *y, const float *x, size_t n);
+
+// ---- LayerNorm over the last axis (C); saves mean and rstd per row ----
+void ck_layernorm_fwd(const float *x, float *y, float *mean, float *rstd, const float *w, const float *b,
+                      size_t rows, size_t C, float eps);
+/// dx = dL/dx (OVERWRITTEN), dw += ..., db += ...
+void ck_layernorm_bwd(float *dx, const float *dy, const float *x, const float *mean, const float *rstd,
+                      const float *w, float *dw, float *db, size_t rows, size_t C);
+
+// ---- attention softmax over one [T, T] score block (rows = queries), key mask per column ----
+/// p[i,j] = softmax_j(s[i,j]) over keys with keymask[j] != 0, exactly 0 for masked keys, in place.
+/// nvalid = number of unmasked keys; when 0 the row is uniform (what HF's finfo.min addition gives).
+void ck_softmax_masked_fwd(float *s, const float *keymask, size_t rows, size_t T, size_t nvalid);
+/// dp[i,j] <- p[i,j] * (dp[i,j] - sum_k p[i,k] dp[i,k]) in place.
+void ck_softmax_bwd_inplace(const float *p, float *dp, size_t rows, size_t T);
+
+// ---- counter-based dropout (inverted, PyTorch semantics) ----
+/// The per-element keep decision: hash of (rowkey, j) >= threshold, threshold = round(p * 2^32).
+/// y[j] = keep ? x[j] * scale : 0, j < n. y may equal x.
+void ck_dropout_row(const float *x, float *y, size_t n, uint64_t rowkey, uint32_t threshold, float scale);
+/// y[j] += keep ? x[j] * scale : 0  (residual add after a dropped-out sub-layer output)
+void ck_dropout_add_row(const float *x, float *y, size_t n, uint64_t rowkey, uint32_t threshold, float scale);
+/// 1 when element j of the row is kept (tests).
+int ck_dropout_keep(uint64_t rowkey, uint32_t j, uint32_t threshold);
+
+// ---- cross-entropy helper ----
+/// Row softmax (no mask) into p; returns nothing. x, p: [rows, C].
+void ck_softmax_rows(const float *x, float *p, size_t rows, size_t C);
+
 #endif

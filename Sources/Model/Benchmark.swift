@@ -1,0 +1,142 @@
+// Benchmark.swift: the training-step benchmark behind `disttrain bench`: forward + cross-entropy + backward
+// (gradients zeroed each step; no optimizer) on random tokens at a model shape, with MFU measured against the
+// sgemm rate of the model's largest matmul in the same process and thread setting.
+// flops_per_step = 6·N_non-embedding·tokens + 12·layers·hidden·seq·tokens (the definition; N excludes the
+// word/position/token-type tables). Deliberately not here: printing or CLI flags (the executable does that).
+import CBLAS
+import Foundation
+
+public struct BenchmarkResult: Sendable, Codable {
+    public var batch: Int
+    public var seq: Int
+    public var threads: Int
+    public var steps: Int
+    public var tokens_per_s: Double
+    public var step_s_median: Double
+    public var step_s_min: Double
+    public var step_s_max: Double
+    public var flops_per_step: Double
+    public var achieved_gflops: Double
+    public var sgemm_gflops: Double
+    public var mfu: Double
+    public var peak_rss_mb: Double
+    public var activation_bytes: Int
+    /// One JSON line with sorted keys.
+    public var json: String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return String(decoding: (try? e.encode(self)) ?? Data(), as: UTF8.self)
+    }
+}
+
+public enum ModelBenchmark {
+    /// The all-MiniLM-L6-v2 shape (BERT, vocab 30522, hidden 384, 6 layers, 12 heads, FFN 1536, 512 positions),
+    /// with its config's dropout (0.1) and 2 labels.
+    public static func miniLMConfig() -> ModelConfig {
+        let json: [String: Any] = [
+            "model_type": "bert", "vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6,
+            "num_attention_heads": 12, "intermediate_size": 1536, "max_position_embeddings": 512,
+            "type_vocab_size": 2, "hidden_act": "gelu", "layer_norm_eps": 1e-12, "hidden_dropout_prob": 0.1,
+            "attention_probs_dropout_prob": 0.1, "initializer_range": 0.02, "pad_token_id": 0,
+            "id2label": ["0": "LABEL_0", "1": "LABEL_1"],
+        ]
+        return try! ModelConfig(json: json, path: "<all-MiniLM-L6-v2 shape>")
+    }
+
+    public static func run(config: ModelConfig, batch: Int, seq: Int, steps: Int, warmup: Int, threads: Int) -> BenchmarkResult {
+        ComputeThreads.set(threads)
+        let store = ParameterStore(layout: EncoderClassifier.makeLayout(config: config))
+        var rng = BenchRNG(seed: 1234)
+        for e in store.entries {
+            let v = store.value(e.name)
+            let isNorm = e.name.contains("LayerNorm") || e.name.contains("layer_norm")
+            if e.name.hasSuffix(".bias") { v.update(repeating: 0) }
+            else if isNorm { v.update(repeating: 1) }
+            else { for i in 0..<v.count { v[i] = Float(rng.normal()) * config.initializerRange } }
+        }
+        let model = EncoderClassifier(config: config, parameters: store, maxBatch: batch, maxSeq: seq)
+        let NL = config.numLabels
+        var dLogits = [Float](repeating: 0, count: batch * NL)
+        var times: [Double] = []
+        let sgemmBefore = sgemmGflops(m: batch * seq, n: max(config.intermediate, config.hidden), k: config.hidden)
+        for step in 0..<(warmup + steps) {
+            let ids = (0..<(batch * seq)).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) }
+            let labels = (0..<batch).map { _ in Int32(rng.next() % UInt64(NL)) }
+            let tb = TokenBatch(batchSize: batch, seqLen: seq, inputIds: ids,
+                                attentionMask: [Int32](repeating: 1, count: batch * seq),
+                                sampleIndices: (0..<batch).map { step * batch + $0 })
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            store.zeroGrads()
+            let logits = model.forward(tb, dropout: DropoutContext(seed: 42, step: step))
+            _ = dLogits.withUnsafeMutableBufferPointer {
+                Loss.crossEntropy(logits: logits, labels: labels, batch: batch, classes: NL, scale: 1 / Float(batch), dLogits: $0)
+            }
+            dLogits.withUnsafeBufferPointer { model.backward(dLogits: $0) }
+            let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+            if step >= warmup { times.append(dt) }
+        }
+        let sgemmAfter = sgemmGflops(m: batch * seq, n: max(config.intermediate, config.hidden), k: config.hidden)
+        times.sort()
+        let median = times.isEmpty ? 0 : times[times.count / 2]
+        let tokens = Double(batch * seq)
+        let embedding = store.entries.filter { $0.name.contains("embeddings.") && !$0.name.contains("LayerNorm") }
+            .reduce(0) { $0 + $1.count }
+        let nonEmb = Double(store.parameterCount - embedding)
+        let flops = 6 * nonEmb * tokens + 12 * Double(config.layers * config.hidden * seq) * tokens
+        let achieved = median > 0 ? flops / median / 1e9 : 0
+        let peak = max(sgemmBefore, sgemmAfter)
+        return BenchmarkResult(batch: batch, seq: seq, threads: threads, steps: steps,
+                               tokens_per_s: median > 0 ? tokens / median : 0, step_s_median: median,
+                               step_s_min: times.first ?? 0, step_s_max: times.last ?? 0, flops_per_step: flops,
+                               achieved_gflops: achieved, sgemm_gflops: peak, mfu: peak > 0 ? achieved / peak : 0,
+                               peak_rss_mb: peakRSSMegabytes(), activation_bytes: model.activationBytes)
+    }
+
+    /// Median GFLOP/s of C[m,n] = A[m,k]·B[n,k]ᵀ (the Linear forward form) over 5 timed calls after one warm-up.
+    public static func sgemmGflops(m: Int, n: Int, k: Int, reps: Int = 5) -> Double {
+        let a = UnsafeMutablePointer<Float>.allocate(capacity: m * k), b = UnsafeMutablePointer<Float>.allocate(capacity: n * k)
+        let c = UnsafeMutablePointer<Float>.allocate(capacity: m * n)
+        defer { a.deallocate(); b.deallocate(); c.deallocate() }
+        var rng = BenchRNG(seed: 7)
+        for i in 0..<(m * k) { a[i] = Float(rng.uniform() - 0.5) }
+        for i in 0..<(n * k) { b[i] = Float(rng.uniform() - 0.5) }
+        c.initialize(repeating: 0, count: m * n)
+        var ts: [Double] = []
+        for r in 0...reps {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            sgemm(transA: false, transB: true, m: m, n: n, k: k, alpha: 1, a, lda: k, b, ldb: k, beta: 0, c, ldc: n)
+            let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+            if r > 0 { ts.append(dt) }
+        }
+        ts.sort()
+        return 2 * Double(m) * Double(n) * Double(k) / ts[ts.count / 2] / 1e9
+    }
+
+    /// Peak resident set size (VmHWM) in MB, 0 when /proc is unavailable.
+    public static func peakRSSMegabytes() -> Double {
+        guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in s.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            let kb = line.split(separator: " ").compactMap { Double($0) }.first ?? 0
+            return kb / 1024
+        }
+        return 0
+    }
+}
+
+/// Seeded SplitMix64 with Box-Muller normals (benchmark data and init only).
+struct BenchRNG {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
+    mutating func normal() -> Double {
+        let u1 = max(uniform(), 1e-300), u2 = uniform()
+        return (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * .pi * u2)
+    }
+}

@@ -1,0 +1,74 @@
+// Dropout.swift: the counter-based dropout keys. A mask element is a pure function of
+// (seed, step, global sample index, site, row, column), so a sample gets the same mask whatever rank, micro-batch,
+// batch position or padded length it lands in. Inverted dropout (kept values scaled by 1/(1-p)), like PyTorch.
+// Rows are token positions (hidden-state sites) or (head, query) pairs (attention probabilities); columns are the
+// channel / key index, so the key never depends on T or C of the batch layout.
+// Deliberately not here: applying masks to tensors (the CKernels row kernels do that), RNG for initialisation.
+import CKernels
+
+/// The training-mode switch of `forward`: nil means eval mode (no dropout).
+public struct DropoutContext: Sendable {
+    public var seed: UInt64
+    /// The optimizer step (every micro-batch of one step uses the same value; masks differ per sample anyway).
+    public var step: Int
+    public init(seed: UInt64, step: Int) { self.seed = seed; self.step = step }
+}
+
+/// Where in the network a mask is drawn; part of the key.
+public enum DropoutSite {
+    public static let embeddings = 1
+    public static let classifier = 2
+    public static func attentionProbs(layer: Int) -> Int { 16 + 4 * layer }
+    public static func attentionOutput(layer: Int) -> Int { 17 + 4 * layer }
+    public static func ffnOutput(layer: Int) -> Int { 18 + 4 * layer }
+}
+
+public enum DropoutKey {
+    /// SplitMix64 finaliser (Steele, Lea, Flood 2014): a bijective 64-bit mixer.
+    @inline(__always)
+    public static func mix(_ z0: UInt64) -> UInt64 {
+        var z = z0 &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Key of one (seed, step, sample, site): chained mixing so that every field changes every bit.
+    public static func sample(_ ctx: DropoutContext, sample: Int, site: Int) -> UInt64 {
+        var k = mix(ctx.seed)
+        k = mix(k ^ UInt64(bitPattern: Int64(ctx.step)))
+        k = mix(k ^ UInt64(bitPattern: Int64(sample)))
+        return mix(k ^ UInt64(site))
+    }
+    /// Key of one row inside a sample's tensor at a site.
+    @inline(__always)
+    public static func row(_ sampleKey: UInt64, _ row: Int) -> UInt64 { mix(sampleKey ^ UInt64(row)) }
+
+    /// The 32-bit threshold below which an element is dropped: P(drop) = threshold / 2^32 ≈ p.
+    public static func threshold(p: Float) -> UInt32 {
+        if p <= 0 { return 0 }
+        let t = (Double(p) * 4_294_967_296.0).rounded()
+        return t >= 4_294_967_295 ? UInt32.max : UInt32(t)
+    }
+    /// Scale of kept elements (0 when p >= 1: everything dropped, as torch does).
+    public static func scale(p: Float) -> Float { p >= 1 ? 0 : 1 / (1 - p) }
+
+    /// Whether element `column` of `row` is kept (for tests and for code outside the kernels).
+    public static func keep(_ ctx: DropoutContext, sample: Int, site: Int, row: Int, column: Int, p: Float) -> Bool {
+        ck_dropout_keep(Self.row(Self.sample(ctx, sample: sample, site: site), row), UInt32(column), threshold(p: p)) != 0
+    }
+}
+
+/// Applies dropout over a [B*T, C] tensor row by row (row t of sample b keyed by (sampleIndices[b], site, t)).
+/// In place when x == y. Used identically in forward (on activations) and backward (on gradients).
+@inline(__always)
+func dropoutRows(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, B: Int, T: Int, C: Int,
+                 ctx: DropoutContext, samples: [Int], site: Int, p: Float) {
+    let thr = DropoutKey.threshold(p: p), sc = DropoutKey.scale(p: p)
+    for b in 0..<B {
+        let sk = DropoutKey.sample(ctx, sample: samples[b], site: site)
+        for t in 0..<T {
+            let o = (b * T + t) * C
+            ck_dropout_row(x + o, y + o, C, DropoutKey.row(sk, t), thr, sc)
+        }
+    }
+}

@@ -1,0 +1,366 @@
+// EncoderClassifier.swift: BERT / DistilBERT sequence classifiers assembled from the layers, with the activation
+// arena (every buffer allocated once at init for maxBatch × maxSeq) and the parameter layout under Hugging Face
+// names exactly as *ForSequenceClassification.save_pretrained writes them.
+// Forward lines and backward lines mirror each other in reverse order.
+// Deliberately not here: losses (Loss.swift), weight loading/aliases (WeightLoading.swift), the optimizer.
+import CKernels
+
+/// One padded micro-batch.
+public struct TokenBatch: Sendable {
+    public var batchSize: Int
+    public var seqLen: Int
+    /// [B*T]
+    public var inputIds: [Int32]
+    /// [B*T], 1 = real token, 0 = padding.
+    public var attentionMask: [Int32]
+    /// [B*T], zeros when the tokenizer gives none (ignored by DistilBERT).
+    public var tokenTypeIds: [Int32]
+    /// [B] global sample indices: the dropout key, so masks do not depend on rank or micro-batch split.
+    public var sampleIndices: [Int]
+    public init(batchSize: Int, seqLen: Int, inputIds: [Int32], attentionMask: [Int32],
+                tokenTypeIds: [Int32]? = nil, sampleIndices: [Int]? = nil) {
+        precondition(inputIds.count == batchSize * seqLen && attentionMask.count == batchSize * seqLen,
+                     "TokenBatch: inputIds/attentionMask must hold batchSize*seqLen = \(batchSize * seqLen) values")
+        self.batchSize = batchSize
+        self.seqLen = seqLen
+        self.inputIds = inputIds
+        self.attentionMask = attentionMask
+        self.tokenTypeIds = tokenTypeIds ?? [Int32](repeating: 0, count: batchSize * seqLen)
+        self.sampleIndices = sampleIndices ?? Array(0..<batchSize)
+        precondition(self.tokenTypeIds.count == batchSize * seqLen && self.sampleIndices.count == batchSize)
+    }
+}
+
+/// Parameter offsets of one encoder layer (same offsets index values and grads).
+struct EncoderLayerParams {
+    var wq, bq, wk, bk, wv, bv, wo, bo, ln1w, ln1b, w1, b1, w2, b2, ln2w, ln2b: Int
+}
+
+/// Saved activations of one encoder layer (shapes for the arena's capacity BTmax = maxBatch*maxSeq).
+struct EncoderLayerActs {
+    var q, k, v: UnsafeMutablePointer<Float>        // [BT, C]
+    var probs: UnsafeMutablePointer<Float>          // [B, NH, T, T]
+    var ctx: UnsafeMutablePointer<Float>            // [BT, C] attention output before out-projection
+    var h1: UnsafeMutablePointer<Float>             // [BT, C] x + dropout(proj): LN1 input
+    var mean1, rstd1: UnsafeMutablePointer<Float>   // [BT]
+    var y1: UnsafeMutablePointer<Float>             // [BT, C] LN1 output
+    var f: UnsafeMutablePointer<Float>              // [BT, FF] pre-activation (becomes act'(f) during backward)
+    var h2: UnsafeMutablePointer<Float>             // [BT, C] y1 + dropout(ffn out): LN2 input
+    var mean2, rstd2: UnsafeMutablePointer<Float>   // [BT]
+    var y2: UnsafeMutablePointer<Float>             // [BT, C] layer output
+}
+
+public final class EncoderClassifier {
+    public let config: ModelConfig
+    public let parameters: ParameterStore
+    public let maxBatch: Int
+    public let maxSeq: Int
+    let C: Int, NH: Int, FF: Int, NL: Int
+    let isBert: Bool
+    let actCode: Int32
+
+    // parameter offsets
+    let wte: Int, wpe: Int, tte: Int?, lnEw: Int, lnEb: Int
+    let layers: [EncoderLayerParams]
+    /// BERT: pooler (wp, bp); DistilBERT: pre_classifier. Then the classifier.
+    let wp: Int, bp: Int, wc: Int, bc: Int
+
+    // arena
+    private var allocations: [UnsafeMutableRawPointer] = []
+    public private(set) var activationBytes: Int = 0
+    let keyMask: UnsafeMutablePointer<Float>       // [BT]
+    let embSum: UnsafeMutablePointer<Float>        // [BT, C] LN input
+    let meanE, rstdE: UnsafeMutablePointer<Float>  // [BT]
+    let hidden0: UnsafeMutablePointer<Float>       // [BT, C] embeddings output (after LN, dropout)
+    let acts: [EncoderLayerActs]
+    let ffScratch: UnsafeMutablePointer<Float>     // [BT, FF] activation output (fwd), its gradient (bwd)
+    let dA, dB, dDrop, dq, dk, dv, dCtx: UnsafeMutablePointer<Float>   // [BT, C] backward buffers
+    let attnScratchP, attnScratchDP: UnsafeMutablePointer<Float>      // [maxSeq²]
+    let cls, pooled, pooledDrop, logits: UnsafeMutablePointer<Float>   // head: [B, C] ×3, [B, NL]
+    let dHead1, dHead2, dCls: UnsafeMutablePointer<Float>             // [B, C]
+
+    // the last forward
+    private var lastB = 0, lastT = 0
+    private var lastBatch: TokenBatch?
+    private var lastDropout: DropoutContext?
+    private var nValid: [Int] = []
+    private var backwardDone = true
+
+    /// The parameter layout with Hugging Face names, in named_parameters() order.
+    public static func makeLayout(config: ModelConfig) -> ParameterLayout {
+        precondition(config.numLabels > 0, "config has no labels: set id2label or num_labels")
+        var L = ParameterLayout()
+        let C = config.hidden, FF = config.intermediate, NL = config.numLabels
+        switch config.family {
+        case .bert:
+            L.add("bert.embeddings.word_embeddings.weight", [config.vocabSize, C])
+            L.add("bert.embeddings.position_embeddings.weight", [config.maxPositions, C])
+            L.add("bert.embeddings.token_type_embeddings.weight", [config.typeVocabSize, C])
+            L.add("bert.embeddings.LayerNorm.weight", [C])
+            L.add("bert.embeddings.LayerNorm.bias", [C])
+            for l in 0..<config.layers {
+                let p = "bert.encoder.layer.\(l)."
+                for n in ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"] {
+                    L.add(p + n + ".weight", [C, C]); L.add(p + n + ".bias", [C])
+                }
+                L.add(p + "attention.output.LayerNorm.weight", [C]); L.add(p + "attention.output.LayerNorm.bias", [C])
+                L.add(p + "intermediate.dense.weight", [FF, C]); L.add(p + "intermediate.dense.bias", [FF])
+                L.add(p + "output.dense.weight", [C, FF]); L.add(p + "output.dense.bias", [C])
+                L.add(p + "output.LayerNorm.weight", [C]); L.add(p + "output.LayerNorm.bias", [C])
+            }
+            L.add("bert.pooler.dense.weight", [C, C]); L.add("bert.pooler.dense.bias", [C])
+        case .distilbert:
+            L.add("distilbert.embeddings.word_embeddings.weight", [config.vocabSize, C])
+            L.add("distilbert.embeddings.position_embeddings.weight", [config.maxPositions, C])
+            L.add("distilbert.embeddings.LayerNorm.weight", [C])
+            L.add("distilbert.embeddings.LayerNorm.bias", [C])
+            for l in 0..<config.layers {
+                let p = "distilbert.transformer.layer.\(l)."
+                for n in ["attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin"] {
+                    L.add(p + n + ".weight", [C, C]); L.add(p + n + ".bias", [C])
+                }
+                L.add(p + "sa_layer_norm.weight", [C]); L.add(p + "sa_layer_norm.bias", [C])
+                L.add(p + "ffn.lin1.weight", [FF, C]); L.add(p + "ffn.lin1.bias", [FF])
+                L.add(p + "ffn.lin2.weight", [C, FF]); L.add(p + "ffn.lin2.bias", [C])
+                L.add(p + "output_layer_norm.weight", [C]); L.add(p + "output_layer_norm.bias", [C])
+            }
+            L.add("pre_classifier.weight", [C, C]); L.add("pre_classifier.bias", [C])
+        }
+        L.add("classifier.weight", [NL, C]); L.add("classifier.bias", [NL])
+        return L
+    }
+
+    public init(config: ModelConfig, parameters: ParameterStore, maxBatch: Int, maxSeq: Int) {
+        precondition(maxSeq <= config.maxPositions, "maxSeq \(maxSeq) exceeds max_position_embeddings \(config.maxPositions)")
+        precondition(maxBatch > 0 && maxSeq > 0)
+        self.config = config
+        self.parameters = parameters
+        self.maxBatch = maxBatch
+        self.maxSeq = maxSeq
+        C = config.hidden; NH = config.heads; FF = config.intermediate; NL = config.numLabels
+        isBert = config.family == .bert
+        switch config.activation { case .gelu: actCode = 0; case .geluNew: actCode = 1; case .relu: actCode = 2 }
+        let lay = parameters.layout
+        func off(_ n: String) -> Int {
+            guard let e = lay.entry(n) else { preconditionFailure("parameter store lacks \(n); build it from EncoderClassifier.makeLayout") }
+            return e.offset
+        }
+        if isBert {
+            wte = off("bert.embeddings.word_embeddings.weight"); wpe = off("bert.embeddings.position_embeddings.weight")
+            tte = off("bert.embeddings.token_type_embeddings.weight")
+            lnEw = off("bert.embeddings.LayerNorm.weight"); lnEb = off("bert.embeddings.LayerNorm.bias")
+            layers = (0..<config.layers).map { l in
+                let p = "bert.encoder.layer.\(l)."
+                return EncoderLayerParams(
+                    wq: off(p + "attention.self.query.weight"), bq: off(p + "attention.self.query.bias"),
+                    wk: off(p + "attention.self.key.weight"), bk: off(p + "attention.self.key.bias"),
+                    wv: off(p + "attention.self.value.weight"), bv: off(p + "attention.self.value.bias"),
+                    wo: off(p + "attention.output.dense.weight"), bo: off(p + "attention.output.dense.bias"),
+                    ln1w: off(p + "attention.output.LayerNorm.weight"), ln1b: off(p + "attention.output.LayerNorm.bias"),
+                    w1: off(p + "intermediate.dense.weight"), b1: off(p + "intermediate.dense.bias"),
+                    w2: off(p + "output.dense.weight"), b2: off(p + "output.dense.bias"),
+                    ln2w: off(p + "output.LayerNorm.weight"), ln2b: off(p + "output.LayerNorm.bias"))
+            }
+            wp = off("bert.pooler.dense.weight"); bp = off("bert.pooler.dense.bias")
+        } else {
+            wte = off("distilbert.embeddings.word_embeddings.weight"); wpe = off("distilbert.embeddings.position_embeddings.weight")
+            tte = nil
+            lnEw = off("distilbert.embeddings.LayerNorm.weight"); lnEb = off("distilbert.embeddings.LayerNorm.bias")
+            layers = (0..<config.layers).map { l in
+                let p = "distilbert.transformer.layer.\(l)."
+                return EncoderLayerParams(
+                    wq: off(p + "attention.q_lin.weight"), bq: off(p + "attention.q_lin.bias"),
+                    wk: off(p + "attention.k_lin.weight"), bk: off(p + "attention.k_lin.bias"),
+                    wv: off(p + "attention.v_lin.weight"), bv: off(p + "attention.v_lin.bias"),
+                    wo: off(p + "attention.out_lin.weight"), bo: off(p + "attention.out_lin.bias"),
+                    ln1w: off(p + "sa_layer_norm.weight"), ln1b: off(p + "sa_layer_norm.bias"),
+                    w1: off(p + "ffn.lin1.weight"), b1: off(p + "ffn.lin1.bias"),
+                    w2: off(p + "ffn.lin2.weight"), b2: off(p + "ffn.lin2.bias"),
+                    ln2w: off(p + "output_layer_norm.weight"), ln2b: off(p + "output_layer_norm.bias"))
+            }
+            wp = off("pre_classifier.weight"); bp = off("pre_classifier.bias")
+        }
+        wc = off("classifier.weight"); bc = off("classifier.bias")
+
+        // ---- the arena: every activation buffer, once (64-byte aligned, zeroed) ----
+        let BT = maxBatch * maxSeq
+        var allocs: [UnsafeMutableRawPointer] = []
+        var bytes = 0
+        func buf(_ n: Int) -> UnsafeMutablePointer<Float> {
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: max(n, 1) * 4, alignment: 64)
+            allocs.append(raw)
+            bytes += n * 4
+            return raw.initializeMemory(as: Float.self, repeating: 0, count: max(n, 1))
+        }
+        keyMask = buf(BT)
+        embSum = buf(BT * C); meanE = buf(BT); rstdE = buf(BT); hidden0 = buf(BT * C)
+        var a: [EncoderLayerActs] = []
+        for _ in 0..<config.layers {
+            a.append(EncoderLayerActs(q: buf(BT * C), k: buf(BT * C), v: buf(BT * C),
+                                      probs: buf(maxBatch * NH * maxSeq * maxSeq), ctx: buf(BT * C),
+                                      h1: buf(BT * C), mean1: buf(BT), rstd1: buf(BT), y1: buf(BT * C),
+                                      f: buf(BT * FF), h2: buf(BT * C), mean2: buf(BT), rstd2: buf(BT), y2: buf(BT * C)))
+        }
+        acts = a
+        ffScratch = buf(BT * FF)
+        dA = buf(BT * C); dB = buf(BT * C); dDrop = buf(BT * C)
+        dq = buf(BT * C); dk = buf(BT * C); dv = buf(BT * C); dCtx = buf(BT * C)
+        attnScratchP = buf(maxSeq * maxSeq); attnScratchDP = buf(maxSeq * maxSeq)
+        cls = buf(maxBatch * C); pooled = buf(maxBatch * C); pooledDrop = buf(maxBatch * C); logits = buf(maxBatch * NL)
+        dHead1 = buf(maxBatch * C); dHead2 = buf(maxBatch * C); dCls = buf(maxBatch * C)
+        allocations = allocs
+        activationBytes = bytes
+    }
+
+    deinit { for p in allocations { p.deallocate() } }
+
+    @inline(__always) private func P(_ off: Int) -> UnsafeMutablePointer<Float> { parameters.values.baseAddress! + off }
+    @inline(__always) private func G(_ off: Int) -> UnsafeMutablePointer<Float> { parameters.grads.baseAddress! + off }
+
+    private var hiddenDropout: Float { config.hiddenDropout }
+
+    /// Logits [B, numLabels] (a view into the arena, valid until the next forward).
+    public func forward(_ batch: TokenBatch, dropout: DropoutContext?) -> UnsafeBufferPointer<Float> {
+        let B = batch.batchSize, T = batch.seqLen
+        precondition(B <= maxBatch && T <= maxSeq, "batch \(B)×\(T) exceeds the arena's \(maxBatch)×\(maxSeq)")
+        let BT = B * T
+        lastB = B; lastT = T; lastBatch = batch; lastDropout = dropout; backwardDone = false
+        let samples = batch.sampleIndices
+        nValid = [Int](repeating: 0, count: B)
+        for i in 0..<BT {
+            let m: Float = batch.attentionMask[i] != 0 ? 1 : 0
+            keyMask[i] = m
+            if m != 0 { nValid[i / T] += 1 }
+        }
+        for id in batch.inputIds { precondition(id >= 0 && Int(id) < config.vocabSize, "token id \(id) outside the vocabulary") }
+        let pHidden = config.hiddenDropout, pAttn = config.attentionDropout
+        let dropH = dropout != nil && pHidden > 0
+        // embeddings → LayerNorm → dropout
+        Embeddings.forward(out: embSum, ids: batch.inputIds, types: isBert ? batch.tokenTypeIds : nil,
+                           wte: P(wte), wpe: P(wpe), tte: tte.map { UnsafePointer(P($0)) }, B: B, T: T, C: C)
+        LayerNorm.forward(y: hidden0, mean: meanE, rstd: rstdE, x: embSum, w: P(lnEw), b: P(lnEb), n: BT, C: C,
+                          eps: config.layerNormEps)
+        if dropH, let d = dropout {
+            dropoutRows(hidden0, hidden0, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.embeddings, p: pHidden)
+        }
+        var x = UnsafePointer(hidden0)
+        for (l, w) in layers.enumerated() {
+            let s = acts[l]
+            Linear.forward(y: s.q, x: x, w: P(w.wq), b: P(w.bq), n: BT, inC: C, outC: C)
+            Linear.forward(y: s.k, x: x, w: P(w.wk), b: P(w.bk), n: BT, inC: C, outC: C)
+            Linear.forward(y: s.v, x: x, w: P(w.wv), b: P(w.bv), n: BT, inC: C, outC: C)
+            let ad = (dropout != nil && pAttn > 0)
+                ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
+            Attention.forward(ctx: s.ctx, probs: s.probs, q: s.q, k: s.k, v: s.v, keyMask: keyMask, nValid: nValid,
+                              B: B, T: T, C: C, NH: NH, dropout: ad, scratch: attnScratchP)
+            Linear.forward(y: s.h1, x: s.ctx, w: P(w.wo), b: P(w.bo), n: BT, inC: C, outC: C)
+            if isBert && dropH, let d = dropout {   // DistilBERT has no dropout after out_lin
+                dropoutRows(s.h1, s.h1, B: B, T: T, C: C, ctx: d, samples: samples,
+                            site: DropoutSite.attentionOutput(layer: l), p: pHidden)
+            }
+            ck_add(s.h1, x, BT * C)
+            LayerNorm.forward(y: s.y1, mean: s.mean1, rstd: s.rstd1, x: s.h1, w: P(w.ln1w), b: P(w.ln1b), n: BT, C: C,
+                              eps: config.layerNormEps)
+            Linear.forward(y: s.f, x: s.y1, w: P(w.w1), b: nil, n: BT, inC: C, outC: FF)
+            ck_bias_act_fwd(actCode, s.f, P(w.b1), ffScratch, BT, FF)
+            Linear.forward(y: s.h2, x: ffScratch, w: P(w.w2), b: P(w.b2), n: BT, inC: FF, outC: C)
+            if dropH, let d = dropout {
+                dropoutRows(s.h2, s.h2, B: B, T: T, C: C, ctx: d, samples: samples,
+                            site: DropoutSite.ffnOutput(layer: l), p: pHidden)
+            }
+            ck_add(s.h2, s.y1, BT * C)
+            LayerNorm.forward(y: s.y2, mean: s.mean2, rstd: s.rstd2, x: s.h2, w: P(w.ln2w), b: P(w.ln2b), n: BT, C: C,
+                              eps: config.layerNormEps)
+            x = UnsafePointer(s.y2)
+        }
+        // head on the first token of every row
+        for b in 0..<B { cls.advanced(by: b * C).update(from: x + b * T * C, count: C) }
+        Linear.forward(y: pooled, x: cls, w: P(wp), b: P(bp), n: B, inC: C, outC: C)
+        if isBert { ck_tanh(pooled, pooled, B * C) } else { ck_act_fwd(2, pooled, pooled, B * C) }
+        var head = UnsafePointer(pooled)
+        if let d = dropout, config.classifierDropout > 0 {
+            dropoutRows(pooled, pooledDrop, B: B, T: 1, C: C, ctx: d, samples: samples, site: DropoutSite.classifier,
+                        p: config.classifierDropout)
+            head = UnsafePointer(pooledDrop)
+        }
+        Linear.forward(y: logits, x: head, w: P(wc), b: P(bc), n: B, inC: C, outC: NL)
+        return UnsafeBufferPointer(start: logits, count: B * NL)
+    }
+
+    /// Accumulates every parameter gradient for the last forward, given dLoss/dLogits [B, numLabels].
+    /// Once per forward: it consumes saved activations (the FFN pre-activation becomes its derivative).
+    public func backward(dLogits: UnsafeBufferPointer<Float>) {
+        precondition(!backwardDone, "backward called twice for one forward (or before any forward)")
+        backwardDone = true
+        guard let batch = lastBatch else { return }
+        let B = lastB, T = lastT, BT = B * T
+        precondition(dLogits.count >= B * NL)
+        let dropout = lastDropout, samples = batch.sampleIndices
+        let pHidden = config.hiddenDropout, pAttn = config.attentionDropout
+        let dropH = dropout != nil && pHidden > 0
+        let dl = dLogits.baseAddress!
+        // head
+        let head: UnsafePointer<Float> = (dropout != nil && config.classifierDropout > 0) ? UnsafePointer(pooledDrop) : UnsafePointer(pooled)
+        Linear.backward(dx: dHead1, dw: G(wc), db: G(bc), dy: dl, x: head, w: P(wc), n: B, inC: C, outC: NL)
+        if let d = dropout, config.classifierDropout > 0 {
+            dropoutRows(dHead1, dHead1, B: B, T: 1, C: C, ctx: d, samples: samples, site: DropoutSite.classifier,
+                        p: config.classifierDropout)
+        }
+        if isBert { ck_tanh_bwd_inplace(pooled, dHead1, B * C) } else { ck_act_bwd_inplace(2, pooled, dHead1, B * C) }
+        Linear.backward(dx: dCls, dw: G(wp), db: G(bp), dy: dHead1, x: cls, w: P(wp), n: B, inC: C, outC: C)
+        dA.update(repeating: 0, count: BT * C)
+        for b in 0..<B { (dA + b * T * C).update(from: dCls + b * C, count: C) }
+        // layers, last to first; dA holds dLoss/d(layer output)
+        for l in stride(from: layers.count - 1, through: 0, by: -1) {
+            let w = layers[l], s = acts[l]
+            let x = l == 0 ? UnsafePointer(hidden0) : UnsafePointer(acts[l - 1].y2)
+            LayerNorm.backward(dx: dB, dw: G(w.ln2w), db: G(w.ln2b), dy: dA, x: s.h2, mean: s.mean2, rstd: s.rstd2,
+                               w: P(w.ln2w), n: BT, C: C)
+            var dOut = UnsafePointer(dB)                   // dB = dL/dh2 = dL/dy1 (residual part)
+            if dropH, let d = dropout {
+                dropoutRows(dB, dDrop, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.ffnOutput(layer: l), p: pHidden)
+                dOut = UnsafePointer(dDrop)
+            }
+            // recompute act(f) into ffScratch for dW2 and turn f into act'(f) in one pass
+            ck_act_fwd_grad(actCode, s.f, ffScratch, BT * FF)
+            // dW2 is formed before dx is written, so dx may alias x (ffScratch) here
+            Linear.backward(dx: ffScratch, dw: G(w.w2), db: G(w.b2), dy: dOut, x: ffScratch, w: P(w.w2),
+                            n: BT, inC: FF, outC: C)
+            ck_mul(ffScratch, s.f, BT * FF)                // dF = dAct ⊙ act'(f)
+            Linear.backward(dx: dB, dw: G(w.w1), db: G(w.b1), dy: ffScratch, x: s.y1, w: P(w.w1),
+                            n: BT, inC: C, outC: FF, accumulateDx: true)
+            LayerNorm.backward(dx: dA, dw: G(w.ln1w), db: G(w.ln1b), dy: dB, x: s.h1, mean: s.mean1, rstd: s.rstd1,
+                               w: P(w.ln1w), n: BT, C: C)   // dA = dL/dh1 = dL/dx (residual part)
+            var dProj = UnsafePointer(dA)
+            if isBert && dropH, let d = dropout {
+                dropoutRows(dA, dDrop, B: B, T: T, C: C, ctx: d, samples: samples,
+                            site: DropoutSite.attentionOutput(layer: l), p: pHidden)
+                dProj = UnsafePointer(dDrop)
+            }
+            Linear.backward(dx: dCtx, dw: G(w.wo), db: G(w.bo), dy: dProj, x: s.ctx, w: P(w.wo), n: BT, inC: C, outC: C)
+            let ad = (dropout != nil && pAttn > 0)
+                ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
+            Attention.backward(dq: dq, dk: dk, dv: dv, dctx: dCtx, probs: s.probs, q: s.q, k: s.k, v: s.v,
+                               B: B, T: T, C: C, NH: NH, dropout: ad, scratchP: attnScratchP, scratchDP: attnScratchDP)
+            Linear.backward(dx: dA, dw: G(w.wq), db: G(w.bq), dy: dq, x: x, w: P(w.wq), n: BT, inC: C, outC: C, accumulateDx: true)
+            Linear.backward(dx: dA, dw: G(w.wk), db: G(w.bk), dy: dk, x: x, w: P(w.wk), n: BT, inC: C, outC: C, accumulateDx: true)
+            Linear.backward(dx: dA, dw: G(w.wv), db: G(w.bv), dy: dv, x: x, w: P(w.wv), n: BT, inC: C, outC: C, accumulateDx: true)
+        }
+        // embeddings: dropout → LayerNorm → scatter
+        if dropH, let d = dropout {
+            dropoutRows(dA, dA, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.embeddings, p: pHidden)
+        }
+        LayerNorm.backward(dx: dB, dw: G(lnEw), db: G(lnEb), dy: dA, x: embSum, mean: meanE, rstd: rstdE, w: P(lnEw),
+                           n: BT, C: C)
+        Embeddings.backward(dout: dB, ids: batch.inputIds, types: isBert ? batch.tokenTypeIds : nil,
+                            dwte: G(wte), dwpe: G(wpe), dtte: tte.map { G($0) }, B: B, T: T, C: C)
+    }
+
+    /// Hidden states of the last forward: [0] embeddings output (after LayerNorm and dropout), then each layer; [B*T*C] each.
+    public func hiddenStates() -> [[Float]] {
+        let n = lastB * lastT * C
+        var out = [Array(UnsafeBufferPointer(start: hidden0, count: n))]
+        for s in acts { out.append(Array(UnsafeBufferPointer(start: s.y2, count: n))) }
+        return out
+    }
+}

@@ -1,0 +1,144 @@
+// Layers.swift: the encoder's layers as mirrored forward/backward pairs over explicit buffers: embeddings,
+// LayerNorm, multi-head self-attention with the padding mask. Backward passes accumulate (+=) into parameter
+// gradients and overwrite input gradients unless stated. Notation: B batch, T sequence, C hidden,
+// NH heads, HS = C/NH head size, V vocabulary.
+// Deliberately not here: allocation (the arena in EncoderClassifier owns every buffer), the model wiring, losses.
+import CKernels
+
+public enum Embeddings {
+    /// out[B*T, C] = wte[ids] + wpe[t] (+ tte[types] when tte is given; DistilBERT has none).
+    /// Positions are absolute 0..<T for every row, as HF's default position_ids.
+    public static func forward(out: UnsafeMutablePointer<Float>, ids: [Int32], types: [Int32]?,
+                               wte: UnsafePointer<Float>, wpe: UnsafePointer<Float>, tte: UnsafePointer<Float>?,
+                               B: Int, T: Int, C: Int) {
+        for b in 0..<B {
+            for t in 0..<T {
+                let i = b * T + t
+                let o = out + i * C, w = wte + Int(ids[i]) * C, p = wpe + t * C
+                for c in 0..<C { o[c] = w[c] + p[c] }
+                if let tte, let types { ck_add(o, tte + Int(types[i]) * C, C) }
+            }
+        }
+    }
+    /// Scatter-add of dout[B*T, C] into the three tables' gradients (rows touched by the batch only).
+    public static func backward(dout: UnsafePointer<Float>, ids: [Int32], types: [Int32]?,
+                                dwte: UnsafeMutablePointer<Float>, dwpe: UnsafeMutablePointer<Float>,
+                                dtte: UnsafeMutablePointer<Float>?, B: Int, T: Int, C: Int) {
+        for b in 0..<B {
+            for t in 0..<T {
+                let i = b * T + t
+                let d = dout + i * C
+                ck_add(dwte + Int(ids[i]) * C, d, C)
+                ck_add(dwpe + t * C, d, C)
+                if let dtte, let types { ck_add(dtte + Int(types[i]) * C, d, C) }
+            }
+        }
+    }
+}
+
+public enum LayerNorm {
+    /// y[N, C] = (x - mean) * rstd * w + b; saves mean[N], rstd[N] (biased variance, like torch).
+    public static func forward(y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
+                               rstd: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
+                               w: UnsafePointer<Float>, b: UnsafePointer<Float>, n: Int, C: Int, eps: Float) {
+        ck_layernorm_fwd(x, y, mean, rstd, w, b, n, C, eps)
+    }
+    /// dx[N, C] overwritten; dw, db accumulated.
+    public static func backward(dx: UnsafeMutablePointer<Float>, dw: UnsafeMutablePointer<Float>,
+                                db: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                                mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, w: UnsafePointer<Float>,
+                                n: Int, C: Int) {
+        ck_layernorm_bwd(dx, dy, x, mean, rstd, w, dw, db, n, C)
+    }
+}
+
+/// Multi-head self-attention core (after the Q/K/V projections, before the output projection).
+/// q, k, v, ctx: [B*T, C], head h is the column block h*HS..<(h+1)*HS, so a (b, h) slice is a strided [T, HS]
+/// view with leading dimension C and every product is one sgemm on views (no transposes, no copies).
+/// probs: [B, NH, T, T] softmax(Q Kᵀ / sqrt(HS) + mask), saved for backward, exactly 0 at masked keys
+/// (HF adds finfo.min there, so exp underflows to exactly 0; padded query rows are computed like any other).
+public struct AttentionDropout {
+    public var ctx: DropoutContext
+    public var samples: [Int]
+    public var site: Int
+    public var p: Float
+}
+
+public enum Attention {
+    /// keyMask[B*T]: 1 for real tokens, 0 for padding; nValid[b] = number of real keys of sample b.
+    /// scratch: [T*T], receives the dropped-out probabilities of one (b, h) when dropout is active.
+    public static func forward(ctx: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>,
+                               q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                               keyMask: UnsafePointer<Float>, nValid: [Int], B: Int, T: Int, C: Int, NH: Int,
+                               dropout: AttentionDropout?, scratch: UnsafeMutablePointer<Float>) {
+        let HS = C / NH
+        let scale = 1 / Float(HS).squareRoot()
+        for b in 0..<B {
+            let sk = dropout.map { DropoutKey.sample($0.ctx, sample: $0.samples[b], site: $0.site) }
+            for h in 0..<NH {
+                let off = b * T * C + h * HS
+                let p = probs + (b * NH + h) * T * T
+                // S[T, T] = scale · Q_bh Kᵀ_bh
+                sgemm(transA: false, transB: true, m: T, n: T, k: HS, alpha: scale, q + off, lda: C, k + off, ldb: C,
+                      beta: 0, p, ldc: T)
+                ck_softmax_masked_fwd(p, keyMask + b * T, T, T, nValid[b])
+                var pv = UnsafePointer(p)
+                if let d = dropout, let sk {
+                    let thr = DropoutKey.threshold(p: d.p), sc = DropoutKey.scale(p: d.p)
+                    for i in 0..<T {
+                        ck_dropout_row(p + i * T, scratch + i * T, T, DropoutKey.row(sk, (h << 20) | i), thr, sc)
+                    }
+                    pv = UnsafePointer(scratch)
+                }
+                // O_bh[T, HS] = P' V_bh
+                sgemm(transA: false, transB: false, m: T, n: HS, k: T, alpha: 1, pv, lda: T, v + off, ldb: C,
+                      beta: 0, ctx + off, ldc: C)
+            }
+        }
+    }
+
+    /// dq, dk, dv: [B*T, C] overwritten. scratchP, scratchDP: [T*T] each.
+    public static func backward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>,
+                                dv: UnsafeMutablePointer<Float>, dctx: UnsafePointer<Float>,
+                                probs: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                                v: UnsafePointer<Float>, B: Int, T: Int, C: Int, NH: Int,
+                                dropout: AttentionDropout?, scratchP: UnsafeMutablePointer<Float>,
+                                scratchDP: UnsafeMutablePointer<Float>) {
+        let HS = C / NH
+        let scale = 1 / Float(HS).squareRoot()
+        for b in 0..<B {
+            let sk = dropout.map { DropoutKey.sample($0.ctx, sample: $0.samples[b], site: $0.site) }
+            for h in 0..<NH {
+                let off = b * T * C + h * HS
+                let p = probs + (b * NH + h) * T * T
+                var pv = p
+                let thr = dropout.map { DropoutKey.threshold(p: $0.p) } ?? 0
+                let sc = dropout.map { DropoutKey.scale(p: $0.p) } ?? 1
+                if let sk {   // regenerate P' (cheaper than keeping it: T*T per (b, h) per layer)
+                    for i in 0..<T {
+                        ck_dropout_row(p + i * T, scratchP + i * T, T, DropoutKey.row(sk, (h << 20) | i), thr, sc)
+                    }
+                    pv = UnsafePointer(scratchP)
+                }
+                // dP'[T, T] = dO_bh V_bhᵀ ; dV_bh = P'ᵀ dO_bh
+                sgemm(transA: false, transB: true, m: T, n: T, k: HS, alpha: 1, dctx + off, lda: C, v + off, ldb: C,
+                      beta: 0, scratchDP, ldc: T)
+                sgemm(transA: true, transB: false, m: T, n: HS, k: T, alpha: 1, pv, lda: T, dctx + off, ldb: C,
+                      beta: 0, dv + off, ldc: C)
+                if let sk {   // dP = dP' ⊙ mask / (1-p)
+                    for i in 0..<T {
+                        let r = scratchDP + i * T
+                        ck_dropout_row(r, r, T, DropoutKey.row(sk, (h << 20) | i), thr, sc)
+                    }
+                }
+                // dS = P ⊙ (dP - rowsum(P ⊙ dP)); the 1/sqrt(HS) of the scores goes into alpha below.
+                ck_softmax_bwd_inplace(p, scratchDP, T, T)
+                // dQ_bh = scale · dS K_bh ; dK_bh = scale · dSᵀ Q_bh
+                sgemm(transA: false, transB: false, m: T, n: HS, k: T, alpha: scale, scratchDP, lda: T, k + off, ldb: C,
+                      beta: 0, dq + off, ldc: C)
+                sgemm(transA: true, transB: false, m: T, n: HS, k: T, alpha: scale, scratchDP, lda: T, q + off, ldb: C,
+                      beta: 0, dk + off, ldc: C)
+            }
+        }
+    }
+}

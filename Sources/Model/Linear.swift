@@ -1,0 +1,89 @@
+// Linear.swift: the one BLAS wrapper of the model (fully connected layers as cblas_sgemm calls), with the naive
+// reference implementation next to it that the tests compare against, and the thread-count switch.
+// Layout follows PyTorch nn.Linear: weight W is [OC, IC] row-major, y = x Wᵀ + b.
+// Deliberately not here: activations, attention (Attention.swift), any allocation (callers pass arena buffers).
+import CBLAS
+import CKernels
+
+/// Thread control for the model's compute: OpenBLAS threads and (when they are parallelised) element-wise kernels.
+public enum ComputeThreads {
+    /// Sets the OpenBLAS thread count for this process (1 per rank under mpirun is the sensible default).
+    /// The element-wise kernels in CKernels are single-threaded today; they are a few percent of a step.
+    public static func set(_ n: Int) {
+        openblas_set_num_threads(Int32(max(1, n)))
+    }
+    public static var blasThreads: Int { Int(openblas_get_num_threads()) }
+}
+
+/// Row-major GEMM shorthand: C[M,N] = alpha * op(A) op(B) + beta * C with explicit leading dimensions,
+/// so that strided views (one attention head inside [B*T, C]) need no copies.
+@inline(__always)
+func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+           _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+           beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int) {
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+public enum Linear {
+    /// y[N, OC] = x[N, IC] · W[OC, IC]ᵀ + b[OC]   (b optional)
+    public static func forward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
+                               b: UnsafePointer<Float>?, n: Int, inC: Int, outC: Int) {
+        sgemm(transA: false, transB: true, m: n, n: outC, k: inC, alpha: 1, x, lda: inC, w, ldb: inC, beta: 0, y, ldc: outC)
+        if let b { ck_add_bias(y, b, n, outC) }
+    }
+
+    /// Given dy[N, OC]: dx[N, IC] = dy · W (overwritten, or accumulated when accumulateDx), dW[OC, IC] += dyᵀ · x,
+    /// db[OC] += Σ_n dy. dx may be nil when the input needs no gradient.
+    public static func backward(dx: UnsafeMutablePointer<Float>?, dw: UnsafeMutablePointer<Float>,
+                                db: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>,
+                                x: UnsafePointer<Float>, w: UnsafePointer<Float>, n: Int, inC: Int, outC: Int,
+                                accumulateDx: Bool = false) {
+        sgemm(transA: true, transB: false, m: outC, n: inC, k: n, alpha: 1, dy, lda: outC, x, ldb: inC, beta: 1, dw, ldc: inC)
+        if let db { ck_bias_grad(dy, db, n, outC) }
+        if let dx {
+            sgemm(transA: false, transB: false, m: n, n: inC, k: outC, alpha: 1, dy, lda: outC, w, ldb: inC,
+                  beta: accumulateDx ? 1 : 0, dx, ldc: inC)
+        }
+    }
+
+    /// Naive reference of `forward` (triple loop, Double accumulation) for tests.
+    public static func forwardNaive(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
+                                    b: UnsafePointer<Float>?, n: Int, inC: Int, outC: Int) {
+        for r in 0..<n {
+            for o in 0..<outC {
+                var s = Double(b?[o] ?? 0)
+                for i in 0..<inC { s += Double(x[r * inC + i]) * Double(w[o * inC + i]) }
+                y[r * outC + o] = Float(s)
+            }
+        }
+    }
+
+    /// Naive reference of `backward` (same semantics: dx overwritten unless accumulateDx, dW and db accumulated).
+    public static func backwardNaive(dx: UnsafeMutablePointer<Float>?, dw: UnsafeMutablePointer<Float>,
+                                     db: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>,
+                                     x: UnsafePointer<Float>, w: UnsafePointer<Float>, n: Int, inC: Int, outC: Int,
+                                     accumulateDx: Bool = false) {
+        for o in 0..<outC {
+            for i in 0..<inC {
+                var s = 0.0
+                for r in 0..<n { s += Double(dy[r * outC + o]) * Double(x[r * inC + i]) }
+                dw[o * inC + i] += Float(s)
+            }
+            if let db {
+                var s = 0.0
+                for r in 0..<n { s += Double(dy[r * outC + o]) }
+                db[o] += Float(s)
+            }
+        }
+        if let dx {
+            for r in 0..<n {
+                for i in 0..<inC {
+                    var s = accumulateDx ? Double(dx[r * inC + i]) : 0
+                    for o in 0..<outC { s += Double(dy[r * outC + o]) * Double(w[o * inC + i]) }
+                    dx[r * inC + i] = Float(s)
+                }
+            }
+        }
+    }
+}
