@@ -188,7 +188,8 @@ public enum DataLoader {
                 guard let object = value as? [String: Any] else {
                     throw DataError(file: file, line: lineNo, problem: "line is \(describeJSONType(value)), not a JSON object", fix: shape)
                 }
-                let keys = object.keys.sorted().map(LabelSet.quote).joined(separator: ", ")
+                // Only built for an error message.
+                var keys: String { object.keys.sorted().map(LabelSet.quote).joined(separator: ", ") }
                 func text(_ key: String, flag: String) throws -> String {
                     guard let v = object[key] else {
                         throw DataError(file: file, line: lineNo, problem: "missing column \"\(key)\" (keys on this line: \(keys))",
