@@ -183,9 +183,15 @@ public enum DataLoader {
                     // JSONSerialization needs Data; one small copy per line is cheap next to parsing it.
                     value = try JSONSerialization.jsonObject(with: Data(slice), options: [.fragmentsAllowed])
                 } catch {
+                    if rows.isEmpty, slice.first(where: { !isSpace($0) }) == UInt8(ascii: "[") {
+                        throw arrayFileError(file: file, line: lineNo)
+                    }
                     throw DataError(file: file, line: lineNo, problem: "not valid JSON (\(jsonReason(error)))", fix: shape)
                 }
                 guard let object = value as? [String: Any] else {
+                    if rows.isEmpty, let array = value as? [Any], array.first is [String: Any] {
+                        throw arrayFileError(file: file, line: lineNo)
+                    }
                     throw DataError(file: file, line: lineNo, problem: "line is \(describeJSONType(value)), not a JSON object", fix: shape)
                 }
                 // Only built for an error message.
@@ -218,6 +224,13 @@ public enum DataLoader {
             throw DataError(file: file, line: nil, problem: "file has only blank lines", fix: shape)
         }
         return rows
+    }
+
+    /// A whole-file JSON array (`[{...}, {...}]`) is a common near miss for JSON lines; say so instead of
+    /// reporting a syntax error on line 1.
+    static func arrayFileError(file: String, line: Int) -> DataError {
+        DataError(file: file, line: line, problem: "the file looks like one JSON array, not JSON lines",
+                  fix: "write one JSON object per line, e.g. jq -c '.[]' \(file) > data.jsonl")
     }
 
     /// A JSON label as its class name: strings as they are, integers in decimal (`1` → "1", `1.0` → "1").

@@ -167,6 +167,16 @@ final class DataJSONLTests: XCTestCase {
                         contains: ["an array, not a JSON object"])
     }
 
+    func testWholeFileJSONArrayIsDiagnosed() throws {
+        let dir = try TempFolder()
+        let pretty = try dir.write("data.json", "[\n  {\"text\": \"a\", \"label\": \"x\"},\n  {\"text\": \"b\", \"label\": \"y\"}\n]\n")
+        assertDataError(try DataLoader.loadLabeled(pretty, columns: cols, labels: nil), line: 1,
+                        contains: ["one JSON array, not JSON lines", "jq -c"])
+        let oneLine = try dir.write("one.json", "[{\"text\": \"a\", \"label\": \"x\"}, {\"text\": \"b\", \"label\": \"y\"}]\n")
+        assertDataError(try DataLoader.loadLabeled(oneLine, columns: cols, labels: nil), line: 1,
+                        contains: ["one JSON array, not JSON lines"])
+    }
+
     func testEmptyFile() throws {
         let dir = try TempFolder()
         let empty = try dir.write("empty.jsonl", "")
