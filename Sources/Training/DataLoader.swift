@@ -29,7 +29,7 @@ public enum DataLoader {
             labelSet = try LabelSet.inferred(from: rows.map { $0.label! })
             if labelSet.count < 2 {
                 throw DataError(file: source.file, line: nil,
-                                problem: "every row has the same label \(LabelSet.quote(labelSet.names[0])); a classifier needs at least two classes",
+                                problem: "every row has the same label \(LabelSet.quote(labelSet.names[0])), but a classifier needs at least two classes",
                                 fix: "check --label-column, or pass --labels FILE listing every class")
             }
         }
@@ -128,7 +128,7 @@ public enum DataLoader {
                     data = try Data(contentsOf: url)
                 } catch {
                     throw DataError(file: file, line: nil, problem: "cannot read the file (\(reason(error, url: url)))",
-                                    fix: "check the path; relative paths start at \(FileManager.default.currentDirectoryPath)")
+                                    fix: "check the path (relative paths start at \(FileManager.default.currentDirectoryPath))")
                 }
             }
             let fingerprint = hex(SHA256.hash(data: data))
@@ -243,7 +243,7 @@ public enum DataLoader {
             return s
         }
         if isJSONBool(v) {
-            throw DataError(file: file, line: line, problem: "label \"\(key)\" is a boolean (\(v)); booleans are ambiguous class ids", fix: fix)
+            throw DataError(file: file, line: line, problem: "label \"\(key)\" is a boolean (\((v as? NSNumber)?.boolValue == true ? "true" : "false")), which is neither a class name nor an id", fix: fix)
         }
         if let n = v as? NSNumber {
             guard let i = v as? Int else {
@@ -331,7 +331,7 @@ public enum DataLoader {
             guard r.fields.count == header.fields.count else {
                 throw DataError(file: file, line: r.line,
                                 problem: "row has \(r.fields.count) field\(r.fields.count == 1 ? "" : "s") but the header has \(header.fields.count)",
-                                fix: "quote fields that contain a \(delim) or a line break (\"like \(delimiter == UInt8(ascii: ",") ? "," : "\\t") this\"), with quotes inside doubled (\"\")")
+                                fix: "quote fields that contain a \(delim) or a line break, and double any quote inside them (\"\")")
             }
             var label: String? = nil
             if let labelIdx {

@@ -221,7 +221,7 @@ final class DataJSONLTests: XCTestCase {
     func testBooleanLabelIsRejected() throws {
         let dir = try TempFolder()
         let url = try dir.write("t.jsonl", "{\"text\": \"a\", \"label\": true}\n")
-        assertDataError(try DataLoader.loadLabeled(url, columns: cols, labels: nil), line: 1, contains: ["boolean"])
+        assertDataError(try DataLoader.loadLabeled(url, columns: cols, labels: nil), line: 1, contains: ["boolean (true)"])
     }
 
     func testFractionalAndNullAndEmptyLabelsAreRejected() throws {
