@@ -57,6 +57,68 @@ final class DataCSVTests: XCTestCase {
         assertDataError(try records("text,label\n\"a\"b,x\n"), line: 2, contains: ["after the closing quote"])
     }
 
+    func testRoundTripOfRandomFields() throws {
+        // Seeded property test: fields drawn from the awkward characters (delimiters, quotes, CR, LF, non-ASCII)
+        // survive writing with RFC 4180 quoting and parsing back, and every record reports the line it starts on.
+        var rng = SplitMix64(seed: 2024)
+        let alphabet: [String] = ["a", "b", " ", ",", "\t", "\"", "\n", "\r\n", "\r", "é", "😀", "\"\""]
+        for delimiter in [",", "\t"] {
+            for _ in 0..<200 {
+                let columns = 1 + Int(rng.next(below: 4))
+                var rows: [[String]] = []
+                for _ in 0..<(1 + Int(rng.next(below: 6))) {
+                    rows.append((0..<columns).map { _ in
+                        (0..<Int(rng.next(below: 6))).map { _ in alphabet[Int(rng.next(below: UInt64(alphabet.count)))] }.joined()
+                    })
+                }
+                // An all-empty single-column row is a blank line, which the parser skips by design; avoid it.
+                rows = rows.map { $0.count == 1 && $0[0].isEmpty ? ["x"] : $0 }
+                var text = ""
+                var expectedLines: [Int] = []
+                var line = 1
+                for row in rows {
+                    expectedLines.append(line)
+                    let encoded = row.map { f -> String in
+                        let needsQuotes = f.contains(delimiter) || f.contains("\"") || f.contains("\n") || f.contains("\r")
+                        return needsQuotes ? "\"" + f.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : f
+                    }
+                    let record = encoded.joined(separator: delimiter) + (rng.next(below: 2) == 0 ? "\n" : "\r\n")
+                    text += record
+                    line += record.utf8.filter { $0 == UInt8(ascii: "\n") }.count
+                }
+                let parsed = try records(text, delimiter: Character(delimiter))
+                XCTAssertEqual(parsed.map(\.fields), rows, text.debugDescription)
+                XCTAssertEqual(parsed.map(\.line), expectedLines, text.debugDescription)
+            }
+        }
+    }
+
+    func testArbitraryBytesNeverCrashTheLoader() throws {
+        // Seeded fuzzing over fragments that hit every branch; the only acceptable outcomes are a dataset or a
+        // one-line DataError.
+        var rng = SplitMix64(seed: 99)
+        let fragments: [[UInt8]] = [Array("text".utf8), Array("label".utf8), [0x2C], [0x09], [0x22], [0x0A], [0x0D], [0x7B], [0x7D],
+                                    [0x3A], [0x5B], Array("\"text\": ".utf8), Array("\"label\": 1".utf8), [0xC3, 0xA9], [0xFF], [0xE2, 0x82],
+                                    [0xEF, 0xBB, 0xBF], Array("null".utf8), Array("true".utf8)]
+        let dir = try TempFolder()
+        var loaded = 0, rejected = 0
+        for i in 0..<300 {
+            var bytes: [UInt8] = []
+            for _ in 0..<Int(rng.next(below: 40)) { bytes += fragments[Int(rng.next(below: UInt64(fragments.count)))] }
+            let ext = ["csv", "tsv", "jsonl"][i % 3]
+            let url = try dir.write("fuzz\(i).\(ext)", bytes: bytes)
+            do {
+                _ = try DataLoader.loadLabeled(url, columns: ColumnOptions(), labels: nil)
+                loaded += 1
+            } catch let e as DataError {
+                XCTAssertFalse(e.description.contains("\n"), e.description)
+                rejected += 1
+            }
+        }
+        XCTAssertEqual(loaded + rejected, 300)
+        XCTAssertGreaterThan(rejected, 0)
+    }
+
     // MARK: loading
 
     func testLoadCSVWithQuotingAndIntegerLabels() throws {
