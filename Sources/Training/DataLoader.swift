@@ -183,8 +183,15 @@ public enum DataLoader {
                     // JSONSerialization needs Data; one small copy per line is cheap next to parsing it.
                     value = try JSONSerialization.jsonObject(with: Data(slice), options: [.fragmentsAllowed])
                 } catch {
-                    if rows.isEmpty, slice.first(where: { !isSpace($0) }) == UInt8(ascii: "[") {
+                    let head = slice.drop(while: isSpace)
+                    if rows.isEmpty, head.first == UInt8(ascii: "[") {
                         throw arrayFileError(file: file, line: lineNo)
+                    }
+                    // `str(dict)` / `print(row)` from Python is the usual way to produce this.
+                    if head.starts(with: Array("{'".utf8)) {
+                        throw DataError(file: file, line: lineNo,
+                                        problem: "not valid JSON (strings in single quotes: this looks like a Python dict)",
+                                        fix: "write each line with json.dumps(row), which uses double quotes")
                     }
                     throw DataError(file: file, line: lineNo, problem: "not valid JSON (\(jsonReason(error)))", fix: shape)
                 }
@@ -278,6 +285,7 @@ public enum DataLoader {
         var s = ((error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String) ?? "malformed"
         if s.hasSuffix(".") { s.removeLast() }
         s = s.replacingOccurrences(of: "end of file during JSON parse", with: "end of line")
+            .replacingOccurrences(of: "end of file", with: "end of line")
         if let r = s.range(of: #"around character \d+"#, options: .regularExpression),
            let k = Int(s[r].split(separator: " ").last!) {
             s.replaceSubrange(r, with: "at column \(k + 1)")

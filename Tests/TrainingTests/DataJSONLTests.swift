@@ -160,6 +160,20 @@ final class DataJSONLTests: XCTestCase {
         assertDataError(try DataLoader.loadTexts(url, columns: cols), line: 1, contains: ["not valid JSON", "column 9"])
     }
 
+    func testPythonDictLineGetsAHint() throws {
+        let dir = try TempFolder()
+        let url = try dir.write("t.jsonl", "{\"text\": \"a\", \"label\": \"x\"}\n{'text': 'b', 'label': 'y'}\n")
+        assertDataError(try DataLoader.loadLabeled(url, columns: cols, labels: nil), line: 2,
+                        contains: ["single quotes", "Python dict", "json.dumps"])
+    }
+
+    func testUnterminatedStringSaysEndOfLine() throws {
+        let dir = try TempFolder()
+        let url = try dir.write("t.jsonl", "{\"text\": \"a\", \"label\": \"x}\n")
+        assertDataError(try DataLoader.loadLabeled(url, columns: cols, labels: nil), line: 1,
+                        contains: ["not valid JSON (unexpected end of line"])
+    }
+
     func testNonObjectLine() throws {
         let dir = try TempFolder()
         let url = try dir.write("t.jsonl", "{\"text\": \"a\", \"label\": \"x\"}\n[\"b\", \"y\"]\n")
