@@ -115,11 +115,6 @@ public enum DataLoader {
         static func read(_ url: URL, format explicit: DataFormat?) throws -> Source {
             let file = displayName(url)
             let isStdin = url.relativePath == "-"
-            guard let format = explicit ?? DataFormat.infer(from: url) ?? (isStdin ? .jsonl : nil) else {
-                throw DataError(file: file, line: nil,
-                                problem: "cannot tell the data format from the extension \"\(url.pathExtension)\"",
-                                fix: "name the file .jsonl, .csv or .tsv, or give the format explicitly")
-            }
             let data: Data
             if isStdin {
                 data = FileHandle.standardInput.readDataToEndOfFile()
@@ -130,6 +125,12 @@ public enum DataLoader {
                     throw DataError(file: file, line: nil, problem: "cannot read the file (\(reason(error, url: url)))",
                                     fix: "check the path (relative paths start at \(FileManager.default.currentDirectoryPath))")
                 }
+            }
+            // Checked after reading, so a mistyped path is reported as missing rather than as an odd extension.
+            guard let format = explicit ?? DataFormat.infer(from: url) ?? (isStdin ? .jsonl : nil) else {
+                throw DataError(file: file, line: nil,
+                                problem: "cannot tell the data format from the extension \"\(url.pathExtension)\"",
+                                fix: "name the file .jsonl, .csv or .tsv, or give the format explicitly")
             }
             let fingerprint = hex(SHA256.hash(data: data))
             var body = [UInt8](data)

@@ -292,6 +292,12 @@ final class DataJSONLTests: XCTestCase {
                         contains: ["nope.jsonl: cannot read the file (no such file)", "check the path"])
     }
 
+    func testMissingFileWinsOverUnknownExtension() throws {
+        let dir = try TempFolder()
+        assertDataError(try DataLoader.loadTexts(dir.url.appendingPathComponent("typo.jsnl"), columns: cols), line: nil,
+                        contains: ["no such file"])
+    }
+
     func testDirectoryInsteadOfFile() throws {
         let dir = try TempFolder()
         let sub = dir.url.appendingPathComponent("folder.jsonl")
