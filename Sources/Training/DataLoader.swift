@@ -81,7 +81,7 @@ public enum DataLoader {
                             fix: "use a smaller --validation-split, more data, or a separate --eval-file")
         }
         var order = Array(0..<n)
-        var rng = SplitMix64(seed: seed)
+        var rng = DataSplitRNG(seed: seed)
         for i in stride(from: n - 1, to: 0, by: -1) {
             order.swapAt(i, Int(rng.next(below: UInt64(i + 1))))
         }
@@ -389,7 +389,9 @@ public enum DataLoader {
 
 /// SplitMix64 (Steele, Lea & Flood 2014): tiny, seedable, and defined by integer arithmetic alone, so a seed gives
 /// the same stream on every platform (unlike `SystemRandomNumberGenerator` or Foundation's generators).
-struct SplitMix64: RandomNumberGenerator {
+/// Named for its one use rather than `SplitMix64`: Model and Dist export public types of that name, and a
+/// module-internal one here would shadow them in every other file of this target.
+struct DataSplitRNG: RandomNumberGenerator {
     private var state: UInt64
     init(seed: UInt64) { state = seed }
 

@@ -92,10 +92,11 @@ public struct ClassificationMetrics: Sendable, Codable, Equatable {
     /// Flat metrics in the Hugging Face Trainer style, for `metrics.jsonl`, `eval_results.json` and the report:
     /// `<prefix>_accuracy`, `<prefix>_macro_f1`, `<prefix>_weighted_f1`, `<prefix>_samples`, per class
     /// `<prefix>_precision_<name>`, `<prefix>_recall_<name>`, `<prefix>_f1_<name>`, `<prefix>_support_<name>`,
-    /// and `<prefix>_confusion_matrix` (an array of rows of Int). An empty prefix gives the bare names.
+    /// and `<prefix>_confusion_matrix` (an array of rows of Int). `prefix` may be given with or without its
+    /// trailing underscore (`"eval"` and `"eval_"` both give `eval_accuracy`); an empty prefix gives the bare names.
     /// Values are Double, Int or [[Int]], all valid for `JSONSerialization`.
     public func asDictionary(prefix: String) -> [String: Any] {
-        let p = prefix.isEmpty ? "" : prefix + "_"
+        let p = prefix.isEmpty || prefix.hasSuffix("_") ? prefix : prefix + "_"
         var d: [String: Any] = [
             p + "accuracy": accuracy,
             p + "macro_f1": macroF1,

@@ -60,7 +60,7 @@ final class DataCSVTests: XCTestCase {
     func testRoundTripOfRandomFields() throws {
         // Seeded property test: fields drawn from the awkward characters (delimiters, quotes, CR, LF, non-ASCII)
         // survive writing with RFC 4180 quoting and parsing back, and every record reports the line it starts on.
-        var rng = SplitMix64(seed: 2024)
+        var rng = DataSplitRNG(seed: 2024)
         let alphabet: [String] = ["a", "b", " ", ",", "\t", "\"", "\n", "\r\n", "\r", "é", "😀", "\"\""]
         for delimiter in [",", "\t"] {
             for _ in 0..<200 {
@@ -96,7 +96,7 @@ final class DataCSVTests: XCTestCase {
     func testArbitraryBytesNeverCrashTheLoader() throws {
         // Seeded fuzzing over fragments that hit every branch; the only acceptable outcomes are a dataset or a
         // one-line DataError.
-        var rng = SplitMix64(seed: 99)
+        var rng = DataSplitRNG(seed: 99)
         let fragments: [[UInt8]] = [Array("text".utf8), Array("label".utf8), [0x2C], [0x09], [0x22], [0x0A], [0x0D], [0x7B], [0x7D],
                                     [0x3A], [0x5B], Array("\"text\": ".utf8), Array("\"label\": 1".utf8), [0xC3, 0xA9], [0xFF], [0xE2, 0x82],
                                     [0xEF, 0xBB, 0xBF], Array("null".utf8), Array("true".utf8)]

@@ -15,7 +15,7 @@ final class DataSplitTests: XCTestCase {
 
     func testSplitMix64ReferenceVector() {
         // First outputs of the reference splitmix64.c for seed 1234567.
-        var g = SplitMix64(seed: 1234567)
+        var g = DataSplitRNG(seed: 1234567)
         XCTAssertEqual([g.next(), g.next(), g.next()], [6457827717110365317, 3203168211198807973, 9817491932198370423])
     }
 

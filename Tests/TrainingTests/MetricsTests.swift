@@ -101,6 +101,7 @@ final class MetricsTests: XCTestCase {
         XCTAssertEqual(d["eval_confusion_matrix"] as? [[Int]], [[5, 1], [2, 3]])
         XCTAssertTrue(JSONSerialization.isValidJSONObject(d))
         XCTAssertNoThrow(try JSONSerialization.data(withJSONObject: d, options: [.sortedKeys]))
+        XCTAssertEqual(Set(m.asDictionary(prefix: "eval_").keys), Set(d.keys))
         XCTAssertNotNil(m.asDictionary(prefix: "")["accuracy"])
         XCTAssertNil(m.asDictionary(prefix: "")["_accuracy"])
     }
