@@ -78,7 +78,7 @@ final class BPEWordCache: Sendable {
     }
 }
 
-struct BPEModel: Sendable {
+final class BPEModel: Sendable {
     /// Byte-level token string -> id.
     let vocab: [String: Int32]
     /// Id -> byte-level token string.

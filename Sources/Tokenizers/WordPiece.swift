@@ -2,10 +2,11 @@
 // `##` continuation pieces; a word longer than `maxInputCharsPerWord` scalars, or one that cannot be covered
 // by the vocabulary, becomes a single `[UNK]` (exactly as `tokenizers`' WordPiece).
 // It deliberately works on the word's UTF-8 bytes and two byte-keyed tables (plain pieces, and `##` pieces
-// stored without the prefix) so no String is built per lookup. It does not normalize or split; see the
+// stored without the prefix) so no String is built per lookup. A class, so the per-word closures capture one
+// reference instead of copying a dozen arrays. It does not normalize or split; see the
 // Normalizer and PreTokenizer files.
 
-struct WordPieceModel: Sendable {
+final class WordPieceModel: Sendable {
     /// Token string -> id for every vocabulary entry.
     let vocab: [String: Int32]
     /// Id -> token string.
