@@ -1,0 +1,96 @@
+// UnicodeSupport: UTF-8 decoding and the character classes the pipelines test, over Unicode scalars.
+// It is deliberately not grapheme-aware: Hugging Face `tokenizers` works on Rust `char`s (scalars), so
+// Swift `Character`s would give different (and slower) answers.
+
+/// Decodes the scalar starting at `i` of valid UTF-8 (the buffers come from Swift Strings, so validity holds).
+@inline(__always)
+func decodeScalar(_ p: UnsafeBufferPointer<UInt8>, _ i: Int) -> (value: UInt32, length: Int) {
+    let b0 = UInt32(p[i])
+    if b0 < 0x80 { return (b0, 1) }
+    if b0 < 0xE0 { return ((b0 & 0x1F) << 6 | UInt32(p[i + 1] & 0x3F), 2) }
+    if b0 < 0xF0 {
+        return ((b0 & 0x0F) << 12 | UInt32(p[i + 1] & 0x3F) << 6 | UInt32(p[i + 2] & 0x3F), 3)
+    }
+    return ((b0 & 0x07) << 18 | UInt32(p[i + 1] & 0x3F) << 12 | UInt32(p[i + 2] & 0x3F) << 6
+            | UInt32(p[i + 3] & 0x3F), 4)
+}
+
+/// Appends the UTF-8 encoding of one scalar.
+@inline(__always)
+func appendUTF8(_ v: UInt32, to out: inout [UInt8]) {
+    if v < 0x80 {
+        out.append(UInt8(v))
+    } else if v < 0x800 {
+        out.append(UInt8(0xC0 | v >> 6)); out.append(UInt8(0x80 | v & 0x3F))
+    } else if v < 0x10000 {
+        out.append(UInt8(0xE0 | v >> 12)); out.append(UInt8(0x80 | (v >> 6) & 0x3F))
+        out.append(UInt8(0x80 | v & 0x3F))
+    } else {
+        out.append(UInt8(0xF0 | v >> 18)); out.append(UInt8(0x80 | (v >> 12) & 0x3F))
+        out.append(UInt8(0x80 | (v >> 6) & 0x3F)); out.append(UInt8(0x80 | v & 0x3F))
+    }
+}
+
+@inline(__always)
+func scalar(_ v: UInt32) -> Unicode.Scalar { Unicode.Scalar(v) ?? "\u{FFFD}" }
+
+enum CharClass {
+    /// Rust `char::is_whitespace` / Oniguruma `\s`: the Unicode White_Space property.
+    @inline(__always)
+    static func isWhitespace(_ v: UInt32) -> Bool {
+        if v < 0x80 { return v == 0x20 || (v >= 0x09 && v <= 0x0D) }
+        return scalar(v).properties.isWhitespace
+    }
+
+    /// BERT punctuation: ASCII symbol ranges 33-47, 58-64, 91-96, 123-126, plus general category P*.
+    @inline(__always)
+    static func isBertPunctuation(_ v: UInt32) -> Bool {
+        if v < 0x80 {
+            return (v >= 33 && v <= 47) || (v >= 58 && v <= 64) || (v >= 91 && v <= 96) || (v >= 123 && v <= 126)
+        }
+        switch scalar(v).properties.generalCategory {
+        case .connectorPunctuation, .dashPunctuation, .openPunctuation, .closePunctuation,
+             .initialPunctuation, .finalPunctuation, .otherPunctuation:
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// `tokenizers`' `is_control` minus tab/CR/LF: general categories Cc, Cf, Cs, Co, Cn.
+    @inline(__always)
+    static func isOther(_ v: UInt32) -> Bool {
+        switch scalar(v).properties.generalCategory {
+        case .control, .format, .surrogate, .privateUse, .unassigned: return true
+        default: return false
+        }
+    }
+
+    /// The CJK ideograph blocks BERT isolates (the same ranges as `tokenizers`' `is_chinese_char`).
+    @inline(__always)
+    static func isChinese(_ v: UInt32) -> Bool {
+        (v >= 0x4E00 && v <= 0x9FFF) || (v >= 0x3400 && v <= 0x4DBF) || (v >= 0x20000 && v <= 0x2A6DF)
+            || (v >= 0x2A700 && v <= 0x2B73F) || (v >= 0x2B740 && v <= 0x2B81F) || (v >= 0x2B920 && v <= 0x2CEAF)
+            || (v >= 0xF900 && v <= 0xFAFF) || (v >= 0x2F800 && v <= 0x2FA1F)
+    }
+
+    /// GPT-2 regex classes: `\p{L}`, `\p{N}`, `\s`, or anything else.
+    enum RegexClass { case letter, number, space, other }
+
+    @inline(__always)
+    static func regexClass(_ v: UInt32) -> RegexClass {
+        if v < 0x80 {
+            let b = UInt8(v)
+            if (b | 0x20) >= 0x61 && (b | 0x20) <= 0x7A { return .letter }
+            if b >= 0x30 && b <= 0x39 { return .number }
+            if b == 0x20 || (b >= 0x09 && b <= 0x0D) { return .space }
+            return .other
+        }
+        let props = scalar(v).properties
+        switch props.generalCategory {
+        case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter: return .letter
+        case .decimalNumber, .letterNumber, .otherNumber: return .number
+        default: return props.isWhitespace ? .space : .other
+        }
+    }
+}

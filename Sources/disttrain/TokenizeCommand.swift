@@ -1,0 +1,108 @@
+// TokenizeCommand: `disttrain tokenize --tokenizer DIR --input FILE.jsonl [--max-length N] [--no-special-tokens]`.
+// Reads {"text": ..., "text_pair"?: ...} lines and writes {"ids", "tokens", "token_type_ids"} lines to stdout.
+// It is deliberately only flag plumbing: parsing, validation and encoding live in the Tokenizers target
+// (`JSONLines`, `loadTokenizer`), where the tests reach them. The hidden `--bench` flag times encoding for
+// bench/tokenizer_throughput.sh instead of printing encodings.
+import ArgumentParser
+import Foundation
+import Tokenizers
+
+struct Tokenize: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tokenize",
+        abstract: "Tokenize a JSON-lines file with a Hugging Face tokenizer folder; one JSON line out per line in.")
+
+    @Option(help: "Folder holding tokenizer.json, or vocab.txt, or vocab.json + merges.txt.")
+    var tokenizer: String
+
+    @Option(help: "JSON-lines file; each line {\"text\": ..., \"text_pair\"?: ...}.")
+    var input: String
+
+    @Option(help: "Truncate longest_first to this many tokens, special tokens included.")
+    var maxLength: Int?
+
+    @Flag(help: "Do not add [CLS]/[SEP] (or the tokenizer's other template tokens).")
+    var noSpecialTokens = false
+
+    @Flag(help: .hidden)
+    var bench = false
+
+    @Option(help: .hidden)
+    var benchRuns = 5
+
+    func validate() throws {
+        if let maxLength, maxLength < 1 { throw ValidationError("--max-length must be at least 1") }
+        if benchRuns < 1 { throw ValidationError("--bench-runs must be at least 1") }
+    }
+
+    func run() throws {
+        do {
+            if bench { try runBenchmark() } else { try runTokenize() }
+        } catch let error as TokenizerError {
+            FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+
+    private func readInput() throws -> Data {
+        do { return try Data(contentsOf: URL(fileURLWithPath: input)) } catch {
+            throw TokenizerError(file: input, message: "cannot read the input file",
+                                 hint: "check that --input names an existing, readable .jsonl file")
+        }
+    }
+
+    private func runTokenize() throws {
+        let tok = try loadTokenizer(directory: URL(fileURLWithPath: tokenizer))
+        let records = try JSONLines.readRecords(try readInput(), path: input)
+        var out = ""
+        out.reserveCapacity(1 << 20)
+        for (i, r) in records.enumerated() {
+            let e: Encoding
+            do {
+                e = try tok.encode(r.text, pair: r.pair, addSpecialTokens: !noSpecialTokens, maxLength: maxLength)
+            } catch let error as TokenizerError {
+                throw TokenizerError(file: "\(input) (record \(i + 1))", message: error.message, hint: error.hint)
+            }
+            out += JSONLines.render(e)
+            out += "\n"
+            if out.utf8.count >= 1 << 20 { FileHandle.standardOutput.write(Data(out.utf8)); out.removeAll(keepingCapacity: true) }
+        }
+        FileHandle.standardOutput.write(Data(out.utf8))
+    }
+
+    /// Single-threaded timing over the texts of `--input` (`.jsonl`: the "text" fields; otherwise its
+    /// non-empty lines). Prints one JSON object with the median of `--bench-runs` runs.
+    private func runBenchmark() throws {
+        let tok = try loadTokenizer(directory: URL(fileURLWithPath: tokenizer))
+        let data = try readInput()
+        let texts: [String]
+        if input.hasSuffix(".jsonl") {
+            texts = try JSONLines.readRecords(data, path: input).map(\.text)
+        } else {
+            guard let s = String(data: data, encoding: .utf8) else {
+                throw TokenizerError(file: input, message: "not valid UTF-8", hint: "re-encode the file as UTF-8")
+            }
+            texts = s.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
+        }
+        let bytes = texts.reduce(0) { $0 + $1.utf8.count }
+        var times: [Double] = []
+        var tokens = 0
+        for _ in 0..<benchRuns {
+            let clock = ContinuousClock()
+            var count = 0
+            let elapsed = try clock.measure {
+                for t in texts {
+                    count += try tok.encode(t, pair: nil, addSpecialTokens: !noSpecialTokens, maxLength: maxLength).ids.count
+                }
+            }
+            tokens = count
+            times.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+        }
+        let median = times.sorted()[times.count / 2]
+        let runs = times.map { String(format: "%.4f", $0) }.joined(separator: ", ")
+        print("{\"impl\": \"swift\", \"input\": \"\(input)\", \"texts\": \(texts.count), \"bytes\": \(bytes), "
+              + "\"tokens\": \(tokens), \"runs_s\": [\(runs)], \"median_s\": \(String(format: "%.4f", median)), "
+              + "\"mb_per_s\": \(String(format: "%.3f", Double(bytes) / 1e6 / median)), "
+              + "\"tokens_per_s\": \(String(format: "%.0f", Double(tokens) / median))}")
+    }
+}
