@@ -53,7 +53,7 @@ public final class DebugCommunicator: Communicator {
             return "rank \(r): collective #\(t[b]) \(Kind.describe(t[b + 2])) of \(t[b + 1]) elements"
                 + (t[b + 3] >= 0 ? " (root \(t[b + 3]))" : "")
         }
-        throw CommunicatorError("--debug: ranks disagree on the next collective; ranks "
+        throw CommunicatorError("--debug: ranks disagree on the next collective; rank(s) "
             + "\(odd.map(String.init).joined(separator: ", ")) differ from rank 0. "
             + ([0] + odd).map(show).joined(separator: "; ")
             + ". HINT: a rank took a different code path (e.g. a rank-dependent condition around a collective).")

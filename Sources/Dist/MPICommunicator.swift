@@ -40,8 +40,8 @@ public final class MPICommunicator: Communicator {
         watchdog = Watchdog(timeout: watchdogTimeout, rankLabel: "rank \(r) of \(s)") { _ in
             // MPI_Abort from a non-main thread is outside FUNNELED's promise, but OpenMPI implements it by asking the
             // launcher to kill the job, which is exactly what is needed; _exit is the fallback if it ever returns.
-            _ = cmpi_abort(124)
-            _exit(124)
+            _ = cmpi_abort(Watchdog.abortCode)
+            _exit(Watchdog.abortCode)
         }
     }
 

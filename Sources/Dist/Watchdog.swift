@@ -20,6 +20,9 @@ public final class Watchdog: Sendable {
         var stopped = false
     }
 
+    /// Exit code of a job ended by the watchdog (distinct from `timeout`'s 124 and signal codes ≥ 128).
+    public static let abortCode: Int32 = 86
+
     /// Seconds a single collective may take before the job is aborted; 0 disables the watchdog.
     public let timeout: Double
     private let rankLabel: String
