@@ -108,6 +108,11 @@ extension Communicator {
         return slots
     }
 
+    /// Broadcasts a typed buffer (e.g. the flat parameter buffer, so replicas start bit-identical).
+    public func broadcast<T: BitwiseCopyable>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws {
+        try broadcast(UnsafeMutableRawBufferPointer(buffer), root: root)
+    }
+
     /// Broadcasts an array of trivially copyable values from `root` (same count on every rank).
     public func broadcast<T: BitwiseCopyable>(_ array: inout [T], root: Int) throws {
         try array.withUnsafeMutableBytes { try broadcast($0, root: root) }

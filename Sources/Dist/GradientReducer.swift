@@ -33,15 +33,16 @@ public final class GradientReducer {
         guard self.buffer == nil else {
             throw CommunicatorError("GradientReducer.reduce called while an async step is open; call finish() first")
         }
-        if communicator.worldSize > 1 {
-            var start = 0
-            while start < buffer.count {
-                let end = min(start + bucketElements, buffer.count)
-                try communicator.allReduce(UnsafeMutableBufferPointer(rebasing: buffer[start..<end]), op: .sum)
-                start = end
-            }
+        guard communicator.worldSize > 1 else { return Self.scale(buffer, by: scale) }
+        var start = 0
+        while start < buffer.count {
+            let end = min(start + bucketElements, buffer.count)
+            let bucket = UnsafeMutableBufferPointer(rebasing: buffer[start..<end])
+            try communicator.allReduce(bucket, op: .sum)
+            // Scale while the bucket is still in cache from the reduction, rather than in a second pass over memory.
+            Self.scale(bucket, by: scale)
+            start = end
         }
-        Self.scale(buffer, by: scale)
     }
 
     /// Opens an asynchronous step on `buffer`: subsequent `reduceAsync(range:)` calls launch its buckets.

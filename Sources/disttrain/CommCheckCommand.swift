@@ -119,6 +119,14 @@ struct CommCheck: ParsableCommand {
         try comm.allReduce(&imax, op: .max)
         var bc = (0..<5).map { Int64(r * 100 + $0) }
         try comm.broadcast(&bc, root: w - 1)
+        // Non-blocking all-reduce completed by polling test() (as a trainer overlapping compute would).
+        var polled = (0..<10).map { Float(Self.contribution(rank: r, index: $0)) }
+        try polled.withUnsafeMutableBufferPointer { b in
+            let pending = try comm.startAllReduce(b, op: .sum)
+            while try !pending.test() {}
+            try pending.wait()  // a no-op after completion; must not fail
+        }
+        out["f32SumPolled"] = polled.map(Double.init)
         out["f32Sum"] = f.map(Double.init)
         out["f64Sum"] = d
         out["i64Sum"] = i.map { NSNumber(value: $0) }
@@ -197,37 +205,41 @@ struct CommCheck: ParsableCommand {
         let n = bytes / MemoryLayout<Float>.stride
         var buf = [Float](repeating: 1, count: n)
         let w = comm.worldSize
-        // Median over repeats of the slowest rank's time (a collective is as slow as its slowest member).
-        func time(_ body: (UnsafeMutableBufferPointer<Float>) throws -> Void) throws -> Double {
-            var samples: [Double] = []
-            for _ in 0..<(repeats + 1) {  // +1: the first run warms up buffers and MPI's connections
+        let reducer = GradientReducer(communicator: comm, bucketBytes: bucketBytes)
+        let scale = 1 / Float(w)
+        // The variants take turns within each repetition, so a burst of load from other processes on this shared
+        // machine hits all of them alike rather than whichever happened to run then.
+        let variants: [(String, (UnsafeMutableBufferPointer<Float>) throws -> Void)] = [
+            ("bareAllreduce", { try comm.allReduce($0, op: .sum) }),
+            ("reducerSync", { try reducer.reduce($0, scale: scale) }),
+            ("reducerSyncUnscaled", { try reducer.reduce($0, scale: 1) }),
+            ("reducerAsync", { b in
+                try reducer.begin(b, scale: scale)
+                try reducer.reduceAsync(range: 0..<b.count)
+                try reducer.finish()
+            }),
+        ]
+        var samples = [String: [Double]]()
+        for rep in 0..<(repeats + 1) {  // repetition 0 warms up buffers and MPI's connections; not counted
+            for (name, body) in variants {
                 try comm.barrier()
                 let t0 = ContinuousClock.now
                 try buf.withUnsafeMutableBufferPointer { try body($0) }
                 let dt = ContinuousClock.now - t0
+                // A collective is as slow as its slowest member: take the maximum over ranks.
                 var s = [Double(dt.components.seconds) + Double(dt.components.attoseconds) * 1e-18]
                 try comm.allReduce(&s, op: .max)
-                samples.append(s[0])
+                if rep > 0 { samples[name, default: []].append(s[0]) }
             }
-            return samples.dropFirst().sorted()[repeats / 2]
         }
-        let reducer = GradientReducer(communicator: comm, bucketBytes: bucketBytes)
-        let bare = try time { try comm.allReduce($0, op: .sum) }
-        let sync = try time { try reducer.reduce($0, scale: 1 / Float(w)) }
-        let async = try time { b in
-            try reducer.begin(b, scale: 1 / Float(w))
-            try reducer.reduceAsync(range: 0..<b.count)
-            try reducer.finish()
-        }
+        let median = samples.mapValues { $0.sorted()[$0.count / 2] }
         // Bus bandwidth (NCCL's convention): algorithm bandwidth × 2(w−1)/w, the bytes each link really carries.
         let factor = w > 1 ? 2 * Double(w - 1) / Double(w) : 1
-        func gbps(_ t: Double) -> Double { Double(n * 4) / t / 1e9 * factor }
         out["bytes"] = n * 4
         out["bucketBytes"] = reducer.bucketElements * 4
         out["repeats"] = repeats
-        out["seconds"] = ["bareAllreduce": bare, "reducerSync": sync, "reducerAsync": async]
-        out["busGBps"] = ["bareAllreduce": gbps(bare), "reducerSync": gbps(sync), "reducerAsync": gbps(async)]
-        out["reducerSyncVsBare"] = bare / sync
-        out["reducerAsyncVsBare"] = bare / async
+        out["medianSeconds"] = median
+        out["busGBps"] = median.mapValues { Double(n * 4) / $0 / 1e9 * factor }
+        out["vsBare"] = median.mapValues { median["bareAllreduce"]! / $0 }
     }
 }

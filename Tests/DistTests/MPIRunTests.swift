@@ -65,8 +65,8 @@ final class MPIRunTests: XCTestCase {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let outURL = dir.appendingPathComponent("out"), errURL = dir.appendingPathComponent("err")
-        FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
         p.standardOutput = try FileHandle(forWritingTo: outURL)
         p.standardError = try FileHandle(forWritingTo: errURL)
         let start = Date()
@@ -102,6 +102,7 @@ final class MPIRunTests: XCTestCase {
             let pattern = (0..<10).map { Double($0 % 7 + 1) }
             XCTAssertEqual(j["worldSize"] as? Int, w)
             XCTAssertEqual(j["f32Sum"] as? [Double], pattern.map { $0 * Double(s) }, "k=\(w)")
+            XCTAssertEqual(j["f32SumPolled"] as? [Double], pattern.map { $0 * Double(s) }, "k=\(w)")
             XCTAssertEqual(j["f64Sum"] as? [Double], pattern.map { $0 * Double(s) + 0.5 * Double(w) })
             XCTAssertEqual(j["i64Sum"] as? [Int64],
                            pattern.map { Int64($0) * Int64(s) + Int64(w) << 40 })  // beyond 2^32: true 64-bit
