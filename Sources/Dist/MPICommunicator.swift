@@ -28,7 +28,14 @@ public final class MPICommunicator: Communicator {
         var flag: Int32 = 0
         try MPICommunicator.check(cmpi_initialized(&flag), "MPI_Initialized", rank: -1, size: -1)
         var provided: Int32 = threadLevel
-        if flag == 0 {
+        if flag != 0 {
+            var finalized: Int32 = 0
+            try MPICommunicator.check(cmpi_finalized(&finalized), "MPI_Finalized", rank: -1, size: -1)
+            if finalized != 0 {
+                throw CommunicatorError("MPI was already finalized in this process and cannot be initialised again; "
+                                        + "create the MPICommunicator once and finalize only at exit")
+            }
+        } else {
             try MPICommunicator.check(cmpi_init(threadLevel, &provided), "MPI_Init_thread", rank: -1, size: -1)
         }
         var r: Int32 = 0, s: Int32 = 0

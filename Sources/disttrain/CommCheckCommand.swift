@@ -43,6 +43,8 @@ struct CommCheck: ParsableCommand {
     var microBatch: Int = 2
     @Option(help: "Epochs (plan mode).")
     var epochs: Int = 2
+    @Option(help: "Eval set size (plan mode).")
+    var evalSamples: Int = 37
     @Option(help: "Seed (plan and consistency modes).")
     var seed: UInt64 = 1234
     @Option(help: "Data file name used as the data fingerprint (consistency mode).")
@@ -197,6 +199,11 @@ struct CommCheck: ParsableCommand {
                 ])
             }
         }
+        // Eval sharding: every rank counts the indices it evaluates; the integer sum must be exactly one per index.
+        var coverage = [Int64](repeating: 0, count: evalSamples)
+        for i in EvalSharding.range(count: evalSamples, rank: comm.rank, worldSize: comm.worldSize) { coverage[i] += 1 }
+        try comm.allReduceSum(&coverage)
+        out["evalCoverage"] = coverage.map { Int($0) }
         out["accumulationSteps"] = p.accumulationSteps
         out["steps"] = steps
     }

@@ -152,6 +152,8 @@ final class MPIRunTests: XCTestCase {
                 let micro = s["microBatchesPerRank"] as? [Int] ?? []
                 if count == 24 { XCTAssertEqual(micro, [Int](repeating: 24 / (k * 3), count: k), "k=\(k)") }
             }
+            // 37 eval samples (a multiple of no K > 1): every index evaluated by exactly one rank.
+            XCTAssertEqual(try r.json["evalCoverage"] as? [Int], [Int](repeating: 1, count: 37), "k=\(k)")
             // Last step of each epoch: 7 samples split 7 | 4+3 | 2+2+2+1 | 1×7+0, cut into micro-batches of ≤ 3;
             // on 8 ranks the 8th rank has none.
             XCTAssertEqual(steps[4]["microBatchesPerRank"] as? [Int],
