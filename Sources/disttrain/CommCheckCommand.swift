@@ -63,6 +63,19 @@ struct CommCheck: ParsableCommand {
     var debug = false
 
     func run() throws {
+        do {
+            try check()
+        } catch {
+            // One write(2) per rank: ranks' messages must not interleave mid-line (ArgumentParser's own printing
+            // is not a single write, and tests search the combined stderr of all ranks for exact phrases).
+            let rank = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"] ?? "0"
+            let line = Array("Error (rank \(rank)): \(error)\n".utf8)
+            _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+            throw ExitCode.failure
+        }
+    }
+
+    private func check() throws {
         let env = ProcessInfo.processInfo.environment
         let timeout = mode == .kill ? 0 : watchdogTimeout
         let comm = try makeCommunicator(environment: env, watchdogTimeout: timeout,

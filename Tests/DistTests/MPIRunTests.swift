@@ -176,7 +176,8 @@ final class MPIRunTests: XCTestCase {
         XCTAssertTrue(mismatch.stderr.contains("rank(s) 2 were started with a different configuration"),
                       mismatch.stderr)
         XCTAssertTrue(mismatch.stderr.contains("differing: seed"), mismatch.stderr)
-        XCTAssertTrue(mismatch.stderr.contains("this rank (2) has seed=2"), mismatch.stderr)
+        // Not asserted: rank 2's own "this rank (2) has seed=2" line. mpirun kills the remaining ranks as soon as
+        // the first one exits non-zero, so which ranks get to print is a race; every rank's line names rank 2.
     }
 
     func testDebugModeRefusesACollectiveOfDifferentSize() throws {
