@@ -1,43 +1,42 @@
 // cmpi.c: the only translation unit that includes mpi.h. Thin wrappers; errors are returned, never handled here
 // (MPI_ERRORS_RETURN is installed on MPI_COMM_WORLD at init so that failures reach Swift as codes).
+// Not here: any policy (retries, watchdogs, scaling); that lives in Sources/Dist.
 #include "cmpi.h"
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <mpi.h>
 
-static MPI_Datatype cmpi_type(int dtype) {
+// Returns 0 for an unknown dtype so callers can reject it instead of silently reducing bytes.
+static MPI_Datatype cmpi_type(int dtype, size_t *size) {
     switch (dtype) {
-    case CMPI_FLOAT: return MPI_FLOAT;
-    case CMPI_DOUBLE: return MPI_DOUBLE;
-    case CMPI_INT64: return MPI_INT64_T;
-    default: return MPI_BYTE;
-    }
-}
-
-static size_t cmpi_type_size(int dtype) {
-    switch (dtype) {
-    case CMPI_FLOAT: return 4;
-    case CMPI_DOUBLE: return 8;
-    case CMPI_INT64: return 8;
-    default: return 1;
+    case CMPI_FLOAT: *size = 4; return MPI_FLOAT;
+    case CMPI_DOUBLE: *size = 8; return MPI_DOUBLE;
+    case CMPI_INT64: *size = 8; return MPI_INT64_T;
+    case CMPI_BYTE: *size = 1; return MPI_BYTE;
+    default: *size = 0; return MPI_DATATYPE_NULL;
     }
 }
 
 static MPI_Op cmpi_op(int op) {
     switch (op) {
+    case CMPI_OP_SUM: return MPI_SUM;
     case CMPI_OP_MAX: return MPI_MAX;
     case CMPI_OP_MIN: return MPI_MIN;
-    default: return MPI_SUM;
+    default: return MPI_OP_NULL;
     }
 }
 
 int cmpi_initialized(int *flag) { return MPI_Initialized(flag); }
+int cmpi_finalized(int *flag) { return MPI_Finalized(flag); }
 
 int cmpi_init(int required_level, int *provided_level) {
     int levels[4] = {MPI_THREAD_SINGLE, MPI_THREAD_FUNNELED, MPI_THREAD_SERIALIZED, MPI_THREAD_MULTIPLE};
+    if (required_level < 0 || required_level > 3) return CMPI_ERR_ARG;
     int provided = 0;
-    int rc = MPI_Init_thread(NULL, NULL, levels[required_level & 3], &provided);
+    int rc = MPI_Init_thread(NULL, NULL, levels[required_level], &provided);
     if (rc != MPI_SUCCESS) return rc;
+    *provided_level = 0;
     for (int i = 0; i < 4; i++) if (levels[i] == provided) *provided_level = i;
     return MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
 }
@@ -49,29 +48,102 @@ double cmpi_wtime(void) { return MPI_Wtime(); }
 int cmpi_barrier(void) { return MPI_Barrier(MPI_COMM_WORLD); }
 int cmpi_abort(int code) { return MPI_Abort(MPI_COMM_WORLD, code); }
 
+// MPI counts are `int`; larger buffers go in INT_MAX-element chunks (in the same order on every rank).
+static const size_t cmpi_chunk = (size_t)INT_MAX;
+
 int cmpi_allreduce(void *buffer, size_t count, int dtype, int op) {
+    size_t esize = 0;
+    MPI_Datatype t = cmpi_type(dtype, &esize);
+    MPI_Op o = cmpi_op(op);
+    if (t == MPI_DATATYPE_NULL || o == MPI_OP_NULL || (buffer == NULL && count > 0)) return CMPI_ERR_ARG;
     char *p = (char *)buffer;
-    const size_t chunk = (size_t)INT_MAX;
     while (count > 0) {
-        int n = (int)(count < chunk ? count : chunk);
-        int rc = MPI_Allreduce(MPI_IN_PLACE, p, n, cmpi_type(dtype), cmpi_op(op), MPI_COMM_WORLD);
+        int n = (int)(count < cmpi_chunk ? count : cmpi_chunk);
+        int rc = MPI_Allreduce(MPI_IN_PLACE, p, n, t, o, MPI_COMM_WORLD);
         if (rc != MPI_SUCCESS) return rc;
-        p += (size_t)n * cmpi_type_size(dtype);
+        p += (size_t)n * esize;
         count -= (size_t)n;
     }
     return MPI_SUCCESS;
 }
 
 int cmpi_bcast(void *buffer, size_t count, int dtype, int root) {
+    size_t esize = 0;
+    MPI_Datatype t = cmpi_type(dtype, &esize);
+    if (t == MPI_DATATYPE_NULL || (buffer == NULL && count > 0)) return CMPI_ERR_ARG;
     char *p = (char *)buffer;
-    const size_t chunk = (size_t)INT_MAX;
     while (count > 0) {
-        int n = (int)(count < chunk ? count : chunk);
-        int rc = MPI_Bcast(p, n, cmpi_type(dtype), root, MPI_COMM_WORLD);
+        int n = (int)(count < cmpi_chunk ? count : cmpi_chunk);
+        int rc = MPI_Bcast(p, n, t, root, MPI_COMM_WORLD);
         if (rc != MPI_SUCCESS) return rc;
-        p += (size_t)n * cmpi_type_size(dtype);
+        p += (size_t)n * esize;
         count -= (size_t)n;
     }
+    return MPI_SUCCESS;
+}
+
+struct cmpi_request {
+    int count;              // number of chunks (>= 1; a zero-length reduction still gets one request)
+    int done;               // set once MPI_Testall/Waitall reported completion
+    MPI_Request reqs[];     // one per chunk
+};
+
+int cmpi_iallreduce(void *buffer, size_t count, int dtype, int op, cmpi_request **request) {
+    if (request == NULL) return CMPI_ERR_ARG;
+    *request = NULL;
+    size_t esize = 0;
+    MPI_Datatype t = cmpi_type(dtype, &esize);
+    MPI_Op o = cmpi_op(op);
+    if (t == MPI_DATATYPE_NULL || o == MPI_OP_NULL || (buffer == NULL && count > 0)) return CMPI_ERR_ARG;
+    size_t chunks = count == 0 ? 1 : (count + cmpi_chunk - 1) / cmpi_chunk;
+    cmpi_request *r = malloc(sizeof(cmpi_request) + chunks * sizeof(MPI_Request));
+    if (r == NULL) return CMPI_ERR_NOMEM;
+    r->count = 0;
+    r->done = 0;
+    char *p = (char *)buffer;
+    size_t left = count;
+    for (size_t i = 0; i < chunks; i++) {
+        int n = (int)(left < cmpi_chunk ? left : cmpi_chunk);
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, p, n, t, o, MPI_COMM_WORLD, &r->reqs[i]);
+        if (rc != MPI_SUCCESS) {
+            // Chunks already started cannot be cancelled (collectives are not cancellable); wait for them so the
+            // buffer is not written behind the caller's back, then report the original error.
+            if (r->count > 0) MPI_Waitall(r->count, r->reqs, MPI_STATUSES_IGNORE);
+            free(r);
+            return rc;
+        }
+        r->count++;
+        p += (size_t)n * esize;
+        left -= (size_t)n;
+    }
+    *request = r;
+    return MPI_SUCCESS;
+}
+
+int cmpi_test(cmpi_request *request, int *done) {
+    if (request == NULL || done == NULL) return CMPI_ERR_ARG;
+    if (!request->done) {
+        int flag = 0;
+        int rc = MPI_Testall(request->count, request->reqs, &flag, MPI_STATUSES_IGNORE);
+        if (rc != MPI_SUCCESS) return rc;
+        request->done = flag;
+    }
+    *done = request->done;
+    return MPI_SUCCESS;
+}
+
+int cmpi_wait(cmpi_request *request) {
+    if (request == NULL) return CMPI_ERR_ARG;
+    int rc = MPI_SUCCESS;
+    if (!request->done) rc = MPI_Waitall(request->count, request->reqs, MPI_STATUSES_IGNORE);
+    free(request);
+    return rc;
+}
+
+int cmpi_request_free(cmpi_request *request) {
+    if (request == NULL) return CMPI_ERR_ARG;
+    if (!request->done) return CMPI_ERR_ARG;
+    free(request);
     return MPI_SUCCESS;
 }
 
@@ -79,7 +151,13 @@ void cmpi_error_string(int code, char *buf, int buflen) {
     if (buflen <= 0) return;
     char tmp[MPI_MAX_ERROR_STRING];
     int len = 0;
-    if (MPI_Error_string(code, tmp, &len) != MPI_SUCCESS) { strncpy(tmp, "unknown MPI error", sizeof tmp); }
+    if (code == CMPI_ERR_ARG) {
+        strncpy(tmp, "invalid argument to the CMPI shim (unknown type/op, NULL buffer or request)", sizeof tmp);
+    } else if (code == CMPI_ERR_NOMEM) {
+        strncpy(tmp, "out of memory in the CMPI shim", sizeof tmp);
+    } else if (MPI_Error_string(code, tmp, &len) != MPI_SUCCESS) {
+        strncpy(tmp, "unknown MPI error", sizeof tmp);
+    }
     tmp[MPI_MAX_ERROR_STRING - 1] = 0;
     strncpy(buf, tmp, (size_t)buflen - 1);
     buf[buflen - 1] = 0;

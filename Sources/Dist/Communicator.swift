@@ -1,6 +1,13 @@
 // Communicator: the only door to other ranks. Model and Training code talk to this protocol and never to MPI.
 // `LocalCommunicator` is world size 1: every collective returns its input unchanged, so a plain `disttrain train`
-// needs no MPI at all. `MPICommunicator` (MPICommunicator.swift) goes through the C shim in Sources/CMPI.
+// needs no MPI at all. `MPICommunicator` (MPICommunicator.swift) goes through the C shim in Sources/CMPI;
+// `DebugCommunicator` (DebugCommunicator.swift) wraps either and cross-checks every call.
+// Deliberately not here: point-to-point messaging, sub-communicators, anything model-specific.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// An error from a collective or from start-up, carrying enough context to name the failing call.
 public struct CommunicatorError: Error, CustomStringConvertible {
@@ -10,9 +17,26 @@ public struct CommunicatorError: Error, CustomStringConvertible {
 }
 
 /// Reduction operations supported by `allReduce`.
-public enum ReduceOp: Sendable { case sum, max, min }
+public enum ReduceOp: String, Sendable { case sum, max, min }
 
-/// Collective operations over all ranks of a job. Buffers are reduced in place.
+/// A non-blocking all-reduce in flight. The buffer it was started on must not be read or written until `wait()`
+/// returned (or `test()` returned true).
+public protocol PendingReduction: AnyObject {
+    /// True once the reduction has completed; never blocks.
+    func test() throws -> Bool
+    /// Blocks until the reduction has completed. Calling it again after completion is a no-op.
+    func wait() throws
+}
+
+/// A reduction that finished before it was returned (world size 1, or a communicator without non-blocking support).
+public final class CompletedReduction: PendingReduction {
+    public init() {}
+    public func test() throws -> Bool { true }
+    public func wait() throws {}
+}
+
+/// Collective operations over all ranks of a job. Buffers are reduced in place. Every rank must issue the same
+/// collectives in the same order with the same element counts (`DebugCommunicator` checks this).
 public protocol Communicator: AnyObject {
     /// This process's rank in 0..<worldSize.
     var rank: Int { get }
@@ -21,6 +45,9 @@ public protocol Communicator: AnyObject {
     func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws
     func allReduce(_ buffer: UnsafeMutableBufferPointer<Double>, op: ReduceOp) throws
     func allReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws
+    /// Starts an in-place all-reduce that completes in the background (MPI_Iallreduce). The default
+    /// implementation runs the blocking `allReduce` and returns a completed handle.
+    func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws -> PendingReduction
     /// Copies `buffer` from `root` into every other rank's `buffer` (same byte count everywhere).
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws
     func barrier() throws
@@ -29,6 +56,11 @@ public protocol Communicator: AnyObject {
 }
 
 extension Communicator {
+    public func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws -> PendingReduction {
+        try allReduce(buffer, op: op)
+        return CompletedReduction()
+    }
+
     public var isRoot: Bool { rank == 0 }
 
     /// Sums a single scalar across ranks.
@@ -55,6 +87,36 @@ extension Communicator {
     public func allReduceSum(_ array: inout [Int64]) throws {
         try array.withUnsafeMutableBufferPointer { try allReduce($0, op: .sum) }
     }
+
+    /// In-place reduction of a Swift array with any op (e.g. `.max` of per-rank timings).
+    public func allReduce(_ array: inout [Int64], op: ReduceOp) throws {
+        try array.withUnsafeMutableBufferPointer { try allReduce($0, op: op) }
+    }
+    public func allReduce(_ array: inout [Float], op: ReduceOp) throws {
+        try array.withUnsafeMutableBufferPointer { try allReduce($0, op: op) }
+    }
+    public func allReduce(_ array: inout [Double], op: ReduceOp) throws {
+        try array.withUnsafeMutableBufferPointer { try allReduce($0, op: op) }
+    }
+
+    /// Every rank's `value`, indexed by rank (an all-gather built from a sum over a zero-filled array, which is
+    /// exact for integers and needs no extra shim call).
+    public func allGather(_ value: Int64) throws -> [Int64] {
+        var slots = [Int64](repeating: 0, count: worldSize)
+        slots[rank] = value
+        try allReduce(&slots, op: .sum)
+        return slots
+    }
+
+    /// Broadcasts a typed buffer (e.g. the flat parameter buffer, so replicas start bit-identical).
+    public func broadcast<T: BitwiseCopyable>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int) throws {
+        try broadcast(UnsafeMutableRawBufferPointer(buffer), root: root)
+    }
+
+    /// Broadcasts an array of trivially copyable values from `root` (same count on every rank).
+    public func broadcast<T: BitwiseCopyable>(_ array: inout [T], root: Int) throws {
+        try array.withUnsafeMutableBytes { try broadcast($0, root: root) }
+    }
 }
 
 /// World size 1: collectives are the identity.
@@ -69,9 +131,3 @@ public final class LocalCommunicator: Communicator {
     public func barrier() throws {}
     public func abort(code: Int32) -> Never { exit(code) }
 }
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif

@@ -1,5 +1,7 @@
 // Launch mode: decided from the environment the launcher sets, so that a plain `disttrain train` runs as world
-// size 1 without touching MPI, and `mpirun`/`srun` runs use MPI.
+// size 1 without touching MPI, and `mpirun`/`srun` runs use MPI. Also how many cores this rank may use, so the
+// trainer can default its thread count to what the launcher bound it to.
+// Deliberately not here: reading hyperparameters from the environment (they are CLI flags).
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -23,9 +25,33 @@ public enum LaunchMode: Equatable, Sendable {
 }
 
 /// Creates the communicator for this process: MPI under a launcher, `LocalCommunicator` otherwise.
-public func makeCommunicator(environment env: [String: String]) throws -> Communicator {
+/// - Parameters:
+///   - watchdogTimeout: seconds a collective may block before the job is aborted (MPI only; 0 = off).
+///   - debug: wrap the communicator in `DebugCommunicator` (cross-checks every collective across ranks).
+public func makeCommunicator(environment env: [String: String], watchdogTimeout: Double = 300,
+                             debug: Bool = false) throws -> Communicator {
+    let base: Communicator
     switch LaunchMode.detect(environment: env) {
-    case .single: return LocalCommunicator()
-    case .mpi: return try MPICommunicator()
+    case .single: base = LocalCommunicator()
+    case .mpi: base = try MPICommunicator(watchdogTimeout: watchdogTimeout)
     }
+    return debug ? DebugCommunicator(wrapping: base) : base
+}
+
+/// The number of CPU cores this process may run on (its sched_getaffinity mask; mpirun binds each of ≤2 ranks to one
+/// core here, `--bind-to none` widens it). Falls back to the online core count if the mask cannot be read.
+public func availableCores() -> Int {
+    #if os(Linux)
+    // Glibc declares sched_getaffinity only under _GNU_SOURCE, which Swift's Glibc module does not define, so the
+    // symbol is looked up at run time; the mask is a 1024-bit cpu_set_t (glibc's fixed size).
+    typealias GetAffinity = @convention(c) (pid_t, Int, UnsafeMutableRawPointer) -> Int32
+    if let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "sched_getaffinity") {
+        let getAffinity = unsafeBitCast(sym, to: GetAffinity.self)
+        var mask = [UInt64](repeating: 0, count: 16)
+        let rc = mask.withUnsafeMutableBytes { getAffinity(0, $0.count, $0.baseAddress!) }
+        let n = mask.reduce(0) { $0 + $1.nonzeroBitCount }
+        if rc == 0, n > 0 { return n }
+    }
+    #endif
+    return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
 }

@@ -1,34 +1,80 @@
 // MPICommunicator: `Communicator` over MPI_COMM_WORLD through the CMPI shim. Every return code is checked and
-// turned into a `CommunicatorError` naming the call, the rank and the element count.
+// turned into a `CommunicatorError` naming the call, the element count, the rank and the world size. Every blocking
+// collective (and every wait on a non-blocking one) is numbered and reported to a `Watchdog`, so a rank stuck in a
+// collective aborts the job with a message instead of hanging.
+// Deliberately not here: argument cross-checking between ranks (DebugCommunicator), bucketing (GradientReducer).
+// MPI_Finalize is not called from deinit: MPI can be initialised only once per process, and tests create several
+// communicators; call `finalize()` explicitly at the very end of a program.
 import CMPI
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public final class MPICommunicator: Communicator {
     public let rank: Int
     public let worldSize: Int
+    /// The MPI thread level granted (CMPI_THREAD_*); FUNNELED is what is requested by default: all MPI calls come
+    /// from the thread that initialised MPI, except the watchdog's final MPI_Abort.
+    public let providedThreadLevel: Int32
+    /// Number of collectives issued so far on this rank (the watchdog and error messages quote it).
+    public private(set) var sequence = 0
+    public let watchdog: Watchdog
 
     /// Initialises MPI (once per process; a second call reuses the running instance) and queries rank and size.
-    public init(threadLevel: Int32 = Int32(CMPI_THREAD_FUNNELED)) throws {
+    /// - Parameters:
+    ///   - threadLevel: CMPI_THREAD_* level to request.
+    ///   - watchdogTimeout: seconds any single collective may block before the job is aborted; 0 = off.
+    public init(threadLevel: Int32 = Int32(CMPI_THREAD_FUNNELED), watchdogTimeout: Double = 300) throws {
         var flag: Int32 = 0
-        try MPICommunicator.check(cmpi_initialized(&flag), "MPI_Initialized")
-        if flag == 0 {
-            var provided: Int32 = 0
-            try MPICommunicator.check(cmpi_init(threadLevel, &provided), "MPI_Init_thread")
+        try MPICommunicator.check(cmpi_initialized(&flag), "MPI_Initialized", rank: -1, size: -1)
+        var provided: Int32 = threadLevel
+        if flag != 0 {
+            var finalized: Int32 = 0
+            try MPICommunicator.check(cmpi_finalized(&finalized), "MPI_Finalized", rank: -1, size: -1)
+            if finalized != 0 {
+                throw CommunicatorError("MPI was already finalized in this process and cannot be initialised again; "
+                                        + "create the MPICommunicator once and finalize only at exit")
+            }
+        } else {
+            try MPICommunicator.check(cmpi_init(threadLevel, &provided), "MPI_Init_thread", rank: -1, size: -1)
         }
         var r: Int32 = 0, s: Int32 = 0
-        try MPICommunicator.check(cmpi_rank(&r), "MPI_Comm_rank")
-        try MPICommunicator.check(cmpi_size(&s), "MPI_Comm_size")
+        try MPICommunicator.check(cmpi_rank(&r), "MPI_Comm_rank", rank: -1, size: -1)
+        try MPICommunicator.check(cmpi_size(&s), "MPI_Comm_size", rank: Int(r), size: -1)
         rank = Int(r)
         worldSize = Int(s)
+        providedThreadLevel = provided
+        watchdog = Watchdog(timeout: watchdogTimeout, rankLabel: "rank \(r) of \(s)") { _ in
+            // MPI_Abort from a non-main thread is outside FUNNELED's promise, but OpenMPI implements it by asking the
+            // launcher to kill the job, which is exactly what is needed; _exit is the fallback if it ever returns.
+            _ = cmpi_abort(Watchdog.abortCode)
+            _exit(Watchdog.abortCode)
+        }
     }
 
-    static func check(_ code: Int32, _ call: @autoclosure () -> String) throws {
+    static func check(_ code: Int32, _ call: @autoclosure () -> String, rank: Int, size: Int) throws {
         guard code != 0 else { return }
         var buf = [CChar](repeating: 0, count: 512)
         cmpi_error_string(code, &buf, Int32(buf.count))
-        throw CommunicatorError("\(call()) failed with MPI error \(code): \(String(cString: buf))")
+        let who = rank < 0 ? "" : " on rank \(rank)" + (size < 0 ? "" : " of \(size)")
+        throw CommunicatorError("\(call()) failed\(who) with MPI error \(code): \(String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
     }
 
-    private func op(_ op: ReduceOp) -> Int32 {
+    private func check(_ code: Int32, _ call: @autoclosure () -> String) throws {
+        try Self.check(code, call(), rank: rank, size: worldSize)
+    }
+
+    /// Runs one blocking collective under the watchdog.
+    private func collective(_ name: @autoclosure () -> String, _ body: () -> Int32) throws {
+        sequence += 1
+        let label = watchdog.timeout > 0 ? name() : ""
+        watchdog.enter(label, sequence: sequence)
+        let code = body()
+        watchdog.leave()
+        if code != 0 { try check(code, "collective #\(sequence) \(name())") }
+    }
+
+    static func cOp(_ op: ReduceOp) -> Int32 {
         switch op {
         case .sum: return Int32(CMPI_OP_SUM)
         case .max: return Int32(CMPI_OP_MAX)
@@ -36,33 +82,112 @@ public final class MPICommunicator: Communicator {
         }
     }
 
+    private func reduce(_ base: UnsafeMutableRawPointer?, _ count: Int, _ dtype: Int32, _ typeName: String,
+                        _ op: ReduceOp) throws {
+        guard count > 0 else { return }
+        try collective("MPI_Allreduce(\(typeName) × \(count), \(op))") {
+            cmpi_allreduce(base, count, dtype, Self.cOp(op))
+        }
+    }
+
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws {
-        guard buffer.count > 0 else { return }
-        try Self.check(cmpi_allreduce(buffer.baseAddress, buffer.count, Int32(CMPI_FLOAT), self.op(op)),
-                       "MPI_Allreduce(float, \(buffer.count)) on rank \(rank)")
+        try reduce(buffer.baseAddress, buffer.count, Int32(CMPI_FLOAT), "float", op)
     }
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Double>, op: ReduceOp) throws {
-        guard buffer.count > 0 else { return }
-        try Self.check(cmpi_allreduce(buffer.baseAddress, buffer.count, Int32(CMPI_DOUBLE), self.op(op)),
-                       "MPI_Allreduce(double, \(buffer.count)) on rank \(rank)")
+        try reduce(buffer.baseAddress, buffer.count, Int32(CMPI_DOUBLE), "double", op)
     }
     public func allReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws {
-        guard buffer.count > 0 else { return }
-        try Self.check(cmpi_allreduce(buffer.baseAddress, buffer.count, Int32(CMPI_INT64), self.op(op)),
-                       "MPI_Allreduce(int64, \(buffer.count)) on rank \(rank)")
+        try reduce(buffer.baseAddress, buffer.count, Int32(CMPI_INT64), "int64", op)
     }
+
+    public func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws -> PendingReduction {
+        guard buffer.count > 0 else { return CompletedReduction() }
+        sequence += 1
+        let name = "MPI_Iallreduce(float × \(buffer.count), \(op))"
+        var request: OpaquePointer?
+        try check(cmpi_iallreduce(buffer.baseAddress, buffer.count, Int32(CMPI_FLOAT), Self.cOp(op), &request),
+                  "collective #\(sequence) \(name)")
+        guard let request else { throw CommunicatorError("\(name) returned no request on rank \(rank)") }
+        return MPIPendingReduction(request: request, name: name, sequence: sequence, communicator: self)
+    }
+
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
         guard buffer.count > 0 else { return }
-        try Self.check(cmpi_bcast(buffer.baseAddress, buffer.count, Int32(CMPI_BYTE), Int32(root)),
-                       "MPI_Bcast(\(buffer.count) bytes from \(root)) on rank \(rank)")
+        guard (0..<worldSize).contains(root) else {
+            throw CommunicatorError("MPI_Bcast: root \(root) is not a rank (world size \(worldSize))")
+        }
+        try collective("MPI_Bcast(\(buffer.count) bytes from rank \(root))") {
+            cmpi_bcast(buffer.baseAddress, buffer.count, Int32(CMPI_BYTE), Int32(root))
+        }
     }
+
     public func barrier() throws {
-        try Self.check(cmpi_barrier(), "MPI_Barrier on rank \(rank)")
+        try collective("MPI_Barrier") { cmpi_barrier() }
     }
+
     public func abort(code: Int32) -> Never {
         _ = cmpi_abort(code)
-        fatalError("MPI_Abort returned")
+        _exit(code)  // MPI_Abort does not return on success; this only covers a broken MPI.
     }
+
     /// Seconds since an arbitrary point, from MPI_Wtime.
     public func wallTime() -> Double { cmpi_wtime() }
+
+    /// MPI_Finalize. Call once, at the end of the program, after the last collective. Never in tests.
+    public func finalize() throws {
+        watchdog.stop()
+        var done: Int32 = 0
+        try check(cmpi_finalized(&done), "MPI_Finalized")
+        if done == 0 { try check(cmpi_finalize(), "MPI_Finalize") }
+    }
+
+    fileprivate func wait(_ request: OpaquePointer, name: String, sequence: Int) throws {
+        watchdog.enter("MPI_Wait on \(name)", sequence: sequence)
+        let code = cmpi_wait(request)
+        watchdog.leave()
+        try check(code, "MPI_Wait on collective #\(sequence) \(name)")
+    }
+
+    fileprivate func test(_ request: OpaquePointer, name: String, sequence: Int) throws -> Bool {
+        var done: Int32 = 0
+        try check(cmpi_test(request, &done), "MPI_Test on collective #\(sequence) \(name)")
+        return done != 0
+    }
+}
+
+/// An MPI_Iallreduce in flight; owns the shim's request until completion.
+final class MPIPendingReduction: PendingReduction {
+    private var request: OpaquePointer?
+    private let name: String
+    private let sequence: Int
+    private let communicator: MPICommunicator
+
+    init(request: OpaquePointer, name: String, sequence: Int, communicator: MPICommunicator) {
+        self.request = request
+        self.name = name
+        self.sequence = sequence
+        self.communicator = communicator
+    }
+
+    func test() throws -> Bool {
+        guard let r = request else { return true }
+        if try communicator.test(r, name: name, sequence: sequence) {
+            _ = cmpi_request_free(r)
+            request = nil
+            return true
+        }
+        return false
+    }
+
+    func wait() throws {
+        guard let r = request else { return }
+        request = nil  // cmpi_wait frees it even on error
+        try communicator.wait(r, name: name, sequence: sequence)
+    }
+
+    deinit {
+        // Dropping an unfinished request would let MPI write into a buffer the caller may already have freed;
+        // complete it instead (errors cannot be thrown from deinit, and the caller has given up on the result).
+        if let r = request { _ = cmpi_wait(r) }
+    }
 }

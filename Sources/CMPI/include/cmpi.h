@@ -1,6 +1,8 @@
 // cmpi.h: a plain-C interface over MPI for Swift. It deliberately does NOT include mpi.h: OpenMPI's
-// MPI_COMM_WORLD, MPI_FLOAT, MPI_SUM and MPI_IN_PLACE are cast macros that Swift cannot import.
-// Every function returns an MPI error code (0 = MPI_SUCCESS); cmpi_error_string turns one into text.
+// MPI_COMM_WORLD, MPI_FLOAT, MPI_SUM and MPI_IN_PLACE are cast macros that Swift cannot import, and MPI_Request
+// is an implementation-defined handle type. Everything here is MPI_COMM_WORLD-only and in-place.
+// Every function that can fail returns an MPI error code (0 = MPI_SUCCESS); cmpi_error_string turns one into text.
+// It is deliberately NOT a general MPI binding: only what data-parallel training needs.
 #ifndef CMPI_H
 #define CMPI_H
 #include <stddef.h>
@@ -15,8 +17,13 @@ enum { CMPI_THREAD_SINGLE = 0, CMPI_THREAD_FUNNELED = 1, CMPI_THREAD_SERIALIZED 
 /// Element types and reduction operations understood by the collectives.
 enum { CMPI_FLOAT = 0, CMPI_DOUBLE = 1, CMPI_INT64 = 2, CMPI_BYTE = 3 };
 enum { CMPI_OP_SUM = 0, CMPI_OP_MAX = 1, CMPI_OP_MIN = 2 };
+/// Returned by the shim itself (not by MPI) for invalid arguments, e.g. an unknown dtype/op or a NULL request.
+enum { CMPI_ERR_ARG = -1, CMPI_ERR_NOMEM = -2 };
 
 int cmpi_initialized(int *flag);
+int cmpi_finalized(int *flag);
+/// MPI_Init_thread with CMPI_THREAD_* `required_level`; `*provided_level` receives the CMPI_THREAD_* granted.
+/// Installs MPI_ERRORS_RETURN on MPI_COMM_WORLD so failures come back as codes instead of killing the process.
 int cmpi_init(int required_level, int *provided_level);
 int cmpi_finalize(void);
 int cmpi_rank(int *rank);
@@ -28,7 +35,22 @@ int cmpi_abort(int code);
 int cmpi_allreduce(void *buffer, size_t count, int dtype, int op);
 /// Broadcast of `count` elements from `root`; chunked like cmpi_allreduce.
 int cmpi_bcast(void *buffer, size_t count, int dtype, int root);
-/// Writes a human-readable message for an MPI error code into buf (always NUL-terminated).
+
+/// An in-flight non-blocking all-reduce (one MPI_Request per INT_MAX chunk). Opaque to Swift (OpaquePointer).
+typedef struct cmpi_request cmpi_request;
+/// Starts an in-place MPI_Iallreduce. On success `*request` owns the pending operation and must be passed to
+/// cmpi_wait (which frees it) or, after cmpi_test reported completion, to cmpi_request_free. The buffer must not be
+/// touched until then. On failure `*request` is NULL.
+int cmpi_iallreduce(void *buffer, size_t count, int dtype, int op, cmpi_request **request);
+/// Sets *done to 1 when every chunk has completed (the request stays allocated; free it or wait on it).
+int cmpi_test(cmpi_request *request, int *done);
+/// Blocks until the operation completes, then frees `request` (also on error).
+int cmpi_wait(cmpi_request *request);
+/// Frees a request that cmpi_test reported complete. Freeing an incomplete request is a bug (returns CMPI_ERR_ARG
+/// and leaks the request rather than corrupting MPI state).
+int cmpi_request_free(cmpi_request *request);
+
+/// Writes a human-readable message for an MPI (or CMPI_ERR_*) code into buf (always NUL-terminated).
 void cmpi_error_string(int code, char *buf, int buflen);
 
 #ifdef __cplusplus

@@ -1,0 +1,110 @@
+// GradientReducer: sums one flat Float gradient buffer over all ranks in fixed-size buckets, then scales it
+// (sum-then-scale: the trainer passes 1/globalCount, so the average is exact whatever the rank count).
+//
+// Why buckets: on this machine a 2-rank all-reduce moves 8–9 GB/s for 1–4 MiB messages but only ~1.9 GB/s at
+// ≥32 MiB (large messages fall out of cache and onto a slower algorithm), so a 90 MB gradient goes faster as ~23
+// reductions of 4 MiB than as one. Buckets also let the trainer start reducing the gradients of the last layers
+// while backward is still computing the earlier ones (`reduceAsync(range:)`), finished by `finish()`.
+//
+// Contract: every rank must call the same sequence of `reduceAsync` ranges (MPI matches collectives by order).
+// With world size 1 nothing is communicated; the buffer is only scaled.
+// Deliberately not here: which parameters are trainable (the trainer passes ranges), gradient clipping.
+
+public final class GradientReducer {
+    public let communicator: Communicator
+    /// Bucket size in Float elements.
+    public let bucketElements: Int
+
+    private var buffer: UnsafeMutableBufferPointer<Float>?
+    private var scale: Float = 1
+    /// Ranges already launched this step, in launch order, with their in-flight reductions.
+    private var launched: [(range: Range<Int>, pending: PendingReduction)] = []
+
+    /// - Parameters:
+    ///   - bucketBytes: bytes per all-reduce (default 4 MiB), rounded down to whole Floats, at least one.
+    public init(communicator: Communicator, bucketBytes: Int = 4 << 20) {
+        self.communicator = communicator
+        self.bucketElements = max(1, bucketBytes / MemoryLayout<Float>.stride)
+    }
+
+    /// Synchronous path: all-reduces `buffer` bucket by bucket (blocking MPI_Allreduce, the fastest on 2 cores where
+    /// nothing would overlap anyway), then multiplies by `scale`.
+    public func reduce(_ buffer: UnsafeMutableBufferPointer<Float>, scale: Float) throws {
+        guard self.buffer == nil else {
+            throw CommunicatorError("GradientReducer.reduce called while an async step is open; call finish() first")
+        }
+        guard communicator.worldSize > 1 else { return Self.scale(buffer, by: scale) }
+        var start = 0
+        while start < buffer.count {
+            let end = min(start + bucketElements, buffer.count)
+            let bucket = UnsafeMutableBufferPointer(rebasing: buffer[start..<end])
+            try communicator.allReduce(bucket, op: .sum)
+            // Scale while the bucket is still in cache from the reduction, rather than in a second pass over memory.
+            Self.scale(bucket, by: scale)
+            start = end
+        }
+    }
+
+    /// Opens an asynchronous step on `buffer`: subsequent `reduceAsync(range:)` calls launch its buckets.
+    public func begin(_ buffer: UnsafeMutableBufferPointer<Float>, scale: Float) throws {
+        guard self.buffer == nil else {
+            throw CommunicatorError("GradientReducer.begin called twice without finish()")
+        }
+        self.buffer = buffer
+        self.scale = scale
+        launched.removeAll(keepingCapacity: true)
+    }
+
+    /// Launches non-blocking all-reduces for `range` of the buffer (split into buckets) as soon as backward has
+    /// finished writing it. The range must not overlap one already launched in this step, and must not be written
+    /// again until `finish()` returns.
+    public func reduceAsync(range: Range<Int>) throws {
+        guard let buffer else { throw CommunicatorError("GradientReducer.reduceAsync called before begin(_:scale:)") }
+        guard range.lowerBound >= 0, range.upperBound <= buffer.count else {
+            throw CommunicatorError("GradientReducer.reduceAsync: range \(range) outside the buffer 0..<\(buffer.count)")
+        }
+        if let clash = launched.first(where: { $0.range.overlaps(range) }) {
+            throw CommunicatorError("GradientReducer.reduceAsync: range \(range) overlaps \(clash.range), already "
+                                    + "launched this step; each gradient must be reduced exactly once")
+        }
+        var start = range.lowerBound
+        while start < range.upperBound {
+            let end = min(start + bucketElements, range.upperBound)
+            let bucket = start..<end
+            let pending: PendingReduction = communicator.worldSize > 1
+                ? try communicator.startAllReduce(UnsafeMutableBufferPointer(rebasing: buffer[bucket]), op: .sum)
+                : CompletedReduction()
+            launched.append((bucket, pending))
+            start = end
+        }
+    }
+
+    /// Launches whatever part of the buffer was not yet launched, waits for every bucket, scales the buffer and
+    /// closes the step.
+    public func finish() throws {
+        guard let buffer else { throw CommunicatorError("GradientReducer.finish called before begin(_:scale:)") }
+        defer { self.buffer = nil; launched.removeAll(keepingCapacity: true) }
+        // Gaps in the coverage, in ascending order so that every rank launches them identically.
+        let covered = launched.map(\.range).sorted { $0.lowerBound < $1.lowerBound }
+        var gaps: [Range<Int>] = []
+        var next = 0
+        for r in covered {
+            if r.lowerBound > next { gaps.append(next..<r.lowerBound) }
+            next = max(next, r.upperBound)
+        }
+        if next < buffer.count { gaps.append(next..<buffer.count) }
+        for g in gaps { try reduceAsync(range: g) }
+        for item in launched {
+            try item.pending.wait()
+            Self.scale(UnsafeMutableBufferPointer(rebasing: buffer[item.range]), by: scale)
+        }
+    }
+
+    /// Number of buckets launched so far in the open step (for tests and logging).
+    public var launchedBuckets: Int { launched.count }
+
+    static func scale(_ b: UnsafeMutableBufferPointer<Float>, by s: Float) {
+        guard s != 1 else { return }
+        for i in b.indices { b[i] *= s }
+    }
+}

@@ -1,0 +1,108 @@
+// InProcessGroupTests: multi-rank behaviour without mpirun, on thread-ranks (InProcessCommunicator): the reducer's
+// sum-then-scale, the consistency check and the debug cross-check naming the odd rank, and the end-to-end claim
+// that N ranks × B equals 1 rank × N accumulation steps (plan + reducer) up to float rounding.
+import XCTest
+@testable import Dist
+
+final class InProcessGroupTests: XCTestCase {
+    func testCollectivesAcrossFourThreadRanks() throws {
+        let out = try InProcessGroup.run(worldSize: 4) { comm -> [Double] in
+            var f: [Float] = [Float(comm.rank + 1), -Float(comm.rank)]
+            try comm.allReduce(&f, op: .sum)
+            var d: [Double] = [Double(comm.rank)]
+            try comm.allReduce(&d, op: .max)
+            var i: [Int64] = [Int64(10 - comm.rank)]
+            try comm.allReduce(&i, op: .min)
+            var b: [Int64] = [Int64(comm.rank * 7)]
+            try comm.broadcast(&b, root: 2)
+            return [Double(f[0]), Double(f[1]), d[0], Double(i[0]), Double(b[0])]
+        }
+        XCTAssertEqual(out, [[Double]](repeating: [10, -6, 3, 7, 14], count: 4))
+    }
+
+    func testReducerSumsThenScalesOnThreeRanks() throws {
+        let out = try InProcessGroup.run(worldSize: 3) { comm -> [Float] in
+            let reducer = GradientReducer(communicator: comm, bucketBytes: 12)  // 3 floats per bucket
+            var g = (0..<10).map { Float((comm.rank + 1) * ($0 + 1)) }
+            try g.withUnsafeMutableBufferPointer { try reducer.reduce($0, scale: 1 / 6) }
+            var h = (0..<10).map { Float((comm.rank + 1) * ($0 + 1)) }
+            try h.withUnsafeMutableBufferPointer { b in
+                try reducer.begin(b, scale: 1 / 6)
+                try reducer.reduceAsync(range: 5..<10)
+                try reducer.finish()
+            }
+            return g + h
+        }
+        // Σ_r (r+1)(i+1) = 6(i+1); × Float(1/6) is within one rounding of i+1.
+        for rankOut in out {
+            for (k, v) in rankOut.enumerated() { XCTAssertEqual(v, Float(k % 10 + 1), accuracy: 1e-6 * 10) }
+        }
+    }
+
+    func testConsistencyCheckNamesTheOddRankAndField() throws {
+        XCTAssertThrowsError(try InProcessGroup.run(worldSize: 4) { comm in
+            let seed = comm.rank == 2 ? "2" : "1"
+            try ConsistencyCheck.verify([("seed", seed), ("data", "a.jsonl")], communicator: comm)
+        }) { error in
+            let m = "\(error)"
+            XCTAssertTrue(m.contains("rank(s) 2 were started"), m)
+            XCTAssertTrue(m.contains("differing: seed"), m)
+        }
+        // Equal everywhere: accepted, same hash on all ranks.
+        let hashes = try InProcessGroup.run(worldSize: 3) { comm in
+            try ConsistencyCheck.verify([("seed", "1")], communicator: comm)
+        }
+        XCTAssertEqual(Set(hashes).count, 1)
+    }
+
+    func testDebugCommunicatorNamesRankAndCallThatDiffer() throws {
+        XCTAssertThrowsError(try InProcessGroup.run(worldSize: 3) { comm in
+            let debug = DebugCommunicator(wrapping: comm)
+            try debug.barrier()
+            var v = [Float](repeating: 0, count: comm.rank == 1 ? 5 : 4)
+            try debug.allReduce(&v, op: .sum)
+        }) { error in
+            let m = "\(error)"
+            XCTAssertTrue(m.contains("rank(s) 1 differ from rank 0"), m)
+            XCTAssertTrue(m.contains("rank 1: collective #2 allReduceFloatSum of 5 elements"), m)
+        }
+    }
+
+    /// The product's promise in miniature: per-sample "gradients" g(i) = [i, i², 1], summed over each rank's
+    /// micro-batches, all-reduced and scaled by 1/globalCount, give the same averaged gradient for every step on
+    /// 1, 2, 4 and 8 ranks (8 ranks also exercises a rank with an empty slice in the short final step).
+    func testDataParallelAverageIsIndependentOfWorldSize() throws {
+        func run(_ w: Int, micro: Int) throws -> [[Float]] {
+            let perRank = try InProcessGroup.run(worldSize: w) { comm -> [[Float]] in
+                let plan = try GlobalBatchPlan(sampleCount: 53, globalBatch: 16, microBatch: micro,
+                                               worldSize: comm.worldSize, rank: comm.rank, seed: 5)
+                let reducer = GradientReducer(communicator: comm, bucketBytes: 8)
+                var history: [[Float]] = []
+                for step in plan.steps(epoch: 0) + plan.steps(epoch: 1) {
+                    var grad: [Float] = [0, 0, 0]
+                    for mb in step.microBatches {
+                        for i in mb { grad[0] += Float(i); grad[1] += Float(i * i); grad[2] += 1 }
+                    }
+                    try grad.withUnsafeMutableBufferPointer { try reducer.reduce($0, scale: 1 / Float(step.globalCount)) }
+                    history.append(grad)
+                }
+                return history
+            }
+            for r in 1..<w { XCTAssertEqual(perRank[r], perRank[0], "ranks disagree at w=\(w)") }
+            return perRank[0]
+        }
+        let reference = try run(1, micro: 16)
+        XCTAssertEqual(reference.count, 8)  // ceil(53/16) = 4 steps × 2 epochs
+        XCTAssertTrue(reference.allSatisfy { $0[2] == 1 })  // the count, averaged: exactly 1
+        for (w, micro) in [(1, 2), (2, 2), (4, 4), (8, 1), (8, 2)] {
+            let got = try run(w, micro: micro)
+            for (s, (a, b)) in zip(got, reference).enumerated() {
+                for k in 0..<3 {
+                    // Integer sums up to ~16·52² < 2^24 are exact in Float; only the final scaling rounds, so the
+                    // grouping of the sum cannot matter: demand agreement to 1 ulp-ish relative error.
+                    XCTAssertEqual(a[k], b[k], accuracy: abs(b[k]) * 1e-6, "w=\(w) micro=\(micro) step \(s) k=\(k)")
+                }
+            }
+        }
+    }
+}

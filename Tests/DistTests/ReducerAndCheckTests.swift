@@ -1,0 +1,121 @@
+// ReducerAndCheckTests: GradientReducer bucketing and scaling, ConsistencyCheck hashing, LaunchMode, core count,
+// Watchdog timing. Multi-rank behaviour is exercised for real in MPIRunTests; here a recording fake with worldSize
+// > 1 stands in for "identical ranks" (its sum multiplies by worldSize), which shows each element is reduced once.
+import XCTest
+@testable import Dist
+
+/// Pretends to be one of `worldSize` ranks that all hold the same data: a SUM multiplies by worldSize. Records the
+/// element count of every reduction so bucket boundaries can be checked.
+final class IdenticalRanksCommunicator: Communicator {
+    let worldSize: Int
+    var rank: Int { 0 }
+    var counts: [Int] = []
+    var started = 0
+    init(worldSize: Int) { self.worldSize = worldSize }
+    func allReduce(_ b: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws {
+        counts.append(b.count)
+        if op == .sum { for i in b.indices { b[i] *= Float(worldSize) } }
+    }
+    func allReduce(_ b: UnsafeMutableBufferPointer<Double>, op: ReduceOp) throws {}
+    func allReduce(_ b: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws {}
+    func startAllReduce(_ b: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws -> PendingReduction {
+        started += 1
+        try allReduce(b, op: op)
+        return CompletedReduction()
+    }
+    func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {}
+    func barrier() throws {}
+    func abort(code: Int32) -> Never { fatalError("abort \(code)") }
+}
+
+final class ReducerAndCheckTests: XCTestCase {
+    func testLocalReducerOnlyScales() throws {
+        var g: [Float] = [2, 4, 6]
+        try g.withUnsafeMutableBufferPointer { try GradientReducer(communicator: LocalCommunicator()).reduce($0, scale: 0.5) }
+        XCTAssertEqual(g, [1, 2, 3])
+    }
+
+    func testSyncReducerBucketsANonMultipleAndSumsThenScales() throws {
+        let comm = IdenticalRanksCommunicator(worldSize: 3)
+        let reducer = GradientReducer(communicator: comm, bucketBytes: 40)  // 10 floats per bucket
+        var g = (0..<25).map(Float.init)
+        try g.withUnsafeMutableBufferPointer { try reducer.reduce($0, scale: 1.0 / 3.0) }
+        XCTAssertEqual(comm.counts, [10, 10, 5])
+        // x × 3 × Float(1/3): within one rounding of x, since Float(1/3) is not exact.
+        for (i, v) in g.enumerated() { XCTAssertEqual(v, Float(i), accuracy: Float(i) * 2e-7) }
+    }
+
+    func testAsyncReducerCoversGapsExactlyOnceAndRejectsOverlap() throws {
+        let comm = IdenticalRanksCommunicator(worldSize: 2)
+        let reducer = GradientReducer(communicator: comm, bucketBytes: 16)  // 4 floats per bucket
+        var g = [Float](repeating: 1, count: 22)
+        try g.withUnsafeMutableBufferPointer { buf in
+            try reducer.begin(buf, scale: 0.25)
+            try reducer.reduceAsync(range: 15..<22)  // backward produces the tail first: buckets of 4 + 3
+            try reducer.reduceAsync(range: 3..<9)    // 4 + 2
+            XCTAssertEqual(reducer.launchedBuckets, 4)
+            XCTAssertThrowsError(try reducer.reduceAsync(range: 8..<10)) { XCTAssertTrue("\($0)".contains("overlaps")) }
+            XCTAssertThrowsError(try reducer.reduce(buf, scale: 1))
+            try reducer.finish()  // gaps 0..<3 and 9..<15 are launched here
+        }
+        XCTAssertEqual(comm.counts, [4, 3, 4, 2, 3, 4, 2])
+        XCTAssertEqual(comm.started, 7)
+        XCTAssertEqual(g, [Float](repeating: 0.5, count: 22))  // 1 × 2 ranks × 0.25, each element exactly once
+        XCTAssertThrowsError(try reducer.finish())  // step closed
+    }
+
+    // FNV-1a 64 test vectors from the reference (isthe.com/chongo/tech/comp/fnv): "", "a", "foobar".
+    func testFNV1aMatchesPublishedVectors() {
+        XCTAssertEqual(FNV1a64.hash(""), 0xcbf2_9ce4_8422_2325)
+        XCTAssertEqual(FNV1a64.hash("a"), 0xaf63_dc4c_8601_ec8c)
+        XCTAssertEqual(FNV1a64.hash("foobar"), 0x8594_4171_f739_67e8)
+    }
+
+    func testConsistencyHashDependsOnEveryFieldAndOrder() throws {
+        let base = [("seed", "1"), ("data", "train.jsonl")]
+        XCTAssertEqual(ConsistencyCheck.describe(base), "seed=1\ndata=train.jsonl")
+        XCTAssertNotEqual(ConsistencyCheck.hash(base), ConsistencyCheck.hash([("seed", "2"), ("data", "train.jsonl")]))
+        XCTAssertNotEqual(ConsistencyCheck.hash(base), ConsistencyCheck.hash(base.reversed()))
+        XCTAssertEqual(try ConsistencyCheck.verify(base, communicator: LocalCommunicator()), ConsistencyCheck.hash(base))
+    }
+
+    func testLaunchModeFromEnvironment() throws {
+        XCTAssertEqual(LaunchMode.detect(environment: [:]), .single)
+        XCTAssertEqual(LaunchMode.detect(environment: ["OMPI_COMM_WORLD_SIZE": "4"]), .mpi(worldSize: 4))
+        XCTAssertEqual(LaunchMode.detect(environment: ["PMI_SIZE": "2"]), .mpi(worldSize: 2))
+        XCTAssertEqual(LaunchMode.detect(environment: ["SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_STEP_ID": "0"]),
+                       .single)
+        XCTAssertTrue(try makeCommunicator(environment: [:]) is LocalCommunicator)
+        XCTAssertTrue(try makeCommunicator(environment: [:], debug: true) is DebugCommunicator)
+    }
+
+    func testAvailableCoresIsWithinTheMachine() {
+        let n = availableCores()
+        XCTAssertGreaterThanOrEqual(n, 1)
+        XCTAssertLessThanOrEqual(n, ProcessInfo.processInfo.processorCount)
+    }
+
+    func testWatchdogFiresOnlyForALongCollective() throws {
+        let fired = expectation(description: "watchdog fired")
+        let box = MessageBox()
+        let dog = Watchdog(timeout: 0.4, rankLabel: "rank 3 of 4") { message in
+            box.set(message)
+            fired.fulfill()
+        }
+        dog.enter("MPI_Barrier", sequence: 7)  // a quick collective: no report
+        dog.leave()
+        Thread.sleep(forTimeInterval: 0.6)
+        XCTAssertNil(box.get())
+        dog.enter("MPI_Allreduce(float × 10, sum)", sequence: 8)
+        wait(for: [fired], timeout: 5)
+        let m = box.get() ?? ""
+        XCTAssertTrue(m.contains("rank 3 of 4") && m.contains("collective #8 MPI_Allreduce(float × 10, sum)"), m)
+    }
+}
+
+final class MessageBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: String?
+    func set(_ v: String) { lock.lock(); value = v; lock.unlock() }
+    func get() -> String? { lock.lock(); defer { lock.unlock() }; return value }
+}
