@@ -16,6 +16,9 @@ public enum DataLoader {
     ///   - labels: the known classes (from `--labels FILE`, the training data, or a model's config). When nil, the
     ///     label set is inferred from this file by `LabelSet.inferred(from:)` and must have at least two classes.
     ///     When given, a row whose label is not in it is an error naming file:line, the label and the known labels.
+    ///     If none of the given names looks like an integer, integer labels 0..<count are accepted as class ids
+    ///     (the Hugging Face `ClassLabel` convention, e.g. SST-2 stores 0/1 and names them elsewhere); a file must
+    ///     then use ids throughout or names throughout.
     ///   - format: overrides the format inferred from the extension.
     /// - Returns: the dataset, and the label set its `Example.label` ids index into (`labels` itself when given).
     public static func loadLabeled(_ url: URL, columns: ColumnOptions, labels: LabelSet?,
@@ -33,15 +36,33 @@ public enum DataLoader {
                                 fix: "check --label-column, or pass --labels FILE listing every class")
             }
         }
+        // Hugging Face ClassLabel convention: data may store class ids (0, 1, ...) while the names come from
+        // --labels or a model's id2label. Only allowed when no class name looks like an integer, so a label can
+        // never mean both a name and an id.
+        let idsAllowed = !labelSet.names.contains { LabelSet.integerValue($0) != nil }
+        var firstKind: (byId: Bool, line: Int)? = nil
         var examples: [Example] = []
         examples.reserveCapacity(rows.count)
         for row in rows {
             let name = row.label!
-            guard let id = labelSet.id(of: name) else {
+            let id: Int
+            let byId: Bool
+            if let named = labelSet.id(of: name) {
+                (id, byId) = (named, false)
+            } else if idsAllowed, let k = LabelSet.integerValue(name), (0..<labelSet.count).contains(k) {
+                (id, byId) = (k, true)
+            } else {
+                let idNote = idsAllowed && LabelSet.integerValue(name) != nil ? " nor a class id 0...\(labelSet.count - 1)" : ""
                 throw DataError(file: source.file, line: row.line,
-                                problem: "unknown label \(LabelSet.quote(name)) (known labels: \(labelSet.listForMessage()))",
+                                problem: "unknown label \(LabelSet.quote(name))\(idNote) (known labels: \(labelSet.listForMessage()))",
                                 fix: "correct the label, or list every class in --labels FILE")
             }
+            if let first = firstKind, first.byId != byId {
+                throw DataError(file: source.file, line: row.line,
+                                problem: "label \(LabelSet.quote(name)) is a class \(byId ? "id" : "name") but line \(first.line) uses class \(first.byId ? "ids" : "names")",
+                                fix: "use class names (\(labelSet.listForMessage(limit: 3))) or class ids 0...\(labelSet.count - 1) throughout the file, not both")
+            }
+            if firstKind == nil { firstKind = (byId, row.line) }
             examples.append(Example(text: row.text, textPair: row.pair, label: id, line: row.line))
         }
         return (TextDataset(url: url, format: source.format, examples: examples, fingerprint: source.fingerprint), labelSet)

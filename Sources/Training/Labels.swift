@@ -14,6 +14,9 @@ import Foundation
 ///    otherwise the unique names sorted by Unicode code point (Python's `sorted()`, which Hugging Face's
 ///    `run_glue.py` uses, so ids match a model trained there). Missing integers are not filled in: labels {0, 2, 5}
 ///    give three classes named "0", "2", "5" with ids 0, 1, 2 — exactly what `run_glue.py` does.
+///
+/// Data rows are matched against `names`; `DataLoader.loadLabeled` also accepts integer class ids when no name
+/// looks like an integer (see there).
 public struct LabelSet: Sendable, Equatable, Codable {
     /// Class names; `names[id]` is the name of class `id`.
     public let names: [String]

@@ -68,6 +68,34 @@ final class DataJSONLTests: XCTestCase {
         XCTAssertEqual(ds.examples.map(\.label), [0, 1])
     }
 
+    func testIntegerClassIdsWithNamedLabelSet() throws {
+        let dir = try TempFolder()
+        let url = try dir.write("sst2.jsonl", "{\"text\": \"great\", \"label\": 1}\n{\"text\": \"awful\", \"label\": \"0\"}\n")
+        let names = try LabelSet(names: ["negative", "positive"])
+        let (ds, labels) = try DataLoader.loadLabeled(url, columns: cols, labels: names)
+        XCTAssertEqual(labels, names)
+        XCTAssertEqual(ds.examples.map(\.label), [1, 0])
+    }
+
+    func testClassIdOutOfRangeAndMixedIdsAndNamesAreRejected() throws {
+        let dir = try TempFolder()
+        let names = try LabelSet(names: ["negative", "positive"])
+        let out = try dir.write("out.jsonl", "{\"text\": \"a\", \"label\": 0}\n{\"text\": \"b\", \"label\": 2}\n")
+        assertDataError(try DataLoader.loadLabeled(out, columns: cols, labels: names), line: 2,
+                        contains: ["unknown label \"2\" nor a class id 0...1", "\"negative\", \"positive\""])
+        let mixed = try dir.write("mixed.jsonl", "{\"text\": \"a\", \"label\": \"positive\"}\n{\"text\": \"b\", \"label\": 0}\n")
+        assertDataError(try DataLoader.loadLabeled(mixed, columns: cols, labels: names), line: 2,
+                        contains: ["is a class id but line 1 uses class names", "not both"])
+    }
+
+    func testIntegerNamesNeverActAsIds() throws {
+        // Names "1", "2": the label 0 is not id 0 (it would be ambiguous), so it is unknown.
+        let dir = try TempFolder()
+        let url = try dir.write("t.jsonl", "{\"text\": \"a\", \"label\": 0}\n")
+        assertDataError(try DataLoader.loadLabeled(url, columns: cols, labels: try LabelSet(names: ["1", "2"])), line: 1,
+                        contains: ["unknown label \"0\" (known labels: \"1\", \"2\")"])
+    }
+
     func testCustomColumnsAndTextPairs() throws {
         let dir = try TempFolder()
         let url = try dir.write("nli.jsonl", """
