@@ -19,15 +19,18 @@ public struct LoadReport: Sendable {
 
 public enum WeightLoader {
     /// Loads `file` into `store`. `prefix` is the base-model prefix ("bert." / "distilbert."); `isOptional` says which
-    /// layout entries may be missing (then initialised with `seed` / `initializerRange`).
+    /// layout entries may be missing (then initialised with `seed` / `initializerRange`); entries `reinitialize`
+    /// accepts are initialised even when present (a classifier head trained for other labels).
     public static func load(into store: ParameterStore, from file: SafeTensorsFile, prefix: String,
-                            isOptional: (String) -> Bool, seed: UInt64, initializerRange: Float) throws -> LoadReport {
+                            isOptional: (String) -> Bool, reinitialize: (String) -> Bool = { _ in false },
+                            seed: UInt64, initializerRange: Float) throws -> LoadReport {
         var report = LoadReport()
         var used = Set<String>()
         var rng = SplitMix64(seed: seed)
         for entry in store.entries {
-            guard let fileName = candidates(for: entry.name, prefix: prefix).first(where: file.contains) else {
-                if isOptional(entry.name) {
+            let found = reinitialize(entry.name) ? nil : candidates(for: entry.name, prefix: prefix).first(where: file.contains)
+            guard let fileName = found else {
+                if isOptional(entry.name) || reinitialize(entry.name) {
                     let v = store.value(entry.name)
                     if entry.name.hasSuffix(".bias") || entry.shape.count == 1 {
                         v.update(repeating: 0)
@@ -48,7 +51,7 @@ public enum WeightLoader {
             try file.copyFloats(fileName, into: store.value(entry.name))
             used.insert(fileName)
         }
-        report.unused = file.names.filter { !used.contains($0) }
+        report.unused = file.names.filter { !used.contains($0) && !reinitialize($0) }
         return report
     }
 

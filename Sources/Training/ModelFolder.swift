@@ -60,24 +60,10 @@ public final class ClassifierBundle: @unchecked Sendable {
         let optional: (String) -> Bool = { name in
             name.hasPrefix("bert.pooler.") || headPrefixes.contains { name.hasPrefix($0) }
         }
-        if reinitHead {
-            // Load the body only; the head gets a fresh seeded init.
-            let body = try WeightLoader.load(into: store, from: file, prefix: prefix,
-                                             isOptional: { optional($0) }, seed: seed, initializerRange: config.initializerRange)
-            var r = body
-            for e in store.entries where headPrefixes.contains(where: { e.name.hasPrefix($0) }) && !r.initialized.contains(e.name) {
-                var rng = SplitMix64(seed: seed ^ 0xC1A5_51F1)
-                let v = store.value(e.name)
-                if e.shape.count == 1 { v.update(repeating: 0) } else {
-                    for i in 0..<v.count { v[i] = Float(rng.nextNormal()) * config.initializerRange }
-                }
-                r.initialized.append(e.name)
-            }
-            report = r
-        } else {
-            report = try WeightLoader.load(into: store, from: file, prefix: prefix, isOptional: optional,
-                                           seed: seed, initializerRange: config.initializerRange)
-        }
+        let isHead: (String) -> Bool = { name in headPrefixes.contains { name.hasPrefix($0) } }
+        report = try WeightLoader.load(into: store, from: file, prefix: prefix, isOptional: optional,
+                                       reinitialize: { reinitHead && isHead($0) },
+                                       seed: seed, initializerRange: config.initializerRange)
         do {
             tokenizer = try loadTokenizer(directory: directory)
         } catch {

@@ -21,21 +21,11 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         let cfg: ModelConfig
-        if let config { cfg = try ModelConfig.load(url: URL(fileURLWithPath: config)) } else { cfg = try Self.miniLMConfig() }
+        if let config { cfg = try ModelConfig.load(url: URL(fileURLWithPath: config)) } else { cfg = ModelBenchmark.miniLMConfig() }
         guard seqLen <= cfg.maxPositions else {
             throw ValidationError("--seq-len \(seqLen) exceeds max_position_embeddings \(cfg.maxPositions)")
         }
         let r = ModelBenchmark.run(config: cfg, batch: batchSize, seq: seqLen, steps: steps, warmup: 2, threads: threads)
-        print(r.jsonLine)
-    }
-
-    static func miniLMConfig() throws -> ModelConfig {
-        try ModelConfig(json: [
-            "model_type": "bert", "vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6,
-            "num_attention_heads": 12, "intermediate_size": 1536, "max_position_embeddings": 512,
-            "type_vocab_size": 2, "hidden_act": "gelu", "layer_norm_eps": 1e-12,
-            "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
-            "id2label": ["0": "neg", "1": "pos"],
-        ], path: "<built-in MiniLM shape>")
+        print(r.json)
     }
 }
