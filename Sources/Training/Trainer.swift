@@ -61,7 +61,10 @@ public final class Trainer {
     /// Every logged and evaluated record (restored on resume), written to metrics.jsonl.
     var history: [[String: Double]] = []
     var best: (metric: Double, step: Int)?
-    private var permutationCache: (epoch: Int, perm: [Int])?
+    /// The data order (global sample cursor over seeded per-epoch permutations, this rank's slices).
+    let plan: GlobalBatchPlan
+    private var epochCache: (epoch: Int, steps: [StepPlan])?
+    let reducer: GradientReducer
 
     public init(config: TrainConfig, comm: Communicator) throws {
         self.config = config
@@ -132,6 +135,14 @@ public final class Trainer {
         truncatedCount = t1 + t2
 
         let (micro, _) = config.accumulation(worldSize: comm.worldSize)
+        do {
+            plan = try GlobalBatchPlan(sampleCount: trainEnc.count, globalBatch: config.batchSize, microBatch: micro,
+                                       worldSize: comm.worldSize, rank: comm.rank, seed: config.seed)
+        } catch {
+            throw TrainingError("\(error)", exitCode: 2)
+        }
+        reducer = GradientReducer(communicator: comm)
+        ComputeThreads.set(config.threads)
         model = EncoderClassifier(config: bundle.config, parameters: bundle.store, maxBatch: micro, maxSeq: config.maxLength)
         optimizer = AdamW(store: bundle.store, config: AdamWConfig(
             beta1: Float(config.adamBeta1), beta2: Float(config.adamBeta2),
@@ -154,6 +165,13 @@ public final class Trainer {
             resumed = nil
         }
 
+        // A rank started with other arguments or data must fail now, naming itself, not diverge silently.
+        var fields = config.hyperparameterSummary.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        fields += [("train_data", trainFingerprint), ("eval_examples", "\(eval.count)"), ("labels", labels.joined(separator: ",")),
+                   ("model", bundle.config.path), ("resume_step", "\(resumed?.state.globalStep ?? 0)")]
+        do { try ConsistencyCheck.verify(fields, communicator: comm) } catch {
+            throw TrainingError("\(error)")
+        }
         // Replicas start bit-identical: rank 0's parameters (including any freshly initialised head) win.
         try comm.broadcast(UnsafeMutableRawBufferPointer(bundle.store.values), root: 0)
     }
@@ -172,23 +190,19 @@ public final class Trainer {
         return (out, truncated)
     }
 
-    var stepsPerEpoch: Int { (train.count + config.batchSize - 1) / config.batchSize }
+    var stepsPerEpoch: Int { plan.stepsPerEpoch }
 
     var totalSteps: Int {
         config.maxSteps > 0 ? config.maxSteps : Int((Double(stepsPerEpoch) * config.numTrainEpochs).rounded(.up))
     }
 
-    /// Sample indices of global step `step`: the next `batchSize` entries of the epoch's seeded permutation.
-    /// Depends only on (seed, step, data size, global batch): never on the world size, so resume can change it.
-    func globalBatch(step: Int) -> [Int] {
+    /// The plan of global step `step`: the next global batch of the epoch's seeded permutation and this rank's
+    /// micro-batches of it. Depends only on (seed, step, data size, global batch), never on the world size, so a
+    /// resumed run may use another rank count and still see the same samples.
+    func stepPlan(_ step: Int) -> StepPlan {
         let epoch = step / stepsPerEpoch
-        let within = step % stepsPerEpoch
-        if permutationCache?.epoch != epoch {
-            permutationCache = (epoch, SamplePermutation.permutation(count: train.count, seed: config.seed, epoch: epoch))
-        }
-        let perm = permutationCache!.perm
-        let start = within * config.batchSize
-        return Array(perm[start..<min(start + config.batchSize, train.count)])
+        if epochCache?.epoch != epoch { epochCache = (epoch, plan.steps(epoch: epoch)) }
+        return epochCache!.steps[step % stepsPerEpoch]
     }
 
     /// Pads `indices` of `examples` into a TokenBatch (dynamic padding to the longest example).
@@ -218,7 +232,7 @@ public final class Trainer {
 
     /// Runs the training (from the resumed step, if any) and returns the final metrics (identical on every rank).
     public func run(onEvent: (TrainingEvent) -> Void) throws -> [String: Double] {
-        let world = comm.worldSize, rank = comm.rank
+        let world = comm.worldSize
         let (micro, accum) = config.accumulation(worldSize: world)
         let total = totalSteps
         let schedule = schedule()
@@ -240,18 +254,12 @@ public final class Trainer {
         var lastEval: [String: Double] = [:]
         var step = firstStep
         while step < total {
-            let batch = globalBatch(step: step)
-            let g = batch.count
-            // Contiguous slice for this rank (even split; a short last batch leaves some ranks fewer samples).
-            let lo = rank * g / world, hi = (rank + 1) * g / world
-            let mine = Array(batch[lo..<hi])
+            let sp = stepPlan(step)
+            let g = sp.globalCount
             bundle.store.zeroGrads()
             var stats = [0.0, 0.0]  // loss sum, real tokens
             let dropout = config.dropout ? DropoutContext(seed: config.seed, step: step) : nil
-            var k = 0
-            while k < mine.count {
-                let chunk = Array(mine[k..<min(k + micro, mine.count)])
-                k += chunk.count
+            for chunk in sp.microBatches {
                 let tb = makeBatch(chunk, from: train)
                 let logits = model.forward(tb, dropout: dropout)
                 let lab = chunk.map { Int32(train[$0].label) }
@@ -264,7 +272,7 @@ public final class Trainer {
                 stats[1] += Double(tb.attentionMask.reduce(0) { $0 + Int($1) })
             }
             // The gradients were scaled by 1/g in the loss, so the sum over ranks is the global mean.
-            try comm.allReduce(bundle.store.grads, op: .sum)
+            try reducer.reduce(bundle.store.grads, scale: 1)
             try comm.allReduceSum(&stats)
             let stepLoss = stats[0] / Double(g)
             let norm = GradientClipping.clip(bundle.store.grads, maxNorm: config.maxGradNorm)
@@ -350,7 +358,7 @@ public final class Trainer {
         if comm.isRoot {
             let state = TrainerState(
                 globalStep: step, epoch: Double(step) / Double(stepsPerEpoch),
-                sampleCursor: (step / stepsPerEpoch) * train.count + min((step % stepsPerEpoch) * config.batchSize, train.count),
+                sampleCursor: step < total ? stepPlan(step).cursor : stepPlan(step - 1).nextCursor,
                 adamStep: optimizer.stepCount, seed: config.seed, worldSize: comm.worldSize, globalBatch: config.batchSize,
                 totalSteps: total, schedule: schedule, dataFingerprint: trainFingerprint, modelFingerprint: modelFingerprint,
                 hyperparameters: config.hyperparameterSummary, labels: labels, bestMetric: best?.metric, bestStep: best?.step,
@@ -393,7 +401,8 @@ public final class Trainer {
     public func evaluate() throws -> [String: Double] {
         let world = comm.worldSize, rank = comm.rank
         let n = eval.count
-        let lo = rank * n / world, hi = (rank + 1) * n / world
+        let shard = EvalSharding.range(count: n, rank: rank, worldSize: world)
+        let lo = shard.lowerBound, hi = shard.upperBound
         let C = labels.count
         var confusion = [Int64](repeating: 0, count: C * C)
         var lossSum = [0.0]
@@ -438,20 +447,4 @@ public func jsonObjectLine(_ m: [String: Double]) -> String {
         return "\"\(k)\": \(s)"
     }
     return "{" + parts.joined(separator: ", ") + "}"
-}
-
-/// The seeded per-epoch permutation of sample indices (Fisher-Yates with SplitMix64): the same on every rank and
-/// every platform, so the global order does not depend on the world size.
-public enum SamplePermutation {
-    public static func permutation(count: Int, seed: UInt64, epoch: Int) -> [Int] {
-        var rng = SplitMix64(seed: seed &+ 0x5DEE_CE66 &* UInt64(epoch + 1))
-        var p = Array(0..<count)
-        if count > 1 {
-            for i in stride(from: count - 1, to: 0, by: -1) {
-                let j = Int(rng.next() % UInt64(i + 1))
-                p.swapAt(i, j)
-            }
-        }
-        return p
-    }
 }

@@ -48,6 +48,10 @@ struct Train: ParsableCommand {
     var validationSplit: Double = 0
     @Option(help: "Compute threads per rank (default: the cores available to the rank).") var threads: Int?
     @Flag(help: "Turn dropout off during training.") var noDropout = false
+    @Flag(help: "Check every collective's sequence and size across ranks, and activations/gradients for NaN/Inf.")
+    var debug = false
+    @Option(help: "Abort the job when a collective waits longer than this many seconds (0 = never).")
+    var watchdogTimeout: Double = 300
     @Option(help: "Save a checkpoint every N steps (0 = at the end of each epoch and of training).") var saveSteps: Int = 0
     @Option(help: "Keep at most K checkpoints: the newest plus the best by eval accuracy (0 = all).") var saveTotalLimit: Int = 0
     @Option(help: "auto (newest valid checkpoint in --output-dir, if any), never, or a checkpoint folder.") var resume: String = "auto"
@@ -76,7 +80,7 @@ struct Train: ParsableCommand {
         c.columns = ColumnOptions(text: textColumn, textPair: textPairColumn, label: labelColumn)
         c.labelsFile = labels.map { URL(fileURLWithPath: $0) }
         c.validationSplit = validationSplit
-        c.threads = threads ?? 1
+        c.threads = threads ?? availableCores()
         c.dropout = !noDropout
         c.saveSteps = saveSteps
         c.saveTotalLimit = saveTotalLimit
@@ -91,12 +95,17 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let comm: Communicator
-        do { comm = try makeCommunicator(environment: ProcessInfo.processInfo.environment) } catch {
+        do {
+            comm = try makeCommunicator(environment: ProcessInfo.processInfo.environment,
+                                        watchdogTimeout: watchdogTimeout, debug: debug)
+        } catch {
             throw TrainingError("cannot start MPI: \(error)")
         }
         do {
             try train(comm: comm)
+            try finalizeMPI(comm)
         } catch let e as ExitCode {
+            if e == ExitCode(Preemption.exitCode) { try? finalizeMPI(comm) }
             throw e
         } catch {
             // With several ranks, one rank's error must end the whole job rather than leave the others waiting in
@@ -123,6 +132,12 @@ struct Train: ParsableCommand {
             try FileIO.writeAtomically(Data((line + "\n").utf8), to: config.outputDir.appendingPathComponent("eval_results.json"))
         }
     }
+}
+
+/// Ends MPI cleanly after the last collective (a world-size-1 run without mpirun has nothing to end).
+func finalizeMPI(_ comm: Communicator) throws {
+    if let mpi = comm as? MPICommunicator { try mpi.finalize() }
+    if let dbg = comm as? DebugCommunicator, let mpi = dbg.inner as? MPICommunicator { try mpi.finalize() }
 }
 
 /// Prints progress lines (rank 0) to stderr and appends every log/eval record to metrics.jsonl.
