@@ -81,7 +81,10 @@ public enum Checkpoint {
 
     /// Writes a complete checkpoint for `state` into `outputDir/checkpoint-STEP` with the commit protocol.
     /// `writeModel` writes the model files (config, weights, tokenizer) into the folder it is given.
+    /// `hook` is called with the name of each phase boundary ("model-written", "optimizer-written",
+    /// "before-manifest", "before-rename", "before-latest") so tests can kill the process exactly there.
     public static func commit(outputDir: URL, state: TrainerState, optimizerTensors: [TensorToWrite],
+                              hook: (String) -> Void = { _ in },
                               writeModel: (URL) throws -> Void) throws -> URL {
         let fm = FileManager.default
         let name = "checkpoint-\(state.globalStep)"
@@ -90,7 +93,9 @@ public enum Checkpoint {
         try? fm.removeItem(at: partial)
         try fm.createDirectory(at: partial, withIntermediateDirectories: true)
         try writeModel(partial)
+        hook("model-written")
         try SafeTensorsWriter.write(optimizerTensors, to: partial.appendingPathComponent(optimizerName))
+        hook("optimizer-written")
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         try FileIO.writeAtomically(try enc.encode(state), to: partial.appendingPathComponent(stateName))
@@ -102,15 +107,18 @@ public enum Checkpoint {
             let size = (try fm.attributesOfItem(atPath: u.path)[.size] as? NSNumber)?.intValue ?? -1
             files[f] = ["size": size, "sha256": try sha256(of: u)]
         }
+        hook("before-manifest")
         let manifest: [String: Any] = ["format": "disttrain-checkpoint", "version": 1, "step": state.globalStep, "files": files]
         let data = try JSONSerialization.data(withJSONObject: manifest, options: [.prettyPrinted, .sortedKeys])
         try FileIO.writeAtomically(data, to: partial.appendingPathComponent(manifestName))
         FileIO.fsyncDirectory(partial)
+        hook("before-rename")
         if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
         guard rename(partial.path, final.path) == 0 else {
             throw CheckpointError("\(final.path): rename failed: \(String(cString: strerror(errno)))")
         }
         FileIO.fsyncDirectory(outputDir)
+        hook("before-latest")
         try FileIO.writeAtomically(Data((name + "\n").utf8), to: outputDir.appendingPathComponent("latest"))
         return final
     }

@@ -50,6 +50,11 @@ public struct TrainConfig: Sendable {
     public var saveTotalLimit: Int = 0
     /// Where to resume from.
     public var resume: ResumeMode = .auto
+    /// Testing hooks (hidden flags): kill the process with _exit(137) at a checkpoint phase of a given step,
+    /// sleep after every step, and log every step's global sample indices (rank 0) to a JSONL file.
+    public var faultInjection: (phase: String, step: Int)?
+    public var stepDelayMs: Int = 0
+    public var sampleLog: URL?
     /// Resume even when the data fingerprint or the global batch differ from the checkpoint's.
     public var ignoreResumeMismatch: Bool = false
 

@@ -7,6 +7,9 @@ import Foundation
 import Dist
 import Model
 import Tokenizers
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What the loop reports. `log` and `evaluated` carry the metrics written to metrics.jsonl.
 public enum TrainingEvent {
@@ -243,6 +246,13 @@ public final class Trainer {
             parameters: bundle.store.parameterCount, initialized: resumed == nil ? bundle.report.initialized : [],
             truncated: truncatedCount, notices: notices)))
         Preemption.install()
+        var sampleLog: FileHandle?
+        if comm.isRoot, let url = config.sampleLog {
+            if !FileManager.default.fileExists(atPath: url.path) { FileManager.default.createFile(atPath: url.path, contents: nil) }
+            sampleLog = FileHandle(forWritingAtPath: url.path)
+            _ = try? sampleLog?.seekToEnd()
+        }
+        defer { try? sampleLog?.close() }
 
         let C = labels.count
         var dLogits = [Float](repeating: 0, count: micro * C)
@@ -281,6 +291,10 @@ public final class Trainer {
             guard stepLoss.isFinite else {
                 throw TrainingError("the loss became \(stepLoss) at step \(step + 1); lower --learning-rate or check the data")
             }
+            if comm.isRoot, let log = sampleLog {
+                log.write(Data("{\"step\": \(step + 1), \"samples\": [\(sp.globalIndices.map(String.init).joined(separator: ","))], \"loss\": \(stepLoss)}\n".utf8))
+            }
+            if config.stepDelayMs > 0 { usleep(UInt32(config.stepDelayMs) * 1000) }
             lossSumAll += stepLoss
             tokensAll += Int64(stats[1])
             windowLoss += stepLoss; windowSteps += 1; windowTokens += Int64(stats[1])
@@ -370,13 +384,16 @@ public final class Trainer {
             let entries = bundle.store.entries
             let bundle = self.bundle, outputDir = config.outputDir, limit = config.saveTotalLimit, bestStep = best?.step
             let history = self.history
+            let fault = config.faultInjection
             let work: @Sendable () throws -> URL = {
                 var tensors: [TensorToWrite] = []
                 for e in entries {
                     tensors.append(TensorToWrite(name: "exp_avg/" + e.name, shape: e.shape, floats: Array(m[e.range])))
                     tensors.append(TensorToWrite(name: "exp_avg_sq/" + e.name, shape: e.shape, floats: Array(v[e.range])))
                 }
-                let u = try Checkpoint.commit(outputDir: outputDir, state: state, optimizerTensors: tensors) { dir in
+                let u = try Checkpoint.commit(outputDir: outputDir, state: state, optimizerTensors: tensors, hook: { phase in
+                    if let f = fault, f.step == step, f.phase == phase { _exit(137) }
+                }) { dir in
                     try bundle.save(to: dir, weights: snapshot)
                 }
                 Checkpoint.rotate(outputDir, keep: limit, protect: bestStep)

@@ -56,6 +56,10 @@ struct Train: ParsableCommand {
     @Option(help: "Keep at most K checkpoints: the newest plus the best by eval accuracy (0 = all).") var saveTotalLimit: Int = 0
     @Option(help: "auto (newest valid checkpoint in --output-dir, if any), never, or a checkpoint folder.") var resume: String = "auto"
     @Flag(help: "Resume even if the data or the global batch differ from the checkpoint's.") var resumeIgnoreMismatch = false
+    // Testing hooks, hidden from help: crash at a checkpoint phase, slow steps down, log sample indices.
+    @Option(help: .hidden) var faultInject: String?
+    @Option(help: .hidden) var stepDelayMs: Int = 0
+    @Option(help: .hidden) var logSamples: String?
 
     func validate() throws {
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive (got \(batchSize))") }
@@ -90,6 +94,11 @@ struct Train: ParsableCommand {
         default: c.resume = .path(URL(fileURLWithPath: resume))
         }
         c.ignoreResumeMismatch = resumeIgnoreMismatch
+        if let f = faultInject, let colon = f.lastIndex(of: ":"), let st = Int(f[f.index(after: colon)...]) {
+            c.faultInjection = (String(f[..<colon]), st)
+        }
+        c.stepDelayMs = stepDelayMs
+        c.sampleLog = logSamples.map { URL(fileURLWithPath: $0) }
         return c
     }
 
