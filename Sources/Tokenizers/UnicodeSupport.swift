@@ -108,6 +108,9 @@ enum CharClass {
             return .other
         }
         let props = scalar(v).properties
+        // The wheel's Oniguruma has Unicode 16.0 tables; Swift 6.3 has 17.0. An exhaustive probe of all code
+        // points found exactly the 4,657 characters new in 17.0 classed differently (as "other" by the wheel).
+        guard let age = props.age, age.major <= 16 else { return .other }
         switch props.generalCategory {
         case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter: return .letter
         case .decimalNumber, .letterNumber, .otherNumber: return .number

@@ -61,7 +61,10 @@ for name, folder, tj in [("bert", "bert-base-uncased", "bert-base-uncased/tokeni
                 if mism <= 5:
                     print(name, extra, "MISMATCH", ascii(r)[:300])
                     for k, h in [("ids", e.ids), ("tokens", e.tokens), ("token_type_ids", e.type_ids)]:
-                        if got[k] != h: print("  ", k, "swift", got[k][:40], "\n   ", k, "hf   ", h[:40])
+                        if got[k] != h:
+                            i = next((j for j, (x, y) in enumerate(zip(got[k], h)) if x != y), min(len(got[k]), len(h)))
+                            print("  ", k, "first difference at", i, "swift", got[k][max(0, i - 3):i + 8], "hf", h[max(0, i - 3):i + 8],
+                                  "lengths", len(got[k]), len(h))
             if name == "gpt2" and not trunc and "text_pair" not in r and tok.decode(e.ids, skip_special_tokens=False) != r["text"]:
                 print("hf round trip differs", ascii(r["text"])[:200])
         print(f"{name} {extra}: {len(out)} lines, {mism} mismatches")
