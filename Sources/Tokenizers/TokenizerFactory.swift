@@ -50,6 +50,13 @@ func loadTokenizerJSON(_ url: URL) throws -> any Tokenizer {
         throw TokenizerError(file: path, message: "model.vocab/merges or added_tokens malformed (\(error))", hint: "re-save it with `tokenizers`")
     }
     let added = try parseAddedTokens(strings.added_tokens ?? [], path: path)
+    // `normalized: true` tokens are matched on normalized text by `tokenizers`; we match on raw text only, which
+    // is the same thing exactly when there is no normalizer.
+    if root["normalizer"] != nil && !(root["normalizer"] is NSNull),
+       let t = strings.added_tokens?.first(where: { $0.normalized ?? !($0.special ?? false) }) {
+        throw unsupported(path, "added token \"\(t.content)\" with normalized=true under a normalizer",
+                          "set \"normalized\": false for it (as BERT's special tokens are)")
+    }
     let post = try parsePostProcessor(root["post_processor"], path: path)
     func kind(_ section: String) -> String? {
         (root[section] as? [String: Any])?["type"] as? String
@@ -152,6 +159,7 @@ private struct TokenizerJSONStrings: Decodable {
         var lstrip: Bool?
         var rstrip: Bool?
         var single_word: Bool?
+        var normalized: Bool?
     }
     var model: Model
     var added_tokens: [Added]?

@@ -59,6 +59,13 @@ final class BadInputTests: XCTestCase {
         """
         let dir = try tempDir(["tokenizer.json": unigram])
         assertTokenizerError(["tokenizer.json", "Unigram", "not supported"]) { _ = try loadTokenizer(directory: dir) }
+        // A normalized added token under a normalizer would need matching on normalized text: refused, not guessed.
+        let original = try String(contentsOf: Fixtures.root.appendingPathComponent("bert-base-uncased/tokenizer.json"), encoding: .utf8)
+        let mask = "\"content\":\"[MASK]\",\"single_word\":false,\"lstrip\":false,\"rstrip\":false,\"normalized\":"
+        let bert = original.replacingOccurrences(of: mask + "false", with: mask + "true")
+        XCTAssertNotEqual(bert, original, "fixture layout changed; update the replacement")
+        let normalized = try tempDir(["tokenizer.json": bert])
+        assertTokenizerError(["tokenizer.json", "[MASK]", "normalized=true"]) { _ = try loadTokenizer(directory: normalized) }
         let bad = try tempDir(["tokenizer.json": "{not json"])
         assertTokenizerError(["tokenizer.json", "invalid JSON"]) { _ = try loadTokenizer(directory: bad) }
     }
