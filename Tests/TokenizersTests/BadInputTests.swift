@@ -48,6 +48,11 @@ final class BadInputTests: XCTestCase {
         // The merged token itself must exist too.
         let dir2 = try tempDir(["vocab.json": "{\"a\": 0, \"b\": 1}", "merges.txt": "#version: 0.2\na b\n"])
         assertTokenizerError(["merges.txt:2", "\"ab\""]) { _ = try loadTokenizer(directory: dir2) }
+        // CRLF line endings are fine (Rust `lines()` semantics), and "\r\n" must not hide a line break.
+        let crlf = try tempDir(["vocab.json": "{\"a\": 0, \"b\": 1, \"ab\": 2, \"\\u0120\": 3}",
+                                "merges.txt": "#version: 0.2\r\na b\r\n"])
+        let tok = try loadTokenizer(directory: crlf)
+        XCTAssertEqual(tok.encode("ab").ids, [2])
         let dir3 = try tempDir(["vocab.json": "{\"a\": 0, \"b\": 1}", "merges.txt": "#version: 0.2\na b c\n"])
         assertTokenizerError(["merges.txt:2", "not two"]) { _ = try loadTokenizer(directory: dir3) }
     }
