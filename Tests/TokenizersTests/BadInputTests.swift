@@ -9,6 +9,7 @@ final class BadInputTests: XCTestCase {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tokbad-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         for (name, text) in files { try Data(text.utf8).write(to: dir.appendingPathComponent(name)) }
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
         return dir
     }
 
