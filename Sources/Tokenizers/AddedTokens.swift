@@ -2,7 +2,7 @@
 // runs, so they are never normalized or split, and a literal `[CLS]` in the text IS the special token (as in
 // `tokenizers`). Matching is leftmost-longest, like its Aho-Corasick pass.
 // Deliberately unsupported: `lstrip`/`rstrip`/`single_word`, and matching `normalized: true` tokens on the
-// normalized text; `loadTokenizer` rejects tokenizer.json files that rely on the first three.
+// normalized text; `loadTokenizer` rejects tokenizer.json files that rely on either.
 
 struct AddedToken: Sendable {
     var content: String

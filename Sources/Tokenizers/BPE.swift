@@ -140,17 +140,30 @@ final class BPEModel: Sendable {
         if cacheable { cache.insert(raw, ids: ids[mark...]) }
     }
 
-    /// The merge loop. `ranks[i]` holds the packed (rank, merged id) of the pair (symbols[i], symbols[i+1]);
-    /// after a merge only the two neighbouring pairs are looked up again.
-    private func merge(_ word: UnsafeBufferPointer<UInt8>, into ids: inout [Int32], symbols: inout [Int32],
-                       ranks: inout [UInt64]) {
+    /// Above this many symbols the quadratic scan gives way to a heap (a 100 kB run of "=" must not hang).
+    static let heapThreshold = 48
+
+    /// Merges one word. Short words rescan a flat rank array (fast for the usual 2-10 symbols); long ones
+    /// use a priority queue. Both apply the lowest-rank pair first, leftmost on ties, as `tokenizers` does.
+    func merge(_ word: UnsafeBufferPointer<UInt8>, into ids: inout [Int32], symbols: inout [Int32],
+               ranks: inout [UInt64], heapThreshold: Int = BPEModel.heapThreshold) {
         symbols.removeAll(keepingCapacity: true)
         for b in word {
             let id = byteIds[Int(b)]
             if id >= 0 { symbols.append(id) }
         }
+        if symbols.count < 2 { ids.append(contentsOf: symbols); return }
+        if symbols.count > heapThreshold {
+            mergeWithHeap(&symbols, into: &ids)
+        } else {
+            mergeByScan(&symbols, into: &ids, ranks: &ranks)
+        }
+    }
+
+    /// `ranks[i]` holds the packed (rank, merged id) of the pair (symbols[i], symbols[i+1]); after a merge only
+    /// the two neighbouring pairs are looked up again.
+    private func mergeByScan(_ symbols: inout [Int32], into ids: inout [Int32], ranks: inout [UInt64]) {
         var n = symbols.count
-        if n < 2 { ids.append(contentsOf: symbols); return }
         ranks.removeAll(keepingCapacity: true)
         for i in 0..<(n - 1) { ranks.append(merges.lookup(symbols[i], symbols[i + 1])) }
         symbols.withUnsafeMutableBufferPointer { sym in
@@ -173,5 +186,78 @@ final class BPEModel: Sendable {
             }
         }
         ids.append(contentsOf: symbols[0..<n])
+    }
+
+    /// Linked symbols plus a min-heap of (rank << 32 | position). Stale entries (a side already merged away)
+    /// are detected on pop by looking the pair up again, the way `tokenizers`' `Word::merge_all` does.
+    private func mergeWithHeap(_ symbols: inout [Int32], into ids: inout [Int32]) {
+        let n = symbols.count
+        var next = [Int32](unsafeUninitializedCapacity: n) { b, c in for i in 0..<n { b[i] = Int32(i + 1) }; c = n }
+        next[n - 1] = -1
+        var prev = [Int32](unsafeUninitializedCapacity: n) { b, c in for i in 0..<n { b[i] = Int32(i - 1) }; c = n }
+        var alive = [Bool](repeating: true, count: n)
+        var heap = MinHeap()
+        for i in 0..<(n - 1) {
+            let r = merges.lookup(symbols[i], symbols[i + 1])
+            if r != UInt64.max { heap.push((r >> 32) << 32 | UInt64(i)) }
+        }
+        while let top = heap.pop() {
+            let pos = Int(top & 0xFFFF_FFFF)
+            let rank = top >> 32
+            guard alive[pos], next[pos] >= 0 else { continue }
+            let right = Int(next[pos])
+            let r = merges.lookup(symbols[pos], symbols[right])
+            guard r != UInt64.max, r >> 32 == rank else { continue }   // stale: the pair changed
+            symbols[pos] = Int32(truncatingIfNeeded: UInt32(truncatingIfNeeded: r))
+            alive[right] = false
+            next[pos] = next[right]
+            if next[pos] >= 0 { prev[Int(next[pos])] = Int32(pos) }
+            if prev[pos] >= 0 {
+                let l = Int(prev[pos])
+                let lr = merges.lookup(symbols[l], symbols[pos])
+                if lr != UInt64.max { heap.push((lr >> 32) << 32 | UInt64(l)) }
+            }
+            if next[pos] >= 0 {
+                let rr = merges.lookup(symbols[pos], symbols[Int(next[pos])])
+                if rr != UInt64.max { heap.push((rr >> 32) << 32 | UInt64(pos)) }
+            }
+        }
+        var i = 0
+        while i >= 0 { ids.append(symbols[i]); i = Int(next[i]) }
+    }
+}
+
+/// A binary min-heap of UInt64 keys (rank in the high half, position in the low half: leftmost wins ties).
+struct MinHeap {
+    private var items: [UInt64] = []
+
+    mutating func push(_ x: UInt64) {
+        items.append(x)
+        var i = items.count - 1
+        while i > 0 {
+            let p = (i - 1) / 2
+            if items[p] <= x { break }
+            items[i] = items[p]
+            i = p
+        }
+        items[i] = x
+    }
+
+    mutating func pop() -> UInt64? {
+        guard let last = items.popLast() else { return nil }
+        guard !items.isEmpty else { return last }
+        let top = items[0]
+        let n = items.count
+        var i = 0
+        while true {
+            let l = 2 * i + 1
+            if l >= n { break }
+            let c = (l + 1 < n && items[l + 1] < items[l]) ? l + 1 : l
+            if items[c] >= last { break }
+            items[i] = items[c]
+            i = c
+        }
+        items[i] = last
+        return top
     }
 }

@@ -76,7 +76,7 @@ struct BertNormalizer: Sendable {
             return
         }
         let s = scalar(v)
-        if stripAccents && s.properties.generalCategory == .nonspacingMark { return }
+        if stripAccents && CharClass.bertCategory(s) == .nonspacingMark { return }
         if lowercase && s.properties.changesWhenLowercased {
             for l in s.properties.lowercaseMapping.unicodeScalars { emit(l.value) }
             return

@@ -1,6 +1,6 @@
 // PostProcessor: `TemplateProcessing` — where special tokens go around one sequence or a pair, and which
 // token_type_id each part gets (BERT: `[CLS] A [SEP]` / `[CLS] A [SEP] B:1 [SEP]:1`). `BertProcessing` and
-// GPT-2's `ByteLevel` processor are expressed as templates too (the latter adds nothing, all type ids 0).
+// GPT-2's `ByteLevel` processor are expressed as templates too (the latter adds nothing; B gets type id 1).
 // Deliberately not here: truncation (Tokenizer.swift, before this stage) and padding (the trainer's job).
 
 struct TemplateProcessing: Sendable {
@@ -12,9 +12,10 @@ struct TemplateProcessing: Sendable {
     var single: [Piece]
     var pair: [Piece]
 
-    /// No special tokens; both sequences keep type id 0 (what `tokenizers` does without a post-processor).
+    /// No special tokens; the sequences keep the type ids the library's model stage gives them (A 0, B 1), which
+    /// is what `tokenizers` does with no post-processor or the ByteLevel one (checked against the wheel).
     static let plain = TemplateProcessing(single: [.sequenceA(typeId: 0)],
-                                          pair: [.sequenceA(typeId: 0), .sequenceB(typeId: 0)])
+                                          pair: [.sequenceA(typeId: 0), .sequenceB(typeId: 1)])
 
     /// BERT's `[CLS] A [SEP]` and `[CLS] A [SEP] B [SEP]` with B's part typed 1.
     static func bert(cls: Int32, sep: Int32) -> TemplateProcessing {

@@ -50,6 +50,13 @@ func loadTokenizerJSON(_ url: URL) throws -> any Tokenizer {
         throw TokenizerError(file: path, message: "model.vocab/merges or added_tokens malformed (\(error))", hint: "re-save it with `tokenizers`")
     }
     let added = try parseAddedTokens(strings.added_tokens ?? [], path: path)
+    // `normalized: true` tokens are matched on normalized text by `tokenizers`; we match on raw text only, which
+    // is the same thing exactly when there is no normalizer.
+    if root["normalizer"] != nil && !(root["normalizer"] is NSNull),
+       let t = strings.added_tokens?.first(where: { $0.normalized ?? !($0.special ?? false) }) {
+        throw unsupported(path, "added token \"\(t.content)\" with normalized=true under a normalizer",
+                          "set \"normalized\": false for it (as BERT's special tokens are)")
+    }
     let post = try parsePostProcessor(root["post_processor"], path: path)
     func kind(_ section: String) -> String? {
         (root[section] as? [String: Any])?["type"] as? String
@@ -109,11 +116,11 @@ func loadTokenizerJSON(_ url: URL) throws -> any Tokenizer {
         merges.reserveCapacity(mergesJSON.count)
         for (i, m) in mergesJSON.enumerated() {
             if case .joined(let s) = m {
-                let parts = s.split(separator: " ", omittingEmptySubsequences: false)
+                let parts = mergeParts(s)
                 guard parts.count == 2 else {
                     throw TokenizerError(file: path, message: "merge \(i + 1) \"\(s)\" is not two tokens", hint: "each merge is \"left right\"")
                 }
-                merges.append((String(parts[0]), String(parts[1]), line: i + 1))
+                merges.append((parts[0], parts[1], line: i + 1))
             } else if case .split(let a) = m, a.count == 2 {
                 merges.append((a[0], a[1], line: i + 1))
             } else {
@@ -152,6 +159,7 @@ private struct TokenizerJSONStrings: Decodable {
         var lstrip: Bool?
         var rstrip: Bool?
         var single_word: Bool?
+        var normalized: Bool?
     }
     var model: Model
     var added_tokens: [Added]?
@@ -208,9 +216,10 @@ func loadBertVocab(_ url: URL, config: [String: Any], specialMap: [String: Any])
     let text = try readText(url)
     var vocab: [String: Int32] = [:]
     var index: Int32 = 0
-    // One token per line, id = line number; trailing whitespace trimmed (as `tokenizers`' load_vocab).
-    text.enumerateLines { line, _ in
-        var t = Substring(line)
+    // One token per line, id = line number; trailing whitespace trimmed (as `tokenizers`' load_vocab, which
+    // uses Rust `lines()`: split on \n only, unlike NSString line enumeration which also splits on U+2028...).
+    for line in rustLines(text) {
+        var t = line
         while let last = t.unicodeScalars.last, last.properties.isWhitespace { t = t.dropLast() }
         vocab[String(t)] = index
         index += 1
@@ -269,21 +278,17 @@ func loadGPT2(vocabURL: URL, mergesURL: URL, config: [String: Any], specialMap: 
     var merges: [(String, String, line: Int)] = []
     merges.reserveCapacity(50_000)
     var lineNo = 0
-    var failure: TokenizerError?
-    text.enumerateLines { line, stop in
+    for line in rustLines(text) {
         lineNo += 1
-        if lineNo == 1 && line.hasPrefix("#version") { return }
-        if line.isEmpty { return }
-        let parts = line.split(separator: " ", omittingEmptySubsequences: false)
+        if lineNo == 1 && line.hasPrefix("#version") { continue }
+        if line.isEmpty { continue }
+        let parts = mergeParts(line)
         guard parts.count == 2 else {
-            failure = TokenizerError(file: "\(mergesURL.path):\(lineNo)", message: "\"\(line)\" is not two space-separated tokens",
-                                     hint: "each merges.txt line after the #version header is \"left right\"")
-            stop = true
-            return
+            throw TokenizerError(file: "\(mergesURL.path):\(lineNo)", message: "\"\(line)\" is not two space-separated tokens",
+                                 hint: "each merges.txt line after the #version header is \"left right\"")
         }
-        merges.append((String(parts[0]), String(parts[1]), line: lineNo))
+        merges.append((parts[0], parts[1], line: lineNo))
     }
-    if let failure { throw failure }
     let model = try BPEModel(vocab: vocab, merges: merges, vocabFile: vocabURL.path, mergesFile: mergesURL.path)
     // GPT2Tokenizer's bos/eos/unk default to <|endoftext|>; every configured special becomes an added token.
     var added: [AddedToken] = []
@@ -308,6 +313,20 @@ func loadGPT2(vocabURL: URL, mergesURL: URL, config: [String: Any], specialMap: 
 }
 
 // MARK: - helpers
+
+/// Rust `str::lines()`: split on \n, drop one trailing \r per line, no empty last line after a final \n.
+/// Splits on scalars, not Characters: "\r\n" is one Character and would never match "\n".
+private func rustLines(_ text: String) -> [Substring] {
+    var lines = text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false)
+    if lines.last?.isEmpty == true { lines.removeLast() }
+    return lines.map { Substring($0.last == "\r" ? $0.dropLast() : $0) }
+}
+
+/// "left right" -> ["left", "right"], split on the U+0020 scalar (a space followed by a combining mark is one
+/// Character, so a Character split would miss it).
+private func mergeParts<S: StringProtocol>(_ line: S) -> [String] {
+    line.unicodeScalars.split(separator: " ", omittingEmptySubsequences: false).map { String(String.UnicodeScalarView($0)) }
+}
 
 /// `added_tokens_decoder` of tokenizer_config.json: {"id": {"content": ..., "special": ...}}.
 private func configAddedTokens(_ config: [String: Any], path: String) throws -> [AddedToken] {

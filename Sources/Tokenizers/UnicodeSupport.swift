@@ -35,6 +35,26 @@ func appendUTF8(_ v: UInt32, to out: inout [UInt8]) {
 func scalar(_ v: UInt32) -> Unicode.Scalar { Unicode.Scalar(v) ?? "\u{FFFD}" }
 
 enum CharClass {
+    /// `tokenizers`' BERT stages take general categories from the `unicode_categories` crate, whose tables are
+    /// Unicode 8.0: a character assigned later has no category there (not punctuation, not a mark, not
+    /// control/format). Probed against the wheel: U+2E42 (8.0) splits, U+2E43 (9.0) does not; U+08E3 (8.0) is
+    /// stripped as Mn, U+08D4 (9.0) is kept; U+061C (6.3) is dropped as Cf, U+08E2 (9.0) is kept.
+    /// Seven code points also changed category since 8.0; an exhaustive probe of U+0080...U+10FFFF ("a" + c +
+    /// "b" through both implementations) found exactly these and no other difference.
+    @inline(__always)
+    static func bertCategory(_ s: Unicode.Scalar) -> Unicode.GeneralCategory {
+        switch s.value {
+        case 0x166D, 0x111C9: return .otherPunctuation
+        case 0x1734, 0x1171E: return .nonspacingMark
+        case 0x1885, 0x1886: return .otherLetter
+        case 0xA9BD: return .spacingMark
+        default: break
+        }
+        let props = s.properties
+        guard let age = props.age, age.major < 8 || (age.major == 8 && age.minor == 0) else { return .unassigned }
+        return props.generalCategory
+    }
+
     /// Rust `char::is_whitespace` / Oniguruma `\s`: the Unicode White_Space property.
     @inline(__always)
     static func isWhitespace(_ v: UInt32) -> Bool {
@@ -48,7 +68,7 @@ enum CharClass {
         if v < 0x80 {
             return (v >= 33 && v <= 47) || (v >= 58 && v <= 64) || (v >= 91 && v <= 96) || (v >= 123 && v <= 126)
         }
-        switch scalar(v).properties.generalCategory {
+        switch bertCategory(scalar(v)) {
         case .connectorPunctuation, .dashPunctuation, .openPunctuation, .closePunctuation,
              .initialPunctuation, .finalPunctuation, .otherPunctuation:
             return true
@@ -57,11 +77,12 @@ enum CharClass {
         }
     }
 
-    /// `tokenizers`' `is_control` minus tab/CR/LF: general categories Cc, Cf, Cs, Co, Cn.
+    /// `tokenizers`' `is_control` minus tab/CR/LF: general categories Cc, Cf, Cs, Co. Unassigned code points
+    /// (Cn) are kept, as the library does (checked against the wheel: U+0378 and U+B75BB survive, U+E000 not).
     @inline(__always)
     static func isOther(_ v: UInt32) -> Bool {
-        switch scalar(v).properties.generalCategory {
-        case .control, .format, .surrogate, .privateUse, .unassigned: return true
+        switch bertCategory(scalar(v)) {
+        case .control, .format, .surrogate, .privateUse: return true
         default: return false
         }
     }
@@ -87,6 +108,9 @@ enum CharClass {
             return .other
         }
         let props = scalar(v).properties
+        // The wheel's Oniguruma has Unicode 16.0 tables; Swift 6.3 has 17.0. An exhaustive probe of all code
+        // points found exactly the 4,657 characters new in 17.0 classed differently (as "other" by the wheel).
+        guard let age = props.age, age.major <= 16 else { return .other }
         switch props.generalCategory {
         case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter: return .letter
         case .decimalNumber, .letterNumber, .otherNumber: return .number

@@ -30,8 +30,9 @@ enum Fixtures {
 
     /// BERT from vocab.txt + tokenizer_config.json + special_tokens_map.json (no tokenizer.json).
     static func bertFromVocab() throws -> any Tokenizer {
-        try loadTokenizer(directory: folder(copying: ["vocab.txt", "tokenizer_config.json", "special_tokens_map.json"],
-                                            from: "bert-base-uncased"))
+        let dir = try folder(copying: ["vocab.txt", "tokenizer_config.json", "special_tokens_map.json"], from: "bert-base-uncased")
+        defer { try? FileManager.default.removeItem(at: dir) }   // the loader reads everything eagerly
+        return try loadTokenizer(directory: dir)
     }
     /// BERT from tokenizer.json (the folder has everything; tokenizer.json wins).
     static func bertFromJSON() throws -> any Tokenizer {
