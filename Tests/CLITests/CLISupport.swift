@@ -32,7 +32,8 @@ enum CLI {
     }
 
     /// Runs `disttrain args` directly, or under `mpirun -n ranks` when ranks is given. Times out after `timeout` s.
-    static func run(_ args: [String], ranks: Int? = nil, stdin: String? = nil, timeout: TimeInterval = 120) throws -> RunResult {
+    static func run(_ args: [String], ranks: Int? = nil, stdin: String? = nil, timeout: TimeInterval = 120,
+                    onStart: (Int32) -> Void = { _ in }) throws -> RunResult {
         let bin = try binary()
         let p = Process()
         var env = ProcessInfo.processInfo.environment
@@ -54,6 +55,7 @@ enum CLI {
         p.standardError = err
         p.standardInput = inp
         try p.run()
+        onStart(p.processIdentifier)
         if let stdin { inp.fileHandleForWriting.write(Data(stdin.utf8)) }
         try? inp.fileHandleForWriting.close()
         // Drain the pipes on background threads so a chatty process cannot block on a full pipe.
@@ -74,6 +76,38 @@ enum CLI {
         return RunResult(status: p.terminationStatus,
                          stdout: String(decoding: outBox.data, as: UTF8.self),
                          stderr: String(decoding: errBox.data, as: UTF8.self))
+    }
+
+    /// Starts `disttrain args` under mpirun, SIGKILLs one rank (chosen by `pickRank` among mpirun's children)
+    /// after `killAfter` seconds, and waits for the job to end.
+    static func runAndKill(_ args: [String], ranks: Int, killAfter: TimeInterval, pickRank: Int) throws -> RunResult {
+        try runWithAction(args, ranks: ranks, after: killAfter) { mpirunPid in
+            let kids = childPids(of: mpirunPid)
+            guard !kids.isEmpty else { return }
+            kill(kids[pickRank % kids.count], SIGKILL)
+        }
+    }
+
+    /// Starts `disttrain args` under mpirun and sends `signal` to mpirun (which forwards USR1/USR2 to every rank).
+    static func runAndSignal(_ args: [String], ranks: Int, signalAfter: TimeInterval, signal: Int32) throws -> RunResult {
+        try runWithAction(args, ranks: ranks, after: signalAfter) { kill($0, signal) }
+    }
+
+    static func childPids(of pid: Int32) -> [Int32] {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+        return text.split(separator: " ").compactMap { Int32($0) }.sorted()
+    }
+
+    static func runWithAction(_ args: [String], ranks: Int, after: TimeInterval, timeout: TimeInterval = 120,
+                              action: @escaping @Sendable (Int32) -> Void) throws -> RunResult {
+        let pidBox = PidBox()
+        let done = DataBox()
+        DispatchQueue.global().asyncAfter(deadline: .now() + after) {
+            if let pid = pidBox.pid, done.data.isEmpty { action(pid) }
+        }
+        let r = try run(args, ranks: ranks, timeout: timeout, onStart: { pidBox.pid = $0 })
+        done.data = Data([1])
+        return r
     }
 
     static func jsonLines(_ url: URL) throws -> [[String: Any]] {
@@ -100,3 +134,4 @@ enum CLI {
 }
 
 final class DataBox: @unchecked Sendable { var data = Data() }
+final class PidBox: @unchecked Sendable { var pid: Int32? }

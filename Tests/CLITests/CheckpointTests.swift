@@ -1,0 +1,157 @@
+// Checkpoints and resume through the real binary: crash-injected saves never lead to resuming from an incomplete
+// checkpoint, a corrupt checkpoint falls back to the previous one with a warning, a resumed run ends bitwise equal
+// to an uninterrupted one, resuming at another world size keeps the exact sample order, and a preemption signal
+// saves and exits with the documented code.
+import Foundation
+import XCTest
+
+final class CheckpointTests: XCTestCase {
+    var dir: URL!
+    var model: URL!
+    var train: URL!
+
+    override func setUpWithError() throws {
+        dir = try CLI.tempDir("ckpt")
+        let fixture = CLI.repoRoot.appendingPathComponent("Tests/ModelTests/Fixtures/bert-tiny-cls")
+        model = dir.appendingPathComponent("model")
+        try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
+        for f in ["model.safetensors", "vocab.txt", "tokenizer_config.json"] {
+            try FileManager.default.copyItem(at: fixture.appendingPathComponent(f), to: model.appendingPathComponent(f))
+        }
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: fixture.appendingPathComponent("config.json"))) as! [String: Any]
+        config["hidden_dropout_prob"] = 0.1  // dropout on: its masks must also resume exactly
+        try JSONSerialization.data(withJSONObject: config).write(to: model.appendingPathComponent("config.json"))
+        let lines = try String(contentsOf: CLI.repoRoot.appendingPathComponent("data/sms-spam/train.jsonl"), encoding: .utf8)
+            .split(separator: "\n")
+        train = dir.appendingPathComponent("train.jsonl")
+        try (lines[0..<36].joined(separator: "\n") + "\n").write(to: train, atomically: true, encoding: .utf8)
+    }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
+
+    func args(_ out: String, _ extra: [String] = []) -> [String] {
+        ["train", "--model", model.path, "--train-file", train.path, "--output-dir", dir.appendingPathComponent(out).path,
+         "--batch-size", "8", "--max-steps", "10", "--save-steps", "2", "--logging-steps", "1", "--learning-rate", "1e-3",
+         "--warmup-steps", "2", "--max-length", "24", "--seed", "11", "--threads", "1"] + extra
+    }
+
+    func weights(_ out: String) throws -> Data { try Data(contentsOf: dir.appendingPathComponent(out).appendingPathComponent("model.safetensors")) }
+
+    func samples(_ url: URL) throws -> [Int: [Int]] {
+        var bySteps: [Int: [Int]] = [:]
+        for l in try CLI.jsonLines(url) { bySteps[l["step"] as! Int] = l["samples"] as? [Int] }
+        return bySteps
+    }
+
+    func testCrashDuringSaveNeverResumesFromIncompleteCheckpoint() throws {
+        let ref = try CLI.run(args("ref"))
+        XCTAssertEqual(ref.status, 0, ref.stderr)
+        let refWeights = try weights("ref")
+        // 5 phases × 4 steps = 20 trials: kill inside the save, resume, compare with the uninterrupted run.
+        var trial = 0
+        for phase in ["model-written", "optimizer-written", "before-manifest", "before-rename", "before-latest"] {
+            for step in [2, 4, 6, 8] {
+                trial += 1
+                let out = "t\(trial)"
+                let crashed = try CLI.run(args(out, ["--fault-inject", "\(phase):\(step)"]))
+                XCTAssertEqual(crashed.status, 137, "\(phase)@\(step) should die: \(crashed.stderr)")
+                let outDir = dir.appendingPathComponent(out)
+                // Whatever survived, the resume must pick a complete checkpoint (never `checkpoint-N.partial`).
+                let resumed = try CLI.run(args(out))
+                XCTAssertEqual(resumed.status, 0, "\(phase)@\(step) resume: \(resumed.stderr)")
+                XCTAssertFalse(resumed.stderr.contains(".partial"), resumed.stderr)
+                XCTAssertEqual(try weights(out), refWeights, "\(phase)@\(step): resumed run differs from the uninterrupted one")
+                try? FileManager.default.removeItem(at: outDir)
+            }
+        }
+    }
+
+    func testCorruptCheckpointFallsBackWithWarning() throws {
+        let ref = try CLI.run(args("ref", ["--max-steps", "12"]))
+        XCTAssertEqual(ref.status, 0, ref.stderr)
+        let refWeights = try weights("ref")
+        // Stop at step 8 by crashing after its checkpoint is complete, then corrupt that checkpoint.
+        let crashed = try CLI.run(args("c", ["--max-steps", "12", "--fault-inject", "before-latest:8"]))
+        XCTAssertEqual(crashed.status, 137)
+        let victim = dir.appendingPathComponent("c/checkpoint-8/model.safetensors")
+        var bytes = try Data(contentsOf: victim)
+        bytes[bytes.count - 3] ^= 0x01
+        try bytes.write(to: victim)
+        let resumed = try CLI.run(args("c", ["--max-steps", "12"]))
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertTrue(resumed.stderr.contains("skipping checkpoint-8"), resumed.stderr)
+        XCTAssertTrue(resumed.stderr.contains("sha256"), resumed.stderr)
+        XCTAssertTrue(resumed.stderr.contains("resuming from checkpoint-6"), resumed.stderr)
+        XCTAssertEqual(try weights("c"), refWeights, "fallback resume must still end on the uninterrupted result")
+    }
+
+    func testKilledRankAndResumeIsBitwiseExact() throws {
+        // 2 ranks: uninterrupted reference, then runs killed with SIGKILL at seeded random moments and resumed.
+        let ref = try CLI.run(args("ref", ["--max-steps", "16"]), ranks: 2, timeout: 180)
+        XCTAssertEqual(ref.status, 0, ref.stderr)
+        let refWeights = try weights("ref")
+        var rng = SeededRNG(seed: 2024)
+        var attempts = 0, killed = 0
+        while attempts < 8 {
+            attempts += 1
+            let delayMs = 80
+            let killAfter = 0.8 + Double(rng.next() % 1000) / 1000 * 1.5   // seconds into the run
+            let r = try CLI.runAndKill(args("k", ["--max-steps", "16", "--step-delay-ms", "\(delayMs)"]), ranks: 2,
+                                       killAfter: killAfter, pickRank: Int(rng.next() % 2))
+            if r.status == 0 { break }  // finished before the kill: the run is complete
+            killed += 1
+        }
+        XCTAssertGreaterThan(killed, 1, "the kills must actually interrupt the run for this test to mean anything")
+        let final = try CLI.run(args("k", ["--max-steps", "16"]), ranks: 2, timeout: 180)
+        XCTAssertEqual(final.status, 0, final.stderr)
+        XCTAssertTrue(final.stderr.contains("resuming from checkpoint-"), final.stderr)
+        XCTAssertEqual(try weights("k"), refWeights, "resumed 2-rank run differs from the uninterrupted one")
+    }
+
+    func testResumeAtOtherWorldSizesKeepsSampleOrder() throws {
+        let refLog = dir.appendingPathComponent("ref-samples.jsonl")
+        let ref = try CLI.run(args("ref", ["--max-steps", "16", "--log-samples", refLog.path]), ranks: 4, timeout: 180)
+        XCTAssertEqual(ref.status, 0, ref.stderr)
+        // 4 ranks → 2 → 1 → 8, interrupted by crashes right after complete checkpoints at steps 4, 8, 12.
+        let log = dir.appendingPathComponent("samples.jsonl")
+        for (ranks, stop) in [(4, 4), (2, 8), (1, 12)] {
+            let r = try CLI.run(args("w", ["--max-steps", "16", "--log-samples", log.path, "--fault-inject", "before-latest:\(stop)"]),
+                                ranks: ranks, timeout: 180)
+            XCTAssertNotEqual(r.status, 0, "\(ranks) ranks should have been stopped at step \(stop)")
+        }
+        let last = try CLI.run(args("w", ["--max-steps", "16", "--log-samples", log.path]), ranks: 8, timeout: 240)
+        XCTAssertEqual(last.status, 0, last.stderr)
+        let want = try samples(refLog), got = try samples(log)
+        XCTAssertEqual(want.count, 16)
+        for step in 1...16 { XCTAssertEqual(got[step], want[step], "samples of step \(step)") }
+        let wantLoss = try CLI.jsonLines(refLog), gotLoss = try CLI.jsonLines(log)
+        var lastByStep: [Int: Double] = [:]
+        for l in gotLoss { lastByStep[l["step"] as! Int] = (l["loss"] as! NSNumber).doubleValue }
+        for l in wantLoss {
+            let s = l["step"] as! Int, a = (l["loss"] as! NSNumber).doubleValue
+            XCTAssertEqual(lastByStep[s] ?? .nan, a, accuracy: 1e-5 * abs(a), "loss of step \(s)")
+        }
+    }
+
+    func testPreemptionSignalSavesAndExitsWithRequeueCode() throws {
+        let r = try CLI.runAndSignal(args("p", ["--max-steps", "40", "--step-delay-ms", "100"]), ranks: 2,
+                                     signalAfter: 1.5, signal: SIGUSR1)
+        XCTAssertEqual(r.status, 75, "exit code for 'saved, requeue me'; stderr: \(r.stderr)")
+        XCTAssertTrue(r.stderr.contains("received SIGUSR1"), r.stderr)
+        let latest = try String(contentsOf: dir.appendingPathComponent("p/latest"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let resumed = try CLI.run(args("p", ["--max-steps", "40"]), ranks: 2, timeout: 180)
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertTrue(resumed.stderr.contains("resuming from \(latest)"), resumed.stderr)
+    }
+}
+
+struct SeededRNG {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
