@@ -100,14 +100,17 @@ INL float erf_(float x) {
     return copysignf(r, x);
 }
 
-// tanh(x) = sign(x) (1 - 2 / (exp(2|x|) + 1)); abs error ~1e-7 (relative accuracy is lost only below 1e-7).
-INL float tanh_(float x) {
+// tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|) in (0, 1]: no overflow; abs error ~1e-7 (relative
+// accuracy is lost only below |x| ~ 1e-7). 1 - tanh^2 = 4e / (1 + e)^2 is formed from e directly, so it keeps full
+// relative accuracy in the tails (where 1 - th*th would cancel).
+INL float tanh_e_(float x, float *sech2) {
     float a = fabsf(x);
-    a = a < 9.0f ? a : 9.0f;
-    float e = exp_(2.0f * a);
-    float r = 1.0f - 2.0f / (e + 1.0f);
-    return copysignf(r, x);
+    float e = exp_(-2.0f * a);
+    float inv = 1.0f / (1.0f + e);
+    *sech2 = 4.0f * e * inv * inv;
+    return copysignf((1.0f - e) * inv, x);
 }
+INL float tanh_(float x) { float s; return tanh_e_(x, &s); }
 
 #define SQRT1_2 0.70710678118654752f
 #define INV_SQRT_2PI 0.39894228040143268f
@@ -135,9 +138,10 @@ INL float gelu_new_(float x) {
 }
 INL float gelu_new_grad_(float x) {
     float u = GN_K * (x + 0.044715f * x * x * x);
-    float th = tanh_(u);
+    float sech2;
+    float th = tanh_e_(u, &sech2);
     float du = GN_K * (1.0f + 3.0f * 0.044715f * x * x);
-    return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du;
+    return 0.5f * (1.0f + th) + 0.5f * x * sech2 * du;
 }
 INL float act_(int act, float x) {
     return act == 0 ? gelu_(x) : act == 1 ? gelu_new_(x) : (x > 0.0f ? x : 0.0f);
@@ -334,6 +338,14 @@ INL void dropout_row_impl(const float *x, float *y, size_t n, uint64_t key, uint
 INL void dropout_add_row_impl(const float *x, float *y, size_t n, uint64_t key, uint32_t thr, float scale) {
     for (size_t j = 0; j < n; j++) y[j] += hash_(key, (uint32_t)j) >= thr ? x[j] * scale : 0.0f;
 }
+INL void dropout_pair_row_impl(const float *p, float *pd, float *dpd, size_t n, uint64_t key, uint32_t thr,
+                               float scale) {
+    for (size_t j = 0; j < n; j++) {
+        float m = hash_(key, (uint32_t)j) >= thr ? scale : 0.0f;
+        pd[j] = p[j] * m;
+        dpd[j] *= m;
+    }
+}
 
 // ---------------------------------------------------------------- instantiation and dispatch
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -375,6 +387,9 @@ DISPATCH(dropout_row, (const float *x, float *y, size_t n, uint64_t key, uint32_
 DISPATCH(dropout_add_row, (const float *x, float *y, size_t n, uint64_t key, uint32_t thr, float scale),
          (x, y, n, key, thr, scale))
 
+DISPATCH(dropout_pair_row, (const float *p, float *pd, float *dpd, size_t n, uint64_t key, uint32_t thr, float scale),
+         (p, pd, dpd, n, key, thr, scale))
+
 #define CALL(name, args) do { if (HAS_FAST()) name##_fast args; else name##_generic args; } while (0)
 
 void ck_erf(const float *x, float *y, size_t n) { CALL(erf, (x, y, n)); }
@@ -409,5 +424,9 @@ void ck_dropout_row(const float *x, float *y, size_t n, uint64_t rowkey, uint32_
 }
 void ck_dropout_add_row(const float *x, float *y, size_t n, uint64_t rowkey, uint32_t threshold, float scale) {
     CALL(dropout_add_row, (x, y, n, rowkey, threshold, scale));
+}
+void ck_dropout_pair_row(const float *p, float *pd, float *dpd, size_t n, uint64_t rowkey, uint32_t threshold,
+                         float scale) {
+    CALL(dropout_pair_row, (p, pd, dpd, n, rowkey, threshold, scale));
 }
 int ck_dropout_keep(uint64_t rowkey, uint32_t j, uint32_t threshold) { return hash_(rowkey, j) >= threshold; }

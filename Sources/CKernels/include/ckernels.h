@@ -63,6 +63,10 @@ void ck_softmax_bwd_inplace(const float *p, float *dp, size_t rows, size_t T);
 void ck_dropout_row(const float *x, float *y, size_t n, uint64_t rowkey, uint32_t threshold, float scale);
 /// y[j] += keep ? x[j] * scale : 0  (residual add after a dropped-out sub-layer output)
 void ck_dropout_add_row(const float *x, float *y, size_t n, uint64_t rowkey, uint32_t threshold, float scale);
+/// Attention backward, one hash per element for both uses: pd[j] = keep ? p[j]*scale : 0 (the regenerated
+/// dropped-out probabilities) and dpd[j] = keep ? dpd[j]*scale : 0 (dL/dP from dL/dP').
+void ck_dropout_pair_row(const float *p, float *pd, float *dpd, size_t n, uint64_t rowkey, uint32_t threshold,
+                         float scale);
 /// 1 when element j of the row is kept (tests).
 int ck_dropout_keep(uint64_t rowkey, uint32_t j, uint32_t threshold);
 
