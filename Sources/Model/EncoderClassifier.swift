@@ -233,6 +233,11 @@ public final class EncoderClassifier {
             if m != 0 { nValid[i / T] += 1 }
         }
         for id in batch.inputIds { precondition(id >= 0 && Int(id) < config.vocabSize, "token id \(id) outside the vocabulary") }
+        if isBert {
+            for t in batch.tokenTypeIds {
+                precondition(t >= 0 && Int(t) < config.typeVocabSize, "token type id \(t) outside type_vocab_size \(config.typeVocabSize)")
+            }
+        }
         let pHidden = config.hiddenDropout, pAttn = config.attentionDropout
         let dropH = dropout != nil && pHidden > 0
         // embeddings → LayerNorm → dropout
