@@ -169,13 +169,6 @@ INL void act_fwd_impl(int act, const float *x, float *y, size_t n) {
     else if (act == 1) { for (size_t i = 0; i < n; i++) y[i] = gelu_new_(x[i]); }
     else { for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f; }
 }
-INL void bias_act_fwd_impl(int act, float *f, const float *bias, float *g, size_t rows, size_t cols) {
-    for (size_t r = 0; r < rows; r++) {
-        float *fr = f + r * cols, *gr = g + r * cols;
-        for (size_t c = 0; c < cols; c++) fr[c] += bias[c];
-        act_fwd_impl(act, fr, gr, cols);
-    }
-}
 INL void act_bwd_impl(int act, const float *f, float *dg, size_t n) {
     if (act == 0) { for (size_t i = 0; i < n; i++) dg[i] *= gelu_grad_(f[i]); }
     else if (act == 1) { for (size_t i = 0; i < n; i++) dg[i] *= gelu_new_grad_(f[i]); }
@@ -364,8 +357,6 @@ DISPATCH(erf, (const float *x, float *y, size_t n), (x, y, n))
 DISPATCH(exp, (const float *x, float *y, size_t n), (x, y, n))
 DISPATCH(tanh, (const float *x, float *y, size_t n), (x, y, n))
 DISPATCH(act_fwd, (int act, const float *x, float *y, size_t n), (act, x, y, n))
-DISPATCH(bias_act_fwd, (int act, float *f, const float *bias, float *g, size_t rows, size_t cols),
-         (act, f, bias, g, rows, cols))
 DISPATCH(act_bwd, (int act, const float *f, float *dg, size_t n), (act, f, dg, n))
 DISPATCH(act_fwd_grad, (int act, float *f, float *g, size_t n), (act, f, g, n))
 DISPATCH(mul, (float *y, const float *x, size_t n), (y, x, n))
@@ -396,9 +387,6 @@ void ck_erf(const float *x, float *y, size_t n) { CALL(erf, (x, y, n)); }
 void ck_exp(const float *x, float *y, size_t n) { CALL(exp, (x, y, n)); }
 void ck_tanh(const float *x, float *y, size_t n) { CALL(tanh, (x, y, n)); }
 void ck_act_fwd(int act, const float *x, float *y, size_t n) { CALL(act_fwd, (act, x, y, n)); }
-void ck_bias_act_fwd(int act, float *f, const float *bias, float *g, size_t rows, size_t cols) {
-    CALL(bias_act_fwd, (act, f, bias, g, rows, cols));
-}
 void ck_act_bwd_inplace(int act, const float *f, float *dg, size_t n) { CALL(act_bwd, (act, f, dg, n)); }
 void ck_act_fwd_grad(int act, float *f, float *g, size_t n) { CALL(act_fwd_grad, (act, f, g, n)); }
 void ck_mul(float *y, const float *x, size_t n) { CALL(mul, (y, x, n)); }

@@ -266,8 +266,8 @@ public final class EncoderClassifier {
             ck_add(s.h1, x, BT * C)
             LayerNorm.forward(y: s.y1, mean: s.mean1, rstd: s.rstd1, x: s.h1, w: P(w.ln1w), b: P(w.ln1b), n: BT, C: C,
                               eps: config.layerNormEps)
-            Linear.forward(y: s.f, x: s.y1, w: P(w.w1), b: nil, n: BT, inC: C, outC: FF)
-            ck_bias_act_fwd(actCode, s.f, P(w.b1), ffScratch, BT, FF)
+            Linear.forward(y: s.f, x: s.y1, w: P(w.w1), b: P(w.b1), n: BT, inC: C, outC: FF)
+            ck_act_fwd(actCode, s.f, ffScratch, BT * FF)
             Linear.forward(y: s.h2, x: ffScratch, w: P(w.w2), b: P(w.b2), n: BT, inC: FF, outC: C)
             if dropH, let d = dropout {
                 dropoutRows(s.h2, s.h2, B: B, T: T, C: C, ctx: d, samples: samples,

@@ -22,9 +22,6 @@ void ck_tanh(const float *x, float *y, size_t n);
 // ---- activations. act: 0 = gelu (erf), 1 = gelu_new (tanh form), 2 = relu ----
 /// y = act(x)
 void ck_act_fwd(int act, const float *x, float *y, size_t n);
-/// Fused bias + activation for a linear layer's output: f[r,c] += bias[c] (in place; f is kept as the
-/// pre-activation for backward), g[r,c] = act(f[r,c]). f, g: [rows, cols].
-void ck_bias_act_fwd(int act, float *f, const float *bias, float *g, size_t rows, size_t cols);
 /// dg[i] *= act'(f[i]) in place (dg becomes df).
 void ck_act_bwd_inplace(int act, const float *f, float *dg, size_t n);
 /// Backward recompute, fused: g[i] = act(f[i]) and f[i] <- act'(f[i]) in place (the pre-activation is not needed
