@@ -196,12 +196,6 @@ INL void mul_impl(float *y, const float *x, size_t n) { for (size_t i = 0; i < n
 INL void tanh_bwd_impl(const float *t, float *dy, size_t n) {
     for (size_t i = 0; i < n; i++) dy[i] *= 1.0f - t[i] * t[i];
 }
-INL void add_bias_impl(float *y, const float *bias, size_t rows, size_t cols) {
-    for (size_t r = 0; r < rows; r++) {
-        float *yr = y + r * cols;
-        for (size_t c = 0; c < cols; c++) yr[c] += bias[c];
-    }
-}
 INL void bias_grad_impl(const float *dy, float *db, size_t rows, size_t cols) {
     // Blocks of 8 columns held in a register across all rows (one pass over dy, no db traffic per row).
     size_t c = 0;
@@ -315,16 +309,6 @@ INL void softmax_bwd_impl(const float *p, float *dp, size_t rows, size_t T) {
         for (size_t j = 0; j < T; j++) dr[j] = pr[j] * (dr[j] - d);
     }
 }
-INL void softmax_rows_impl(const float *x, float *p, size_t rows, size_t C) {
-    for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * C;
-        float *pr = p + r * C;
-        float m = row_max_(xr, C);
-        for (size_t j = 0; j < C; j++) pr[j] = exp_(xr[j] - m);
-        float inv = 1.0f / row_sum_(pr, C);
-        for (size_t j = 0; j < C; j++) pr[j] *= inv;
-    }
-}
 INL void dropout_row_impl(const float *x, float *y, size_t n, uint64_t key, uint32_t thr, float scale) {
     for (size_t j = 0; j < n; j++) y[j] = hash_(key, (uint32_t)j) >= thr ? x[j] * scale : 0.0f;
 }
@@ -361,7 +345,6 @@ DISPATCH(act_bwd, (int act, const float *f, float *dg, size_t n), (act, f, dg, n
 DISPATCH(act_fwd_grad, (int act, float *f, float *g, size_t n), (act, f, g, n))
 DISPATCH(mul, (float *y, const float *x, size_t n), (y, x, n))
 DISPATCH(tanh_bwd, (const float *t, float *dy, size_t n), (t, dy, n))
-DISPATCH(add_bias, (float *y, const float *bias, size_t rows, size_t cols), (y, bias, rows, cols))
 DISPATCH(bias_grad, (const float *dy, float *db, size_t rows, size_t cols), (dy, db, rows, cols))
 DISPATCH(add, (float *y, const float *x, size_t n), (y, x, n))
 DISPATCH(layernorm_fwd, (const float *x, float *y, float *mean, float *rstd, const float *w, const float *b,
@@ -372,7 +355,6 @@ DISPATCH(layernorm_bwd, (float *dx, const float *dy, const float *x, const float
 DISPATCH(softmax_masked, (float *s, const float *keymask, size_t rows, size_t T, size_t nvalid),
          (s, keymask, rows, T, nvalid))
 DISPATCH(softmax_bwd, (const float *p, float *dp, size_t rows, size_t T), (p, dp, rows, T))
-DISPATCH(softmax_rows, (const float *x, float *p, size_t rows, size_t C), (x, p, rows, C))
 DISPATCH(dropout_row, (const float *x, float *y, size_t n, uint64_t key, uint32_t thr, float scale),
          (x, y, n, key, thr, scale))
 DISPATCH(dropout_add_row, (const float *x, float *y, size_t n, uint64_t key, uint32_t thr, float scale),
@@ -391,7 +373,6 @@ void ck_act_bwd_inplace(int act, const float *f, float *dg, size_t n) { CALL(act
 void ck_act_fwd_grad(int act, float *f, float *g, size_t n) { CALL(act_fwd_grad, (act, f, g, n)); }
 void ck_mul(float *y, const float *x, size_t n) { CALL(mul, (y, x, n)); }
 void ck_tanh_bwd_inplace(const float *t, float *dy, size_t n) { CALL(tanh_bwd, (t, dy, n)); }
-void ck_add_bias(float *y, const float *bias, size_t rows, size_t cols) { CALL(add_bias, (y, bias, rows, cols)); }
 void ck_bias_grad(const float *dy, float *db, size_t rows, size_t cols) { CALL(bias_grad, (dy, db, rows, cols)); }
 void ck_add(float *y, const float *x, size_t n) { CALL(add, (y, x, n)); }
 void ck_layernorm_fwd(const float *x, float *y, float *mean, float *rstd, const float *w, const float *b,
@@ -406,7 +387,6 @@ void ck_softmax_masked_fwd(float *s, const float *keymask, size_t rows, size_t T
     CALL(softmax_masked, (s, keymask, rows, T, nvalid));
 }
 void ck_softmax_bwd_inplace(const float *p, float *dp, size_t rows, size_t T) { CALL(softmax_bwd, (p, dp, rows, T)); }
-void ck_softmax_rows(const float *x, float *p, size_t rows, size_t C) { CALL(softmax_rows, (x, p, rows, C)); }
 void ck_dropout_row(const float *x, float *y, size_t n, uint64_t rowkey, uint32_t threshold, float scale) {
     CALL(dropout_row, (x, y, n, rowkey, threshold, scale));
 }

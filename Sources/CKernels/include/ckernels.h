@@ -33,8 +33,6 @@ void ck_mul(float *y, const float *x, size_t n);
 void ck_tanh_bwd_inplace(const float *t, float *dy, size_t n);
 
 // ---- linear-layer helpers ----
-/// y[r,c] += bias[c]; y: [rows, cols].
-void ck_add_bias(float *y, const float *bias, size_t rows, size_t cols);
 /// db[c] += sum_r dy[r,c]; dy: [rows, cols].
 void ck_bias_grad(const float *dy, float *db, size_t rows, size_t cols);
 /// y[i] += x[i]
@@ -66,9 +64,5 @@ void ck_dropout_pair_row(const float *p, float *pd, float *dpd, size_t n, uint64
                          float scale);
 /// 1 when element j of the row is kept (tests).
 int ck_dropout_keep(uint64_t rowkey, uint32_t j, uint32_t threshold);
-
-// ---- cross-entropy helper ----
-/// Row softmax (no mask) into p; returns nothing. x, p: [rows, C].
-void ck_softmax_rows(const float *x, float *p, size_t rows, size_t C);
 
 #endif
