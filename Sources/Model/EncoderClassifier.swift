@@ -210,6 +210,7 @@ public final class EncoderClassifier {
         dHead1 = buf(maxBatch * C); dHead2 = buf(maxBatch * C); dCls = buf(maxBatch * C)
         allocations = allocs
         activationBytes = bytes
+        nValid = [Int](repeating: 0, count: maxBatch)
     }
 
     deinit { for p in allocations { p.deallocate() } }
@@ -226,7 +227,7 @@ public final class EncoderClassifier {
         let BT = B * T
         lastB = B; lastT = T; lastBatch = batch; lastDropout = dropout; backwardDone = false
         let samples = batch.sampleIndices
-        nValid = [Int](repeating: 0, count: B)
+        for b in 0..<B { nValid[b] = 0 }   // sized maxBatch at init: no allocation here
         for i in 0..<BT {
             let m: Float = batch.attentionMask[i] != 0 ? 1 : 0
             keyMask[i] = m
