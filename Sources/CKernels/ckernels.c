@@ -197,17 +197,16 @@ INL void tanh_bwd_impl(const float *t, float *dy, size_t n) {
     for (size_t i = 0; i < n; i++) dy[i] *= 1.0f - t[i] * t[i];
 }
 INL void bias_grad_impl(const float *dy, float *db, size_t rows, size_t cols) {
-    // Blocks of 8 columns held in a register across all rows (one pass over dy, no db traffic per row).
-    size_t c = 0;
-    for (; c + 8 <= cols; c += 8) {
-        v8f acc = {0, 0, 0, 0, 0, 0, 0, 0};
-        for (size_t r = 0; r < rows; r++) acc += v8_load(dy + r * cols + c);
-        for (int k = 0; k < 8; k++) db[c + k] += acc[k];
-    }
-    for (; c < cols; c++) {
-        float s = 0;
-        for (size_t r = 0; r < rows; r++) s += dy[r * cols + c];
-        db[c] += s;
+    // Row-sequential: a tile of up to 1024 column sums stays in L1 while dy streams through once, contiguously.
+    float acc[1024];
+    for (size_t c0 = 0; c0 < cols; c0 += 1024) {
+        size_t w = cols - c0 < 1024 ? cols - c0 : 1024;
+        for (size_t c = 0; c < w; c++) acc[c] = 0.0f;
+        for (size_t r = 0; r < rows; r++) {
+            const float *row = dy + r * cols + c0;
+            for (size_t c = 0; c < w; c++) acc[c] += row[c];
+        }
+        for (size_t c = 0; c < w; c++) db[c0 + c] += acc[c];
     }
 }
 INL void add_impl(float *y, const float *x, size_t n) { for (size_t i = 0; i < n; i++) y[i] += x[i]; }
