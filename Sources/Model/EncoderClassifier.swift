@@ -21,8 +21,10 @@ public struct TokenBatch: Sendable {
     public var tokenTypeIds: [Int32]
     /// [B] global sample indices: the dropout key, so masks do not depend on rank or micro-batch split.
     public var sampleIndices: [Int]
+    /// tokenTypeIds nil = all zeros. sampleIndices are required (no default): they key the dropout masks, and a
+    /// default such as 0..<B would silently give every micro-batch of a step the same masks.
     public init(batchSize: Int, seqLen: Int, inputIds: [Int32], attentionMask: [Int32],
-                tokenTypeIds: [Int32]? = nil, sampleIndices: [Int]? = nil) {
+                tokenTypeIds: [Int32]? = nil, sampleIndices: [Int]) {
         precondition(inputIds.count == batchSize * seqLen && attentionMask.count == batchSize * seqLen,
                      "TokenBatch: inputIds/attentionMask must hold batchSize*seqLen = \(batchSize * seqLen) values")
         self.batchSize = batchSize
@@ -30,7 +32,7 @@ public struct TokenBatch: Sendable {
         self.inputIds = inputIds
         self.attentionMask = attentionMask
         self.tokenTypeIds = tokenTypeIds ?? [Int32](repeating: 0, count: batchSize * seqLen)
-        self.sampleIndices = sampleIndices ?? Array(0..<batchSize)
+        self.sampleIndices = sampleIndices
         precondition(self.tokenTypeIds.count == batchSize * seqLen && self.sampleIndices.count == batchSize)
     }
 }
