@@ -11,6 +11,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.0.0"),
     ],
     targets: [
         // System libraries found through pkg-config; no unsafe flags.
@@ -32,6 +33,7 @@ let package = Package(
         .target(name: "Training", dependencies: [
             "Model", "Dist", "Tokenizers",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // The command-line interface: maps flags onto library configs, nothing more.
         .executableTarget(name: "disttrain", dependencies: [

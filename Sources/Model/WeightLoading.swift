@@ -1,0 +1,99 @@
+// WeightLoading: fills a ParameterStore from Hugging Face safetensors and writes it back with HF names.
+// Accepted spellings of each layout name (layout names are what save_pretrained writes for *ForSequenceClassification):
+//   exact; without the base-model prefix ("bert.", "distilbert.": BertModel checkpoints such as all-MiniLM-L6-v2 have
+//   none); legacy LayerNorm "gamma"/"beta" for "weight"/"bias".
+// Tensors the layout does not use (position_ids buffers, MLM/NSP heads) are ignored and counted. Missing optional
+// heads (pooler, classifier, pre_classifier) are initialised like transformers' _init_weights — N(0, initializer_range)
+// weights, zero biases — from a seeded generator, and reported in one log line by the caller. Any other missing
+// or mis-shaped tensor is an error naming it and its expected shape.
+// Deliberately not here: LoRA adapters, sharded checkpoints (model.safetensors.index.json), PyTorch pickles.
+import Foundation
+
+/// What a load did besides copying tensors.
+public struct LoadReport: Sendable {
+    /// Layout entries not found in the file and freshly initialised.
+    public var initialized: [String] = []
+    /// File tensors the layout has no use for.
+    public var unused: [String] = []
+}
+
+public enum WeightLoader {
+    /// Loads `file` into `store`. `prefix` is the base-model prefix ("bert." / "distilbert."); `isOptional` says which
+    /// layout entries may be missing (then initialised with `seed` / `initializerRange`).
+    public static func load(into store: ParameterStore, from file: SafeTensorsFile, prefix: String,
+                            isOptional: (String) -> Bool, seed: UInt64, initializerRange: Float) throws -> LoadReport {
+        var report = LoadReport()
+        var used = Set<String>()
+        var rng = SplitMix64(seed: seed)
+        for entry in store.entries {
+            guard let fileName = candidates(for: entry.name, prefix: prefix).first(where: file.contains) else {
+                if isOptional(entry.name) {
+                    let v = store.value(entry.name)
+                    if entry.name.hasSuffix(".bias") || entry.shape.count == 1 {
+                        v.update(repeating: 0)
+                    } else {
+                        for i in 0..<v.count { v[i] = Float(rng.nextNormal()) * initializerRange }
+                    }
+                    report.initialized.append(entry.name)
+                    continue
+                }
+                throw SafeTensorsError(path: file.url.path,
+                    "missing tensor '\(entry.name)' (expected shape \(entry.shape)); the weights do not match config.json — check that the folder's config.json belongs to this model.safetensors")
+            }
+            let info = file.info(fileName)!
+            guard info.shape == entry.shape else {
+                throw SafeTensorsError(path: file.url.path,
+                    "tensor '\(fileName)' has shape \(info.shape) but config.json implies \(entry.shape); the weights do not match config.json")
+            }
+            try file.copyFloats(fileName, into: store.value(entry.name))
+            used.insert(fileName)
+        }
+        report.unused = file.names.filter { !used.contains($0) }
+        return report
+    }
+
+    /// File names that may hold a layout entry, most specific first.
+    static func candidates(for name: String, prefix: String) -> [String] {
+        var names = [name]
+        if !prefix.isEmpty, name.hasPrefix(prefix) { names.append(String(name.dropFirst(prefix.count))) }
+        else if !prefix.isEmpty { names.append(prefix + name) }
+        var legacy: [String] = []
+        for n in names {
+            if n.hasSuffix("LayerNorm.weight") || n.hasSuffix("layer_norm.weight") {
+                legacy.append(String(n.dropLast("weight".count)) + "gamma")
+            } else if n.hasSuffix("LayerNorm.bias") || n.hasSuffix("layer_norm.bias") {
+                legacy.append(String(n.dropLast("bias".count)) + "beta")
+            }
+        }
+        return names + legacy
+    }
+
+    /// Writes every entry of `store` (or only those `include` accepts) as F32 with its layout name.
+    public static func save(_ store: ParameterStore, to url: URL, include: (String) -> Bool = { _ in true }) throws {
+        let tensors = store.entries.filter { include($0.name) }.map {
+            TensorToWrite(name: $0.name, shape: $0.shape, floats: UnsafeBufferPointer(store.value($0.name)))
+        }
+        try SafeTensorsWriter.write(tensors, to: url)
+    }
+}
+
+/// SplitMix64: a tiny, platform-independent generator for seeded initialisation (not for dropout masks, which are
+/// counter-based so that they do not depend on how samples are split over ranks).
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    public var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1) with 53 random bits.
+    public mutating func nextUniform() -> Double { Double(next() >> 11) * 0x1.0p-53 }
+    /// Standard normal by Box-Muller.
+    public mutating func nextNormal() -> Double {
+        let u1 = max(nextUniform(), 0x1.0p-60), u2 = nextUniform()
+        return (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * Double.pi * u2)
+    }
+}
