@@ -46,13 +46,13 @@ public enum ModelBenchmark {
     public static func run(config: ModelConfig, batch: Int, seq: Int, steps: Int, warmup: Int, threads: Int) -> BenchmarkResult {
         ComputeThreads.set(threads)
         let store = ParameterStore(layout: EncoderClassifier.makeLayout(config: config))
-        var rng = BenchRNG(seed: 1234)
+        var rng = SplitMix64(seed: 1234)
         for e in store.entries {
             let v = store.value(e.name)
             let isNorm = e.name.contains("LayerNorm") || e.name.contains("layer_norm")
             if e.name.hasSuffix(".bias") { v.update(repeating: 0) }
             else if isNorm { v.update(repeating: 1) }
-            else { for i in 0..<v.count { v[i] = Float(rng.normal()) * config.initializerRange } }
+            else { for i in 0..<v.count { v[i] = Float(rng.nextNormal()) * config.initializerRange } }
         }
         let model = EncoderClassifier(config: config, parameters: store, maxBatch: batch, maxSeq: seq)
         let NL = config.numLabels
@@ -123,9 +123,9 @@ final class SgemmProbe {
     init(m: Int, n: Int, k: Int) {
         self.m = m; self.n = n; self.k = k
         a = .allocate(capacity: m * k); b = .allocate(capacity: n * k); c = .allocate(capacity: m * n)
-        var rng = BenchRNG(seed: 7)
-        for i in 0..<(m * k) { a[i] = Float(rng.uniform() - 0.5) }
-        for i in 0..<(n * k) { b[i] = Float(rng.uniform() - 0.5) }
+        var rng = SplitMix64(seed: 7)
+        for i in 0..<(m * k) { a[i] = Float(rng.nextUniform() - 0.5) }
+        for i in 0..<(n * k) { b[i] = Float(rng.nextUniform() - 0.5) }
         c.initialize(repeating: 0, count: m * n)
     }
     deinit { a.deallocate(); b.deallocate(); c.deallocate() }
@@ -135,23 +135,5 @@ final class SgemmProbe {
         sgemm(transA: false, transB: true, m: m, n: n, k: k, alpha: 1, a, lda: k, b, ldb: k, beta: 0, c, ldc: n)
         let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
         return 2 * Double(m) * Double(n) * Double(k) / dt / 1e9
-    }
-}
-
-/// Seeded SplitMix64 with Box-Muller normals (benchmark data and init only).
-struct BenchRNG {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
-    mutating func normal() -> Double {
-        let u1 = max(uniform(), 1e-300), u2 = uniform()
-        return (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * .pi * u2)
     }
 }
