@@ -48,6 +48,13 @@ final class InProcessGroupTests: XCTestCase {
             XCTAssertTrue(m.contains("rank(s) 2 were started"), m)
             XCTAssertTrue(m.contains("differing: seed"), m)
         }
+        XCTAssertThrowsError(try InProcessGroup.run(worldSize: 3) { comm in
+            try ConsistencyCheck.verify(description: "lr=0.001\nepochs=\(comm.rank == 0 ? 3 : 2)",
+                                        communicator: comm)
+        }) { error in
+            XCTAssertTrue("\(error)".contains("rank(s) 1, 2 were started"), "\(error)")
+            XCTAssertTrue("\(error)".contains("differing: epochs"), "\(error)")
+        }
         // Equal everywhere: accepted, same hash on all ranks.
         let hashes = try InProcessGroup.run(worldSize: 3) { comm in
             try ConsistencyCheck.verify([("seed", "1")], communicator: comm)

@@ -79,6 +79,14 @@ final class ReducerAndCheckTests: XCTestCase {
         XCTAssertEqual(try ConsistencyCheck.verify(base, communicator: LocalCommunicator()), ConsistencyCheck.hash(base))
     }
 
+    func testFileFingerprintHashesContentAndSize() throws {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("fp-\(UUID().uuidString).txt")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try Data("foobar".utf8).write(to: url)
+        XCTAssertEqual(try ConsistencyCheck.fingerprint(fileAt: url.path), "6 bytes, fnv1a64 85944171f73967e8")
+        XCTAssertThrowsError(try ConsistencyCheck.fingerprint(fileAt: url.path + ".missing"))
+    }
+
     func testLaunchModeFromEnvironment() throws {
         XCTAssertEqual(LaunchMode.detect(environment: [:]), .single)
         XCTAssertEqual(LaunchMode.detect(environment: ["OMPI_COMM_WORLD_SIZE": "4"]), .mpi(worldSize: 4))
