@@ -15,6 +15,24 @@ public final class GradientReducer {
     /// Bucket size in Float elements.
     public let bucketElements: Int
 
+    /// Cumulative traffic and blocking time, so a training run can report its all-reduce bandwidth.
+    public struct Stats: Sendable, Equatable {
+        /// Bytes all-reduced (per rank), over all calls.
+        public var bytes = 0
+        /// Seconds spent inside `reduce` and `finish` (for the async path only the wait is counted: time hidden
+        /// behind backward is free).
+        public var seconds = 0.0
+        /// Completed `reduce`/`finish` calls.
+        public var steps = 0
+        /// Bus bandwidth in GB/s (NCCL's convention: bytes × 2(w−1)/w per second), 0 before any traffic.
+        public func busGBps(worldSize w: Int) -> Double {
+            guard seconds > 0, w > 1 else { return 0 }
+            return Double(bytes) * 2 * Double(w - 1) / Double(w) / seconds / 1e9
+        }
+    }
+    public private(set) var stats = Stats()
+    public func resetStats() { stats = Stats() }
+
     private var buffer: UnsafeMutableBufferPointer<Float>?
     private var scale: Float = 1
     /// Ranges already launched this step, in launch order, with their in-flight reductions.
@@ -34,6 +52,8 @@ public final class GradientReducer {
             throw CommunicatorError("GradientReducer.reduce called while an async step is open; call finish() first")
         }
         guard communicator.worldSize > 1 else { return Self.scale(buffer, by: scale) }
+        let t0 = ContinuousClock.now
+        defer { record(bytes: buffer.count * MemoryLayout<Float>.stride, since: t0) }
         var start = 0
         while start < buffer.count {
             let end = min(start + bucketElements, buffer.count)
@@ -83,7 +103,12 @@ public final class GradientReducer {
     /// closes the step.
     public func finish() throws {
         guard let buffer else { throw CommunicatorError("GradientReducer.finish called before begin(_:scale:)") }
-        defer { self.buffer = nil; launched.removeAll(keepingCapacity: true) }
+        let t0 = ContinuousClock.now
+        defer {
+            if communicator.worldSize > 1 { record(bytes: buffer.count * MemoryLayout<Float>.stride, since: t0) }
+            self.buffer = nil
+            launched.removeAll(keepingCapacity: true)
+        }
         // Gaps in the coverage, in ascending order so that every rank launches them identically.
         let covered = launched.map(\.range).sorted { $0.lowerBound < $1.lowerBound }
         var gaps: [Range<Int>] = []
@@ -102,6 +127,13 @@ public final class GradientReducer {
 
     /// Number of buckets launched so far in the open step (for tests and logging).
     public var launchedBuckets: Int { launched.count }
+
+    private func record(bytes: Int, since t0: ContinuousClock.Instant) {
+        let d = ContinuousClock.now - t0
+        stats.bytes += bytes
+        stats.seconds += Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+        stats.steps += 1
+    }
 
     static func scale(_ b: UnsafeMutableBufferPointer<Float>, by s: Float) {
         guard s != 1 else { return }

@@ -41,6 +41,9 @@ final class ReducerAndCheckTests: XCTestCase {
         var g = (0..<25).map(Float.init)
         try g.withUnsafeMutableBufferPointer { try reducer.reduce($0, scale: 1.0 / 3.0) }
         XCTAssertEqual(comm.counts, [10, 10, 5])
+        XCTAssertEqual(reducer.stats.bytes, 100)
+        XCTAssertEqual(reducer.stats.steps, 1)
+        XCTAssertGreaterThan(reducer.stats.busGBps(worldSize: 3), 0)
         // x × 3 × Float(1/3): within one rounding of x, since Float(1/3) is not exact.
         for (i, v) in g.enumerated() { XCTAssertEqual(v, Float(i), accuracy: Float(i) * 2e-7) }
     }
