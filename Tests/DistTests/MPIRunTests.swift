@@ -90,12 +90,13 @@ final class MPIRunTests: XCTestCase {
 
     // MARK: collectives
 
-    func testCollectivesGiveExactSumsMaxMinAndBroadcastFor1_2_4Ranks() throws {
+    func testCollectivesGiveExactSumsMaxMinAndBroadcastFor1_2_4RanksAnd3WithDebug() throws {
         // nil = no mpirun at all (LocalCommunicator path); the others are real MPI jobs.
         let bigElements = 300_001  // with 256 KiB buckets (65 536 floats): 4 full buckets and a partial one
-        for k: Int? in [nil, 1, 2, 4] {
-            let r = try run(["--mode", "collectives", "--elements", "\(bigElements)", "--bucket-bytes", "262144"],
-                            ranks: k)
+        // (ranks, --debug): the debug wrapper must be transparent when every rank agrees.
+        for (k, debug): (Int?, Bool) in [(nil, false), (1, false), (2, false), (4, false), (3, true)] {
+            let r = try run(["--mode", "collectives", "--elements", "\(bigElements)", "--bucket-bytes", "262144"]
+                            + (debug ? ["--debug"] : []), ranks: k)
             XCTAssertEqual(r.status, 0, "k=\(String(describing: k)) stderr:\n\(r.stderr)")
             let j = try r.json
             let w = k ?? 1, s = w * (w + 1) / 2  // Σ_r (r + 1)
