@@ -99,6 +99,15 @@ public final class GradientReducer {
         }
     }
 
+    /// Drives in-flight reductions forward without blocking (MPI progresses non-blocking collectives mostly inside
+    /// MPI calls, so a trainer may call this between layers of backward). Returns how many buckets are complete.
+    @discardableResult
+    public func progress() throws -> Int {
+        var done = 0
+        for item in launched where try item.pending.test() { done += 1 }
+        return done
+    }
+
     /// Launches whatever part of the buffer was not yet launched, waits for every bucket, scales the buffer and
     /// closes the step.
     public func finish() throws {

@@ -165,6 +165,7 @@ struct CommCheck: ParsableCommand {
             try tiny.reduceAsync(range: 700..<1000)
             try tiny.reduceAsync(range: 100..<300)
             out["reducerSmallAsyncBuckets"] = tiny.launchedBuckets
+            _ = try tiny.progress()  // poll once, as a trainer would between layers
             try tiny.finish()
         }
         out["reducerSmallAsync"] = smallAsync.map(Double.init)

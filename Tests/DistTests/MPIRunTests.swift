@@ -92,10 +92,10 @@ final class MPIRunTests: XCTestCase {
 
     func testCollectivesGiveExactSumsMaxMinAndBroadcastFor1_2_4RanksAnd3WithDebug() throws {
         // nil = no mpirun at all (LocalCommunicator path); the others are real MPI jobs.
-        let bigElements = 300_001  // with 256 KiB buckets (65 536 floats): 4 full buckets and a partial one
+        let bigElements = 150_001  // with 128 KiB buckets (32 768 floats): 4 full buckets and a partial one
         // (ranks, --debug): the debug wrapper must be transparent when every rank agrees.
         for (k, debug): (Int?, Bool) in [(nil, false), (1, false), (2, false), (4, false), (3, true)] {
-            let r = try run(["--mode", "collectives", "--elements", "\(bigElements)", "--bucket-bytes", "262144"]
+            let r = try run(["--mode", "collectives", "--elements", "\(bigElements)", "--bucket-bytes", "131072"]
                             + (debug ? ["--debug"] : []), ranks: k)
             XCTAssertEqual(r.status, 0, "k=\(String(describing: k)) stderr:\n\(r.stderr)")
             let j = try r.json
