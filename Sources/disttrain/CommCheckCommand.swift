@@ -27,6 +27,8 @@ struct CommCheck: ParsableCommand {
         case kill
         /// Under DebugCommunicator, --target-rank issues an all-reduce of a different size; must be refused.
         case debugMismatch = "debug-mismatch"
+        /// Broadcast of --bytes from rank 0, checked on every rank (use > 2^31 to exercise INT_MAX chunking).
+        case bigBroadcast = "big-broadcast"
     }
 
     @Option(help: "What to exercise: \(Mode.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -96,6 +98,17 @@ struct CommCheck: ParsableCommand {
             if comm.rank == targetRank { kill(getpid(), SIGKILL) }
             try comm.barrier()
             out["survived"] = true
+        case .bigBroadcast:
+            var buf = [UInt8](repeating: comm.isRoot ? 0 : 0xFF, count: bytes)
+            if comm.isRoot { for i in stride(from: 0, to: bytes, by: 4093) { buf[i] = UInt8(truncatingIfNeeded: i % 251) } }
+            try buf.withUnsafeMutableBytes { try comm.broadcast($0, root: 0) }
+            // Every 4093rd byte carries a pattern, the rest must be 0 (sampled densely around the INT_MAX boundary).
+            var bad = 0
+            let window = min(bytes, Int(Int32.max) - 5000)..<min(bytes, Int(Int32.max) + 5000)
+            let probes = Array(stride(from: 0, to: bytes, by: 1021)) + Array(window)
+            for i in probes where buf[i] != (i % 4093 == 0 ? UInt8(truncatingIfNeeded: i % 251) : 0) { bad += 1 }
+            out["bytes"] = bytes
+            out["badBytes"] = try comm.sum(Int64(bad))
         case .debugMismatch:
             var v = [Int64](repeating: 1, count: comm.rank == targetRank ? 3 : 2)
             try comm.allReduce(&v, op: .sum)
