@@ -4,7 +4,8 @@
 // Why buckets: on this machine a 2-rank all-reduce moves 8–9 GB/s for 1–4 MiB messages but only ~1.9 GB/s at
 // ≥32 MiB (large messages fall out of cache and onto a slower algorithm), so a 90 MB gradient goes faster as ~23
 // reductions of 4 MiB than as one. Buckets also let the trainer start reducing the gradients of the last layers
-// while backward is still computing the earlier ones (`reduceAsync(range:)`), finished by `finish()`.
+// while backward is still computing the earlier ones (`reduceAsync(range:)`), finished by `finish()`, or reduce each
+// range while it is still in cache right after backward wrote it (`reduceNow(range:)`).
 //
 // Contract: every rank must call the same sequence of `reduceAsync` ranges (MPI matches collectives by order).
 // With world size 1 nothing is communicated; the buffer is only scaled.
@@ -35,8 +36,11 @@ public final class GradientReducer {
 
     private var buffer: UnsafeMutableBufferPointer<Float>?
     private var scale: Float = 1
-    /// Ranges already launched this step, in launch order, with their in-flight reductions.
-    private var launched: [(range: Range<Int>, pending: PendingReduction)] = []
+    /// Ranges already launched this step, in launch order, with their in-flight reductions; `scaled` marks buckets
+    /// reduced and scaled on the spot by `reduceNow`.
+    private var launched: [(range: Range<Int>, pending: PendingReduction, scaled: Bool)] = []
+    /// Seconds spent blocked in `reduceNow` during the open step (added to `stats` by `finish`).
+    private var stepSeconds = 0.0
 
     /// - Parameters:
     ///   - bucketBytes: bytes per all-reduce (default 4 MiB), rounded down to whole Floats, at least one.
@@ -72,6 +76,7 @@ public final class GradientReducer {
         }
         self.buffer = buffer
         self.scale = scale
+        stepSeconds = 0
         launched.removeAll(keepingCapacity: true)
     }
 
@@ -79,22 +84,40 @@ public final class GradientReducer {
     /// finished writing it. The range must not overlap one already launched in this step, and must not be written
     /// again until `finish()` returns.
     public func reduceAsync(range: Range<Int>) throws {
-        guard let buffer else { throw CommunicatorError("GradientReducer.reduceAsync called before begin(_:scale:)") }
+        try launch(range: range, blocking: false, caller: "reduceAsync")
+    }
+
+    /// Blocking variant of `reduceAsync`: all-reduces and scales `range` right now, bucket by bucket. Called right
+    /// after backward wrote the range, the data is still in cache, which matters more than overlap on a machine
+    /// where every core computes (no progress thread) and a full gradient does not fit in the L3 cache.
+    public func reduceNow(range: Range<Int>) throws {
+        let t0 = ContinuousClock.now
+        defer { stepSeconds += Self.seconds(since: t0) }
+        try launch(range: range, blocking: true, caller: "reduceNow")
+    }
+
+    private func launch(range: Range<Int>, blocking: Bool, caller: String) throws {
+        guard let buffer else { throw CommunicatorError("GradientReducer.\(caller) called before begin(_:scale:)") }
         guard range.lowerBound >= 0, range.upperBound <= buffer.count else {
-            throw CommunicatorError("GradientReducer.reduceAsync: range \(range) outside the buffer 0..<\(buffer.count)")
+            throw CommunicatorError("GradientReducer.\(caller): range \(range) outside the buffer 0..<\(buffer.count)")
         }
         if let clash = launched.first(where: { $0.range.overlaps(range) }) {
-            throw CommunicatorError("GradientReducer.reduceAsync: range \(range) overlaps \(clash.range), already "
+            throw CommunicatorError("GradientReducer.\(caller): range \(range) overlaps \(clash.range), already "
                                     + "launched this step; each gradient must be reduced exactly once")
         }
         var start = range.lowerBound
         while start < range.upperBound {
             let end = min(start + bucketElements, range.upperBound)
-            let bucket = start..<end
-            let pending: PendingReduction = communicator.worldSize > 1
-                ? try communicator.startAllReduce(UnsafeMutableBufferPointer(rebasing: buffer[bucket]), op: .sum)
-                : CompletedReduction()
-            launched.append((bucket, pending))
+            let bucket = UnsafeMutableBufferPointer(rebasing: buffer[start..<end])
+            if blocking {
+                if communicator.worldSize > 1 { try communicator.allReduce(bucket, op: .sum) }
+                Self.scale(bucket, by: scale)
+                launched.append((start..<end, CompletedReduction(), true))
+            } else {
+                let pending: PendingReduction = communicator.worldSize > 1
+                    ? try communicator.startAllReduce(bucket, op: .sum) : CompletedReduction()
+                launched.append((start..<end, pending, false))
+            }
             start = end
         }
     }
@@ -114,7 +137,10 @@ public final class GradientReducer {
         guard let buffer else { throw CommunicatorError("GradientReducer.finish called before begin(_:scale:)") }
         let t0 = ContinuousClock.now
         defer {
-            if communicator.worldSize > 1 { record(bytes: buffer.count * MemoryLayout<Float>.stride, since: t0) }
+            if communicator.worldSize > 1 {
+                record(bytes: buffer.count * MemoryLayout<Float>.stride, since: t0)
+                stats.seconds += stepSeconds
+            }
             self.buffer = nil
             launched.removeAll(keepingCapacity: true)
         }
@@ -128,7 +154,7 @@ public final class GradientReducer {
         }
         if next < buffer.count { gaps.append(next..<buffer.count) }
         for g in gaps { try reduceAsync(range: g) }
-        for item in launched {
+        for item in launched where !item.scaled {
             try item.pending.wait()
             Self.scale(UnsafeMutableBufferPointer(rebasing: buffer[item.range]), by: scale)
         }
@@ -138,10 +164,14 @@ public final class GradientReducer {
     public var launchedBuckets: Int { launched.count }
 
     private func record(bytes: Int, since t0: ContinuousClock.Instant) {
-        let d = ContinuousClock.now - t0
         stats.bytes += bytes
-        stats.seconds += Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+        stats.seconds += Self.seconds(since: t0)
         stats.steps += 1
+    }
+
+    private static func seconds(since t0: ContinuousClock.Instant) -> Double {
+        let d = ContinuousClock.now - t0
+        return Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
     }
 
     static func scale(_ b: UnsafeMutableBufferPointer<Float>, by s: Float) {

@@ -127,6 +127,11 @@ struct CommCheck: ParsableCommand {
         if let mpi = base as? MPICommunicator { try mpi.finalize() }
     }
 
+    /// Stands in for backward writing gradients (a streaming store, like the last `+=` of a layer's backward).
+    static func fill(_ b: UnsafeMutableBufferPointer<Float>, _ range: Range<Int>) {
+        for i in range { b[i] = 1 }
+    }
+
     /// The value rank r contributes at index i: (r + 1) × (i mod 7 + 1); exact in Float for these sizes.
     static func contribution(rank: Int, index: Int) -> Double { Double((rank + 1) * (index % 7 + 1)) }
 
@@ -177,6 +182,7 @@ struct CommCheck: ParsableCommand {
             // Backward produces the last layers first: launch the tail, then a middle range; finish() covers gaps.
             try tiny.reduceAsync(range: 700..<1000)
             try tiny.reduceAsync(range: 100..<300)
+            try tiny.reduceNow(range: 400..<500)  // blocking, cache-hot variant, mixed into the same step
             out["reducerSmallAsyncBuckets"] = tiny.launchedBuckets
             _ = try tiny.progress()  // poll once, as a trainer would between layers
             try tiny.finish()
@@ -252,6 +258,25 @@ struct CommCheck: ParsableCommand {
                 try reducer.reduceAsync(range: 0..<b.count)
                 try reducer.finish()
             }),
+            // Trainer-shaped patterns: "backward" writes the gradient (a fill), then it is reduced either all at the
+            // end (cold: 90 MB is far beyond the 32 MiB L3) or bucket by bucket right after each is written (hot).
+            // writeOnly is the fill alone, to subtract.
+            ("writeOnly", { b in Self.fill(b, 0..<b.count) }),
+            ("writeThenReduce", { b in
+                Self.fill(b, 0..<b.count)
+                try reducer.reduce(b, scale: scale)
+            }),
+            ("writeAndReduceNowPerBucket", { b in
+                try reducer.begin(b, scale: scale)
+                var start = b.count
+                while start > 0 {  // backward produces the last layers first
+                    let lo = max(0, start - reducer.bucketElements)
+                    Self.fill(b, lo..<start)
+                    try reducer.reduceNow(range: lo..<start)
+                    start = lo
+                }
+                try reducer.finish()
+            }),
         ]
         var samples = [String: [Double]]()
         for rep in 0..<(repeats + 1) {  // repetition 0 warms up buffers and MPI's connections; not counted
@@ -266,7 +291,11 @@ struct CommCheck: ParsableCommand {
                 if rep > 0 { samples[name, default: []].append(s[0]) }
             }
         }
-        let median = samples.mapValues { $0.sorted()[$0.count / 2] }
+        var median = samples.mapValues { $0.sorted()[$0.count / 2] }
+        // Reduction time of the trainer-shaped patterns: total minus the fill alone.
+        let write = median.removeValue(forKey: "writeOnly") ?? 0
+        out["writeOnlySeconds"] = write
+        for k in ["writeThenReduce", "writeAndReduceNowPerBucket"] { median[k] = max(1e-9, median[k]! - write) }
         // Bus bandwidth (NCCL's convention): algorithm bandwidth × 2(w−1)/w, the bytes each link really carries.
         let factor = w > 1 ? 2 * Double(w - 1) / Double(w) : 1
         out["bytes"] = n * 4

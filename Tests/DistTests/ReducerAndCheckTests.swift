@@ -67,6 +67,22 @@ final class ReducerAndCheckTests: XCTestCase {
         XCTAssertThrowsError(try reducer.finish())  // step closed
     }
 
+    func testReduceNowScalesOnTheSpotAndFinishDoesNotScaleTwice() throws {
+        let comm = IdenticalRanksCommunicator(worldSize: 4)
+        let reducer = GradientReducer(communicator: comm, bucketBytes: 12)  // 3 floats per bucket
+        var g = [Float](repeating: 1, count: 10)
+        try g.withUnsafeMutableBufferPointer { buf in
+            try reducer.begin(buf, scale: 0.5)
+            try reducer.reduceNow(range: 6..<10)  // 3 + 1, done immediately: 1 × 4 ranks × 0.5
+            XCTAssertEqual(Array(buf[6..<10]), [2, 2, 2, 2])
+            XCTAssertEqual(Array(buf[0..<6]), [Float](repeating: 1, count: 6))  // untouched so far
+            XCTAssertThrowsError(try reducer.reduceAsync(range: 5..<7))
+            try reducer.finish()
+        }
+        XCTAssertEqual(comm.counts, [3, 1, 3, 3])
+        XCTAssertEqual(g, [Float](repeating: 2, count: 10))  // 1 × 4 ranks × 0.5, exactly once everywhere
+    }
+
     // FNV-1a 64 test vectors from the reference (isthe.com/chongo/tech/comp/fnv): "", "a", "foobar".
     func testFNV1aMatchesPublishedVectors() {
         XCTAssertEqual(FNV1a64.hash(""), 0xcbf2_9ce4_8422_2325)
