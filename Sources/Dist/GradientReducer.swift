@@ -2,10 +2,11 @@
 // (sum-then-scale: the trainer passes 1/globalCount, so the average is exact whatever the rank count).
 //
 // Why buckets: on this machine a 2-rank all-reduce moves 8–9 GB/s for 1–4 MiB messages but only ~1.9 GB/s at
-// ≥32 MiB (large messages fall out of cache and onto a slower algorithm), so a 90 MB gradient goes faster as ~23
-// reductions of 4 MiB than as one. Buckets also let the trainer start reducing the gradients of the last layers
-// while backward is still computing the earlier ones (`reduceAsync(range:)`), finished by `finish()`, or reduce each
-// range while it is still in cache right after backward wrote it (`reduceNow(range:)`).
+// ≥32 MiB. The L3 cache is 32 MiB: small messages that stay cache-resident are fast, large ones run at DRAM speed
+// (and OpenMPI's temporary buffers for them come from fresh mmap'ed pages). A 90 MB gradient is in DRAM anyway once
+// backward has finished, so bucketing alone cannot make it cache-fast; what can is reducing each range right after
+// backward wrote it: `reduceNow(range:)` (blocking, cache-hot) or `reduceAsync(range:)` (non-blocking; on 2 busy
+// cores MPI makes no progress in the background, so it mostly completes in `finish()`).
 //
 // Contract: every rank must call the same sequence of `reduceAsync` ranges (MPI matches collectives by order).
 // With world size 1 nothing is communicated; the buffer is only scaled.

@@ -51,7 +51,7 @@ struct CommCheck: ParsableCommand {
     var seed: UInt64 = 1234
     @Option(help: "Data file name used as the data fingerprint (consistency mode).")
     var data: String = "train.jsonl"
-    @Option(help: "Bytes per all-reduce (bandwidth mode).")
+    @Option(help: "Bytes per all-reduce (bandwidth mode) or broadcast (big-broadcast mode).")
     var bytes: Int = 90_000_000
     @Option(help: "Timed repetitions; the median is reported (bandwidth mode).")
     var repeats: Int = 5
