@@ -17,6 +17,17 @@ public final class GradientReducer {
     /// Bucket size in Float elements.
     public let bucketElements: Int
 
+    /// How `reduce(_:scale:)` issues its buckets.
+    public enum Strategy: String, Sendable, CaseIterable {
+        /// One blocking MPI_Allreduce per bucket: fastest when each bucket is cache-resident and the cores are not
+        /// oversubscribed (each bucket is a rendezvous of all ranks).
+        case blocking
+        /// Start every bucket with MPI_Iallreduce, then wait for all: one rendezvous per call. Measured faster than
+        /// `blocking` for a cold 90 MB buffer on this machine while other processes competed for the 2 cores.
+        case nonBlocking
+    }
+    public let strategy: Strategy
+
     /// Cumulative traffic and blocking time, so a training run can report its all-reduce bandwidth.
     public struct Stats: Sendable, Equatable {
         /// Bytes all-reduced (per rank), over all calls.
@@ -45,18 +56,24 @@ public final class GradientReducer {
 
     /// - Parameters:
     ///   - bucketBytes: bytes per all-reduce (default 4 MiB), rounded down to whole Floats, at least one.
-    public init(communicator: Communicator, bucketBytes: Int = 4 << 20) {
+    ///   - strategy: how `reduce(_:scale:)` issues buckets (the async API is unaffected).
+    public init(communicator: Communicator, bucketBytes: Int = 4 << 20, strategy: Strategy = .blocking) {
         self.communicator = communicator
+        self.strategy = strategy
         self.bucketElements = max(1, bucketBytes / MemoryLayout<Float>.stride)
     }
 
-    /// Synchronous path: all-reduces `buffer` bucket by bucket (blocking MPI_Allreduce, the fastest on 2 cores where
-    /// nothing would overlap anyway), then multiplies by `scale`.
+    /// Synchronous path: all-reduces `buffer` bucket by bucket, then multiplies by `scale`; returns when done.
     public func reduce(_ buffer: UnsafeMutableBufferPointer<Float>, scale: Float) throws {
         guard self.buffer == nil else {
             throw CommunicatorError("GradientReducer.reduce called while an async step is open; call finish() first")
         }
         guard communicator.worldSize > 1 else { return Self.scale(buffer, by: scale) }
+        if strategy == .nonBlocking {
+            try begin(buffer, scale: scale)
+            try reduceAsync(range: 0..<buffer.count)
+            return try finish()  // finish() records the stats
+        }
         let t0 = ContinuousClock.now
         defer { record(bytes: buffer.count * MemoryLayout<Float>.stride, since: t0) }
         var start = 0

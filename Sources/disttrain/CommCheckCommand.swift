@@ -246,6 +246,7 @@ struct CommCheck: ParsableCommand {
         var buf = [Float](repeating: 1, count: n)
         let w = comm.worldSize
         let reducer = GradientReducer(communicator: comm, bucketBytes: bucketBytes)
+        let nonBlocking = GradientReducer(communicator: comm, bucketBytes: bucketBytes, strategy: .nonBlocking)
         let scale = 1 / Float(w)
         // The variants take turns within each repetition, so a burst of load from other processes on this shared
         // machine hits all of them alike rather than whichever happened to run then.
@@ -253,11 +254,7 @@ struct CommCheck: ParsableCommand {
             ("bareAllreduce", { try comm.allReduce($0, op: .sum) }),
             ("reducerSync", { try reducer.reduce($0, scale: scale) }),
             ("reducerSyncUnscaled", { try reducer.reduce($0, scale: 1) }),
-            ("reducerAsync", { b in
-                try reducer.begin(b, scale: scale)
-                try reducer.reduceAsync(range: 0..<b.count)
-                try reducer.finish()
-            }),
+            ("reducerAsync", { try nonBlocking.reduce($0, scale: scale) }),
             // Trainer-shaped patterns: "backward" writes the gradient (a fill), then it is reduced either all at the
             // end (cold: 90 MB is far beyond the 32 MiB L3) or bucket by bucket right after each is written (hot).
             // writeOnly is the fill alone, to subtract.
