@@ -59,6 +59,8 @@ struct CommCheck: ParsableCommand {
     var targetRank: Int = 1
     @Option(help: "Seconds the target rank sleeps (watchdog mode).")
     var sleep: Double = 30
+    @Option(help: "Collective the other ranks wait in (watchdog mode): barrier or iallreduce.")
+    var stuckIn: String = "barrier"
     @Option(help: "Watchdog timeout in seconds (0 = off).")
     var watchdogTimeout: Double = 300
     @Flag(help: "Wrap the communicator in DebugCommunicator.")
@@ -92,7 +94,13 @@ struct CommCheck: ParsableCommand {
         case .bandwidth: try bandwidth(comm, &out)
         case .watchdog:
             if comm.rank == targetRank { Thread.sleep(forTimeInterval: sleep) }
-            try comm.barrier()
+            if stuckIn == "iallreduce" {
+                // The others start a non-blocking all-reduce and block in its wait: also covered by the watchdog.
+                var v = [Float](repeating: 1, count: 16)
+                try v.withUnsafeMutableBufferPointer { try comm.startAllReduce($0, op: .sum).wait() }
+            } else {
+                try comm.barrier()
+            }
             out["survived"] = true
         case .kill:
             if comm.rank == targetRank { kill(getpid(), SIGKILL) }

@@ -200,7 +200,7 @@ final class MPIRunTests: XCTestCase {
         XCTAssertFalse(r.stdout.contains("survived"), r.stdout)
     }
 
-    func testWatchdogAbortsARankStuckInABarrier() throws {
+    func testWatchdogAbortsARankStuckInABarrierOrAWait() throws {
         // Rank 1 sleeps 60 s before the barrier; rank 0's watchdog (2 s) must abort the whole job long before.
         let r = try run(["--mode", "watchdog", "--target-rank", "1", "--sleep", "60", "--watchdog-timeout", "2"],
                         ranks: 2, timeout: 20)
@@ -208,5 +208,10 @@ final class MPIRunTests: XCTestCase {
         XCTAssertLessThan(r.seconds, 15)
         XCTAssertTrue(r.stderr.contains("rank 0 of 2 has waited"), r.stderr)
         XCTAssertTrue(r.stderr.contains("collective #1 MPI_Barrier"), r.stderr)
+        // The wait on a non-blocking all-reduce is covered too.
+        let w = try run(["--mode", "watchdog", "--target-rank", "1", "--sleep", "60", "--watchdog-timeout", "2",
+                         "--stuck-in", "iallreduce"], ranks: 2, timeout: 20)
+        XCTAssertEqual(w.status, Watchdog.abortCode, w.stderr)
+        XCTAssertTrue(w.stderr.contains("collective #1 MPI_Wait on MPI_Iallreduce(float × 16, sum)"), w.stderr)
     }
 }
