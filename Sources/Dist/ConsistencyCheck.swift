@@ -4,6 +4,7 @@
 // all-reduce; only on a mismatch are per-rank hashes gathered to name the odd rank(s), and per-field hashes to name
 // the field(s) that differ.
 // Deliberately not here: what goes into the description (the trainer decides), or any attempt to reconcile.
+import Foundation
 
 /// FNV-1a, 64-bit (Fowler–Noll–Vo). Not cryptographic; detects accidental differences.
 public struct FNV1a64: Sendable {
@@ -27,6 +28,34 @@ public enum ConsistencyCheck {
     /// The canonical text of a list of fields: `key=value` lines in the given order.
     public static func describe(_ fields: [(String, String)]) -> String {
         fields.map { "\($0.0)=\($0.1)" }.joined(separator: "\n")
+    }
+
+    /// A fingerprint of a data file: its byte size and FNV-1a 64 of its contents, read in 1 MiB chunks. Two ranks
+    /// given different copies or versions of a file get different fingerprints.
+    public static func fingerprint(fileAt path: String) throws -> String {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw CommunicatorError("cannot open data file \(path) to fingerprint it")
+        }
+        defer { try? handle.close() }
+        var h = FNV1a64()
+        var size = 0
+        while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
+            h.combine(bytes: chunk)
+            size += chunk.count
+        }
+        return "\(size) bytes, fnv1a64 \(String(h.value, radix: 16))"
+    }
+
+    /// `verify` for a ready-made description: one field per line, `key=value` (a line without `=` is keyed by its
+    /// line number), so a mismatch still names the differing keys.
+    @discardableResult
+    public static func verify(description: String, communicator comm: Communicator) throws -> UInt64 {
+        let fields = description.split(separator: "\n", omittingEmptySubsequences: false).enumerated().map {
+            (i, line) -> (String, String) in
+            if let eq = line.firstIndex(of: "=") { return (String(line[..<eq]), String(line[line.index(after: eq)...])) }
+            return ("line \(i + 1)", String(line))
+        }
+        return try verify(fields, communicator: comm)
     }
 
     /// Hash of the canonical description.

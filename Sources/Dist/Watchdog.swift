@@ -13,11 +13,14 @@ public final class Watchdog: Sendable {
         public let name: String
         public let sequence: Int
         public let started: ContinuousClock.Instant
+        /// The limit in force when the collective started.
+        public let limit: Double
     }
 
     private struct State {
         var current: Activity?
         var stopped = false
+        var limit: Double
     }
 
     /// Exit code of a job ended by the watchdog (distinct from `timeout`'s 124 and signal codes ≥ 128).
@@ -26,7 +29,7 @@ public final class Watchdog: Sendable {
     /// Seconds a single collective may take before the job is aborted; 0 disables the watchdog.
     public let timeout: Double
     private let rankLabel: String
-    private let state = Mutex(State())
+    private let state: Mutex<State>
     /// Called once, from the watchdog thread, with the message; must not return normally in production (it aborts).
     private let onTimeout: @Sendable (String) -> Void
 
@@ -36,6 +39,7 @@ public final class Watchdog: Sendable {
     ///   - onTimeout: what to do after the message is printed (MPICommunicator passes MPI_Abort).
     public init(timeout: Double, rankLabel: String, onTimeout: @escaping @Sendable (String) -> Void) {
         self.timeout = max(0, timeout)
+        self.state = Mutex(State(limit: max(0, timeout)))
         self.rankLabel = rankLabel
         self.onTimeout = onTimeout
         guard self.timeout > 0 else { return }
@@ -56,8 +60,20 @@ public final class Watchdog: Sendable {
     /// Marks the start of a blocking collective.
     public func enter(_ name: String, sequence: Int) {
         guard timeout > 0 else { return }
-        let activity = Activity(name: name, sequence: sequence, started: .now)
-        state.withLock { $0.current = activity }
+        state.withLock { $0.current = Activity(name: name, sequence: sequence, started: .now, limit: $0.limit) }
+    }
+
+    /// Runs `body` with a different limit (e.g. a barrier while rank 0 writes a large checkpoint or evaluates).
+    /// No effect when the watchdog is off.
+    public func withTimeout<T>(_ seconds: Double, _ body: () throws -> T) rethrows -> T {
+        guard timeout > 0 else { return try body() }
+        let previous = state.withLock { s in
+            let p = s.limit
+            s.limit = max(seconds, 0.001)
+            return p
+        }
+        defer { state.withLock { $0.limit = previous } }
+        return try body()
     }
 
     /// Marks its end.
@@ -79,9 +95,9 @@ public final class Watchdog: Sendable {
         guard let a = activity else { return false }
         let waited = ContinuousClock.now - a.started
         let seconds = Double(waited.components.seconds) + Double(waited.components.attoseconds) * 1e-18
-        guard seconds > timeout else { return false }
+        guard seconds > a.limit else { return false }
         let message = "disttrain watchdog: \(rankLabel) has waited \(String(format: "%.1f", seconds)) s "
-            + "(timeout \(timeout) s) in collective #\(a.sequence) \(a.name); another rank probably died or is "
+            + "(timeout \(a.limit) s) in collective #\(a.sequence) \(a.name); another rank probably died or is "
             + "executing a different collective. Aborting the job. HINT: rerun with --debug to cross-check "
             + "collectives, or raise the watchdog timeout if a step legitimately takes this long."
         FileHandle.standardError.write(Data((message + "\n").utf8))

@@ -27,6 +27,8 @@ struct CommCheck: ParsableCommand {
         case kill
         /// Under DebugCommunicator, --target-rank issues an all-reduce of a different size; must be refused.
         case debugMismatch = "debug-mismatch"
+        /// Broadcast of --bytes from rank 0, checked on every rank (use > 2^31 to exercise INT_MAX chunking).
+        case bigBroadcast = "big-broadcast"
     }
 
     @Option(help: "What to exercise: \(Mode.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -49,7 +51,7 @@ struct CommCheck: ParsableCommand {
     var seed: UInt64 = 1234
     @Option(help: "Data file name used as the data fingerprint (consistency mode).")
     var data: String = "train.jsonl"
-    @Option(help: "Bytes per all-reduce (bandwidth mode).")
+    @Option(help: "Bytes per all-reduce (bandwidth mode) or broadcast (big-broadcast mode).")
     var bytes: Int = 90_000_000
     @Option(help: "Timed repetitions; the median is reported (bandwidth mode).")
     var repeats: Int = 5
@@ -57,6 +59,8 @@ struct CommCheck: ParsableCommand {
     var targetRank: Int = 1
     @Option(help: "Seconds the target rank sleeps (watchdog mode).")
     var sleep: Double = 30
+    @Option(help: "Collective the other ranks wait in (watchdog mode): barrier or iallreduce.")
+    var stuckIn: String = "barrier"
     @Option(help: "Watchdog timeout in seconds (0 = off).")
     var watchdogTimeout: Double = 300
     @Flag(help: "Wrap the communicator in DebugCommunicator.")
@@ -90,12 +94,29 @@ struct CommCheck: ParsableCommand {
         case .bandwidth: try bandwidth(comm, &out)
         case .watchdog:
             if comm.rank == targetRank { Thread.sleep(forTimeInterval: sleep) }
-            try comm.barrier()
+            if stuckIn == "iallreduce" {
+                // The others start a non-blocking all-reduce and block in its wait: also covered by the watchdog.
+                var v = [Float](repeating: 1, count: 16)
+                try v.withUnsafeMutableBufferPointer { try comm.startAllReduce($0, op: .sum).wait() }
+            } else {
+                try comm.barrier()
+            }
             out["survived"] = true
         case .kill:
             if comm.rank == targetRank { kill(getpid(), SIGKILL) }
             try comm.barrier()
             out["survived"] = true
+        case .bigBroadcast:
+            var buf = [UInt8](repeating: comm.isRoot ? 0 : 0xFF, count: bytes)
+            if comm.isRoot { for i in stride(from: 0, to: bytes, by: 4093) { buf[i] = UInt8(truncatingIfNeeded: i % 251) } }
+            try buf.withUnsafeMutableBytes { try comm.broadcast($0, root: 0) }
+            // Every 4093rd byte carries a pattern, the rest must be 0 (sampled densely around the INT_MAX boundary).
+            var bad = 0
+            let window = min(bytes, Int(Int32.max) - 5000)..<min(bytes, Int(Int32.max) + 5000)
+            let probes = Array(stride(from: 0, to: bytes, by: 1021)) + Array(window)
+            for i in probes where buf[i] != (i % 4093 == 0 ? UInt8(truncatingIfNeeded: i % 251) : 0) { bad += 1 }
+            out["bytes"] = bytes
+            out["badBytes"] = try comm.sum(Int64(bad))
         case .debugMismatch:
             var v = [Int64](repeating: 1, count: comm.rank == targetRank ? 3 : 2)
             try comm.allReduce(&v, op: .sum)
@@ -112,6 +133,11 @@ struct CommCheck: ParsableCommand {
     private func finalize(_ comm: Communicator) throws {
         let base = (comm as? DebugCommunicator)?.inner ?? comm
         if let mpi = base as? MPICommunicator { try mpi.finalize() }
+    }
+
+    /// Stands in for backward writing gradients (a streaming store, like the last `+=` of a layer's backward).
+    static func fill(_ b: UnsafeMutableBufferPointer<Float>, _ range: Range<Int>) {
+        for i in range { b[i] = 1 }
     }
 
     /// The value rank r contributes at index i: (r + 1) × (i mod 7 + 1); exact in Float for these sizes.
@@ -164,7 +190,9 @@ struct CommCheck: ParsableCommand {
             // Backward produces the last layers first: launch the tail, then a middle range; finish() covers gaps.
             try tiny.reduceAsync(range: 700..<1000)
             try tiny.reduceAsync(range: 100..<300)
+            try tiny.reduceNow(range: 400..<500)  // blocking, cache-hot variant, mixed into the same step
             out["reducerSmallAsyncBuckets"] = tiny.launchedBuckets
+            _ = try tiny.progress()  // poll once, as a trainer would between layers
             try tiny.finish()
         }
         out["reducerSmallAsync"] = smallAsync.map(Double.init)
@@ -226,6 +254,7 @@ struct CommCheck: ParsableCommand {
         var buf = [Float](repeating: 1, count: n)
         let w = comm.worldSize
         let reducer = GradientReducer(communicator: comm, bucketBytes: bucketBytes)
+        let nonBlocking = GradientReducer(communicator: comm, bucketBytes: bucketBytes, strategy: .nonBlocking)
         let scale = 1 / Float(w)
         // The variants take turns within each repetition, so a burst of load from other processes on this shared
         // machine hits all of them alike rather than whichever happened to run then.
@@ -233,9 +262,24 @@ struct CommCheck: ParsableCommand {
             ("bareAllreduce", { try comm.allReduce($0, op: .sum) }),
             ("reducerSync", { try reducer.reduce($0, scale: scale) }),
             ("reducerSyncUnscaled", { try reducer.reduce($0, scale: 1) }),
-            ("reducerAsync", { b in
+            ("reducerAsync", { try nonBlocking.reduce($0, scale: scale) }),
+            // Trainer-shaped patterns: "backward" writes the gradient (a fill), then it is reduced either all at the
+            // end (cold: 90 MB is far beyond the 32 MiB L3) or bucket by bucket right after each is written (hot).
+            // writeOnly is the fill alone, to subtract.
+            ("writeOnly", { b in Self.fill(b, 0..<b.count) }),
+            ("writeThenReduce", { b in
+                Self.fill(b, 0..<b.count)
+                try reducer.reduce(b, scale: scale)
+            }),
+            ("writeAndReduceNowPerBucket", { b in
                 try reducer.begin(b, scale: scale)
-                try reducer.reduceAsync(range: 0..<b.count)
+                var start = b.count
+                while start > 0 {  // backward produces the last layers first
+                    let lo = max(0, start - reducer.bucketElements)
+                    Self.fill(b, lo..<start)
+                    try reducer.reduceNow(range: lo..<start)
+                    start = lo
+                }
                 try reducer.finish()
             }),
         ]
@@ -252,7 +296,11 @@ struct CommCheck: ParsableCommand {
                 if rep > 0 { samples[name, default: []].append(s[0]) }
             }
         }
-        let median = samples.mapValues { $0.sorted()[$0.count / 2] }
+        var median = samples.mapValues { $0.sorted()[$0.count / 2] }
+        // Reduction time of the trainer-shaped patterns: total minus the fill alone.
+        let write = median.removeValue(forKey: "writeOnly") ?? 0
+        out["writeOnlySeconds"] = write
+        for k in ["writeThenReduce", "writeAndReduceNowPerBucket"] { median[k] = max(1e-9, median[k]! - write) }
         // Bus bandwidth (NCCL's convention): algorithm bandwidth × 2(w−1)/w, the bytes each link really carries.
         let factor = w > 1 ? 2 * Double(w - 1) / Double(w) : 1
         out["bytes"] = n * 4

@@ -25,13 +25,16 @@ final class InProcessGroupTests: XCTestCase {
             let reducer = GradientReducer(communicator: comm, bucketBytes: 12)  // 3 floats per bucket
             var g = (0..<10).map { Float((comm.rank + 1) * ($0 + 1)) }
             try g.withUnsafeMutableBufferPointer { try reducer.reduce($0, scale: 1 / 6) }
+            var n = (0..<10).map { Float((comm.rank + 1) * ($0 + 1)) }
+            let nonBlocking = GradientReducer(communicator: comm, bucketBytes: 12, strategy: .nonBlocking)
+            try n.withUnsafeMutableBufferPointer { try nonBlocking.reduce($0, scale: 1 / 6) }
             var h = (0..<10).map { Float((comm.rank + 1) * ($0 + 1)) }
             try h.withUnsafeMutableBufferPointer { b in
                 try reducer.begin(b, scale: 1 / 6)
                 try reducer.reduceAsync(range: 5..<10)
                 try reducer.finish()
             }
-            return g + h
+            return g + h + n
         }
         // Σ_r (r+1)(i+1) = 6(i+1); × Float(1/6) is within one rounding of i+1.
         for rankOut in out {
@@ -47,6 +50,13 @@ final class InProcessGroupTests: XCTestCase {
             let m = "\(error)"
             XCTAssertTrue(m.contains("rank(s) 2 were started"), m)
             XCTAssertTrue(m.contains("differing: seed"), m)
+        }
+        XCTAssertThrowsError(try InProcessGroup.run(worldSize: 3) { comm in
+            try ConsistencyCheck.verify(description: "lr=0.001\nepochs=\(comm.rank == 0 ? 3 : 2)",
+                                        communicator: comm)
+        }) { error in
+            XCTAssertTrue("\(error)".contains("rank(s) 1, 2 were started"), "\(error)")
+            XCTAssertTrue("\(error)".contains("differing: epochs"), "\(error)")
         }
         // Equal everywhere: accepted, same hash on all ranks.
         let hashes = try InProcessGroup.run(worldSize: 3) { comm in

@@ -90,12 +90,13 @@ final class MPIRunTests: XCTestCase {
 
     // MARK: collectives
 
-    func testCollectivesGiveExactSumsMaxMinAndBroadcastFor1_2_4Ranks() throws {
+    func testCollectivesGiveExactSumsMaxMinAndBroadcastFor1_2_4RanksAnd3WithDebug() throws {
         // nil = no mpirun at all (LocalCommunicator path); the others are real MPI jobs.
-        let bigElements = 300_001  // with 256 KiB buckets (65 536 floats): 4 full buckets and a partial one
-        for k: Int? in [nil, 1, 2, 4] {
-            let r = try run(["--mode", "collectives", "--elements", "\(bigElements)", "--bucket-bytes", "262144"],
-                            ranks: k)
+        let bigElements = 150_001  // with 128 KiB buckets (32 768 floats): 4 full buckets and a partial one
+        // (ranks, --debug): the debug wrapper must be transparent when every rank agrees.
+        for (k, debug): (Int?, Bool) in [(nil, false), (1, false), (2, false), (4, false), (3, true)] {
+            let r = try run(["--mode", "collectives", "--elements", "\(bigElements)", "--bucket-bytes", "131072"]
+                            + (debug ? ["--debug"] : []), ranks: k)
             XCTAssertEqual(r.status, 0, "k=\(String(describing: k)) stderr:\n\(r.stderr)")
             let j = try r.json
             let w = k ?? 1, s = w * (w + 1) / 2  // Σ_r (r + 1)
@@ -116,7 +117,8 @@ final class MPIRunTests: XCTestCase {
             let small = (0..<1000).map { Double(($0 % 7 + 1) * s) }
             XCTAssertEqual(j["reducerSmallSync"] as? [Double], small)
             XCTAssertEqual(j["reducerSmallAsync"] as? [Double], small)
-            XCTAssertEqual(j["reducerSmallAsyncBuckets"] as? Int, 3)  // 700..<1000 → 256 + 44, 100..<300 → 200
+            // 700..<1000 → 256 + 44, 100..<300 → 200 (async), 400..<500 → 100 (reduceNow); finish() adds the gaps.
+            XCTAssertEqual(j["reducerSmallAsyncBuckets"] as? Int, 4)
             XCTAssertEqual(j["bigElements"] as? Int, bigElements)
             XCTAssertEqual(j["bigSyncMismatches"] as? Int, 0)
             XCTAssertEqual(j["bigAsyncMismatches"] as? Int, 0)
@@ -198,7 +200,7 @@ final class MPIRunTests: XCTestCase {
         XCTAssertFalse(r.stdout.contains("survived"), r.stdout)
     }
 
-    func testWatchdogAbortsARankStuckInABarrier() throws {
+    func testWatchdogAbortsARankStuckInABarrierOrAWait() throws {
         // Rank 1 sleeps 60 s before the barrier; rank 0's watchdog (2 s) must abort the whole job long before.
         let r = try run(["--mode", "watchdog", "--target-rank", "1", "--sleep", "60", "--watchdog-timeout", "2"],
                         ranks: 2, timeout: 20)
@@ -206,5 +208,10 @@ final class MPIRunTests: XCTestCase {
         XCTAssertLessThan(r.seconds, 15)
         XCTAssertTrue(r.stderr.contains("rank 0 of 2 has waited"), r.stderr)
         XCTAssertTrue(r.stderr.contains("collective #1 MPI_Barrier"), r.stderr)
+        // The wait on a non-blocking all-reduce is covered too.
+        let w = try run(["--mode", "watchdog", "--target-rank", "1", "--sleep", "60", "--watchdog-timeout", "2",
+                         "--stuck-in", "iallreduce"], ranks: 2, timeout: 20)
+        XCTAssertEqual(w.status, Watchdog.abortCode, w.stderr)
+        XCTAssertTrue(w.stderr.contains("collective #1 MPI_Wait on MPI_Iallreduce(float × 16, sum)"), w.stderr)
     }
 }

@@ -41,6 +41,9 @@ final class ReducerAndCheckTests: XCTestCase {
         var g = (0..<25).map(Float.init)
         try g.withUnsafeMutableBufferPointer { try reducer.reduce($0, scale: 1.0 / 3.0) }
         XCTAssertEqual(comm.counts, [10, 10, 5])
+        XCTAssertEqual(reducer.stats.bytes, 100)
+        XCTAssertEqual(reducer.stats.steps, 1)
+        XCTAssertGreaterThan(reducer.stats.busGBps(worldSize: 3), 0)
         // x × 3 × Float(1/3): within one rounding of x, since Float(1/3) is not exact.
         for (i, v) in g.enumerated() { XCTAssertEqual(v, Float(i), accuracy: Float(i) * 2e-7) }
     }
@@ -64,6 +67,22 @@ final class ReducerAndCheckTests: XCTestCase {
         XCTAssertThrowsError(try reducer.finish())  // step closed
     }
 
+    func testReduceNowScalesOnTheSpotAndFinishDoesNotScaleTwice() throws {
+        let comm = IdenticalRanksCommunicator(worldSize: 4)
+        let reducer = GradientReducer(communicator: comm, bucketBytes: 12)  // 3 floats per bucket
+        var g = [Float](repeating: 1, count: 10)
+        try g.withUnsafeMutableBufferPointer { buf in
+            try reducer.begin(buf, scale: 0.5)
+            try reducer.reduceNow(range: 6..<10)  // 3 + 1, done immediately: 1 × 4 ranks × 0.5
+            XCTAssertEqual(Array(buf[6..<10]), [2, 2, 2, 2])
+            XCTAssertEqual(Array(buf[0..<6]), [Float](repeating: 1, count: 6))  // untouched so far
+            XCTAssertThrowsError(try reducer.reduceAsync(range: 5..<7))
+            try reducer.finish()
+        }
+        XCTAssertEqual(comm.counts, [3, 1, 3, 3])
+        XCTAssertEqual(g, [Float](repeating: 2, count: 10))  // 1 × 4 ranks × 0.5, exactly once everywhere
+    }
+
     // FNV-1a 64 test vectors from the reference (isthe.com/chongo/tech/comp/fnv): "", "a", "foobar".
     func testFNV1aMatchesPublishedVectors() {
         XCTAssertEqual(FNV1a64.hash(""), 0xcbf2_9ce4_8422_2325)
@@ -77,6 +96,14 @@ final class ReducerAndCheckTests: XCTestCase {
         XCTAssertNotEqual(ConsistencyCheck.hash(base), ConsistencyCheck.hash([("seed", "2"), ("data", "train.jsonl")]))
         XCTAssertNotEqual(ConsistencyCheck.hash(base), ConsistencyCheck.hash(base.reversed()))
         XCTAssertEqual(try ConsistencyCheck.verify(base, communicator: LocalCommunicator()), ConsistencyCheck.hash(base))
+    }
+
+    func testFileFingerprintHashesContentAndSize() throws {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("fp-\(UUID().uuidString).txt")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try Data("foobar".utf8).write(to: url)
+        XCTAssertEqual(try ConsistencyCheck.fingerprint(fileAt: url.path), "6 bytes, fnv1a64 85944171f73967e8")
+        XCTAssertThrowsError(try ConsistencyCheck.fingerprint(fileAt: url.path + ".missing"))
     }
 
     func testLaunchModeFromEnvironment() throws {
@@ -104,12 +131,17 @@ final class ReducerAndCheckTests: XCTestCase {
         }
         dog.enter("MPI_Barrier", sequence: 7)  // a quick collective: no report
         dog.leave()
+        dog.withTimeout(30) {  // a collective allowed to take longer (e.g. while rank 0 checkpoints): no report
+            dog.enter("MPI_Barrier", sequence: 8)
+            Thread.sleep(forTimeInterval: 0.6)
+            dog.leave()
+        }
         Thread.sleep(forTimeInterval: 0.6)
         XCTAssertNil(box.get())
-        dog.enter("MPI_Allreduce(float × 10, sum)", sequence: 8)
+        dog.enter("MPI_Allreduce(float × 10, sum)", sequence: 9)
         wait(for: [fired], timeout: 5)
         let m = box.get() ?? ""
-        XCTAssertTrue(m.contains("rank 3 of 4") && m.contains("collective #8 MPI_Allreduce(float × 10, sum)"), m)
+        XCTAssertTrue(m.contains("rank 3 of 4") && m.contains("collective #9 MPI_Allreduce(float × 10, sum)"), m)
     }
 }
 
