@@ -80,8 +80,10 @@ enum CLI {
 
     /// Starts `disttrain args` under mpirun, SIGKILLs one rank (chosen by `pickRank` among mpirun's children)
     /// after `killAfter` seconds, and waits for the job to end.
-    static func runAndKill(_ args: [String], ranks: Int, killAfter: TimeInterval, pickRank: Int) throws -> RunResult {
-        try runWithAction(args, ranks: ranks, after: killAfter) { mpirunPid in
+    /// `ready` is polled every 20 ms; the clock starts once it returns true (e.g. "a new checkpoint exists").
+    static func runAndKill(_ args: [String], ranks: Int, killAfter: TimeInterval, pickRank: Int,
+                           ready: @escaping @Sendable () -> Bool = { true }) throws -> RunResult {
+        try runWithAction(args, ranks: ranks, after: killAfter, ready: ready) { mpirunPid in
             let kids = childPids(of: mpirunPid)
             guard !kids.isEmpty else { return }
             kill(kids[pickRank % kids.count], SIGKILL)
@@ -99,10 +101,13 @@ enum CLI {
     }
 
     static func runWithAction(_ args: [String], ranks: Int, after: TimeInterval, timeout: TimeInterval = 120,
+                              ready: @escaping @Sendable () -> Bool = { true },
                               action: @escaping @Sendable (Int32) -> Void) throws -> RunResult {
         let pidBox = PidBox()
         let done = DataBox()
-        DispatchQueue.global().asyncAfter(deadline: .now() + after) {
+        DispatchQueue.global().async {
+            while !ready() && done.data.isEmpty { usleep(20_000) }
+            usleep(UInt32(after * 1_000_000))
             if let pid = pidBox.pid, done.data.isEmpty { action(pid) }
         }
         let r = try run(args, ranks: ranks, timeout: timeout, onStart: { pidBox.pid = $0 })

@@ -93,10 +93,14 @@ final class CheckpointTests: XCTestCase {
         var attempts = 0, killed = 0
         while attempts < 8 {
             attempts += 1
-            let delayMs = 80
-            let killAfter = 0.8 + Double(rng.next() % 1000) / 1000 * 1.5   // seconds into the run
-            let r = try CLI.runAndKill(args("k", ["--max-steps", "16", "--step-delay-ms", "\(delayMs)"]), ranks: 2,
-                                       killAfter: killAfter, pickRank: Int(rng.next() % 2))
+            // Kill at a seeded random moment after this attempt has committed a new checkpoint, so every
+            // attempt makes progress and the kill lands anywhere in a step (compute, all-reduce or a save).
+            let latest = dir.appendingPathComponent("k/latest")
+            let before = (try? String(contentsOf: latest, encoding: .utf8)) ?? ""
+            let killAfter = Double(rng.next() % 1000) / 1000 * 0.4
+            let r = try CLI.runAndKill(args("k", ["--max-steps", "16", "--step-delay-ms", "80"]), ranks: 2,
+                                       killAfter: killAfter, pickRank: Int(rng.next() % 2),
+                                       ready: { ((try? String(contentsOf: latest, encoding: .utf8)) ?? "") != before })
             if r.status == 0 { break }  // finished before the kill: the run is complete
             killed += 1
         }
