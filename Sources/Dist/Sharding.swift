@@ -12,6 +12,11 @@
 // of at most `microBatch`. A rank whose slice is empty gets no micro-batches but must still join the step's
 // collectives (its gradient contribution is zero). The trainer normalises by `StepPlan.globalCount`.
 //
+// Length grouping (optional, `lengths` given): padding is the main waste of dynamic batching, so each epoch's
+// permutation is cut into mega-batches of `groupFactor` × globalBatch samples, each sorted by length (longest first,
+// ties by index), cut into global batches, and those batches shuffled (as transformers' LengthGroupedSampler
+// does). It only reorders the seeded permutation, so it too is independent of the rank count.
+//
 // Evaluation (`EvalSharding`): the eval set, in file order, split into contiguous per-rank ranges of near-equal
 // size with no padding duplicates, so integer counts all-reduced across ranks are exact.
 //
@@ -112,6 +117,10 @@ public struct GlobalBatchPlan: Sendable {
     public let seed: UInt64
     /// Drop the final partial batch of each epoch instead of running a smaller step.
     public let dropLast: Bool
+    /// Per-sample lengths for length grouping (nil = plain permutation).
+    public let lengths: [Int]?
+    /// Mega-batch size in global batches for length grouping.
+    public let groupFactor: Int
 
     /// Micro-batches per rank per full step: globalBatch / (worldSize × microBatch).
     public var accumulationSteps: Int { globalBatch / (worldSize * microBatch) }
@@ -123,7 +132,12 @@ public struct GlobalBatchPlan: Sendable {
     public var samplesPerEpoch: Int { dropLast ? stepsPerEpoch * globalBatch : sampleCount }
 
     public init(sampleCount: Int, globalBatch: Int, microBatch: Int, worldSize: Int, rank: Int, seed: UInt64,
-                dropLast: Bool = false) throws {
+                dropLast: Bool = false, lengths: [Int]? = nil, groupFactor: Int = 50) throws {
+        if let lengths, lengths.count != sampleCount {
+            throw ShardingError("lengths has \(lengths.count) entries for \(sampleCount) samples")
+        }
+        self.lengths = lengths
+        self.groupFactor = max(1, groupFactor)
         guard sampleCount > 0 else { throw ShardingError("the training set is empty (0 samples)") }
         guard globalBatch > 0, microBatch > 0 else {
             throw ShardingError("global batch (\(globalBatch)) and micro batch (\(microBatch)) must be positive")
@@ -171,7 +185,38 @@ public struct GlobalBatchPlan: Sendable {
 
     /// The permutation of 0..<sampleCount used in `epoch` (Fisher–Yates driven by SplitMix64 keyed by (seed, epoch)).
     public func permutation(epoch: Int) -> [Int] {
-        Self.permutation(count: sampleCount, seed: seed, epoch: epoch)
+        let p = Self.permutation(count: sampleCount, seed: seed, epoch: epoch)
+        guard let lengths else { return p }
+        return Self.groupByLength(p, lengths: lengths, globalBatch: globalBatch, groupFactor: groupFactor,
+                                  seed: seed, epoch: epoch)
+    }
+
+    /// Sorts each mega-batch of `p` by length (descending, ties by index), then shuffles the order of its full
+    /// global batches (a short tail batch stays last so that only the epoch's final step is partial).
+    public static func groupByLength(_ p: [Int], lengths: [Int], globalBatch: Int, groupFactor: Int,
+                                     seed: UInt64, epoch: Int) -> [Int] {
+        var rng = SplitMix64(keys: seed, UInt64(bitPattern: Int64(epoch)), 0x4C45_4E47)  // "LENG"
+        let mega = globalBatch * groupFactor
+        var out: [Int] = []
+        out.reserveCapacity(p.count)
+        var start = 0
+        while start < p.count {
+            let end = min(start + mega, p.count)
+            let sorted = p[start..<end].sorted { lengths[$0] != lengths[$1] ? lengths[$0] > lengths[$1] : $0 < $1 }
+            var batches = stride(from: 0, to: sorted.count, by: globalBatch).map {
+                Array(sorted[$0..<min($0 + globalBatch, sorted.count)])
+            }
+            let full = batches.last!.count == globalBatch ? batches.count : batches.count - 1
+            var i = full - 1
+            while i > 0 {
+                let j = Int(rng.next(below: UInt64(i + 1)))
+                batches.swapAt(i, j)
+                i -= 1
+            }
+            for b in batches { out += b }
+            start = end
+        }
+        return out
     }
 
     public static func permutation(count: Int, seed: UInt64, epoch: Int) -> [Int] {

@@ -50,6 +50,8 @@ public struct TrainConfig: Sendable {
     public var saveTotalLimit: Int = 0
     /// Where to resume from.
     public var resume: ResumeMode = .auto
+    /// Group samples of similar length into the same batches (less padding; see GlobalBatchPlan).
+    public var groupByLength: Bool = true
     /// Testing hooks (hidden flags): kill the process with _exit(137) at a checkpoint phase of a given step,
     /// sleep after every step, and log every step's global sample indices (rank 0) to a JSONL file.
     public var faultInjection: (phase: String, step: Int)?
@@ -86,7 +88,7 @@ public struct TrainConfig: Sendable {
          "warmup_steps": "\(warmupSteps)", "warmup_ratio": "\(warmupRatio)", "lr_scheduler_type": lrSchedule.rawValue,
          "max_grad_norm": "\(maxGradNorm)", "adam_beta1": "\(adamBeta1)", "adam_beta2": "\(adamBeta2)",
          "adam_epsilon": "\(adamEpsilon)", "max_length": "\(maxLength)", "seed": "\(seed)",
-         "num_train_epochs": "\(numTrainEpochs)", "max_steps": "\(maxSteps)", "dropout": "\(dropout)"]
+         "num_train_epochs": "\(numTrainEpochs)", "max_steps": "\(maxSteps)", "dropout": "\(dropout)", "group_by_length": "\(groupByLength)"]
     }
 
     /// Micro-batch per rank and accumulation steps for `worldSize`.

@@ -140,7 +140,8 @@ public final class Trainer {
         let (micro, _) = config.accumulation(worldSize: comm.worldSize)
         do {
             plan = try GlobalBatchPlan(sampleCount: trainEnc.count, globalBatch: config.batchSize, microBatch: micro,
-                                       worldSize: comm.worldSize, rank: comm.rank, seed: config.seed)
+                                       worldSize: comm.worldSize, rank: comm.rank, seed: config.seed,
+                                       lengths: config.groupByLength ? trainEnc.map(\.ids.count) : nil)
         } catch {
             throw TrainingError("\(error)", exitCode: 2)
         }

@@ -48,6 +48,7 @@ struct Train: ParsableCommand {
     var validationSplit: Double = 0
     @Option(help: "Compute threads per rank (default: the cores available to the rank).") var threads: Int?
     @Flag(help: "Turn dropout off during training.") var noDropout = false
+    @Flag(help: "Plain random batches instead of grouping similar lengths (grouping cuts padding).") var noGroupByLength = false
     @Flag(help: "Check every collective's sequence and size across ranks, and activations/gradients for NaN/Inf.")
     var debug = false
     @Option(help: "Abort the job when a collective waits longer than this many seconds (0 = never).")
@@ -86,6 +87,7 @@ struct Train: ParsableCommand {
         c.validationSplit = validationSplit
         c.threads = threads ?? availableCores()
         c.dropout = !noDropout
+        c.groupByLength = !noGroupByLength
         c.saveSteps = saveSteps
         c.saveTotalLimit = saveTotalLimit
         switch resume {

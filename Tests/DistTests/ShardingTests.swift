@@ -153,3 +153,32 @@ final class ShardingTests: XCTestCase {
         XCTAssertNotEqual(x, c.next())
     }
 }
+
+final class LengthGroupingTests: XCTestCase {
+    func testGroupedPlanIsAPermutationIndependentOfWorldSizeAndCutsPadding() throws {
+        var rng = SplitMix64(state: 9)
+        let n = 203, gb = 8
+        let lengths = (0..<n).map { _ in 5 + Int(rng.next(below: 120)) }
+        func plan(_ w: Int, _ r: Int, grouped: Bool) throws -> GlobalBatchPlan {
+            try GlobalBatchPlan(sampleCount: n, globalBatch: gb, microBatch: gb / w, worldSize: w, rank: r, seed: 3,
+                                lengths: grouped ? lengths : nil, groupFactor: 4)
+        }
+        let p1 = try plan(1, 0, grouped: true)
+        for epoch in 0..<2 {
+            let perm = p1.permutation(epoch: epoch)
+            XCTAssertEqual(perm.sorted(), Array(0..<n), "every sample exactly once")
+            for w in [2, 4, 8] {
+                XCTAssertEqual(try plan(w, w - 1, grouped: true).permutation(epoch: epoch), perm, "world size \(w)")
+            }
+        }
+        // Padding: sum over batches of (max length × batch size) must drop clearly against random batches.
+        func padded(_ p: GlobalBatchPlan) -> Int {
+            p.steps(epoch: 0).reduce(0) { acc, s in acc + s.globalIndices.map { lengths[$0] }.max()! * s.globalCount }
+        }
+        let grouped = padded(p1), random = padded(try plan(1, 0, grouped: false))
+        XCTAssertLessThan(Double(grouped), 0.75 * Double(random), "grouped \(grouped) vs random \(random) padded tokens")
+        // Only the epoch's last step may be partial.
+        let steps = p1.steps(epoch: 0)
+        XCTAssertTrue(steps.dropLast().allSatisfy { $0.globalCount == gb })
+    }
+}
