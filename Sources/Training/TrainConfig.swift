@@ -50,6 +50,10 @@ public struct TrainConfig: Sendable {
     public var saveTotalLimit: Int = 0
     /// Where to resume from.
     public var resume: ResumeMode = .auto
+    /// The eval metric that picks the best checkpoint and drives early stopping (lower is better for "*loss*").
+    public var metricForBestModel: String = "eval_accuracy"
+    /// Stop after this many evaluations without improvement of `metricForBestModel` (0 = never).
+    public var earlyStoppingPatience: Int = 0
     /// Group samples of similar length into the same batches (less padding; see GlobalBatchPlan).
     public var groupByLength: Bool = true
     /// Testing hooks (hidden flags): kill the process with _exit(137) at a checkpoint phase of a given step,

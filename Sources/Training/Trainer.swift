@@ -64,6 +64,10 @@ public final class Trainer {
     /// Every logged and evaluated record (restored on resume), written to metrics.jsonl.
     var history: [[String: Double]] = []
     var best: (metric: Double, step: Int)?
+    /// Evaluations since `best` last improved (early stopping).
+    var evalsWithoutImprovement = 0
+    /// The confusion matrix [true][predicted] of the latest evaluation.
+    public private(set) var lastConfusion: [[Int64]]?
     /// The data order (global sample cursor over seeded per-epoch permutations, this rank's slices).
     let plan: GlobalBatchPlan
     private var epochCache: (epoch: Int, steps: [StepPlan])?
@@ -264,6 +268,7 @@ public final class Trainer {
         var windowStart = Date()
         var lastEval: [String: Double] = [:]
         var step = firstStep
+        var stoppedEarly = false
         while step < total {
             let sp = stepPlan(step)
             let g = sp.globalCount
@@ -316,8 +321,24 @@ public final class Trainer {
                 m["step"] = Double(step); m["epoch"] = epoch
                 lastEval = m
                 history.append(m)
-                if let acc = m["eval_accuracy"], best == nil || acc > best!.metric { best = (acc, step) }
                 onEvent(.evaluated(m))
+                if let v = m[config.metricForBestModel] {
+                    let lowerIsBetter = config.metricForBestModel.contains("loss")
+                    if best == nil || (lowerIsBetter ? v < best!.metric : v > best!.metric) {
+                        best = (v, step)
+                        evalsWithoutImprovement = 0
+                    } else {
+                        evalsWithoutImprovement += 1
+                    }
+                }
+                if config.earlyStoppingPatience > 0 && evalsWithoutImprovement >= config.earlyStoppingPatience && step < total {
+                    // Every rank saw the same all-reduced metrics, so they all stop at this step together.
+                    onEvent(.log(["step": Double(step), "early_stopped": 1, "best_step": Double(best?.step ?? step),
+                                  "best_metric": best?.metric ?? 0]))
+                    _ = try saveCheckpoint(step: step, total: total, schedule: schedule, background: false, onEvent: onEvent)
+                    stoppedEarly = true
+                    break
+                }
             }
             // Preemption: every rank learns whether any rank got a signal, then all save together.
             var flag: [Int64] = [Int64(Preemption.pending)]
@@ -344,7 +365,8 @@ public final class Trainer {
         result["train_runtime_s"] = runtime
         result["train_tokens_per_s"] = Double(tokensAll) / max(runtime, 1e-9)
         result["train_samples"] = Double(train.count)
-        result["global_step"] = Double(total)
+        result["global_step"] = Double(stoppedEarly ? step : total)
+        if let b = best { result["best_step"] = Double(b.step); result["best_metric"] = b.metric }
         result["epoch"] = Double(total) / Double(stepsPerEpoch)
         if comm.isRoot {
             try writer.wait()
@@ -445,6 +467,7 @@ public final class Trainer {
         try comm.allReduceSum(&confusion)
         try comm.allReduceSum(&lossSum)
         let matrix = (0..<C).map { Array(confusion[($0 * C)..<($0 * C + C)]) }
+        lastConfusion = matrix
         let metrics = ClassificationMetrics(confusion: matrix, labels: labels)
         var out: [String: Double] = [:]
         for (k, v) in metrics.asDictionary(prefix: "eval_") { if let d = v as? Double { out[k] = d } }
