@@ -47,14 +47,9 @@ struct EncodedExample {
 public final class Trainer {
     public let config: TrainConfig
     public let comm: Communicator
-    let bundle: ClassifierBundle
-    let model: EncoderClassifier
+    /// The model and data being fine-tuned (classification or causal LM).
+    public let task: TrainingTask
     let optimizer: AdamW
-    let train: [EncodedExample]
-    let eval: [EncodedExample]
-    let labels: [String]
-    let truncatedCount: Int
-    let trainFingerprint: String
     let modelFingerprint: String
     /// The checkpoint this run resumes from, and its state.
     let resumed: (ref: CheckpointRef, state: TrainerState)?
@@ -78,23 +73,6 @@ public final class Trainer {
         self.comm = comm
         try config.validate(worldSize: comm.worldSize)
 
-        // Labels: from --labels, else from the training file.
-        let fixedLabels = try config.labelsFile.map { try LabelSet.fromFile($0) }
-        var (trainSet, labelSet) = try DataLoader.loadLabeled(config.trainFile, columns: config.columns, labels: fixedLabels)
-        guard !trainSet.examples.isEmpty else {
-            throw TrainingError("\(config.trainFile.path): no training examples; the file must hold one {\"text\", \"label\"} object per line")
-        }
-        var evalSet: TextDataset?
-        if let evalFile = config.evalFile {
-            evalSet = try DataLoader.loadLabeled(evalFile, columns: config.columns, labels: labelSet).0
-        } else if config.validationSplit > 0 {
-            let parts = try DataLoader.split(trainSet, validationFraction: config.validationSplit, seed: config.seed)
-            trainSet = parts.train
-            evalSet = parts.validation
-        }
-        labels = labelSet.names
-        trainFingerprint = trainSet.fingerprint
-
         // Resume decision: an explicit checkpoint must verify; `auto` takes the newest that does.
         var notes: [String] = []
         var resumeRef: CheckpointRef?
@@ -112,14 +90,8 @@ public final class Trainer {
         var resumedState: TrainerState?
         if let ref = resumeRef {
             let state = try Checkpoint.readState(ref.url)
-            if state.dataFingerprint != trainSet.fingerprint && !config.ignoreResumeMismatch {
-                throw TrainingError("\(ref.url.path): the checkpoint was trained on different data (fingerprint \(state.dataFingerprint.prefix(12)) vs \(trainSet.fingerprint.prefix(12))); use the same --train-file, a new --output-dir, or --resume-ignore-mismatch")
-            }
             if state.globalBatch != config.batchSize && !config.ignoreResumeMismatch {
                 throw TrainingError("\(ref.url.path): the checkpoint used --batch-size \(state.globalBatch), this run \(config.batchSize); the global batch must stay the same to continue the same sample order (or pass --resume-ignore-mismatch)")
-            }
-            if state.labels != labels {
-                throw TrainingError("\(ref.url.path): the checkpoint's labels \(state.labels) differ from the data's \(labels); use a new --output-dir")
             }
             notes.append("resuming from \(ref.url.lastPathComponent) (step \(state.globalStep), saved with \(state.worldSize) rank(s), now \(comm.worldSize))")
             resumedState = state
@@ -127,38 +99,32 @@ public final class Trainer {
         notices = notes
 
         // Weights: the checkpoint folder is itself a model folder.
-        bundle = try ClassifierBundle(directory: resumeRef?.url ?? config.modelDir, labels: labels, seed: config.seed)
-        guard bundle.config.problemType == .singleLabel else {
-            throw TrainingError("\(bundle.config.path): problem_type \(bundle.config.problemType!.rawValue) is not supported by `train` yet; use single_label_classification")
-        }
-        guard config.maxLength <= bundle.config.maxPositions else {
-            throw TrainingError("--max-length \(config.maxLength) exceeds the model's max_position_embeddings \(bundle.config.maxPositions); use --max-length \(bundle.config.maxPositions) or less", exitCode: 2)
-        }
-        let tokenizer = bundle.tokenizer, maxLength = config.maxLength
-        let (trainEnc, t1) = try Trainer.encode(trainSet, tokenizer: tokenizer, maxLength: maxLength)
-        let (evalEnc, t2) = try evalSet.map { try Trainer.encode($0, tokenizer: tokenizer, maxLength: maxLength) } ?? ([], 0)
-        train = trainEnc
-        eval = evalEnc
-        truncatedCount = t1 + t2
-
         let (micro, _) = config.accumulation(worldSize: comm.worldSize)
+        task = try Trainer.makeTask(config: config, modelDir: resumeRef?.url ?? config.modelDir, microBatch: micro)
+        if let ref = resumeRef, let state = resumedState {
+            if state.dataFingerprint != task.dataFingerprint && !config.ignoreResumeMismatch {
+                throw TrainingError("\(ref.url.path): the checkpoint was trained on different data (fingerprint \(state.dataFingerprint.prefix(12)) vs \(task.dataFingerprint.prefix(12))); use the same --train-file, a new --output-dir, or --resume-ignore-mismatch")
+            }
+            if state.labels != task.labels {
+                throw TrainingError("\(ref.url.path): the checkpoint's labels \(state.labels) differ from the data's \(task.labels); use a new --output-dir")
+            }
+        }
         do {
-            plan = try GlobalBatchPlan(sampleCount: trainEnc.count, globalBatch: config.batchSize, microBatch: micro,
+            plan = try GlobalBatchPlan(sampleCount: task.trainCount, globalBatch: config.batchSize, microBatch: micro,
                                        worldSize: comm.worldSize, rank: comm.rank, seed: config.seed,
-                                       lengths: config.groupByLength ? trainEnc.map(\.ids.count) : nil)
+                                       lengths: config.groupByLength ? task.trainLengths : nil)
         } catch {
             throw TrainingError("\(error)", exitCode: 2)
         }
         reducer = GradientReducer(communicator: comm)
         ComputeThreads.set(config.threads)
-        model = EncoderClassifier(config: bundle.config, parameters: bundle.store, maxBatch: micro, maxSeq: config.maxLength)
-        optimizer = AdamW(store: bundle.store, config: AdamWConfig(
+        optimizer = AdamW(store: task.store, config: AdamWConfig(
             beta1: Float(config.adamBeta1), beta2: Float(config.adamBeta2),
             eps: Float(config.adamEpsilon), weightDecay: Float(config.weightDecay)))
         if let ref = resumeRef, let state = resumedState {
             let opt = try SafeTensorsFile(url: ref.url.appendingPathComponent(Checkpoint.optimizerName))
-            var m = [Float](repeating: 0, count: bundle.store.count), v = m
-            for e in bundle.store.entries {
+            var m = [Float](repeating: 0, count: task.store.count), v = m
+            for e in task.store.entries {
                 try m.withUnsafeMutableBufferPointer { try opt.copyFloats("exp_avg/" + e.name, into: UnsafeMutableBufferPointer(rebasing: $0[e.range])) }
                 try v.withUnsafeMutableBufferPointer { try opt.copyFloats("exp_avg_sq/" + e.name, into: UnsafeMutableBufferPointer(rebasing: $0[e.range])) }
             }
@@ -175,27 +141,13 @@ public final class Trainer {
 
         // A rank started with other arguments or data must fail now, naming itself, not diverge silently.
         var fields = config.hyperparameterSummary.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
-        fields += [("train_data", trainFingerprint), ("eval_examples", "\(eval.count)"), ("labels", labels.joined(separator: ",")),
-                   ("model", bundle.config.path), ("resume_step", "\(resumed?.state.globalStep ?? 0)")]
+        fields += [("train_data", task.dataFingerprint), ("eval_examples", "\(task.evalCount)"),
+                   ("labels", task.labels.joined(separator: ",")), ("model", task.configPath), ("resume_step", "\(resumed?.state.globalStep ?? 0)")]
         do { try ConsistencyCheck.verify(fields, communicator: comm) } catch {
             throw TrainingError("\(error)")
         }
         // Replicas start bit-identical: rank 0's parameters (including any freshly initialised head) win.
-        try comm.broadcast(UnsafeMutableRawBufferPointer(bundle.store.values), root: 0)
-    }
-
-    /// Tokenizes every example (special tokens on), truncating to `maxLength`; returns how many were truncated.
-    static func encode(_ ds: TextDataset, tokenizer: any Tokenizer, maxLength: Int) throws -> ([EncodedExample], Int) {
-        var truncated = 0
-        let out = try ds.examples.map { ex -> EncodedExample in
-            var enc = try tokenizer.encode(ex.text, pair: ex.textPair, addSpecialTokens: true, maxLength: nil)
-            if enc.ids.count > maxLength {
-                truncated += 1
-                enc = try tokenizer.encode(ex.text, pair: ex.textPair, addSpecialTokens: true, maxLength: maxLength)
-            }
-            return EncodedExample(ids: enc.ids, typeIds: enc.typeIds, label: ex.label ?? 0)
-        }
-        return (out, truncated)
+        try comm.broadcast(UnsafeMutableRawBufferPointer(task.store.values), root: 0)
     }
 
     var stepsPerEpoch: Int { plan.stepsPerEpoch }
@@ -213,25 +165,6 @@ public final class Trainer {
         return epochCache!.steps[step % stepsPerEpoch]
     }
 
-    /// Pads `indices` of `examples` into a TokenBatch (dynamic padding to the longest example).
-    func makeBatch(_ indices: [Int], from examples: [EncodedExample]) -> TokenBatch {
-        let T = indices.map { examples[$0].ids.count }.max() ?? 1
-        let B = indices.count
-        let pad = Int32(bundle.config.padTokenId)
-        var ids = [Int32](repeating: pad, count: B * T)
-        var mask = [Int32](repeating: 0, count: B * T)
-        var types = [Int32](repeating: 0, count: B * T)
-        for (b, i) in indices.enumerated() {
-            let e = examples[i]
-            for t in 0..<e.ids.count {
-                ids[b * T + t] = e.ids[t]
-                mask[b * T + t] = 1
-                types[b * T + t] = t < e.typeIds.count ? e.typeIds[t] : 0
-            }
-        }
-        return TokenBatch(batchSize: B, seqLen: T, inputIds: ids, attentionMask: mask, tokenTypeIds: types, sampleIndices: indices)
-    }
-
     func schedule() -> LRSchedule {
         let total = totalSteps
         let warmup = config.warmupSteps > 0 ? config.warmupSteps : Int((config.warmupRatio * Double(total)).rounded(.up))
@@ -246,10 +179,10 @@ public final class Trainer {
         let schedule = schedule()
         let firstStep = resumed?.state.globalStep ?? 0
         onEvent(.started(TrainingSummary(
-            trainExamples: train.count, evalExamples: eval.count, labels: labels, totalSteps: total,
+            trainExamples: task.trainCount, evalExamples: task.evalCount, labels: task.labels, totalSteps: total,
             stepsPerEpoch: stepsPerEpoch, worldSize: world, microBatch: micro, accumulationSteps: accum,
-            parameters: bundle.store.parameterCount, initialized: resumed == nil ? bundle.report.initialized : [],
-            truncated: truncatedCount, notices: notices)))
+            parameters: task.store.parameterCount, initialized: resumed == nil ? task.initialized : [],
+            truncated: task.truncated, notices: notices)))
         Preemption.install()
         var sampleLog: FileHandle?
         if comm.isRoot, let url = config.sampleLog {
@@ -259,8 +192,6 @@ public final class Trainer {
         }
         defer { try? sampleLog?.close() }
 
-        let C = labels.count
-        var dLogits = [Float](repeating: 0, count: micro * C)
         let start = Date()
         var lossSumAll = 0.0
         var tokensAll: Int64 = 0
@@ -271,27 +202,21 @@ public final class Trainer {
         var stoppedEarly = false
         while step < total {
             let sp = stepPlan(step)
-            let g = sp.globalCount
-            bundle.store.zeroGrads()
+            task.store.zeroGrads()
             var stats = [0.0, 0.0]  // loss sum, real tokens
             let dropout = config.dropout ? DropoutContext(seed: config.seed, step: step) : nil
+            // Every rank holds every sample's tokens, so the global normaliser needs no communication.
+            let normaliser = max(task.lossCount(sp.globalIndices), 1)
             for chunk in sp.microBatches {
-                let tb = makeBatch(chunk, from: train)
-                let logits = model.forward(tb, dropout: dropout)
-                let lab = chunk.map { Int32(train[$0].label) }
-                let lossSum = dLogits.withUnsafeMutableBufferPointer { d in
-                    Loss.crossEntropy(logits: logits, labels: lab, batch: chunk.count, classes: C,
-                                      scale: Float(1.0 / Double(g)), dLogits: d)
-                }
-                model.backward(dLogits: UnsafeBufferPointer(start: dLogits, count: chunk.count * C))
-                stats[0] += lossSum
-                stats[1] += Double(tb.attentionMask.reduce(0) { $0 + Int($1) })
+                let r = task.trainMicroBatch(chunk, dropout: dropout, scale: Float(1.0 / Double(normaliser)))
+                stats[0] += r.lossSum
+                stats[1] += Double(r.tokens)
             }
             // The gradients were scaled by 1/g in the loss, so the sum over ranks is the global mean.
-            try reducer.reduce(bundle.store.grads, scale: 1)
+            try reducer.reduce(task.store.grads, scale: 1)
             try comm.allReduceSum(&stats)
-            let stepLoss = stats[0] / Double(g)
-            let norm = GradientClipping.clip(bundle.store.grads, maxNorm: config.maxGradNorm)
+            let stepLoss = stats[0] / Double(normaliser)
+            let norm = GradientClipping.clip(task.store.grads, maxNorm: config.maxGradNorm)
             let lr = schedule.lr(forStep: step)
             optimizer.step(lr: lr)
             guard stepLoss.isFinite else {
@@ -316,7 +241,7 @@ public final class Trainer {
                 windowLoss = 0; windowSteps = 0; windowTokens = 0; windowStart = Date()
             }
             let epochEnd = step % stepsPerEpoch == 0
-            if !eval.isEmpty && ((config.evalSteps > 0 && step % config.evalSteps == 0) || epochEnd || step == total) {
+            if task.evalCount > 0 && ((config.evalSteps > 0 && step % config.evalSteps == 0) || epochEnd || step == total) {
                 var m = try evaluate()
                 m["step"] = Double(step); m["epoch"] = epoch
                 lastEval = m
@@ -352,7 +277,7 @@ public final class Trainer {
                 _ = try saveCheckpoint(step: step, total: total, schedule: schedule, background: step != total, onEvent: onEvent)
             }
         }
-        if firstStep >= total, !eval.isEmpty {
+        if firstStep >= total, task.evalCount > 0 {
             // Nothing left to train (resumed a finished run): report the final evaluation again.
             var m = try evaluate()
             m["step"] = Double(total); m["epoch"] = Double(total) / Double(stepsPerEpoch)
@@ -364,13 +289,13 @@ public final class Trainer {
         result["train_loss"] = lossSumAll / Double(ranSteps)
         result["train_runtime_s"] = runtime
         result["train_tokens_per_s"] = Double(tokensAll) / max(runtime, 1e-9)
-        result["train_samples"] = Double(train.count)
+        result["train_samples"] = Double(task.trainCount)
         result["global_step"] = Double(stoppedEarly ? step : total)
         if let b = best { result["best_step"] = Double(b.step); result["best_metric"] = b.metric }
         result["epoch"] = Double(total) / Double(stepsPerEpoch)
         if comm.isRoot {
             try writer.wait()
-            try bundle.save(to: config.outputDir)
+            try task.save(to: config.outputDir, weights: nil)
             try writeHistory()
             onEvent(.saved(config.outputDir))
         }
@@ -397,15 +322,15 @@ public final class Trainer {
                 globalStep: step, epoch: Double(step) / Double(stepsPerEpoch),
                 sampleCursor: step < total ? stepPlan(step).cursor : stepPlan(step - 1).nextCursor,
                 adamStep: optimizer.stepCount, seed: config.seed, worldSize: comm.worldSize, globalBatch: config.batchSize,
-                totalSteps: total, schedule: schedule, dataFingerprint: trainFingerprint, modelFingerprint: modelFingerprint,
-                hyperparameters: config.hyperparameterSummary, labels: labels, bestMetric: best?.metric, bestStep: best?.step,
+                totalSteps: total, schedule: schedule, dataFingerprint: task.dataFingerprint, modelFingerprint: modelFingerprint,
+                hyperparameters: config.hyperparameterSummary, labels: task.labels, bestMetric: best?.metric, bestStep: best?.step,
                 logHistory: history)
             // Snapshot: the optimizer keeps training while the copy is written.
-            let snapshot = ParameterStore(layout: bundle.store.layout)
-            _ = snapshot.values.update(fromContentsOf: bundle.store.values)
+            let snapshot = ParameterStore(layout: task.store.layout)
+            _ = snapshot.values.update(fromContentsOf: task.store.values)
             let m = optimizer.m, v = optimizer.v
-            let entries = bundle.store.entries
-            let bundle = self.bundle, outputDir = config.outputDir, limit = config.saveTotalLimit, bestStep = best?.step
+            let entries = task.store.entries
+            let task = self.task, outputDir = config.outputDir, limit = config.saveTotalLimit, bestStep = best?.step
             let history = self.history
             let fault = config.faultInjection
             let work: @Sendable () throws -> URL = {
@@ -417,7 +342,7 @@ public final class Trainer {
                 let u = try Checkpoint.commit(outputDir: outputDir, state: state, optimizerTensors: tensors, hook: { phase in
                     if let f = fault, f.step == step, f.phase == phase { _exit(137) }
                 }) { dir in
-                    try bundle.save(to: dir, weights: snapshot)
+                    try task.save(to: dir, weights: snapshot)
                 }
                 Checkpoint.rotate(outputDir, keep: limit, protect: bestStep)
                 let lines = history.map(jsonObjectLine).joined(separator: "\n") + "\n"
@@ -436,44 +361,38 @@ public final class Trainer {
         return url
     }
 
-    /// Exact metrics over the eval set: each rank evaluates a contiguous shard (no duplicates), integer counts and
-    /// loss sums are all-reduced.
+    /// Exact metrics over the eval set: each rank evaluates a contiguous shard (no duplicates), and the integer
+    /// counts and loss sums are all-reduced.
     public func evaluate() throws -> [String: Double] {
-        let world = comm.worldSize, rank = comm.rank
-        let n = eval.count
-        let shard = EvalSharding.range(count: n, rank: rank, worldSize: world)
-        let lo = shard.lowerBound, hi = shard.upperBound
-        let C = labels.count
-        var confusion = [Int64](repeating: 0, count: C * C)
-        var lossSum = [0.0]
-        let (micro, _) = config.accumulation(worldSize: world)
-        var scratch = [Float](repeating: 0, count: micro * C)
-        var i = lo
-        while i < hi {
-            let idx = Array(i..<min(i + micro, hi))
-            i += idx.count
-            let tb = makeBatch(idx, from: eval)
-            let logits = model.forward(tb, dropout: nil)
-            let lab = idx.map { Int32(eval[$0].label) }
-            lossSum[0] += scratch.withUnsafeMutableBufferPointer {
-                Loss.crossEntropy(logits: logits, labels: lab, batch: idx.count, classes: C, scale: 0, dLogits: $0)
-            }
-            for (b, j) in idx.enumerated() {
-                var best = 0
-                for c in 1..<max(C, 1) where logits[b * C + c] > logits[b * C + best] { best = c }
-                confusion[eval[j].label * C + best] += 1
-            }
+        let shard = EvalSharding.range(count: task.evalCount, rank: comm.rank, worldSize: comm.worldSize)
+        let (micro, _) = config.accumulation(worldSize: comm.worldSize)
+        var stats = task.evaluate(shard, batchSize: micro)
+        var sums = [stats.lossSum, stats.lossCount]
+        try comm.allReduceSum(&sums)
+        try comm.allReduceSum(&stats.counts)
+        stats.lossSum = sums[0]; stats.lossCount = sums[1]
+        if let cls = task as? ClassificationTask { lastConfusion = cls.confusion(stats) }
+        return task.metrics(stats)
+    }
+
+    /// The task for this model folder: classification for BERT-family encoders.
+    static func makeTask(config: TrainConfig, modelDir: URL, microBatch: Int) throws -> TrainingTask {
+        // Labels: from --labels, else from the training file.
+        let fixedLabels = try config.labelsFile.map { try LabelSet.fromFile($0) }
+        var (trainSet, labelSet) = try DataLoader.loadLabeled(config.trainFile, columns: config.columns, labels: fixedLabels)
+        guard !trainSet.examples.isEmpty else {
+            throw TrainingError("\(config.trainFile.path): no training examples; the file must hold one {\"text\", \"label\"} object per line")
         }
-        try comm.allReduceSum(&confusion)
-        try comm.allReduceSum(&lossSum)
-        let matrix = (0..<C).map { Array(confusion[($0 * C)..<($0 * C + C)]) }
-        lastConfusion = matrix
-        let metrics = ClassificationMetrics(confusion: matrix, labels: labels)
-        var out: [String: Double] = [:]
-        for (k, v) in metrics.asDictionary(prefix: "eval_") { if let d = v as? Double { out[k] = d } }
-        out["eval_loss"] = lossSum[0] / Double(max(n, 1))
-        out["eval_samples"] = Double(n)
-        return out
+        var evalSet: TextDataset?
+        if let evalFile = config.evalFile {
+            evalSet = try DataLoader.loadLabeled(evalFile, columns: config.columns, labels: labelSet).0
+        } else if config.validationSplit > 0 {
+            let parts = try DataLoader.split(trainSet, validationFraction: config.validationSplit, seed: config.seed)
+            trainSet = parts.train
+            evalSet = parts.validation
+        }
+        return try ClassificationTask(modelDir: modelDir, trainSet: trainSet, evalSet: evalSet, labels: labelSet.names,
+                                      config: config, microBatch: microBatch)
     }
 }
 

@@ -105,6 +105,8 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
+        // Before anything slow: a preemption signal during start-up must set the flag, not kill the process.
+        Preemption.install()
         let comm: Communicator
         do {
             comm = try makeCommunicator(environment: ProcessInfo.processInfo.environment,

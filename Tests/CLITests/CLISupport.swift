@@ -91,8 +91,9 @@ enum CLI {
     }
 
     /// Starts `disttrain args` under mpirun and sends `signal` to mpirun (which forwards USR1/USR2 to every rank).
-    static func runAndSignal(_ args: [String], ranks: Int, signalAfter: TimeInterval, signal: Int32) throws -> RunResult {
-        try runWithAction(args, ranks: ranks, after: signalAfter) { kill($0, signal) }
+    static func runAndSignal(_ args: [String], ranks: Int, signalAfter: TimeInterval, signal: Int32,
+                             ready: @escaping @Sendable () -> Bool = { true }) throws -> RunResult {
+        try runWithAction(args, ranks: ranks, after: signalAfter, ready: ready) { kill($0, signal) }
     }
 
     static func childPids(of pid: Int32) -> [Int32] {

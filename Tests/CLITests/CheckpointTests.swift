@@ -137,8 +137,11 @@ final class CheckpointTests: XCTestCase {
     }
 
     func testPreemptionSignalSavesAndExitsWithRequeueCode() throws {
+        // Signal once training is under way (the first periodic checkpoint exists), mid-run.
+        let latestFile = dir.appendingPathComponent("p/latest")
         let r = try CLI.runAndSignal(args("p", ["--max-steps", "40", "--step-delay-ms", "100"]), ranks: 2,
-                                     signalAfter: 1.5, signal: SIGUSR1)
+                                     signalAfter: 0.3, signal: SIGUSR1,
+                                     ready: { FileManager.default.fileExists(atPath: latestFile.path) })
         XCTAssertEqual(r.status, 75, "exit code for 'saved, requeue me'; stderr: \(r.stderr)")
         XCTAssertTrue(r.stderr.contains("received SIGUSR1"), r.stderr)
         let latest = try String(contentsOf: dir.appendingPathComponent("p/latest"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)

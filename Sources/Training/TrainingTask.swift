@@ -1,0 +1,180 @@
+// TrainingTask: what the training loop needs from one kind of fine-tuning (a model together with its data), so that
+// one loop serves sequence classification and causal language modelling alike. A task owns the trainable parameters,
+// the tokenized data, and the model's forward/backward; the Trainer owns the data order, the all-reduce, the
+// optimizer, checkpoints and events.
+// Deliberately not here: anything about ranks (a task sees only the sample indices it is given).
+import Foundation
+import Model
+import Tokenizers
+
+/// Additive evaluation statistics of one shard; the trainer all-reduces them, so metrics are exact over all ranks.
+public struct EvalStats: Sendable {
+    public var lossSum: Double = 0
+    public var lossCount: Double = 0
+    /// Task-specific integer counts (the flattened confusion matrix for classification).
+    public var counts: [Int64] = []
+    public init(lossSum: Double = 0, lossCount: Double = 0, counts: [Int64] = []) {
+        self.lossSum = lossSum; self.lossCount = lossCount; self.counts = counts
+    }
+}
+
+/// Sendable: checkpoints call `save` from the writer thread; `save` only reads immutable state.
+public protocol TrainingTask: AnyObject, Sendable {
+    /// The trainable parameters: all-reduced, clipped and updated by the trainer.
+    var store: ParameterStore { get }
+    var trainCount: Int { get }
+    var evalCount: Int { get }
+    /// Tokens per training sample (for length grouping).
+    var trainLengths: [Int] { get }
+    /// Class names for classification, [] for language modelling (recorded in checkpoints).
+    var labels: [String] { get }
+    var dataFingerprint: String { get }
+    /// The model's config.json path (named in consistency checks and errors).
+    var configPath: String { get }
+    /// Heads initialised because the checkpoint lacked them.
+    var initialized: [String] { get }
+    /// Samples truncated to the maximum length.
+    var truncated: Int { get }
+    /// What the loss of these samples is normalised by: examples (classification) or counted target tokens (LM).
+    func lossCount(_ indices: [Int]) -> Int
+    /// Forward and backward of one micro-batch; gradients (+=) are those of `scale` × the loss sum.
+    /// Returns the loss sum and the number of real (non-padding) tokens.
+    func trainMicroBatch(_ indices: [Int], dropout: DropoutContext?, scale: Float) -> (lossSum: Double, tokens: Int)
+    /// Statistics over the eval samples in `range` (this rank's shard), in micro-batches of `batchSize`.
+    func evaluate(_ range: Range<Int>, batchSize: Int) -> EvalStats
+    /// Metrics (keys prefixed `eval_`) from statistics summed over all ranks.
+    func metrics(_ stats: EvalStats) -> [String: Double]
+    /// Writes a loadable Hugging Face folder with `weights` (default: the live parameters).
+    func save(to dir: URL, weights: ParameterStore?) throws
+}
+
+/// Sequence classification with a BERT-family encoder (BERT, DistilBERT, MiniLM).
+public final class ClassificationTask: TrainingTask, @unchecked Sendable {
+    let bundle: ClassifierBundle
+    let model: EncoderClassifier
+    let train: [EncodedExample]
+    let eval: [EncodedExample]
+    public let labels: [String]
+    public let dataFingerprint: String
+    public let truncated: Int
+    private var dLogits: [Float]
+
+    public var store: ParameterStore { bundle.store }
+    public var trainCount: Int { train.count }
+    public var evalCount: Int { eval.count }
+    public var trainLengths: [Int] { train.map(\.ids.count) }
+    public var configPath: String { bundle.config.path }
+    public var initialized: [String] { bundle.report.initialized }
+
+    /// Loads the model from `modelDir` (a model folder or a checkpoint) sized for `labels`, and tokenizes the data.
+    public init(modelDir: URL, trainSet: TextDataset, evalSet: TextDataset?, labels: [String], config: TrainConfig,
+                microBatch: Int) throws {
+        self.labels = labels
+        dataFingerprint = trainSet.fingerprint
+        bundle = try ClassifierBundle(directory: modelDir, labels: labels, seed: config.seed)
+        guard bundle.config.problemType == .singleLabel else {
+            throw TrainingError("\(bundle.config.path): problem_type \(bundle.config.problemType!.rawValue) is not supported by `train` yet; use single_label_classification")
+        }
+        guard config.maxLength <= bundle.config.maxPositions else {
+            throw TrainingError("--max-length \(config.maxLength) exceeds the model's max_position_embeddings \(bundle.config.maxPositions); use --max-length \(bundle.config.maxPositions) or less", exitCode: 2)
+        }
+        let tokenizer = bundle.tokenizer, maxLength = config.maxLength
+        let (trainEnc, t1) = try Self.encode(trainSet, tokenizer: tokenizer, maxLength: maxLength)
+        let (evalEnc, t2) = try evalSet.map { try Self.encode($0, tokenizer: tokenizer, maxLength: maxLength) } ?? ([], 0)
+        train = trainEnc
+        eval = evalEnc
+        truncated = t1 + t2
+        model = EncoderClassifier(config: bundle.config, parameters: bundle.store, maxBatch: microBatch, maxSeq: maxLength)
+        dLogits = [Float](repeating: 0, count: microBatch * labels.count)
+    }
+
+    /// Tokenizes every example (special tokens on), truncating to `maxLength`; returns how many were truncated.
+    static func encode(_ ds: TextDataset, tokenizer: any Tokenizer, maxLength: Int) throws -> ([EncodedExample], Int) {
+        var truncated = 0
+        let out = try ds.examples.map { ex -> EncodedExample in
+            var enc = try tokenizer.encode(ex.text, pair: ex.textPair, addSpecialTokens: true, maxLength: nil)
+            if enc.ids.count > maxLength {
+                truncated += 1
+                enc = try tokenizer.encode(ex.text, pair: ex.textPair, addSpecialTokens: true, maxLength: maxLength)
+            }
+            return EncodedExample(ids: enc.ids, typeIds: enc.typeIds, label: ex.label ?? 0)
+        }
+        return (out, truncated)
+    }
+
+    /// Pads `indices` of `examples` into a TokenBatch (dynamic padding to the longest example).
+    func makeBatch(_ indices: [Int], from examples: [EncodedExample]) -> TokenBatch {
+        let T = indices.map { examples[$0].ids.count }.max() ?? 1
+        let B = indices.count
+        let pad = Int32(bundle.config.padTokenId)
+        var ids = [Int32](repeating: pad, count: B * T)
+        var mask = [Int32](repeating: 0, count: B * T)
+        var types = [Int32](repeating: 0, count: B * T)
+        for (b, i) in indices.enumerated() {
+            let e = examples[i]
+            for t in 0..<e.ids.count {
+                ids[b * T + t] = e.ids[t]
+                mask[b * T + t] = 1
+                types[b * T + t] = t < e.typeIds.count ? e.typeIds[t] : 0
+            }
+        }
+        return TokenBatch(batchSize: B, seqLen: T, inputIds: ids, attentionMask: mask, tokenTypeIds: types, sampleIndices: indices)
+    }
+
+    public func lossCount(_ indices: [Int]) -> Int { indices.count }
+
+    public func trainMicroBatch(_ indices: [Int], dropout: DropoutContext?, scale: Float) -> (lossSum: Double, tokens: Int) {
+        let C = labels.count
+        let tb = makeBatch(indices, from: train)
+        let logits = model.forward(tb, dropout: dropout)
+        let lab = indices.map { Int32(train[$0].label) }
+        let lossSum = dLogits.withUnsafeMutableBufferPointer { d in
+            Loss.crossEntropy(logits: logits, labels: lab, batch: indices.count, classes: C, scale: scale, dLogits: d)
+        }
+        dLogits.withUnsafeBufferPointer { model.backward(dLogits: UnsafeBufferPointer(rebasing: $0[0..<(indices.count * C)])) }
+        return (lossSum, indices.reduce(0) { $0 + train[$1].ids.count })
+    }
+
+    public func evaluate(_ range: Range<Int>, batchSize: Int) -> EvalStats {
+        let C = labels.count
+        var stats = EvalStats(counts: [Int64](repeating: 0, count: C * C))
+        var scratch = [Float](repeating: 0, count: batchSize * C)
+        var i = range.lowerBound
+        while i < range.upperBound {
+            let idx = Array(i..<min(i + batchSize, range.upperBound))
+            i += idx.count
+            let logits = model.forward(makeBatch(idx, from: eval), dropout: nil)
+            let lab = idx.map { Int32(eval[$0].label) }
+            stats.lossSum += scratch.withUnsafeMutableBufferPointer {
+                Loss.crossEntropy(logits: logits, labels: lab, batch: idx.count, classes: C, scale: 0, dLogits: $0)
+            }
+            stats.lossCount += Double(idx.count)
+            for (b, j) in idx.enumerated() {
+                var best = 0
+                for c in 1..<max(C, 1) where logits[b * C + c] > logits[b * C + best] { best = c }
+                stats.counts[eval[j].label * C + best] += 1
+            }
+        }
+        return stats
+    }
+
+    public func metrics(_ stats: EvalStats) -> [String: Double] {
+        let C = labels.count
+        let matrix = (0..<C).map { Array(stats.counts[($0 * C)..<($0 * C + C)]) }
+        var out: [String: Double] = [:]
+        for (k, v) in ClassificationMetrics(confusion: matrix, labels: labels).asDictionary(prefix: "eval_") {
+            if let d = v as? Double { out[k] = d }
+        }
+        out["eval_loss"] = stats.lossSum / max(stats.lossCount, 1)
+        out["eval_samples"] = stats.lossCount
+        return out
+    }
+
+    /// The confusion matrix [true][predicted] from all-reduced statistics.
+    public func confusion(_ stats: EvalStats) -> [[Int64]] {
+        let C = labels.count
+        return (0..<C).map { Array(stats.counts[($0 * C)..<($0 * C + C)]) }
+    }
+
+    public func save(to dir: URL, weights: ParameterStore?) throws { try bundle.save(to: dir, weights: weights) }
+}
