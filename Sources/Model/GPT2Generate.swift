@@ -4,6 +4,7 @@
 // the cached keys/values of earlier positions), and a full recompute through the training forward (the reference,
 // as the fixtures' goldens were made). Stops after maxNewTokens, or at EOS when asked.
 // Deliberately not here: batched or beam search, repetition penalties, tokenisation (the CLI does that).
+import CBLAS
 import CKernels
 import Foundation
 
@@ -136,8 +137,8 @@ public final class GPT2Generator {
         }
         let last = x + (n - 1) * C
         LayerNorm.forward(y: y, mean: mean, rstd: rstd, x: last, w: p + body.lnfW, b: p + body.lnfB, n: 1, C: C, eps: config.layerNormEps)
-        // logits[1, V] = y · wteᵀ
-        sgemm(transA: false, transB: true, m: 1, n: V, k: C, alpha: 1, y, lda: C, wte, ldb: C, beta: 0, logitsBuf, ldc: V)
+        // logits[V] = wte[V, C] · y (a GEMV: sgemm with one row would pack all of wte every token)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(V), Int32(C), 1, wte, Int32(C), y, 1, 0, logitsBuf, 1)
         return UnsafePointer(logitsBuf)
     }
 }

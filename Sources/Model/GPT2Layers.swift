@@ -3,6 +3,7 @@
 // over the fused q|k|v buffer of c_attn. Everything else (LayerNorm, embeddings, gelu_new, dropout rows) is the
 // model core's, called as is. Notation: B batch, T sequence, C hidden, NH heads, HS = C/NH, FF inner size.
 // Deliberately not here: allocation (the arena in GPT2Model.swift), the block wiring, the LM loss.
+import CBLAS
 import CKernels
 import Foundation
 
@@ -10,8 +11,12 @@ public enum Conv1D {
     /// y[N, OUT] = x[N, IN] · W[IN, OUT] + b[OUT]  (W stored [in, out], as GPT-2 checkpoints hold it).
     public static func forward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
                                b: UnsafePointer<Float>?, n: Int, inC: Int, outC: Int) {
-        sgemm(transA: false, transB: false, m: n, n: outC, k: inC, alpha: 1, x, lda: inC, w, ldb: outC,
-              beta: 0, y, ldc: outC)
+        if n == 1 {   // one token (KV-cache generation): a GEMV; sgemm would pack all of W for one row
+            cblas_sgemv(CblasRowMajor, CblasTrans, Int32(inC), Int32(outC), 1, w, Int32(outC), x, 1, 0, y, 1)
+        } else {
+            sgemm(transA: false, transB: false, m: n, n: outC, k: inC, alpha: 1, x, lda: inC, w, ldb: outC,
+                  beta: 0, y, ldc: outC)
+        }
         if let b { ck_add_bias(y, b, n, outC) }
     }
 

@@ -6,6 +6,7 @@
 // Forward lines and backward lines mirror each other in reverse order.
 // Deliberately not here: generation and the KV cache (GPT2Generate.swift), data preparation (Training/LMData.swift),
 // the optimizer, BERT-family models.
+import CBLAS
 import CKernels
 import Foundation
 
@@ -367,8 +368,13 @@ public final class GPT2LMHead {
         precondition(rows.upperBound <= body.lastB * body.lastT)
         var out = [Float](repeating: 0, count: rows.count * V)
         out.withUnsafeMutableBufferPointer {
-            sgemm(transA: false, transB: true, m: rows.count, n: V, k: C, alpha: 1, body.xf + rows.lowerBound * C, lda: C,
-                  body.P(body.wte), ldb: C, beta: 0, $0.baseAddress!, ldc: V)
+            if rows.count == 1 {   // generation without cache: a GEMV (sgemm would pack all of wte for one row)
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(V), Int32(C), 1, body.P(body.wte), Int32(C),
+                            body.xf + rows.lowerBound * C, 1, 0, $0.baseAddress!, 1)
+            } else {
+                sgemm(transA: false, transB: true, m: rows.count, n: V, k: C, alpha: 1, body.xf + rows.lowerBound * C, lda: C,
+                      body.P(body.wte), ldb: C, beta: 0, $0.baseAddress!, ldc: V)
+            }
         }
         return out
     }
