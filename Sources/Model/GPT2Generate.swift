@@ -155,12 +155,13 @@ public enum Sampler {
             return Int32(best)
         }
         let inv = 1 / Double(options.temperature)
-        var cand = (0..<logits.count).map { (id: $0, z: Double(logits[$0]) * inv) }
+        let z = (0..<logits.count).map { Double(logits[$0]) * inv }
+        // Only the candidates that can survive top-k are sorted (sorting all V tuples per token is the slow part).
+        var keepFrom = -Double.infinity
+        if options.topK > 0 && options.topK < z.count { keepFrom = kthLargest(z, options.topK) }
+        var cand: [(id: Int, z: Double)] = []
+        for (i, v) in z.enumerated() where v >= keepFrom { cand.append((i, v)) }   // ties with the k-th are kept, as transformers does
         cand.sort { $0.z > $1.z || ($0.z == $1.z && $0.id < $1.id) }
-        if options.topK > 0 && options.topK < cand.count {
-            let kth = cand[options.topK - 1].z
-            cand = cand.filter { $0.z >= kth }   // ties with the k-th are kept, as transformers does
-        }
         let m = cand[0].z
         var probs = cand.map { Foundation.exp($0.z - m) }
         var total = probs.reduce(0, +)
@@ -180,5 +181,17 @@ public enum Sampler {
             if u < 0 { return Int32(cand[i].id) }
         }
         return Int32(cand[probs.count - 1].id)
+    }
+
+    /// The k-th largest value of `z` (k >= 1): one pass keeping the k largest in an ascending buffer; a value enters
+    /// only when it beats the current k-th, which for logits happens O(k log(V/k)) times.
+    static func kthLargest(_ z: [Double], _ k: Int) -> Double {
+        var top = Array(z.prefix(k)).sorted()
+        for v in z.dropFirst(k) where v > top[0] {
+            var i = 0
+            while i + 1 < k && top[i + 1] < v { top[i] = top[i + 1]; i += 1 }
+            top[i] = v
+        }
+        return top[0]
     }
 }
