@@ -100,14 +100,17 @@ INL float erf_(float x) {
     return copysignf(r, x);
 }
 
-// tanh(x) = sign(x) (1 - 2 / (exp(2|x|) + 1)); abs error ~1e-7 (relative accuracy is lost only below 1e-7).
-INL float tanh_(float x) {
+// tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|) in (0, 1]: no overflow; abs error ~1e-7 (relative
+// accuracy is lost only below |x| ~ 1e-7). 1 - tanh^2 = 4e / (1 + e)^2 is formed from e directly, so it keeps full
+// relative accuracy in the tails (where 1 - th*th would cancel).
+INL float tanh_e_(float x, float *sech2) {
     float a = fabsf(x);
-    a = a < 9.0f ? a : 9.0f;
-    float e = exp_(2.0f * a);
-    float r = 1.0f - 2.0f / (e + 1.0f);
-    return copysignf(r, x);
+    float e = exp_(-2.0f * a);
+    float inv = 1.0f / (1.0f + e);
+    *sech2 = 4.0f * e * inv * inv;
+    return copysignf((1.0f - e) * inv, x);
 }
+INL float tanh_(float x) { float s; return tanh_e_(x, &s); }
 
 #define SQRT1_2 0.70710678118654752f
 #define INV_SQRT_2PI 0.39894228040143268f
@@ -135,9 +138,10 @@ INL float gelu_new_(float x) {
 }
 INL float gelu_new_grad_(float x) {
     float u = GN_K * (x + 0.044715f * x * x * x);
-    float th = tanh_(u);
+    float sech2;
+    float th = tanh_e_(u, &sech2);
     float du = GN_K * (1.0f + 3.0f * 0.044715f * x * x);
-    return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du;
+    return 0.5f * (1.0f + th) + 0.5f * x * sech2 * du;
 }
 INL float act_(int act, float x) {
     return act == 0 ? gelu_(x) : act == 1 ? gelu_new_(x) : (x > 0.0f ? x : 0.0f);
@@ -164,13 +168,6 @@ INL void act_fwd_impl(int act, const float *x, float *y, size_t n) {
     if (act == 0) { for (size_t i = 0; i < n; i++) y[i] = gelu_(x[i]); }
     else if (act == 1) { for (size_t i = 0; i < n; i++) y[i] = gelu_new_(x[i]); }
     else { for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f; }
-}
-INL void bias_act_fwd_impl(int act, float *f, const float *bias, float *g, size_t rows, size_t cols) {
-    for (size_t r = 0; r < rows; r++) {
-        float *fr = f + r * cols, *gr = g + r * cols;
-        for (size_t c = 0; c < cols; c++) fr[c] += bias[c];
-        act_fwd_impl(act, fr, gr, cols);
-    }
 }
 INL void act_bwd_impl(int act, const float *f, float *dg, size_t n) {
     if (act == 0) { for (size_t i = 0; i < n; i++) dg[i] *= gelu_grad_(f[i]); }
@@ -199,24 +196,17 @@ INL void mul_impl(float *y, const float *x, size_t n) { for (size_t i = 0; i < n
 INL void tanh_bwd_impl(const float *t, float *dy, size_t n) {
     for (size_t i = 0; i < n; i++) dy[i] *= 1.0f - t[i] * t[i];
 }
-INL void add_bias_impl(float *y, const float *bias, size_t rows, size_t cols) {
-    for (size_t r = 0; r < rows; r++) {
-        float *yr = y + r * cols;
-        for (size_t c = 0; c < cols; c++) yr[c] += bias[c];
-    }
-}
 INL void bias_grad_impl(const float *dy, float *db, size_t rows, size_t cols) {
-    // Blocks of 8 columns held in a register across all rows (one pass over dy, no db traffic per row).
-    size_t c = 0;
-    for (; c + 8 <= cols; c += 8) {
-        v8f acc = {0, 0, 0, 0, 0, 0, 0, 0};
-        for (size_t r = 0; r < rows; r++) acc += v8_load(dy + r * cols + c);
-        for (int k = 0; k < 8; k++) db[c + k] += acc[k];
-    }
-    for (; c < cols; c++) {
-        float s = 0;
-        for (size_t r = 0; r < rows; r++) s += dy[r * cols + c];
-        db[c] += s;
+    // Row-sequential: a tile of up to 1024 column sums stays in L1 while dy streams through once, contiguously.
+    float acc[1024];
+    for (size_t c0 = 0; c0 < cols; c0 += 1024) {
+        size_t w = cols - c0 < 1024 ? cols - c0 : 1024;
+        for (size_t c = 0; c < w; c++) acc[c] = 0.0f;
+        for (size_t r = 0; r < rows; r++) {
+            const float *row = dy + r * cols + c0;
+            for (size_t c = 0; c < w; c++) acc[c] += row[c];
+        }
+        for (size_t c = 0; c < w; c++) db[c0 + c] += acc[c];
     }
 }
 INL void add_impl(float *y, const float *x, size_t n) { for (size_t i = 0; i < n; i++) y[i] += x[i]; }
@@ -318,21 +308,19 @@ INL void softmax_bwd_impl(const float *p, float *dp, size_t rows, size_t T) {
         for (size_t j = 0; j < T; j++) dr[j] = pr[j] * (dr[j] - d);
     }
 }
-INL void softmax_rows_impl(const float *x, float *p, size_t rows, size_t C) {
-    for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * C;
-        float *pr = p + r * C;
-        float m = row_max_(xr, C);
-        for (size_t j = 0; j < C; j++) pr[j] = exp_(xr[j] - m);
-        float inv = 1.0f / row_sum_(pr, C);
-        for (size_t j = 0; j < C; j++) pr[j] *= inv;
-    }
-}
 INL void dropout_row_impl(const float *x, float *y, size_t n, uint64_t key, uint32_t thr, float scale) {
     for (size_t j = 0; j < n; j++) y[j] = hash_(key, (uint32_t)j) >= thr ? x[j] * scale : 0.0f;
 }
 INL void dropout_add_row_impl(const float *x, float *y, size_t n, uint64_t key, uint32_t thr, float scale) {
     for (size_t j = 0; j < n; j++) y[j] += hash_(key, (uint32_t)j) >= thr ? x[j] * scale : 0.0f;
+}
+INL void dropout_pair_row_impl(const float *p, float *pd, float *dpd, size_t n, uint64_t key, uint32_t thr,
+                               float scale) {
+    for (size_t j = 0; j < n; j++) {
+        float m = hash_(key, (uint32_t)j) >= thr ? scale : 0.0f;
+        pd[j] = p[j] * m;
+        dpd[j] *= m;
+    }
 }
 
 // ---------------------------------------------------------------- instantiation and dispatch
@@ -352,13 +340,10 @@ DISPATCH(erf, (const float *x, float *y, size_t n), (x, y, n))
 DISPATCH(exp, (const float *x, float *y, size_t n), (x, y, n))
 DISPATCH(tanh, (const float *x, float *y, size_t n), (x, y, n))
 DISPATCH(act_fwd, (int act, const float *x, float *y, size_t n), (act, x, y, n))
-DISPATCH(bias_act_fwd, (int act, float *f, const float *bias, float *g, size_t rows, size_t cols),
-         (act, f, bias, g, rows, cols))
 DISPATCH(act_bwd, (int act, const float *f, float *dg, size_t n), (act, f, dg, n))
 DISPATCH(act_fwd_grad, (int act, float *f, float *g, size_t n), (act, f, g, n))
 DISPATCH(mul, (float *y, const float *x, size_t n), (y, x, n))
 DISPATCH(tanh_bwd, (const float *t, float *dy, size_t n), (t, dy, n))
-DISPATCH(add_bias, (float *y, const float *bias, size_t rows, size_t cols), (y, bias, rows, cols))
 DISPATCH(bias_grad, (const float *dy, float *db, size_t rows, size_t cols), (dy, db, rows, cols))
 DISPATCH(add, (float *y, const float *x, size_t n), (y, x, n))
 DISPATCH(layernorm_fwd, (const float *x, float *y, float *mean, float *rstd, const float *w, const float *b,
@@ -369,11 +354,13 @@ DISPATCH(layernorm_bwd, (float *dx, const float *dy, const float *x, const float
 DISPATCH(softmax_masked, (float *s, const float *keymask, size_t rows, size_t T, size_t nvalid),
          (s, keymask, rows, T, nvalid))
 DISPATCH(softmax_bwd, (const float *p, float *dp, size_t rows, size_t T), (p, dp, rows, T))
-DISPATCH(softmax_rows, (const float *x, float *p, size_t rows, size_t C), (x, p, rows, C))
 DISPATCH(dropout_row, (const float *x, float *y, size_t n, uint64_t key, uint32_t thr, float scale),
          (x, y, n, key, thr, scale))
 DISPATCH(dropout_add_row, (const float *x, float *y, size_t n, uint64_t key, uint32_t thr, float scale),
          (x, y, n, key, thr, scale))
+
+DISPATCH(dropout_pair_row, (const float *p, float *pd, float *dpd, size_t n, uint64_t key, uint32_t thr, float scale),
+         (p, pd, dpd, n, key, thr, scale))
 
 #define CALL(name, args) do { if (HAS_FAST()) name##_fast args; else name##_generic args; } while (0)
 
@@ -381,14 +368,10 @@ void ck_erf(const float *x, float *y, size_t n) { CALL(erf, (x, y, n)); }
 void ck_exp(const float *x, float *y, size_t n) { CALL(exp, (x, y, n)); }
 void ck_tanh(const float *x, float *y, size_t n) { CALL(tanh, (x, y, n)); }
 void ck_act_fwd(int act, const float *x, float *y, size_t n) { CALL(act_fwd, (act, x, y, n)); }
-void ck_bias_act_fwd(int act, float *f, const float *bias, float *g, size_t rows, size_t cols) {
-    CALL(bias_act_fwd, (act, f, bias, g, rows, cols));
-}
 void ck_act_bwd_inplace(int act, const float *f, float *dg, size_t n) { CALL(act_bwd, (act, f, dg, n)); }
 void ck_act_fwd_grad(int act, float *f, float *g, size_t n) { CALL(act_fwd_grad, (act, f, g, n)); }
 void ck_mul(float *y, const float *x, size_t n) { CALL(mul, (y, x, n)); }
 void ck_tanh_bwd_inplace(const float *t, float *dy, size_t n) { CALL(tanh_bwd, (t, dy, n)); }
-void ck_add_bias(float *y, const float *bias, size_t rows, size_t cols) { CALL(add_bias, (y, bias, rows, cols)); }
 void ck_bias_grad(const float *dy, float *db, size_t rows, size_t cols) { CALL(bias_grad, (dy, db, rows, cols)); }
 void ck_add(float *y, const float *x, size_t n) { CALL(add, (y, x, n)); }
 void ck_layernorm_fwd(const float *x, float *y, float *mean, float *rstd, const float *w, const float *b,
@@ -403,11 +386,14 @@ void ck_softmax_masked_fwd(float *s, const float *keymask, size_t rows, size_t T
     CALL(softmax_masked, (s, keymask, rows, T, nvalid));
 }
 void ck_softmax_bwd_inplace(const float *p, float *dp, size_t rows, size_t T) { CALL(softmax_bwd, (p, dp, rows, T)); }
-void ck_softmax_rows(const float *x, float *p, size_t rows, size_t C) { CALL(softmax_rows, (x, p, rows, C)); }
 void ck_dropout_row(const float *x, float *y, size_t n, uint64_t rowkey, uint32_t threshold, float scale) {
     CALL(dropout_row, (x, y, n, rowkey, threshold, scale));
 }
 void ck_dropout_add_row(const float *x, float *y, size_t n, uint64_t rowkey, uint32_t threshold, float scale) {
     CALL(dropout_add_row, (x, y, n, rowkey, threshold, scale));
+}
+void ck_dropout_pair_row(const float *p, float *pd, float *dpd, size_t n, uint64_t rowkey, uint32_t threshold,
+                         float scale) {
+    CALL(dropout_pair_row, (p, pd, dpd, n, rowkey, threshold, scale));
 }
 int ck_dropout_keep(uint64_t rowkey, uint32_t j, uint32_t threshold) { return hash_(rowkey, j) >= threshold; }

@@ -46,19 +46,23 @@ public enum ModelBenchmark {
     public static func run(config: ModelConfig, batch: Int, seq: Int, steps: Int, warmup: Int, threads: Int) -> BenchmarkResult {
         ComputeThreads.set(threads)
         let store = ParameterStore(layout: EncoderClassifier.makeLayout(config: config))
-        var rng = BenchRNG(seed: 1234)
+        var rng = SplitMix64(seed: 1234)
         for e in store.entries {
             let v = store.value(e.name)
             let isNorm = e.name.contains("LayerNorm") || e.name.contains("layer_norm")
             if e.name.hasSuffix(".bias") { v.update(repeating: 0) }
             else if isNorm { v.update(repeating: 1) }
-            else { for i in 0..<v.count { v[i] = Float(rng.normal()) * config.initializerRange } }
+            else { for i in 0..<v.count { v[i] = Float(rng.nextNormal()) * config.initializerRange } }
         }
         let model = EncoderClassifier(config: config, parameters: store, maxBatch: batch, maxSeq: seq)
         let NL = config.numLabels
         var dLogits = [Float](repeating: 0, count: batch * NL)
         var times: [Double] = []
-        let sgemmBefore = sgemmGflops(m: batch * seq, n: max(config.intermediate, config.hidden), k: config.hidden)
+        // The sgemm rate is sampled between the steps (two calls after each), not only before or after, so that
+        // MFU compares like with like on a machine whose load changes during the run.
+        let probe = SgemmProbe(m: batch * seq, n: max(config.intermediate, config.hidden), k: config.hidden)
+        _ = probe.measure()
+        var rates: [Double] = [probe.measure(), probe.measure()]
         for step in 0..<(warmup + steps) {
             let ids = (0..<(batch * seq)).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) }
             let labels = (0..<batch).map { _ in Int32(rng.next() % UInt64(NL)) }
@@ -73,9 +77,9 @@ public enum ModelBenchmark {
             }
             dLogits.withUnsafeBufferPointer { model.backward(dLogits: $0) }
             let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
-            if step >= warmup { times.append(dt) }
+            if step >= warmup { times.append(dt); rates.append(probe.measure()); rates.append(probe.measure()) }
         }
-        let sgemmAfter = sgemmGflops(m: batch * seq, n: max(config.intermediate, config.hidden), k: config.hidden)
+        rates.sort()
         times.sort()
         let median = times.isEmpty ? 0 : times[times.count / 2]
         let tokens = Double(batch * seq)
@@ -84,7 +88,7 @@ public enum ModelBenchmark {
         let nonEmb = Double(store.parameterCount - embedding)
         let flops = 6 * nonEmb * tokens + 12 * Double(config.layers * config.hidden * seq) * tokens
         let achieved = median > 0 ? flops / median / 1e9 : 0
-        let peak = max(sgemmBefore, sgemmAfter)
+        let peak = rates[rates.count / 2]
         return BenchmarkResult(batch: batch, seq: seq, threads: threads, steps: steps,
                                tokens_per_s: median > 0 ? tokens / median : 0, step_s_median: median,
                                step_s_min: times.first ?? 0, step_s_max: times.last ?? 0, flops_per_step: flops,
@@ -92,24 +96,13 @@ public enum ModelBenchmark {
                                peak_rss_mb: peakRSSMegabytes(), activation_bytes: model.activationBytes)
     }
 
-    /// Median GFLOP/s of C[m,n] = A[m,k]·B[n,k]ᵀ (the Linear forward form) over 5 timed calls after one warm-up.
+    /// Median GFLOP/s of C[m,n] = A[m,k]·B[n,k]ᵀ (the Linear forward form) over `reps` timed calls after one warm-up.
     public static func sgemmGflops(m: Int, n: Int, k: Int, reps: Int = 5) -> Double {
-        let a = UnsafeMutablePointer<Float>.allocate(capacity: m * k), b = UnsafeMutablePointer<Float>.allocate(capacity: n * k)
-        let c = UnsafeMutablePointer<Float>.allocate(capacity: m * n)
-        defer { a.deallocate(); b.deallocate(); c.deallocate() }
-        var rng = BenchRNG(seed: 7)
-        for i in 0..<(m * k) { a[i] = Float(rng.uniform() - 0.5) }
-        for i in 0..<(n * k) { b[i] = Float(rng.uniform() - 0.5) }
-        c.initialize(repeating: 0, count: m * n)
-        var ts: [Double] = []
-        for r in 0...reps {
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            sgemm(transA: false, transB: true, m: m, n: n, k: k, alpha: 1, a, lda: k, b, ldb: k, beta: 0, c, ldc: n)
-            let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
-            if r > 0 { ts.append(dt) }
-        }
-        ts.sort()
-        return 2 * Double(m) * Double(n) * Double(k) / ts[ts.count / 2] / 1e9
+        let probe = SgemmProbe(m: m, n: n, k: k)
+        _ = probe.measure()
+        var g = (0..<reps).map { _ in probe.measure() }
+        g.sort()
+        return g[g.count / 2]
     }
 
     /// Peak resident set size (VmHWM) in MB, 0 when /proc is unavailable.
@@ -123,20 +116,24 @@ public enum ModelBenchmark {
     }
 }
 
-/// Seeded SplitMix64 with Box-Muller normals (benchmark data and init only).
-struct BenchRNG {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+/// Buffers for timing the model's largest matmul shape, allocated once.
+final class SgemmProbe {
+    let m: Int, n: Int, k: Int
+    let a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>, c: UnsafeMutablePointer<Float>
+    init(m: Int, n: Int, k: Int) {
+        self.m = m; self.n = n; self.k = k
+        a = .allocate(capacity: m * k); b = .allocate(capacity: n * k); c = .allocate(capacity: m * n)
+        var rng = SplitMix64(seed: 7)
+        for i in 0..<(m * k) { a[i] = Float(rng.nextUniform() - 0.5) }
+        for i in 0..<(n * k) { b[i] = Float(rng.nextUniform() - 0.5) }
+        c.initialize(repeating: 0, count: m * n)
     }
-    mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
-    mutating func normal() -> Double {
-        let u1 = max(uniform(), 1e-300), u2 = uniform()
-        return (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * .pi * u2)
+    deinit { a.deallocate(); b.deallocate(); c.deallocate() }
+    /// GFLOP/s of one call.
+    func measure() -> Double {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        sgemm(transA: false, transB: true, m: m, n: n, k: k, alpha: 1, a, lda: k, b, ldb: k, beta: 0, c, ldc: n)
+        let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+        return 2 * Double(m) * Double(n) * Double(k) / dt / 1e9
     }
 }

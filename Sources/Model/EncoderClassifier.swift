@@ -2,6 +2,10 @@
 // arena (every buffer allocated once at init for maxBatch × maxSeq) and the parameter layout under Hugging Face
 // names exactly as *ForSequenceClassification.save_pretrained writes them.
 // Forward lines and backward lines mirror each other in reverse order.
+// Arena size (floats), BT = maxBatch·maxSeq: per layer 8·BT·C (q, k, v, ctx, h1, y1, h2, y2) + BT·FF (pre-activation)
+// + maxBatch·NH·maxSeq² (probabilities) + 4·BT; shared: 10·BT·C (embeddings and backward buffers) + BT·FF (activation
+// output / its gradient) + 2·maxSeq² + small. The activation output and the dropped-out probabilities are recomputed
+// in backward instead of kept (MiniLM, 32×128: 687 MB, peak RSS ~900 MB with parameters and gradients).
 // Deliberately not here: losses (Loss.swift), weight loading/aliases (WeightLoading.swift), the optimizer.
 import CKernels
 
@@ -17,8 +21,10 @@ public struct TokenBatch: Sendable {
     public var tokenTypeIds: [Int32]
     /// [B] global sample indices: the dropout key, so masks do not depend on rank or micro-batch split.
     public var sampleIndices: [Int]
+    /// tokenTypeIds nil = all zeros. sampleIndices are required (no default): they key the dropout masks, and a
+    /// default such as 0..<B would silently give every micro-batch of a step the same masks.
     public init(batchSize: Int, seqLen: Int, inputIds: [Int32], attentionMask: [Int32],
-                tokenTypeIds: [Int32]? = nil, sampleIndices: [Int]? = nil) {
+                tokenTypeIds: [Int32]? = nil, sampleIndices: [Int]) {
         precondition(inputIds.count == batchSize * seqLen && attentionMask.count == batchSize * seqLen,
                      "TokenBatch: inputIds/attentionMask must hold batchSize*seqLen = \(batchSize * seqLen) values")
         self.batchSize = batchSize
@@ -26,7 +32,7 @@ public struct TokenBatch: Sendable {
         self.inputIds = inputIds
         self.attentionMask = attentionMask
         self.tokenTypeIds = tokenTypeIds ?? [Int32](repeating: 0, count: batchSize * seqLen)
-        self.sampleIndices = sampleIndices ?? Array(0..<batchSize)
+        self.sampleIndices = sampleIndices
         precondition(self.tokenTypeIds.count == batchSize * seqLen && self.sampleIndices.count == batchSize)
     }
 }
@@ -210,6 +216,7 @@ public final class EncoderClassifier {
         dHead1 = buf(maxBatch * C); dHead2 = buf(maxBatch * C); dCls = buf(maxBatch * C)
         allocations = allocs
         activationBytes = bytes
+        nValid = [Int](repeating: 0, count: maxBatch)
     }
 
     deinit { for p in allocations { p.deallocate() } }
@@ -226,13 +233,18 @@ public final class EncoderClassifier {
         let BT = B * T
         lastB = B; lastT = T; lastBatch = batch; lastDropout = dropout; backwardDone = false
         let samples = batch.sampleIndices
-        nValid = [Int](repeating: 0, count: B)
+        for b in 0..<B { nValid[b] = 0 }   // sized maxBatch at init: no allocation here
         for i in 0..<BT {
             let m: Float = batch.attentionMask[i] != 0 ? 1 : 0
             keyMask[i] = m
             if m != 0 { nValid[i / T] += 1 }
         }
         for id in batch.inputIds { precondition(id >= 0 && Int(id) < config.vocabSize, "token id \(id) outside the vocabulary") }
+        if isBert {
+            for t in batch.tokenTypeIds {
+                precondition(t >= 0 && Int(t) < config.typeVocabSize, "token type id \(t) outside type_vocab_size \(config.typeVocabSize)")
+            }
+        }
         let pHidden = config.hiddenDropout, pAttn = config.attentionDropout
         let dropH = dropout != nil && pHidden > 0
         // embeddings → LayerNorm → dropout
@@ -261,8 +273,8 @@ public final class EncoderClassifier {
             ck_add(s.h1, x, BT * C)
             LayerNorm.forward(y: s.y1, mean: s.mean1, rstd: s.rstd1, x: s.h1, w: P(w.ln1w), b: P(w.ln1b), n: BT, C: C,
                               eps: config.layerNormEps)
-            Linear.forward(y: s.f, x: s.y1, w: P(w.w1), b: nil, n: BT, inC: C, outC: FF)
-            ck_bias_act_fwd(actCode, s.f, P(w.b1), ffScratch, BT, FF)
+            Linear.forward(y: s.f, x: s.y1, w: P(w.w1), b: P(w.b1), n: BT, inC: C, outC: FF)
+            ck_act_fwd(actCode, s.f, ffScratch, BT * FF)
             Linear.forward(y: s.h2, x: ffScratch, w: P(w.w2), b: P(w.b2), n: BT, inC: FF, outC: C)
             if dropH, let d = dropout {
                 dropoutRows(s.h2, s.h2, B: B, T: T, C: C, ctx: d, samples: samples,

@@ -111,26 +111,22 @@ public enum Attention {
             for h in 0..<NH {
                 let off = b * T * C + h * HS
                 let p = probs + (b * NH + h) * T * T
-                var pv = p
                 let thr = dropout.map { DropoutKey.threshold(p: $0.p) } ?? 0
                 let sc = dropout.map { DropoutKey.scale(p: $0.p) } ?? 1
-                if let sk {   // regenerate P' (cheaper than keeping it: T*T per (b, h) per layer)
+                // dP'[T, T] = dO_bh V_bhᵀ
+                sgemm(transA: false, transB: true, m: T, n: T, k: HS, alpha: 1, dctx + off, lda: C, v + off, ldb: C,
+                      beta: 0, scratchDP, ldc: T)
+                var pv = UnsafePointer(p)
+                if let sk {   // regenerate P' (cheaper than keeping it) and form dP = dP' ⊙ mask/(1-p), one hash each
                     for i in 0..<T {
-                        ck_dropout_row(p + i * T, scratchP + i * T, T, DropoutKey.row(sk, (h << 20) | i), thr, sc)
+                        ck_dropout_pair_row(p + i * T, scratchP + i * T, scratchDP + i * T, T,
+                                            DropoutKey.row(sk, (h << 20) | i), thr, sc)
                     }
                     pv = UnsafePointer(scratchP)
                 }
-                // dP'[T, T] = dO_bh V_bhᵀ ; dV_bh = P'ᵀ dO_bh
-                sgemm(transA: false, transB: true, m: T, n: T, k: HS, alpha: 1, dctx + off, lda: C, v + off, ldb: C,
-                      beta: 0, scratchDP, ldc: T)
+                // dV_bh = P'ᵀ dO_bh
                 sgemm(transA: true, transB: false, m: T, n: HS, k: T, alpha: 1, pv, lda: T, dctx + off, ldb: C,
                       beta: 0, dv + off, ldc: C)
-                if let sk {   // dP = dP' ⊙ mask / (1-p)
-                    for i in 0..<T {
-                        let r = scratchDP + i * T
-                        ck_dropout_row(r, r, T, DropoutKey.row(sk, (h << 20) | i), thr, sc)
-                    }
-                }
                 // dS = P ⊙ (dP - rowsum(P ⊙ dP)); the 1/sqrt(HS) of the scores goes into alpha below.
                 ck_softmax_bwd_inplace(p, scratchDP, T, T)
                 // dQ_bh = scale · dS K_bh ; dK_bh = scale · dSᵀ Q_bh

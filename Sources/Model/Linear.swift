@@ -29,8 +29,13 @@ public enum Linear {
     /// y[N, OC] = x[N, IC] · W[OC, IC]ᵀ + b[OC]   (b optional)
     public static func forward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
                                b: UnsafePointer<Float>?, n: Int, inC: Int, outC: Int) {
-        sgemm(transA: false, transB: true, m: n, n: outC, k: inC, alpha: 1, x, lda: inC, w, ldb: inC, beta: 0, y, ldc: outC)
-        if let b { ck_add_bias(y, b, n, outC) }
+        // With a bias, rows are pre-filled with it and the product accumulated (beta = 1): OpenBLAS would otherwise
+        // zero C in a separate pass (beta = 0) and the bias would need another read-modify-write pass.
+        if let b {
+            for r in 0..<n { (y + r * outC).update(from: b, count: outC) }
+        }
+        sgemm(transA: false, transB: true, m: n, n: outC, k: inC, alpha: 1, x, lda: inC, w, ldb: inC,
+              beta: b == nil ? 0 : 1, y, ldc: outC)
     }
 
     /// Given dy[N, OC]: dx[N, IC] = dy · W (overwritten, or accumulated when accumulateDx), dW[OC, IC] += dyᵀ · x,

@@ -51,7 +51,7 @@ final class GoldenModelTests: XCTestCase {
         let T = 10, B = 2, T0 = big.seqLen
         var ids: [Int32] = [], mask: [Int32] = []
         for b in 2..<4 { for t in 0..<T { ids.append(big.inputIds[b * T0 + t]); mask.append(big.attentionMask[b * T0 + t]) } }
-        let small = TokenBatch(batchSize: B, seqLen: T, inputIds: ids, attentionMask: mask)
+        let small = TokenBatch(batchSize: B, seqLen: T, inputIds: ids, attentionMask: mask, sampleIndices: [2, 3])
         let reused = Array(model.forward(small, dropout: nil))
         let freshModel = EncoderClassifier(config: config, parameters: store, maxBatch: B, maxSeq: T)
         let fresh = Array(freshModel.forward(small, dropout: nil))   // the logits view lives as long as its model

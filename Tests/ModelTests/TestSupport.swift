@@ -34,7 +34,7 @@ enum Fixtures {
         let labels = try golden.int64s("batch\(k)/labels").map { Int32($0) }
         let shape = golden.info("batch\(k)/input_ids")!.shape
         return (TokenBatch(batchSize: shape[0], seqLen: shape[1], inputIds: ids, attentionMask: mask,
-                           tokenTypeIds: types), labels)
+                           tokenTypeIds: types, sampleIndices: Array(0..<shape[0])), labels)
     }
 }
 

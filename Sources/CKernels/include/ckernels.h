@@ -22,9 +22,6 @@ void ck_tanh(const float *x, float *y, size_t n);
 // ---- activations. act: 0 = gelu (erf), 1 = gelu_new (tanh form), 2 = relu ----
 /// y = act(x)
 void ck_act_fwd(int act, const float *x, float *y, size_t n);
-/// Fused bias + activation for a linear layer's output: f[r,c] += bias[c] (in place; f is kept as the
-/// pre-activation for backward), g[r,c] = act(f[r,c]). f, g: [rows, cols].
-void ck_bias_act_fwd(int act, float *f, const float *bias, float *g, size_t rows, size_t cols);
 /// dg[i] *= act'(f[i]) in place (dg becomes df).
 void ck_act_bwd_inplace(int act, const float *f, float *dg, size_t n);
 /// Backward recompute, fused: g[i] = act(f[i]) and f[i] <- act'(f[i]) in place (the pre-activation is not needed
@@ -36,8 +33,6 @@ void ck_mul(float *y, const float *x, size_t n);
 void ck_tanh_bwd_inplace(const float *t, float *dy, size_t n);
 
 // ---- linear-layer helpers ----
-/// y[r,c] += bias[c]; y: [rows, cols].
-void ck_add_bias(float *y, const float *bias, size_t rows, size_t cols);
 /// db[c] += sum_r dy[r,c]; dy: [rows, cols].
 void ck_bias_grad(const float *dy, float *db, size_t rows, size_t cols);
 /// y[i] += x[i]
@@ -63,11 +58,11 @@ void ck_softmax_bwd_inplace(const float *p, float *dp, size_t rows, size_t T);
 void ck_dropout_row(const float *x, float *y, size_t n, uint64_t rowkey, uint32_t threshold, float scale);
 /// y[j] += keep ? x[j] * scale : 0  (residual add after a dropped-out sub-layer output)
 void ck_dropout_add_row(const float *x, float *y, size_t n, uint64_t rowkey, uint32_t threshold, float scale);
+/// Attention backward, one hash per element for both uses: pd[j] = keep ? p[j]*scale : 0 (the regenerated
+/// dropped-out probabilities) and dpd[j] = keep ? dpd[j]*scale : 0 (dL/dP from dL/dP').
+void ck_dropout_pair_row(const float *p, float *pd, float *dpd, size_t n, uint64_t rowkey, uint32_t threshold,
+                         float scale);
 /// 1 when element j of the row is kept (tests).
 int ck_dropout_keep(uint64_t rowkey, uint32_t j, uint32_t threshold);
-
-// ---- cross-entropy helper ----
-/// Row softmax (no mask) into p; returns nothing. x, p: [rows, C].
-void ck_softmax_rows(const float *x, float *p, size_t rows, size_t C);
 
 #endif
