@@ -86,7 +86,7 @@ public final class GPT2Generator {
                 logits = step == 0 ? cachedStep(Array(seq), pos0: 0) : cachedStep([seq.last!], pos0: seq.count - 1)
             } else {
                 let batch = TokenBatch(batchSize: 1, seqLen: seq.count, inputIds: seq,
-                                       attentionMask: [Int32](repeating: 1, count: seq.count))
+                                       attentionMask: [Int32](repeating: 1, count: seq.count), sampleIndices: [0])
                 model.forward(batch, labels: nil, gradientScale: nil, dropout: nil)
                 let row = model.logits(rows: (seq.count - 1)..<seq.count)
                 logitsBuf.update(from: row, count: V)
@@ -130,8 +130,8 @@ public final class GPT2Generator {
             Conv1D.forward(y: tmp, x: ctx, w: p + w.projW, b: p + w.projB, n: n, inC: C, outC: C)
             ck_add(x, tmp, n * C)
             LayerNorm.forward(y: y, mean: mean, rstd: rstd, x: x, w: p + w.ln2w, b: p + w.ln2b, n: n, C: C, eps: config.layerNormEps)
-            Conv1D.forward(y: f, x: y, w: p + w.fcW, b: nil, n: n, inC: C, outC: FF)
-            ck_bias_act_fwd(config.actCode, f, p + w.fcB, g, n, FF)
+            Conv1D.forward(y: f, x: y, w: p + w.fcW, b: p + w.fcB, n: n, inC: C, outC: FF)
+            ck_act_fwd(config.actCode, f, g, n * FF)
             Conv1D.forward(y: tmp, x: g, w: p + w.mlpW, b: p + w.mlpB, n: n, inC: FF, outC: C)
             ck_add(x, tmp, n * C)
         }

@@ -11,13 +11,15 @@ public enum Conv1D {
     /// y[N, OUT] = x[N, IN] · W[IN, OUT] + b[OUT]  (W stored [in, out], as GPT-2 checkpoints hold it).
     public static func forward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
                                b: UnsafePointer<Float>?, n: Int, inC: Int, outC: Int) {
+        // With a bias, rows are pre-filled with it and the product accumulated (beta = 1), as Linear does.
+        if let b { for r in 0..<n { (y + r * outC).update(from: b, count: outC) } }
+        let beta: Float = b == nil ? 0 : 1
         if n == 1 {   // one token (KV-cache generation): a GEMV; sgemm would pack all of W for one row
-            cblas_sgemv(CblasRowMajor, CblasTrans, Int32(inC), Int32(outC), 1, w, Int32(outC), x, 1, 0, y, 1)
+            cblas_sgemv(CblasRowMajor, CblasTrans, Int32(inC), Int32(outC), 1, w, Int32(outC), x, 1, beta, y, 1)
         } else {
             sgemm(transA: false, transB: false, m: n, n: outC, k: inC, alpha: 1, x, lda: inC, w, ldb: outC,
-                  beta: 0, y, ldc: outC)
+                  beta: beta, y, ldc: outC)
         }
-        if let b { ck_add_bias(y, b, n, outC) }
     }
 
     /// dW[IN, OUT] += xᵀ dy; db += Σ_n dy; dx[N, IN] = dy Wᵀ (overwritten, or accumulated when accumulateDx).

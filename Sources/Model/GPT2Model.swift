@@ -191,8 +191,8 @@ final class GPT2Transformer {
             ck_add(s.h1, x, BT * C)
             LayerNorm.forward(y: s.y2, mean: s.mean2, rstd: s.rstd2, x: s.h1, w: P(w.ln2w), b: P(w.ln2b), n: BT, C: C,
                               eps: config.layerNormEps)
-            Conv1D.forward(y: s.f, x: s.y2, w: P(w.fcW), b: nil, n: BT, inC: C, outC: FF)
-            ck_bias_act_fwd(config.actCode, s.f, P(w.fcB), ffScratch, BT, FF)
+            Conv1D.forward(y: s.f, x: s.y2, w: P(w.fcW), b: P(w.fcB), n: BT, inC: C, outC: FF)
+            ck_act_fwd(config.actCode, s.f, ffScratch, BT * FF)
             Conv1D.forward(y: s.out, x: ffScratch, w: P(w.mlpW), b: P(w.mlpB), n: BT, inC: FF, outC: C)
             if pResid > 0, let d = dropout {
                 dropoutRows(s.out, s.out, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.ffnOutput(layer: l), p: pResid)

@@ -112,7 +112,8 @@ public enum LMData {
     }
 
     /// Right-pads examples into one batch: ids padded with `padId` (attention 0), labels -100 there. T = the longest.
-    public static func batch(_ examples: [LMExample], padId: Int32, sampleIndices: [Int]? = nil) -> (batch: TokenBatch, labels: [Int32]) {
+    /// sampleIndices: the examples' global indices (they key the dropout masks).
+    public static func batch(_ examples: [LMExample], padId: Int32, sampleIndices: [Int]) -> (batch: TokenBatch, labels: [Int32]) {
         let T = examples.map(\.inputIds.count).max() ?? 0
         var ids: [Int32] = [], mask: [Int32] = [], labels: [Int32] = []
         for e in examples {

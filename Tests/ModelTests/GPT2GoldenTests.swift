@@ -31,7 +31,8 @@ enum GPT2Fixture {
         let mask = try golden.int64s("batch\(k)/attention_mask").map { Int32($0) }
         let labels = try golden.int64s("batch\(k)/labels").map { Int32($0) }
         let shape = golden.info("batch\(k)/input_ids")!.shape
-        return (TokenBatch(batchSize: shape[0], seqLen: shape[1], inputIds: ids, attentionMask: mask), labels)
+        return (TokenBatch(batchSize: shape[0], seqLen: shape[1], inputIds: ids, attentionMask: mask,
+                           sampleIndices: Array(0..<shape[0])), labels)
     }
 
     static func num(_ any: Any?) -> Double { (any as! NSNumber).doubleValue }

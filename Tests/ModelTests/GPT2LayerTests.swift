@@ -103,7 +103,7 @@ final class GPT2LayerTests: XCTestCase {
         let (config, store, _, _) = try GPT2Fixture.load("gpt2-tiny-lm", hub: false, classifier: false)
         let ids: [Int32] = [464, 2068, 7586, 21831, 35390, 19850, 11, 13]
         let model = GPT2LMHead(config: config, parameters: store, maxBatch: 1, maxSeq: ids.count)
-        model.forward(TokenBatch(batchSize: 1, seqLen: ids.count, inputIds: ids, attentionMask: [Int32](repeating: 1, count: ids.count)),
+        model.forward(TokenBatch(batchSize: 1, seqLen: ids.count, inputIds: ids, attentionMask: [Int32](repeating: 1, count: ids.count), sampleIndices: [0]),
                       labels: nil, gradientScale: nil, dropout: nil)
         let gen = GPT2Generator(config: config, parameters: store)
         let V = config.vocabSize

@@ -67,7 +67,8 @@ final class LMDataTests: XCTestCase {
         XCTAssertEqual(ds.truncated, 2)
         XCTAssertEqual(ds.droppedNoTarget, 1, "row 2's prompt fills the context")
         // batching: right padding with attention 0 and label -100, so a real EOS (99) still counts
-        let (b, labels) = LMData.batch(ds.examples.reversed() + [LMExample(inputIds: [5, 99], labels: [5, 99], line: 9)], padId: 99)
+        let (b, labels) = LMData.batch(ds.examples.reversed() + [LMExample(inputIds: [5, 99], labels: [5, 99], line: 9)], padId: 99,
+                                      sampleIndices: [0, 1, 2])
         XCTAssertEqual(b.seqLen, 6)
         XCTAssertEqual(Array(b.inputIds[12..<18]), [5, 99, 99, 99, 99, 99])
         XCTAssertEqual(Array(b.attentionMask[12..<18]), [1, 1, 0, 0, 0, 0])
@@ -103,7 +104,7 @@ final class LMDataTests: XCTestCase {
         GPT2Benchmark.initialise(store, config: config, seed: 1)
         let model = GPT2LMHead(config: config, parameters: store, maxBatch: 3, maxSeq: 16)
         let adam = AdamW(store: store, config: AdamWConfig(weightDecay: 0.0))
-        let (batch, labels) = LMData.batch(ds.examples, padId: 99)
+        let (batch, labels) = LMData.batch(ds.examples, padId: 99, sampleIndices: [0, 1, 2])
         let count = ds.examples.reduce(0) { $0 + $1.targetCount }
         XCTAssertEqual(count, 4 + 5 + 3)
         var losses: [Double] = []
