@@ -41,6 +41,9 @@ struct Generate: ParsableCommand {
         guard topK >= 0 else { throw ValidationError("--top-k must be >= 0 (got \(topK))") }
         guard topP > 0 && topP <= 1 else { throw ValidationError("--top-p must be in (0, 1] (got \(topP))") }
         guard threads > 0 else { throw ValidationError("--threads must be positive") }
+        if temperature == 0 && (topK > 0 || topP < 1) {
+            throw ValidationError("--top-k/--top-p apply only when sampling; pass --temperature > 0 (e.g. 0.8), or drop them for greedy decoding")
+        }
     }
 
     func run() throws {
