@@ -1,7 +1,7 @@
 // GPT2Benchmark.swift: the GPT-2 training-step and generation benchmarks (the 6-layer / 384 / 6-head /
 // vocab-50257 shape). A step is zero grads + forward with the fused LM loss + backward (no optimizer), on random
 // tokens with every position counted, with GPT-2's dropout (0.1) active. MFU is measured against the sgemm rate of the
-// LM head's GEMM shape in the same process and thread setting (sampled before and after; the better one is used).
+// LM head's GEMM shape in the same process and thread setting (median of samples taken between the steps).
 // flops_per_step = 6·(N_non-embedding + V·C)·tokens + 12·layers·C·T·tokens: the tied head's V·C counts as a matmul
 // (it is 237 of the 375 GFLOP at B=16, T=128); wte/wpe lookups do not.
 // Generation: greedy tokens/s for one prompt, with the KV cache and with full recompute.
@@ -51,7 +51,11 @@ public enum GPT2Benchmark {
         let model = GPT2LMHead(config: config, parameters: store, maxBatch: batch, maxSeq: seq)
         var rng = SplitMix64(seed: 99)
         let V = config.vocabSize, C = config.hidden
-        let sgemmBefore = ModelBenchmark.sgemmGflops(m: model.chunkRows, n: V, k: C)
+        // The sgemm rate of the LM-head GEMM shape is sampled between the steps (two calls after each), as
+        // ModelBenchmark does, so that MFU compares like with like on a machine whose load changes during the run.
+        let probe = SgemmProbe(m: model.chunkRows, n: V, k: C)
+        _ = probe.measure()
+        var rates: [Double] = [probe.measure(), probe.measure()]
         var times: [Double] = []
         for step in 0..<(warmup + steps) {
             let ids = (0..<(batch * seq)).map { _ in Int32(rng.next() % UInt64(V)) }
@@ -63,9 +67,9 @@ public enum GPT2Benchmark {
             model.forward(tb, labels: ids, gradientScale: 1 / Float(batch * (seq - 1)), dropout: DropoutContext(seed: 42, step: step))
             model.backward()
             let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
-            if step >= warmup { times.append(dt) }
+            if step >= warmup { times.append(dt); rates.append(probe.measure()); rates.append(probe.measure()) }
         }
-        let sgemmAfter = ModelBenchmark.sgemmGflops(m: model.chunkRows, n: V, k: C)
+        rates.sort()
         times.sort()
         let median = times.isEmpty ? 0 : times[times.count / 2]
         let tokens = Double(batch * seq)
@@ -74,7 +78,7 @@ public enum GPT2Benchmark {
         let matmulParams = Double(store.parameterCount - tables + V * C)
         let flops = 6 * matmulParams * tokens + 12 * Double(config.layers * C * seq) * tokens
         let achieved = median > 0 ? flops / median / 1e9 : 0
-        let peak = max(sgemmBefore, sgemmAfter)
+        let peak = rates[rates.count / 2]
         return BenchmarkResult(batch: batch, seq: seq, threads: threads, steps: steps,
                                tokens_per_s: median > 0 ? tokens / median : 0, step_s_median: median,
                                step_s_min: times.first ?? 0, step_s_max: times.last ?? 0, flops_per_step: flops,
