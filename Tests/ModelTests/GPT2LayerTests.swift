@@ -154,4 +154,49 @@ final class GPT2LayerTests: XCTestCase {
         let z = (0..<5000).map { _ in rng.normal() }
         for k in [1, 7, 50, 4999] { XCTAssertEqual(Sampler.kthLargest(z, k), z.sorted(by: >)[k - 1], "kthLargest k=\(k)") }
     }
+
+    /// The whole GPT-2 LM backward (embeddings, blocks, tied head, fused CE) with every dropout site active (p 0.2)
+    /// against a central directional difference of the loss under the same masks. float32 loss (~40) rounds at ~4e-6,
+    /// so with h = 1e-2 the difference quotient is good to ~1e-3; the directional derivative is O(1).
+    func testLMBackwardWithDropoutMatchesDirectionalDifference() throws {
+        let config = try GPT2Config(json: ["model_type": "gpt2", "vocab_size": 50, "n_embd": 8, "n_layer": 2, "n_head": 2,
+                                           "n_positions": 8, "resid_pdrop": 0.2, "embd_pdrop": 0.2, "attn_pdrop": 0.2,
+                                           "initializer_range": 0.3], path: "tiny")
+        let store = ParameterStore(layout: GPT2Layout.make(config: config, classifier: false))
+        GPT2Benchmark.initialise(store, config: config, seed: 3)
+        var rng = TestRNG(21)
+        for e in store.entries where e.name.contains(".ln_") {   // non-trivial LayerNorm affine parameters
+            let v = store.value(e.name); for i in 0..<v.count { v[i] += Float(rng.normal() * 0.2) }
+        }
+        let B = 2, T = 6
+        let ids = (0..<(B * T)).map { _ in Int32(rng.next() % 50) }
+        var labels = ids
+        labels[3] = -100; labels[T + 5] = -100
+        let batch = TokenBatch(batchSize: B, seqLen: T, inputIds: ids, attentionMask: [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0],
+                               sampleIndices: [7, 8])
+        let model = GPT2LMHead(config: config, parameters: store, maxBatch: B, maxSeq: T)
+        let ctx = DropoutContext(seed: 5, step: 2)
+        for dropout in [nil, ctx] {
+            store.zeroGrads()
+            let base = model.forward(batch, labels: labels, gradientScale: 1, dropout: dropout)
+            model.backward()
+            if dropout != nil {
+                XCTAssertNotEqual(base.sum, model.forward(batch, labels: labels, gradientScale: nil, dropout: nil).sum,
+                                  "dropout must change the loss, or this test checks nothing about it")
+            }
+            let g = Array(store.grads)
+            let d = (0..<store.count).map { _ in Float(rng.normal()) }
+            let norm = d.reduce(0) { $0 + Double($1) * Double($1) }.squareRoot()
+            let theta = Array(store.values)
+            let h = 1e-2
+            func lossAt(_ sign: Double) -> Double {
+                for i in 0..<store.count { store.values[i] = theta[i] + Float(sign * h * Double(d[i]) / norm) }
+                return model.forward(batch, labels: labels, gradientScale: nil, dropout: dropout).sum
+            }
+            let fd = (lossAt(1) - lossAt(-1)) / (2 * h)
+            for i in 0..<store.count { store.values[i] = theta[i] }
+            let an = zip(g, d).reduce(0) { $0 + Double($1.0) * Double($1.1) } / norm
+            XCTAssertEqual(an, fd, accuracy: 2e-3 + 1e-2 * abs(fd), "directional derivative (dropout \(dropout != nil))")
+        }
+    }
 }
