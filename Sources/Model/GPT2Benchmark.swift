@@ -1,0 +1,109 @@
+// GPT2Benchmark.swift: the GPT-2 training-step and generation benchmarks (the 6-layer / 384 / 6-head /
+// vocab-50257 shape). A step is zero grads + forward with the fused LM loss + backward (no optimizer), on random
+// tokens with every position counted, with GPT-2's dropout (0.1) active. MFU is measured against the sgemm rate of the
+// LM head's GEMM shape in the same process and thread setting (median of samples taken between the steps).
+// flops_per_step = 6·(N_non-embedding + V·C)·tokens + 12·layers·C·T·tokens: the tied head's V·C counts as a matmul
+// (it is 237 of the 375 GFLOP at B=16, T=128); wte/wpe lookups do not.
+// Generation: greedy tokens/s for one prompt, with the KV cache and with full recompute.
+// Deliberately not here: printing or CLI flags (the executable and the gated test do that).
+import Foundation
+
+public struct GPT2GenerationBenchmark: Sendable, Codable {
+    public var prompt_tokens: Int
+    public var new_tokens: Int
+    public var threads: Int
+    public var cached_tokens_per_s: Double
+    public var recompute_tokens_per_s: Double
+    public var json: String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return String(decoding: (try? e.encode(self)) ?? Data(), as: UTF8.self)
+    }
+}
+
+public enum GPT2Benchmark {
+    /// GPT-2 architecture at 6 layers, n_embd 384, 6 heads (head size 64), FF 1536, vocab 50257, 1024 positions,
+    /// dropout 0.1 as in GPT-2's config.
+    public static func smallConfig() -> GPT2Config {
+        let json: [String: Any] = [
+            "model_type": "gpt2", "vocab_size": 50257, "n_embd": 384, "n_layer": 6, "n_head": 6, "n_inner": NSNull(),
+            "n_positions": 1024, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5, "resid_pdrop": 0.1,
+            "embd_pdrop": 0.1, "attn_pdrop": 0.1, "initializer_range": 0.02, "bos_token_id": 50256, "eos_token_id": 50256,
+        ]
+        return try! GPT2Config(json: json, path: "<gpt2 6x384 shape>")
+    }
+
+    /// Seeded GPT-2-style init: N(0, range) weights, zero biases, unit LayerNorm weights.
+    public static func initialise(_ store: ParameterStore, config: GPT2Config, seed: UInt64) {
+        var rng = SplitMix64(seed: seed)
+        for e in store.entries {
+            let v = store.value(e.name)
+            if e.name.hasSuffix(".bias") { v.update(repeating: 0) }
+            else if e.name.contains(".ln_") { v.update(repeating: 1) }
+            else { for i in 0..<v.count { v[i] = Float(rng.nextNormal()) * config.initializerRange } }
+        }
+    }
+
+    public static func runTraining(config: GPT2Config, batch: Int, seq: Int, steps: Int, warmup: Int, threads: Int) -> BenchmarkResult {
+        ComputeThreads.set(threads)
+        let store = ParameterStore(layout: GPT2Layout.make(config: config, classifier: false))
+        initialise(store, config: config, seed: 1234)
+        let model = GPT2LMHead(config: config, parameters: store, maxBatch: batch, maxSeq: seq)
+        var rng = SplitMix64(seed: 99)
+        let V = config.vocabSize, C = config.hidden
+        // The sgemm rate of the LM-head GEMM shape is sampled between the steps (two calls after each), as
+        // ModelBenchmark does, so that MFU compares like with like on a machine whose load changes during the run.
+        let probe = SgemmProbe(m: model.chunkRows, n: V, k: C)
+        _ = probe.measure()
+        var rates: [Double] = [probe.measure(), probe.measure()]
+        var times: [Double] = []
+        for step in 0..<(warmup + steps) {
+            let ids = (0..<(batch * seq)).map { _ in Int32(rng.next() % UInt64(V)) }
+            let tb = TokenBatch(batchSize: batch, seqLen: seq, inputIds: ids,
+                                attentionMask: [Int32](repeating: 1, count: batch * seq),
+                                sampleIndices: (0..<batch).map { step * batch + $0 })
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            store.zeroGrads()
+            model.forward(tb, labels: ids, gradientScale: 1 / Float(batch * (seq - 1)), dropout: DropoutContext(seed: 42, step: step))
+            model.backward()
+            let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+            if step >= warmup { times.append(dt); rates.append(probe.measure()); rates.append(probe.measure()) }
+        }
+        rates.sort()
+        times.sort()
+        let median = times.isEmpty ? 0 : times[times.count / 2]
+        let tokens = Double(batch * seq)
+        let tables = store.entries.filter { $0.name == "transformer.wte.weight" || $0.name == "transformer.wpe.weight" }
+            .reduce(0) { $0 + $1.count }
+        let matmulParams = Double(store.parameterCount - tables + V * C)
+        let flops = 6 * matmulParams * tokens + 12 * Double(config.layers * C * seq) * tokens
+        let achieved = median > 0 ? flops / median / 1e9 : 0
+        let peak = rates[rates.count / 2]
+        return BenchmarkResult(batch: batch, seq: seq, threads: threads, steps: steps,
+                               tokens_per_s: median > 0 ? tokens / median : 0, step_s_median: median,
+                               step_s_min: times.first ?? 0, step_s_max: times.last ?? 0, flops_per_step: flops,
+                               achieved_gflops: achieved, sgemm_gflops: peak, mfu: peak > 0 ? achieved / peak : 0,
+                               peak_rss_mb: ModelBenchmark.peakRSSMegabytes(), activation_bytes: model.activationBytes)
+    }
+
+    /// Median over `repeats` of greedy generation speed (new tokens per second) from a random prompt.
+    public static func runGeneration(config: GPT2Config, promptTokens: Int, newTokens: Int, repeats: Int, threads: Int) throws -> GPT2GenerationBenchmark {
+        ComputeThreads.set(threads)
+        let store = ParameterStore(layout: GPT2Layout.make(config: config, classifier: false))
+        initialise(store, config: config, seed: 1234)
+        let gen = GPT2Generator(config: config, parameters: store)
+        var rng = SplitMix64(seed: 5)
+        let prompt = (0..<promptTokens).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) }
+        func rate(_ cache: Bool) throws -> Double {
+            var r: [Double] = []
+            for _ in 0..<repeats {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                let out = try gen.generate(prompt: prompt, options: GenerationOptions(maxNewTokens: newTokens, useCache: cache))
+                r.append(Double(out.count) / (Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9))
+            }
+            return r.sorted()[r.count / 2]
+        }
+        return GPT2GenerationBenchmark(prompt_tokens: promptTokens, new_tokens: newTokens, threads: threads,
+                                       cached_tokens_per_s: try rate(true), recompute_tokens_per_s: try rate(false))
+    }
+}

@@ -1,0 +1,151 @@
+// GPT2Layers.swift: the two GPT-2 layers the encoder core does not have, as mirrored forward/backward pairs over
+// explicit buffers: Conv1D (HF's transposed linear, weight [in, out], y = x W + b) and causal multi-head attention
+// over the fused q|k|v buffer of c_attn. Everything else (LayerNorm, embeddings, gelu_new, dropout rows) is the
+// model core's, called as is. Notation: B batch, T sequence, C hidden, NH heads, HS = C/NH, FF inner size.
+// Deliberately not here: allocation (the arena in GPT2Model.swift), the block wiring, the LM loss.
+import CBLAS
+import CKernels
+import Foundation
+
+public enum Conv1D {
+    /// y[N, OUT] = x[N, IN] · W[IN, OUT] + b[OUT]  (W stored [in, out], as GPT-2 checkpoints hold it).
+    public static func forward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
+                               b: UnsafePointer<Float>?, n: Int, inC: Int, outC: Int) {
+        // With a bias, rows are pre-filled with it and the product accumulated (beta = 1), as Linear does.
+        if let b { for r in 0..<n { (y + r * outC).update(from: b, count: outC) } }
+        let beta: Float = b == nil ? 0 : 1
+        if n == 1 {   // one token (KV-cache generation): a GEMV; sgemm would pack all of W for one row
+            cblas_sgemv(CblasRowMajor, CblasTrans, Int32(inC), Int32(outC), 1, w, Int32(outC), x, 1, beta, y, 1)
+        } else {
+            sgemm(transA: false, transB: false, m: n, n: outC, k: inC, alpha: 1, x, lda: inC, w, ldb: outC,
+                  beta: beta, y, ldc: outC)
+        }
+    }
+
+    /// dW[IN, OUT] += xᵀ dy; db += Σ_n dy; dx[N, IN] = dy Wᵀ (overwritten, or accumulated when accumulateDx).
+    /// dW is formed before dx is written, so dx may alias x.
+    public static func backward(dx: UnsafeMutablePointer<Float>?, dw: UnsafeMutablePointer<Float>,
+                                db: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                                w: UnsafePointer<Float>, n: Int, inC: Int, outC: Int, accumulateDx: Bool = false) {
+        sgemm(transA: true, transB: false, m: inC, n: outC, k: n, alpha: 1, x, lda: inC, dy, ldb: outC,
+              beta: 1, dw, ldc: outC)
+        if let db { ck_bias_grad(dy, db, n, outC) }
+        if let dx {
+            sgemm(transA: false, transB: true, m: n, n: inC, k: outC, alpha: 1, dy, lda: outC, w, ldb: outC,
+                  beta: accumulateDx ? 1 : 0, dx, ldc: inC)
+        }
+    }
+}
+
+/// Causal self-attention on the c_attn output qkv[B*T, 3C] (q | k | v column blocks; head h of q is columns
+/// h*HS..<(h+1)*HS, of k C + h*HS..., of v 2C + h*HS...), so a (b, h) slice is a strided [T, HS] view with leading
+/// dimension 3C and every product is one sgemm on views. ctx: [B*T, C]. probs: [B, NH, T, T], saved for backward,
+/// exactly 0 above the diagonal and at padded keys (keyMask[B*T]: 1 real, 0 padding).
+public enum CausalAttention {
+    public static func forward(ctx: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>,
+                               qkv: UnsafePointer<Float>, keyMask: UnsafePointer<Float>?, B: Int, T: Int, C: Int,
+                               NH: Int, dropout: AttentionDropout?, scratch: UnsafeMutablePointer<Float>) {
+        let HS = C / NH, ld = 3 * C
+        let scale = 1 / Float(HS).squareRoot()
+        for b in 0..<B {
+            let sk = dropout.map { DropoutKey.sample($0.ctx, sample: $0.samples[b], site: $0.site) }
+            for h in 0..<NH {
+                let q = qkv + b * T * ld + h * HS, k = q + C, v = q + 2 * C
+                let p = probs + (b * NH + h) * T * T
+                // S[T, T] = scale · Q Kᵀ (the upper triangle is computed and then zeroed by the softmax)
+                sgemm(transA: false, transB: true, m: T, n: T, k: HS, alpha: scale, q, lda: ld, k, ldb: ld,
+                      beta: 0, p, ldc: T)
+                g2_softmax_causal_fwd(p, keyMask.map { $0 + b * T }, T, T, 0)
+                var pv = UnsafePointer(p)
+                if let d = dropout, let sk {
+                    let thr = DropoutKey.threshold(p: d.p), sc = DropoutKey.scale(p: d.p)
+                    for i in 0..<T {
+                        ck_dropout_row(p + i * T, scratch + i * T, T, DropoutKey.row(sk, (h << 20) | i), thr, sc)
+                    }
+                    pv = UnsafePointer(scratch)
+                }
+                // O[T, HS] = P' V
+                sgemm(transA: false, transB: false, m: T, n: HS, k: T, alpha: 1, pv, lda: T, v, ldb: ld,
+                      beta: 0, ctx + b * T * C + h * HS, ldc: C)
+            }
+        }
+    }
+
+    /// dqkv[B*T, 3C] overwritten. scratchP, scratchDP: [T*T] each.
+    public static func backward(dqkv: UnsafeMutablePointer<Float>, dctx: UnsafePointer<Float>,
+                                probs: UnsafePointer<Float>, qkv: UnsafePointer<Float>, B: Int, T: Int, C: Int,
+                                NH: Int, dropout: AttentionDropout?, scratchP: UnsafeMutablePointer<Float>,
+                                scratchDP: UnsafeMutablePointer<Float>) {
+        let HS = C / NH, ld = 3 * C
+        let scale = 1 / Float(HS).squareRoot()
+        for b in 0..<B {
+            let sk = dropout.map { DropoutKey.sample($0.ctx, sample: $0.samples[b], site: $0.site) }
+            let thr = dropout.map { DropoutKey.threshold(p: $0.p) } ?? 0
+            let sc = dropout.map { DropoutKey.scale(p: $0.p) } ?? 1
+            for h in 0..<NH {
+                let o = b * T * ld + h * HS
+                let q = qkv + o, k = q + C, v = q + 2 * C
+                let dq = dqkv + o, dk = dq + C, dv = dq + 2 * C
+                let dO = dctx + b * T * C + h * HS
+                let p = probs + (b * NH + h) * T * T
+                var pv = p
+                if let sk {   // regenerate P' (cheaper than keeping it)
+                    for i in 0..<T {
+                        ck_dropout_row(p + i * T, scratchP + i * T, T, DropoutKey.row(sk, (h << 20) | i), thr, sc)
+                    }
+                    pv = UnsafePointer(scratchP)
+                }
+                // dP'[T, T] = dO Vᵀ ; dV = P'ᵀ dO
+                sgemm(transA: false, transB: true, m: T, n: T, k: HS, alpha: 1, dO, lda: C, v, ldb: ld,
+                      beta: 0, scratchDP, ldc: T)
+                sgemm(transA: true, transB: false, m: T, n: HS, k: T, alpha: 1, pv, lda: T, dO, ldb: C,
+                      beta: 0, dv, ldc: ld)
+                if let sk {
+                    for i in 0..<T {
+                        let r = scratchDP + i * T
+                        ck_dropout_row(r, r, T, DropoutKey.row(sk, (h << 20) | i), thr, sc)
+                    }
+                }
+                // dS = P ⊙ (dP − rowsum(P ⊙ dP)); zero where P is zero (future and padded keys)
+                ck_softmax_bwd_inplace(p, scratchDP, T, T)
+                // dQ = scale · dS K ; dK = scale · dSᵀ Q
+                sgemm(transA: false, transB: false, m: T, n: HS, k: T, alpha: scale, scratchDP, lda: T, k, ldb: ld,
+                      beta: 0, dq, ldc: ld)
+                sgemm(transA: true, transB: false, m: T, n: HS, k: T, alpha: scale, scratchDP, lda: T, q, ldb: ld,
+                      beta: 0, dk, ldc: ld)
+            }
+        }
+    }
+
+    /// Naive reference of `forward` without dropout (Double accumulation, explicit causal mask) for tests.
+    public static func forwardNaive(qkv: [Float], keyMask: [Float]?, B: Int, T: Int, C: Int, NH: Int) -> [Float] {
+        let HS = C / NH, ld = 3 * C
+        let scale = 1 / Double(HS).squareRoot()
+        var out = [Float](repeating: 0, count: B * T * C)
+        for b in 0..<B {
+            for h in 0..<NH {
+                for i in 0..<T {
+                    var s = [Double](repeating: -.infinity, count: T)
+                    for j in 0...i where (keyMask?[b * T + j] ?? 1) != 0 {
+                        var d = 0.0
+                        for c in 0..<HS {
+                            d += Double(qkv[(b * T + i) * ld + h * HS + c]) * Double(qkv[(b * T + j) * ld + C + h * HS + c])
+                        }
+                        s[j] = d * scale
+                    }
+                    let m = s.max()!
+                    let e = s.map { $0 == -.infinity ? 0 : _exp($0 - m) }
+                    let z = e.reduce(0, +)
+                    for c in 0..<HS {
+                        var acc = 0.0
+                        for j in 0..<T { acc += e[j] / z * Double(qkv[(b * T + j) * ld + 2 * C + h * HS + c]) }
+                        out[(b * T + i) * C + h * HS + c] = Float(acc)
+                    }
+                }
+            }
+        }
+        return out
+    }
+}
+
+@inline(__always) private func _exp(_ x: Double) -> Double { x.isFinite ? Foundation.exp(x) : 0 }

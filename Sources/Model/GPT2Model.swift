@@ -1,0 +1,468 @@
+// GPT2Model.swift: GPT-2 assembled from the layers: the shared transformer body (embeddings, blocks, ln_f) with its
+// activation arena, GPT2LMHead (GPT2LMHeadModel: tied LM head, shifted causal-LM loss fused with the head's
+// backward) and GPT2Classifier (GPT2ForSequenceClassification: `score` without bias, pooled at the last non-pad
+// token). Parameter names are what save_pretrained writes ("transformer.h.0.attn.c_attn.weight", ...), in
+// named_parameters() order; there is no lm_head.weight (tied to transformer.wte.weight).
+// Forward lines and backward lines mirror each other in reverse order.
+// Deliberately not here: generation and the KV cache (GPT2Generate.swift), data preparation (Training/LMData.swift),
+// the optimizer, BERT-family models.
+import CBLAS
+import CKernels
+import Foundation
+
+/// Parameter offsets of one GPT-2 block (the same offsets index values and grads).
+struct GPT2BlockParams {
+    var ln1w, ln1b, attnW, attnB, projW, projB, ln2w, ln2b, fcW, fcB, mlpW, mlpB: Int
+}
+
+/// Saved activations of one block (capacity BT = maxBatch·maxSeq).
+struct GPT2BlockActs {
+    var y1: UnsafeMutablePointer<Float>             // [BT, C] ln_1 output
+    var mean1, rstd1: UnsafeMutablePointer<Float>   // [BT]
+    var qkv: UnsafeMutablePointer<Float>            // [BT, 3C] c_attn output
+    var probs: UnsafeMutablePointer<Float>          // [B, NH, T, T]
+    var ctx: UnsafeMutablePointer<Float>            // [BT, C] attention output before c_proj
+    var h1: UnsafeMutablePointer<Float>             // [BT, C] residual stream after attention
+    var y2: UnsafeMutablePointer<Float>             // [BT, C] ln_2 output
+    var mean2, rstd2: UnsafeMutablePointer<Float>   // [BT]
+    var f: UnsafeMutablePointer<Float>              // [BT, FF] c_fc pre-activation (becomes act'(f) in backward)
+    var out: UnsafeMutablePointer<Float>            // [BT, C] residual stream after the MLP: the block output
+}
+
+public enum GPT2Layout {
+    /// The base-model prefix of every body parameter in save_pretrained files.
+    public static let prefix = "transformer."
+
+    /// The layout in named_parameters() order; `classifier` appends `score.weight` [numLabels, C].
+    public static func make(config: GPT2Config, classifier: Bool) -> ParameterLayout {
+        var L = ParameterLayout()
+        let C = config.hidden, FF = config.intermediate
+        L.add("transformer.wte.weight", [config.vocabSize, C])
+        L.add("transformer.wpe.weight", [config.maxPositions, C])
+        for l in 0..<config.layers {
+            let p = "transformer.h.\(l)."
+            L.add(p + "ln_1.weight", [C]); L.add(p + "ln_1.bias", [C])
+            L.add(p + "attn.c_attn.weight", [C, 3 * C]); L.add(p + "attn.c_attn.bias", [3 * C])
+            L.add(p + "attn.c_proj.weight", [C, C]); L.add(p + "attn.c_proj.bias", [C])
+            L.add(p + "ln_2.weight", [C]); L.add(p + "ln_2.bias", [C])
+            L.add(p + "mlp.c_fc.weight", [C, FF]); L.add(p + "mlp.c_fc.bias", [FF])
+            L.add(p + "mlp.c_proj.weight", [FF, C]); L.add(p + "mlp.c_proj.bias", [C])
+        }
+        L.add("transformer.ln_f.weight", [C]); L.add("transformer.ln_f.bias", [C])
+        if classifier {
+            precondition(config.numLabels > 0, "config has no labels: set id2label or num_labels")
+            L.add("score.weight", [config.numLabels, C])
+        }
+        return L
+    }
+
+    /// Loads save_pretrained's layout (`transformer.` keys) or the hub's (`h.N.…`, `wte`, `wpe`, `ln_f`) into `store`.
+    /// The hub's `attn.bias` / `attn.masked_bias` causal-mask buffers and any `lm_head.weight` (tied) are ignored
+    /// (listed in `unused`). A classifier checkpoint without `score.weight` (a plain LM) gets a fresh N(0, range) head.
+    public static func load(into store: ParameterStore, from file: SafeTensorsFile, config: GPT2Config,
+                            seed: UInt64 = 0) throws -> LoadReport {
+        if let lm = file.info("lm_head.weight"), let wte = store.layout.entry("transformer.wte.weight"), lm.shape != wte.shape {
+            throw SafeTensorsError(path: file.url.path, "lm_head.weight has shape \(lm.shape) but wte is \(wte.shape); untied heads are not supported")
+        }
+        return try WeightLoader.load(into: store, from: file, prefix: prefix, isOptional: { $0 == "score.weight" },
+                                     seed: seed, initializerRange: config.initializerRange)
+    }
+
+    /// Writes the save_pretrained layout (`transformer.` keys, no tied lm_head.weight) and config.json into `dir`.
+    public static func save(_ store: ParameterStore, config: GPT2Config, classifier: Bool, to dir: URL) throws {
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try WeightLoader.save(store, to: dir.appendingPathComponent("model.safetensors"))
+        try ModelConfig.write(config.json(classifier: classifier), to: dir.appendingPathComponent("config.json"))
+    }
+}
+
+/// The GPT-2 body (GPT2Model): embeddings → blocks → ln_f, with the arena. Used by both heads.
+final class GPT2Transformer {
+    let config: GPT2Config
+    let parameters: ParameterStore
+    let maxBatch: Int, maxSeq: Int
+    let C: Int, NH: Int, FF: Int
+    let wte: Int, wpe: Int, lnfW: Int, lnfB: Int
+    let blocks: [GPT2BlockParams]
+
+    private var allocations: [UnsafeMutableRawPointer] = []
+    private(set) var activationBytes = 0
+    let keyMask: UnsafeMutablePointer<Float>        // [BT]
+    let x0: UnsafeMutablePointer<Float>             // [BT, C] wte[ids] + wpe[t] (after embd dropout)
+    let acts: [GPT2BlockActs]
+    let xf: UnsafeMutablePointer<Float>             // [BT, C] ln_f output (the head's input)
+    let meanF, rstdF: UnsafeMutablePointer<Float>   // [BT]
+    let dXf: UnsafeMutablePointer<Float>            // [BT, C] dLoss/d(ln_f output), written by the head
+    let dRes, dTmp, dDrop, dCtx: UnsafeMutablePointer<Float>   // [BT, C] backward buffers
+    let dQKV: UnsafeMutablePointer<Float>           // [BT, 3C]
+    let ffScratch: UnsafeMutablePointer<Float>      // [BT, FF] activation output (fwd), its gradient (bwd)
+    let scratchP, scratchDP: UnsafeMutablePointer<Float>   // [maxSeq²]
+
+    private(set) var lastB = 0, lastT = 0
+    private(set) var lastBatch: TokenBatch?
+    private var lastDropout: DropoutContext?
+
+    init(config: GPT2Config, parameters: ParameterStore, maxBatch: Int, maxSeq: Int) {
+        precondition(maxSeq <= config.maxPositions, "maxSeq \(maxSeq) exceeds n_positions \(config.maxPositions)")
+        precondition(maxBatch > 0 && maxSeq > 0)
+        self.config = config
+        self.parameters = parameters
+        self.maxBatch = maxBatch
+        self.maxSeq = maxSeq
+        C = config.hidden; NH = config.heads; FF = config.intermediate
+        let lay = parameters.layout
+        func off(_ n: String) -> Int {
+            guard let e = lay.entry(n) else { preconditionFailure("parameter store lacks \(n); build it from GPT2Layout.make") }
+            return e.offset
+        }
+        wte = off("transformer.wte.weight"); wpe = off("transformer.wpe.weight")
+        lnfW = off("transformer.ln_f.weight"); lnfB = off("transformer.ln_f.bias")
+        blocks = (0..<config.layers).map { l in
+            let p = "transformer.h.\(l)."
+            return GPT2BlockParams(
+                ln1w: off(p + "ln_1.weight"), ln1b: off(p + "ln_1.bias"),
+                attnW: off(p + "attn.c_attn.weight"), attnB: off(p + "attn.c_attn.bias"),
+                projW: off(p + "attn.c_proj.weight"), projB: off(p + "attn.c_proj.bias"),
+                ln2w: off(p + "ln_2.weight"), ln2b: off(p + "ln_2.bias"),
+                fcW: off(p + "mlp.c_fc.weight"), fcB: off(p + "mlp.c_fc.bias"),
+                mlpW: off(p + "mlp.c_proj.weight"), mlpB: off(p + "mlp.c_proj.bias"))
+        }
+        let BT = maxBatch * maxSeq
+        var allocs: [UnsafeMutableRawPointer] = []
+        var bytes = 0
+        func buf(_ n: Int) -> UnsafeMutablePointer<Float> {
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: max(n, 1) * 4, alignment: 64)
+            allocs.append(raw)
+            bytes += n * 4
+            return raw.initializeMemory(as: Float.self, repeating: 0, count: max(n, 1))
+        }
+        keyMask = buf(BT); x0 = buf(BT * C)
+        let C = config.hidden, NH = config.heads, FF = config.intermediate
+        var a: [GPT2BlockActs] = []
+        for _ in 0..<config.layers {
+            a.append(GPT2BlockActs(y1: buf(BT * C), mean1: buf(BT), rstd1: buf(BT), qkv: buf(BT * 3 * C),
+                          probs: buf(maxBatch * NH * maxSeq * maxSeq), ctx: buf(BT * C), h1: buf(BT * C),
+                          y2: buf(BT * C), mean2: buf(BT), rstd2: buf(BT), f: buf(BT * FF), out: buf(BT * C)))
+        }
+        acts = a
+        xf = buf(BT * C); meanF = buf(BT); rstdF = buf(BT); dXf = buf(BT * C)
+        dRes = buf(BT * C); dTmp = buf(BT * C); dDrop = buf(BT * C); dCtx = buf(BT * C)
+        dQKV = buf(BT * 3 * C); ffScratch = buf(BT * FF)
+        scratchP = buf(maxSeq * maxSeq); scratchDP = buf(maxSeq * maxSeq)
+        allocations = allocs
+        activationBytes = bytes
+    }
+
+    deinit { for p in allocations { p.deallocate() } }
+
+    @inline(__always) func P(_ off: Int) -> UnsafeMutablePointer<Float> { parameters.values.baseAddress! + off }
+    @inline(__always) func G(_ off: Int) -> UnsafeMutablePointer<Float> { parameters.grads.baseAddress! + off }
+
+    /// Runs the body; xf holds the ln_f output [B*T, C] afterwards.
+    func forward(_ batch: TokenBatch, dropout: DropoutContext?) {
+        let B = batch.batchSize, T = batch.seqLen
+        precondition(B <= maxBatch && T <= maxSeq, "batch \(B)×\(T) exceeds the arena's \(maxBatch)×\(maxSeq)")
+        let BT = B * T
+        lastB = B; lastT = T; lastBatch = batch; lastDropout = dropout
+        for i in 0..<BT { keyMask[i] = batch.attentionMask[i] != 0 ? 1 : 0 }
+        for id in batch.inputIds {
+            precondition(id >= 0 && Int(id) < config.vocabSize, "token id \(id) outside the vocabulary of \(config.vocabSize)")
+        }
+        let samples = batch.sampleIndices
+        let pResid = dropout == nil ? 0 : config.residDropout
+        let pAttn = dropout == nil ? 0 : config.attnDropout
+        Embeddings.forward(out: x0, ids: batch.inputIds, types: nil, wte: P(wte), wpe: P(wpe), tte: nil, B: B, T: T, C: C)
+        if let d = dropout, config.embdDropout > 0 {
+            dropoutRows(x0, x0, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.embeddings, p: config.embdDropout)
+        }
+        var x = UnsafePointer(x0)
+        for (l, w) in blocks.enumerated() {
+            let s = acts[l]
+            LayerNorm.forward(y: s.y1, mean: s.mean1, rstd: s.rstd1, x: x, w: P(w.ln1w), b: P(w.ln1b), n: BT, C: C,
+                              eps: config.layerNormEps)
+            Conv1D.forward(y: s.qkv, x: s.y1, w: P(w.attnW), b: P(w.attnB), n: BT, inC: C, outC: 3 * C)
+            let ad = pAttn > 0 ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
+            CausalAttention.forward(ctx: s.ctx, probs: s.probs, qkv: s.qkv, keyMask: keyMask, B: B, T: T, C: C, NH: NH,
+                                    dropout: ad, scratch: scratchP)
+            Conv1D.forward(y: s.h1, x: s.ctx, w: P(w.projW), b: P(w.projB), n: BT, inC: C, outC: C)
+            if pResid > 0, let d = dropout {
+                dropoutRows(s.h1, s.h1, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.attentionOutput(layer: l), p: pResid)
+            }
+            ck_add(s.h1, x, BT * C)
+            LayerNorm.forward(y: s.y2, mean: s.mean2, rstd: s.rstd2, x: s.h1, w: P(w.ln2w), b: P(w.ln2b), n: BT, C: C,
+                              eps: config.layerNormEps)
+            Conv1D.forward(y: s.f, x: s.y2, w: P(w.fcW), b: P(w.fcB), n: BT, inC: C, outC: FF)
+            ck_act_fwd(config.actCode, s.f, ffScratch, BT * FF)
+            Conv1D.forward(y: s.out, x: ffScratch, w: P(w.mlpW), b: P(w.mlpB), n: BT, inC: FF, outC: C)
+            if pResid > 0, let d = dropout {
+                dropoutRows(s.out, s.out, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.ffnOutput(layer: l), p: pResid)
+            }
+            ck_add(s.out, s.h1, BT * C)
+            x = UnsafePointer(s.out)
+        }
+        LayerNorm.forward(y: xf, mean: meanF, rstd: rstdF, x: x, w: P(lnfW), b: P(lnfB), n: BT, C: C, eps: config.layerNormEps)
+    }
+
+    /// Accumulates every body gradient given dXf (dLoss/d ln_f output) of the last forward.
+    func backward() {
+        guard let batch = lastBatch else { return }
+        let B = lastB, T = lastT, BT = B * T
+        let dropout = lastDropout, samples = batch.sampleIndices
+        let pResid = dropout == nil ? 0 : config.residDropout
+        let pAttn = dropout == nil ? 0 : config.attnDropout
+        let xLast = blocks.isEmpty ? UnsafePointer(x0) : UnsafePointer(acts[blocks.count - 1].out)
+        LayerNorm.backward(dx: dRes, dw: G(lnfW), db: G(lnfB), dy: dXf, x: xLast, mean: meanF, rstd: rstdF, w: P(lnfW), n: BT, C: C)
+        // dRes = dLoss/d(residual stream) going down
+        for l in stride(from: blocks.count - 1, through: 0, by: -1) {
+            let w = blocks[l], s = acts[l]
+            let x = l == 0 ? UnsafePointer(x0) : UnsafePointer(acts[l - 1].out)
+            var dOut = UnsafePointer(dRes)
+            if pResid > 0, let d = dropout {
+                dropoutRows(dRes, dDrop, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.ffnOutput(layer: l), p: pResid)
+                dOut = UnsafePointer(dDrop)
+            }
+            ck_act_fwd_grad(config.actCode, s.f, ffScratch, BT * FF)   // ffScratch = act(f), f = act'(f)
+            Conv1D.backward(dx: ffScratch, dw: G(w.mlpW), db: G(w.mlpB), dy: dOut, x: ffScratch, w: P(w.mlpW),
+                            n: BT, inC: FF, outC: C)
+            ck_mul(ffScratch, s.f, BT * FF)
+            Conv1D.backward(dx: dTmp, dw: G(w.fcW), db: G(w.fcB), dy: ffScratch, x: s.y2, w: P(w.fcW), n: BT, inC: C, outC: FF)
+            LayerNorm.backward(dx: dCtx, dw: G(w.ln2w), db: G(w.ln2b), dy: dTmp, x: s.h1, mean: s.mean2, rstd: s.rstd2,
+                               w: P(w.ln2w), n: BT, C: C)
+            ck_add(dRes, dCtx, BT * C)                                   // dRes = dLoss/dh1
+            var dProj = UnsafePointer(dRes)
+            if pResid > 0, let d = dropout {
+                dropoutRows(dRes, dDrop, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.attentionOutput(layer: l), p: pResid)
+                dProj = UnsafePointer(dDrop)
+            }
+            Conv1D.backward(dx: dCtx, dw: G(w.projW), db: G(w.projB), dy: dProj, x: s.ctx, w: P(w.projW), n: BT, inC: C, outC: C)
+            let ad = pAttn > 0 ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
+            CausalAttention.backward(dqkv: dQKV, dctx: dCtx, probs: s.probs, qkv: s.qkv, B: B, T: T, C: C, NH: NH,
+                                     dropout: ad, scratchP: scratchP, scratchDP: scratchDP)
+            Conv1D.backward(dx: dTmp, dw: G(w.attnW), db: G(w.attnB), dy: dQKV, x: s.y1, w: P(w.attnW), n: BT, inC: C, outC: 3 * C)
+            LayerNorm.backward(dx: dCtx, dw: G(w.ln1w), db: G(w.ln1b), dy: dTmp, x: x, mean: s.mean1, rstd: s.rstd1,
+                               w: P(w.ln1w), n: BT, C: C)
+            ck_add(dRes, dCtx, BT * C)                                   // dRes = dLoss/dx (block input)
+        }
+        if let d = dropout, config.embdDropout > 0 {
+            dropoutRows(dRes, dRes, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.embeddings, p: config.embdDropout)
+        }
+        Embeddings.backward(dout: dRes, ids: batch.inputIds, types: nil, dwte: G(wte), dwpe: G(wpe), dtte: nil, B: B, T: T, C: C)
+    }
+
+    /// output_hidden_states of the last forward: [0] wte+wpe, then each block's output, the last one after ln_f.
+    func hiddenStates() -> [[Float]] {
+        let n = lastB * lastT * C
+        var out = [Array(UnsafeBufferPointer(start: x0, count: n))]
+        for (l, s) in acts.enumerated() where l < acts.count - 1 { out.append(Array(UnsafeBufferPointer(start: s.out, count: n))) }
+        out.append(Array(UnsafeBufferPointer(start: xf, count: n)))
+        return out
+    }
+}
+
+/// The summed causal-LM loss of one micro-batch: `sum` over the `count` counted (label != -100) shifted positions.
+/// The trainer adds these over micro-batches and ranks; loss = Σ sum / Σ count.
+public struct LMLossSum: Sendable, Equatable {
+    public var sum: Double
+    public var count: Int
+    public init(sum: Double, count: Int) { self.sum = sum; self.count = count }
+    public var mean: Double { count > 0 ? sum / Double(count) : 0 }
+}
+
+/// GPT2LMHeadModel: the body plus the tied LM head (logits = ln_f(x) · wteᵀ) and the shifted LM loss.
+///
+/// Training: `forward(batch, labels:, gradientScale: s)` computes the loss and, because the fused softmax-CE turns
+/// each chunk of logits into its gradient in place, also the head's share of wte's gradient and dLoss/d(ln_f output);
+/// `backward()` then does the body. So zero the gradients BEFORE forward, never between forward and backward.
+/// dLogits = s · (softmax − onehot) on counted positions: with s = 1/globalTokenCount the gradients are those of the
+/// mean over every counted token of every micro-batch on every rank.
+public final class GPT2LMHead {
+    public let config: GPT2Config
+    public let parameters: ParameterStore
+    let body: GPT2Transformer
+    /// Rows of logits per LM-head chunk: the [rows, V] buffer is bounded by `logitBudget` floats.
+    public let chunkRows: Int
+    let logitChunk: UnsafeMutablePointer<Float>     // [chunkRows, V]
+    let targets: UnsafeMutablePointer<Int32>        // [BT] shifted labels (-100 where not counted)
+    let lse, nll, rowMax: UnsafeMutablePointer<Float>   // [BT] per position
+    private var pendingBackward = false
+
+    public var maxBatch: Int { body.maxBatch }
+    public var maxSeq: Int { body.maxSeq }
+    public var activationBytes: Int { body.activationBytes + (chunkRows * config.vocabSize + 4 * maxBatch * maxSeq) * 4 }
+
+    public static func makeLayout(config: GPT2Config) -> ParameterLayout { GPT2Layout.make(config: config, classifier: false) }
+
+    /// `logitBudget`: the most floats the logits chunk may hold (default 16 Mi floats = 64 MB).
+    public init(config: GPT2Config, parameters: ParameterStore, maxBatch: Int, maxSeq: Int, logitBudget: Int = 1 << 24) {
+        self.config = config
+        self.parameters = parameters
+        body = GPT2Transformer(config: config, parameters: parameters, maxBatch: maxBatch, maxSeq: maxSeq)
+        let BT = maxBatch * maxSeq
+        chunkRows = max(1, min(BT, logitBudget / config.vocabSize))
+        logitChunk = .allocate(capacity: chunkRows * config.vocabSize)
+        targets = .allocate(capacity: BT)
+        lse = .allocate(capacity: BT); nll = .allocate(capacity: BT); rowMax = .allocate(capacity: BT)
+    }
+
+    deinit {
+        logitChunk.deallocate(); targets.deallocate(); lse.deallocate(); nll.deallocate(); rowMax.deallocate()
+    }
+
+    /// Forward with the shifted LM loss. labels [B*T] (token ids, -100 = not counted; nil: no loss, count 0).
+    /// Position t of a row predicts labels[t+1]; the last position predicts nothing.
+    /// gradientScale non-nil: training (see the type's doc); nil: evaluation (no gradients touched). With neither labels
+    /// nor gradientScale only the body runs (positionStats() is then stale; use logits(rows:)).
+    @discardableResult
+    public func forward(_ batch: TokenBatch, labels: [Int32]?, gradientScale: Float?, dropout: DropoutContext?) -> LMLossSum {
+        let B = batch.batchSize, T = batch.seqLen, BT = B * T, V = config.vocabSize, C = config.hidden
+        body.forward(batch, dropout: dropout)
+        var count = 0
+        for b in 0..<B {
+            for t in 0..<T {
+                var y: Int32 = -100
+                if let labels, t + 1 < T { y = labels[b * T + t + 1] }
+                if y != -100 {
+                    precondition(y >= 0 && Int(y) < V, "label \(y) outside the vocabulary (use -100 to ignore a position)")
+                    count += 1
+                } else { y = -1 }
+                targets[b * T + t] = y
+            }
+        }
+        let training = gradientScale != nil
+        let scale = gradientScale ?? 0
+        let wte = UnsafePointer(body.P(body.wte)), dwte = body.G(body.wte)
+        pendingBackward = false
+        if labels == nil && !training { return LMLossSum(sum: 0, count: 0) }   // body only (generation)
+        var r0 = 0
+        while r0 < BT {
+            let R = min(chunkRows, BT - r0)
+            let x = UnsafePointer(body.xf + r0 * C)
+            // logits[R, V] = x[R, C] · wteᵀ
+            sgemm(transA: false, transB: true, m: R, n: V, k: C, alpha: 1, x, lda: C, wte, ldb: C, beta: 0, logitChunk, ldc: V)
+            g2_xent_fwd_bwd(logitChunk, R, V, targets + r0, scale, training ? 1 : 0, lse + r0, nll + r0, rowMax + r0)
+            if training {
+                // dX[R, C] = dLogits · wte ; dwte[V, C] += dLogitsᵀ · x
+                sgemm(transA: false, transB: false, m: R, n: C, k: V, alpha: 1, logitChunk, lda: V, wte, ldb: C,
+                      beta: 0, body.dXf + r0 * C, ldc: C)
+                sgemm(transA: true, transB: false, m: V, n: C, k: R, alpha: 1, logitChunk, lda: V, x, ldb: C,
+                      beta: 1, dwte, ldc: C)
+            }
+            r0 += R
+        }
+        var sum = 0.0
+        for i in 0..<BT where targets[i] >= 0 { sum += Double(nll[i]) }
+        pendingBackward = training
+        return LMLossSum(sum: sum, count: count)
+    }
+
+    /// The body's backward for the last training forward (the head's gradient was formed in forward).
+    public func backward() {
+        precondition(pendingBackward, "backward needs a forward with gradientScale (and runs once per forward)")
+        pendingBackward = false
+        body.backward()
+    }
+
+    /// Full logits [rows.count, V] of the last forward's positions `rows` (flat b·T + t), recomputed from ln_f's output.
+    public func logits(rows: Range<Int>) -> [Float] {
+        let V = config.vocabSize, C = config.hidden
+        precondition(rows.upperBound <= body.lastB * body.lastT)
+        var out = [Float](repeating: 0, count: rows.count * V)
+        out.withUnsafeMutableBufferPointer {
+            if rows.count == 1 {   // generation without cache: a GEMV (sgemm would pack all of wte for one row)
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(V), Int32(C), 1, body.P(body.wte), Int32(C),
+                            body.xf + rows.lowerBound * C, 1, 0, $0.baseAddress!, 1)
+            } else {
+                sgemm(transA: false, transB: true, m: rows.count, n: V, k: C, alpha: 1, body.xf + rows.lowerBound * C, lda: C,
+                      body.P(body.wte), ldb: C, beta: 0, $0.baseAddress!, ldc: V)
+            }
+        }
+        return out
+    }
+
+    /// Per-position statistics of the last forward, [B*T] each: logsumexp and max over the vocabulary, and the loss
+    /// term of the position (0 where not counted).
+    public func positionStats() -> (logsumexp: [Float], max: [Float], nll: [Float]) {
+        let n = body.lastB * body.lastT
+        return (Array(UnsafeBufferPointer(start: lse, count: n)), Array(UnsafeBufferPointer(start: rowMax, count: n)),
+                Array(UnsafeBufferPointer(start: nll, count: n)))
+    }
+
+    /// output_hidden_states of the last forward (see GPT2Transformer.hiddenStates), [B*T*C] each.
+    public func hiddenStates() -> [[Float]] { body.hiddenStates() }
+}
+
+/// GPT2ForSequenceClassification: the body, `score` (Linear C → numLabels, no bias) on every position's ln_f output,
+/// pooled at the last non-pad token of each row exactly as transformers: argmax_t(t · [input_ids[t] != pad]),
+/// i.e. the last position whose id is not pad_token_id (0 when there is none). Note that this looks at ids, not at
+/// the attention mask, like transformers; a real pad-id token inside the text would end the pooling early.
+public final class GPT2Classifier {
+    public let config: GPT2Config
+    public let parameters: ParameterStore
+    let body: GPT2Transformer
+    let scoreW: Int
+    let padId: Int32
+    let pooled: UnsafeMutablePointer<Float>   // [B, C]
+    let logitsBuf: UnsafeMutablePointer<Float>   // [B, NL]
+    let dPooled: UnsafeMutablePointer<Float>  // [B, C]
+    private(set) var poolIndex: [Int] = []
+    private var backwardDone = true
+
+    public var maxBatch: Int { body.maxBatch }
+    public var maxSeq: Int { body.maxSeq }
+    public var activationBytes: Int { body.activationBytes }
+
+    public static func makeLayout(config: GPT2Config) -> ParameterLayout { GPT2Layout.make(config: config, classifier: true) }
+
+    /// Throws when the config has no pad_token_id (transformers refuses batches > 1 then; we refuse up front).
+    public init(config: GPT2Config, parameters: ParameterStore, maxBatch: Int, maxSeq: Int) throws {
+        guard let pad = config.padTokenId else {
+            throw ConfigError(path: config.path, "GPT-2 sequence classification needs 'pad_token_id' to find the last real token; set it in config.json (GPT-2 uses 50256, <|endoftext|>)")
+        }
+        guard config.numLabels > 0 else {
+            throw ConfigError(path: config.path, "no labels: set 'id2label' or 'num_labels' in config.json")
+        }
+        self.config = config
+        self.parameters = parameters
+        padId = Int32(pad)
+        body = GPT2Transformer(config: config, parameters: parameters, maxBatch: maxBatch, maxSeq: maxSeq)
+        guard let e = parameters.layout.entry("score.weight") else { preconditionFailure("store lacks score.weight; build it from GPT2Classifier.makeLayout") }
+        scoreW = e.offset
+        pooled = .allocate(capacity: maxBatch * config.hidden)
+        dPooled = .allocate(capacity: maxBatch * config.hidden)
+        logitsBuf = .allocate(capacity: maxBatch * config.numLabels)
+    }
+
+    deinit { pooled.deallocate(); dPooled.deallocate(); logitsBuf.deallocate() }
+
+    /// Logits [B, numLabels] (a view into the model, valid until the next forward).
+    public func forward(_ batch: TokenBatch, dropout: DropoutContext?) -> UnsafeBufferPointer<Float> {
+        let B = batch.batchSize, T = batch.seqLen, C = config.hidden, NL = config.numLabels
+        body.forward(batch, dropout: dropout)
+        poolIndex = (0..<B).map { b in
+            var best = 0, bestVal = -1
+            for t in 0..<T {
+                let v = batch.inputIds[b * T + t] != padId ? t : 0
+                if v > bestVal { bestVal = v; best = t }   // first maximum, as torch.argmax
+            }
+            return best
+        }
+        for b in 0..<B { (pooled + b * C).update(from: body.xf + (b * T + poolIndex[b]) * C, count: C) }
+        Linear.forward(y: logitsBuf, x: pooled, w: body.P(scoreW), b: nil, n: B, inC: C, outC: NL)
+        backwardDone = false
+        return UnsafeBufferPointer(start: logitsBuf, count: B * NL)
+    }
+
+    /// Accumulates every gradient given dLoss/dLogits [B, numLabels] of the last forward.
+    public func backward(dLogits: UnsafeBufferPointer<Float>) {
+        precondition(!backwardDone, "backward called twice for one forward (or before any forward)")
+        backwardDone = true
+        let B = body.lastB, T = body.lastT, C = config.hidden, NL = config.numLabels
+        Linear.backward(dx: dPooled, dw: body.G(scoreW), db: nil, dy: dLogits.baseAddress!, x: pooled, w: body.P(scoreW),
+                        n: B, inC: C, outC: NL)
+        body.dXf.update(repeating: 0, count: B * T * C)
+        for b in 0..<B { (body.dXf + (b * T + poolIndex[b]) * C).update(from: dPooled + b * C, count: C) }
+        body.backward()
+    }
+
+    public func hiddenStates() -> [[Float]] { body.hiddenStates() }
+}

@@ -1,0 +1,82 @@
+// `disttrain generate`: text generation with a GPT-2 model folder (config.json, model.safetensors in either the
+// save_pretrained or the hub layout, and the GPT-2 tokenizer files). Greedy by default; sampling when
+// --temperature > 0. Prints the prompt followed by the generated text, or with --json one line
+// {"prompt", "new_ids", "new_text"}. `--bench` runs the GPT-2 6x384 training-step and generation benchmarks instead.
+// Deliberately not here: the generation algorithm (Model/GPT2Generate.swift), batching several prompts.
+import ArgumentParser
+import Foundation
+import Model
+import Tokenizers
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Generate text with a GPT-2 model.",
+        discussion: """
+          disttrain generate --model runs/hamlet --prompt "To be, or not" --max-new-tokens 40
+          disttrain generate --model runs/hamlet --prompt "To be" --temperature 0.8 --top-p 0.9 --seed 1 --json
+          disttrain generate --bench            (GPT-2 6x384, batch 16, seq 128: step MFU and generation tokens/s)
+        """)
+    @Option(help: "A GPT-2 model folder: config.json, model.safetensors, vocab.json + merges.txt (or tokenizer.json).")
+    var model: String?
+    @Option(help: "The prompt text (encoded without added special tokens, as GPT-2 adds none).") var prompt: String?
+    @Option(help: "Tokens to generate at most.") var maxNewTokens: Int = 20
+    @Option(help: "0 = greedy argmax; > 0 samples from softmax(logits / temperature).") var temperature: Float = 0
+    @Option(help: "When sampling: keep only the k most likely tokens (0 = off).") var topK: Int = 0
+    @Option(help: "When sampling: nucleus probability mass to keep (1 = off).") var topP: Float = 1
+    @Option(help: "Seed of the sampling generator.") var seed: UInt64 = 0
+    @Flag(help: "Recompute the whole sequence at every step instead of using the key/value cache.") var noCache = false
+    @Flag(help: "Stop after the model emits eos_token_id.") var stopAtEos = false
+    @Flag(help: "Print one JSON line {\"prompt\", \"new_ids\", \"new_text\"}.") var json = false
+    @Option(help: "OpenBLAS threads.") var threads: Int = 1
+    @Flag(help: "Run the GPT-2 6x384 benchmarks (training step MFU; generation tokens/s with and without the cache).")
+    var bench = false
+    @Option(help: "With --bench: timed training steps (the median is reported).") var benchSteps: Int = 5
+
+    func validate() throws {
+        if bench { return }
+        guard model != nil else { throw ValidationError("--model is required (a GPT-2 model folder)") }
+        guard prompt != nil else { throw ValidationError("--prompt is required") }
+        guard maxNewTokens > 0 else { throw ValidationError("--max-new-tokens must be positive (got \(maxNewTokens))") }
+        guard temperature >= 0 else { throw ValidationError("--temperature must be >= 0 (got \(temperature))") }
+        guard topK >= 0 else { throw ValidationError("--top-k must be >= 0 (got \(topK))") }
+        guard topP > 0 && topP <= 1 else { throw ValidationError("--top-p must be in (0, 1] (got \(topP))") }
+        guard threads > 0 else { throw ValidationError("--threads must be positive") }
+        if temperature == 0 && (topK > 0 || topP < 1) {
+            throw ValidationError("--top-k/--top-p apply only when sampling; pass --temperature > 0 (e.g. 0.8), or drop them for greedy decoding")
+        }
+    }
+
+    func run() throws {
+        if bench { return try runBench() }
+        let dir = URL(fileURLWithPath: model!)
+        let config = try GPT2Config.load(url: dir.appendingPathComponent("config.json"))
+        ComputeThreads.set(threads)
+        let store = ParameterStore(layout: GPT2Layout.make(config: config, classifier: false))
+        _ = try GPT2Layout.load(into: store, from: SafeTensorsFile(url: dir.appendingPathComponent("model.safetensors")), config: config)
+        let tokenizer = try loadTokenizer(directory: dir)
+        let promptIds = try tokenizer.encode(prompt!, pair: nil, addSpecialTokens: true, maxLength: nil).ids
+        let gen = GPT2Generator(config: config, parameters: store)
+        let options = GenerationOptions(maxNewTokens: maxNewTokens, temperature: temperature, topK: topK, topP: topP, seed: seed,
+                                        stopToken: stopAtEos ? config.eosTokenId.map { Int32($0) } : nil, useCache: !noCache)
+        let newIds: [Int32]
+        do { newIds = try gen.generate(prompt: promptIds, options: options) } catch let e as GenerationError {
+            throw ValidationError(e.message)
+        }
+        let newText = tokenizer.decode(newIds, skipSpecialTokens: false)
+        if json {
+            let obj: [String: Any] = ["prompt": prompt!, "new_ids": newIds.map { Int($0) }, "new_text": newText]
+            let d = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])
+            print(String(decoding: d, as: UTF8.self))
+        } else {
+            print(prompt! + newText)
+        }
+    }
+
+    func runBench() throws {
+        let config = GPT2Benchmark.smallConfig()
+        let r = GPT2Benchmark.runTraining(config: config, batch: 16, seq: 128, steps: benchSteps, warmup: 1, threads: threads)
+        print(r.json)
+        let g = try GPT2Benchmark.runGeneration(config: config, promptTokens: 16, newTokens: 64, repeats: 3, threads: threads)
+        print(g.json)
+    }
+}
