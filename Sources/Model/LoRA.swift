@@ -41,6 +41,8 @@ public struct LoRAConfig: Sendable, Equatable {
     public var baseModelNameOrPath: String?
     /// init_lora_weights as written (true: A kaiming-uniform, B zero).
     public var initLoRAWeights: Bool
+    /// fan_in_fan_out: the adapted weights are stored [in, out] (GPT-2 Conv1D). Only the file-level merge accepts it.
+    public var fanInFanOut: Bool = false
 
     /// A config as `LoraConfig(task_type=SEQ_CLS, ...)` + `get_peft_model` would record it: "classifier" and "score"
     /// are appended to `modulesToSave` (so the head is trainable by default, as peft does).
@@ -112,6 +114,9 @@ public struct LoRAPlan: Sendable {
             throw LoRAError("lora_dropout = \(config.dropout) is invalid; it must be in [0, 1)")
         }
         guard config.alpha.isFinite else { throw LoRAError("lora_alpha = \(config.alpha) is invalid; give a finite number") }
+        guard !config.fanInFanOut else {
+            throw LoRAError("fan_in_fan_out is true, but \(model.family.rawValue) layers are nn.Linear [out, in]; the adapter was made for a Conv1D model such as GPT-2")
+        }
         self.config = config
         let base = EncoderClassifier.makeLayout(config: model)
         let family = model.family

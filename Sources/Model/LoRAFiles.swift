@@ -4,8 +4,8 @@
 // ("base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.weight" [r, in], "...lora_B.weight" [out, r]) and
 // modules_to_save copies take their base name ("base_model.model.classifier.weight"). Loading checks every tensor's
 // name and shape against the base model and fails with one line naming the tensor.
-// Merge: W += s·(B A) for every target (nn.Linear; GPT-2's Conv1D would be W += s·(B A)ᵀ, not supported here), and
-// each modules_to_save tensor replaces its base tensor.
+// Merge: W += s·(B A) for every target (nn.Linear), and each modules_to_save tensor replaces its base tensor; the
+// file-level `mergeTensors` also handles Conv1D (fan_in_fan_out, GPT-2): W += s·(B A)ᵀ.
 // Deliberately not here: the forward/backward hooks (LoRA.swift), writing the merged model folder with its tokenizer
 // (the merge command does that), peft's model-card README.md.
 import Foundation
@@ -27,7 +27,7 @@ public enum PEFTAdapter {
             "alora_invocation_tokens": null, "alpha_pattern": [String: Any](), "arrow_config": null,
             "auto_mapping": null, "base_model_name_or_path": c.baseModelNameOrPath.map { $0 as Any } ?? null,
             "bias": "none", "corda_config": null, "ensure_weight_tying": false, "eva_config": null,
-            "exclude_modules": null, "fan_in_fan_out": false, "inference_mode": true,
+            "exclude_modules": null, "fan_in_fan_out": c.fanInFanOut, "inference_mode": true,
             "init_lora_weights": c.initLoRAWeights, "kasa_config": null, "layer_replication": null,
             "layers_pattern": null, "layers_to_transform": null, "loftq_config": [String: Any](),
             "lora_alpha": alpha, "lora_bias": false, "lora_dropout": c.dropout, "lora_ga_config": null,
@@ -68,7 +68,7 @@ public enum PEFTAdapter {
         guard bias == "none" else {
             throw LoRAError("\(path): bias '\(bias)' is not supported (only \"none\"); retrain the adapter with bias=\"none\"")
         }
-        for k in ["use_dora", "fan_in_fan_out", "rank_pattern", "alpha_pattern", "layers_to_transform", "layer_replication",
+        for k in ["use_dora", "rank_pattern", "alpha_pattern", "layers_to_transform", "layer_replication",
                   "lora_bias", "exclude_modules", "trainable_token_indices", "target_parameters"] where isSet(k) {
             throw LoRAError("\(path): field '\(k)' is set (\(j[k]!)); disttrain supports plain LoRA on BERT/DistilBERT linears only")
         }
@@ -81,6 +81,7 @@ public enum PEFTAdapter {
         c.taskType = (j["task_type"] as? String) ?? "SEQ_CLS"
         c.baseModelNameOrPath = j["base_model_name_or_path"] as? String
         c.initLoRAWeights = (j["init_lora_weights"] as? Bool) ?? true
+        c.fanInFanOut = (j["fan_in_fan_out"] as? Bool) ?? false
         return c
     }
 
@@ -153,5 +154,72 @@ public enum PEFTAdapter {
                   ldb: t.inC, beta: 1, w.baseAddress!, ldc: t.inC)
         }
         for sv in plan.saved { _ = base.value(sv.baseName).update(fromContentsOf: store.value(sv.storeName)) }
+    }
+
+    /// Architecture-independent merge over tensor files, for any base whose adapted modules are nn.Linear
+    /// (W [out, in] += s·B A) or, with fan_in_fan_out, Conv1D (GPT-2: W [in, out] += s·(B A)ᵀ). Adapter keys
+    /// "base_model.model.<module>.lora_A.weight" find their base tensor as "<module>.weight", or without the module's
+    /// first component (hub layouts without "transformer." / "bert."); any other adapter tensor (modules_to_save)
+    /// replaces the base tensor of the same name and shape. Returns every base tensor in file order (F32, I64 kept).
+    public static func mergeTensors(base: SafeTensorsFile, adapterDir: URL) throws -> [TensorToWrite] {
+        let config = try readConfig(adapterDir)
+        guard config.r > 0 else { throw LoRAError("\(adapterDir.path): r = \(config.r) is invalid; r must be positive") }
+        let url = adapterDir.appendingPathComponent(weightsFileName)
+        guard FileManager.default.fileExists(atPath: url.path) else { throw LoRAError("\(url.path): not found") }
+        let file = try SafeTensorsFile(url: url)
+        let prefix = "base_model.model."
+        let hint = "the adapter was trained on another base model (base_model_name_or_path: \(config.baseModelNameOrPath ?? "unknown"))"
+        func baseName(_ name: String) throws -> String {
+            let parts = name.split(separator: ".")
+            let candidates = [name] + (parts.count > 2 ? [parts.dropFirst().joined(separator: ".")] : [])
+            guard let n = candidates.first(where: base.contains) else {
+                throw LoRAError("\(url.path): the base model has no tensor '\(name)'; \(hint)")
+            }
+            return n
+        }
+        var merged: [String: [Float]] = [:]
+        let s = Float(config.scaling), r = config.r
+        for key in file.names {
+            guard key.hasPrefix(prefix) else { throw LoRAError("\(url.path): tensor '\(key)' lacks the PEFT prefix '\(prefix)'; not a PEFT adapter") }
+            if key.hasSuffix(".lora_B.weight") { continue }
+            if key.hasSuffix(".lora_A.weight") {
+                let module = String(key.dropFirst(prefix.count).dropLast(".lora_A.weight".count))
+                let bKey = prefix + module + ".lora_B.weight"
+                guard let aInfo = file.info(key), let bInfo = file.info(bKey) else { throw LoRAError("\(url.path): '\(bKey)' is missing") }
+                let wName = try baseName(module + ".weight")
+                let wShape = base.info(wName)!.shape
+                guard aInfo.shape.count == 2, bInfo.shape.count == 2, aInfo.shape[0] == r, bInfo.shape[1] == r else {
+                    throw LoRAError("\(url.path): '\(key)' \(aInfo.shape) / lora_B \(bInfo.shape) do not have rank r = \(r) from adapter_config.json")
+                }
+                let inC = aInfo.shape[1], outC = bInfo.shape[0]
+                let want = config.fanInFanOut ? [inC, outC] : [outC, inC]
+                guard wShape == want else {
+                    throw LoRAError("\(url.path): '\(key)' needs base '\(wName)' of shape \(want)\(config.fanInFanOut ? " (fan_in_fan_out)" : "") but it is \(wShape); \(hint)")
+                }
+                var w = try base.floats(wName)
+                let A = try file.floats(key), B = try file.floats(bKey)
+                if config.fanInFanOut {   // W[in, out] += s · Aᵀ[in, r] Bᵀ[r, out]
+                    sgemm(transA: true, transB: true, m: inC, n: outC, k: r, alpha: s, A, lda: inC, B, ldb: r, beta: 1, &w, ldc: outC)
+                } else {                  // W[out, in] += s · B[out, r] A[r, in]
+                    sgemm(transA: false, transB: false, m: outC, n: inC, k: r, alpha: s, B, lda: r, A, ldb: inC, beta: 1, &w, ldc: inC)
+                }
+                merged[wName] = w
+            } else {
+                let name = try baseName(String(key.dropFirst(prefix.count)))
+                guard base.info(name)!.shape == file.info(key)!.shape else {
+                    throw LoRAError("\(url.path): '\(key)' has shape \(file.info(key)!.shape) but base '\(name)' is \(base.info(name)!.shape); \(hint)")
+                }
+                merged[name] = try file.floats(key)
+            }
+        }
+        return try base.tensors.map { t in
+            if let m = merged[t.name] { return TensorToWrite(name: t.name, shape: t.shape, floats: m) }
+            switch t.dtype {
+            case .f32: return TensorToWrite(name: t.name, shape: t.shape, floats: try base.floats(t.name))
+            case .i64: return TensorToWrite(name: t.name, shape: t.shape, int64s: try base.int64s(t.name))
+            default:
+                throw LoRAError("\(base.url.path): tensor '\(t.name)' is \(t.dtype.rawValue); merge writes float32 models only, convert the base to float32 first")
+            }
+        }
     }
 }
