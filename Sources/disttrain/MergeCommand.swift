@@ -1,5 +1,7 @@
 // `disttrain merge`: folds a PEFT LoRA adapter into its base model and writes a plain Hugging Face model folder
 // (config.json, model.safetensors, tokenizer files) that `from_pretrained` and `disttrain predict` load without peft.
+// BERT/DistilBERT go through the classifier loader (a headless base takes the adapter's head); other architectures
+// (GPT-2) are merged tensor file to tensor file.
 // Deliberately not here: the merge arithmetic and PEFT file format (Model/LoRAFiles.swift); registering the command
 // (main.swift).
 import ArgumentParser
@@ -27,6 +29,11 @@ struct Merge: ParsableCommand {
     func run() throws {
         let adapterDir = URL(fileURLWithPath: adapter), modelDir = URL(fileURLWithPath: model)
         do {
+            let raw = try? JSONSerialization.jsonObject(with: Data(contentsOf: modelDir.appendingPathComponent("config.json"))) as? [String: Any]
+            if let type = raw?["model_type"] as? String, !["bert", "distilbert"].contains(type) {
+                try mergeFiles(modelDir: modelDir, adapterDir: adapterDir)   // e.g. GPT-2 (Conv1D, fan_in_fan_out)
+                return
+            }
             let config = try PEFTAdapter.readConfig(adapterDir)
             // A base without a head (e.g. a sentence encoder) takes its label count from the adapter's classifier.
             var labels: [String]? = nil
@@ -46,6 +53,24 @@ struct Merge: ParsableCommand {
             try bundle.save(to: URL(fileURLWithPath: output))
         } catch let error as LoRAError {
             throw TrainingError(error.message)
+        }
+    }
+
+    /// Any other architecture: merge at the tensor-file level and copy the folder's config and tokenizer files.
+    func mergeFiles(modelDir: URL, adapterDir: URL) throws {
+        let weights = modelDir.appendingPathComponent("model.safetensors")
+        guard FileManager.default.fileExists(atPath: weights.path) else {
+            throw TrainingError("\(weights.path): not found; the base model folder needs model.safetensors")
+        }
+        let tensors = try PEFTAdapter.mergeTensors(base: try SafeTensorsFile(url: weights), adapterDir: adapterDir)
+        let out = URL(fileURLWithPath: output)
+        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+        try SafeTensorsWriter.write(tensors, to: out.appendingPathComponent("model.safetensors"))
+        for name in ["config.json", "generation_config.json", "vocab.json", "merges.txt", "tokenizer.json",
+                     "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"] {
+            let src = modelDir.appendingPathComponent(name)
+            guard FileManager.default.fileExists(atPath: src.path) else { continue }
+            try FileIO.writeAtomically(try Data(contentsOf: src), to: out.appendingPathComponent(name))
         }
     }
 }
