@@ -162,3 +162,49 @@ final class LoRAConfigTests: XCTestCase {
         assertLoRAError({ _ = try PEFTAdapter.readConfig(tmp.appendingPathComponent("nope")) }, contains: ["adapter_config.json", "--adapter"])
     }
 }
+
+/// The file-level merge: GPT-2 Conv1D (fan_in_fan_out) against peft's merge_and_unload of gpt2-tiny-lora, and BERT
+/// agreeing with the model-level merge. Merged weights: atol 5e-6 (as the final parameters; they moved by ≤ 3e-3).
+final class LoRAFileMergeTests: XCTestCase {
+    func testGPT2Conv1DMerge() throws {
+        let base = try SafeTensorsFile(url: try Fixtures.dir("gpt2-tiny-lm").appendingPathComponent("model.safetensors"))
+        let dir = try Fixtures.dir("gpt2-tiny-lora")
+        let golden = try SafeTensorsFile(url: dir.appendingPathComponent("golden.safetensors"))
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("golden.json"))) as! [String: Any]
+        let merged = try PEFTAdapter.mergeTensors(base: base, adapterDir: dir.appendingPathComponent("adapter-step6"))
+        XCTAssertEqual(merged.map(\.name), base.tensors.map(\.name), "every base tensor is written, in order")
+        let names = json["merged_tensor_names"] as! [String]
+        var checked = 0
+        for t in merged {
+            guard case .f32Array(let v) = t.payload else { XCTFail("\(t.name) not float32"); continue }
+            if names.contains(t.name) {
+                assertClose(v, try golden.floats("merged/\(t.name)"), atol: 5e-6, "merged/\(t.name)"); checked += 1
+            } else {
+                XCTAssertEqual(v, try base.floats(t.name), "merge changed \(t.name)")
+            }
+        }
+        XCTAssertEqual(checked, names.count)
+        // the adapter really moves c_attn.weight (so the comparison above is not base vs base)
+        let w = "transformer.h.0.attn.c_attn.weight"
+        let moved = zip(try golden.floats("merged/\(w)"), try base.floats(w)).map { abs($0 - $1) }.max()!
+        XCTAssertGreaterThan(moved, 1e-3)
+        // a Conv1D adapter on BERT is refused with the reason
+        let (config, store, _) = try Fixtures.load("bert-tiny-cls")
+        let model = EncoderClassifier(config: config, parameters: store, maxBatch: 1, maxSeq: 8)
+        do { try PEFTAdapter.load(dir.appendingPathComponent("adapter-init"), into: model); XCTFail("GPT-2 adapter loaded on BERT") }
+        catch let e as LoRAError { XCTAssertTrue(e.message.contains("fan_in_fan_out"), e.message) }
+    }
+
+    func testBertFileMergeEqualsModelMerge() throws {
+        let d = try Fixtures.dir("bert-tiny-cls")
+        let base = try SafeTensorsFile(url: d.appendingPathComponent("model.safetensors"))
+        let lora = try Fixtures.dir("bert-tiny-lora")
+        let golden = try SafeTensorsFile(url: lora.appendingPathComponent("golden.safetensors"))
+        let merged = try PEFTAdapter.mergeTensors(base: base, adapterDir: lora.appendingPathComponent("adapter-step6"))
+        for t in merged where golden.contains("merged/\(t.name)") {
+            guard case .f32Array(let v) = t.payload else { XCTFail("\(t.name) not float32"); continue }
+            assertClose(v, try golden.floats("merged/\(t.name)"), atol: 5e-6, "file merge \(t.name)")
+        }
+        XCTAssertEqual(merged.filter { golden.contains("merged/\($0.name)") }.count, 10)
+    }
+}
