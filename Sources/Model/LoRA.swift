@@ -85,6 +85,7 @@ public struct LoRAPlan: Sendable {
     public let targets: [Target]
     public let saved: [Saved]
     public let layout: ParameterLayout
+    public let family: ModelFamily
     public let sitesPerLayer = 6
 
     /// The per-layer linears in site order, relative to the layer prefix.
@@ -118,6 +119,7 @@ public struct LoRAPlan: Sendable {
             throw LoRAError("fan_in_fan_out is true, but \(model.family.rawValue) layers are nn.Linear [out, in]; the adapter was made for a Conv1D model such as GPT-2")
         }
         self.config = config
+        self.family = model.family
         let base = EncoderClassifier.makeLayout(config: model)
         let family = model.family
         let mods = LoRAPlan.layerModules(family)

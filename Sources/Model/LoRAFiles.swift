@@ -94,7 +94,9 @@ public enum PEFTAdapter {
             TensorToWrite(name: LoRAPlan.onDiskName($0.name), shape: $0.shape, floats: UnsafeBufferPointer(store.value($0.name)))
         }
         try SafeTensorsWriter.write(tensors, to: dir.appendingPathComponent(weightsFileName))
-        let data = try JSONSerialization.data(withJSONObject: configJSON(plan.config),
+        var config = plan.config   // peft records the resolved default targets, not an empty list
+        if config.targetModules == nil && config.targetRegex == nil { config.targetModules = LoRAConfig.defaultTargets(plan.family) }
+        let data = try JSONSerialization.data(withJSONObject: configJSON(config),
                                               options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         try FileIO.writeAtomically(data, to: dir.appendingPathComponent(configFileName))
     }

@@ -43,6 +43,23 @@ final class LoRAConfigTests: XCTestCase {
             // B = 0: the model is unchanged, bit for bit.
             XCTAssertEqual(Array(model.forward(batch, dropout: nil)), before, "\(name): a fresh adapter changed the logits")
             XCTAssertEqual(model.adapter?.config.modulesToSave ?? [], ["classifier", "score"])
+            // Saved and reloaded onto a fresh copy of the base: the default targets are written out, values round-trip.
+            for e in trainable.entries { for i in e.range { trainable.values[i] += 0.01 * Float(i % 7) } }   // B non-zero
+            let trained = Array(model.forward(batch, dropout: nil))
+            XCTAssertNotEqual(trained, before)
+            let out = FileManager.default.temporaryDirectory.appendingPathComponent("lora-fresh-\(UUID().uuidString)")
+            defer { try? FileManager.default.removeItem(at: out) }
+            try PEFTAdapter.save(model.adapter!, to: out)
+            let written = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent(PEFTAdapter.configFileName))) as! [String: Any]
+            XCTAssertEqual(written["target_modules"] as? [String], LoRAConfig.defaultTargets(config.family))
+            XCTAssertEqual(written["r"] as? Int, 8)
+            let (_, store2, _) = try Fixtures.load(name)
+            let model2 = EncoderClassifier(config: config, parameters: store2, maxBatch: 4, maxSeq: 40)
+            let reloaded = try PEFTAdapter.load(out, into: model2)
+            for e in trainable.entries {
+                XCTAssertEqual(Array(reloaded.store.value(e.name)), Array(trainable.value(e.name)), "\(name): round trip of \(e.name)")
+            }
+            XCTAssertEqual(Array(model2.forward(batch, dropout: nil)), trained, "\(name): reloaded logits")
         }
     }
 
