@@ -152,6 +152,9 @@ public struct LoRAPlan: Sendable {
                 throw LoRAError("target_modules is empty; name the layers to adapt, e.g. \(LoRAConfig.defaultTargets(family).joined(separator: ","))")
             }
             for t in names {
+                if t == "all-linear" {
+                    throw LoRAError("target_modules 'all-linear' is not supported; list the layers instead, e.g. \(mods.map { $0.split(separator: ".").last! }.joined(separator: ","))")
+                }
                 let hits = linearModules.filter { $0 == t || $0.hasSuffix("." + t) }
                 guard !hits.isEmpty else {
                     throw LoRAError("target module '\(t)' matches no linear layer of this \(family.rawValue) model; valid names: \(mods.map { $0.split(separator: ".").last! }.joined(separator: ", ")) (or a suffix such as \(mods[3]))")
