@@ -236,6 +236,8 @@ public final class LoRAAdapter: @unchecked Sendable {
     /// Builds the trainable store for `plan` on `model`'s base: modules_to_save copies start from the base values;
     /// lora_A is kaiming-uniform (bound 1/√in, as nn.Linear and peft), lora_B zero (so the model is unchanged), from `seed`.
     public init(plan: LoRAPlan, model: EncoderClassifier, seed: UInt64) {
+        precondition(plan.family == model.config.family && plan.targets.allSatisfy { $0.site < model.config.layers * plan.sitesPerLayer },
+                     "LoRAAdapter: the plan was built for another model config; build it with LoRAPlan(config:model: model.config)")
         self.plan = plan
         store = ParameterStore(layout: plan.layout)
         scaling = Float(plan.config.scaling)
