@@ -337,7 +337,12 @@ extension Linear {
 extension EncoderClassifier {
     /// Sets the model up for LoRA fine-tuning and returns the trainable store (what the trainer all-reduces and hands
     /// to AdamW): builds the plan (throws LoRAError on a bad config), a fresh adapter from `seed`, attaches it and
-    /// freezes the base. Call before the first forward.
+    /// freezes the base. Call before the first forward. A trainer then needs only:
+    ///     let trainable = try model.enableLoRA(LoRAConfig(r: 8, alpha: 16, targetModules: ["query", "value"],
+    ///                                                     baseModelNameOrPath: modelDir), seed: seed)
+    ///     // (or `PEFTAdapter.load(dir, into: model)` to continue from a saved adapter)
+    ///     let opt = AdamW(store: trainable, config: ...)   // forward/backward as usual; all-reduce trainable.grads
+    ///     try PEFTAdapter.save(model.adapter!, to: outputDir)   // or merge into the base for a plain model
     public func enableLoRA(_ config: LoRAConfig, seed: UInt64) throws -> ParameterStore {
         let adapter = LoRAAdapter(plan: try LoRAPlan(config: config, model: self.config), model: self, seed: seed)
         attachLoRA(adapter, freezeBase: true)
