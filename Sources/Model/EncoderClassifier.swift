@@ -84,6 +84,14 @@ public final class EncoderClassifier {
     let attnScratchP, attnScratchDP: UnsafeMutablePointer<Float>      // [maxSeq²]
     let cls, pooled, pooledDrop, logits: UnsafeMutablePointer<Float>   // head: [B, C] ×3, [B, NL]
     let dHead1, dHead2, dCls: UnsafeMutablePointer<Float>             // [B, C]
+    let lnSink: UnsafeMutablePointer<Float>                            // [2C] LayerNorm dw/db of a frozen base (discarded)
+
+    /// The attached LoRA adapter (LoRA.swift), nil for the plain model: its hooks run at each target linear, and the
+    /// modules_to_save tensors are read from (and their gradients written to) its trainable store.
+    public internal(set) var adapter: LoRAAdapter?
+    /// Frozen base: no gradient is computed for base parameters (dW/db products, LayerNorm and embedding gradients are
+    /// skipped); input gradients still flow to the adapters.
+    public internal(set) var frozenBase = false
 
     // the last forward
     private var lastB = 0, lastT = 0
@@ -214,6 +222,7 @@ public final class EncoderClassifier {
         attnScratchP = buf(maxSeq * maxSeq); attnScratchDP = buf(maxSeq * maxSeq)
         cls = buf(maxBatch * C); pooled = buf(maxBatch * C); pooledDrop = buf(maxBatch * C); logits = buf(maxBatch * NL)
         dHead1 = buf(maxBatch * C); dHead2 = buf(maxBatch * C); dCls = buf(maxBatch * C)
+        lnSink = buf(2 * C)
         allocations = allocs
         activationBytes = bytes
         nValid = [Int](repeating: 0, count: maxBatch)
@@ -221,8 +230,45 @@ public final class EncoderClassifier {
 
     deinit { for p in allocations { p.deallocate() } }
 
-    @inline(__always) private func P(_ off: Int) -> UnsafeMutablePointer<Float> { parameters.values.baseAddress! + off }
-    @inline(__always) private func G(_ off: Int) -> UnsafeMutablePointer<Float> { parameters.grads.baseAddress! + off }
+    @inline(__always) private func P(_ off: Int) -> UnsafeMutablePointer<Float> {
+        if let a = adapter, let t = a.savedOffset[off] { return a.store.values.baseAddress! + t }
+        return parameters.values.baseAddress! + off
+    }
+    @inline(__always) private func G(_ off: Int) -> UnsafeMutablePointer<Float> {
+        if let a = adapter, let t = a.savedOffset[off] { return a.store.grads.baseAddress! + t }
+        return parameters.grads.baseAddress! + off
+    }
+    /// LayerNorm parameter gradient: a discarded sink when the base is frozen ([C] at 0 for dw, at C for db).
+    @inline(__always) private func GLN(_ off: Int, _ half: Int) -> UnsafeMutablePointer<Float> {
+        frozenBase ? lnSink + half * C : G(off)
+    }
+
+    /// A linear layer's forward plus, at a LoRA target `site` (layer·6 + module), the adapter's update.
+    private func linearForward(_ site: Int?, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: Int, b: Int,
+                               n: Int, inC: Int, outC: Int) {
+        Linear.forward(y: y, x: x, w: P(w), b: P(b), n: n, inC: inC, outC: outC)
+        if let site, let a = adapter {
+            a.forward(site: site, y: y, x: x, B: lastB, T: lastT, dropout: lastDropout, samples: lastBatch!.sampleIndices)
+        }
+    }
+
+    /// A linear layer's backward: the adapter's dA/dB first (x may be overwritten by dx), dW/db only for trainable
+    /// weights, then the adapter's share of dx.
+    private func linearBackward(_ site: Int?, dx: UnsafeMutablePointer<Float>?, w: Int, b: Int, dy: UnsafePointer<Float>,
+                                x: UnsafePointer<Float>, n: Int, inC: Int, outC: Int, accumulateDx: Bool = false) {
+        let a = site.flatMap { s in adapter.flatMap { $0.hasSite(s) ? $0 : nil } }
+        if let a, let site {
+            a.backwardWeights(site: site, dy: dy, x: x, B: lastB, T: lastT, dropout: lastDropout, samples: lastBatch!.sampleIndices)
+        }
+        if !frozenBase || adapter?.savedOffset[w] != nil {
+            Linear.backward(dx: dx, dw: G(w), db: G(b), dy: dy, x: x, w: P(w), n: n, inC: inC, outC: outC, accumulateDx: accumulateDx)
+        } else if let dx {
+            Linear.backwardInput(dx: dx, dy: dy, w: P(w), n: n, inC: inC, outC: outC, accumulateDx: accumulateDx)
+        }
+        if let a, let site, let dx {
+            a.backwardInput(site: site, dx: dx, B: lastB, T: lastT, dropout: lastDropout, samples: lastBatch!.sampleIndices)
+        }
+    }
 
     private var hiddenDropout: Float { config.hiddenDropout }
 
@@ -258,14 +304,14 @@ public final class EncoderClassifier {
         var x = UnsafePointer(hidden0)
         for (l, w) in layers.enumerated() {
             let s = acts[l]
-            Linear.forward(y: s.q, x: x, w: P(w.wq), b: P(w.bq), n: BT, inC: C, outC: C)
-            Linear.forward(y: s.k, x: x, w: P(w.wk), b: P(w.bk), n: BT, inC: C, outC: C)
-            Linear.forward(y: s.v, x: x, w: P(w.wv), b: P(w.bv), n: BT, inC: C, outC: C)
+            linearForward(6 * l, y: s.q, x: x, w: w.wq, b: w.bq, n: BT, inC: C, outC: C)
+            linearForward(6 * l + 1, y: s.k, x: x, w: w.wk, b: w.bk, n: BT, inC: C, outC: C)
+            linearForward(6 * l + 2, y: s.v, x: x, w: w.wv, b: w.bv, n: BT, inC: C, outC: C)
             let ad = (dropout != nil && pAttn > 0)
                 ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
             Attention.forward(ctx: s.ctx, probs: s.probs, q: s.q, k: s.k, v: s.v, keyMask: keyMask, nValid: nValid,
                               B: B, T: T, C: C, NH: NH, dropout: ad, scratch: attnScratchP)
-            Linear.forward(y: s.h1, x: s.ctx, w: P(w.wo), b: P(w.bo), n: BT, inC: C, outC: C)
+            linearForward(6 * l + 3, y: s.h1, x: s.ctx, w: w.wo, b: w.bo, n: BT, inC: C, outC: C)
             if isBert && dropH, let d = dropout {   // DistilBERT has no dropout after out_lin
                 dropoutRows(s.h1, s.h1, B: B, T: T, C: C, ctx: d, samples: samples,
                             site: DropoutSite.attentionOutput(layer: l), p: pHidden)
@@ -273,9 +319,9 @@ public final class EncoderClassifier {
             ck_add(s.h1, x, BT * C)
             LayerNorm.forward(y: s.y1, mean: s.mean1, rstd: s.rstd1, x: s.h1, w: P(w.ln1w), b: P(w.ln1b), n: BT, C: C,
                               eps: config.layerNormEps)
-            Linear.forward(y: s.f, x: s.y1, w: P(w.w1), b: P(w.b1), n: BT, inC: C, outC: FF)
+            linearForward(6 * l + 4, y: s.f, x: s.y1, w: w.w1, b: w.b1, n: BT, inC: C, outC: FF)
             ck_act_fwd(actCode, s.f, ffScratch, BT * FF)
-            Linear.forward(y: s.h2, x: ffScratch, w: P(w.w2), b: P(w.b2), n: BT, inC: FF, outC: C)
+            linearForward(6 * l + 5, y: s.h2, x: ffScratch, w: w.w2, b: w.b2, n: BT, inC: FF, outC: C)
             if dropH, let d = dropout {
                 dropoutRows(s.h2, s.h2, B: B, T: T, C: C, ctx: d, samples: samples,
                             site: DropoutSite.ffnOutput(layer: l), p: pHidden)
@@ -313,20 +359,20 @@ public final class EncoderClassifier {
         let dl = dLogits.baseAddress!
         // head
         let head: UnsafePointer<Float> = (dropout != nil && config.classifierDropout > 0) ? UnsafePointer(pooledDrop) : UnsafePointer(pooled)
-        Linear.backward(dx: dHead1, dw: G(wc), db: G(bc), dy: dl, x: head, w: P(wc), n: B, inC: C, outC: NL)
+        linearBackward(nil, dx: dHead1, w: wc, b: bc, dy: dl, x: head, n: B, inC: C, outC: NL)
         if let d = dropout, config.classifierDropout > 0 {
             dropoutRows(dHead1, dHead1, B: B, T: 1, C: C, ctx: d, samples: samples, site: DropoutSite.classifier,
                         p: config.classifierDropout)
         }
         if isBert { ck_tanh_bwd_inplace(pooled, dHead1, B * C) } else { ck_act_bwd_inplace(2, pooled, dHead1, B * C) }
-        Linear.backward(dx: dCls, dw: G(wp), db: G(bp), dy: dHead1, x: cls, w: P(wp), n: B, inC: C, outC: C)
+        linearBackward(nil, dx: dCls, w: wp, b: bp, dy: dHead1, x: cls, n: B, inC: C, outC: C)
         dA.update(repeating: 0, count: BT * C)
         for b in 0..<B { (dA + b * T * C).update(from: dCls + b * C, count: C) }
         // layers, last to first; dA holds dLoss/d(layer output)
         for l in stride(from: layers.count - 1, through: 0, by: -1) {
             let w = layers[l], s = acts[l]
             let x = l == 0 ? UnsafePointer(hidden0) : UnsafePointer(acts[l - 1].y2)
-            LayerNorm.backward(dx: dB, dw: G(w.ln2w), db: G(w.ln2b), dy: dA, x: s.h2, mean: s.mean2, rstd: s.rstd2,
+            LayerNorm.backward(dx: dB, dw: GLN(w.ln2w, 0), db: GLN(w.ln2b, 1), dy: dA, x: s.h2, mean: s.mean2, rstd: s.rstd2,
                                w: P(w.ln2w), n: BT, C: C)
             var dOut = UnsafePointer(dB)                   // dB = dL/dh2 = dL/dy1 (residual part)
             if dropH, let d = dropout {
@@ -336,12 +382,11 @@ public final class EncoderClassifier {
             // recompute act(f) into ffScratch for dW2 and turn f into act'(f) in one pass
             ck_act_fwd_grad(actCode, s.f, ffScratch, BT * FF)
             // dW2 is formed before dx is written, so dx may alias x (ffScratch) here
-            Linear.backward(dx: ffScratch, dw: G(w.w2), db: G(w.b2), dy: dOut, x: ffScratch, w: P(w.w2),
-                            n: BT, inC: FF, outC: C)
+            linearBackward(6 * l + 5, dx: ffScratch, w: w.w2, b: w.b2, dy: dOut, x: ffScratch, n: BT, inC: FF, outC: C)
             ck_mul(ffScratch, s.f, BT * FF)                // dF = dAct ⊙ act'(f)
-            Linear.backward(dx: dB, dw: G(w.w1), db: G(w.b1), dy: ffScratch, x: s.y1, w: P(w.w1),
-                            n: BT, inC: C, outC: FF, accumulateDx: true)
-            LayerNorm.backward(dx: dA, dw: G(w.ln1w), db: G(w.ln1b), dy: dB, x: s.h1, mean: s.mean1, rstd: s.rstd1,
+            linearBackward(6 * l + 4, dx: dB, w: w.w1, b: w.b1, dy: ffScratch, x: s.y1, n: BT, inC: C, outC: FF,
+                           accumulateDx: true)
+            LayerNorm.backward(dx: dA, dw: GLN(w.ln1w, 0), db: GLN(w.ln1b, 1), dy: dB, x: s.h1, mean: s.mean1, rstd: s.rstd1,
                                w: P(w.ln1w), n: BT, C: C)   // dA = dL/dh1 = dL/dx (residual part)
             var dProj = UnsafePointer(dA)
             if isBert && dropH, let d = dropout {
@@ -349,15 +394,17 @@ public final class EncoderClassifier {
                             site: DropoutSite.attentionOutput(layer: l), p: pHidden)
                 dProj = UnsafePointer(dDrop)
             }
-            Linear.backward(dx: dCtx, dw: G(w.wo), db: G(w.bo), dy: dProj, x: s.ctx, w: P(w.wo), n: BT, inC: C, outC: C)
+            linearBackward(6 * l + 3, dx: dCtx, w: w.wo, b: w.bo, dy: dProj, x: s.ctx, n: BT, inC: C, outC: C)
             let ad = (dropout != nil && pAttn > 0)
                 ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
             Attention.backward(dq: dq, dk: dk, dv: dv, dctx: dCtx, probs: s.probs, q: s.q, k: s.k, v: s.v,
                                B: B, T: T, C: C, NH: NH, dropout: ad, scratchP: attnScratchP, scratchDP: attnScratchDP)
-            Linear.backward(dx: dA, dw: G(w.wq), db: G(w.bq), dy: dq, x: x, w: P(w.wq), n: BT, inC: C, outC: C, accumulateDx: true)
-            Linear.backward(dx: dA, dw: G(w.wk), db: G(w.bk), dy: dk, x: x, w: P(w.wk), n: BT, inC: C, outC: C, accumulateDx: true)
-            Linear.backward(dx: dA, dw: G(w.wv), db: G(w.bv), dy: dv, x: x, w: P(w.wv), n: BT, inC: C, outC: C, accumulateDx: true)
+            let dxQKV = frozenBase && l == 0 ? nil : dA   // a frozen base needs no gradient below layer 0
+            linearBackward(6 * l, dx: dxQKV, w: w.wq, b: w.bq, dy: dq, x: x, n: BT, inC: C, outC: C, accumulateDx: true)
+            linearBackward(6 * l + 1, dx: dxQKV, w: w.wk, b: w.bk, dy: dk, x: x, n: BT, inC: C, outC: C, accumulateDx: true)
+            linearBackward(6 * l + 2, dx: dxQKV, w: w.wv, b: w.bv, dy: dv, x: x, n: BT, inC: C, outC: C, accumulateDx: true)
         }
+        if frozenBase { return }   // the embeddings' gradients are all the rest computes
         // embeddings: dropout → LayerNorm → scatter
         if dropH, let d = dropout {
             dropoutRows(dA, dA, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.embeddings, p: pHidden)
