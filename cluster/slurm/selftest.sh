@@ -20,12 +20,16 @@
 #      then checks that the job resumed (the log shows "resuming from checkpoint-", SLURM_RESTART_COUNT 1 and 2),
 #      that the final model.safetensors equals the reference byte for byte, that every step's sample indices
 #      and loss equal the reference's, and that the final evaluation is the same;
-#   6. prints PASS/FAIL lines, tears down what it started (by PID) and exits 0 only if every check passed.
+#   6. time limit: the same job with --time=1 --signal=B:USR1@50 and slower steps: every run is warned by SLURM,
+#      saves, exits 75 and requeues itself until it is done; same checks against the reference (SKIP_TIMELIMIT=1
+#      skips this part, about 90 s);
+#   7. prints PASS/FAIL lines, tears down what it started (by PID) and exits 0 only if every check passed.
 #
 # Environment:
 #   ROOT=DIR          scratch folder for everything (default /tmp/disttrain-slurm-selftest; wiped at start, kept
 #                     afterwards for inspection; refused if it exists and was not made by this script)
 #   SKIP_INSTALL=1    do not touch apt
+#   SKIP_TIMELIMIT=1  skip the time-limit part
 #   DISTTRAIN_BIN=F   use this binary instead of building .build/release/disttrain
 set -u
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -205,10 +209,39 @@ export TRAIN_FILE=$ROOT/data/train.jsonl EVAL_FILE=$ROOT/data/eval.jsonl
 export TRAIN_ARGS="--max-steps $STEPS --batch-size 8 --learning-rate 1e-3 --warmup-steps 2 --max-length 32 --seed 7
   --save-steps 2 --logging-steps 1 --step-delay-ms 1000"
 SBATCH=$REPO/cluster/slurm/train.sbatch
-submit() {   # submit NAME : train.sbatch with OUTPUT_DIR=$ROOT/NAME and a sample log; prints the job id
-  mkdir -p "$ROOT/$1"
-  OUTPUT_DIR=$ROOT/$1 EXTRA_ARGS="--log-samples $ROOT/$1.samples.jsonl" \
-    sbatch --parsable -J "$1" -n 2 -o "$ROOT/out/%x.out" "$SBATCH"
+submit() {   # submit NAME [SBATCH FLAGS] : train.sbatch with OUTPUT_DIR=$ROOT/NAME and a sample log; prints the job id
+  local name=$1; shift
+  mkdir -p "$ROOT/$name"
+  OUTPUT_DIR=$ROOT/$name EXTRA_ARGS="--log-samples $ROOT/$name.samples.jsonl" \
+    sbatch --parsable -J "$name" -n 2 -o "$ROOT/out/%x.out" "$@" "$SBATCH"
+}
+compare_run() {   # compare_run DIR : DIR's model, per-step sample log and eval metrics against the reference's
+  local n; n=$(basename "$1")
+  check "$n: final model.safetensors equals the reference byte for byte (cmp)" cmp "$ROOT/ref/model.safetensors" "$1/model.safetensors"
+  python3 - "$ROOT/ref" "$1" "$STEPS" > "$1.compare.txt" 2>&1 <<'PY'
+import json, sys
+ref_dir, run_dir, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def lines(p): return [json.loads(l) for l in open(p) if l.strip()]
+ref = {r["step"]: r for r in lines(ref_dir + ".samples.jsonl")}
+run = lines(run_dir + ".samples.jsonl")
+bad = []
+if sorted(ref) != list(range(1, steps + 1)): bad.append(f"reference log has steps {sorted(ref)}")
+seen = sorted({r["step"] for r in run})
+if seen != list(range(1, steps + 1)): bad.append(f"interrupted run logged steps {seen}")
+for r in run:
+    q = ref.get(r["step"])
+    if q is None or r["samples"] != q["samples"]: bad.append(f"step {r['step']}: samples {r['samples']} vs {q and q['samples']}")
+    elif r["loss"] != q["loss"]: bad.append(f"step {r['step']}: loss {r['loss']!r} vs {q['loss']!r}")
+ev = lambda d: {k: v for k, v in json.load(open(d + "/eval_results.json")).items() if k.startswith("eval_")}
+if ev(ref_dir) != ev(run_dir): bad.append(f"eval_results differ: {ev(ref_dir)} vs {ev(run_dir)}")
+print(f"{len(run)} step records ({len(run) - len(seen)} re-run after resumes) against {len(ref)} reference steps")
+print("\n".join(bad) if bad else "all equal")
+sys.exit(1 if bad else 0)
+PY
+  local pyrc=$?
+  log "$n: $(head -1 "$1.compare.txt")"
+  check "$n: every step (re-runs included) used the reference's sample indices and had bitwise the same loss; eval_* metrics equal" [ "$pyrc" = 0 ]
+  [ "$pyrc" = 0 ] || cat "$1.compare.txt"
 }
 jfield() { scontrol show job -o "$1" 2>/dev/null | grep -o " $2=[^ ]*" | head -1 | cut -d= -f2; }
 running_with_restarts() { [ "$(jfield "$1" JobState)" = RUNNING ] && [ "$(jfield "$1" Restarts)" = "$2" ]; }
@@ -267,42 +300,39 @@ check "(b) batch trap of the second run saw SIGTERM, forwarded it, and did not r
 check "(b) third run resumed from checkpoint-$b_resumed (requeued at step $b_step; lost $((b_step - b_resumed)) step(s), at most one save interval + 1)" \
   sh -c "[ -n '$b_resumed' ] && [ '$b_resumed' -le '$b_step' ] && [ '$b_resumed' -ge $((b_step - 3)) ]"
 
-# (c) the end
+# (c) the end of the interrupted job
 wait_for 120 "job $J finished" finished "$J"
-log "interrupted run took $(secs "$T_I")s in total: $(jfield "$J" JobState) exit $(jfield "$J" ExitCode), $(jfield "$J" Restarts) restarts"
+log "interrupted job took $(secs "$T_I")s in total: $(jfield "$J" JobState) exit $(jfield "$J" ExitCode), $(jfield "$J" Restarts) restarts"
 check "job COMPLETED with exit 0:0 after 2 requeues" [ "$(jfield "$J" JobState)/$(jfield "$J" ExitCode)/$(jfield "$J" Restarts)" = "COMPLETED/0:0/2" ]
 check "SLURM_RESTART_COUNT logged as 0, 1 and 2" sh -c "for n in 0 1 2; do grep -q \"SLURM_RESTART_COUNT=\$n \" '$JO' || exit 1; done"
-check "final model.safetensors equals the reference byte for byte (cmp)" cmp "$ROOT/ref/model.safetensors" "$ROOT/run/model.safetensors"
-python3 - "$ROOT" "$STEPS" > "$ROOT/compare.txt" 2>&1 <<'PY'
-import json, sys
-root, steps = sys.argv[1], int(sys.argv[2])
-def lines(p): return [json.loads(l) for l in open(p) if l.strip()]
-ref = {r["step"]: r for r in lines(f"{root}/ref.samples.jsonl")}
-run = lines(f"{root}/run.samples.jsonl")
-bad = []
-if sorted(ref) != list(range(1, steps + 1)): bad.append(f"reference log has steps {sorted(ref)}")
-seen = sorted({r["step"] for r in run})
-if seen != list(range(1, steps + 1)): bad.append(f"interrupted run logged steps {seen}")
-for r in run:
-    q = ref.get(r["step"])
-    if q is None or r["samples"] != q["samples"]: bad.append(f"step {r['step']}: samples {r['samples']} vs {q and q['samples']}")
-    elif r["loss"] != q["loss"]: bad.append(f"step {r['step']}: loss {r['loss']!r} vs {q['loss']!r}")
-ev = lambda p: {k: v for k, v in json.load(open(p)).items() if k.startswith("eval_")}
-if ev(f"{root}/ref/eval_results.json") != ev(f"{root}/run/eval_results.json"): bad.append("eval_results differ")
-print(f"{len(run)} step records ({len(run) - steps} re-run after resumes) against {len(ref)} reference steps")
-print("\n".join(bad) if bad else "all equal")
-sys.exit(1 if bad else 0)
-PY
-pyrc=$?
-log "$(head -1 "$ROOT/compare.txt")"
-check "every step (re-runs included) used the reference's sample indices and had bitwise the same loss; eval_* metrics equal" [ "$pyrc" = 0 ]
-[ "$pyrc" = 0 ] || cat "$ROOT/compare.txt"
+compare_run "$ROOT/run"
 log "final eval: $(cat "$ROOT/run/eval_results.json" 2>/dev/null)"
+
+# ---------------------------------------------------------------- 8. time limit: --signal=B:USR1@LEAD
+# A 1-minute limit with the warning due 50 s before it (it comes 10-40 s late: time limits are checked about every
+# 30 s), 2.5 s per step (60 s of training): every run is warned, saves, exits 75 and requeues itself until done.
+if [ -z "${SKIP_TIMELIMIT:-}" ]; then
+  T_L=$(date +%s%N)
+  TRAIN_ARGS=${TRAIN_ARGS/--step-delay-ms 1000/--step-delay-ms 2500}
+  LJ=$(submit tl --time=1 --signal=B:USR1@50) || die "sbatch (time limit) failed"
+  LO=$ROOT/out/tl.out
+  log "(d) job $LJ submitted with --time=1 --signal=B:USR1@50"
+  wait_for 400 "(d) job $LJ finished" finished "$LJ"
+  nrest=$(jfield "$LJ" Restarts)
+  log "(d) time-limit job took $(secs "$T_L")s: $(jfield "$LJ" JobState) exit $(jfield "$LJ" ExitCode), $nrest restarts"
+  check "(d) job COMPLETED with exit 0:0 after $nrest self-requeue(s), never killed by the time limit" \
+    sh -c "[ '$(jfield "$LJ" JobState)/$(jfield "$LJ" ExitCode)' = COMPLETED/0:0 ] && [ '$nrest' -ge 1 ] && ! grep -q 'DUE TO TIME LIMIT' '$LO'"
+  check "(d) every warning was forwarded, saved and requeued (USR1: $(grep -c 'received SIGUSR1, forwarding' "$LO"), saves: $(grep -c 'received SIGUSR1; saved' "$LO"), requeues: $(grep -c 'requeueing job' "$LO"), resumes: $(grep -c 'resuming from checkpoint-' "$LO"))" \
+    sh -c "n=\$(grep -c 'requeueing job' '$LO'); [ \$n = '$nrest' ] && [ \$(grep -c 'received SIGUSR1; saved' '$LO') = \$n ] && [ \$(grep -c 'resuming from checkpoint-' '$LO') = \$n ]"
+  compare_run "$ROOT/tl"
+fi
+
 if [ "$FAILS" != 0 ]; then
-  echo "---- job output ($JO)"; cat "$JO"
+  for f in "$JO" "$ROOT/out/tl.out"; do [ -f "$f" ] && { echo "---- job output ($f)"; cat "$f"; }; done
   echo "---- slurmctld.log tail"; tail -30 "$ROOT/log/slurmctld.log"
 else
-  echo "---- job output, SLURM script lines and resume decisions ($JO)"
-  grep -E '^\[sbatch|resuming from|received SIG' "$JO"
+  for f in "$JO" "$ROOT/out/tl.out"; do
+    [ -f "$f" ] && { echo "---- $f: the script's lines, signals and resume decisions"; grep -E '^\[sbatch|resuming from|received SIG|TIME LIMIT' "$f"; }
+  done
 fi
 exit 0   # the EXIT trap decides the final status from FAILS
