@@ -2,7 +2,8 @@
 # selftest.sh - a real SLURM test of cluster/slurm/train.sbatch with disttrain. Not part of `swift test` or CI:
 # it installs packages and starts daemons. Run as root on Debian bookworm, from anywhere:
 #
-#   cluster/slurm/selftest.sh            (about 2-3 minutes once the packages are installed and disttrain is built)
+#   cluster/slurm/selftest.sh     about 3 minutes once the packages are installed and disttrain is built (75 s without
+#                                 the time-limit part); installing the packages adds about a minute, a cold build 15
 #
 # What it does:
 #   1. installs slurmctld, slurmd, slurm-client and munge with apt (skipped when present);
