@@ -79,7 +79,8 @@ public struct ModelConfig: @unchecked Sendable {
         self.path = path
         func int(_ key: String) throws -> Int {
             guard let v = json[key] else { throw ConfigError(path: path, "missing field '\(key)'") }
-            guard !(v is Bool), let n = v as? NSNumber, n.doubleValue == n.doubleValue.rounded() else {
+            // (No `is Bool` test: on Linux JSONSerialization's numbers 0 and 1 also answer `is Bool`.)
+            guard let n = v as? NSNumber, n.doubleValue == n.doubleValue.rounded() else {
                 throw ConfigError(path: path, "field '\(key)' must be an integer, found \(v)")
             }
             return n.intValue

@@ -54,6 +54,10 @@ public struct TrainConfig: Sendable {
     public var metricForBestModel: String = "eval_accuracy"
     /// Stop after this many evaluations without improvement of `metricForBestModel` (0 = never).
     public var earlyStoppingPatience: Int = 0
+    /// Causal LM: tokens per packed block (default: --max-length, capped at n_positions).
+    public var blockSize: Int?
+    /// Causal LM: one example per text row (padded) instead of packed blocks.
+    public var lmPerRow: Bool = false
     /// Group samples of similar length into the same batches (less padding; see GlobalBatchPlan).
     public var groupByLength: Bool = true
     /// Testing hooks (hidden flags): kill the process with _exit(137) at a checkpoint phase of a given step,

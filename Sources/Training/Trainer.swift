@@ -247,8 +247,9 @@ public final class Trainer {
                 lastEval = m
                 history.append(m)
                 onEvent(.evaluated(m))
-                if let v = m[config.metricForBestModel] {
-                    let lowerIsBetter = config.metricForBestModel.contains("loss")
+                let key = m[config.metricForBestModel] != nil ? config.metricForBestModel : "eval_loss"
+                if let v = m[key] {
+                    let lowerIsBetter = key.contains("loss") || key.contains("perplexity")
                     if best == nil || (lowerIsBetter ? v < best!.metric : v > best!.metric) {
                         best = (v, step)
                         evalsWithoutImprovement = 0
@@ -268,7 +269,7 @@ public final class Trainer {
             // Preemption: every rank learns whether any rank got a signal, then all save together.
             var flag: [Int64] = [Int64(Preemption.pending)]
             try comm.allReduce(UnsafeMutableBufferPointer(start: &flag, count: 1), op: .max)
-            if flag[0] != 0 {
+            if flag[0] != 0 && step < total {
                 let url = try saveCheckpoint(step: step, total: total, schedule: schedule, background: false, onEvent: onEvent)
                 throw PreemptedError(signal: Int32(flag[0]), checkpoint: url)
             }
@@ -377,6 +378,16 @@ public final class Trainer {
 
     /// The task for this model folder: classification for BERT-family encoders.
     static func makeTask(config: TrainConfig, modelDir: URL, microBatch: Int) throws -> TrainingTask {
+        // GPT-2 language models train on text; everything else is a sequence classifier.
+        let configURL = modelDir.appendingPathComponent("config.json")
+        if let data = try? Data(contentsOf: configURL),
+           let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any], GPT2Config.isGPT2(json) {
+            let arch = (json["architectures"] as? [String]) ?? []
+            if arch.contains("GPT2ForSequenceClassification") {
+                throw TrainingError("\(configURL.path): GPT2ForSequenceClassification is not trainable with `train` yet; use a BERT-family model or a GPT2LMHeadModel for language modelling")
+            }
+            return try CausalLMTask(modelDir: modelDir, trainConfig: config, microBatch: microBatch)
+        }
         // Labels: from --labels, else from the training file.
         let fixedLabels = try config.labelsFile.map { try LabelSet.fromFile($0) }
         var (trainSet, labelSet) = try DataLoader.loadLabeled(config.trainFile, columns: config.columns, labels: fixedLabels)

@@ -48,6 +48,10 @@ struct Train: ParsableCommand {
     var validationSplit: Double = 0
     @Option(help: "Compute threads per rank (default: the cores available to the rank).") var threads: Int?
     @Flag(help: "Turn dropout off during training.") var noDropout = false
+    @Option(help: "Causal LM: tokens per packed block (default: --max-length).") var blockSize: Int?
+    @Flag(help: "Causal LM: one example per text row instead of packed blocks.") var lmPerRow = false
+    @Option(help: "Eval metric that picks the best checkpoint (lower is better for *loss*).") var metricForBestModel: String = "eval_accuracy"
+    @Option(help: "Stop after this many evaluations without improvement (0 = never).") var earlyStoppingPatience: Int = 0
     @Flag(help: "Plain random batches instead of grouping similar lengths (grouping cuts padding).") var noGroupByLength = false
     @Flag(help: "Check every collective's sequence and size across ranks, and activations/gradients for NaN/Inf.")
     var debug = false
@@ -87,6 +91,10 @@ struct Train: ParsableCommand {
         c.validationSplit = validationSplit
         c.threads = threads ?? availableCores()
         c.dropout = !noDropout
+        c.blockSize = blockSize
+        c.lmPerRow = lmPerRow
+        c.metricForBestModel = metricForBestModel
+        c.earlyStoppingPatience = earlyStoppingPatience
         c.groupByLength = !noGroupByLength
         c.saveSteps = saveSteps
         c.saveTotalLimit = saveTotalLimit

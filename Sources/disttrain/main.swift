@@ -14,7 +14,7 @@ struct Disttrain: ParsableCommand {
               --eval-file data/sms-spam/test.jsonl --output-dir runs/spam
           mpirun -n 2 disttrain train ...   (same flags; --batch-size stays the global batch)
         """,
-        subcommands: [Train.self, Predict.self, Tokenize.self, Bench.self, CommCheck.self])
+        subcommands: [Train.self, Predict.self, Generate.self, Tokenize.self, Merge.self, Bench.self, CommCheck.self])
 }
 
 /// Runs the root command with our exit-code policy and never prints a crash trace for user errors.
