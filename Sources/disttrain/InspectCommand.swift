@@ -40,7 +40,11 @@ struct Inspect: ParsableCommand {
 
     /// Everything known about the folder, as JSON-ready values.
     static func describe(_ dir: URL) throws -> [String: Any] {
-        let config = try ModelConfig.load(url: dir.appendingPathComponent("config.json"))
+        let configURL = dir.appendingPathComponent("config.json")
+        guard FileManager.default.fileExists(atPath: configURL.path) else {
+            throw TrainingError("\(configURL.path): not found; inspect needs a model folder or a checkpoint folder (one with config.json)")
+        }
+        let config = try ModelConfig.load(url: configURL)
         let layout = EncoderClassifier.makeLayout(config: config)
         var out: [String: Any] = [
             "path": dir.path,

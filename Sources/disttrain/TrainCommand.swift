@@ -125,6 +125,13 @@ struct Train: ParsableCommand {
         } catch {
             throw TrainingError("cannot start MPI: \(error)")
         }
+        // Flag checks that depend only on the arguments and the world size fail identically on every rank, so every
+        // rank can end MPI cleanly and exit 2, with rank 0 alone printing the one line (no MPI_ABORT banner).
+        do { try trainConfig.validate(worldSize: comm.worldSize) } catch let e as TrainingError {
+            try? finalizeMPI(comm)
+            if comm.isRoot { throw e }
+            throw ExitCode(e.exitCode)
+        }
         do {
             try train(comm: comm)
             try finalizeMPI(comm)
