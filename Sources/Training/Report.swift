@@ -103,15 +103,22 @@ public enum TrainingReport {
         body += lineChart(title: "Throughput", yLabel: "tokens/s", series: [
             Series(name: "tokens/s", color: "#9467bd", points: points(input.logs, "tokens_per_s")),
         ])
-        body += lineChart(title: "Eval metrics", yLabel: "score", series: [
+        body += lineChart(title: "Eval metrics", yLabel: "score", yRange: 0...1, series: [
             Series(name: "accuracy", color: "#ff7f0e", points: points(input.evals, "eval_accuracy")),
             Series(name: "macro-F1", color: "#17becf", points: points(input.evals, "eval_macro_f1")),
         ])
         body += "</div>\n"
 
         body += "<h2>Final metrics</h2>\n" + summaryTable(final)
+        let matrix = confusionMatrix(input.confusion, final: final, labels: labels)
+        if let m = matrix?.rows {
+            // Supports are the row sums of the confusion matrix when the records do not carry them.
+            for (i, l) in labels.enumerated() where final["eval_support_\(l)"] == nil && i < m.count {
+                final["eval_support_\(l)"] = Double(m[i].reduce(0, +))
+            }
+        }
         body += "<h2>Per class</h2>\n" + perClassTable(final, labels: labels)
-        body += "<h2>Confusion matrix</h2>\n" + confusionSection(input.confusion, final: final, labels: labels)
+        body += "<h2>Confusion matrix</h2>\n" + confusionSection(matrix, labels: labels)
         return """
         <!DOCTYPE html>
         <html lang="en"><head><meta charset="utf-8"><title>disttrain report: \(escape(input.title))</title>
@@ -145,7 +152,8 @@ public enum TrainingReport {
     }
 
     /// An inline SVG line chart with axes, 5 ticks per axis and a legend. Empty series show "no data".
-    static func lineChart(title: String, yLabel: String, series: [Series]) -> String {
+    /// `yRange` fixes the vertical axis (scores live in 0...1); otherwise it spans the data with 5% margins.
+    static func lineChart(title: String, yLabel: String, yRange: ClosedRange<Double>? = nil, series: [Series]) -> String {
         let W = 540.0, H = 300.0, left = 70.0, right = 16.0, top = 30.0, bottom = 44.0
         let pw = W - left - right, ph = H - top - bottom
         let all = series.flatMap(\.points)
@@ -162,6 +170,7 @@ public enum TrainingReport {
         let pad = (y1 - y0) * 0.05
         y0 -= pad; y1 += pad
         if all.allSatisfy({ $0.1 >= 0 }) && y0 < 0 { y0 = 0 }
+        if let yRange { y0 = min(yRange.lowerBound, y0 + pad); y1 = max(yRange.upperBound, y1 - pad) }
         func px(_ x: Double) -> Double { left + (x - x0) / (x1 - x0) * pw }
         func py(_ y: Double) -> Double { top + ph - (y - y0) / (y1 - y0) * ph }
         // Axes and ticks.
@@ -171,7 +180,8 @@ public enum TrainingReport {
             let yv = y0 + (y1 - y0) * Double(i) / 4, yy = py(yv)
             svg += "<line x1=\"\(f(left))\" y1=\"\(f(yy))\" x2=\"\(f(left + pw))\" y2=\"\(f(yy))\" stroke=\"#eee\"/>\n"
             svg += "<text x=\"\(f(left - 6))\" y=\"\(f(yy + 4))\" text-anchor=\"end\" font-size=\"11\">\(tick(yv))</text>\n"
-            let xv = x0 + (x1 - x0) * Double(i) / 4, xx = px(xv)
+            // Steps are whole numbers: label the tick at the rounded step, placed where that step is.
+            let xv = (x0 + (x1 - x0) * Double(i) / 4).rounded(), xx = px(xv)
             svg += "<text x=\"\(f(xx))\" y=\"\(f(top + ph + 16))\" text-anchor=\"middle\" font-size=\"11\">\(tick(xv))</text>\n"
         }
         svg += "<text x=\"\(f(left + pw / 2))\" y=\"\(f(H - 8))\" text-anchor=\"middle\" font-size=\"12\">step</text>\n"
@@ -213,20 +223,19 @@ public enum TrainingReport {
         return s + "</table>\n"
     }
 
-    /// The matrix itself, or for two classes the one determined by recall and support, or a placeholder.
-    static func confusionSection(_ given: [[Int]]?, final: [String: Double], labels: [String]) -> String {
-        var note = ""
-        var matrix = given
-        if matrix == nil || matrix!.count != labels.count {
-            matrix = nil
-            if let m = binaryConfusion(final, labels: labels) {
-                matrix = m
-                note = "<p class=\"sub\">Derived from the per-class recall, accuracy and sample count (exact for two classes).</p>\n"
-            }
-        }
-        guard let matrix else {
+    /// The recorded matrix, or for two classes the one determined by the scores (`derived` true), or nil.
+    static func confusionMatrix(_ given: [[Int]]?, final: [String: Double], labels: [String]) -> (rows: [[Int]], derived: Bool)? {
+        if let given, given.count == labels.count { return (given, false) }
+        return binaryConfusion(final, labels: labels).map { ($0, true) }
+    }
+
+    /// The matrix as a shaded table, or a placeholder saying how to get it.
+    static func confusionSection(_ found: (rows: [[Int]], derived: Bool)?, labels: [String]) -> String {
+        guard let found else {
             return "<p class=\"placeholder\">Not recorded: this run's metrics carry no eval_confusion_matrix (for more than two classes it cannot be derived from per-class scores). Run <code>disttrain eval --model DIR --eval-file F</code> to get it.</p>\n"
         }
+        let matrix = found.rows
+        let note = found.derived ? "<p class=\"sub\">Derived from the per-class recall, accuracy and sample count (exact for two classes).</p>\n" : ""
         let maxCount = max(matrix.flatMap { $0 }.max() ?? 1, 1)
         var s = "<table>\n<tr><th class=\"name\">true \\ predicted</th>" + labels.map { "<th>\(escape($0))</th>" }.joined() + "</tr>\n"
         for (i, row) in matrix.enumerated() {

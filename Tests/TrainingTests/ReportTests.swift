@@ -63,7 +63,11 @@ final class ReportTests: XCTestCase {
     func testBinaryConfusionIsDerivedExactly() {
         let m = TrainingReport.binaryConfusion(sampleInput().evals[0], labels: ["ham", "spam"])
         XCTAssertEqual(m, [[10, 2], [2, 6]])
-        XCTAssertTrue(TrainingReport.html(sampleInput()).contains("Derived from"))
+        let html = TrainingReport.html(sampleInput())
+        XCTAssertTrue(html.contains("Derived from"))
+        // The per-class supports are the derived matrix's row sums.
+        XCTAssertTrue(html.contains("<td class=\"name\">ham</td><td>0.8333</td><td>0.8333</td><td>0.8333</td><td>12</td>"), html)
+        XCTAssertTrue(html.contains("<td class=\"name\">spam</td><td>0.7500</td><td>0.7500</td><td>0.7500</td><td>8</td>"), html)
     }
 
     func testMoreThanTwoClassesWithoutAMatrixShowAPlaceholder() {
@@ -88,5 +92,11 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(input.evals.count, 1)
         XCTAssertEqual(input.confusion, [[1, 1], [0, 2]])
         XCTAssertEqual(input.final["eval_accuracy"], 0.75)
+    }
+
+    func testScoreChartSpansZeroToOne() {
+        let html = TrainingReport.lineChart(title: "Eval metrics", yLabel: "score", yRange: 0...1,
+                                            series: [.init(name: "accuracy", color: "#000", points: [(1, 0.4), (2, 0.5)])])
+        XCTAssertTrue(html.contains(">0.25</text>") && html.contains(">0.75</text>"), "ticks at 0, 0.25, ..., 1: \(html)")
     }
 }
