@@ -68,8 +68,13 @@ enum ConfigFile {
         }
         let known = try knownFlags(of: command)
         var out: [String] = []
+        var seen: [String: String] = [:]
         for key in map.keys.sorted() {
             let name = key.replacingOccurrences(of: "_", with: "-")
+            if let other = seen[name] {
+                throw usage("\(path): keys '\(other)' and '\(key)' set the same flag --\(name); keep one of them")
+            }
+            seen[name] = key
             guard let kind = known[name], name != "config", name != "help" else {
                 let close = closeMatches(name, in: Array(known.keys.filter { $0 != "config" && $0 != "help" }))
                 throw usage("\(path): unknown key '\(key)'"

@@ -147,6 +147,11 @@ final class UsageErrorTests: XCTestCase {
         try assertFails(trainArgs(["--config", cfg.path]), status: 2, mentions: ["run.yaml", "not valid YAML"])
     }
 
+    func testConfigSameFlagTwice() throws {
+        let cfg = try file("run.yaml", "learning_rate: 1e-4\nlearning-rate: 2e-4\n")
+        try assertFails(trainArgs(["--config", cfg.path]), status: 2, mentions: ["run.yaml", "'learning-rate'", "'learning_rate'", "keep one"])
+    }
+
     func testConfigFileMissing() throws {
         try assertFails(trainArgs(["--config", dir.appendingPathComponent("none.yaml").path]), status: 2, mentions: ["--config", "none.yaml", "check the path"])
     }
