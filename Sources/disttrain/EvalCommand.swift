@@ -1,9 +1,11 @@
 // `disttrain eval`: scores a trained classifier on labelled data and prints one JSON line of metrics (accuracy,
 // macro/weighted F1, per-class precision/recall/F1/support, the confusion matrix, eval_loss). Writes nothing unless
 // --output is given.
-// Deliberately not here: sharding over MPI ranks (one process evaluates everything; `train` shards its evaluations),
-// the metric definitions (Training/Metrics.swift) and the forward pass (Predictor).
+// Under mpirun each rank scores a contiguous shard (EvalSharding, as in training); integer confusion counts and the loss
+// sum are all-reduced, so the result equals the one-process result; rank 0 prints.
+// Deliberately not here: the metric definitions (Training/Metrics.swift) and the forward pass (Predictor).
 import ArgumentParser
+import Dist
 import Foundation
 import Training
 
@@ -15,6 +17,7 @@ struct Eval: ParsableCommand {
         Prints one JSON line; keys follow `train`'s eval_results.json (eval_accuracy, eval_macro_f1, eval_loss,
         eval_precision_<label>, eval_recall_<label>, eval_f1_<label>, eval_support_<label>, eval_confusion_matrix).
           disttrain eval --model runs/spam --eval-file data/sms-spam/test.jsonl
+          mpirun -n 2 disttrain eval ...   (each rank scores a shard; one line from rank 0, same numbers)
         """)
 
     @Option(help: "A trained model folder (as written by `disttrain train`) or a checkpoint folder.") var model: String
@@ -32,6 +35,22 @@ struct Eval: ParsableCommand {
     }
 
     func run() throws {
+        let comm: Communicator
+        do { comm = try makeCommunicator(environment: ProcessInfo.processInfo.environment) } catch {
+            throw TrainingError("cannot start MPI: \(error)")
+        }
+        do {
+            try evaluate(comm: comm)
+            try finalizeMPI(comm)
+        } catch {
+            // One rank's error must end the whole job, not leave the others waiting in the all-reduce.
+            guard comm.worldSize > 1 else { throw error }
+            FileHandle.standardError.write(Data("error: [rank \(comm.rank)] \(error)\n".utf8))
+            comm.abort(code: (error as? TrainingError)?.exitCode ?? 1)
+        }
+    }
+
+    func evaluate(comm: Communicator) throws {
         let predictor = try Predictor(modelDir: URL(fileURLWithPath: model), maxLength: maxLength, batchSize: batchSize)
         let names = predictor.bundle.config.id2label
         let labelSet = try LabelSet(names: names)
@@ -41,8 +60,16 @@ struct Eval: ParsableCommand {
         guard !data.examples.isEmpty else {
             throw TrainingError("\(evalFile): no examples to evaluate; the file must hold one {\"text\", \"label\"} row per example")
         }
-        let preds = try predictor.predict(data.examples.map { ($0.text, $0.textPair) })
-        let result = Eval.metrics(labels: names, truth: data.examples.map { $0.label ?? 0 }, logits: preds.map(\.logits))
+        let shard = EvalSharding.range(count: data.examples.count, rank: comm.rank, worldSize: comm.worldSize)
+        let mine = Array(data.examples[shard])
+        let preds = try predictor.predict(mine.map { ($0.text, $0.textPair) })
+        var (counts, lossSum) = Eval.counts(classCount: names.count, truth: mine.map { $0.label ?? 0 }, logits: preds.map(\.logits))
+        var loss = [lossSum]
+        try comm.allReduceSum(&counts.counts)
+        try comm.allReduceSum(&loss)
+        guard comm.isRoot else { return }
+        var result = ClassificationMetrics(confusion: counts.matrix, labels: names).asDictionary(prefix: "eval_")
+        result["eval_loss"] = loss[0] / Double(data.examples.count)
         let d = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .withoutEscapingSlashes])
         let line = String(decoding: d, as: UTF8.self)
         print(line)
@@ -53,10 +80,9 @@ struct Eval: ParsableCommand {
         }
     }
 
-    /// The metrics dictionary for true class ids and logits rows: ClassificationMetrics plus the mean cross-entropy
-    /// (computed in Double with the max subtracted, as the trainer's loss does in Float).
-    static func metrics(labels: [String], truth: [Int], logits: [[Float]]) -> [String: Any] {
-        let C = labels.count
+    /// Confusion counts and the summed cross-entropy for true class ids and logits rows (the loss in Double with the
+    /// max subtracted, as the trainer computes it in Float).
+    static func counts(classCount C: Int, truth: [Int], logits: [[Float]]) -> (ConfusionCounts, Double) {
         var counts = ConfusionCounts(classCount: C)
         var lossSum = 0.0
         for (t, row) in zip(truth, logits) {
@@ -67,8 +93,6 @@ struct Eval: ParsableCommand {
             for c in 1..<max(C, 1) where row[c] > row[best] { best = c }
             counts.add(truth: t, predicted: best)
         }
-        var out = ClassificationMetrics(confusion: counts.matrix, labels: labels).asDictionary(prefix: "eval_")
-        out["eval_loss"] = lossSum / Double(max(truth.count, 1))
-        return out
+        return (counts, lossSum)
     }
 }

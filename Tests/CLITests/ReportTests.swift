@@ -55,6 +55,16 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(m["eval_loss"] as! Double, final["eval_loss"] as! Double, accuracy: 1e-4)
         let acc = Double(cm[0][0] + cm[1][1]) / 16
         XCTAssertEqual(m["eval_accuracy"] as! Double, acc, accuracy: 1e-12)
+        // Under mpirun -n 2 each rank scores half; the reduced counts are the same and only rank 0 prints.
+        let e2 = try CLI.run(["eval", "--model", out.path, "--eval-file", train.path, "--max-length", "32"], ranks: 2)
+        XCTAssertEqual(e2.status, 0, e2.stderr)
+        let lines2 = e2.stdout.split(separator: "\n")
+        XCTAssertEqual(lines2.count, 1, e2.stdout)
+        let m2 = try JSONSerialization.jsonObject(with: Data(lines2[0].utf8)) as! [String: Any]
+        XCTAssertEqual(m2["eval_confusion_matrix"] as? [[Int]], cm)
+        // Each shard is padded and multiplied as its own batch, so the Float logits round differently (BLAS picks
+        // other blockings for other shapes): agreement to Float precision of a loss near 0.69, not bitwise.
+        XCTAssertEqual(m2["eval_loss"] as! Double, m["eval_loss"] as! Double, accuracy: 1e-6)
 
         // inspect: the checkpoint verifies and records its state; corrupting it makes inspect fail with exit 1.
         let ck = out.appendingPathComponent("checkpoint-6")
