@@ -1,4 +1,6 @@
-// `disttrain predict`: JSONL/CSV texts in, one JSON line per input out, in input order.
+// `disttrain predict`: JSONL/CSV/TSV texts in (a file or standard input), one JSON line per input out, in input
+// order: {"text", "label", "probs": {label: p}} plus "logits" with --logits. Batched through Predictor.
+// Deliberately not here: metrics (that is `eval`), streaming of unbounded input (the input is read whole).
 import ArgumentParser
 import Foundation
 import Training
@@ -7,16 +9,21 @@ struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Classify texts with a trained model.",
         discussion: """
-        Reads {"text"} lines (or CSV/TSV with a header); writes {"text", "label", "probs": {...}, "logits": [...]}.
+        Reads {"text"} lines (or CSV/TSV with a header); writes {"text", "label", "probs": {...}} per input,
+        and "logits": [...] too with --logits.
           disttrain predict --model runs/spam --input new.jsonl --output predictions.jsonl
+          cat texts.csv | disttrain predict --model runs/spam --input - --input-format csv
         """)
     @Option(help: "A trained model folder (as written by `disttrain train`).") var model: String
-    @Option(help: "Input file (JSONL, CSV or TSV); '-' for standard input (JSONL).") var input: String
+    @Option(help: "Input file (JSONL, CSV or TSV by extension); '-' for standard input.") var input: String
+    @Option(help: "Input format when the extension does not say (standard input defaults to jsonl): jsonl, csv or tsv.")
+    var inputFormat: DataFormat?
     @Option(help: "Output JSONL file (default: standard output).") var output: String?
     @Option(help: "Truncate inputs to this many tokens.") var maxLength: Int = 128
     @Option(help: "Texts per forward pass.") var batchSize: Int = 32
     @Option(help: "Column holding the text.") var textColumn: String = "text"
     @Option(help: "Column holding the second text of a pair.") var textPairColumn: String?
+    @Flag(help: "Include the raw logits in each output line.") var logits = false
 
     func validate() throws {
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive (got \(batchSize))") }
@@ -26,12 +33,15 @@ struct Predict: ParsableCommand {
     func run() throws {
         let predictor = try Predictor(modelDir: URL(fileURLWithPath: model), maxLength: maxLength, batchSize: batchSize)
         let data = try DataLoader.loadTexts(URL(fileURLWithPath: input),
-                                            columns: ColumnOptions(text: textColumn, textPair: textPairColumn))
+                                            columns: ColumnOptions(text: textColumn, textPair: textPairColumn),
+                                            format: inputFormat)
         let preds = try predictor.predict(data.examples.map { ($0.text, $0.textPair) })
         var lines: [String] = []
         lines.reserveCapacity(preds.count)
         for (ex, p) in zip(data.examples, preds) {
-            let obj: [String: Any] = ["text": ex.text, "label": p.label, "probs": p.probs, "logits": p.logits.map(Double.init)]
+            var obj: [String: Any] = ["text": ex.text, "label": p.label, "probs": p.probs]
+            if let pair = ex.textPair { obj["text_pair"] = pair }
+            if logits { obj["logits"] = p.logits.map(Double.init) }
             let d = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])
             lines.append(String(decoding: d, as: UTF8.self))
         }
@@ -46,3 +56,5 @@ struct Predict: ParsableCommand {
         }
     }
 }
+
+extension DataFormat: ExpressibleByArgument {}

@@ -1,9 +1,15 @@
-// `disttrain train`: flags → TrainConfig, communicator from the launch environment, events printed on rank 0.
+// `disttrain train`: flags → TrainConfig, communicator from the launch environment, events shown on rank 0
+// (Progress.swift), and at the end eval_results.json and report.html (Training/Report.swift) on rank 0.
+// Deliberately not here: the loop (Training/Trainer.swift) and parsing the --config YAML (ConfigFile.swift expands it
+// into flags before this struct is parsed; the option below only documents it and keeps it out of "unknown option").
 import ArgumentParser
 import Dist
 import Foundation
 import Model
 import Training
+#if canImport(Glibc)
+import Glibc
+#endif
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -14,7 +20,13 @@ struct Train: ParsableCommand {
         Example:
           disttrain train --model models/all-MiniLM-L6-v2 --train-file train.jsonl --eval-file test.jsonl \\
               --output-dir runs/spam --num-train-epochs 1 --batch-size 32 --learning-rate 1e-4
+        With a config file (keys are the long flag names, - or _; flags on the command line win):
+          disttrain train --config run.yaml --learning-rate 2e-5
         """)
+
+    @Option(help: ArgumentHelp("YAML file of flag values (e.g. `learning-rate: 5e-5`); flags given here override it.",
+                               valueName: "file.yaml"))
+    var config: String?
 
     @Option(help: "Hugging Face model folder (config.json, model.safetensors, vocab.txt or tokenizer.json).")
     var model: String
@@ -55,6 +67,9 @@ struct Train: ParsableCommand {
     @Flag(help: "Plain random batches instead of grouping similar lengths (grouping cuts padding).") var noGroupByLength = false
     @Flag(help: "Check every collective's sequence and size across ranks, and activations/gradients for NaN/Inf.")
     var debug = false
+    @Option(help: "Least severe messages shown: trace, debug (every metrics record), info, notice, warning, error, critical.")
+    var logLevel: LogLevelOption = .info
+    @Flag(help: "Do not write report.html at the end.") var noReport = false
     @Option(help: "Abort the job when a collective waits longer than this many seconds (0 = never).")
     var watchdogTimeout: Double = 300
     @Option(help: "Save a checkpoint every N steps (0 = at the end of each epoch and of training).") var saveSteps: Int = 0
@@ -122,6 +137,13 @@ struct Train: ParsableCommand {
         } catch {
             throw TrainingError("cannot start MPI: \(error)")
         }
+        // Flag checks that depend only on the arguments and the world size fail identically on every rank, so every
+        // rank can end MPI cleanly and exit 2, with rank 0 alone printing the one line (no MPI_ABORT banner).
+        do { try trainConfig.validate(worldSize: comm.worldSize) } catch let e as TrainingError {
+            try? finalizeMPI(comm)
+            if comm.isRoot { throw e }
+            throw ExitCode(e.exitCode)
+        }
         do {
             try train(comm: comm)
             try finalizeMPI(comm)
@@ -141,7 +163,8 @@ struct Train: ParsableCommand {
     func train(comm: Communicator) throws {
         let config = trainConfig
         let trainer = try Trainer(config: config, comm: comm)
-        let reporter = ProgressReporter(enabled: comm.isRoot, outputDir: config.outputDir)
+        let reporter = ProgressReporter(enabled: comm.isRoot, level: logLevel.level,
+                                        terminal: Terminal(isTTY: isatty(STDERR_FILENO) == 1))
         let result: [String: Double]
         do { result = try trainer.run(onEvent: reporter.handle) } catch let e as PreemptedError {
             if comm.isRoot { FileHandle.standardError.write(Data("\(e)\n".utf8)) }
@@ -151,6 +174,16 @@ struct Train: ParsableCommand {
             let line = jsonLine(result)
             print(line)
             try FileIO.writeAtomically(Data((line + "\n").utf8), to: config.outputDir.appendingPathComponent("eval_results.json"))
+            if !noReport {
+                // The run has succeeded: a report that cannot be written is a warning, not a failure.
+                let report = config.outputDir.appendingPathComponent("report.html")
+                do {
+                    try FileIO.writeAtomically(Data(TrainingReport.html(ReportInput.load(outputDir: config.outputDir)).utf8), to: report)
+                    reporter.logger.info("wrote \(report.path)")
+                } catch {
+                    reporter.logger.warning("could not write \(report.path): \(error)")
+                }
+            }
         }
     }
 }
@@ -159,43 +192,6 @@ struct Train: ParsableCommand {
 func finalizeMPI(_ comm: Communicator) throws {
     if let mpi = comm as? MPICommunicator { try mpi.finalize() }
     if let dbg = comm as? DebugCommunicator, let mpi = dbg.inner as? MPICommunicator { try mpi.finalize() }
-}
-
-/// Prints progress lines (rank 0) to stderr and appends every log/eval record to metrics.jsonl.
-final class ProgressReporter {
-    let enabled: Bool
-    let outputDir: URL
-
-    init(enabled: Bool, outputDir: URL) { self.enabled = enabled; self.outputDir = outputDir }
-
-    func say(_ s: String) {
-        guard enabled else { return }
-        let stamp = ISO8601DateFormatter().string(from: Date())
-        FileHandle.standardError.write(Data("[\(stamp)] \(s)\n".utf8))
-    }
-
-    func handle(_ event: TrainingEvent) {
-        guard enabled else { return }
-        switch event {
-        case .started(let s):
-            say("train: \(s.trainExamples) examples, eval: \(s.evalExamples), labels: \(s.labels.joined(separator: ", "))")
-            say("world size \(s.worldSize), micro-batch \(s.microBatch) × \(s.accumulationSteps) accumulation, \(s.totalSteps) steps (\(s.stepsPerEpoch)/epoch), \(s.parameters) parameters")
-            if !s.initialized.isEmpty { say("initialised (not in the checkpoint): \(s.initialized.joined(separator: ", "))") }
-            if s.truncated > 0 { say("\(s.truncated) examples truncated to --max-length") }
-            for n in s.notices { say(n) }
-        case .log(let m):
-            say(String(format: "step %d/%d epoch %.2f loss %.4f lr %.3g grad_norm %.3f tokens/s %.0f",
-                       Int(m["step"] ?? 0), Int(m["total_steps"] ?? 0), m["epoch"] ?? 0, m["loss"] ?? 0,
-                       m["learning_rate"] ?? 0, m["grad_norm"] ?? 0, m["tokens_per_s"] ?? 0))
-        case .evaluated(let m):
-            say(String(format: "eval step %d: accuracy %.4f loss %.4f macro_f1 %.4f", Int(m["step"] ?? 0),
-                       m["eval_accuracy"] ?? 0, m["eval_loss"] ?? 0, m["eval_macro_f1"] ?? 0))
-        case .saved(let url):
-            say("saved \(url.path)")
-        case .finished:
-            break
-        }
-    }
 }
 
 func jsonLine(_ m: [String: Double]) -> String { jsonObjectLine(m) }

@@ -1,5 +1,6 @@
 // The `disttrain` command line: parses flags, maps them onto library configs, reports errors as one line.
-// Exit codes: 0 success, 2 usage errors (bad flags or values), 1 runtime errors (bad files, failed collectives).
+// Exit codes: 0 success, 2 usage errors (bad flags or values, a bad --config file), 1 runtime errors (bad files,
+// failed collectives). `train --config FILE.yaml` is expanded into flags here, before parsing (ConfigFile.swift).
 import ArgumentParser
 import Foundation
 import Training
@@ -13,14 +14,19 @@ struct Disttrain: ParsableCommand {
           disttrain train --model models/all-MiniLM-L6-v2 --train-file data/sms-spam/train.jsonl \\
               --eval-file data/sms-spam/test.jsonl --output-dir runs/spam
           mpirun -n 2 disttrain train ...   (same flags; --batch-size stays the global batch)
+          disttrain train --config run.yaml --learning-rate 1e-4   (YAML keys are flag names; flags win)
+          disttrain eval --model runs/spam --eval-file data/sms-spam/test.jsonl
+          disttrain inspect runs/spam/checkpoint-100
         """,
-        subcommands: [Train.self, Predict.self, Generate.self, Tokenize.self, Merge.self, Bench.self, CommCheck.self])
+        subcommands: [Train.self, Eval.self, Predict.self, Generate.self, Inspect.self, Tokenize.self, Merge.self,
+                      Bench.self, CommCheck.self])
 }
 
 /// Runs the root command with our exit-code policy and never prints a crash trace for user errors.
 func runMain() -> Never {
     do {
-        var command = try Disttrain.parseAsRoot()
+        let args = try ConfigFile.expand(Array(CommandLine.arguments.dropFirst()), for: Train.self, subcommand: "train")
+        var command = try Disttrain.parseAsRoot(args)
         try command.run()
         exit(0)
     } catch let error as TrainingError {
@@ -34,7 +40,9 @@ func runMain() -> Never {
             Disttrain.exit(withError: error)  // --help, --version
         }
         if code == .validationFailure {
-            FileHandle.standardError.write(Data((Disttrain.fullMessage(for: error) + "\n").utf8))
+            // The error line first; ArgumentParser's long usage line is dropped (the help pointer stays).
+            let lines = Disttrain.fullMessage(for: error).split(separator: "\n").filter { !$0.hasPrefix("Usage:") }
+            FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
             exit(2)
         }
         FileHandle.standardError.write(Data("error: \(error)\n".utf8))

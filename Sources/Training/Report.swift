@@ -1,0 +1,313 @@
+// Report: a self-contained `report.html` for a finished run, built from the records of metrics.jsonl and the final
+// metrics: inline SVG line charts (train/eval loss, learning rate, tokens/s, eval accuracy and macro-F1 vs step), the
+// final metrics table with per-class precision/recall/F1/support, and the confusion matrix.
+// A pure function of its input (records in, HTML string out), so it is unit-testable and renders the same anywhere.
+// Deliberately not here: reading or writing files beyond the small `ReportInput.load` helper, running any model
+// (the confusion matrix comes from `eval_confusion_matrix` when the records carry it, is derived exactly for two
+// classes from per-class recall and support, and is a placeholder otherwise), JavaScript, and external assets.
+import Foundation
+
+/// Everything the report shows.
+public struct ReportInput: Sendable {
+    /// Training log records (metrics.jsonl lines with a `loss` key): step, loss, learning_rate, tokens_per_s, ...
+    public var logs: [[String: Double]]
+    /// Evaluation records (metrics.jsonl lines with `eval_*` keys), in step order.
+    public var evals: [[String: Double]]
+    /// The final metrics (eval_results.json), if any.
+    public var final: [String: Double]
+    /// Class names in class-id order (from the saved config.json); derived from per-class keys when empty.
+    public var labels: [String]
+    /// `confusion[true][predicted]`, when known.
+    public var confusion: [[Int]]?
+    public var title: String
+
+    public init(logs: [[String: Double]], evals: [[String: Double]], final: [String: Double], labels: [String],
+                confusion: [[Int]]?, title: String) {
+        self.logs = logs; self.evals = evals; self.final = final; self.labels = labels
+        self.confusion = confusion; self.title = title
+    }
+
+    /// Splits parsed metrics.jsonl objects into log and eval records; numeric fields only, except
+    /// `eval_confusion_matrix` (rows of integers), taken from the last eval record or `finalObject` that has it.
+    public init(records: [[String: Any]], finalObject: [String: Any], labels: [String], title: String) {
+        func numbers(_ o: [String: Any]) -> [String: Double] {
+            var d: [String: Double] = [:]
+            for (k, v) in o {
+                if let n = v as? NSNumber, !(v is Bool) { d[k] = n.doubleValue } else if let x = v as? Double { d[k] = x }
+            }
+            return d
+        }
+        func matrix(_ o: [String: Any]) -> [[Int]]? {
+            guard let rows = o["eval_confusion_matrix"] as? [[Any]] else { return nil }
+            let m = rows.map { $0.compactMap { ($0 as? NSNumber)?.intValue } }
+            return m.allSatisfy({ $0.count == m.count }) && !m.isEmpty ? m : nil
+        }
+        var logs: [[String: Double]] = [], evals: [[String: Double]] = []
+        var confusion: [[Int]]?
+        for r in records {
+            let n = numbers(r)
+            if n.keys.contains(where: { $0.hasPrefix("eval_") }) {
+                evals.append(n)
+                if let m = matrix(r) { confusion = m }
+            } else if n["loss"] != nil {
+                logs.append(n)
+            }
+        }
+        if let m = matrix(finalObject) { confusion = m }
+        self.init(logs: logs, evals: evals, final: numbers(finalObject), labels: labels, confusion: confusion, title: title)
+    }
+
+    /// Reads `metrics.jsonl`, `eval_results.json` and config.json's id2label from a finished output folder.
+    /// Unreadable lines are skipped: the report must never fail a run that has already succeeded.
+    public static func load(outputDir: URL) -> ReportInput {
+        var records: [[String: Any]] = []
+        if let text = try? String(contentsOf: outputDir.appendingPathComponent("metrics.jsonl"), encoding: .utf8) {
+            for line in text.split(separator: "\n") {
+                if let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] { records.append(o) }
+            }
+        }
+        var final: [String: Any] = [:]
+        if let d = try? Data(contentsOf: outputDir.appendingPathComponent("eval_results.json")),
+           let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] { final = o }
+        var labels: [String] = []
+        if let d = try? Data(contentsOf: outputDir.appendingPathComponent("config.json")),
+           let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any],
+           let id2label = o["id2label"] as? [String: String] {
+            labels = id2label.compactMap { k, v in Int(k).map { ($0, v) } }.sorted { $0.0 < $1.0 }.map(\.1)
+        }
+        return ReportInput(records: records, finalObject: final, labels: labels, title: outputDir.lastPathComponent)
+    }
+}
+
+public enum TrainingReport {
+    /// The whole report as one HTML document (no scripts, no external resources).
+    public static func html(_ input: ReportInput) -> String {
+        let last = input.evals.last ?? [:]
+        // The final metrics: eval_results.json wins, else the last evaluation.
+        var final = last
+        for (k, v) in input.final { final[k] = v }
+        let labels = input.labels.isEmpty ? derivedLabels(final) : input.labels
+        var body = "<h1>disttrain report: \(escape(input.title))</h1>\n"
+        body += "<p class=\"sub\">\(input.logs.count) training log records, \(input.evals.count) evaluations"
+        if let step = final["global_step"] ?? last["step"] { body += ", \(Int(step)) optimizer steps" }
+        body += ".</p>\n"
+
+        body += "<h2>Curves</h2>\n<div class=\"charts\">\n"
+        body += lineChart(title: "Loss", yLabel: "loss", series: [
+            Series(name: "train loss", color: "#1f77b4", points: points(input.logs, "loss")),
+            Series(name: "eval loss", color: "#d62728", points: points(input.evals, "eval_loss")),
+        ])
+        body += lineChart(title: "Learning rate", yLabel: "lr", series: [
+            Series(name: "learning rate", color: "#2ca02c", points: points(input.logs, "learning_rate")),
+        ])
+        body += lineChart(title: "Throughput", yLabel: "tokens/s", series: [
+            Series(name: "tokens/s", color: "#9467bd", points: points(input.logs, "tokens_per_s")),
+        ])
+        body += lineChart(title: "Eval metrics", yLabel: "score", yRange: 0...1, series: [
+            Series(name: "accuracy", color: "#ff7f0e", points: points(input.evals, "eval_accuracy")),
+            Series(name: "macro-F1", color: "#17becf", points: points(input.evals, "eval_macro_f1")),
+        ])
+        body += "</div>\n"
+
+        body += "<h2>Final metrics</h2>\n" + summaryTable(final)
+        let matrix = confusionMatrix(input.confusion, final: final, labels: labels)
+        if let m = matrix?.rows {
+            // Supports are the row sums of the confusion matrix when the records do not carry them.
+            for (i, l) in labels.enumerated() where final["eval_support_\(l)"] == nil && i < m.count {
+                final["eval_support_\(l)"] = Double(m[i].reduce(0, +))
+            }
+        }
+        body += "<h2>Per class</h2>\n" + perClassTable(final, labels: labels)
+        body += "<h2>Confusion matrix</h2>\n" + confusionSection(matrix, labels: labels)
+        return """
+        <!DOCTYPE html>
+        <html lang="en"><head><meta charset="utf-8"><title>disttrain report: \(escape(input.title))</title>
+        <style>
+        body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px; color: #222; }
+        h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 28px; } .sub { color: #666; }
+        .charts { display: flex; flex-wrap: wrap; gap: 16px; }
+        .chart { border: 1px solid #ddd; border-radius: 4px; background: #fff; }
+        table { border-collapse: collapse; margin: 8px 0; } td, th { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
+        th { background: #f4f4f4; } td.name, th.name { text-align: left; }
+        .placeholder { color: #888; font-style: italic; }
+        </style></head>
+        <body>
+        \(body)</body></html>
+
+        """
+    }
+
+    struct Series {
+        var name: String
+        var color: String
+        var points: [(Double, Double)]
+    }
+
+    /// (step, value) pairs of `key`, finite values only, in step order.
+    static func points(_ records: [[String: Double]], _ key: String) -> [(Double, Double)] {
+        records.compactMap { r in
+            guard let s = r["step"], let v = r[key], s.isFinite, v.isFinite else { return nil }
+            return (s, v)
+        }.sorted { $0.0 < $1.0 }
+    }
+
+    /// An inline SVG line chart with axes, 5 ticks per axis and a legend. Empty series show "no data".
+    /// `yRange` fixes the vertical axis (scores live in 0...1); otherwise it spans the data with 5% margins.
+    static func lineChart(title: String, yLabel: String, yRange: ClosedRange<Double>? = nil, series: [Series]) -> String {
+        let W = 540.0, H = 300.0, left = 70.0, right = 16.0, top = 30.0, bottom = 44.0
+        let pw = W - left - right, ph = H - top - bottom
+        let all = series.flatMap(\.points)
+        var svg = "<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(W))\" height=\"\(Int(H))\" viewBox=\"0 0 \(Int(W)) \(Int(H))\">\n"
+        svg += "<text x=\"\(Int(W / 2))\" y=\"20\" text-anchor=\"middle\" font-size=\"14\" font-weight=\"bold\">\(escape(title))</text>\n"
+        guard !all.isEmpty else {
+            svg += "<text x=\"\(Int(W / 2))\" y=\"\(Int(H / 2))\" text-anchor=\"middle\" font-size=\"13\" fill=\"#888\">no data</text>\n</svg>\n"
+            return svg
+        }
+        var x0 = all.map(\.0).min()!, x1 = all.map(\.0).max()!
+        var y0 = all.map(\.1).min()!, y1 = all.map(\.1).max()!
+        if x1 == x0 { x0 -= 1; x1 += 1 }
+        if y1 == y0 { let d = y0 == 0 ? 1 : abs(y0) * 0.1; y0 -= d; y1 += d }
+        let pad = (y1 - y0) * 0.05
+        y0 -= pad; y1 += pad
+        if all.allSatisfy({ $0.1 >= 0 }) && y0 < 0 { y0 = 0 }
+        if let yRange { y0 = min(yRange.lowerBound, y0 + pad); y1 = max(yRange.upperBound, y1 - pad) }
+        func px(_ x: Double) -> Double { left + (x - x0) / (x1 - x0) * pw }
+        func py(_ y: Double) -> Double { top + ph - (y - y0) / (y1 - y0) * ph }
+        // Axes and ticks.
+        svg += "<line x1=\"\(f(left))\" y1=\"\(f(top + ph))\" x2=\"\(f(left + pw))\" y2=\"\(f(top + ph))\" stroke=\"#444\"/>\n"
+        svg += "<line x1=\"\(f(left))\" y1=\"\(f(top))\" x2=\"\(f(left))\" y2=\"\(f(top + ph))\" stroke=\"#444\"/>\n"
+        for i in 0...4 {
+            let yv = y0 + (y1 - y0) * Double(i) / 4, yy = py(yv)
+            svg += "<line x1=\"\(f(left))\" y1=\"\(f(yy))\" x2=\"\(f(left + pw))\" y2=\"\(f(yy))\" stroke=\"#eee\"/>\n"
+            svg += "<text x=\"\(f(left - 6))\" y=\"\(f(yy + 4))\" text-anchor=\"end\" font-size=\"11\">\(tick(yv))</text>\n"
+            // Steps are whole numbers: label the tick at the rounded step, placed where that step is.
+            let xv = (x0 + (x1 - x0) * Double(i) / 4).rounded(), xx = px(xv)
+            svg += "<text x=\"\(f(xx))\" y=\"\(f(top + ph + 16))\" text-anchor=\"middle\" font-size=\"11\">\(tick(xv))</text>\n"
+        }
+        svg += "<text x=\"\(f(left + pw / 2))\" y=\"\(f(H - 8))\" text-anchor=\"middle\" font-size=\"12\">step</text>\n"
+        svg += "<text x=\"14\" y=\"\(f(top + ph / 2))\" text-anchor=\"middle\" font-size=\"12\" transform=\"rotate(-90 14 \(f(top + ph / 2)))\">\(escape(yLabel))</text>\n"
+        // Lines (a single point is drawn as a dot) and legend.
+        var legendX = left + 8
+        for s in series where !s.points.isEmpty {
+            let pts = s.points.map { "\(f(px($0.0))),\(f(py($0.1)))" }.joined(separator: " ")
+            svg += "<polyline fill=\"none\" stroke=\"\(s.color)\" stroke-width=\"2\" points=\"\(pts)\"><title>\(escape(s.name))</title></polyline>\n"
+            for p in s.points where s.points.count <= 40 {
+                svg += "<circle cx=\"\(f(px(p.0)))\" cy=\"\(f(py(p.1)))\" r=\"2.5\" fill=\"\(s.color)\"/>\n"
+            }
+            svg += "<rect x=\"\(f(legendX))\" y=\"\(f(top + 4))\" width=\"12\" height=\"3\" fill=\"\(s.color)\"/>"
+            svg += "<text x=\"\(f(legendX + 16))\" y=\"\(f(top + 9))\" font-size=\"11\">\(escape(s.name))</text>\n"
+            legendX += 24 + Double(s.name.count) * 6.5
+        }
+        svg += "</svg>\n"
+        return svg
+    }
+
+    static func summaryTable(_ m: [String: Double]) -> String {
+        let keys = ["eval_accuracy", "eval_macro_f1", "eval_weighted_f1", "eval_loss", "eval_samples", "train_loss",
+                    "train_runtime_s", "train_tokens_per_s", "train_samples", "global_step", "epoch"]
+        let rows = keys.compactMap { k in m[k].map { "<tr><td class=\"name\">\(k)</td><td>\(value($0))</td></tr>" } }
+        guard !rows.isEmpty else { return "<p class=\"placeholder\">no final metrics recorded</p>\n" }
+        return "<table>\n<tr><th class=\"name\">metric</th><th>value</th></tr>\n" + rows.joined(separator: "\n") + "\n</table>\n"
+    }
+
+    static func perClassTable(_ m: [String: Double], labels: [String]) -> String {
+        guard !labels.isEmpty, labels.contains(where: { m["eval_f1_\($0)"] != nil }) else {
+            return "<p class=\"placeholder\">no per-class metrics recorded</p>\n"
+        }
+        var s = "<table>\n<tr><th class=\"name\">label</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>\n"
+        for l in labels {
+            let cells = ["precision", "recall", "f1"].map { m["eval_\($0)_\(l)"].map { String(format: "%.4f", $0) } ?? "–" }
+            let support = m["eval_support_\(l)"].map { String(Int($0)) } ?? "–"
+            s += "<tr><td class=\"name\">\(escape(l))</td><td>\(cells[0])</td><td>\(cells[1])</td><td>\(cells[2])</td><td>\(support)</td></tr>\n"
+        }
+        return s + "</table>\n"
+    }
+
+    /// The recorded matrix, or for two classes the one determined by the scores (`derived` true), or nil.
+    static func confusionMatrix(_ given: [[Int]]?, final: [String: Double], labels: [String]) -> (rows: [[Int]], derived: Bool)? {
+        if let given, given.count == labels.count { return (given, false) }
+        return binaryConfusion(final, labels: labels).map { ($0, true) }
+    }
+
+    /// The matrix as a shaded table, or a placeholder saying how to get it.
+    static func confusionSection(_ found: (rows: [[Int]], derived: Bool)?, labels: [String]) -> String {
+        guard let found else {
+            return "<p class=\"placeholder\">Not recorded: this run's metrics carry no eval_confusion_matrix (for more than two classes it cannot be derived from per-class scores). Run <code>disttrain eval --model DIR --eval-file F</code> to get it.</p>\n"
+        }
+        let matrix = found.rows
+        let note = found.derived ? "<p class=\"sub\">Derived from the per-class recall, accuracy and sample count (exact for two classes).</p>\n" : ""
+        let maxCount = max(matrix.flatMap { $0 }.max() ?? 1, 1)
+        var s = "<table>\n<tr><th class=\"name\">true \\ predicted</th>" + labels.map { "<th>\(escape($0))</th>" }.joined() + "</tr>\n"
+        for (i, row) in matrix.enumerated() {
+            s += "<tr><th class=\"name\">\(escape(labels[i]))</th>"
+            for c in row {
+                let alpha = Double(c) / Double(maxCount) * 0.6
+                s += "<td style=\"background: rgba(31,119,180,\(String(format: "%.2f", alpha)))\">\(c)</td>"
+            }
+            s += "</tr>\n"
+        }
+        return s + "</table>\n" + note
+    }
+
+    /// For two classes the matrix is determined by the scores: TP_c = recall_c × support_c and the rest of each row is
+    /// the other class. Supports come from `eval_support_<label>` when recorded; otherwise from `eval_samples` N and
+    /// accuracy: acc·N = r0·s0 + r1·(N − s0), so s0 = N(acc − r1)/(r0 − r1), or when r0 = r1 from precision p0:
+    /// p0·(r0·s0 + (1 − r1)(N − s0)) = r0·s0. A solution that is not a whole count in 0...N is rejected.
+    static func binaryConfusion(_ m: [String: Double], labels: [String]) -> [[Int]]? {
+        guard labels.count == 2, let r0 = m["eval_recall_\(labels[0])"], let r1 = m["eval_recall_\(labels[1])"] else { return nil }
+        var s0: Double, s1: Double
+        if let a = m["eval_support_\(labels[0])"], let b = m["eval_support_\(labels[1])"] {
+            (s0, s1) = (a, b)
+        } else {
+            guard let n = m["eval_samples"], n > 0 else { return nil }
+            if abs(r0 - r1) > 1e-9, let acc = m["eval_accuracy"] {
+                s0 = n * (acc - r1) / (r0 - r1)
+            } else if let p0 = m["eval_precision_\(labels[0])"] {
+                let den = r0 + p0 * (1 - r1) - p0 * r0
+                guard abs(den) > 1e-12 else { return nil }
+                s0 = p0 * (1 - r1) * n / den
+            } else {
+                return nil
+            }
+            guard s0.isFinite, abs(s0 - s0.rounded()) < 1e-3, s0.rounded() >= 0, s0.rounded() <= n else { return nil }
+            s0 = s0.rounded(); s1 = n - s0
+        }
+        let tp0 = Int((r0 * s0).rounded()), tp1 = Int((r1 * s1).rounded())
+        return [[tp0, Int(s0) - tp0], [Int(s1) - tp1, tp1]]
+    }
+
+    /// Labels named by `eval_f1_<label>` keys, sorted (used only when config.json gave none).
+    static func derivedLabels(_ m: [String: Double]) -> [String] {
+        m.keys.filter { $0.hasPrefix("eval_f1_") }.map { String($0.dropFirst("eval_f1_".count)) }.sorted()
+    }
+
+    static func f(_ x: Double) -> String { String(format: "%.1f", x) }
+
+    static func tick(_ v: Double) -> String {
+        let a = abs(v)
+        if a == 0 { return "0" }
+        if a >= 10000 || a < 0.001 { return String(format: "%.2g", v) }
+        if a >= 100 { return String(format: "%.0f", v) }
+        return String(format: "%.3g", v)
+    }
+
+    static func value(_ v: Double) -> String {
+        if v == v.rounded(), abs(v) < 1e15 { return String(Int64(v)) }
+        return String(format: "%.4f", v)
+    }
+
+    static func escape(_ s: String) -> String {
+        var out = ""
+        for ch in s {
+            switch ch {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&#39;"
+            default: out.append(ch)
+            }
+        }
+        return out
+    }
+}

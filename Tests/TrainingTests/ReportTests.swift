@@ -1,0 +1,102 @@
+// Unit tests of the report generator (Training/Report.swift): records in, HTML out; no files, no model.
+import Foundation
+import XCTest
+@testable import Training
+
+final class ReportTests: XCTestCase {
+    func sampleInput(confusion: [[Int]]? = nil, labels: [String] = ["ham", "spam"]) -> ReportInput {
+        var logs: [[String: Double]] = []
+        for s in 1...5 {
+            let x = Double(s)
+            var r: [String: Double] = ["step": 10 * x, "loss": 1 / x]
+            r["learning_rate"] = 5e-5 * (6 - x) / 5
+            r["tokens_per_s"] = 1000 + x
+            r["epoch"] = x / 5
+            logs.append(r)
+        }
+        // 20 examples: ham 12 (10 right), spam 8 (6 right) → accuracy 16/20.
+        var evalRec: [String: Double] = ["step": 50, "epoch": 1, "eval_loss": 0.3, "eval_accuracy": 0.8,
+                                         "eval_macro_f1": 0.79, "eval_samples": 20]
+        evalRec["eval_recall_ham"] = 10.0 / 12; evalRec["eval_recall_spam"] = 6.0 / 8
+        evalRec["eval_precision_ham"] = 10.0 / 12; evalRec["eval_precision_spam"] = 6.0 / 8
+        evalRec["eval_f1_ham"] = 10.0 / 12; evalRec["eval_f1_spam"] = 0.75
+        return ReportInput(logs: logs, evals: [evalRec], final: ["train_loss": 0.45, "global_step": 50],
+                           labels: labels, confusion: confusion, title: "run<1>")
+    }
+
+    func testHasFourChartsWithTheirSeries() {
+        let html = TrainingReport.html(sampleInput())
+        XCTAssertEqual(html.components(separatedBy: "<svg").count - 1, 4)
+        for name in ["train loss", "eval loss", "learning rate", "tokens/s", "accuracy", "macro-F1"] {
+            XCTAssertTrue(html.contains("<title>\(name)</title>"), "missing series \(name)")
+        }
+        // Five training points → the train-loss polyline has five coordinate pairs.
+        let line = html.components(separatedBy: "<polyline").dropFirst().first { $0.contains("<title>train loss</title>") }!
+        let points = line.components(separatedBy: "points=\"")[1].components(separatedBy: "\"")[0]
+        XCTAssertEqual(points.split(separator: " ").count, 5)
+    }
+
+    func testIsSelfContainedAndEscapesText() {
+        let html = TrainingReport.html(sampleInput())
+        XCTAssertFalse(html.contains("<script"))
+        XCTAssertFalse(html.contains("http://") && html.replacingOccurrences(of: "http://www.w3.org/2000/svg", with: "").contains("http://"))
+        XCTAssertFalse(html.contains("src="))
+        XCTAssertTrue(html.contains("run&lt;1&gt;"))
+        XCTAssertFalse(html.contains("run<1>"))
+    }
+
+    func testFinalTableAndPerClassRows() {
+        let html = TrainingReport.html(sampleInput())
+        XCTAssertTrue(html.contains("<td class=\"name\">eval_accuracy</td><td>0.8000</td>"), html)
+        XCTAssertTrue(html.contains("<td class=\"name\">train_loss</td><td>0.4500</td>"))
+        XCTAssertTrue(html.contains("<td class=\"name\">spam</td><td>0.7500</td><td>0.7500</td><td>0.7500</td>"), html)
+    }
+
+    func testGivenConfusionMatrixIsRendered() {
+        let html = TrainingReport.html(sampleInput(confusion: [[9, 3], [1, 7]]))
+        XCTAssertTrue(html.contains(">9</td>") && html.contains(">3</td>") && html.contains(">1</td>") && html.contains(">7</td>"))
+        XCTAssertFalse(html.contains("Derived from"))
+    }
+
+    /// Two classes: the matrix follows from recall, accuracy and the sample count (by hand: ham 12 with 10 right,
+    /// spam 8 with 6 right → [[10, 2], [2, 6]]).
+    func testBinaryConfusionIsDerivedExactly() {
+        let m = TrainingReport.binaryConfusion(sampleInput().evals[0], labels: ["ham", "spam"])
+        XCTAssertEqual(m, [[10, 2], [2, 6]])
+        let html = TrainingReport.html(sampleInput())
+        XCTAssertTrue(html.contains("Derived from"))
+        // The per-class supports are the derived matrix's row sums.
+        XCTAssertTrue(html.contains("<td class=\"name\">ham</td><td>0.8333</td><td>0.8333</td><td>0.8333</td><td>12</td>"), html)
+        XCTAssertTrue(html.contains("<td class=\"name\">spam</td><td>0.7500</td><td>0.7500</td><td>0.7500</td><td>8</td>"), html)
+    }
+
+    func testMoreThanTwoClassesWithoutAMatrixShowAPlaceholder() {
+        let html = TrainingReport.html(sampleInput(labels: ["a", "b", "c"]))
+        XCTAssertTrue(html.contains("Not recorded"))
+    }
+
+    func testEmptyInputStillRenders() {
+        let html = TrainingReport.html(ReportInput(logs: [], evals: [], final: [:], labels: [], confusion: nil, title: "empty"))
+        XCTAssertTrue(html.hasPrefix("<!DOCTYPE html>"))
+        XCTAssertEqual(html.components(separatedBy: "no data").count - 1, 4)
+        XCTAssertTrue(html.contains("no final metrics recorded"))
+    }
+
+    func testRecordsAreSplitIntoLogsAndEvalsAndTheMatrixIsPicked() {
+        let records: [[String: Any]] = [
+            ["step": 1, "loss": 0.9, "learning_rate": 1e-5],
+            ["step": 1, "eval_accuracy": 0.5, "eval_loss": 0.7, "eval_confusion_matrix": [[1, 1], [0, 2]]],
+        ]
+        let input = ReportInput(records: records, finalObject: ["eval_accuracy": 0.75], labels: ["a", "b"], title: "t")
+        XCTAssertEqual(input.logs.count, 1)
+        XCTAssertEqual(input.evals.count, 1)
+        XCTAssertEqual(input.confusion, [[1, 1], [0, 2]])
+        XCTAssertEqual(input.final["eval_accuracy"], 0.75)
+    }
+
+    func testScoreChartSpansZeroToOne() {
+        let html = TrainingReport.lineChart(title: "Eval metrics", yLabel: "score", yRange: 0...1,
+                                            series: [.init(name: "accuracy", color: "#000", points: [(1, 0.4), (2, 0.5)])])
+        XCTAssertTrue(html.contains(">0.25</text>") && html.contains(">0.75</text>"), "ticks at 0, 0.25, ..., 1: \(html)")
+    }
+}
