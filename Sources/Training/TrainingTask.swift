@@ -163,7 +163,7 @@ public final class ClassificationTask: TrainingTask, @unchecked Sendable {
         let matrix = (0..<C).map { Array(stats.counts[($0 * C)..<($0 * C + C)]) }
         var out: [String: Double] = [:]
         for (k, v) in ClassificationMetrics(confusion: matrix, labels: labels).asDictionary(prefix: "eval_") {
-            if let d = v as? Double { out[k] = d }
+            if let d = v as? Double { out[k] = d } else if let i = v as? Int64 { out[k] = Double(i) } else if let i = v as? Int { out[k] = Double(i) }
         }
         out["eval_loss"] = stats.lossSum / max(stats.lossCount, 1)
         out["eval_samples"] = stats.lossCount

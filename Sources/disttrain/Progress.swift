@@ -103,7 +103,11 @@ final class ProgressReporter {
             let text = ProgressReporter.progressText(m, eta: eta(m), bar: usesBar)
             if usesBar { terminal.bar(text) } else { logger.info("\(text)") }
         case .evaluated(let m):
-            logger.info("\(String(format: "eval step %d: accuracy %.4f loss %.4f macro_f1 %.4f", Int(m["step"] ?? 0), m["eval_accuracy"] ?? 0, m["eval_loss"] ?? 0, m["eval_macro_f1"] ?? 0))")
+            if let ppl = m["eval_perplexity"] {
+                logger.info("\(String(format: "eval step %d: loss %.4f perplexity %.2f", Int(m["step"] ?? 0), m["eval_loss"] ?? 0, ppl))")
+            } else {
+                logger.info("\(String(format: "eval step %d: accuracy %.4f loss %.4f macro_f1 %.4f", Int(m["step"] ?? 0), m["eval_accuracy"] ?? 0, m["eval_loss"] ?? 0, m["eval_macro_f1"] ?? 0))")
+            }
             logger.debug("\(jsonLine(m))")
         case .saved(let url):
             logger.info("saved \(url.path)")

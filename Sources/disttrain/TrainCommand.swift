@@ -171,7 +171,10 @@ struct Train: ParsableCommand {
             throw ExitCode(Preemption.exitCode)
         }
         if comm.isRoot {
-            let line = jsonLine(result)
+            var line = jsonLine(result)
+            if let cm = trainer.lastConfusion {  // [[Int64]] prints as a JSON array of arrays
+                line = String(line.dropLast()) + ", \"eval_confusion_matrix\": \(cm)}"
+            }
             print(line)
             try FileIO.writeAtomically(Data((line + "\n").utf8), to: config.outputDir.appendingPathComponent("eval_results.json"))
             if !noReport {
