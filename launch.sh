@@ -89,9 +89,12 @@ case "$cmd" in
             --max-length 128 --seed 42 --threads 1
         printf '%s\n' '{"text": "WINNER!! You have been selected to receive a £900 prize reward! Call 09061701461 to claim."}' \
             '{"text": "Are we still on for lunch tomorrow? I can pick you up at 12."}' \
-            | "$BIN" predict --model "$OUT" --input - | python3 -c 'import json,sys
-for l in sys.stdin:
-    d=json.loads(l); print(f"{d[\"label\"]:5s} p={max(d[\"probs\"].values()):.3f}  {d[\"text\"]}")'
+            | "$BIN" predict --model "$OUT" --input - | python3 -c '
+import json, sys
+for line in sys.stdin:
+    d = json.loads(line)
+    print("%-5s p=%.3f  %s" % (d["label"], max(d["probs"].values()), d["text"]))
+'
         ;;
     test)
         install_packages
