@@ -1,5 +1,5 @@
 // `disttrain predict`: JSONL/CSV/TSV texts in (a file or standard input), one JSON line per input out, in input
-// order: {"text", "label", "probs": {label: p}} plus "logits" with --logits. Batched through Predictor.
+// order: {"text", "label", "probs": {label: p}, "logits": [...]} ("logits" dropped with --no-logits). Batched.
 // Deliberately not here: metrics (that is `eval`), streaming of unbounded input (the input is read whole).
 import ArgumentParser
 import Foundation
@@ -10,7 +10,7 @@ struct Predict: ParsableCommand {
         abstract: "Classify texts with a trained model.",
         discussion: """
         Reads {"text"} lines (or CSV/TSV with a header); writes {"text", "label", "probs": {...}} per input,
-        and "logits": [...] too with --logits.
+        and "logits": [...] unless --no-logits.
           disttrain predict --model runs/spam --input new.jsonl --output predictions.jsonl
           cat texts.csv | disttrain predict --model runs/spam --input - --input-format csv
         """)
@@ -23,7 +23,7 @@ struct Predict: ParsableCommand {
     @Option(help: "Texts per forward pass.") var batchSize: Int = 32
     @Option(help: "Column holding the text.") var textColumn: String = "text"
     @Option(help: "Column holding the second text of a pair.") var textPairColumn: String?
-    @Flag(help: "Include the raw logits in each output line.") var logits = false
+    @Flag(inversion: .prefixedNo, help: "Include the raw logits in each output line.") var logits = true
 
     func validate() throws {
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive (got \(batchSize))") }

@@ -94,8 +94,8 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(bad.status, 1)
         XCTAssertTrue(bad.stdout.contains("manifest: FAILED"), bad.stdout)
 
-        // predict: stdin CSV, logits only when asked.
-        let p = try CLI.run(["predict", "--model", out.path, "--input", "-", "--input-format", "csv", "--max-length", "32"],
+        // predict: stdin CSV; logits by default (issue 2's output contract), dropped with --no-logits.
+        let p = try CLI.run(["predict", "--model", out.path, "--input", "-", "--input-format", "csv", "--max-length", "32", "--no-logits"],
                             stdin: "text\nfree prize call now\nlunch tomorrow?\n")
         XCTAssertEqual(p.status, 0, p.stderr)
         let preds = try p.stdout.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
@@ -104,7 +104,7 @@ final class ReportTests: XCTestCase {
         XCTAssertNil(preds[0]["logits"])
         let probs = try XCTUnwrap(preds[0]["probs"] as? [String: Double])
         XCTAssertEqual(probs.values.reduce(0, +), 1, accuracy: 1e-9)
-        let pl = try CLI.run(["predict", "--model", out.path, "--input", train.path, "--max-length", "32", "--logits", "--batch-size", "5"])
+        let pl = try CLI.run(["predict", "--model", out.path, "--input", train.path, "--max-length", "32", "--batch-size", "5"])
         XCTAssertEqual(pl.status, 0, pl.stderr)
         let withLogits = try pl.stdout.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
         XCTAssertEqual(withLogits.count, 16)
