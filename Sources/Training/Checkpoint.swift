@@ -131,8 +131,9 @@ public enum Checkpoint {
               let files = obj["files"] as? [String: [String: Any]] else {
             return "no readable manifest.json (the save did not complete)"
         }
-        for name in [stateName, "model.safetensors", "config.json"] where files[name] == nil {
-            return "manifest does not list \(name)"
+        if files[stateName] == nil { return "manifest does not list \(stateName)" }
+        if files["model.safetensors"] == nil && files[PEFTAdapter.weightsFileName] == nil {
+            return "manifest lists neither model.safetensors nor \(PEFTAdapter.weightsFileName)"
         }
         for (name, info) in files.sorted(by: { $0.key < $1.key }) {
             let u = dir.appendingPathComponent(name)

@@ -54,6 +54,8 @@ public struct TrainConfig: Sendable {
     public var metricForBestModel: String = "eval_accuracy"
     /// Stop after this many evaluations without improvement of `metricForBestModel` (0 = never).
     public var earlyStoppingPatience: Int = 0
+    /// LoRA fine-tuning (PEFT format) instead of full fine-tuning; nil = full.
+    public var lora: LoRAConfig?
     /// Causal LM: tokens per packed block (default: --max-length, capped at n_positions).
     public var blockSize: Int?
     /// Causal LM: one example per text row (padded) instead of packed blocks.
@@ -96,7 +98,8 @@ public struct TrainConfig: Sendable {
          "warmup_steps": "\(warmupSteps)", "warmup_ratio": "\(warmupRatio)", "lr_scheduler_type": lrSchedule.rawValue,
          "max_grad_norm": "\(maxGradNorm)", "adam_beta1": "\(adamBeta1)", "adam_beta2": "\(adamBeta2)",
          "adam_epsilon": "\(adamEpsilon)", "max_length": "\(maxLength)", "seed": "\(seed)",
-         "num_train_epochs": "\(numTrainEpochs)", "max_steps": "\(maxSteps)", "dropout": "\(dropout)", "group_by_length": "\(groupByLength)"]
+         "num_train_epochs": "\(numTrainEpochs)", "max_steps": "\(maxSteps)", "dropout": "\(dropout)", "group_by_length": "\(groupByLength)",
+         "lora": lora.map { "r=\($0.r) alpha=\($0.alpha) dropout=\($0.dropout) rslora=\($0.useRSLoRA) targets=\($0.targetModules ?? [])" } ?? "none"]
     }
 
     /// Micro-batch per rank and accumulation steps for `worldSize`.

@@ -100,7 +100,7 @@ public final class Trainer {
 
         // Weights: the checkpoint folder is itself a model folder.
         let (micro, _) = config.accumulation(worldSize: comm.worldSize)
-        task = try Trainer.makeTask(config: config, modelDir: resumeRef?.url ?? config.modelDir, microBatch: micro)
+        task = try Trainer.makeTask(config: config, checkpoint: resumeRef?.url, microBatch: micro)
         if let ref = resumeRef, let state = resumedState {
             if state.dataFingerprint != task.dataFingerprint && !config.ignoreResumeMismatch {
                 throw TrainingError("\(ref.url.path): the checkpoint was trained on different data (fingerprint \(state.dataFingerprint.prefix(12)) vs \(task.dataFingerprint.prefix(12))); use the same --train-file, a new --output-dir, or --resume-ignore-mismatch")
@@ -377,7 +377,10 @@ public final class Trainer {
     }
 
     /// The task for this model folder: classification for BERT-family encoders.
-    static func makeTask(config: TrainConfig, modelDir: URL, microBatch: Int) throws -> TrainingTask {
+    /// A full fine-tuning checkpoint is itself the model folder; a LoRA checkpoint holds only the adapter, and the
+    /// base comes from --model.
+    static func makeTask(config: TrainConfig, checkpoint: URL?, microBatch: Int) throws -> TrainingTask {
+        let modelDir = config.lora == nil ? (checkpoint ?? config.modelDir) : config.modelDir
         // GPT-2 language models train on text; everything else is a sequence classifier.
         let configURL = modelDir.appendingPathComponent("config.json")
         if let data = try? Data(contentsOf: configURL),
@@ -402,7 +405,8 @@ public final class Trainer {
             trainSet = parts.train
             evalSet = parts.validation
         }
-        return try ClassificationTask(modelDir: modelDir, trainSet: trainSet, evalSet: evalSet, labels: labelSet.names,
+        return try ClassificationTask(modelDir: modelDir, adapterDir: config.lora == nil ? nil : checkpoint,
+                                      trainSet: trainSet, evalSet: evalSet, labels: labelSet.names,
                                       config: config, microBatch: microBatch)
     }
 }

@@ -58,8 +58,10 @@ public final class ClassificationTask: TrainingTask, @unchecked Sendable {
     public let dataFingerprint: String
     public let truncated: Int
     private var dLogits: [Float]
+    /// With LoRA: the adapter's plan and its trainable store (the base is frozen and never updated).
+    let lora: (plan: LoRAPlan, store: ParameterStore)?
 
-    public var store: ParameterStore { bundle.store }
+    public var store: ParameterStore { lora?.store ?? bundle.store }
     public var trainCount: Int { train.count }
     public var evalCount: Int { eval.count }
     public var trainLengths: [Int] { train.map(\.ids.count) }
@@ -67,8 +69,10 @@ public final class ClassificationTask: TrainingTask, @unchecked Sendable {
     public var initialized: [String] { bundle.report.initialized }
 
     /// Loads the model from `modelDir` (a model folder or a checkpoint) sized for `labels`, and tokenizes the data.
-    public init(modelDir: URL, trainSet: TextDataset, evalSet: TextDataset?, labels: [String], config: TrainConfig,
-                microBatch: Int) throws {
+    /// With `config.lora` the model in `modelDir` is the frozen base, and `adapterDir` (a LoRA checkpoint) holds the
+    /// adapter to continue from (nil: a fresh adapter from the seed).
+    public init(modelDir: URL, adapterDir: URL? = nil, trainSet: TextDataset, evalSet: TextDataset?, labels: [String],
+                config: TrainConfig, microBatch: Int) throws {
         self.labels = labels
         dataFingerprint = trainSet.fingerprint
         bundle = try ClassifierBundle(directory: modelDir, labels: labels, seed: config.seed)
@@ -86,6 +90,22 @@ public final class ClassificationTask: TrainingTask, @unchecked Sendable {
         truncated = t1 + t2
         model = EncoderClassifier(config: bundle.config, parameters: bundle.store, maxBatch: microBatch, maxSeq: maxLength)
         dLogits = [Float](repeating: 0, count: microBatch * labels.count)
+        if var lc = config.lora {
+            do {
+                if let adapterDir {
+                    let adapter = try PEFTAdapter.load(adapterDir, into: model, freezeBase: true)
+                    lora = (adapter.plan, adapter.store)
+                } else {
+                    lc.baseModelNameOrPath = lc.baseModelNameOrPath ?? modelDir.path
+                    let trainable = try model.enableLoRA(lc, seed: config.seed)
+                    lora = (model.adapter!.plan, trainable)
+                }
+            } catch let e as LoRAError {
+                throw TrainingError("\(e)", exitCode: 2)
+            }
+        } else {
+            lora = nil
+        }
     }
 
     /// Tokenizes every example (special tokens on), truncating to `maxLength`; returns how many were truncated.
@@ -176,5 +196,16 @@ public final class ClassificationTask: TrainingTask, @unchecked Sendable {
         return (0..<C).map { Array(stats.counts[($0 * C)..<($0 * C + C)]) }
     }
 
-    public func save(to dir: URL, weights: ParameterStore?) throws { try bundle.save(to: dir, weights: weights) }
+    /// Full fine-tuning writes a Hugging Face model folder; LoRA writes the PEFT adapter (adapter_config.json +
+    /// adapter_model.safetensors, which `peft` loads and `disttrain merge` folds into the base).
+    public func save(to dir: URL, weights: ParameterStore?) throws {
+        if let lora {
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            try PEFTAdapter.save(plan: lora.plan, store: weights ?? lora.store, to: dir)
+            // PEFT keeps no label names; `merge` and users read them from here (one per line, in class-id order).
+            try FileIO.writeAtomically(Data((labels.joined(separator: "\n") + "\n").utf8), to: dir.appendingPathComponent("labels.txt"))
+        } else {
+            try bundle.save(to: dir, weights: weights)
+        }
+    }
 }

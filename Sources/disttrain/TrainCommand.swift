@@ -60,6 +60,13 @@ struct Train: ParsableCommand {
     var validationSplit: Double = 0
     @Option(help: "Compute threads per rank (default: the cores available to the rank).") var threads: Int?
     @Flag(help: "Turn dropout off during training.") var noDropout = false
+    @Option(help: "LoRA rank: train a PEFT LoRA adapter (frozen base) instead of every weight (0 = full fine-tuning).")
+    var loraR: Int = 0
+    @Option(help: "LoRA alpha (scaling alpha/r).") var loraAlpha: Double = 8
+    @Option(help: "Dropout on the LoRA input.") var loraDropout: Double = 0
+    @Option(help: "Comma-separated LoRA target modules (default: query,value; q_lin,v_lin for DistilBERT).")
+    var loraTargetModules: String?
+    @Flag(help: "Rank-stabilised LoRA scaling alpha/sqrt(r).") var useRslora = false
     @Option(help: "Causal LM: tokens per packed block (default: --max-length).") var blockSize: Int?
     @Flag(help: "Causal LM: one example per text row instead of packed blocks.") var lmPerRow = false
     @Option(help: "Eval metric that picks the best checkpoint (lower is better for *loss*).") var metricForBestModel: String = "eval_accuracy"
@@ -106,6 +113,10 @@ struct Train: ParsableCommand {
         c.validationSplit = validationSplit
         c.threads = threads ?? availableCores()
         c.dropout = !noDropout
+        if loraR != 0 {
+            c.lora = LoRAConfig(r: loraR, alpha: loraAlpha, dropout: loraDropout, useRSLoRA: useRslora,
+                                targetModules: loraTargetModules.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } })
+        }
         c.blockSize = blockSize
         c.lmPerRow = lmPerRow
         c.metricForBestModel = metricForBestModel
