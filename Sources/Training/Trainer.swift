@@ -30,7 +30,10 @@ public struct TrainingSummary: Sendable {
     public var worldSize: Int
     public var microBatch: Int
     public var accumulationSteps: Int
+    /// Trainable parameters (the all-reduced, optimised buffer: everything, or only a LoRA adapter and head).
     public var parameters: Int
+    /// Bytes the gradient all-reduce moves per optimizer step (the trainable buffer, padding included).
+    public var allReduceBytes: Int
     public var initialized: [String]
     public var truncated: Int
     /// What the resume logic decided (and warnings about skipped checkpoints).
@@ -181,7 +184,7 @@ public final class Trainer {
         onEvent(.started(TrainingSummary(
             trainExamples: task.trainCount, evalExamples: task.evalCount, labels: task.labels, totalSteps: total,
             stepsPerEpoch: stepsPerEpoch, worldSize: world, microBatch: micro, accumulationSteps: accum,
-            parameters: task.store.parameterCount, initialized: resumed == nil ? task.initialized : [],
+            parameters: task.store.parameterCount, allReduceBytes: task.store.count * 4, initialized: resumed == nil ? task.initialized : [],
             truncated: task.truncated, notices: notices)))
         Preemption.install()
         var sampleLog: FileHandle?

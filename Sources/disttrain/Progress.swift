@@ -92,7 +92,7 @@ final class ProgressReporter {
         switch event {
         case .started(let s):
             logger.info("train: \(s.trainExamples) examples, eval: \(s.evalExamples), labels: \(s.labels.joined(separator: ", "))")
-            logger.info("world size \(s.worldSize), micro-batch \(s.microBatch) × \(s.accumulationSteps) accumulation, \(s.totalSteps) steps (\(s.stepsPerEpoch)/epoch), \(s.parameters) parameters")
+            logger.info("world size \(s.worldSize), micro-batch \(s.microBatch) × \(s.accumulationSteps) accumulation, \(s.totalSteps) steps (\(s.stepsPerEpoch)/epoch), \(s.parameters) trainable parameters, \(s.allReduceBytes) bytes all-reduced per step")
             if !s.initialized.isEmpty { logger.notice("initialised (not in the checkpoint): \(s.initialized.joined(separator: ", "))") }
             if s.truncated > 0 { logger.notice("\(s.truncated) examples truncated to --max-length") }
             for n in s.notices {
