@@ -192,6 +192,8 @@ public final class CheckpointWriter: @unchecked Sendable {
     private var busy = false
     private var lastError: Error?
     public private(set) var lastSaved: URL?
+    /// Seconds and bytes of finished background saves not yet collected by `takeStats()`.
+    private var pendingStats: (seconds: Double, bytes: Int)?
 
     public init() {}
 
@@ -203,16 +205,34 @@ public final class CheckpointWriter: @unchecked Sendable {
         let t = Thread { [self] in
             var err: Error?
             var url: URL?
+            let start = Date()
             do { url = try work() } catch { err = error }
+            let seconds = Date().timeIntervalSince(start)
+            let bytes = url.map(CheckpointWriter.folderBytes) ?? 0
             lock.lock()
             busy = false
             if let err { lastError = err }
-            if let url { lastSaved = url }
+            if let url { lastSaved = url; pendingStats = (seconds, bytes) }
             lock.broadcast()
             lock.unlock()
         }
         t.stackSize = 1 << 20
         t.start()
+    }
+
+    /// The duration and size of the last finished background save, once (nil if none finished since).
+    public func takeStats() -> (seconds: Double, bytes: Int)? {
+        lock.lock(); defer { lock.unlock() }
+        let s = pendingStats
+        pendingStats = nil
+        return s
+    }
+
+    static func folderBytes(_ url: URL) -> Int {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []
+        return names.reduce(0) { acc, n in
+            acc + ((try? FileManager.default.attributesOfItem(atPath: url.appendingPathComponent(n).path)[.size] as? NSNumber)?.intValue ?? 0)
+        }
     }
 
     /// Blocks until no save is in flight; rethrows a save's error once.

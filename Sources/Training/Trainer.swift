@@ -236,9 +236,14 @@ public final class Trainer {
             let epoch = Double(step) / Double(stepsPerEpoch)
             if step % max(config.loggingSteps, 1) == 0 || step == total {
                 let dt = Date().timeIntervalSince(windowStart)
-                let rec: [String: Double] = ["step": Double(step), "epoch": epoch, "loss": windowLoss / Double(windowSteps),
+                var rec: [String: Double] = ["step": Double(step), "epoch": epoch, "loss": windowLoss / Double(windowSteps),
                            "learning_rate": lr, "grad_norm": norm, "tokens_per_s": Double(windowTokens) / max(dt, 1e-9),
                            "elapsed_s": Date().timeIntervalSince(start), "total_steps": Double(total)]
+                if let cs = writer.takeStats() {
+                    // A background checkpoint finished since the last log line: its cost, for the user and the note.
+                    rec["checkpoint_write_s"] = cs.seconds
+                    rec["checkpoint_mb_per_s"] = Double(cs.bytes) / 1e6 / max(cs.seconds, 1e-9)
+                }
                 history.append(rec)
                 onEvent(.log(rec))
                 windowLoss = 0; windowSteps = 0; windowTokens = 0; windowStart = Date()
