@@ -6,6 +6,7 @@
 // Deliberately not here: libm erff/tanhf/expf (~20 ns per call on this machine): we use our own polynomial forms,
 // accurate to ~1e-7 absolute, which the fixture tolerances (1e-5 hidden states, 2e-6 gradients) comfortably allow.
 #include "ckernels.h"
+#include "ck_exp.h"
 #include <math.h>
 #include <string.h>
 #pragma clang diagnostic ignored "-Wpsabi"
@@ -38,28 +39,7 @@ INL float v8_hmax(v8f v) {
 }
 
 // ---------------------------------------------------------------- scalar maths (inlined into vector loops)
-// exp: n = round(x/ln2), r = x - n ln2 (two-part ln2), e^r by degree-7 Taylor (|r| <= 0.347: rel error 5e-9),
-// scaled by 2^n built in the exponent bits. Clamped to [-87, 88] so 2^n stays a normal number.
-INL float exp_(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    float t = x * 1.44269504088896341f;
-    float nf = (t + 12582912.0f) - 12582912.0f;     // round to nearest via the 1.5*2^23 trick
-    float r = x - nf * 0.693145751953125f;
-    r = r - nf * 1.4286068203094172e-06f;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    int32_t bits = ((int32_t)nf + 127) << 23;
-    float s;
-    memcpy(&s, &bits, 4);
-    return p * s;
-}
+INL float exp_(float x) { return ck_exp_poly(x); }
 
 // erf for a = |x| given a and e = exp(-a*a) (callers often need e too, e.g. GELU's derivative).
 // |x| <= 0.7: x * P(x^2), degree 6 (least-squares fit on Chebyshev nodes, 1e-9 in float64).

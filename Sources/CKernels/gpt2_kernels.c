@@ -5,6 +5,7 @@
 // libm expf per element would dominate the [B*T, 50257] cross-entropy.
 // Deliberately not here: anything the encoder also uses (ckernels.c), allocation, global state.
 #include "gpt2_kernels.h"
+#include "ck_exp.h"
 #include <math.h>
 #include <string.h>
 #pragma clang diagnostic ignored "-Wpsabi"
@@ -12,26 +13,7 @@
 #define INL static inline __attribute__((always_inline))
 typedef float g2v8 __attribute__((vector_size(32)));
 
-INL float g2_exp(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    float t = x * 1.44269504088896341f;
-    float nf = (t + 12582912.0f) - 12582912.0f;
-    float r = x - nf * 0.693145751953125f;
-    r = r - nf * 1.4286068203094172e-06f;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    int32_t bits = ((int32_t)nf + 127) << 23;
-    float s;
-    memcpy(&s, &bits, 4);
-    return p * s;
-}
+INL float g2_exp(float x) { return ck_exp_poly(x); }
 
 INL float g2_rowmax(const float *x, size_t n) {
     g2v8 m;

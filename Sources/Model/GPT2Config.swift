@@ -53,15 +53,8 @@ public struct GPT2Config: @unchecked Sendable {
 
     /// Reads and validates `config.json` at `url`.
     public static func load(url: URL) throws -> GPT2Config {
-        let path = url.path
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw ConfigError(path: path, "cannot read config.json; pass --model a Hugging Face GPT-2 folder containing config.json")
-        }
-        guard let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            throw ConfigError(path: path, "not a JSON object; the file is corrupt")
-        }
-        return try GPT2Config(json: obj, path: path)
+        try GPT2Config(json: ModelConfig.readJSONObject(url, hint: "a Hugging Face GPT-2 folder containing config.json"),
+                       path: url.path)
     }
 
     public init(json: [String: Any], path: String) throws {

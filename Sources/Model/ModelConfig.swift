@@ -63,15 +63,19 @@ public struct ModelConfig: @unchecked Sendable {
 
     /// Reads and validates `config.json` at `url`.
     public static func load(url: URL) throws -> ModelConfig {
-        let path = url.path
+        try ModelConfig(json: readJSONObject(url, hint: "a Hugging Face model folder containing config.json"), path: url.path)
+    }
+
+    /// The JSON object in a config file, or a ConfigError naming the file (`hint` says what --model should be).
+    public static func readJSONObject(_ url: URL, hint: String) throws -> [String: Any] {
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
-            throw ConfigError(path: path, "cannot read config.json; pass --model a Hugging Face model folder containing config.json")
+            throw ConfigError(path: url.path, "cannot read config.json; pass --model \(hint)")
         }
         guard let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            throw ConfigError(path: path, "not a JSON object; the file is corrupt")
+            throw ConfigError(path: url.path, "not a JSON object; the file is corrupt")
         }
-        return try ModelConfig(json: obj, path: path)
+        return obj
     }
 
     public init(json: [String: Any], path: String) throws {

@@ -1,5 +1,5 @@
 // Helpers for end-to-end tests: locate the built `disttrain` binary, run it (optionally under real mpirun),
-// and read what it wrote. Tests here never read ../shared: fixtures come from this repository.
+// and read what it wrote. Tests here read nothing outside this repository: fixtures live in it.
 import Foundation
 import XCTest
 

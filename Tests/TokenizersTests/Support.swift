@@ -1,5 +1,5 @@
 // Support: fixture loading shared by the tokenizer tests. Everything is read from the test bundle (copied
-// from ../shared once); nothing here touches the network or /work/shared at run time.
+// from the shared golden set once); nothing here touches the network or anything outside the repository at run time.
 import Foundation
 import XCTest
 import Tokenizers
