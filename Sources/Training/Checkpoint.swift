@@ -40,6 +40,8 @@ public struct TrainerState: Codable, Sendable, Equatable {
     public var bestMetric: Double?
     public var bestStep: Int?
     public var logHistory: [[String: Double]]
+    /// Sum of every step's loss so far (for the whole run's train_loss after a resume).
+    public var trainLossSum: Double? = nil
 }
 
 let disttrainVersion = trainerVersion

@@ -196,7 +196,8 @@ public final class Trainer {
         defer { try? sampleLog?.close() }
 
         let start = Date()
-        var lossSumAll = 0.0
+        // Carried across resumes so that train_loss is the mean over every step of the run.
+        var lossSumAll = resumed?.state.trainLossSum ?? 0
         var tokensAll: Int64 = 0
         var windowLoss = 0.0, windowSteps = 0, windowTokens: Int64 = 0
         var windowStart = Date()
@@ -267,9 +268,11 @@ public final class Trainer {
                 }
                 if config.earlyStoppingPatience > 0 && evalsWithoutImprovement >= config.earlyStoppingPatience && step < total {
                     // Every rank saw the same all-reduced metrics, so they all stop at this step together.
-                    onEvent(.log(["step": Double(step), "early_stopped": 1, "best_step": Double(best?.step ?? step),
-                                  "best_metric": best?.metric ?? 0]))
-                    _ = try saveCheckpoint(step: step, total: total, schedule: schedule, background: false, onEvent: onEvent)
+                    let rec: [String: Double] = ["step": Double(step), "early_stopped": 1,
+                                                 "best_step": Double(best?.step ?? step), "best_metric": best?.metric ?? 0]
+                    history.append(rec)
+                    onEvent(.log(rec))
+                    _ = try saveCheckpoint(step: step, total: total, schedule: schedule, background: false, lossSoFar: lossSumAll, onEvent: onEvent)
                     stoppedEarly = true
                     break
                 }
@@ -278,12 +281,12 @@ public final class Trainer {
             var flag: [Int64] = [Int64(Preemption.pending)]
             try comm.allReduce(UnsafeMutableBufferPointer(start: &flag, count: 1), op: .max)
             if flag[0] != 0 && step < total {
-                let url = try saveCheckpoint(step: step, total: total, schedule: schedule, background: false, onEvent: onEvent)
+                let url = try saveCheckpoint(step: step, total: total, schedule: schedule, background: false, lossSoFar: lossSumAll, onEvent: onEvent)
                 throw PreemptedError(signal: Int32(flag[0]), checkpoint: url)
             }
             let periodic = config.saveSteps > 0 && step % config.saveSteps == 0
             if periodic || epochEnd || step == total {
-                _ = try saveCheckpoint(step: step, total: total, schedule: schedule, background: step != total, onEvent: onEvent)
+                _ = try saveCheckpoint(step: step, total: total, schedule: schedule, background: step != total, lossSoFar: lossSumAll, onEvent: onEvent)
             }
         }
         if firstStep >= total, task.evalCount > 0 {
@@ -294,8 +297,10 @@ public final class Trainer {
         }
         let runtime = Date().timeIntervalSince(start)
         var result = lastEval.filter { $0.key.hasPrefix("eval_") }
-        let ranSteps = max(total - firstStep, 1)
-        result["train_loss"] = lossSumAll / Double(ranSteps)
+        let lastStep = stoppedEarly ? step : total
+        result["train_loss"] = resumed != nil && resumed?.state.trainLossSum == nil
+            ? lossSumAll / Double(max(lastStep - firstStep, 1))   // an old checkpoint without the running sum
+            : lossSumAll / Double(max(lastStep, 1))
         result["train_runtime_s"] = runtime
         result["train_tokens_per_s"] = Double(tokensAll) / max(runtime, 1e-9)
         result["train_samples"] = Double(task.trainCount)
@@ -323,7 +328,7 @@ public final class Trainer {
     /// Rank 0 snapshots the state and commits checkpoint-STEP (in the background unless `background` is false);
     /// the other ranks only meet it at the barrier, so the slow part never blocks them.
     @discardableResult
-    func saveCheckpoint(step: Int, total: Int, schedule: LRSchedule, background: Bool,
+    func saveCheckpoint(step: Int, total: Int, schedule: LRSchedule, background: Bool, lossSoFar: Double,
                         onEvent: (TrainingEvent) -> Void) throws -> URL {
         let url = config.outputDir.appendingPathComponent("checkpoint-\(step)")
         if comm.isRoot {
@@ -333,7 +338,7 @@ public final class Trainer {
                 adamStep: optimizer.stepCount, seed: config.seed, worldSize: comm.worldSize, globalBatch: config.batchSize,
                 totalSteps: total, schedule: schedule, dataFingerprint: task.dataFingerprint, modelFingerprint: modelFingerprint,
                 hyperparameters: config.hyperparameterSummary, labels: task.labels, bestMetric: best?.metric, bestStep: best?.step,
-                logHistory: history)
+                logHistory: history, trainLossSum: lossSoFar)
             // Snapshot: the optimizer keeps training while the copy is written.
             let snapshot = ParameterStore(layout: task.store.layout)
             _ = snapshot.values.update(fromContentsOf: task.store.values)

@@ -82,6 +82,12 @@ final class CheckpointTests: XCTestCase {
         XCTAssertTrue(resumed.stderr.contains("sha256"), resumed.stderr)
         XCTAssertTrue(resumed.stderr.contains("resuming from checkpoint-6"), resumed.stderr)
         XCTAssertEqual(try weights("c"), refWeights, "fallback resume must still end on the uninterrupted result")
+        // train_loss covers the whole run, not only the resumed part.
+        func trainLoss(_ d: String) throws -> Double {
+            let o = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("\(d)/eval_results.json"))) as! [String: Any]
+            return (o["train_loss"] as! NSNumber).doubleValue
+        }
+        XCTAssertEqual(try trainLoss("c"), try trainLoss("ref"), accuracy: 1e-12)
     }
 
     func testKilledRankAndResumeIsBitwiseExact() throws {
@@ -148,6 +154,31 @@ final class CheckpointTests: XCTestCase {
         let resumed = try CLI.run(args("p", ["--max-steps", "40"]), ranks: 2, timeout: 180)
         XCTAssertEqual(resumed.status, 0, resumed.stderr)
         XCTAssertTrue(resumed.stderr.contains("resuming from \(latest)"), resumed.stderr)
+    }
+}
+
+final class EarlyStoppingTests: XCTestCase {
+    /// With learning rate 0 the eval loss never improves after the first evaluation, so patience 2 with an
+    /// evaluation every step must stop after step 3 with the best at step 1, on every rank alike.
+    func testEarlyStoppingStopsAllRanksAfterPatience() throws {
+        let dir = try CLI.tempDir("early")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let base = CLI.repoRoot.appendingPathComponent("Tests/ModelTests/Fixtures/bert-tiny-cls")
+        let lines = try String(contentsOf: CLI.repoRoot.appendingPathComponent("data/sms-spam/train.jsonl"), encoding: .utf8)
+            .split(separator: "\n")
+        let train = dir.appendingPathComponent("train.jsonl"), eval = dir.appendingPathComponent("eval.jsonl")
+        try (lines[0..<32].joined(separator: "\n") + "\n").write(to: train, atomically: true, encoding: .utf8)
+        try (lines[40..<50].joined(separator: "\n") + "\n").write(to: eval, atomically: true, encoding: .utf8)
+        let out = dir.appendingPathComponent("o")
+        let r = try CLI.run(["train", "--model", base.path, "--train-file", train.path, "--eval-file", eval.path,
+                             "--output-dir", out.path, "--batch-size", "4", "--max-steps", "20", "--learning-rate", "0",
+                             "--eval-steps", "1", "--early-stopping-patience", "2", "--metric-for-best-model", "eval_loss",
+                             "--max-length", "24", "--logging-steps", "1"], ranks: 2, timeout: 120)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let o = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("eval_results.json"))) as! [String: Any]
+        XCTAssertEqual(o["global_step"] as? Int, 3, "\(o)")
+        XCTAssertEqual(o["best_step"] as? Int, 1, "\(o)")
+        XCTAssertTrue(try CLI.jsonLines(out.appendingPathComponent("metrics.jsonl")).contains { $0["early_stopped"] != nil })
     }
 }
 
