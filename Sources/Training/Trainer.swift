@@ -394,15 +394,16 @@ public final class Trainer {
     /// base comes from --model.
     static func makeTask(config: TrainConfig, checkpoint: URL?, microBatch: Int) throws -> TrainingTask {
         let modelDir = config.lora == nil ? (checkpoint ?? config.modelDir) : config.modelDir
-        // GPT-2 language models train on text; everything else is a sequence classifier.
+        // GPT-2 language models train on text; everything else (GPT2ForSequenceClassification too) classifies.
+        var isGPT2Classifier = false
         let configURL = modelDir.appendingPathComponent("config.json")
         if let data = try? Data(contentsOf: configURL),
            let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any], GPT2Config.isGPT2(json) {
             let arch = (json["architectures"] as? [String]) ?? []
-            if arch.contains("GPT2ForSequenceClassification") {
-                throw TrainingError("\(configURL.path): GPT2ForSequenceClassification is not trainable with `train` yet; use a BERT-family model or a GPT2LMHeadModel for language modelling")
+            if !arch.contains("GPT2ForSequenceClassification") {
+                return try CausalLMTask(modelDir: modelDir, trainConfig: config, microBatch: microBatch)
             }
-            return try CausalLMTask(modelDir: modelDir, trainConfig: config, microBatch: microBatch)
+            isGPT2Classifier = true
         }
         // Labels: from --labels, else from the training file.
         let fixedLabels = try config.labelsFile.map { try LabelSet.fromFile($0) }
@@ -420,7 +421,7 @@ public final class Trainer {
         }
         return try ClassificationTask(modelDir: modelDir, adapterDir: config.lora == nil ? nil : checkpoint,
                                       trainSet: trainSet, evalSet: evalSet, labels: labelSet.names,
-                                      config: config, microBatch: microBatch)
+                                      config: config, microBatch: microBatch, gpt2: isGPT2Classifier)
     }
 }
 

@@ -48,10 +48,87 @@ public protocol TrainingTask: AnyObject, Sendable {
     func save(to dir: URL, weights: ParameterStore?) throws
 }
 
-/// Sequence classification with a BERT-family encoder (BERT, DistilBERT, MiniLM).
+/// A classifier's forward/backward: BERT-family encoders and GPT-2 alike.
+public protocol SequenceClassifierModel: AnyObject {
+    func forward(_ batch: TokenBatch, dropout: DropoutContext?) -> UnsafeBufferPointer<Float>
+    func backward(dLogits: UnsafeBufferPointer<Float>)
+}
+extension EncoderClassifier: SequenceClassifierModel {}
+extension GPT2Classifier: SequenceClassifierModel {}
+
+/// The model-specific half of a classification task.
+struct ClassifierBackend {
+    let model: any SequenceClassifierModel
+    /// The full model's parameters (frozen under LoRA).
+    let store: ParameterStore
+    let tokenizer: any Tokenizer
+    let padId: Int32
+    let configPath: String
+    let initialized: [String]
+    /// Writes a loadable Hugging Face folder with the given (or live) weights.
+    let save: @Sendable (URL, ParameterStore?) throws -> Void
+    /// Set for BERT-family encoders (LoRA hooks live there).
+    let encoder: EncoderClassifier?
+
+    /// BERT, DistilBERT, MiniLM: a head for `labels` (re-initialised when the checkpoint's labels differ).
+    static func encoder(modelDir: URL, labels: [String], config: TrainConfig, microBatch: Int) throws -> ClassifierBackend {
+        let bundle = try ClassifierBundle(directory: modelDir, labels: labels, seed: config.seed)
+        guard bundle.config.problemType == .singleLabel else {
+            throw TrainingError("\(bundle.config.path): problem_type \(bundle.config.problemType!.rawValue) is not supported by `train` yet; use single_label_classification")
+        }
+        guard config.maxLength <= bundle.config.maxPositions else {
+            throw TrainingError("--max-length \(config.maxLength) exceeds the model's max_position_embeddings \(bundle.config.maxPositions); use --max-length \(bundle.config.maxPositions) or less", exitCode: 2)
+        }
+        let model = EncoderClassifier(config: bundle.config, parameters: bundle.store, maxBatch: microBatch, maxSeq: config.maxLength)
+        return ClassifierBackend(model: model, store: bundle.store, tokenizer: bundle.tokenizer,
+                                 padId: Int32(bundle.config.padTokenId), configPath: bundle.config.path,
+                                 initialized: bundle.report.initialized,
+                                 save: { dir, w in try bundle.save(to: dir, weights: w) }, encoder: model)
+    }
+
+    /// GPT2ForSequenceClassification (or a GPT-2 LM checkpoint given a fresh `score` head), pooled at the last
+    /// non-padding token; the config must name a pad token.
+    static func gpt2(modelDir: URL, labels: [String], config tc: TrainConfig, microBatch: Int) throws -> ClassifierBackend {
+        var config = try GPT2Config.load(url: modelDir.appendingPathComponent("config.json"))
+        guard let pad = config.padTokenId else {
+            throw TrainingError("\(config.path): GPT-2 classification needs pad_token_id in config.json (transformers pools at the last non-padding token); add \"pad_token_id\": 50256")
+        }
+        guard tc.maxLength <= config.maxPositions else {
+            throw TrainingError("--max-length \(tc.maxLength) exceeds the model's n_positions \(config.maxPositions); use --max-length \(config.maxPositions) or less", exitCode: 2)
+        }
+        let reinit = config.id2label != labels
+        config.id2label = labels
+        let store = ParameterStore(layout: GPT2Layout.make(config: config, classifier: true))
+        let weights = modelDir.appendingPathComponent("model.safetensors")
+        guard FileManager.default.fileExists(atPath: weights.path) else {
+            throw TrainingError("\(weights.path): not found; the model folder needs model.safetensors")
+        }
+        let report = try WeightLoader.load(into: store, from: SafeTensorsFile(url: weights), prefix: GPT2Layout.prefix,
+                                           isOptional: { $0 == "score.weight" }, reinitialize: { reinit && $0 == "score.weight" },
+                                           seed: tc.seed, initializerRange: config.initializerRange)
+        let tokenizer: any Tokenizer
+        do { tokenizer = try loadTokenizer(directory: modelDir) } catch { throw TrainingError("\(error)") }
+        let model: GPT2Classifier
+        do { model = try GPT2Classifier(config: config, parameters: store, maxBatch: microBatch, maxSeq: tc.maxLength) } catch {
+            throw TrainingError("\(error)")
+        }
+        let frozen = config
+        return ClassifierBackend(model: model, store: store, tokenizer: tokenizer, padId: Int32(pad), configPath: config.path,
+                                 initialized: report.initialized, save: { dir, w in
+            try GPT2Layout.save(w ?? store, config: frozen, classifier: true, to: dir)
+            for name in ["vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
+                let src = modelDir.appendingPathComponent(name), dst = dir.appendingPathComponent(name)
+                guard FileManager.default.fileExists(atPath: src.path), src.standardizedFileURL != dst.standardizedFileURL else { continue }
+                try FileIO.writeAtomically(try Data(contentsOf: src), to: dst)
+            }
+        }, encoder: nil)
+    }
+}
+
+/// Sequence classification with a BERT-family encoder (BERT, DistilBERT, MiniLM) or GPT-2.
 public final class ClassificationTask: TrainingTask, @unchecked Sendable {
-    let bundle: ClassifierBundle
-    let model: EncoderClassifier
+    let backend: ClassifierBackend
+    var model: any SequenceClassifierModel { backend.model }
     let train: [EncodedExample]
     let eval: [EncodedExample]
     public let labels: [String]
@@ -61,36 +138,33 @@ public final class ClassificationTask: TrainingTask, @unchecked Sendable {
     /// With LoRA: the adapter's plan and its trainable store (the base is frozen and never updated).
     let lora: (plan: LoRAPlan, store: ParameterStore)?
 
-    public var store: ParameterStore { lora?.store ?? bundle.store }
+    public var store: ParameterStore { lora?.store ?? backend.store }
     public var trainCount: Int { train.count }
     public var evalCount: Int { eval.count }
     public var trainLengths: [Int] { train.map(\.ids.count) }
-    public var configPath: String { bundle.config.path }
-    public var initialized: [String] { bundle.report.initialized }
+    public var configPath: String { backend.configPath }
+    public var initialized: [String] { backend.initialized }
 
     /// Loads the model from `modelDir` (a model folder or a checkpoint) sized for `labels`, and tokenizes the data.
     /// With `config.lora` the model in `modelDir` is the frozen base, and `adapterDir` (a LoRA checkpoint) holds the
     /// adapter to continue from (nil: a fresh adapter from the seed).
     public init(modelDir: URL, adapterDir: URL? = nil, trainSet: TextDataset, evalSet: TextDataset?, labels: [String],
-                config: TrainConfig, microBatch: Int) throws {
+                config: TrainConfig, microBatch: Int, gpt2: Bool = false) throws {
         self.labels = labels
         dataFingerprint = trainSet.fingerprint
-        bundle = try ClassifierBundle(directory: modelDir, labels: labels, seed: config.seed)
-        guard bundle.config.problemType == .singleLabel else {
-            throw TrainingError("\(bundle.config.path): problem_type \(bundle.config.problemType!.rawValue) is not supported by `train` yet; use single_label_classification")
-        }
-        guard config.maxLength <= bundle.config.maxPositions else {
-            throw TrainingError("--max-length \(config.maxLength) exceeds the model's max_position_embeddings \(bundle.config.maxPositions); use --max-length \(bundle.config.maxPositions) or less", exitCode: 2)
-        }
-        let tokenizer = bundle.tokenizer, maxLength = config.maxLength
+        backend = gpt2 ? try .gpt2(modelDir: modelDir, labels: labels, config: config, microBatch: microBatch)
+                       : try .encoder(modelDir: modelDir, labels: labels, config: config, microBatch: microBatch)
+        let tokenizer = backend.tokenizer, maxLength = config.maxLength
         let (trainEnc, t1) = try Self.encode(trainSet, tokenizer: tokenizer, maxLength: maxLength)
         let (evalEnc, t2) = try evalSet.map { try Self.encode($0, tokenizer: tokenizer, maxLength: maxLength) } ?? ([], 0)
         train = trainEnc
         eval = evalEnc
         truncated = t1 + t2
-        model = EncoderClassifier(config: bundle.config, parameters: bundle.store, maxBatch: microBatch, maxSeq: maxLength)
         dLogits = [Float](repeating: 0, count: microBatch * labels.count)
         if var lc = config.lora {
+            guard let model = backend.encoder else {
+                throw TrainingError("--lora-r: LoRA training supports BERT-family classifiers for now (GPT-2 adapters can be merged, not trained)", exitCode: 2)
+            }
             do {
                 if let adapterDir {
                     let adapter = try PEFTAdapter.load(adapterDir, into: model, freezeBase: true)
@@ -126,7 +200,7 @@ public final class ClassificationTask: TrainingTask, @unchecked Sendable {
     func makeBatch(_ indices: [Int], from examples: [EncodedExample]) -> TokenBatch {
         let T = indices.map { examples[$0].ids.count }.max() ?? 1
         let B = indices.count
-        let pad = Int32(bundle.config.padTokenId)
+        let pad = backend.padId
         var ids = [Int32](repeating: pad, count: B * T)
         var mask = [Int32](repeating: 0, count: B * T)
         var types = [Int32](repeating: 0, count: B * T)
@@ -205,7 +279,7 @@ public final class ClassificationTask: TrainingTask, @unchecked Sendable {
             // PEFT keeps no label names; `merge` and users read them from here (one per line, in class-id order).
             try FileIO.writeAtomically(Data((labels.joined(separator: "\n") + "\n").utf8), to: dir.appendingPathComponent("labels.txt"))
         } else {
-            try bundle.save(to: dir, weights: weights)
+            try backend.save(dir, weights)
         }
     }
 }

@@ -48,4 +48,32 @@ final class LanguageModelTests: XCTestCase {
         let obj = try JSONSerialization.jsonObject(with: Data(gen.stdout.utf8)) as? [String: Any]
         XCTAssertEqual((obj?["new_ids"] as? [Int])?.count, 5, gen.stdout)
     }
+
+    /// GPT2ForSequenceClassification through `train`: a fresh `score` head for the data's labels, the loss falls,
+    /// and 2 ranks give the 1-process losses.
+    func testGPT2ClassifierTrainsAndRanksAgree() throws {
+        let dir = try CLI.tempDir("g2cls")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let cls = CLI.repoRoot.appendingPathComponent("Tests/ModelTests/Fixtures/gpt2-tiny-cls")
+        let lines = try String(contentsOf: CLI.repoRoot.appendingPathComponent("data/sms-spam/train.jsonl"), encoding: .utf8)
+            .split(separator: "\n")
+        let train = dir.appendingPathComponent("train.jsonl")
+        try (lines[0..<48].joined(separator: "\n") + "\n").write(to: train, atomically: true, encoding: .utf8)
+        func args(_ out: String) -> [String] {
+            ["train", "--model", cls.path, "--train-file", train.path, "--output-dir", dir.appendingPathComponent(out).path,
+             "--batch-size", "8", "--max-steps", "12", "--logging-steps", "1", "--learning-rate", "5e-3",
+             "--max-length", "32", "--seed", "6", "--threads", "1"]
+        }
+        let one = try CLI.run(args("one"), timeout: 240)
+        XCTAssertEqual(one.status, 0, one.stderr)
+        XCTAssertTrue(one.stderr.contains("score.weight"), "the 3-label score head is re-initialised for 2 labels: \(one.stderr)")
+        let two = try CLI.run(args("two"), ranks: 2, timeout: 240)
+        XCTAssertEqual(two.status, 0, two.stderr)
+        let a = try losses(dir.appendingPathComponent("one")), b = try losses(dir.appendingPathComponent("two"))
+        XCTAssertEqual(a.count, 12)
+        XCTAssertLessThan(a.suffix(4).reduce(0, +), a.prefix(4).reduce(0, +), "the loss must fall: \(a)")
+        for (k, (x, y)) in zip(a, b).enumerated() { XCTAssertEqual(x, y, accuracy: 1e-5 * abs(x), "step \(k + 1)") }
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("one/config.json"))) as! [String: Any]
+        XCTAssertEqual(config["architectures"] as? [String], ["GPT2ForSequenceClassification"])
+    }
 }
