@@ -151,8 +151,10 @@ struct Train: ParsableCommand {
         // Flag checks that depend only on the arguments and the world size fail identically on every rank, so every
         // rank can end MPI cleanly and exit 2, with rank 0 alone printing the one line (no MPI_ABORT banner).
         do { try trainConfig.validate(worldSize: comm.worldSize) } catch let e as TrainingError {
+            // Rank 0 prints before MPI_Finalize (a fence in OpenMPI): no rank can exit, and make mpirun kill the job,
+            // before the line is out.
+            if comm.isRoot { FileHandle.standardError.write(Data("error: \(e.message)\n".utf8)) }
             try? finalizeMPI(comm)
-            if comm.isRoot { throw e }
             throw ExitCode(e.exitCode)
         }
         do {
