@@ -357,6 +357,19 @@ public enum FileIO {
         if fd >= 0 { _ = fsync(fd); close(fd) }
     }
 
+    /// The tokenizer and generation files a Hugging Face model folder may carry next to its weights.
+    public static let companionFiles = ["vocab.txt", "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+                                        "special_tokens_map.json", "generation_config.json"]
+
+    /// Copies each of `names` that exists in `source` into `destination` atomically (skipping a folder onto itself).
+    public static func copyFiles(_ names: [String], from source: URL, to destination: URL) throws {
+        for name in names {
+            let src = source.appendingPathComponent(name), dst = destination.appendingPathComponent(name)
+            guard FileManager.default.fileExists(atPath: src.path), src.standardizedFileURL != dst.standardizedFileURL else { continue }
+            try writeAtomically(try Data(contentsOf: src), to: dst)
+        }
+    }
+
     /// Writes `data` to `url` atomically (temporary file, fsync, rename, directory fsync).
     public static func writeAtomically(_ data: Data, to url: URL) throws {
         let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")

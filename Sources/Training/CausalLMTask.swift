@@ -104,10 +104,6 @@ public final class CausalLMTask: TrainingTask, @unchecked Sendable {
 
     public func save(to dir: URL, weights: ParameterStore?) throws {
         try GPT2Layout.save(weights ?? store, config: config, classifier: false, to: dir)
-        for name in ["vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"] {
-            let src = modelDir.appendingPathComponent(name), dst = dir.appendingPathComponent(name)
-            guard FileManager.default.fileExists(atPath: src.path), src.standardizedFileURL != dst.standardizedFileURL else { continue }
-            try FileIO.writeAtomically(try Data(contentsOf: src), to: dst)
-        }
+        try FileIO.copyFiles(FileIO.companionFiles, from: modelDir, to: dir)
     }
 }

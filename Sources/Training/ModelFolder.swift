@@ -77,11 +77,6 @@ public final class ClassifierBundle: @unchecked Sendable {
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
         try WeightLoader.save(weights ?? store, to: output.appendingPathComponent("model.safetensors"))
         try ModelConfig.write(config.classifierJSON(), to: output.appendingPathComponent("config.json"))
-        for name in ["vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"] {
-            let src = directory.appendingPathComponent(name)
-            let dst = output.appendingPathComponent(name)
-            guard FileManager.default.fileExists(atPath: src.path), src.standardizedFileURL != dst.standardizedFileURL else { continue }
-            try FileIO.writeAtomically(try Data(contentsOf: src), to: dst)
-        }
+        try FileIO.copyFiles(FileIO.companionFiles, from: directory, to: output)
     }
 }

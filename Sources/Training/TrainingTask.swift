@@ -116,11 +116,7 @@ struct ClassifierBackend {
         return ClassifierBackend(model: model, store: store, tokenizer: tokenizer, padId: Int32(pad), configPath: config.path,
                                  initialized: report.initialized, save: { dir, w in
             try GPT2Layout.save(w ?? store, config: frozen, classifier: true, to: dir)
-            for name in ["vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
-                let src = modelDir.appendingPathComponent(name), dst = dir.appendingPathComponent(name)
-                guard FileManager.default.fileExists(atPath: src.path), src.standardizedFileURL != dst.standardizedFileURL else { continue }
-                try FileIO.writeAtomically(try Data(contentsOf: src), to: dst)
-            }
+            try FileIO.copyFiles(FileIO.companionFiles, from: modelDir, to: dir)
         }, encoder: nil)
     }
 }

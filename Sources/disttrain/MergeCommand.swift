@@ -70,11 +70,6 @@ struct Merge: ParsableCommand {
         let out = URL(fileURLWithPath: output)
         try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
         try SafeTensorsWriter.write(tensors, to: out.appendingPathComponent("model.safetensors"))
-        for name in ["config.json", "generation_config.json", "vocab.json", "merges.txt", "tokenizer.json",
-                     "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"] {
-            let src = modelDir.appendingPathComponent(name)
-            guard FileManager.default.fileExists(atPath: src.path) else { continue }
-            try FileIO.writeAtomically(try Data(contentsOf: src), to: out.appendingPathComponent(name))
-        }
+        try FileIO.copyFiles(["config.json"] + FileIO.companionFiles, from: modelDir, to: out)
     }
 }
