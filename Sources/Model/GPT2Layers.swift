@@ -35,6 +35,13 @@ public enum Conv1D {
                   beta: accumulateDx ? 1 : 0, dx, ldc: inC)
         }
     }
+
+    /// dx[N, IN] = dy Wᵀ (or += with accumulateDx) without dW/db: a frozen layer's backward.
+    public static func backwardInput(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, w: UnsafePointer<Float>,
+                                     n: Int, inC: Int, outC: Int, accumulateDx: Bool = false) {
+        sgemm(transA: false, transB: true, m: n, n: inC, k: outC, alpha: 1, dy, lda: outC, w, ldb: outC,
+              beta: accumulateDx ? 1 : 0, dx, ldc: inC)
+    }
 }
 
 /// Causal self-attention on the c_attn output qkv[B*T, 3C] (q | k | v column blocks; head h of q is columns

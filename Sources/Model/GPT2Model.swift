@@ -4,6 +4,7 @@
 // token). Parameter names are what save_pretrained writes ("transformer.h.0.attn.c_attn.weight", ...), in
 // named_parameters() order; there is no lm_head.weight (tied to transformer.wte.weight).
 // Forward lines and backward lines mirror each other in reverse order.
+// LoRA (LoRA.swift) hooks into every Conv1D of the body; with a frozen base no base gradient is formed.
 // Deliberately not here: generation and the KV cache (GPT2Generate.swift), data preparation (Training/LMData.swift),
 // the optimizer, BERT-family models.
 import CBLAS
@@ -97,6 +98,15 @@ final class GPT2Transformer {
     let dQKV: UnsafeMutablePointer<Float>           // [BT, 3C]
     let ffScratch: UnsafeMutablePointer<Float>      // [BT, FF] activation output (fwd), its gradient (bwd)
     let scratchP, scratchDP: UnsafeMutablePointer<Float>   // [maxSeq²]
+    let lnSink: UnsafeMutablePointer<Float>         // [2C] LayerNorm dw/db of a frozen base (discarded)
+
+    /// The attached LoRA adapter (LoRA.swift), nil for the plain model: its hooks run at each target Conv1D (site
+    /// layer·4 + c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj), and modules_to_save tensors (`score`) are read from, and
+    /// their gradients written to, its trainable store.
+    var adapter: LoRAAdapter?
+    /// Frozen base: no gradient is computed for base parameters (Conv1D dW/db, LayerNorm, embeddings and the tied
+    /// LM head's wte products are skipped); input gradients still flow down to the lowest adapter.
+    var frozenBase = false
 
     private(set) var lastB = 0, lastT = 0
     private(set) var lastBatch: TokenBatch?
@@ -149,14 +159,52 @@ final class GPT2Transformer {
         dRes = buf(BT * C); dTmp = buf(BT * C); dDrop = buf(BT * C); dCtx = buf(BT * C)
         dQKV = buf(BT * 3 * C); ffScratch = buf(BT * FF)
         scratchP = buf(maxSeq * maxSeq); scratchDP = buf(maxSeq * maxSeq)
+        lnSink = buf(2 * C)
         allocations = allocs
         activationBytes = bytes
     }
 
     deinit { for p in allocations { p.deallocate() } }
 
-    @inline(__always) func P(_ off: Int) -> UnsafeMutablePointer<Float> { parameters.values.baseAddress! + off }
-    @inline(__always) func G(_ off: Int) -> UnsafeMutablePointer<Float> { parameters.grads.baseAddress! + off }
+    @inline(__always) func P(_ off: Int) -> UnsafeMutablePointer<Float> {
+        if let a = adapter, let t = a.savedOffset[off] { return a.store.values.baseAddress! + t }
+        return parameters.values.baseAddress! + off
+    }
+    @inline(__always) func G(_ off: Int) -> UnsafeMutablePointer<Float> {
+        if let a = adapter, let t = a.savedOffset[off] { return a.store.grads.baseAddress! + t }
+        return parameters.grads.baseAddress! + off
+    }
+    /// LayerNorm parameter gradient: a discarded sink when the base is frozen ([C] at 0 for dw, at C for db).
+    @inline(__always) func GLN(_ off: Int, _ half: Int) -> UnsafeMutablePointer<Float> {
+        frozenBase ? lnSink + half * C : G(off)
+    }
+    /// A trainable base tensor: the base is not frozen, or the tensor is a modules_to_save copy.
+    @inline(__always) func trains(_ off: Int) -> Bool { !frozenBase || adapter?.savedOffset[off] != nil }
+
+    /// Conv1D forward plus, at a LoRA target `site`, the adapter's update y += s·(x Aᵀ) Bᵀ.
+    private func convForward(_ site: Int, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: Int, b: Int,
+                             n: Int, inC: Int, outC: Int) {
+        Conv1D.forward(y: y, x: x, w: P(w), b: P(b), n: n, inC: inC, outC: outC)
+        if let a = adapter {
+            a.forward(site: site, y: y, x: x, B: lastB, T: lastT, dropout: lastDropout, samples: lastBatch!.sampleIndices)
+        }
+    }
+
+    /// Conv1D backward: the adapter's dA/dB first (dx may alias x), dW/db only for a trainable base, then the
+    /// adapter's share of dx. dx nil: no input gradient wanted.
+    private func convBackward(_ site: Int, dx: UnsafeMutablePointer<Float>?, w: Int, b: Int, dy: UnsafePointer<Float>,
+                              x: UnsafePointer<Float>, n: Int, inC: Int, outC: Int) {
+        let a = adapter.flatMap { $0.hasSite(site) ? $0 : nil }
+        a?.backwardWeights(site: site, dy: dy, x: x, B: lastB, T: lastT, dropout: lastDropout, samples: lastBatch!.sampleIndices)
+        if trains(w) {
+            Conv1D.backward(dx: dx, dw: G(w), db: G(b), dy: dy, x: x, w: P(w), n: n, inC: inC, outC: outC)
+        } else if let dx {
+            Conv1D.backwardInput(dx: dx, dy: dy, w: P(w), n: n, inC: inC, outC: outC)
+        }
+        if let a, let dx {
+            a.backwardInput(site: site, dx: dx, B: lastB, T: lastT, dropout: lastDropout, samples: lastBatch!.sampleIndices)
+        }
+    }
 
     /// Runs the body; xf holds the ln_f output [B*T, C] afterwards.
     func forward(_ batch: TokenBatch, dropout: DropoutContext?) {
@@ -180,20 +228,20 @@ final class GPT2Transformer {
             let s = acts[l]
             LayerNorm.forward(y: s.y1, mean: s.mean1, rstd: s.rstd1, x: x, w: P(w.ln1w), b: P(w.ln1b), n: BT, C: C,
                               eps: config.layerNormEps)
-            Conv1D.forward(y: s.qkv, x: s.y1, w: P(w.attnW), b: P(w.attnB), n: BT, inC: C, outC: 3 * C)
+            convForward(4 * l, y: s.qkv, x: s.y1, w: w.attnW, b: w.attnB, n: BT, inC: C, outC: 3 * C)
             let ad = pAttn > 0 ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
             CausalAttention.forward(ctx: s.ctx, probs: s.probs, qkv: s.qkv, keyMask: keyMask, B: B, T: T, C: C, NH: NH,
                                     dropout: ad, scratch: scratchP)
-            Conv1D.forward(y: s.h1, x: s.ctx, w: P(w.projW), b: P(w.projB), n: BT, inC: C, outC: C)
+            convForward(4 * l + 1, y: s.h1, x: s.ctx, w: w.projW, b: w.projB, n: BT, inC: C, outC: C)
             if pResid > 0, let d = dropout {
                 dropoutRows(s.h1, s.h1, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.attentionOutput(layer: l), p: pResid)
             }
             ck_add(s.h1, x, BT * C)
             LayerNorm.forward(y: s.y2, mean: s.mean2, rstd: s.rstd2, x: s.h1, w: P(w.ln2w), b: P(w.ln2b), n: BT, C: C,
                               eps: config.layerNormEps)
-            Conv1D.forward(y: s.f, x: s.y2, w: P(w.fcW), b: P(w.fcB), n: BT, inC: C, outC: FF)
+            convForward(4 * l + 2, y: s.f, x: s.y2, w: w.fcW, b: w.fcB, n: BT, inC: C, outC: FF)
             ck_act_fwd(config.actCode, s.f, ffScratch, BT * FF)
-            Conv1D.forward(y: s.out, x: ffScratch, w: P(w.mlpW), b: P(w.mlpB), n: BT, inC: FF, outC: C)
+            convForward(4 * l + 3, y: s.out, x: ffScratch, w: w.mlpW, b: w.mlpB, n: BT, inC: FF, outC: C)
             if pResid > 0, let d = dropout {
                 dropoutRows(s.out, s.out, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.ffnOutput(layer: l), p: pResid)
             }
@@ -211,7 +259,8 @@ final class GPT2Transformer {
         let pResid = dropout == nil ? 0 : config.residDropout
         let pAttn = dropout == nil ? 0 : config.attnDropout
         let xLast = blocks.isEmpty ? UnsafePointer(x0) : UnsafePointer(acts[blocks.count - 1].out)
-        LayerNorm.backward(dx: dRes, dw: G(lnfW), db: G(lnfB), dy: dXf, x: xLast, mean: meanF, rstd: rstdF, w: P(lnfW), n: BT, C: C)
+        LayerNorm.backward(dx: dRes, dw: GLN(lnfW, 0), db: GLN(lnfB, 1), dy: dXf, x: xLast, mean: meanF, rstd: rstdF, w: P(lnfW),
+                           n: BT, C: C)
         // dRes = dLoss/d(residual stream) going down
         for l in stride(from: blocks.count - 1, through: 0, by: -1) {
             let w = blocks[l], s = acts[l]
@@ -222,11 +271,10 @@ final class GPT2Transformer {
                 dOut = UnsafePointer(dDrop)
             }
             ck_act_fwd_grad(config.actCode, s.f, ffScratch, BT * FF)   // ffScratch = act(f), f = act'(f)
-            Conv1D.backward(dx: ffScratch, dw: G(w.mlpW), db: G(w.mlpB), dy: dOut, x: ffScratch, w: P(w.mlpW),
-                            n: BT, inC: FF, outC: C)
+            convBackward(4 * l + 3, dx: ffScratch, w: w.mlpW, b: w.mlpB, dy: dOut, x: ffScratch, n: BT, inC: FF, outC: C)
             ck_mul(ffScratch, s.f, BT * FF)
-            Conv1D.backward(dx: dTmp, dw: G(w.fcW), db: G(w.fcB), dy: ffScratch, x: s.y2, w: P(w.fcW), n: BT, inC: C, outC: FF)
-            LayerNorm.backward(dx: dCtx, dw: G(w.ln2w), db: G(w.ln2b), dy: dTmp, x: s.h1, mean: s.mean2, rstd: s.rstd2,
+            convBackward(4 * l + 2, dx: dTmp, w: w.fcW, b: w.fcB, dy: ffScratch, x: s.y2, n: BT, inC: C, outC: FF)
+            LayerNorm.backward(dx: dCtx, dw: GLN(w.ln2w, 0), db: GLN(w.ln2b, 1), dy: dTmp, x: s.h1, mean: s.mean2, rstd: s.rstd2,
                                w: P(w.ln2w), n: BT, C: C)
             ck_add(dRes, dCtx, BT * C)                                   // dRes = dLoss/dh1
             var dProj = UnsafePointer(dRes)
@@ -234,15 +282,18 @@ final class GPT2Transformer {
                 dropoutRows(dRes, dDrop, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.attentionOutput(layer: l), p: pResid)
                 dProj = UnsafePointer(dDrop)
             }
-            Conv1D.backward(dx: dCtx, dw: G(w.projW), db: G(w.projB), dy: dProj, x: s.ctx, w: P(w.projW), n: BT, inC: C, outC: C)
+            convBackward(4 * l + 1, dx: dCtx, w: w.projW, b: w.projB, dy: dProj, x: s.ctx, n: BT, inC: C, outC: C)
             let ad = pAttn > 0 ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
             CausalAttention.backward(dqkv: dQKV, dctx: dCtx, probs: s.probs, qkv: s.qkv, B: B, T: T, C: C, NH: NH,
                                      dropout: ad, scratchP: scratchP, scratchDP: scratchDP)
-            Conv1D.backward(dx: dTmp, dw: G(w.attnW), db: G(w.attnB), dy: dQKV, x: s.y1, w: P(w.attnW), n: BT, inC: C, outC: 3 * C)
-            LayerNorm.backward(dx: dCtx, dw: G(w.ln1w), db: G(w.ln1b), dy: dTmp, x: x, mean: s.mean1, rstd: s.rstd1,
+            let below = !(frozenBase && l == 0)   // a frozen base needs no gradient below block 0
+            convBackward(4 * l, dx: below ? dTmp : nil, w: w.attnW, b: w.attnB, dy: dQKV, x: s.y1, n: BT, inC: C, outC: 3 * C)
+            if !below { break }
+            LayerNorm.backward(dx: dCtx, dw: GLN(w.ln1w, 0), db: GLN(w.ln1b, 1), dy: dTmp, x: x, mean: s.mean1, rstd: s.rstd1,
                                w: P(w.ln1w), n: BT, C: C)
             ck_add(dRes, dCtx, BT * C)                                   // dRes = dLoss/dx (block input)
         }
+        if frozenBase { return }   // the embeddings' gradients are all the rest computes
         if let d = dropout, config.embdDropout > 0 {
             dropoutRows(dRes, dRes, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.embeddings, p: config.embdDropout)
         }
@@ -330,7 +381,7 @@ public final class GPT2LMHead {
         }
         let training = gradientScale != nil
         let scale = gradientScale ?? 0
-        let wte = UnsafePointer(body.P(body.wte)), dwte = body.G(body.wte)
+        let wte = UnsafePointer(body.P(body.wte))
         pendingBackward = false
         if labels == nil && !training { return LMLossSum(sum: 0, count: 0) }   // body only (generation)
         var r0 = 0
@@ -344,8 +395,10 @@ public final class GPT2LMHead {
                 // dX[R, C] = dLogits · wte ; dwte[V, C] += dLogitsᵀ · x
                 sgemm(transA: false, transB: false, m: R, n: C, k: V, alpha: 1, logitChunk, lda: V, wte, ldb: C,
                       beta: 0, body.dXf + r0 * C, ldc: C)
-                sgemm(transA: true, transB: false, m: V, n: C, k: R, alpha: 1, logitChunk, lda: V, x, ldb: C,
-                      beta: 1, dwte, ldc: C)
+                if body.trains(body.wte) {   // the tied head's share of wte's gradient (none for a frozen base)
+                    sgemm(transA: true, transB: false, m: V, n: C, k: R, alpha: 1, logitChunk, lda: V, x, ldb: C,
+                          beta: 1, body.G(body.wte), ldc: C)
+                }
             }
             r0 += R
         }
@@ -457,12 +510,32 @@ public final class GPT2Classifier {
         precondition(!backwardDone, "backward called twice for one forward (or before any forward)")
         backwardDone = true
         let B = body.lastB, T = body.lastT, C = config.hidden, NL = config.numLabels
-        Linear.backward(dx: dPooled, dw: body.G(scoreW), db: nil, dy: dLogits.baseAddress!, x: pooled, w: body.P(scoreW),
-                        n: B, inC: C, outC: NL)
+        if body.trains(scoreW) {
+            Linear.backward(dx: dPooled, dw: body.G(scoreW), db: nil, dy: dLogits.baseAddress!, x: pooled, w: body.P(scoreW),
+                            n: B, inC: C, outC: NL)
+        } else {
+            Linear.backwardInput(dx: dPooled, dy: dLogits.baseAddress!, w: body.P(scoreW), n: B, inC: C, outC: NL)
+        }
         body.dXf.update(repeating: 0, count: B * T * C)
         for b in 0..<B { (body.dXf + (b * T + poolIndex[b]) * C).update(from: dPooled + b * C, count: C) }
         body.backward()
     }
 
     public func hiddenStates() -> [[Float]] { body.hiddenStates() }
+}
+
+extension GPT2LMHead: LoRAModel {
+    public var loraBase: LoRABase { .gpt2(config, classifier: false) }
+    public var loraMaxRows: Int { maxBatch * maxSeq }
+    public var adapter: LoRAAdapter? { body.adapter }
+    public func attachLoRA(_ adapter: LoRAAdapter, freezeBase: Bool = true) { body.adapter = adapter; body.frozenBase = freezeBase }
+    public func detachLoRA() { body.adapter = nil; body.frozenBase = false }
+}
+
+extension GPT2Classifier: LoRAModel {
+    public var loraBase: LoRABase { .gpt2(config, classifier: true) }
+    public var loraMaxRows: Int { maxBatch * maxSeq }
+    public var adapter: LoRAAdapter? { body.adapter }
+    public func attachLoRA(_ adapter: LoRAAdapter, freezeBase: Bool = true) { body.adapter = adapter; body.frozenBase = freezeBase }
+    public func detachLoRA() { body.adapter = nil; body.frozenBase = false }
 }

@@ -1,14 +1,14 @@
-// LoRA.swift: low-rank adapters (PEFT's LoRA) on the encoder's linear layers, with a frozen base.
-// A target linear computes y = x Wᵀ + b + s·(dropout(x) Aᵀ) Bᵀ with A [r, in], B [out, r], s = alpha/r (alpha/√r with
-// rsLoRA). The trainable tensors (every lora_A/lora_B, plus the modules_to_save copies such as the classifier) live in
+// LoRA.swift: low-rank adapters (PEFT's LoRA) on the linear layers of BERT/DistilBERT encoders (nn.Linear) and GPT-2
+// (Conv1D, fan_in_fan_out), with a frozen base. A target linear computes y = x Wᵀ + b + s·(dropout(x) Aᵀ) Bᵀ (Conv1D:
+// y = x W + b + the same update) with A [r, in], B [out, r], s = alpha/r (alpha/√r with rsLoRA). The trainable tensors (every lora_A/lora_B, plus the modules_to_save copies such as the classifier) live in
 // their own flat ParameterStore, the "trainable store", under PEFT's in-memory names
 // ("base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.default.weight",
 //  "base_model.model.classifier.modules_to_save.default.weight"), so that the all-reduce and AdamW touch only them.
 // Target matching follows peft: a list entry t matches module key k when k == t or k ends with "." + t; a string is a
 // regex that must match the whole key. modules_to_save entries match by plain suffix (peft's `key.endswith(name)`).
 // Shapes: n = B·T rows, in/out the linear's widths, r the rank. Per target the arena keeps h = dropout(x) Aᵀ [n, r].
-// Deliberately not here: PEFT file I/O and merging (LoRAFiles.swift), the model wiring (EncoderClassifier calls the
-// hooks at each target), the optimizer (AdamW over `store`), GPT-2 Conv1D targets.
+// Deliberately not here: PEFT file I/O and merging (LoRAFiles.swift), the model wiring (EncoderClassifier and
+// GPT2Transformer call the hooks at each target), the optimizer (AdamW over `store`).
 import CKernels
 import Foundation
 
@@ -29,19 +29,20 @@ public struct LoRAConfig: Sendable, Equatable {
     public var dropout: Double
     /// use_rslora: rank-stabilised scaling alpha / √r.
     public var useRSLoRA: Bool
-    /// target_modules as a list; nil = peft's default for the architecture (BERT query+value, DistilBERT q_lin+v_lin).
+    /// target_modules as a list; nil = peft's default for the architecture (BERT query+value, DistilBERT q_lin+v_lin,
+    /// GPT-2 c_attn).
     public var targetModules: [String]?
     /// target_modules as a regex string (peft: re.fullmatch on the module key); overrides `targetModules`.
     public var targetRegex: String?
     /// modules_to_save exactly as peft writes it (for SEQ_CLS peft appends "classifier" and "score" to the user's list).
     public var modulesToSave: [String]?
-    /// task_type; "SEQ_CLS" for the encoder classifiers.
+    /// task_type; "SEQ_CLS" for the classifiers, "CAUSAL_LM" for GPT-2 language models (see `forCausalLM`).
     public var taskType: String
     /// base_model_name_or_path written into adapter_config.json.
     public var baseModelNameOrPath: String?
     /// init_lora_weights as written (true: A kaiming-uniform, B zero).
     public var initLoRAWeights: Bool
-    /// fan_in_fan_out: the adapted weights are stored [in, out] (GPT-2 Conv1D). Only the file-level merge accepts it.
+    /// fan_in_fan_out: the adapted weights are stored [in, out] (GPT-2 Conv1D); a GPT-2 plan sets it, as peft does.
     public var fanInFanOut: Bool = false
 
     /// A config as `LoraConfig(task_type=SEQ_CLS, ...)` + `get_peft_model` would record it: "classifier" and "score"
@@ -54,12 +55,70 @@ public struct LoRAConfig: Sendable, Equatable {
         self.taskType = "SEQ_CLS"; self.baseModelNameOrPath = baseModelNameOrPath; self.initLoRAWeights = true
     }
 
+    /// The config as `LoraConfig(task_type=CAUSAL_LM, ...)` records it: no head is appended to modules_to_save.
+    public func forCausalLM() -> LoRAConfig {
+        var c = self
+        c.taskType = "CAUSAL_LM"
+        let rest = (modulesToSave ?? []).filter { $0 != "classifier" && $0 != "score" }
+        c.modulesToSave = rest.isEmpty ? nil : rest
+        return c
+    }
+
     /// The factor s of the update s·B·A.
     public var scaling: Double { useRSLoRA ? alpha / Double(r).squareRoot() : alpha / Double(r) }
 
     /// peft's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING for the supported families.
     public static func defaultTargets(_ family: ModelFamily) -> [String] {
         family == .bert ? ["query", "value"] : ["q_lin", "v_lin"]
+    }
+}
+
+/// What LoRA needs to know of a base architecture: its parameter layout, the linears of every layer it can adapt (in
+/// site order), the head modules that can be trained as modules_to_save copies, and peft's defaults for it.
+public struct LoRABase: Sendable {
+    /// "bert", "distilbert", "gpt2" (named in errors).
+    public let architecture: String
+    /// The base model's parameter layout (Hugging Face names, named_parameters() order).
+    public let layout: ParameterLayout
+    public let layers: Int
+    /// Module key prefix of layer l: `layerPrefix + "\(l)."`.
+    public let layerPrefix: String
+    /// The adaptable linears of one layer relative to its prefix; site = layer · count + index.
+    public let layerModules: [String]
+    /// (in, out) widths of each layer module.
+    public let widths: [[Int]]
+    /// Module keys trainable as full copies (modules_to_save).
+    public let heads: Set<String>
+    /// peft's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING entry.
+    public let defaultTargets: [String]
+    /// The weights are stored [in, out] (GPT-2 Conv1D): the adapter is fan_in_fan_out.
+    public let conv1D: Bool
+    public var sitesPerLayer: Int { layerModules.count }
+
+    /// BERT / DistilBERT (MiniLM) encoder classifiers: nn.Linear [out, in].
+    public static func encoder(_ model: ModelConfig) -> LoRABase {
+        let bert = model.family == .bert
+        let C = model.hidden, FF = model.intermediate
+        return LoRABase(
+            architecture: model.family.rawValue, layout: EncoderClassifier.makeLayout(config: model), layers: model.layers,
+            layerPrefix: bert ? "bert.encoder.layer." : "distilbert.transformer.layer.",
+            layerModules: bert ? ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+                                  "intermediate.dense", "output.dense"]
+                               : ["attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2"],
+            widths: [[C, C], [C, C], [C, C], [C, C], [C, FF], [FF, C]],
+            heads: ["classifier", "pre_classifier", "bert.pooler", "bert.pooler.dense"],
+            defaultTargets: LoRAConfig.defaultTargets(model.family), conv1D: false)
+    }
+
+    /// GPT-2 (GPT2LMHeadModel, or GPT2ForSequenceClassification with `classifier`): Conv1D [in, out] on c_attn,
+    /// attn.c_proj, mlp.c_fc, mlp.c_proj; the `score` head as a modules_to_save copy.
+    public static func gpt2(_ config: GPT2Config, classifier: Bool) -> LoRABase {
+        let C = config.hidden, FF = config.intermediate
+        return LoRABase(
+            architecture: "gpt2", layout: GPT2Layout.make(config: config, classifier: classifier), layers: config.layers,
+            layerPrefix: "transformer.h.", layerModules: ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"],
+            widths: [[C, 3 * C], [C, C], [C, FF], [FF, C]], heads: classifier ? ["score"] : [],
+            defaultTargets: ["c_attn"], conv1D: true)
     }
 }
 
@@ -70,7 +129,8 @@ public struct LoRAPlan: Sendable {
     public struct Target: Sendable {
         /// Hugging Face module key, e.g. "bert.encoder.layer.0.attention.self.query".
         public let module: String
-        /// layer·6 + index of the module in the layer (q, k, v, attention out, ffn in, ffn out).
+        /// layer · sitesPerLayer + index of the module in the layer (BERT: q, k, v, attention out, ffn in, ffn out;
+        /// GPT-2: c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj).
         public let site: Int
         public let inC: Int, outC: Int
         /// Names of lora_A [r, in] and lora_B [out, r] in the trainable store (PEFT in-memory names).
@@ -81,24 +141,13 @@ public struct LoRAPlan: Sendable {
         public let baseName: String    // "classifier.weight"
         public let storeName: String   // "base_model.model.classifier.modules_to_save.default.weight"
     }
+    /// The config as peft records it (fan_in_fan_out set for Conv1D bases, as peft does with a warning).
     public let config: LoRAConfig
     public let targets: [Target]
     public let saved: [Saved]
     public let layout: ParameterLayout
-    public let family: ModelFamily
-    public let sitesPerLayer = 6
-
-    /// The per-layer linears in site order, relative to the layer prefix.
-    public static func layerModules(_ family: ModelFamily) -> [String] {
-        family == .bert
-            ? ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-               "intermediate.dense", "output.dense"]
-            : ["attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2"]
-    }
-
-    static func layerPrefix(_ family: ModelFamily, _ l: Int) -> String {
-        family == .bert ? "bert.encoder.layer.\(l)." : "distilbert.transformer.layer.\(l)."
-    }
+    public let base: LoRABase
+    public var sitesPerLayer: Int { base.sitesPerLayer }
 
     /// PEFT's on-disk key of a trainable-store name: the adapter name ("default") and the modules_to_save wrapper drop.
     public static func onDiskName(_ storeName: String) -> String {
@@ -107,7 +156,12 @@ public struct LoRAPlan: Sendable {
             .replacingOccurrences(of: ".lora_B.default.", with: ".lora_B.")
     }
 
+    /// A BERT-family encoder classifier.
     public init(config: LoRAConfig, model: ModelConfig) throws {
+        try self.init(config: config, base: .encoder(model))
+    }
+
+    public init(config: LoRAConfig, base: LoRABase) throws {
         guard config.r > 0 else {
             throw LoRAError("LoRA rank r = \(config.r) is invalid; r must be a positive integer (e.g. --lora-r 8)")
         }
@@ -115,25 +169,29 @@ public struct LoRAPlan: Sendable {
             throw LoRAError("lora_dropout = \(config.dropout) is invalid; it must be in [0, 1)")
         }
         guard config.alpha.isFinite else { throw LoRAError("lora_alpha = \(config.alpha) is invalid; give a finite number") }
-        guard !config.fanInFanOut else {
-            throw LoRAError("fan_in_fan_out is true, but \(model.family.rawValue) layers are nn.Linear [out, in]; the adapter was made for a Conv1D model such as GPT-2")
+        var config = config
+        if base.conv1D {
+            config.fanInFanOut = true   // peft: "fan_in_fan_out is set to False but the target module is Conv1D. Setting it to True."
+        } else if config.fanInFanOut {
+            throw LoRAError("fan_in_fan_out is true, but \(base.architecture) layers are nn.Linear [out, in]; the adapter was made for a Conv1D model such as GPT-2")
         }
         self.config = config
-        self.family = model.family
-        let base = EncoderClassifier.makeLayout(config: model)
-        let family = model.family
-        let mods = LoRAPlan.layerModules(family)
-        // Every linear module of the HF model, and which of them LoRA can adapt here (the encoder layers').
+        self.base = base
+        let mods = base.layerModules
+        let family = base.architecture
+        let shortNames = mods.map { String($0.split(separator: ".").last!) }.reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        // Every adaptable linear, and every linear module of the HF model (the heads too, which LoRA cannot adapt here).
         var supported: [String: (site: Int, inC: Int, outC: Int)] = [:]
-        for l in 0..<model.layers {
+        for l in 0..<base.layers {
             for (k, m) in mods.enumerated() {
-                let inC = k == 5 ? model.intermediate : model.hidden
-                let outC = k == 4 ? model.intermediate : model.hidden
-                supported[LoRAPlan.layerPrefix(family, l) + m] = (l * 6 + k, inC, outC)
+                supported[base.layerPrefix + "\(l)." + m] = (l * mods.count + k, base.widths[k][0], base.widths[k][1])
             }
         }
-        let linearModules = base.entries.filter { $0.shape.count == 2 && $0.name.hasSuffix(".weight") && !$0.name.contains("embeddings") }
-            .map { String($0.name.dropLast(".weight".count)) }
+        let linearModules = base.layout.entries.filter { e in
+            guard e.shape.count == 2 && e.name.hasSuffix(".weight") else { return false }
+            let m = String(e.name.dropLast(".weight".count))
+            return supported[m] != nil || base.heads.contains(m)
+        }.map { String($0.name.dropLast(".weight".count)) }
         var chosen = Set<String>()
         if let regexSource = config.targetRegex {
             let regex: NSRegularExpression
@@ -144,44 +202,43 @@ public struct LoRAPlan: Sendable {
                 chosen.insert(key)
             }
             if chosen.isEmpty {
-                throw LoRAError("target_modules regex '\(regexSource)' matches no linear layer of this \(family.rawValue) model; valid layer names: \(mods.joined(separator: ", "))")
+                throw LoRAError("target_modules regex '\(regexSource)' matches no linear layer of this \(family) model; valid layer names: \(mods.joined(separator: ", "))")
             }
         } else {
-            let names = config.targetModules ?? LoRAConfig.defaultTargets(family)
+            let names = config.targetModules ?? base.defaultTargets
             guard !names.isEmpty else {
-                throw LoRAError("target_modules is empty; name the layers to adapt, e.g. \(LoRAConfig.defaultTargets(family).joined(separator: ","))")
+                throw LoRAError("target_modules is empty; name the layers to adapt, e.g. \(base.defaultTargets.joined(separator: ","))")
             }
             for t in names {
                 if t == "all-linear" {
-                    throw LoRAError("target_modules 'all-linear' is not supported; list the layers instead, e.g. \(mods.map { $0.split(separator: ".").last! }.joined(separator: ","))")
+                    throw LoRAError("target_modules 'all-linear' is not supported; list the layers instead, e.g. \(shortNames.joined(separator: ","))")
                 }
                 let hits = linearModules.filter { $0 == t || $0.hasSuffix("." + t) }
                 guard !hits.isEmpty else {
-                    throw LoRAError("target module '\(t)' matches no linear layer of this \(family.rawValue) model; valid names: \(mods.map { $0.split(separator: ".").last! }.joined(separator: ", ")) (or a suffix such as \(mods[3]))")
+                    throw LoRAError("target module '\(t)' matches no linear layer of this \(family) model; valid names: \(shortNames.joined(separator: ", ")) (or a suffix such as \(mods[1]))")
                 }
                 chosen.formUnion(hits)
             }
         }
         for key in chosen where supported[key] == nil {
-            throw LoRAError("target module '\(key)' is not an encoder-layer linear; disttrain adapts only \(mods.joined(separator: ", ")) (train the head with modules_to_save instead)")
+            throw LoRAError("target module '\(key)' is not a layer linear; disttrain adapts only \(mods.joined(separator: ", ")) (train the head with modules_to_save instead)")
         }
         // modules_to_save: module keys are every prefix of a parameter name; peft matches them by plain suffix and
         // wraps the outermost match. Only head modules can be trained as full copies here.
         var moduleKeys: [String] = []
         var seenKeys = Set<String>()
-        for e in base.entries {
+        for e in base.layout.entries {
             let parts = e.name.split(separator: ".")
             for i in 1..<parts.count {
                 let k = parts[0..<i].joined(separator: ".")
                 if seenKeys.insert(k).inserted { moduleKeys.append(k) }
             }
         }
-        let heads: Set<String> = ["classifier", "pre_classifier", "bert.pooler", "bert.pooler.dense"]
         var savedModules: [String] = []
         for name in config.modulesToSave ?? [] {
             for key in moduleKeys where key.hasSuffix(name) {
-                guard heads.contains(key) else {
-                    throw LoRAError("modules_to_save '\(name)' matches '\(key)', which disttrain cannot train as a full copy; only the head modules (classifier, pre_classifier, pooler) are supported")
+                guard base.heads.contains(key) else {
+                    throw LoRAError("modules_to_save '\(name)' matches '\(key)', which disttrain cannot train as a full copy; only the head modules (\(base.heads.sorted().joined(separator: ", "))) are supported")
                 }
                 if !savedModules.contains(where: { key.hasPrefix($0 + ".") || key == $0 }) {
                     savedModules.removeAll { $0.hasPrefix(key + ".") }
@@ -193,7 +250,7 @@ public struct LoRAPlan: Sendable {
         var layout = ParameterLayout()
         var targets: [Target] = []
         var saved: [Saved] = []
-        for e in base.entries {
+        for e in base.layout.entries {
             let module = e.name.hasSuffix(".weight") ? String(e.name.dropLast(".weight".count)) : nil
             if let module, chosen.contains(module), let s = supported[module] {
                 let a = "base_model.model.\(module).lora_A.default.weight", b = "base_model.model.\(module).lora_B.default.weight"
@@ -213,8 +270,38 @@ public struct LoRAPlan: Sendable {
     }
 }
 
-/// A LoRA adapter attached to one EncoderClassifier: the trainable store, and the forward/backward hooks the model
-/// calls at each target linear. The arena (h per target, scratch) is sized for the model's maxBatch × maxSeq.
+/// A model LoRA can attach to: its base description, its parameters, the rows of its arena (maxBatch · maxSeq).
+public protocol LoRAModel: AnyObject {
+    var loraBase: LoRABase { get }
+    var parameters: ParameterStore { get }
+    var loraMaxRows: Int { get }
+    /// The attached adapter (nil: the plain model).
+    var adapter: LoRAAdapter? { get }
+    /// Attaches `adapter` (built for this model); with `freezeBase` the base gets no gradients at all.
+    func attachLoRA(_ adapter: LoRAAdapter, freezeBase: Bool)
+    /// Removes the adapter: the plain base model again.
+    func detachLoRA()
+}
+
+extension LoRAModel {
+    /// Sets the model up for LoRA fine-tuning and returns the trainable store (what the trainer all-reduces and hands
+    /// to AdamW): builds the plan (throws LoRAError on a bad config), a fresh adapter from `seed`, attaches it and
+    /// freezes the base. Call before the first forward. A trainer then needs only:
+    ///     let trainable = try model.enableLoRA(LoRAConfig(r: 8, alpha: 16, targetModules: ["query", "value"],
+    ///                                                     baseModelNameOrPath: modelDir), seed: seed)
+    ///     // (or `PEFTAdapter.load(dir, into: model)` to continue from a saved adapter)
+    ///     let opt = AdamW(store: trainable, config: ...)   // forward/backward as usual; all-reduce trainable.grads
+    ///     try PEFTAdapter.save(model.adapter!, to: outputDir)   // or merge into the base for a plain model
+    public func enableLoRA(_ config: LoRAConfig, seed: UInt64) throws -> ParameterStore {
+        let adapter = LoRAAdapter(plan: try LoRAPlan(config: config, base: loraBase), model: self, seed: seed)
+        attachLoRA(adapter, freezeBase: true)
+        return adapter.store
+    }
+}
+
+/// A LoRA adapter attached to one model (EncoderClassifier, GPT2LMHead, GPT2Classifier): the trainable store, and the
+/// forward/backward hooks the model calls at each target linear (Conv1D too: A and B are [r, in] and [out, r] there as
+/// well, only the base weight is stored transposed, so the hooks are the same). The arena (h per target, scratch) is sized for the model's maxBatch × maxSeq.
 public final class LoRAAdapter: @unchecked Sendable {
     public let plan: LoRAPlan
     /// The trainable parameters and their gradients (all-reduce and AdamW run over this store only).
@@ -235,9 +322,11 @@ public final class LoRAAdapter: @unchecked Sendable {
 
     /// Builds the trainable store for `plan` on `model`'s base: modules_to_save copies start from the base values;
     /// lora_A is kaiming-uniform (bound 1/√in, as nn.Linear and peft), lora_B zero (so the model is unchanged), from `seed`.
-    public init(plan: LoRAPlan, model: EncoderClassifier, seed: UInt64) {
-        precondition(plan.family == model.config.family && plan.targets.allSatisfy { $0.site < model.config.layers * plan.sitesPerLayer },
-                     "LoRAAdapter: the plan was built for another model config; build it with LoRAPlan(config:model: model.config)")
+    public init(plan: LoRAPlan, model: any LoRAModel, seed: UInt64) {
+        let base = model.loraBase
+        precondition(plan.base.architecture == base.architecture && plan.base.layout.count == model.parameters.layout.count
+                        && plan.targets.allSatisfy { $0.site < base.layers * base.sitesPerLayer },
+                     "LoRAAdapter: the plan was built for another model config; build it with LoRAPlan(config:base: model.loraBase)")
         self.plan = plan
         store = ParameterStore(layout: plan.layout)
         scaling = Float(plan.config.scaling)
@@ -254,21 +343,21 @@ public final class LoRAAdapter: @unchecked Sendable {
             let a = store.value(t.aName), bound = 1 / Double(t.inC).squareRoot()
             for i in 0..<a.count { a[i] = Float((rng.nextUniform() * 2 - 1) * bound) }
         }
-        let BT = model.maxBatch * model.maxSeq, r = plan.config.r
+        let BT = model.loraMaxRows, r = plan.config.r
         var allocs: [UnsafeMutableRawPointer] = []
         func buf(_ n: Int) -> UnsafeMutablePointer<Float> {
             let raw = UnsafeMutableRawPointer.allocate(byteCount: max(n, 1) * 4, alignment: 64)
             allocs.append(raw)
             return raw.initializeMemory(as: Float.self, repeating: 0, count: max(n, 1))
         }
-        var slots = [Slot?](repeating: nil, count: model.config.layers * plan.sitesPerLayer)
+        var slots = [Slot?](repeating: nil, count: base.layers * base.sitesPerLayer)
         for t in plan.targets {
             slots[t.site] = Slot(a: plan.layout.entry(t.aName)!.offset, b: plan.layout.entry(t.bName)!.offset,
                                  inC: t.inC, outC: t.outC, h: buf(BT * r))
         }
         self.slots = slots
         u = buf(BT * r)
-        scratch = buf(BT * max(model.config.hidden, model.config.intermediate))
+        scratch = buf(BT * max(1, base.widths.map { $0[0] }.max() ?? 1))
         allocations = allocs
     }
 
@@ -334,28 +423,15 @@ extension Linear {
     }
 }
 
-extension EncoderClassifier {
-    /// Sets the model up for LoRA fine-tuning and returns the trainable store (what the trainer all-reduces and hands
-    /// to AdamW): builds the plan (throws LoRAError on a bad config), a fresh adapter from `seed`, attaches it and
-    /// freezes the base. Call before the first forward. A trainer then needs only:
-    ///     let trainable = try model.enableLoRA(LoRAConfig(r: 8, alpha: 16, targetModules: ["query", "value"],
-    ///                                                     baseModelNameOrPath: modelDir), seed: seed)
-    ///     // (or `PEFTAdapter.load(dir, into: model)` to continue from a saved adapter)
-    ///     let opt = AdamW(store: trainable, config: ...)   // forward/backward as usual; all-reduce trainable.grads
-    ///     try PEFTAdapter.save(model.adapter!, to: outputDir)   // or merge into the base for a plain model
-    public func enableLoRA(_ config: LoRAConfig, seed: UInt64) throws -> ParameterStore {
-        let adapter = LoRAAdapter(plan: try LoRAPlan(config: config, model: self.config), model: self, seed: seed)
-        attachLoRA(adapter, freezeBase: true)
-        return adapter.store
-    }
+extension EncoderClassifier: LoRAModel {
+    public var loraBase: LoRABase { .encoder(config) }
+    public var loraMaxRows: Int { maxBatch * maxSeq }
 
-    /// Attaches `adapter` (built for this model); with `freezeBase` the base gets no gradients.
     public func attachLoRA(_ adapter: LoRAAdapter, freezeBase: Bool = true) {
         self.adapter = adapter
         self.frozenBase = freezeBase
     }
 
-    /// Removes the adapter: the plain base model again (modules_to_save copies stay in the adapter's store).
     public func detachLoRA() {
         adapter = nil
         frozenBase = false

@@ -4,8 +4,8 @@
 // ("base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.weight" [r, in], "...lora_B.weight" [out, r]) and
 // modules_to_save copies take their base name ("base_model.model.classifier.weight"). Loading checks every tensor's
 // name and shape against the base model and fails with one line naming the tensor.
-// Merge: W += s·(B A) for every target (nn.Linear), and each modules_to_save tensor replaces its base tensor; the
-// file-level `mergeTensors` also handles Conv1D (fan_in_fan_out, GPT-2): W += s·(B A)ᵀ.
+// Merge: W += s·(B A) for every target (nn.Linear; Conv1D with fan_in_fan_out, GPT-2: W += s·(B A)ᵀ), and each
+// modules_to_save tensor replaces its base tensor; in memory (`merge`) or over tensor files (`mergeTensors`).
 // Deliberately not here: the forward/backward hooks (LoRA.swift), writing the merged model folder with its tokenizer
 // (the merge command does that), peft's model-card README.md.
 import Foundation
@@ -70,7 +70,7 @@ public enum PEFTAdapter {
         }
         for k in ["use_dora", "rank_pattern", "alpha_pattern", "layers_to_transform", "layer_replication",
                   "lora_bias", "exclude_modules", "trainable_token_indices", "target_parameters"] where isSet(k) {
-            throw LoRAError("\(path): field '\(k)' is set (\(j[k]!)); disttrain supports plain LoRA on BERT/DistilBERT linears only")
+            throw LoRAError("\(path): field '\(k)' is set (\(j[k]!)); disttrain supports plain LoRA on BERT/DistilBERT linears and GPT-2 Conv1D layers only")
         }
         var c = LoRAConfig(r: r, alpha: alpha, dropout: (j["lora_dropout"] as? NSNumber)?.doubleValue ?? 0,
                            useRSLoRA: (j["use_rslora"] as? Bool) ?? false)
@@ -95,7 +95,7 @@ public enum PEFTAdapter {
         }
         try SafeTensorsWriter.write(tensors, to: dir.appendingPathComponent(weightsFileName))
         var config = plan.config   // peft records the resolved default targets, not an empty list
-        if config.targetModules == nil && config.targetRegex == nil { config.targetModules = LoRAConfig.defaultTargets(plan.family) }
+        if config.targetModules == nil && config.targetRegex == nil { config.targetModules = plan.base.defaultTargets }
         let data = try JSONSerialization.data(withJSONObject: configJSON(config),
                                               options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         try FileIO.writeAtomically(data, to: dir.appendingPathComponent(configFileName))
@@ -134,8 +134,8 @@ public enum PEFTAdapter {
     /// Loads the PEFT adapter in `dir` onto `model` and attaches it (frozen base by default): the model then runs
     /// base + adapter unmerged, and training continues from the adapter's values. Returns the adapter.
     @discardableResult
-    public static func load(_ dir: URL, into model: EncoderClassifier, freezeBase: Bool = true) throws -> LoRAAdapter {
-        let plan = try LoRAPlan(config: try readConfig(dir), model: model.config)
+    public static func load(_ dir: URL, into model: any LoRAModel, freezeBase: Bool = true) throws -> LoRAAdapter {
+        let plan = try LoRAPlan(config: try readConfig(dir), base: model.loraBase)
         let adapter = LoRAAdapter(plan: plan, model: model, seed: 0)
         try loadWeights(dir, plan: plan, into: adapter.store)
         model.attachLoRA(adapter, freezeBase: freezeBase)
@@ -144,16 +144,22 @@ public enum PEFTAdapter {
 
     // MARK: merge
 
-    /// Folds the adapter into `base` (laid out by EncoderClassifier.makeLayout): W += s·(B A) per target and every
-    /// modules_to_save tensor copied over its base tensor. `base` then is a plain model equal to base + adapter.
+    /// Folds the adapter into `base` (laid out as `plan.base.layout`): W += s·(B A) per target (Conv1D, stored
+    /// [in, out]: W += s·(B A)ᵀ = s·Aᵀ Bᵀ) and every modules_to_save tensor copied over its base tensor. `base` then is
+    /// a plain model equal to base + adapter.
     public static func merge(plan: LoRAPlan, adapter store: ParameterStore, into base: ParameterStore) {
         let s = Float(plan.config.scaling), r = plan.config.r
         for t in plan.targets {
             let w = base.value(t.module + ".weight")
             precondition(w.count == t.outC * t.inC, "merge: \(t.module).weight does not have the planned shape")
-            sgemm(transA: false, transB: false, m: t.outC, n: t.inC, k: r, alpha: s,
-                  UnsafePointer(store.value(t.bName).baseAddress!), lda: r, UnsafePointer(store.value(t.aName).baseAddress!),
-                  ldb: t.inC, beta: 1, w.baseAddress!, ldc: t.inC)
+            let A = UnsafePointer(store.value(t.aName).baseAddress!), B = UnsafePointer(store.value(t.bName).baseAddress!)
+            if plan.base.conv1D {   // W[in, out] += s · Aᵀ[in, r] Bᵀ[r, out]
+                sgemm(transA: true, transB: true, m: t.inC, n: t.outC, k: r, alpha: s, A, lda: t.inC, B, ldb: r,
+                      beta: 1, w.baseAddress!, ldc: t.outC)
+            } else {                // W[out, in] += s · B[out, r] A[r, in]
+                sgemm(transA: false, transB: false, m: t.outC, n: t.inC, k: r, alpha: s, B, lda: r, A, ldb: t.inC,
+                      beta: 1, w.baseAddress!, ldc: t.inC)
+            }
         }
         for sv in plan.saved { _ = base.value(sv.baseName).update(fromContentsOf: store.value(sv.storeName)) }
     }
