@@ -9,8 +9,12 @@ import Tokenizers
 
 public final class CausalLMTask: TrainingTask, @unchecked Sendable {
     let config: GPT2Config
-    public let store: ParameterStore
+    /// The full model's parameters (frozen under LoRA).
+    let baseStore: ParameterStore
     let model: GPT2LMHead
+    /// With LoRA: the adapter's plan and its trainable store (the base is frozen and never updated).
+    let lora: (plan: LoRAPlan, store: ParameterStore)?
+    public var store: ParameterStore { lora?.store ?? baseStore }
     let train: [LMExample]
     let eval: [LMExample]
     let eos: Int32
@@ -25,14 +29,17 @@ public final class CausalLMTask: TrainingTask, @unchecked Sendable {
     public var trainLengths: [Int] { train.map(\.inputIds.count) }
     public var configPath: String { config.path }
 
-    public init(modelDir: URL, trainConfig tc: TrainConfig, microBatch: Int) throws {
+    /// With `tc.lora` the model in `modelDir` is the frozen base, and `adapterDir` (a LoRA checkpoint) holds the
+    /// adapter to continue from (nil: a fresh adapter from the seed).
+    public init(modelDir: URL, adapterDir: URL? = nil, trainConfig tc: TrainConfig, microBatch: Int) throws {
         self.modelDir = modelDir
         config = try GPT2Config.load(url: modelDir.appendingPathComponent("config.json"))
         let weights = modelDir.appendingPathComponent("model.safetensors")
         guard FileManager.default.fileExists(atPath: weights.path) else {
             throw TrainingError("\(weights.path): not found; the model folder needs model.safetensors")
         }
-        store = ParameterStore(layout: GPT2LMHead.makeLayout(config: config))
+        let store = ParameterStore(layout: GPT2LMHead.makeLayout(config: config))
+        baseStore = store
         let report = try GPT2Layout.load(into: store, from: SafeTensorsFile(url: weights), config: config, seed: tc.seed)
         initialized = report.initialized
         let tokenizer: any Tokenizer
@@ -59,6 +66,12 @@ public final class CausalLMTask: TrainingTask, @unchecked Sendable {
         dataFingerprint = try Checkpoint.sha256(of: tc.trainFile)
         let maxSeq = max(train.map(\.inputIds.count).max() ?? 1, eval.map(\.inputIds.count).max() ?? 1)
         model = GPT2LMHead(config: config, parameters: store, maxBatch: microBatch, maxSeq: maxSeq)
+        if var lc = tc.lora?.forCausalLM() {
+            lc.baseModelNameOrPath = lc.baseModelNameOrPath ?? modelDir.path
+            lora = try attachLoRA(lc, to: model, adapterDir: adapterDir, seed: tc.seed)
+        } else {
+            lora = nil
+        }
     }
 
     /// A file whose first object has "prompt" and "response" keys holds prompt→response pairs.
@@ -102,8 +115,13 @@ public final class CausalLMTask: TrainingTask, @unchecked Sendable {
                 "eval_samples": Double(eval.count)]
     }
 
+    /// Full fine-tuning writes a Hugging Face model folder; LoRA writes the PEFT adapter only.
     public func save(to dir: URL, weights: ParameterStore?) throws {
-        try GPT2Layout.save(weights ?? store, config: config, classifier: false, to: dir)
+        if let lora {
+            try PEFTAdapter.save(plan: lora.plan, store: weights ?? lora.store, to: dir)
+            return
+        }
+        try GPT2Layout.save(weights ?? baseStore, config: config, classifier: false, to: dir)
         try FileIO.copyFiles(FileIO.companionFiles, from: modelDir, to: dir)
     }
 }

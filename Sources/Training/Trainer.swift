@@ -401,7 +401,8 @@ public final class Trainer {
            let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any], GPT2Config.isGPT2(json) {
             let arch = (json["architectures"] as? [String]) ?? []
             if !arch.contains("GPT2ForSequenceClassification") {
-                return try CausalLMTask(modelDir: modelDir, trainConfig: config, microBatch: microBatch)
+                return try CausalLMTask(modelDir: modelDir, adapterDir: config.lora == nil ? nil : checkpoint,
+                                        trainConfig: config, microBatch: microBatch)
             }
             isGPT2Classifier = true
         }

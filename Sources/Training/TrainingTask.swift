@@ -67,8 +67,8 @@ struct ClassifierBackend {
     let initialized: [String]
     /// Writes a loadable Hugging Face folder with the given (or live) weights.
     let save: @Sendable (URL, ParameterStore?) throws -> Void
-    /// Set for BERT-family encoders (LoRA hooks live there).
-    let encoder: EncoderClassifier?
+    /// The same model, as LoRA attaches to it.
+    let loraModel: any LoRAModel
 
     /// BERT, DistilBERT, MiniLM: a head for `labels` (re-initialised when the checkpoint's labels differ).
     static func encoder(modelDir: URL, labels: [String], config: TrainConfig, microBatch: Int) throws -> ClassifierBackend {
@@ -83,7 +83,7 @@ struct ClassifierBackend {
         return ClassifierBackend(model: model, store: bundle.store, tokenizer: bundle.tokenizer,
                                  padId: Int32(bundle.config.padTokenId), configPath: bundle.config.path,
                                  initialized: bundle.report.initialized,
-                                 save: { dir, w in try bundle.save(to: dir, weights: w) }, encoder: model)
+                                 save: { dir, w in try bundle.save(to: dir, weights: w) }, loraModel: model)
     }
 
     /// GPT2ForSequenceClassification (or a GPT-2 LM checkpoint given a fresh `score` head), pooled at the last
@@ -117,7 +117,7 @@ struct ClassifierBackend {
                                  initialized: report.initialized, save: { dir, w in
             try GPT2Layout.save(w ?? store, config: frozen, classifier: true, to: dir)
             try FileIO.copyFiles(FileIO.companionFiles, from: modelDir, to: dir)
-        }, encoder: nil)
+        }, loraModel: model)
     }
 }
 
@@ -158,21 +158,8 @@ public final class ClassificationTask: TrainingTask, @unchecked Sendable {
         truncated = t1 + t2
         dLogits = [Float](repeating: 0, count: microBatch * labels.count)
         if var lc = config.lora {
-            guard let model = backend.encoder else {
-                throw TrainingError("--lora-r: LoRA training supports BERT-family classifiers for now (GPT-2 adapters can be merged, not trained)", exitCode: 2)
-            }
-            do {
-                if let adapterDir {
-                    let adapter = try PEFTAdapter.load(adapterDir, into: model, freezeBase: true)
-                    lora = (adapter.plan, adapter.store)
-                } else {
-                    lc.baseModelNameOrPath = lc.baseModelNameOrPath ?? modelDir.path
-                    let trainable = try model.enableLoRA(lc, seed: config.seed)
-                    lora = (model.adapter!.plan, trainable)
-                }
-            } catch let e as LoRAError {
-                throw TrainingError("\(e)", exitCode: 2)
-            }
+            lc.baseModelNameOrPath = lc.baseModelNameOrPath ?? modelDir.path
+            lora = try attachLoRA(lc, to: backend.loraModel, adapterDir: adapterDir, seed: config.seed)
         } else {
             lora = nil
         }
@@ -277,5 +264,20 @@ public final class ClassificationTask: TrainingTask, @unchecked Sendable {
         } else {
             try backend.save(dir, weights)
         }
+    }
+}
+
+/// Attaches LoRA to `model` with a frozen base: the adapter in `adapterDir` (a LoRA checkpoint to continue from), or a
+/// fresh one for `config` from `seed`. Returns the plan and the trainable store; LoRA errors become usage errors.
+func attachLoRA(_ config: LoRAConfig, to model: any LoRAModel, adapterDir: URL?, seed: UInt64) throws -> (plan: LoRAPlan, store: ParameterStore) {
+    do {
+        if let adapterDir {
+            let adapter = try PEFTAdapter.load(adapterDir, into: model, freezeBase: true)
+            return (adapter.plan, adapter.store)
+        }
+        let trainable = try model.enableLoRA(config, seed: seed)
+        return (model.adapter!.plan, trainable)
+    } catch let e as LoRAError {
+        throw TrainingError("\(e)", exitCode: 2)
     }
 }

@@ -64,7 +64,7 @@ struct Train: ParsableCommand {
     var loraR: Int = 0
     @Option(help: "LoRA alpha (scaling alpha/r).") var loraAlpha: Double = 8
     @Option(help: "Dropout on the LoRA input.") var loraDropout: Double = 0
-    @Option(help: "Comma-separated LoRA target modules (default: query,value; q_lin,v_lin for DistilBERT).")
+    @Option(help: "Comma-separated LoRA target modules (default: query,value; q_lin,v_lin for DistilBERT; c_attn for GPT-2).")
     var loraTargetModules: String?
     @Flag(help: "Rank-stabilised LoRA scaling alpha/sqrt(r).") var useRslora = false
     @Option(help: "Causal LM: tokens per packed block (default: --max-length).") var blockSize: Int?

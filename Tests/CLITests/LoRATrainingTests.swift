@@ -1,6 +1,6 @@
-// LoRA fine-tuning through the binary: only the PEFT adapter is trained and saved, a crash-and-resume run ends on
-// the same adapter bytes as an uninterrupted one, 2 ranks give the 1-process losses, and `merge` folds the adapter
-// into a plain model folder that `predict` uses.
+// LoRA fine-tuning through the binary (BERT classifier, GPT-2 language model, GPT-2 classifier): only the PEFT
+// adapter is trained and saved, a crash-and-resume run ends on the same adapter bytes as an uninterrupted one, 2 ranks
+// give the 1-process losses, and `merge` folds the adapter into a plain model folder that `predict` uses.
 import Foundation
 import XCTest
 
@@ -55,6 +55,92 @@ final class LoRATrainingTests: XCTestCase {
         let p = try CLI.run(["predict", "--model", merged.path, "--input", train.path, "--max-length", "32"])
         XCTAssertEqual(p.status, 0, p.stderr)
         XCTAssertEqual(p.stdout.split(separator: "\n").count, 40)
+    }
+
+    func losses(_ dir: URL) throws -> [Double] {
+        try CLI.jsonLines(dir.appendingPathComponent("metrics.jsonl")).compactMap { ($0["loss"] as? NSNumber)?.doubleValue }
+    }
+
+    /// GPT-2 language model (CausalLMTask) with LoRA on every Conv1D kind: the loss falls, the output is a CAUSAL_LM
+    /// PEFT adapter (fan_in_fan_out, no modules_to_save, no model.safetensors), a crash-and-resume run ends on the
+    /// same adapter bytes, and 2 ranks give the 1-process losses within 1e-5.
+    func testGPT2LanguageModelLoRA() throws {
+        let dir = try CLI.tempDir("lora-lm")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let base = CLI.repoRoot.appendingPathComponent("Tests/ModelTests/Fixtures/gpt2-tiny-lm")
+        let lines = try String(contentsOf: CLI.repoRoot.appendingPathComponent("data/hamlet-lm/pairs.jsonl"), encoding: .utf8)
+            .split(separator: "\n")
+        let train = dir.appendingPathComponent("pairs.jsonl")
+        try (lines[0..<8].joined(separator: "\n") + "\n").write(to: train, atomically: true, encoding: .utf8)
+        func args(_ out: String, _ extra: [String] = []) -> [String] {
+            ["train", "--model", base.path, "--train-file", train.path, "--output-dir", dir.appendingPathComponent(out).path,
+             "--batch-size", "8", "--max-steps", "10", "--save-steps", "2", "--logging-steps", "1", "--learning-rate", "5e-2",
+             "--max-length", "32", "--seed", "4", "--threads", "1", "--lora-r", "4", "--lora-alpha", "8",
+             "--lora-target-modules", "c_attn,c_proj,c_fc"] + extra
+        }
+        let ref = try CLI.run(args("ref"), timeout: 240)
+        XCTAssertEqual(ref.status, 0, ref.stderr)
+        let refDir = dir.appendingPathComponent("ref")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: refDir.appendingPathComponent("model.safetensors").path),
+                       "LoRA saves the adapter, not a full model")
+        let adapter = try CLI.tensors(refDir.appendingPathComponent("adapter_model.safetensors"))
+        XCTAssertEqual(adapter.count, 2 * 2 * 4, "lora_A and lora_B of c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj in 2 blocks: \(adapter.keys.sorted())")
+        for m in ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"] {
+            XCTAssertEqual(adapter["base_model.model.transformer.h.1.\(m).lora_A.weight"]?.count, 4 * (m == "mlp.c_proj" ? 48 : 16), m)
+        }
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: refDir.appendingPathComponent("adapter_config.json"))) as! [String: Any]
+        XCTAssertEqual(config["task_type"] as? String, "CAUSAL_LM")
+        XCTAssertEqual(config["fan_in_fan_out"] as? Bool, true)
+        XCTAssertTrue(config["modules_to_save"] is NSNull, "\(config["modules_to_save"] ?? "missing")")
+        let a = try losses(refDir)
+        XCTAssertEqual(a.count, 10)
+        XCTAssertLessThan(a.last!, a.first! - 0.05, "the loss must fall (\(a.first!) → \(a.last!))")
+
+        let crashed = try CLI.run(args("re", ["--fault-inject", "before-latest:4"]), timeout: 240)
+        XCTAssertEqual(crashed.status, 137)
+        let resumed = try CLI.run(args("re"), timeout: 240)
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertTrue(resumed.stderr.contains("resuming from checkpoint-4"), resumed.stderr)
+        XCTAssertEqual(try Data(contentsOf: dir.appendingPathComponent("re/adapter_model.safetensors")),
+                       try Data(contentsOf: refDir.appendingPathComponent("adapter_model.safetensors")))
+
+        let two = try CLI.run(args("two"), ranks: 2, timeout: 240)
+        XCTAssertEqual(two.status, 0, two.stderr)
+        let b = try losses(dir.appendingPathComponent("two"))
+        XCTAssertEqual(b.count, 10)
+        for (k, (x, y)) in zip(a, b).enumerated() { XCTAssertEqual(x, y, accuracy: 1e-5 * abs(x), "step \(k + 1): 1 process vs 2 ranks") }
+    }
+
+    /// GPT2ForSequenceClassification with LoRA: the fresh `score` head trains as modules_to_save, the loss falls,
+    /// and 2 ranks give the 1-process losses within 1e-5.
+    func testGPT2ClassifierLoRA() throws {
+        let dir = try CLI.tempDir("lora-g2cls")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let base = CLI.repoRoot.appendingPathComponent("Tests/ModelTests/Fixtures/gpt2-tiny-cls")
+        let lines = try String(contentsOf: CLI.repoRoot.appendingPathComponent("data/sms-spam/train.jsonl"), encoding: .utf8)
+            .split(separator: "\n")
+        let train = dir.appendingPathComponent("train.jsonl")
+        try (lines[0..<40].joined(separator: "\n") + "\n").write(to: train, atomically: true, encoding: .utf8)
+        func args(_ out: String) -> [String] {
+            ["train", "--model", base.path, "--train-file", train.path, "--output-dir", dir.appendingPathComponent(out).path,
+             "--batch-size", "8", "--max-steps", "12", "--logging-steps", "1", "--learning-rate", "2e-2",
+             "--max-length", "32", "--seed", "6", "--threads", "1", "--lora-r", "4", "--lora-alpha", "8"]
+        }
+        let one = try CLI.run(args("one"), timeout: 240)
+        XCTAssertEqual(one.status, 0, one.stderr)
+        let oneDir = dir.appendingPathComponent("one")
+        let adapter = try CLI.tensors(oneDir.appendingPathComponent("adapter_model.safetensors"))
+        XCTAssertEqual(Set(adapter.keys), ["base_model.model.score.weight",
+                                           "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight", "base_model.model.transformer.h.0.attn.c_attn.lora_B.weight",
+                                           "base_model.model.transformer.h.1.attn.c_attn.lora_A.weight", "base_model.model.transformer.h.1.attn.c_attn.lora_B.weight"],
+                       "peft's GPT-2 default target c_attn, and the 2-label score head")
+        XCTAssertEqual(adapter["base_model.model.score.weight"]?.count, 2 * 16)
+        let two = try CLI.run(args("two"), ranks: 2, timeout: 240)
+        XCTAssertEqual(two.status, 0, two.stderr)
+        let a = try losses(oneDir), b = try losses(dir.appendingPathComponent("two"))
+        XCTAssertEqual(a.count, 12)
+        XCTAssertLessThan(a.suffix(4).reduce(0, +), a.prefix(4).reduce(0, +) - 0.2, "the loss must fall: \(a)")
+        for (k, (x, y)) in zip(a, b).enumerated() { XCTAssertEqual(x, y, accuracy: 1e-5 * abs(x), "step \(k + 1)") }
     }
 
     func testLoRARankMustBePositive() throws {
