@@ -46,6 +46,22 @@ public protocol TrainingTask: AnyObject, Sendable {
     func metrics(_ stats: EvalStats) -> [String: Double]
     /// Writes a loadable Hugging Face folder with `weights` (default: the live parameters).
     func save(to dir: URL, weights: ParameterStore?) throws
+    /// How the trainable gradient is all-reduced (stages in backward order, row-sparse tables; GradientSync.swift).
+    var gradientSync: GradientSyncLayout { get }
+    /// The rows of each of `gradientSync.sparseTables` that these samples touch (sorted, unique).
+    func touchedRows(_ indices: [Int]) -> [[Int]]
+    /// During the next micro-batches, call `hook(k)` as soon as stage k's gradients are final (nil: stop calling).
+    func setBackwardHook(_ hook: ((Int) -> Void)?)
+    /// `--debug`: call `probe(name, values)` with each layer's output in forward and its gradient in backward.
+    func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?)
+}
+
+/// Defaults: the whole trainable buffer is reduced in one go after backward, and there is nothing to probe.
+extension TrainingTask {
+    public var gradientSync: GradientSyncLayout { GradientSyncLayout() }
+    public func touchedRows(_ indices: [Int]) -> [[Int]] { [] }
+    public func setBackwardHook(_ hook: ((Int) -> Void)?) {}
+    public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) {}
 }
 
 /// A classifier's forward/backward: BERT-family encoders and GPT-2 alike.
