@@ -204,6 +204,11 @@ public final class Trainer {
         var lastEval: [String: Double] = [:]
         var step = firstStep
         var stoppedEarly = false
+        let sync = task.gradientSync
+        let probe = config.debug ? NonFiniteProbe(rank: comm.rank) : nil
+        if let probe { task.setProbe(probe.record) }
+        defer { task.setProbe(nil) }
+        var windowReduce = reducer.stats
         while step < total {
             let sp = stepPlan(step)
             task.store.zeroGrads()
@@ -211,13 +216,43 @@ public final class Trainer {
             let dropout = config.dropout ? DropoutContext(seed: config.seed, step: step) : nil
             // Every rank holds every sample's tokens, so the global normaliser needs no communication.
             let normaliser = max(task.lossCount(sp.globalIndices), 1)
-            for chunk in sp.microBatches {
+            // The gradients are scaled by 1/g in the loss, so the sum over ranks is the global mean. Each layer is
+            // all-reduced as soon as the last micro-batch's backward has finished it (GradientSync.swift); --debug
+            // reduces after backward instead, so that a non-finite value is reported by the rank that made it.
+            try reducer.begin(task.store.grads, scale: 1)
+            var stage = 0
+            var hookError: Error?
+            for (m, chunk) in sp.microBatches.enumerated() {
+                if m == sp.microBatches.count - 1 && !config.debug && !sync.stages.isEmpty {
+                    task.setBackwardHook { [reducer, sync] k in
+                        guard hookError == nil else { return }
+                        do {
+                            guard k == stage else { throw TrainingError("internal error: backward finished gradient stage \(k) before stage \(stage)") }
+                            try reducer.reduceNow(range: sync.stages[k])
+                            stage += 1
+                        } catch { hookError = error }
+                    }
+                }
+                probe?.locate(step: step + 1, microBatch: m)
                 let r = task.trainMicroBatch(chunk, dropout: dropout, scale: Float(1.0 / Double(normaliser)))
                 stats[0] += r.lossSum
                 stats[1] += Double(r.tokens)
+                if let probe { try probe.check(task.store) }
             }
-            // The gradients were scaled by 1/g in the loss, so the sum over ranks is the global mean.
-            try reducer.reduce(task.store.grads, scale: 1)
+            task.setBackwardHook(nil)
+            if let hookError { throw hookError }
+            // A rank without samples in a short final step ran no backward: it joins the same reductions in order.
+            while stage < sync.stages.count {
+                try reducer.reduceNow(range: sync.stages[stage])
+                stage += 1
+            }
+            if !sync.sparseTables.isEmpty {
+                for (t, rows) in zip(sync.sparseTables, task.touchedRows(sp.globalIndices)) {
+                    if config.debug { try NonFiniteProbe.checkUntouchedRowsAreZero(task.store, table: t, rows: rows, step: step + 1) }
+                    try reducer.reduceRows(range: t.range, rowLength: t.rowLength, rows: rows)
+                }
+            }
+            try reducer.finish()
             try comm.allReduceSum(&stats)
             let stepLoss = stats[0] / Double(normaliser)
             let norm = GradientClipping.clip(task.store.grads, maxNorm: config.maxGradNorm)
@@ -240,6 +275,15 @@ public final class Trainer {
                 var rec: [String: Double] = ["step": Double(step), "epoch": epoch, "loss": windowLoss / Double(windowSteps),
                            "learning_rate": lr, "grad_norm": norm, "tokens_per_s": Double(windowTokens) / max(dt, 1e-9),
                            "elapsed_s": Date().timeIntervalSince(start), "total_steps": Double(total)]
+                let red = reducer.stats
+                if world > 1, red.steps > windowReduce.steps {
+                    // The all-reduce's share of the window: seconds per step blocked in it, and its bus bandwidth.
+                    let secs = red.seconds - windowReduce.seconds, steps = Double(red.steps - windowReduce.steps)
+                    rec["allreduce_s"] = secs / steps
+                    rec["allreduce_mb"] = Double(red.bytes - windowReduce.bytes) / steps / 1e6
+                    rec["allreduce_bus_gbps"] = secs > 0 ? Double(red.bytes - windowReduce.bytes) * 2 * Double(world - 1) / Double(world) / secs / 1e9 : 0
+                }
+                windowReduce = red
                 if let cs = writer.takeStats() {
                     // A background checkpoint finished since the last log line: its cost, for the user and the note.
                     rec["checkpoint_write_s"] = cs.seconds

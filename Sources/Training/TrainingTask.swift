@@ -46,6 +46,22 @@ public protocol TrainingTask: AnyObject, Sendable {
     func metrics(_ stats: EvalStats) -> [String: Double]
     /// Writes a loadable Hugging Face folder with `weights` (default: the live parameters).
     func save(to dir: URL, weights: ParameterStore?) throws
+    /// How the trainable gradient is all-reduced (stages in backward order, row-sparse tables; GradientSync.swift).
+    var gradientSync: GradientSyncLayout { get }
+    /// The rows of each of `gradientSync.sparseTables` that these samples touch (sorted, unique).
+    func touchedRows(_ indices: [Int]) -> [[Int]]
+    /// During the next micro-batches, call `hook(k)` as soon as stage k's gradients are final (nil: stop calling).
+    func setBackwardHook(_ hook: ((Int) -> Void)?)
+    /// `--debug`: call `probe(name, values)` with each layer's output in forward and its gradient in backward.
+    func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?)
+}
+
+/// Defaults: the whole trainable buffer is reduced in one go after backward, and there is nothing to probe.
+extension TrainingTask {
+    public var gradientSync: GradientSyncLayout { GradientSyncLayout() }
+    public func touchedRows(_ indices: [Int]) -> [[Int]] { [] }
+    public func setBackwardHook(_ hook: ((Int) -> Void)?) {}
+    public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) {}
 }
 
 /// A classifier's forward/backward: BERT-family encoders and GPT-2 alike.
@@ -67,6 +83,8 @@ struct ClassifierBackend {
     let initialized: [String]
     /// Writes a loadable Hugging Face folder with the given (or live) weights.
     let save: @Sendable (URL, ParameterStore?) throws -> Void
+    /// Set for BERT-family encoders (per-layer all-reduce hooks and the debug probe live there).
+    let encoder: EncoderClassifier?
     /// The same model, as LoRA attaches to it.
     let loraModel: any LoRAModel
 
@@ -83,7 +101,7 @@ struct ClassifierBackend {
         return ClassifierBackend(model: model, store: bundle.store, tokenizer: bundle.tokenizer,
                                  padId: Int32(bundle.config.padTokenId), configPath: bundle.config.path,
                                  initialized: bundle.report.initialized,
-                                 save: { dir, w in try bundle.save(to: dir, weights: w) }, loraModel: model)
+                                 save: { dir, w in try bundle.save(to: dir, weights: w) }, encoder: model, loraModel: model)
     }
 
     /// GPT2ForSequenceClassification (or a GPT-2 LM checkpoint given a fresh `score` head), pooled at the last
@@ -117,7 +135,7 @@ struct ClassifierBackend {
                                  initialized: report.initialized, save: { dir, w in
             try GPT2Layout.save(w ?? store, config: frozen, classifier: true, to: dir)
             try FileIO.copyFiles(FileIO.companionFiles, from: modelDir, to: dir)
-        }, loraModel: model)
+        }, encoder: nil, loraModel: model)
     }
 }
 
