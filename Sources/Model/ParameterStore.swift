@@ -48,29 +48,41 @@ public struct ParameterLayout: Sendable {
     }
 }
 
-/// Owns the parameter and gradient buffers (64-byte aligned, zero-initialised).
+/// Owns the parameter and gradient buffers (64-byte aligned, zero-initialised). The gradient buffer is allocated on
+/// first use: a frozen base (LoRA) never touches it, so it costs no memory at all.
 public final class ParameterStore: @unchecked Sendable {
     public let layout: ParameterLayout
     public let values: UnsafeMutableBufferPointer<Float>
-    public let grads: UnsafeMutableBufferPointer<Float>
+    private var gradBuffer: UnsafeMutableBufferPointer<Float>?
     public var count: Int { layout.count }
     public var entries: [ParameterEntry] { layout.entries }
 
+    /// The gradient buffer, same layout as `values` (allocated zeroed on first access).
+    public var grads: UnsafeMutableBufferPointer<Float> {
+        if let g = gradBuffer { return g }
+        let g = ParameterStore.allocate(layout.count)
+        gradBuffer = g
+        return g
+    }
+
+    /// Whether the gradient buffer exists (false for a base that has only been frozen-trained or run forward).
+    public var hasGradientBuffer: Bool { gradBuffer != nil }
+
     public init(layout: ParameterLayout) {
         self.layout = layout
-        let n = max(layout.count, 1)
-        func alloc() -> UnsafeMutableBufferPointer<Float> {
-            let raw = UnsafeMutableRawPointer.allocate(byteCount: n * 4, alignment: 64)
-            raw.initializeMemory(as: Float.self, repeating: 0, count: n)
-            return UnsafeMutableBufferPointer(start: raw.assumingMemoryBound(to: Float.self), count: layout.count)
-        }
-        values = alloc()
-        grads = alloc()
+        values = ParameterStore.allocate(layout.count)
+    }
+
+    private static func allocate(_ count: Int) -> UnsafeMutableBufferPointer<Float> {
+        let n = max(count, 1)
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: n * 4, alignment: 64)
+        raw.initializeMemory(as: Float.self, repeating: 0, count: n)
+        return UnsafeMutableBufferPointer(start: raw.assumingMemoryBound(to: Float.self), count: count)
     }
 
     deinit {
         UnsafeMutableRawPointer(values.baseAddress!).deallocate()
-        UnsafeMutableRawPointer(grads.baseAddress!).deallocate()
+        if let g = gradBuffer { UnsafeMutableRawPointer(g.baseAddress!).deallocate() }
     }
 
     /// Parameter view by name; crashes on an unknown name (a programming error, not user input).
