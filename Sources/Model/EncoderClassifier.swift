@@ -5,9 +5,11 @@
 // Arena size (floats), BT = maxBatch·maxSeq: per layer 8·BT·C (q, k, v, ctx, h1, y1, h2, y2) + BT·FF (pre-activation)
 // + maxBatch·NH·maxSeq² (probabilities) + 4·BT; shared: 10·BT·C (embeddings and backward buffers) + BT·FF (activation
 // output / its gradient) + 2·maxSeq² + small. The activation output and the dropped-out probabilities are recomputed
-// in backward instead of kept (MiniLM, 32×128: 687 MB, peak RSS ~900 MB with parameters and gradients).
+// in backward instead of kept (MiniLM, 32×128: 687 MB, peak RSS ~900 MB with parameters and gradients). The arena is
+// anonymous mappings, resident as written: a frozen base (LoRA) keeps no per-layer ctx/y1 (see savedActs).
 // Deliberately not here: losses (Loss.swift), weight loading/aliases (WeightLoading.swift), the optimizer.
 import CKernels
+import Foundation
 
 /// One padded micro-batch.
 public struct TokenBatch: Sendable {
@@ -72,7 +74,7 @@ public final class EncoderClassifier {
     let wp: Int, bp: Int, wc: Int, bc: Int
 
     // arena
-    private var allocations: [UnsafeMutableRawPointer] = []
+    private var allocations: [(UnsafeMutableRawPointer, Int)] = []
     public private(set) var activationBytes: Int = 0
     let keyMask: UnsafeMutablePointer<Float>       // [BT]
     let embSum: UnsafeMutablePointer<Float>        // [BT, C] LN input
@@ -209,13 +211,18 @@ public final class EncoderClassifier {
 
         // ---- the arena: every activation buffer, once (64-byte aligned, zeroed) ----
         let BT = maxBatch * maxSeq
-        var allocs: [UnsafeMutableRawPointer] = []
+        var allocs: [(UnsafeMutableRawPointer, Int)] = []
         var bytes = 0
+        // Anonymous mappings: zeroed, page-aligned, and resident only once written, so a buffer this run never needs
+        // (a frozen base's per-layer ctx/y1, see keepsInput) costs address space, not memory.
         func buf(_ n: Int) -> UnsafeMutablePointer<Float> {
-            let raw = UnsafeMutableRawPointer.allocate(byteCount: max(n, 1) * 4, alignment: 64)
-            allocs.append(raw)
+            let size = max(n, 1) * 4
+            guard let raw = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), raw != MAP_FAILED else {
+                preconditionFailure("cannot map \(size) bytes for the activation arena (out of memory?)")
+            }
+            allocs.append((raw, size))
             bytes += n * 4
-            return raw.initializeMemory(as: Float.self, repeating: 0, count: max(n, 1))
+            return raw.bindMemory(to: Float.self, capacity: max(n, 1))
         }
         keyMask = buf(BT)
         embSum = buf(BT * C); meanE = buf(BT); rstdE = buf(BT); hidden0 = buf(BT * C)
@@ -239,7 +246,7 @@ public final class EncoderClassifier {
         nValid = [Int](repeating: 0, count: maxBatch)
     }
 
-    deinit { for p in allocations { p.deallocate() } }
+    deinit { for (p, n) in allocations { munmap(p, n) } }
 
     @inline(__always) private func P(_ off: Int) -> UnsafeMutablePointer<Float> {
         if let a = adapter, let t = a.savedOffset[off] { return a.store.values.baseAddress! + t }
@@ -283,6 +290,21 @@ public final class EncoderClassifier {
 
     private var hiddenDropout: Float { config.hiddenDropout }
 
+    /// Whether backward needs the input of linear `site` (layer·6 + module) kept: for its dW, or for a LoRA adapter
+    /// there. A frozen base needs neither at an un-adapted linear.
+    private func keepsInput(_ site: Int) -> Bool { !frozenBase || (adapter?.hasSite(site) ?? false) }
+
+    /// Layer l's activation buffers for this run. Under a frozen base, ctx (the attention output, input of the output
+    /// projection) and y1 (LN1 output, input of the FFN) are needed only within the layer's forward unless a LoRA
+    /// target reads them in backward; then they go to backward buffers that forward does not otherwise use (dCtx, dDrop),
+    /// and the layer's own pages are never touched (never resident): 2·L·BT·C floats less, 75 MB for MiniLM at 32×128.
+    private func savedActs(_ l: Int) -> EncoderLayerActs {
+        var s = acts[l]
+        if !keepsInput(6 * l + 3) { s.ctx = dCtx }
+        if !keepsInput(6 * l + 4) { s.y1 = dDrop }
+        return s
+    }
+
     /// Logits [B, numLabels] (a view into the arena, valid until the next forward).
     public func forward(_ batch: TokenBatch, dropout: DropoutContext?) -> UnsafeBufferPointer<Float> {
         let B = batch.batchSize, T = batch.seqLen
@@ -315,7 +337,7 @@ public final class EncoderClassifier {
         probe?("output of " + (isBert ? "bert" : "distilbert") + ".embeddings", UnsafeBufferPointer(start: hidden0, count: BT * C))
         var x = UnsafePointer(hidden0)
         for (l, w) in layers.enumerated() {
-            let s = acts[l]
+            let s = savedActs(l)
             linearForward(6 * l, y: s.q, x: x, w: w.wq, b: w.bq, n: BT, inC: C, outC: C)
             linearForward(6 * l + 1, y: s.k, x: x, w: w.wk, b: w.bk, n: BT, inC: C, outC: C)
             linearForward(6 * l + 2, y: s.v, x: x, w: w.wv, b: w.bv, n: BT, inC: C, outC: C)
@@ -386,7 +408,7 @@ public final class EncoderClassifier {
         probe?("gradient out of the classifier head (backward)", UnsafeBufferPointer(start: dCls, count: B * C))
         // layers, last to first; dA holds dLoss/d(layer output)
         for l in stride(from: layers.count - 1, through: 0, by: -1) {
-            let w = layers[l], s = acts[l]
+            let w = layers[l], s = savedActs(l)
             let x = l == 0 ? UnsafePointer(hidden0) : UnsafePointer(acts[l - 1].y2)
             LayerNorm.backward(dx: dB, dw: GLN(w.ln2w, 0), db: GLN(w.ln2b, 1), dy: dA, x: s.h2, mean: s.mean2, rstd: s.rstd2,
                                w: P(w.ln2w), n: BT, C: C)
