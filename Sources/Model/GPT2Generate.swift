@@ -3,6 +3,7 @@
 // every machine). Two paths that must agree: a key/value cache (each step feeds only the new token and attends to
 // the cached keys/values of earlier positions), and a full recompute through the training forward (the reference,
 // as the fixtures' goldens were made). Stops after maxNewTokens, or at EOS when asked.
+// A LoRA adapter attached to the generator (PEFTAdapter.load(dir, into: generator)) runs unmerged on both paths.
 // Deliberately not here: batched or beam search, repetition penalties, tokenisation (the CLI does that).
 import CBLAS
 import CKernels
@@ -105,16 +106,21 @@ public final class GPT2Generator {
     func cachedStep(_ ids: [Int32], pos0: Int) -> UnsafePointer<Float> {
         let n = ids.count, HS = C / NH, ld = 3 * C
         let scale = 1 / Float(HS).squareRoot()
-        let p = model.parameters.values.baseAddress!, body = model.body
-        let wte = p + body.wte, wpe = p + body.wpe
+        let body = model.body
+        let wte = body.P(body.wte), wpe = body.P(body.wpe)
+        // a Conv1D of block l (site 4l + k) plus, with an attached LoRA adapter, its unmerged update
+        func conv(_ site: Int, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: Int, b: Int, inC: Int, outC: Int) {
+            Conv1D.forward(y: y, x: x, w: body.P(w), b: body.P(b), n: n, inC: inC, outC: outC)
+            body.adapter?.forward(site: site, y: y, x: x, B: 1, T: n, dropout: nil, samples: [0])
+        }
         for i in 0..<n {
             let o = x + i * C, w = wte + Int(ids[i]) * C, q = wpe + (pos0 + i) * C
             for c in 0..<C { o[c] = w[c] + q[c] }
         }
         let Tk = pos0 + n
         for (l, w) in body.blocks.enumerated() {
-            LayerNorm.forward(y: y, mean: mean, rstd: rstd, x: x, w: p + w.ln1w, b: p + w.ln1b, n: n, C: C, eps: config.layerNormEps)
-            Conv1D.forward(y: qkv, x: y, w: p + w.attnW, b: p + w.attnB, n: n, inC: C, outC: 3 * C)
+            LayerNorm.forward(y: y, mean: mean, rstd: rstd, x: x, w: body.P(w.ln1w), b: body.P(w.ln1b), n: n, C: C, eps: config.layerNormEps)
+            conv(4 * l, y: qkv, x: y, w: w.attnW, b: w.attnB, inC: C, outC: 3 * C)
             for i in 0..<n {   // append k, v of the new positions
                 (kCache[l] + (pos0 + i) * C).update(from: qkv + i * ld + C, count: C)
                 (vCache[l] + (pos0 + i) * C).update(from: qkv + i * ld + 2 * C, count: C)
@@ -127,16 +133,16 @@ public final class GPT2Generator {
                 sgemm(transA: false, transB: false, m: n, n: HS, k: Tk, alpha: 1, scores, lda: Tk, vCache[l] + h * HS,
                       ldb: C, beta: 0, ctx + h * HS, ldc: C)
             }
-            Conv1D.forward(y: tmp, x: ctx, w: p + w.projW, b: p + w.projB, n: n, inC: C, outC: C)
+            conv(4 * l + 1, y: tmp, x: ctx, w: w.projW, b: w.projB, inC: C, outC: C)
             ck_add(x, tmp, n * C)
-            LayerNorm.forward(y: y, mean: mean, rstd: rstd, x: x, w: p + w.ln2w, b: p + w.ln2b, n: n, C: C, eps: config.layerNormEps)
-            Conv1D.forward(y: f, x: y, w: p + w.fcW, b: p + w.fcB, n: n, inC: C, outC: FF)
+            LayerNorm.forward(y: y, mean: mean, rstd: rstd, x: x, w: body.P(w.ln2w), b: body.P(w.ln2b), n: n, C: C, eps: config.layerNormEps)
+            conv(4 * l + 2, y: f, x: y, w: w.fcW, b: w.fcB, inC: C, outC: FF)
             ck_act_fwd(config.actCode, f, g, n * FF)
-            Conv1D.forward(y: tmp, x: g, w: p + w.mlpW, b: p + w.mlpB, n: n, inC: FF, outC: C)
+            conv(4 * l + 3, y: tmp, x: g, w: w.mlpW, b: w.mlpB, inC: FF, outC: C)
             ck_add(x, tmp, n * C)
         }
         let last = x + (n - 1) * C
-        LayerNorm.forward(y: y, mean: mean, rstd: rstd, x: last, w: p + body.lnfW, b: p + body.lnfB, n: 1, C: C, eps: config.layerNormEps)
+        LayerNorm.forward(y: y, mean: mean, rstd: rstd, x: last, w: body.P(body.lnfW), b: body.P(body.lnfB), n: 1, C: C, eps: config.layerNormEps)
         // logits[V] = wte[V, C] · y (a GEMV: sgemm with one row would pack all of wte every token)
         cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(V), Int32(C), 1, wte, Int32(C), y, 1, 0, logitsBuf, 1)
         return UnsafePointer(logitsBuf)
@@ -194,4 +200,14 @@ public enum Sampler {
         }
         return top[0]
     }
+}
+
+/// A LoRA adapter attached to the generator runs unmerged on both paths (the cached one calls the same hooks).
+extension GPT2Generator: LoRAModel {
+    public var loraBase: LoRABase { model.loraBase }
+    public var parameters: ParameterStore { model.parameters }
+    public var loraMaxRows: Int { model.loraMaxRows }
+    public var adapter: LoRAAdapter? { model.adapter }
+    public func attachLoRA(_ adapter: LoRAAdapter, freezeBase: Bool = true) { model.attachLoRA(adapter, freezeBase: freezeBase) }
+    public func detachLoRA() { model.detachLoRA() }
 }

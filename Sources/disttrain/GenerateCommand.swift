@@ -1,12 +1,14 @@
 // `disttrain generate`: text generation with a GPT-2 model folder (config.json, model.safetensors in either the
 // save_pretrained or the hub layout, and the GPT-2 tokenizer files). Greedy by default; sampling when
 // --temperature > 0. Prints the prompt followed by the generated text, or with --json one line
-// {"prompt", "new_ids", "new_text"}. `--bench` runs the GPT-2 6x384 training-step and generation benchmarks instead.
+// {"prompt", "new_ids", "new_text"}. `--adapter DIR` runs a PEFT LoRA adapter (e.g. from `train --lora-r`) unmerged on
+// top of the base model (the same ids as the folder `disttrain merge` writes). `--bench` runs the GPT-2 6x384 training-step and generation benchmarks instead.
 // Deliberately not here: the generation algorithm (Model/GPT2Generate.swift), batching several prompts.
 import ArgumentParser
 import Foundation
 import Model
 import Tokenizers
+import Training
 
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -14,10 +16,13 @@ struct Generate: ParsableCommand {
         discussion: """
           disttrain generate --model runs/hamlet --prompt "To be, or not" --max-new-tokens 40
           disttrain generate --model runs/hamlet --prompt "To be" --temperature 0.8 --top-p 0.9 --seed 1 --json
+          disttrain generate --model gpt2 --adapter runs/hamlet-lora --prompt "To be"   (LoRA adapter, unmerged)
           disttrain generate --bench            (GPT-2 6x384, batch 16, seq 128: step MFU and generation tokens/s)
         """)
     @Option(help: "A GPT-2 model folder: config.json, model.safetensors, vocab.json + merges.txt (or tokenizer.json).")
     var model: String?
+    @Option(help: "A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) to run unmerged on --model.")
+    var adapter: String?
     @Option(help: "The prompt text (encoded without added special tokens, as GPT-2 adds none).") var prompt: String?
     @Option(help: "Tokens to generate at most.") var maxNewTokens: Int = 20
     @Option(help: "0 = greedy argmax; > 0 samples from softmax(logits / temperature).") var temperature: Float = 0
@@ -56,6 +61,11 @@ struct Generate: ParsableCommand {
         let tokenizer = try loadTokenizer(directory: dir)
         let promptIds = try tokenizer.encode(prompt!, pair: nil, addSpecialTokens: true, maxLength: nil).ids
         let gen = GPT2Generator(config: config, parameters: store)
+        if let adapter {
+            do { try PEFTAdapter.load(URL(fileURLWithPath: adapter), into: gen, freezeBase: true) } catch let e as LoRAError {
+                throw TrainingError("--adapter \(adapter): \(e.message)", exitCode: 2)
+            }
+        }
         let options = GenerationOptions(maxNewTokens: maxNewTokens, temperature: temperature, topK: topK, topP: topP, seed: seed,
                                         stopToken: stopAtEos ? config.eosTokenId.map { Int32($0) } : nil, useCache: !noCache)
         let newIds: [Int32]

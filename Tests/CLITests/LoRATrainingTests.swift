@@ -96,6 +96,25 @@ final class LoRATrainingTests: XCTestCase {
         XCTAssertEqual(a.count, 10)
         XCTAssertLessThan(a.last!, a.first! - 0.05, "the loss must fall (\(a.first!) → \(a.last!))")
 
+        // generate --adapter (unmerged, with and without the KV cache) gives the ids of the folder `merge` writes.
+        let merged = dir.appendingPathComponent("merged")
+        let m = try CLI.run(["merge", "--model", base.path, "--adapter", refDir.path, "--output", merged.path])
+        XCTAssertEqual(m.status, 0, m.stderr)
+        func generate(_ extra: [String]) throws -> [Int] {
+            let g = try CLI.run(["generate", "--prompt", "Hamlet: Who is there?", "--max-new-tokens", "12", "--json"] + extra)
+            XCTAssertEqual(g.status, 0, g.stderr)
+            let obj = try JSONSerialization.jsonObject(with: Data(g.stdout.utf8)) as? [String: Any]
+            return obj?["new_ids"] as? [Int] ?? []
+        }
+        let viaMerged = try generate(["--model", merged.path])
+        XCTAssertEqual(viaMerged.count, 12)
+        XCTAssertEqual(try generate(["--model", base.path, "--adapter", refDir.path]), viaMerged, "unmerged adapter vs merged folder")
+        XCTAssertEqual(try generate(["--model", base.path, "--adapter", refDir.path, "--no-cache"]), viaMerged, "without the KV cache")
+        XCTAssertNotEqual(try generate(["--model", base.path]), viaMerged, "the adapter changes the generation (so the comparison is not base vs base)")
+        let bad = try CLI.run(["generate", "--model", base.path, "--adapter", dir.path, "--prompt", "x"])
+        XCTAssertEqual(bad.status, 2, bad.stderr)
+        XCTAssertTrue(bad.stderr.contains("adapter_config.json"), bad.stderr)
+
         let crashed = try CLI.run(args("re", ["--fault-inject", "before-latest:4"]), timeout: 240)
         XCTAssertEqual(crashed.status, 137)
         let resumed = try CLI.run(args("re"), timeout: 240)

@@ -179,6 +179,26 @@ final class GPT2LoRAGoldenTests: XCTestCase {
         }
     }
 
+    /// Generation with peft's adapter-step6/ attached, unmerged: the cached and the recompute paths give the ids of
+    /// the merged model, and the adapter changes them.
+    func testGenerationWithAdapterEqualsMerged() throws {
+        let (config, base, _, _) = try GPT2Fixture.load("gpt2-tiny-lm", hub: false, classifier: false)
+        let dir = try Fixtures.dir("gpt2-tiny-lora")
+        let gen = GPT2Generator(config: config, parameters: base)
+        let adapter = try PEFTAdapter.load(dir.appendingPathComponent("adapter-step6"), into: gen)
+        let (_, merged, _, _) = try GPT2Fixture.load("gpt2-tiny-lm", hub: false, classifier: false)
+        PEFTAdapter.merge(plan: adapter.plan, adapter: adapter.store, into: merged)
+        let plain = GPT2Generator(config: config, parameters: merged)
+        let prompt: [Int32] = [464, 2068, 7586, 21831]   // "The quick brown fox"
+        let ref = try plain.generate(prompt: prompt, options: GenerationOptions(maxNewTokens: 12))
+        XCTAssertEqual(try gen.generate(prompt: prompt, options: GenerationOptions(maxNewTokens: 12)), ref, "cached, unmerged")
+        XCTAssertEqual(try gen.generate(prompt: prompt, options: GenerationOptions(maxNewTokens: 12, useCache: false)), ref, "recompute, unmerged")
+        let sampled = GenerationOptions(maxNewTokens: 12, temperature: 0.9, seed: 3)
+        XCTAssertEqual(try gen.generate(prompt: prompt, options: sampled), try plain.generate(prompt: prompt, options: sampled), "sampled")
+        gen.detachLoRA()
+        XCTAssertNotEqual(try gen.generate(prompt: prompt, options: GenerationOptions(maxNewTokens: 12)), ref, "the adapter changes the ids")
+    }
+
     // MARK: targets beyond the goldens, checked against the merged model
 
     /// Random non-zero B (fresh adapters start at B = 0, which would make dA and the update vanish).
