@@ -408,15 +408,20 @@ public final class Trainer {
             let history = self.history
             let fault = config.faultInjection
             let work: @Sendable () throws -> URL = {
-                var tensors: [TensorToWrite] = []
-                for e in entries {
-                    tensors.append(TensorToWrite(name: "exp_avg/" + e.name, shape: e.shape, floats: Array(m[e.range])))
-                    tensors.append(TensorToWrite(name: "exp_avg_sq/" + e.name, shape: e.shape, floats: Array(v[e.range])))
-                }
-                let u = try Checkpoint.commit(outputDir: outputDir, state: state, optimizerTensors: tensors, hook: { phase in
-                    if let f = fault, f.step == step, f.phase == phase { _exit(137) }
-                }) { dir in
-                    try task.save(to: dir, weights: snapshot)
+                // Views into the snapshot arrays (no per-tensor copies: 2 × 91 MB less at every MiniLM save).
+                let u = try m.withUnsafeBufferPointer { mp in
+                    try v.withUnsafeBufferPointer { vp in
+                        var tensors: [TensorToWrite] = []
+                        for e in entries {
+                            tensors.append(TensorToWrite(name: "exp_avg/" + e.name, shape: e.shape, floats: UnsafeBufferPointer(rebasing: mp[e.range])))
+                            tensors.append(TensorToWrite(name: "exp_avg_sq/" + e.name, shape: e.shape, floats: UnsafeBufferPointer(rebasing: vp[e.range])))
+                        }
+                        return try Checkpoint.commit(outputDir: outputDir, state: state, optimizerTensors: tensors, hook: { phase in
+                            if let f = fault, f.step == step, f.phase == phase { _exit(137) }
+                        }) { dir in
+                            try task.save(to: dir, weights: snapshot)
+                        }
+                    }
                 }
                 Checkpoint.rotate(outputDir, keep: limit, protect: bestStep)
                 let lines = history.map(jsonObjectLine).joined(separator: "\n") + "\n"
