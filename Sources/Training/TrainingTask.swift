@@ -234,9 +234,12 @@ public final class ClassificationTask: TrainingTask, @unchecked Sendable {
         let C = labels.count
         var stats = EvalStats(counts: [Int64](repeating: 0, count: C * C))
         var scratch = [Float](repeating: 0, count: batchSize * C)
-        var i = range.lowerBound
-        while i < range.upperBound {
-            let idx = Array(i..<min(i + batchSize, range.upperBound))
+        // Batches of similar length (longest first): far less padding than file order, and the counts and loss
+        // sums do not depend on the order in which samples are scored.
+        let order = range.sorted { eval[$0].ids.count != eval[$1].ids.count ? eval[$0].ids.count > eval[$1].ids.count : $0 < $1 }
+        var i = 0
+        while i < order.count {
+            let idx = Array(order[i..<min(i + batchSize, order.count)])
             i += idx.count
             let logits = model.forward(makeBatch(idx, from: eval), dropout: nil)
             let lab = idx.map { Int32(eval[$0].label) }

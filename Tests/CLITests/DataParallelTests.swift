@@ -103,6 +103,47 @@ final class DataParallelTests: XCTestCase {
         }
     }
 
+    func testRankStartedWithAnotherTrainFileOrSeedIsRefusedAtStartUp() throws {
+        let w = try makeWorkspace()
+        defer { try? FileManager.default.removeItem(at: w.dir) }
+        // Same line count, one text changed: only the content fingerprint can tell the files apart.
+        var lines = try String(contentsOf: w.train, encoding: .utf8).split(separator: "\n").map(String.init)
+        lines[3] = #"{"text": "a different message", "label": "ham"}"#
+        let other = w.dir.appendingPathComponent("other.jsonl")
+        try (lines.joined(separator: "\n") + "\n").write(to: other, atomically: true, encoding: .utf8)
+        let bin = try CLI.binary().path
+        func mpmd(_ second: [String]) -> [String] { trainArgs(w, out: "mpmd") + [":", "-n", "1", bin] + second }
+        var alt = trainArgs(w, out: "mpmd")
+        alt[alt.firstIndex(of: "--train-file")! + 1] = other.path
+        let data = try CLI.run(mpmd(alt), ranks: 1, timeout: 120)
+        XCTAssertNotEqual(data.status, 0)
+        XCTAssertTrue(data.stderr.contains("rank(s) 1 were started with a different configuration"), data.stderr)
+        XCTAssertTrue(data.stderr.contains("differing: train_data"), data.stderr)
+        var seed = trainArgs(w, out: "mpmd")
+        seed[seed.firstIndex(of: "--seed")! + 1] = "6"
+        let r = try CLI.run(mpmd(seed), ranks: 1, timeout: 120)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("rank(s) 1 were started with a different configuration"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("seed"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: w.dir.appendingPathComponent("mpmd/model.safetensors").path))
+    }
+
+    func testKillingOneRankMidRunEndsTheJobNonZeroWithinAMinuteNamingIt() throws {
+        let w = try makeWorkspace()
+        defer { try? FileManager.default.removeItem(at: w.dir) }
+        var args = trainArgs(w, out: "killed")
+        args[args.firstIndex(of: "--max-steps")! + 1] = "2000"
+        let log = w.dir.appendingPathComponent("killed/metrics.jsonl")
+        let t0 = Date()
+        // Kill rank 1 (mpirun's second child) once training is under way: the first log line exists.
+        let r = try CLI.runAndKill(args + ["--step-delay-ms", "20", "--save-steps", "5"], ranks: 2, killAfter: 0.5, pickRank: 1,
+                                   ready: { FileManager.default.fileExists(atPath: log.path) })
+        let seconds = Date().timeIntervalSince(t0)
+        XCTAssertNotEqual(r.status, 0, "the job must fail when a rank dies")
+        XCTAssertLessThan(seconds, 60)
+        XCTAssertTrue(r.stderr.contains("rank 1"), "mpirun names the dead rank: \(r.stderr)")
+    }
+
     func testGlobalBatchThatDoesNotDivideIsAUsageError() throws {
         let w = try makeWorkspace()
         defer { try? FileManager.default.removeItem(at: w.dir) }
