@@ -6,7 +6,8 @@
 // + maxBatch·NH·maxSeq² (probabilities) + 4·BT; shared: 10·BT·C (embeddings and backward buffers) + BT·FF (activation
 // output / its gradient) + 2·maxSeq² + small. The activation output and the dropped-out probabilities are recomputed
 // in backward instead of kept (MiniLM, 32×128: 687 MB, peak RSS ~900 MB with parameters and gradients). The arena is
-// anonymous mappings, resident as written: a frozen base (LoRA) keeps no per-layer ctx/y1 (see savedActs).
+// anonymous mappings, resident as written: a frozen base (LoRA) keeps no per-layer ctx/y1 and one probs buffer for all
+// layers (see savedActs).
 // Deliberately not here: losses (Loss.swift), weight loading/aliases (WeightLoading.swift), the optimizer.
 import CKernels
 import Foundation
@@ -298,10 +299,13 @@ public final class EncoderClassifier {
     /// projection) and y1 (LN1 output, input of the FFN) are needed only within the layer's forward unless a LoRA
     /// target reads them in backward; then they go to backward buffers that forward does not otherwise use (dCtx, dDrop),
     /// and the layer's own pages are never touched (never resident): 2·L·BT·C floats less, 75 MB for MiniLM at 32×128.
+    /// The attention probabilities of every layer share layer 0's buffer and are recomputed in backward (one Q Kᵀ
+    /// product per layer, ~1.5 % of a frozen step): (L − 1)·B·NH·T² floats less, 126 MB for MiniLM at 32×128.
     private func savedActs(_ l: Int) -> EncoderLayerActs {
         var s = acts[l]
         if !keepsInput(6 * l + 3) { s.ctx = dCtx }
         if !keepsInput(6 * l + 4) { s.y1 = dDrop }
+        if frozenBase { s.probs = acts[0].probs }   // recomputed in backward (recomputeProbs): 1 buffer instead of L
         return s
     }
 
@@ -435,6 +439,9 @@ public final class EncoderClassifier {
             linearBackward(6 * l + 3, dx: dCtx, w: w.wo, b: w.bo, dy: dProj, x: s.ctx, n: BT, inC: C, outC: C)
             let ad = (dropout != nil && pAttn > 0)
                 ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
+            if frozenBase && l != layers.count - 1 {   // the shared buffer holds the last layer's from forward
+                Attention.recomputeProbs(s.probs, q: s.q, k: s.k, keyMask: keyMask, nValid: nValid, B: B, T: T, C: C, NH: NH)
+            }
             Attention.backward(dq: dq, dk: dk, dv: dv, dctx: dCtx, probs: s.probs, q: s.q, k: s.k, v: s.v,
                                B: B, T: T, C: C, NH: NH, dropout: ad, scratchP: attnScratchP, scratchDP: attnScratchDP)
             let dxQKV = frozenBase && l == 0 ? nil : dA   // a frozen base needs no gradient below layer 0

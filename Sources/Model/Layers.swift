@@ -78,10 +78,7 @@ public enum Attention {
             for h in 0..<NH {
                 let off = b * T * C + h * HS
                 let p = probs + (b * NH + h) * T * T
-                // S[T, T] = scale · Q_bh Kᵀ_bh
-                sgemm(transA: false, transB: true, m: T, n: T, k: HS, alpha: scale, q + off, lda: C, k + off, ldb: C,
-                      beta: 0, p, ldc: T)
-                ck_softmax_masked_fwd(p, keyMask + b * T, T, T, nValid[b])
+                scores(p, q: q + off, k: k + off, keyMask: keyMask + b * T, nValid: nValid[b], T: T, C: C, HS: HS, scale: scale)
                 var pv = UnsafePointer(p)
                 if let d = dropout, let sk {
                     let thr = DropoutKey.threshold(p: d.p), sc = DropoutKey.scale(p: d.p)
@@ -93,6 +90,28 @@ public enum Attention {
                 // O_bh[T, HS] = P' V_bh
                 sgemm(transA: false, transB: false, m: T, n: HS, k: T, alpha: 1, pv, lda: T, v + off, ldb: C,
                       beta: 0, ctx + off, ldc: C)
+            }
+        }
+    }
+
+    /// P[T, T] = masked softmax(scale · Q_bh Kᵀ_bh) of one (b, h).
+    @inline(__always) static func scores(_ p: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                                         keyMask: UnsafePointer<Float>, nValid: Int, T: Int, C: Int, HS: Int, scale: Float) {
+        sgemm(transA: false, transB: true, m: T, n: T, k: HS, alpha: scale, q, lda: C, k, ldb: C, beta: 0, p, ldc: T)
+        ck_softmax_masked_fwd(p, keyMask, T, T, nValid)
+    }
+
+    /// Recomputes the probabilities `forward` saved ([B, NH, T, T], bit-identical: the same products and softmax), for
+    /// a caller that did not keep them (a frozen base shares one probs buffer across layers).
+    public static func recomputeProbs(_ probs: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                                      keyMask: UnsafePointer<Float>, nValid: [Int], B: Int, T: Int, C: Int, NH: Int) {
+        let HS = C / NH
+        let scale = 1 / Float(HS).squareRoot()
+        for b in 0..<B {
+            for h in 0..<NH {
+                let off = b * T * C + h * HS
+                scores(probs + (b * NH + h) * T * T, q: q + off, k: k + off, keyMask: keyMask + b * T, nValid: nValid[b],
+                       T: T, C: C, HS: HS, scale: scale)
             }
         }
     }

@@ -92,6 +92,40 @@ final class LoRAGoldenTests: XCTestCase {
         assertClose(Array(s.adapter.store.grad(name)), try s.golden.floats("grad/\(name)"), atol: 2e-6, rtol: 1e-4, name)
     }
 
+    /// With every dropout on (hidden, attention, classifier, lora) a frozen base, which shares ctx/y1/probs buffers
+    /// across layers and recomputes the probabilities in backward, gives the same adapter gradients as the same model
+    /// with the base unfrozen (which keeps every layer's buffers), for the golden targets and for targets that keep
+    /// ctx (attention.output.dense) and y1 (intermediate.dense).
+    func testFrozenBufferSharingEqualsUnfrozenWithDropout() throws {
+        for targets in [["query", "value"], ["attention.output.dense", "intermediate.dense"]] {
+            var (config, base, golden) = try Fixtures.load("bert-tiny-cls")
+            config.hiddenDropout = 0.1; config.attentionDropout = 0.1; config.classifierDropout = 0.1
+            let model = EncoderClassifier(config: config, parameters: base, maxBatch: 4, maxSeq: 40)
+            let trainable = try model.enableLoRA(LoRAConfig(r: 2, alpha: 4, dropout: 0.2, targetModules: targets), seed: 5)
+            var rng = TestRNG(3)
+            for t in model.adapter!.plan.targets { _ = trainable.value(t.bName).update(fromContentsOf: rng.floats(t.outC * 2, scale: 0.3)) }
+            let (batch, labels) = try Fixtures.batch(golden, 1, bert: true)
+            func grads(frozen: Bool) -> ([Float], [Float]) {
+                model.attachLoRA(model.adapter!, freezeBase: frozen)
+                trainable.zeroGrads()
+                let logits = Array(model.forward(batch, dropout: DropoutContext(seed: 7, step: 2)))
+                var d = [Float](repeating: 0, count: logits.count)
+                _ = d.withUnsafeMutableBufferPointer {
+                    Loss.crossEntropy(logits: UnsafeBufferPointer(start: logits, count: logits.count), labels: labels,
+                                      batch: batch.batchSize, classes: config.numLabels, scale: 0.25, dLogits: $0)
+                }
+                d.withUnsafeBufferPointer { model.backward(dLogits: $0) }
+                return (logits, Array(trainable.grads))
+            }
+            let (lf, gf) = grads(frozen: true)
+            XCTAssertFalse(base.hasGradientBuffer, "\(targets): frozen base touched its gradients")
+            let (lu, gu) = grads(frozen: false)
+            XCTAssertEqual(lf, lu, "\(targets): logits")
+            XCTAssertGreaterThan(gu.map { abs($0) }.max()!, 0)
+            assertClose(gf, gu, atol: 1e-7, rtol: 1e-5, "\(targets): adapter gradients, frozen vs unfrozen base")
+        }
+    }
+
     func testSixStepsSaveAndMerge() throws {
         let s = try loraSetup()
         let log = s.json["train_log"] as! [[String: Any]]
