@@ -80,3 +80,30 @@ public final class ClassifierBundle: @unchecked Sendable {
         try FileIO.copyFiles(FileIO.companionFiles, from: directory, to: output)
     }
 }
+
+extension ClassifierBundle {
+    /// The label names a BERT-family base takes for a LoRA adapter: a base without a head (e.g. a sentence encoder),
+    /// or with a head for other labels, takes them from the adapter's trained classifier (modules_to_save): names
+    /// from the adapter's labels.txt (written by `disttrain train --lora-r`), else LABEL_k. nil: keep the base's.
+    public static func labelsForAdapter(modelDir: URL, adapterDir: URL) throws -> [String]? {
+        let weights = adapterDir.appendingPathComponent(PEFTAdapter.weightsFileName)
+        do {
+            _ = try PEFTAdapter.readConfig(adapterDir)
+            guard FileManager.default.fileExists(atPath: weights.path) else {
+                throw LoRAError("\(weights.path): not found; a PEFT adapter folder holds adapter_model.safetensors (adapter_model.bin is not supported)")
+            }
+        } catch let e as LoRAError { throw TrainingError(e.message, exitCode: 2) }
+        let baseConfig = try ModelConfig.load(url: modelDir.appendingPathComponent("config.json"))
+        let file = try SafeTensorsFile(url: weights)
+        if let head = file.info("base_model.model.classifier.weight"), head.shape.count == 2,
+           head.shape[0] != baseConfig.id2label.count {
+            let names = (try? String(contentsOf: adapterDir.appendingPathComponent("labels.txt"), encoding: .utf8))?
+                .split(separator: "\n").map(String.init) ?? []
+            return names.count == head.shape[0] ? names : (0..<head.shape[0]).map { "LABEL_\($0)" }
+        }
+        if baseConfig.id2label.isEmpty {
+            throw TrainingError("\(adapterDir.path): the adapter has no trained classifier and the base model has no labels; there is no classifier to run")
+        }
+        return nil
+    }
+}

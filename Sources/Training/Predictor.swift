@@ -17,14 +17,21 @@ public final class Predictor {
     let maxLength: Int
     let batchSize: Int
 
-    public init(modelDir: URL, maxLength: Int, batchSize: Int = 32) throws {
-        bundle = try ClassifierBundle(directory: modelDir, labels: nil, seed: 0)
+    /// `adapterDir`: a PEFT LoRA adapter run unmerged on the base in `modelDir` (its classifier head, if trained, too).
+    public init(modelDir: URL, adapterDir: URL? = nil, maxLength: Int, batchSize: Int = 32) throws {
+        let labels = try adapterDir.flatMap { try ClassifierBundle.labelsForAdapter(modelDir: modelDir, adapterDir: $0) }
+        bundle = try ClassifierBundle(directory: modelDir, labels: labels, seed: 0)
         guard maxLength >= 2, maxLength <= bundle.config.maxPositions else {
             throw TrainingError("--max-length \(maxLength) must be in 2...\(bundle.config.maxPositions) (the model's max_position_embeddings)", exitCode: 2)
         }
         self.maxLength = maxLength
         self.batchSize = batchSize
         model = EncoderClassifier(config: bundle.config, parameters: bundle.store, maxBatch: batchSize, maxSeq: maxLength)
+        if let adapterDir {
+            do { try PEFTAdapter.load(adapterDir, into: model, freezeBase: true) } catch let e as LoRAError {
+                throw TrainingError("--adapter \(adapterDir.path): \(e.message)", exitCode: 2)
+            }
+        }
     }
 
     /// Predicts every (text, pair) in order.

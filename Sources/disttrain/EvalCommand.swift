@@ -21,6 +21,8 @@ struct Eval: ParsableCommand {
         """)
 
     @Option(help: "A trained model folder (as written by `disttrain train`) or a checkpoint folder.") var model: String
+    @Option(help: "A PEFT LoRA adapter folder (from `train --lora-r`) to run unmerged on --model (the base it was trained on).")
+    var adapter: String?
     @Option(help: "Labelled data: JSONL, CSV or TSV (the format follows the extension).") var evalFile: String
     @Option(help: "Truncate inputs to this many tokens (special tokens included).") var maxLength: Int = 128
     @Option(help: "Texts per forward pass.") var batchSize: Int = 32
@@ -51,7 +53,8 @@ struct Eval: ParsableCommand {
     }
 
     func evaluate(comm: Communicator) throws {
-        let predictor = try Predictor(modelDir: URL(fileURLWithPath: model), maxLength: maxLength, batchSize: batchSize)
+        let predictor = try Predictor(modelDir: URL(fileURLWithPath: model), adapterDir: adapter.map { URL(fileURLWithPath: $0) },
+                                      maxLength: maxLength, batchSize: batchSize)
         let names = predictor.bundle.config.id2label
         let labelSet = try LabelSet(names: names)
         let (data, _) = try DataLoader.loadLabeled(URL(fileURLWithPath: evalFile),

@@ -35,20 +35,8 @@ struct Merge: ParsableCommand {
                 return
             }
             let config = try PEFTAdapter.readConfig(adapterDir)
-            // A base without a head (e.g. a sentence encoder), or with a head for other labels, takes its labels from
-            // the adapter's trained classifier: names from the adapter's labels.txt (written by `disttrain train
-            // --lora-r`), else LABEL_k.
-            var labels: [String]? = nil
-            let baseConfig = try ModelConfig.load(url: modelDir.appendingPathComponent("config.json"))
-            let file = try SafeTensorsFile(url: adapterDir.appendingPathComponent(PEFTAdapter.weightsFileName))
-            if let head = file.info("base_model.model.classifier.weight"), head.shape.count == 2,
-               head.shape[0] != baseConfig.id2label.count {
-                let names = (try? String(contentsOf: adapterDir.appendingPathComponent("labels.txt"), encoding: .utf8))?
-                    .split(separator: "\n").map(String.init) ?? []
-                labels = names.count == head.shape[0] ? names : (0..<head.shape[0]).map { "LABEL_\($0)" }
-            } else if baseConfig.id2label.isEmpty {
-                throw TrainingError("\(adapter): the adapter has no trained classifier and the base model has no labels; nothing to merge into a classifier")
-            }
+            // A base without a head, or with a head for other labels, takes the adapter's trained classifier.
+            let labels = try ClassifierBundle.labelsForAdapter(modelDir: modelDir, adapterDir: adapterDir)
             let bundle = try ClassifierBundle(directory: modelDir, labels: labels, seed: 0)
             let plan = try LoRAPlan(config: config, model: bundle.config)
             let store = ParameterStore(layout: plan.layout)

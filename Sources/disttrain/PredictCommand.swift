@@ -15,6 +15,8 @@ struct Predict: ParsableCommand {
           cat texts.csv | disttrain predict --model runs/spam --input - --input-format csv
         """)
     @Option(help: "A trained model folder (as written by `disttrain train`).") var model: String
+    @Option(help: "A PEFT LoRA adapter folder (from `train --lora-r`) to run unmerged on --model (the base it was trained on).")
+    var adapter: String?
     @Option(help: "Input file (JSONL, CSV or TSV by extension); '-' for standard input.") var input: String
     @Option(help: "Input format when the extension does not say (standard input defaults to jsonl): jsonl, csv or tsv.")
     var inputFormat: DataFormat?
@@ -31,7 +33,8 @@ struct Predict: ParsableCommand {
     }
 
     func run() throws {
-        let predictor = try Predictor(modelDir: URL(fileURLWithPath: model), maxLength: maxLength, batchSize: batchSize)
+        let predictor = try Predictor(modelDir: URL(fileURLWithPath: model), adapterDir: adapter.map { URL(fileURLWithPath: $0) },
+                                      maxLength: maxLength, batchSize: batchSize)
         let data = try DataLoader.loadTexts(URL(fileURLWithPath: input),
                                             columns: ColumnOptions(text: textColumn, textPair: textPairColumn),
                                             format: inputFormat)

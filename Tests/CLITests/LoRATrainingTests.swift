@@ -55,6 +55,37 @@ final class LoRATrainingTests: XCTestCase {
         let p = try CLI.run(["predict", "--model", merged.path, "--input", train.path, "--max-length", "32"])
         XCTAssertEqual(p.status, 0, p.stderr)
         XCTAssertEqual(p.stdout.split(separator: "\n").count, 40)
+
+        // predict/eval --adapter: the base (3-label head) with the adapter unmerged (its 2-label classifier from
+        // labels.txt) gives the merged folder's labels and logits within 1e-5, and its metrics.
+        let pa = try CLI.run(["predict", "--model", base.path, "--adapter", refDir.path, "--input", train.path, "--max-length", "32"])
+        XCTAssertEqual(pa.status, 0, pa.stderr)
+        func rows(_ out: String) throws -> [[String: Any]] {
+            try out.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        }
+        let merged1 = try rows(p.stdout), unmerged = try rows(pa.stdout)
+        XCTAssertEqual(unmerged.count, 40)
+        var maxDiff = 0.0
+        for (a, b) in zip(unmerged, merged1) {
+            XCTAssertEqual(a["label"] as? String, b["label"] as? String)
+            let la = (a["logits"] as? [Double]) ?? [], lb = (b["logits"] as? [Double]) ?? []
+            XCTAssertEqual(la.count, 2)
+            for (x, y) in zip(la, lb) { maxDiff = max(maxDiff, abs(x - y)) }
+        }
+        XCTAssertLessThanOrEqual(maxDiff, 1e-5, "unmerged vs merged logits")
+        let pb = try CLI.run(["predict", "--model", base.path, "--input", train.path, "--max-length", "32"])
+        XCTAssertEqual(pb.status, 0, pb.stderr)
+        XCTAssertNotEqual(try rows(pb.stdout).first?["label"] as? String, "ham", "the plain base has its own 3 labels")
+        let em = try CLI.run(["eval", "--model", merged.path, "--eval-file", train.path, "--max-length", "32"])
+        let ea = try CLI.run(["eval", "--model", base.path, "--adapter", refDir.path, "--eval-file", train.path, "--max-length", "32"])
+        XCTAssertEqual(em.status, 0, em.stderr); XCTAssertEqual(ea.status, 0, ea.stderr)
+        let jm = try JSONSerialization.jsonObject(with: Data(em.stdout.utf8)) as! [String: Any]
+        let ja = try JSONSerialization.jsonObject(with: Data(ea.stdout.utf8)) as! [String: Any]
+        XCTAssertEqual(ja["eval_accuracy"] as? Double, jm["eval_accuracy"] as? Double)
+        XCTAssertEqual((ja["eval_loss"] as? Double) ?? -1, (jm["eval_loss"] as? Double) ?? 1, accuracy: 1e-5)
+        let bad = try CLI.run(["predict", "--model", base.path, "--adapter", dir.path, "--input", train.path])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("adapter_model.safetensors") || bad.stderr.contains("adapter_config.json"), bad.stderr)
     }
 
     func losses(_ dir: URL) throws -> [Double] {
