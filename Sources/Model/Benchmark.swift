@@ -29,6 +29,25 @@ public struct BenchmarkResult: Sendable, Codable {
     }
 }
 
+/// `bench --lora-r`: medians of alternating full and LoRA training steps (see runLoRAComparison).
+public struct LoRABenchmarkResult: Sendable, Codable {
+    public var batch: Int
+    public var seq: Int
+    public var threads: Int
+    public var steps: Int
+    public var r: Int
+    public var targets: [String]
+    public var trainable_parameters: Int
+    public var full_step_s_median: Double
+    public var lora_step_s_median: Double
+    public var lora_over_full: Double
+    public var json: String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return String(decoding: (try? e.encode(self)) ?? Data(), as: UTF8.self)
+    }
+}
+
 public enum ModelBenchmark {
     /// The all-MiniLM-L6-v2 shape (BERT, vocab 30522, hidden 384, 6 layers, 12 heads, FFN 1536, 512 positions),
     /// with its config's dropout (0.1) and 2 labels.
@@ -94,6 +113,56 @@ public enum ModelBenchmark {
                                step_s_min: times.first ?? 0, step_s_max: times.last ?? 0, flops_per_step: flops,
                                achieved_gflops: achieved, sgemm_gflops: peak, mfu: peak > 0 ? achieved / peak : 0,
                                peak_rss_mb: peakRSSMegabytes(), activation_bytes: model.activationBytes)
+    }
+
+    /// Full fine-tuning vs LoRA training steps at one shape, alternating in one process (full, LoRA, full, ...), so
+    /// that both see the same machine load: each step is zero grads + forward + cross-entropy + backward + AdamW over
+    /// the trainable store (every parameter, or the adapter and its modules_to_save head with the base frozen).
+    public static func runLoRAComparison(config: ModelConfig, lora: LoRAConfig, batch: Int, seq: Int, steps: Int,
+                                         warmup: Int, threads: Int) throws -> LoRABenchmarkResult {
+        ComputeThreads.set(threads)
+        let store = ParameterStore(layout: EncoderClassifier.makeLayout(config: config))
+        var rng = SplitMix64(seed: 1234)
+        for e in store.entries {
+            let v = store.value(e.name)
+            if e.name.hasSuffix(".bias") { v.update(repeating: 0) }
+            else if e.name.contains("LayerNorm") { v.update(repeating: 1) }
+            else { for i in 0..<v.count { v[i] = Float(rng.nextNormal()) * config.initializerRange } }
+        }
+        let model = EncoderClassifier(config: config, parameters: store, maxBatch: batch, maxSeq: seq)
+        let trainable = try model.enableLoRA(lora, seed: 5)
+        let adapter = model.adapter!
+        let adamFull = AdamW(store: store, config: AdamWConfig(weightDecay: 0.01))
+        let adamLoRA = AdamW(store: trainable, config: AdamWConfig(weightDecay: 0.01))
+        let NL = config.numLabels
+        var dLogits = [Float](repeating: 0, count: batch * NL)
+        var full: [Double] = [], low: [Double] = []
+        for step in 0..<(warmup + steps) {
+            let ids = (0..<(batch * seq)).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) }
+            let labels = (0..<batch).map { _ in Int32(rng.next() % UInt64(NL)) }
+            let tb = TokenBatch(batchSize: batch, seqLen: seq, inputIds: ids, attentionMask: [Int32](repeating: 1, count: batch * seq),
+                                sampleIndices: (0..<batch).map { step * batch + $0 })
+            for useLoRA in [false, true] {
+                if useLoRA { model.attachLoRA(adapter, freezeBase: true) } else { model.detachLoRA() }
+                let trained = useLoRA ? trainable : store, opt = useLoRA ? adamLoRA : adamFull
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                trained.zeroGrads()
+                let logits = model.forward(tb, dropout: DropoutContext(seed: 42, step: step))
+                _ = dLogits.withUnsafeMutableBufferPointer {
+                    Loss.crossEntropy(logits: logits, labels: labels, batch: batch, classes: NL, scale: 1 / Float(batch), dLogits: $0)
+                }
+                dLogits.withUnsafeBufferPointer { model.backward(dLogits: $0) }
+                opt.step(lr: 1e-5)
+                let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+                if step >= warmup { if useLoRA { low.append(dt) } else { full.append(dt) } }
+            }
+        }
+        full.sort(); low.sort()
+        let fm = full[full.count / 2], lm = low[low.count / 2]
+        return LoRABenchmarkResult(batch: batch, seq: seq, threads: threads, steps: steps, r: lora.r,
+                                   targets: lora.targetModules ?? LoRAConfig.defaultTargets(config.family),
+                                   trainable_parameters: trainable.parameterCount, full_step_s_median: fm,
+                                   lora_step_s_median: lm, lora_over_full: lm / fm)
     }
 
     /// Median GFLOP/s of C[m,n] = A[m,k]·B[n,k]ᵀ (the Linear forward form) over `reps` timed calls after one warm-up.

@@ -1,4 +1,5 @@
-// `disttrain bench`: trains N steps on random tokens at a model shape and prints one JSON line of figures.
+// `disttrain bench`: trains N steps on random tokens at a model shape and prints one JSON line of figures; with
+// --lora-r, the medians of alternating full and LoRA training steps (same process, same load).
 import ArgumentParser
 import Foundation
 import Model
@@ -14,6 +15,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Sequence length.") var seqLen: Int = 128
     @Option(help: "Timed steps (after 2 warm-up steps).") var steps: Int = 10
     @Option(help: "A config.json to take the shape from (default: the MiniLM shape).") var config: String?
+    @Option(help: "Compare full fine-tuning with LoRA of this rank (query,value; alpha 2r): alternating training steps with AdamW in one process.")
+    var loraR: Int = 0
     @Flag(help: "Data-parallel step (all-reduce, clipping, AdamW) with --batch-size per rank; implied under mpirun.")
     var dataParallel = false
 
@@ -36,6 +39,14 @@ struct Bench: ParsableCommand {
                                              threads: threads, comm: comm)
             if comm.isRoot { print(r.json) }
             try finalizeMPI(comm)
+            return
+        }
+        if loraR != 0 {
+            do {
+                let r = try ModelBenchmark.runLoRAComparison(config: cfg, lora: LoRAConfig(r: loraR, alpha: Double(2 * loraR)),
+                                                              batch: batchSize, seq: seqLen, steps: steps, warmup: 2, threads: threads)
+                print(r.json)
+            } catch let e as LoRAError { throw ValidationError(e.message) }
             return
         }
         let r = ModelBenchmark.run(config: cfg, batch: batchSize, seq: seqLen, steps: steps, warmup: 2, threads: threads)

@@ -18,4 +18,18 @@ final class BenchmarkHarnessTests: XCTestCase {
         XCTAssertGreaterThan(r.mfu, 0)
         XCTAssertLessThan(r.mfu, 1.5, "an MFU above 1 means the flop count or the sgemm timing is wrong")
     }
+
+    /// The LoRA comparison at a tiny shape (no timing asserted, only that it runs the planned adapter): r 2 on
+    /// query+value of 2 layers of hidden 16 = 2·2·(2·16 + 16·2) + classifier (2·16 + 2).
+    func testLoRAComparisonHarness() throws {
+        let dir = try Fixtures.dir("bert-tiny-cls")
+        var cfg = try ModelConfig.load(url: dir.appendingPathComponent("config.json"))
+        cfg.id2label = ["a", "b"]
+        let r = try ModelBenchmark.runLoRAComparison(config: cfg, lora: LoRAConfig(r: 2, alpha: 4), batch: 2, seq: 8,
+                                                     steps: 2, warmup: 1, threads: 1)
+        XCTAssertEqual(r.trainable_parameters, 2 * 2 * (2 * 16 + 16 * 2) + 2 * 16 + 2)
+        XCTAssertEqual(r.targets, ["query", "value"])
+        XCTAssertGreaterThan(r.full_step_s_median, 0)
+        XCTAssertGreaterThan(r.lora_step_s_median, 0)
+    }
 }
