@@ -421,11 +421,16 @@ public final class EncoderClassifier {
                 dropoutRows(dB, dDrop, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.ffnOutput(layer: l), p: pHidden)
                 dOut = UnsafePointer(dDrop)
             }
-            // recompute act(f) into ffScratch for dW2 and turn f into act'(f) in one pass
-            ck_act_fwd_grad(actCode, s.f, ffScratch, BT * FF)
-            // dW2 is formed before dx is written, so dx may alias x (ffScratch) here
-            linearBackward(6 * l + 5, dx: ffScratch, w: w.w2, b: w.b2, dy: dOut, x: ffScratch, n: BT, inC: FF, outC: C)
-            ck_mul(ffScratch, s.f, BT * FF)                // dF = dAct ⊙ act'(f)
+            if keepsInput(6 * l + 5) {
+                // recompute act(f) into ffScratch for dW2 (or the adapter) and turn f into act'(f) in one pass
+                ck_act_fwd_grad(actCode, s.f, ffScratch, BT * FF)
+                // dW2 is formed before dx is written, so dx may alias x (ffScratch) here
+                linearBackward(6 * l + 5, dx: ffScratch, w: w.w2, b: w.b2, dy: dOut, x: ffScratch, n: BT, inC: FF, outC: C)
+                ck_mul(ffScratch, s.f, BT * FF)            // dF = dAct ⊙ act'(f)
+            } else {   // frozen, not adapted: act(f) is not needed, only dF = dAct ⊙ act'(f)
+                linearBackward(6 * l + 5, dx: ffScratch, w: w.w2, b: w.b2, dy: dOut, x: ffScratch, n: BT, inC: FF, outC: C)
+                ck_act_bwd_inplace(actCode, s.f, ffScratch, BT * FF)
+            }
             linearBackward(6 * l + 4, dx: dB, w: w.w1, b: w.b1, dy: ffScratch, x: s.y1, n: BT, inC: C, outC: FF,
                            accumulateDx: true)
             LayerNorm.backward(dx: dA, dw: GLN(w.ln1w, 0), db: GLN(w.ln1b, 1), dy: dB, x: s.h1, mean: s.mean1, rstd: s.rstd1,
