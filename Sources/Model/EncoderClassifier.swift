@@ -6,8 +6,8 @@
 // + maxBatch·NH·maxSeq² (probabilities) + 4·BT; shared: 10·BT·C (embeddings and backward buffers) + BT·FF (activation
 // output / its gradient) + 2·maxSeq² + small. The activation output and the dropped-out probabilities are recomputed
 // in backward instead of kept (MiniLM, 32×128: 687 MB, peak RSS ~900 MB with parameters and gradients). The arena is
-// anonymous mappings, resident as written: a frozen base (LoRA) keeps no per-layer ctx/y1 and one probs buffer for all
-// layers (see savedActs).
+// anonymous mappings, resident as written: a frozen base (LoRA) keeps no per-layer ctx/y1 and no probabilities (see
+// savedActs).
 // Deliberately not here: losses (Loss.swift), weight loading/aliases (WeightLoading.swift), the optimizer.
 import CKernels
 import Foundation
@@ -84,7 +84,7 @@ public final class EncoderClassifier {
     let acts: [EncoderLayerActs]
     let ffScratch: UnsafeMutablePointer<Float>     // [BT, FF] activation output (fwd), its gradient (bwd)
     let dA, dB, dDrop, dq, dk, dv, dCtx: UnsafeMutablePointer<Float>   // [BT, C] backward buffers
-    let attnScratchP, attnScratchDP: UnsafeMutablePointer<Float>      // [maxSeq²]
+    let attnScratchP, attnScratchDP, attnScratchS: UnsafeMutablePointer<Float>   // [maxSeq²]; S: probs of a frozen base
     let cls, pooled, pooledDrop, logits: UnsafeMutablePointer<Float>   // head: [B, C] ×3, [B, NL]
     let dHead1, dHead2, dCls: UnsafeMutablePointer<Float>             // [B, C]
     let lnSink: UnsafeMutablePointer<Float>                            // [2C] LayerNorm dw/db of a frozen base (discarded)
@@ -238,7 +238,7 @@ public final class EncoderClassifier {
         ffScratch = buf(BT * FF)
         dA = buf(BT * C); dB = buf(BT * C); dDrop = buf(BT * C)
         dq = buf(BT * C); dk = buf(BT * C); dv = buf(BT * C); dCtx = buf(BT * C)
-        attnScratchP = buf(maxSeq * maxSeq); attnScratchDP = buf(maxSeq * maxSeq)
+        attnScratchP = buf(maxSeq * maxSeq); attnScratchDP = buf(maxSeq * maxSeq); attnScratchS = buf(maxSeq * maxSeq)
         cls = buf(maxBatch * C); pooled = buf(maxBatch * C); pooledDrop = buf(maxBatch * C); logits = buf(maxBatch * NL)
         dHead1 = buf(maxBatch * C); dHead2 = buf(maxBatch * C); dCls = buf(maxBatch * C)
         lnSink = buf(2 * C)
@@ -299,13 +299,13 @@ public final class EncoderClassifier {
     /// projection) and y1 (LN1 output, input of the FFN) are needed only within the layer's forward unless a LoRA
     /// target reads them in backward; then they go to backward buffers that forward does not otherwise use (dCtx, dDrop),
     /// and the layer's own pages are never touched (never resident): 2·L·BT·C floats less, 75 MB for MiniLM at 32×128.
-    /// The attention probabilities of every layer share layer 0's buffer and are recomputed in backward (one Q Kᵀ
-    /// product per layer, ~1.5 % of a frozen step): (L − 1)·B·NH·T² floats less, 126 MB for MiniLM at 32×128.
+    /// The attention probabilities are not kept at all: forward computes each (b, h)'s in a [T, T] scratch, backward
+    /// recomputes them there right before use (one Q Kᵀ product per layer, in cache): L·B·NH·T² floats less, 151 MB
+    /// for MiniLM at 32×128.
     private func savedActs(_ l: Int) -> EncoderLayerActs {
         var s = acts[l]
         if !keepsInput(6 * l + 3) { s.ctx = dCtx }
         if !keepsInput(6 * l + 4) { s.y1 = dDrop }
-        if frozenBase { s.probs = acts[0].probs }   // recomputed in backward (recomputeProbs): 1 buffer instead of L
         return s
     }
 
@@ -347,8 +347,8 @@ public final class EncoderClassifier {
             linearForward(6 * l + 2, y: s.v, x: x, w: w.wv, b: w.bv, n: BT, inC: C, outC: C)
             let ad = (dropout != nil && pAttn > 0)
                 ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
-            Attention.forward(ctx: s.ctx, probs: s.probs, q: s.q, k: s.k, v: s.v, keyMask: keyMask, nValid: nValid,
-                              B: B, T: T, C: C, NH: NH, dropout: ad, scratch: attnScratchP)
+            Attention.forward(ctx: s.ctx, probs: frozenBase ? attnScratchS : s.probs, q: s.q, k: s.k, v: s.v, keyMask: keyMask,
+                              nValid: nValid, B: B, T: T, C: C, NH: NH, dropout: ad, scratch: attnScratchP, keepProbs: !frozenBase)
             linearForward(6 * l + 3, y: s.h1, x: s.ctx, w: w.wo, b: w.bo, n: BT, inC: C, outC: C)
             if isBert && dropH, let d = dropout {   // DistilBERT has no dropout after out_lin
                 dropoutRows(s.h1, s.h1, B: B, T: T, C: C, ctx: d, samples: samples,
@@ -444,11 +444,9 @@ public final class EncoderClassifier {
             linearBackward(6 * l + 3, dx: dCtx, w: w.wo, b: w.bo, dy: dProj, x: s.ctx, n: BT, inC: C, outC: C)
             let ad = (dropout != nil && pAttn > 0)
                 ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
-            if frozenBase && l != layers.count - 1 {   // the shared buffer holds the last layer's from forward
-                Attention.recomputeProbs(s.probs, q: s.q, k: s.k, keyMask: keyMask, nValid: nValid, B: B, T: T, C: C, NH: NH)
-            }
             Attention.backward(dq: dq, dk: dk, dv: dv, dctx: dCtx, probs: s.probs, q: s.q, k: s.k, v: s.v,
-                               B: B, T: T, C: C, NH: NH, dropout: ad, scratchP: attnScratchP, scratchDP: attnScratchDP)
+                               B: B, T: T, C: C, NH: NH, dropout: ad, scratchP: attnScratchP, scratchDP: attnScratchDP,
+                               recompute: frozenBase ? (attnScratchS, UnsafePointer(keyMask), nValid) : nil)
             let dxQKV = frozenBase && l == 0 ? nil : dA   // a frozen base needs no gradient below layer 0
             linearBackward(6 * l, dx: dxQKV, w: w.wq, b: w.bq, dy: dq, x: x, n: BT, inC: C, outC: C, accumulateDx: true)
             linearBackward(6 * l + 1, dx: dxQKV, w: w.wk, b: w.bk, dy: dk, x: x, n: BT, inC: C, outC: C, accumulateDx: true)

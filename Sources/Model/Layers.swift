@@ -67,17 +67,19 @@ public struct AttentionDropout {
 public enum Attention {
     /// keyMask[B*T]: 1 for real tokens, 0 for padding; nValid[b] = number of real keys of sample b.
     /// scratch: [T*T], receives the dropped-out probabilities of one (b, h) when dropout is active.
+    /// probs: [B, NH, T, T] saved for backward; with `keepProbs` false a [T, T] scratch reused by every (b, h), for a
+    /// caller whose backward recomputes them (a frozen base: `backward(..., recompute:)`).
     public static func forward(ctx: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>,
                                q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                keyMask: UnsafePointer<Float>, nValid: [Int], B: Int, T: Int, C: Int, NH: Int,
-                               dropout: AttentionDropout?, scratch: UnsafeMutablePointer<Float>) {
+                               dropout: AttentionDropout?, scratch: UnsafeMutablePointer<Float>, keepProbs: Bool = true) {
         let HS = C / NH
         let scale = 1 / Float(HS).squareRoot()
         for b in 0..<B {
             let sk = dropout.map { DropoutKey.sample($0.ctx, sample: $0.samples[b], site: $0.site) }
             for h in 0..<NH {
                 let off = b * T * C + h * HS
-                let p = probs + (b * NH + h) * T * T
+                let p = keepProbs ? probs + (b * NH + h) * T * T : probs
                 scores(p, q: q + off, k: k + off, keyMask: keyMask + b * T, nValid: nValid[b], T: T, C: C, HS: HS, scale: scale)
                 var pv = UnsafePointer(p)
                 if let d = dropout, let sk {
@@ -101,35 +103,29 @@ public enum Attention {
         ck_softmax_masked_fwd(p, keyMask, T, T, nValid)
     }
 
-    /// Recomputes the probabilities `forward` saved ([B, NH, T, T], bit-identical: the same products and softmax), for
-    /// a caller that did not keep them (a frozen base shares one probs buffer across layers).
-    public static func recomputeProbs(_ probs: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
-                                      keyMask: UnsafePointer<Float>, nValid: [Int], B: Int, T: Int, C: Int, NH: Int) {
-        let HS = C / NH
-        let scale = 1 / Float(HS).squareRoot()
-        for b in 0..<B {
-            for h in 0..<NH {
-                let off = b * T * C + h * HS
-                scores(probs + (b * NH + h) * T * T, q: q + off, k: k + off, keyMask: keyMask + b * T, nValid: nValid[b],
-                       T: T, C: C, HS: HS, scale: scale)
-            }
-        }
-    }
-
     /// dq, dk, dv: [B*T, C] overwritten. scratchP, scratchDP: [T*T] each.
+    /// recompute: the probabilities were not kept (`probs` is ignored); each (b, h)'s are recomputed (bit-identical to
+    /// forward's: the same product and softmax) into `scratch` [T, T] right before they are used, so they stay in cache.
     public static func backward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>,
                                 dv: UnsafeMutablePointer<Float>, dctx: UnsafePointer<Float>,
                                 probs: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                                 v: UnsafePointer<Float>, B: Int, T: Int, C: Int, NH: Int,
                                 dropout: AttentionDropout?, scratchP: UnsafeMutablePointer<Float>,
-                                scratchDP: UnsafeMutablePointer<Float>) {
+                                scratchDP: UnsafeMutablePointer<Float>,
+                                recompute: (scratch: UnsafeMutablePointer<Float>, keyMask: UnsafePointer<Float>, nValid: [Int])? = nil) {
         let HS = C / NH
         let scale = 1 / Float(HS).squareRoot()
         for b in 0..<B {
             let sk = dropout.map { DropoutKey.sample($0.ctx, sample: $0.samples[b], site: $0.site) }
             for h in 0..<NH {
                 let off = b * T * C + h * HS
-                let p = probs + (b * NH + h) * T * T
+                let p: UnsafePointer<Float>
+                if let r = recompute {
+                    scores(r.scratch, q: q + off, k: k + off, keyMask: r.keyMask + b * T, nValid: r.nValid[b], T: T, C: C, HS: HS, scale: scale)
+                    p = UnsafePointer(r.scratch)
+                } else {
+                    p = probs + (b * NH + h) * T * T
+                }
                 let thr = dropout.map { DropoutKey.threshold(p: $0.p) } ?? 0
                 let sc = dropout.map { DropoutKey.scale(p: $0.p) } ?? 1
                 // dP'[T, T] = dO_bh V_bhᵀ
