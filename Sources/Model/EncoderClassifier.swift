@@ -88,6 +88,8 @@ public final class EncoderClassifier {
     let cls, pooled, pooledDrop, logits: UnsafeMutablePointer<Float>   // head: [B, C] ×3, [B, NL]
     let dHead1, dHead2, dCls: UnsafeMutablePointer<Float>             // [B, C]
     let lnSink: UnsafeMutablePointer<Float>                            // [2C] LayerNorm dw/db of a frozen base (discarded)
+    // CLS rows of the last layer for a frozen base's backward: [B, C] / [B, FF] / [B] gathers and results
+    let cDy, cH2, cH1, cOutA, cOutCtx, cF, cM2, cR2, cM1, cR1: UnsafeMutablePointer<Float>
 
     /// The attached LoRA adapter (LoRA.swift), nil for the plain model: its hooks run at each target linear, and the
     /// modules_to_save tensors are read from (and their gradients written to) its trainable store.
@@ -242,6 +244,9 @@ public final class EncoderClassifier {
         cls = buf(maxBatch * C); pooled = buf(maxBatch * C); pooledDrop = buf(maxBatch * C); logits = buf(maxBatch * NL)
         dHead1 = buf(maxBatch * C); dHead2 = buf(maxBatch * C); dCls = buf(maxBatch * C)
         lnSink = buf(2 * C)
+        cDy = buf(maxBatch * C); cH2 = buf(maxBatch * C); cH1 = buf(maxBatch * C); cOutA = buf(maxBatch * C)
+        cOutCtx = buf(maxBatch * C); cF = buf(maxBatch * FF)
+        cM2 = buf(maxBatch); cR2 = buf(maxBatch); cM1 = buf(maxBatch); cR1 = buf(maxBatch)
         allocations = allocs
         activationBytes = bytes
         nValid = [Int](repeating: 0, count: maxBatch)
@@ -294,6 +299,12 @@ public final class EncoderClassifier {
     /// Whether backward needs the input of linear `site` (layer·6 + module) kept: for its dW, or for a LoRA adapter
     /// there. A frozen base needs neither at an un-adapted linear.
     private func keepsInput(_ site: Int) -> Bool { !frozenBase || (adapter?.hasSite(site) ?? false) }
+
+    /// The last layer of a frozen base with no adapter after its attention: backward from LN2 down to the output
+    /// projection runs on the CLS rows only (see backward).
+    private func clsRowsSuffice(_ l: Int) -> Bool {
+        frozenBase && l == layers.count - 1 && !(3...5).contains { keepsInput(6 * l + $0) }
+    }
 
     /// Layer l's activation buffers for this run. Under a frozen base, ctx (the attention output, input of the output
     /// projection) and y1 (LN1 output, input of the FFN) are needed only within the layer's forward unless a LoRA
@@ -414,34 +425,62 @@ public final class EncoderClassifier {
         for l in stride(from: layers.count - 1, through: 0, by: -1) {
             let w = layers[l], s = savedActs(l)
             let x = l == 0 ? UnsafePointer(hidden0) : UnsafePointer(acts[l - 1].y2)
-            LayerNorm.backward(dx: dB, dw: GLN(w.ln2w, 0), db: GLN(w.ln2b, 1), dy: dA, x: s.h2, mean: s.mean2, rstd: s.rstd2,
-                               w: P(w.ln2w), n: BT, C: C)
-            var dOut = UnsafePointer(dB)                   // dB = dL/dh2 = dL/dy1 (residual part)
-            if dropH, let d = dropout {
-                dropoutRows(dB, dDrop, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.ffnOutput(layer: l), p: pHidden)
-                dOut = UnsafePointer(dDrop)
+            // LN2 → FFN → LN1 → out-projection backward over n rows of T' per sample (full: BT rows, T' = T; or the
+            // CLS rows only, T' = 1, gathered compactly). dyIn and outA may alias; x of the linears is read only
+            // when kept (dW or an adapter), which the compact path excludes.
+            func tail(dyIn: UnsafePointer<Float>, h2: UnsafePointer<Float>, mean2: UnsafePointer<Float>, rstd2: UnsafePointer<Float>,
+                      f: UnsafeMutablePointer<Float>, h1: UnsafePointer<Float>, mean1: UnsafePointer<Float>, rstd1: UnsafePointer<Float>,
+                      outA: UnsafeMutablePointer<Float>, outCtx: UnsafeMutablePointer<Float>, n: Int, TT: Int) {
+                LayerNorm.backward(dx: dB, dw: GLN(w.ln2w, 0), db: GLN(w.ln2b, 1), dy: dyIn, x: h2, mean: mean2, rstd: rstd2,
+                                   w: P(w.ln2w), n: n, C: C)
+                var dOut = UnsafePointer(dB)                   // dB = dL/dh2 = dL/dy1 (residual part)
+                if dropH, let d = dropout {
+                    dropoutRows(dB, dDrop, B: B, T: TT, C: C, ctx: d, samples: samples, site: DropoutSite.ffnOutput(layer: l), p: pHidden)
+                    dOut = UnsafePointer(dDrop)
+                }
+                if keepsInput(6 * l + 5) {
+                    // recompute act(f) into ffScratch for dW2 (or the adapter) and turn f into act'(f) in one pass
+                    ck_act_fwd_grad(actCode, f, ffScratch, n * FF)
+                    // dW2 is formed before dx is written, so dx may alias x (ffScratch) here
+                    linearBackward(6 * l + 5, dx: ffScratch, w: w.w2, b: w.b2, dy: dOut, x: ffScratch, n: n, inC: FF, outC: C)
+                    ck_mul(ffScratch, f, n * FF)            // dF = dAct ⊙ act'(f)
+                } else {   // frozen, not adapted: act(f) is not needed, only dF = dAct ⊙ act'(f)
+                    linearBackward(6 * l + 5, dx: ffScratch, w: w.w2, b: w.b2, dy: dOut, x: ffScratch, n: n, inC: FF, outC: C)
+                    ck_act_bwd_inplace(actCode, f, ffScratch, n * FF)
+                }
+                linearBackward(6 * l + 4, dx: dB, w: w.w1, b: w.b1, dy: ffScratch, x: s.y1, n: n, inC: C, outC: FF,
+                               accumulateDx: true)
+                LayerNorm.backward(dx: outA, dw: GLN(w.ln1w, 0), db: GLN(w.ln1b, 1), dy: dB, x: h1, mean: mean1, rstd: rstd1,
+                                   w: P(w.ln1w), n: n, C: C)   // dA = dL/dh1 = dL/dx (residual part)
+                var dProj = UnsafePointer(outA)
+                if isBert && dropH, let d = dropout {
+                    dropoutRows(outA, dDrop, B: B, T: TT, C: C, ctx: d, samples: samples,
+                                site: DropoutSite.attentionOutput(layer: l), p: pHidden)
+                    dProj = UnsafePointer(dDrop)
+                }
+                linearBackward(6 * l + 3, dx: outCtx, w: w.wo, b: w.bo, dy: dProj, x: s.ctx, n: n, inC: C, outC: C)
             }
-            if keepsInput(6 * l + 5) {
-                // recompute act(f) into ffScratch for dW2 (or the adapter) and turn f into act'(f) in one pass
-                ck_act_fwd_grad(actCode, s.f, ffScratch, BT * FF)
-                // dW2 is formed before dx is written, so dx may alias x (ffScratch) here
-                linearBackward(6 * l + 5, dx: ffScratch, w: w.w2, b: w.b2, dy: dOut, x: ffScratch, n: BT, inC: FF, outC: C)
-                ck_mul(ffScratch, s.f, BT * FF)            // dF = dAct ⊙ act'(f)
-            } else {   // frozen, not adapted: act(f) is not needed, only dF = dAct ⊙ act'(f)
-                linearBackward(6 * l + 5, dx: ffScratch, w: w.w2, b: w.b2, dy: dOut, x: ffScratch, n: BT, inC: FF, outC: C)
-                ck_act_bwd_inplace(actCode, s.f, ffScratch, BT * FF)
+            if clsRowsSuffice(l) {
+                // The head reads only each row's first token, so dLoss/d(last layer output) is zero elsewhere, and with
+                // nothing to learn in LN2 → FFN → LN1 → out-projection (frozen, no adapter there) their backward
+                // is needed only on those B rows (exact: the other rows carry zeros through the row-wise ops). The
+                // attention then spreads the gradient to every row again.
+                func gather(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ width: Int) {
+                    for b in 0..<B { (dst + b * width).update(from: src + b * T * width, count: width) }
+                }
+                gather(dA, cDy, C); gather(s.h2, cH2, C); gather(s.mean2, cM2, 1); gather(s.rstd2, cR2, 1)
+                gather(s.f, cF, FF); gather(s.h1, cH1, C); gather(s.mean1, cM1, 1); gather(s.rstd1, cR1, 1)
+                tail(dyIn: cDy, h2: cH2, mean2: cM2, rstd2: cR2, f: cF, h1: cH1, mean1: cM1, rstd1: cR1,
+                     outA: cOutA, outCtx: cOutCtx, n: B, TT: 1)
+                dA.update(repeating: 0, count: BT * C); dCtx.update(repeating: 0, count: BT * C)
+                for b in 0..<B {
+                    (dA + b * T * C).update(from: cOutA + b * C, count: C)
+                    (dCtx + b * T * C).update(from: cOutCtx + b * C, count: C)
+                }
+            } else {
+                tail(dyIn: dA, h2: s.h2, mean2: s.mean2, rstd2: s.rstd2, f: s.f, h1: s.h1, mean1: s.mean1, rstd1: s.rstd1,
+                     outA: dA, outCtx: dCtx, n: BT, TT: T)
             }
-            linearBackward(6 * l + 4, dx: dB, w: w.w1, b: w.b1, dy: ffScratch, x: s.y1, n: BT, inC: C, outC: FF,
-                           accumulateDx: true)
-            LayerNorm.backward(dx: dA, dw: GLN(w.ln1w, 0), db: GLN(w.ln1b, 1), dy: dB, x: s.h1, mean: s.mean1, rstd: s.rstd1,
-                               w: P(w.ln1w), n: BT, C: C)   // dA = dL/dh1 = dL/dx (residual part)
-            var dProj = UnsafePointer(dA)
-            if isBert && dropH, let d = dropout {
-                dropoutRows(dA, dDrop, B: B, T: T, C: C, ctx: d, samples: samples,
-                            site: DropoutSite.attentionOutput(layer: l), p: pHidden)
-                dProj = UnsafePointer(dDrop)
-            }
-            linearBackward(6 * l + 3, dx: dCtx, w: w.wo, b: w.bo, dy: dProj, x: s.ctx, n: BT, inC: C, outC: C)
             let ad = (dropout != nil && pAttn > 0)
                 ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
             Attention.backward(dq: dq, dk: dk, dv: dv, dctx: dCtx, probs: s.probs, q: s.q, k: s.k, v: s.v,
