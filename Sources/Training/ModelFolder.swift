@@ -13,6 +13,26 @@ public struct TrainingError: Error, CustomStringConvertible {
     public var description: String { message }
 }
 
+/// What a model folder holds, read from its config.json: it decides which loader opens the folder (train, eval, predict).
+public enum ModelKind: Sendable, Equatable {
+    /// BERT, DistilBERT, MiniLM, and anything that is not GPT-2 (its loader then names what is wrong).
+    case encoderClassifier
+    /// A GPT-2 config whose architectures name GPT2ForSequenceClassification.
+    case gpt2Classifier
+    /// Any other GPT-2 config (GPT2LMHeadModel, or no architectures field).
+    case gpt2LanguageModel
+
+    /// Never throws: an unreadable or missing config.json is left to the loader, whose error names the file.
+    public static func of(_ modelDir: URL) -> ModelKind {
+        guard let data = try? Data(contentsOf: modelDir.appendingPathComponent("config.json")),
+              let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any], GPT2Config.isGPT2(json) else {
+            return .encoderClassifier
+        }
+        let arch = (json["architectures"] as? [String]) ?? []
+        return arch.contains("GPT2ForSequenceClassification") ? .gpt2Classifier : .gpt2LanguageModel
+    }
+}
+
 /// A loaded classifier: config (with the label set in force), parameters, tokenizer.
 /// Sendable: after init only `save` reads it (from the checkpoint thread), and nothing mutates it.
 public final class ClassifierBundle: @unchecked Sendable {
