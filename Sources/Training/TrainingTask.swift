@@ -109,8 +109,8 @@ struct ClassifierBackend {
     /// BERT, DistilBERT, MiniLM: a head for `labels` (re-initialised when the checkpoint's labels differ).
     static func encoder(modelDir: URL, labels: [String]?, maxLength: Int, seed: UInt64, microBatch: Int) throws -> ClassifierBackend {
         let bundle = try ClassifierBundle(directory: modelDir, labels: labels, seed: seed)
-        guard bundle.config.problemType == .singleLabel else {
-            throw TrainingError("\(bundle.config.path): problem_type \(bundle.config.problemType!.rawValue) is not supported yet; use single_label_classification")
+        guard labels == nil || bundle.config.problemType == .singleLabel else {
+            throw TrainingError("\(bundle.config.path): problem_type \(bundle.config.problemType!.rawValue) is not supported by `train` yet; use single_label_classification")
         }
         guard maxLength <= bundle.config.maxPositions else {
             throw TrainingError("--max-length \(maxLength) exceeds the model's max_position_embeddings \(bundle.config.maxPositions); use --max-length \(bundle.config.maxPositions) or less", exitCode: 2)
