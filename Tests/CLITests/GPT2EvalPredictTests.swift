@@ -154,7 +154,7 @@ final class GPT2EvalPredictTests: XCTestCase {
         assertFirstLine(e, status: 1, mentions: ["first.jsonl:1", "missing field \"response\""])
     }
 
-    /// Rows longer than n_positions (40 in the tiny model) are truncated to it and counted, not an error: one
+    /// Rows longer than n_positions (40 in the tiny model) or --max-length are truncated and counted, not an error: one
     /// 100-token row scores exactly 39 next-token targets, and both `train` and `eval` say what they cut.
     func testRowsLongerThanThePositionsAreTruncatedAndCounted() throws {
         let lm = fixtures.appendingPathComponent("gpt2-tiny-lm")
@@ -162,6 +162,10 @@ final class GPT2EvalPredictTests: XCTestCase {
         let e = try CLI.run(["eval", "--model", lm.path, "--eval-file", long.path, "--lm-per-row", "--max-length", "128"])
         assertFirstLine(e, status: 0, mentions: ["warning:", "long.jsonl", "1 rows longer than 40 tokens", "truncated"])
         XCTAssertEqual(number(try json(e.stdout), "eval_tokens"), 39, "n_positions 40 → 39 counted targets")
+        // Below n_positions, --max-length is the limit.
+        let short = try CLI.run(["eval", "--model", lm.path, "--eval-file", long.path, "--lm-per-row", "--max-length", "16"])
+        assertFirstLine(short, status: 0, mentions: ["1 rows longer than 16 tokens"])
+        XCTAssertEqual(number(try json(short.stdout), "eval_tokens"), 15)
         let t = try CLI.run(["train", "--model", lm.path, "--train-file", long.path, "--output-dir", dir.appendingPathComponent("out").path,
                              "--batch-size", "1", "--max-steps", "1", "--max-length", "128", "--lm-per-row", "--threads", "1"])
         XCTAssertEqual(t.status, 0, t.stderr)
