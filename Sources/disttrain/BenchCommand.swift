@@ -2,6 +2,8 @@
 import ArgumentParser
 import Foundation
 import Model
+import Dist
+import Training
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,6 +14,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Sequence length.") var seqLen: Int = 128
     @Option(help: "Timed steps (after 2 warm-up steps).") var steps: Int = 10
     @Option(help: "A config.json to take the shape from (default: the MiniLM shape).") var config: String?
+    @Flag(help: "Data-parallel step (all-reduce, clipping, AdamW) with --batch-size per rank; implied under mpirun.")
+    var dataParallel = false
 
     func validate() throws {
         guard threads > 0, batchSize > 0, seqLen > 1, steps > 0 else {
@@ -24,6 +28,15 @@ struct Bench: ParsableCommand {
         if let config { cfg = try ModelConfig.load(url: URL(fileURLWithPath: config)) } else { cfg = ModelBenchmark.miniLMConfig() }
         guard seqLen <= cfg.maxPositions else {
             throw ValidationError("--seq-len \(seqLen) exceeds max_position_embeddings \(cfg.maxPositions)")
+        }
+        let env = ProcessInfo.processInfo.environment
+        if dataParallel || LaunchMode.detect(environment: env) != .single {
+            let comm = try makeCommunicator(environment: env)
+            let r = try ScalingBenchmark.run(config: cfg, batch: batchSize, seq: seqLen, steps: steps, warmup: 2,
+                                             threads: threads, comm: comm)
+            if comm.isRoot { print(r.json) }
+            try finalizeMPI(comm)
+            return
         }
         let r = ModelBenchmark.run(config: cfg, batch: batchSize, seq: seqLen, steps: steps, warmup: 2, threads: threads)
         print(r.json)
