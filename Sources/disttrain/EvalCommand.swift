@@ -11,6 +11,7 @@
 import ArgumentParser
 import Dist
 import Foundation
+import Model
 import Training
 
 struct Eval: ParsableCommand {
@@ -117,18 +118,21 @@ struct Eval: ParsableCommand {
         return result
     }
 
-    /// Confusion counts and the summed cross-entropy for true class ids and logits rows (the loss in Double with the
-    /// max subtracted, as the trainer computes it in Float).
+    /// Confusion counts and the summed cross-entropy for true class ids and logits rows (Loss.crossEntropy, the
+    /// trainer's loss).
     static func counts(classCount C: Int, truth: [Int], logits: [[Float]]) -> (ConfusionCounts, Double) {
         var counts = ConfusionCounts(classCount: C)
-        var lossSum = 0.0
         for (t, row) in zip(truth, logits) {
-            let mx = Double(row.max() ?? 0)
-            let z = row.reduce(0.0) { $0 + Foundation.exp(Double($1) - mx) }
-            lossSum += -(Double(row[t]) - mx - Foundation.log(z))
             var best = 0
             for c in 1..<max(C, 1) where row[c] > row[best] { best = c }
             counts.add(truth: t, predicted: best)
+        }
+        let flat = logits.flatMap { $0 }
+        var scratch = [Float](repeating: 0, count: flat.count)
+        let lossSum = flat.withUnsafeBufferPointer { l in
+            scratch.withUnsafeMutableBufferPointer { d in
+                Loss.crossEntropy(logits: l, labels: truth.map { Int32($0) }, batch: truth.count, classes: C, scale: 0, dLogits: d)
+            }
         }
         return (counts, lossSum)
     }
