@@ -30,7 +30,8 @@ struct Eval: ParsableCommand {
         """)
 
     @Option(help: "A trained model folder (as written by `disttrain train`) or a checkpoint folder.") var model: String
-    @Option(help: "Labelled data: JSONL, CSV or TSV (the format follows the extension).") var evalFile: String
+    @Option(help: "Labelled data: JSONL, CSV or TSV (the format follows the extension); for a GPT-2 LM, {\"text\"} or {\"prompt\", \"response\"} JSONL.")
+    var evalFile: String
     @Option(help: "Truncate inputs to this many tokens (special tokens included).") var maxLength: Int = 128
     @Option(help: "Texts per forward pass.") var batchSize: Int = 32
     @Option(help: "Column holding the text.") var textColumn: String = "text"
