@@ -10,10 +10,10 @@
 //   - the micro-kernel keeps 6 × 4 zmm accumulators (24 of 32 registers) across its whole K block.
 //   Blocking: K in blocks of at most KC_MAX (the A micro-panel, 6·KC·2 bytes, stays in L1 and the C tile is read
 //   and written once per K block), N in blocks of NC columns so that the packed B block (KC·NC·2 bytes) stays in
-//   L2; B is packed exactly once per call, A is converted once per (K block, N block).
+//   L2; A and B are each converted and packed exactly once per call.
 //   Odd K is padded with a zero partner; rows/columns past the edge are zero in the panels and masked on store.
 // Deliberately not here: threads (single-threaded, like the other CKernels), global state (the pack buffer is
-// allocated per call), a slow portable path: without AVX512-BF16 the function returns CK_BF16_UNSUPPORTED and
+// allocated per call, about half the size of A), a slow portable path: without AVX512-BF16 the function returns CK_BF16_UNSUPPORTED and
 // the caller (Linear.swift) uses cblas_sgemm.
 #include "ckernels.h"
 #include <stdint.h>
@@ -193,6 +193,8 @@ TGT static void micro_any(size_t mr, size_t kcp, const uint32_t *ap, size_t rs, 
     }
 }
 
+// One K block: the whole A block (every micro-panel of rows) is converted once, then each N block of B is packed
+// once and swept by all A micro-panels (B block in L2, A micro-panel in L1, C tile in registers).
 TGT static void gemm_bf16(int transA, int transB, size_t m, size_t n, size_t k, float alpha, const float *a,
                           size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc,
                           uint32_t *bbuf, uint32_t *abuf, uint32_t *row, size_t kc_even, size_t nc_max) {
@@ -200,17 +202,22 @@ TGT static void gemm_bf16(int transA, int transB, size_t m, size_t n, size_t k, 
         size_t kc = k - k0 < kc_even ? k - k0 : kc_even;
         size_t kcp = (kc + 1) / 2;
         size_t kcp_pad = (kcp + 15) & ~(size_t)15;
+        size_t panel_words = MR * kcp_pad;
         float bet = k0 == 0 ? beta : 1.0f;
+        size_t rs = 0, cs = 0;
+        for (size_t i0 = 0; i0 < m; i0 += MR) {
+            size_t mr = m - i0 < MR ? m - i0 : MR;
+            pack_a(transA, a, lda, i0, mr, k0, kc, abuf + (i0 / MR) * panel_words, kcp_pad, &rs, &cs);
+        }
         for (size_t j0 = 0; j0 < n; j0 += nc_max) {
             size_t nc = n - j0 < nc_max ? n - j0 : nc_max;
             pack_b(transB, b, ldb, k0, kc, j0, nc, bbuf, row);
             for (size_t i0 = 0; i0 < m; i0 += MR) {
                 size_t mr = m - i0 < MR ? m - i0 : MR;
-                size_t rs, cs;
-                pack_a(transA, a, lda, i0, mr, k0, kc, abuf, kcp_pad, &rs, &cs);
+                const uint32_t *ap = abuf + (i0 / MR) * panel_words;
                 for (size_t jp = 0; jp < nc; jp += NR) {
                     size_t nr = nc - jp < NR ? nc - jp : NR;
-                    micro_any(mr, kcp, abuf, rs, cs, bbuf + (jp / NR) * kcp * NR, c + i0 * ldc + j0 + jp, ldc,
+                    micro_any(mr, kcp, ap, rs, cs, bbuf + (jp / NR) * kcp * NR, c + i0 * ldc + j0 + jp, ldc,
                               nr, alpha, bet);
                 }
             }
@@ -234,8 +241,10 @@ int ck_bf16_gemm(int transA, int transB, size_t m, size_t n, size_t k, float alp
     if (nc < NR) nc = NR;
     size_t npanels_max = ((n < nc ? n : nc) + NR - 1) / NR;
     size_t bwords = npanels_max * (kc / 2) * NR;
-    size_t awords = MR * kcp_pad;              // ≥ kcp·MR as well, for the transposed layout
+    size_t awords = (m + MR - 1) / MR * MR * kcp_pad;   // the A block: ≥ kcp·MR per panel for either layout
     size_t rwords = kcp_pad;
+    // One buffer per call (A block ≈ m·min(k,1536)·2 bytes, e.g. 12 MB at m = 4096, k = 1536); glibc serves
+    // repeated same-size requests from the heap after the first free, so there are no page faults per call.
     uint32_t *buf = aligned_alloc(64, ((bwords + awords + rwords) * 4 + 63) & ~(size_t)63);
     if (!buf) return CK_BF16_NOMEM;
     gemm_bf16(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, buf, buf + bwords, buf + bwords + awords,
