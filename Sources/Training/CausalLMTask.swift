@@ -27,6 +27,9 @@ public final class CausalLMTask: TrainingTask, @unchecked Sendable {
 
     public init(modelDir: URL, trainConfig tc: TrainConfig, microBatch: Int) throws {
         self.modelDir = modelDir
+        guard tc.matmulPrecision == .fp32 else {
+            throw TrainingError("--bf16: bf16 matrix products are implemented for BERT-family encoders only; drop --bf16 for GPT-2", exitCode: 2)
+        }
         config = try GPT2Config.load(url: modelDir.appendingPathComponent("config.json"))
         let weights = modelDir.appendingPathComponent("model.safetensors")
         guard FileManager.default.fileExists(atPath: weights.path) else {

@@ -158,4 +158,41 @@ final class BF16GemmTests: XCTestCase {
         XCTAssertEqual(y0, y2)
         XCTAssertEqual(y1, y2)
     }
+
+    /// The whole tiny BERT fixture with matmulPrecision = .bf16 against the transformers fp32 goldens: logits and
+    /// the flat gradient within a relative L2 error of a few bf16 roundoffs (u = 2⁻⁸ ≈ 0.004 per product; the errors
+    /// of ~8 chained products per layer partly cancel, so we allow 4u = 0.016), and clearly not the fp32 result.
+    func testTinyBertInBF16AgainstGoldens() throws {
+        let (config, store, golden) = try Fixtures.load("bert-tiny-cls")
+        let (batch, labels) = try Fixtures.batch(golden, 0, bert: true)
+        let model = EncoderClassifier(config: config, parameters: store, maxBatch: batch.batchSize, maxSeq: batch.seqLen)
+        model.matmulPrecision = .bf16
+        let logits = Array(model.forward(batch, dropout: DropoutContext(seed: 1, step: 0)))
+        let refLogits = try golden.floats("logits")
+        func relL2(_ a: [Float], _ b: [Float]) -> Double {
+            let d = zip(a, b).map { Double($0 - $1) * Double($0 - $1) }.reduce(0, +)
+            let r = b.map { Double($0) * Double($0) }.reduce(0, +)
+            return (d / max(r, 1e-30)).squareRoot()
+        }
+        let eLogits = relL2(logits, refLogits)
+        XCTAssertLessThan(eLogits, 0.016, "bf16 logits vs fp32 goldens (relative L2)")
+        XCTAssertGreaterThan(eLogits, 1e-5, "bf16 logits equal the fp32 goldens: is the bf16 path active?")
+        let B = batch.batchSize, NL = config.numLabels
+        var dLogits = [Float](repeating: 0, count: B * NL)
+        _ = dLogits.withUnsafeMutableBufferPointer {
+            Loss.crossEntropy(logits: model.forward(batch, dropout: nil), labels: labels, batch: B, classes: NL,
+                              scale: 1 / Float(B), dLogits: $0)
+        }
+        store.zeroGrads()
+        dLogits.withUnsafeBufferPointer { model.backward(dLogits: $0) }
+        var got: [Float] = [], want: [Float] = []
+        for e in store.entries {
+            got += Array(store.grad(e.name))
+            want += try golden.floats("grad/\(e.name)")
+        }
+        let eGrad = relL2(got, want)
+        XCTAssertLessThan(eGrad, 0.016, "bf16 flat gradient vs fp32 goldens (relative L2)")
+        XCTAssertGreaterThan(eGrad, 1e-5)
+        print("bf16 tiny BERT: logits rel L2 \(eLogits), gradient rel L2 \(eGrad)")
+    }
 }
