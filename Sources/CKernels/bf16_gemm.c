@@ -12,13 +12,15 @@
 //   and written once per K block), N in blocks of NC columns so that the packed B block (KC·NC·2 bytes) stays in
 //   L2; A and B are each converted and packed exactly once per call.
 //   Odd K is padded with a zero partner; rows/columns past the edge are zero in the panels and masked on store.
-// Deliberately not here: threads (single-threaded, like the other CKernels), global state (the pack buffer is
-// allocated per call, about half the size of A), a slow portable path: without AVX512-BF16 the function returns CK_BF16_UNSUPPORTED and
+// Threads: `threads` > 1 splits the larger of M and N over that many pthreads made per call (the caller passes
+// the process's ComputeThreads setting). Deliberately not here: a thread pool or any global state (the pack
+// buffer is allocated per call, about half the size of A), a slow portable path: without AVX512-BF16 the function returns CK_BF16_UNSUPPORTED and
 // the caller (Linear.swift) uses cblas_sgemm.
 #include "ckernels.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -225,8 +227,41 @@ TGT static void gemm_bf16(int transA, int transB, size_t m, size_t n, size_t k, 
     }
 }
 
+// One thread's share: sizes of its pack buffer, and the call.
+typedef struct {
+    int transA, transB;
+    size_t m, n, k;
+    float alpha, beta;
+    const float *a, *b;
+    size_t lda, ldb, ldc;
+    float *c;
+    size_t kc, nc, bwords, awords, rwords;
+    uint32_t *buf;
+} part_t;
+
+static void part_plan(part_t *p) {
+    size_t kblocks = (p->k + KC_MAX - 1) / KC_MAX;
+    p->kc = ((p->k + kblocks - 1) / kblocks + 1) & ~(size_t)1;   // balanced K blocks, even
+    size_t kcp_pad = (p->kc / 2 + 15) & ~(size_t)15;
+    p->nc = (B_BLOCK_BYTES / (p->kc * 2)) / NR * NR;
+    if (p->nc < NR) p->nc = NR;
+    size_t npanels_max = ((p->n < p->nc ? p->n : p->nc) + NR - 1) / NR;
+    p->bwords = npanels_max * (p->kc / 2) * NR;
+    p->awords = (p->m + MR - 1) / MR * MR * kcp_pad;   // the A block: ≥ kcp·MR per panel for either layout
+    p->rwords = kcp_pad;                                 // one converted row (scratch of pack_b)
+}
+
+TGT static void *part_run(void *arg) {
+    part_t *p = arg;
+    gemm_bf16(p->transA, p->transB, p->m, p->n, p->k, p->alpha, p->a, p->lda, p->b, p->ldb, p->beta, p->c, p->ldc,
+              p->buf, p->buf + p->bwords, p->buf + p->bwords + p->awords, p->kc, p->nc);
+    return NULL;
+}
+
+#define MAX_THREADS 64
+
 int ck_bf16_gemm(int transA, int transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
-                 const float *b, size_t ldb, float beta, float *c, size_t ldc) {
+                 const float *b, size_t ldb, float beta, float *c, size_t ldc, int threads) {
     if (!ck_has_avx512bf16()) return CK_BF16_UNSUPPORTED;
     if (m == 0 || n == 0) return 0;
     if (k == 0) {   // C = beta·C, C not read when beta == 0 (BLAS semantics)
@@ -234,21 +269,49 @@ int ck_bf16_gemm(int transA, int transB, size_t m, size_t n, size_t k, float alp
             for (size_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
         return 0;
     }
-    size_t kblocks = (k + KC_MAX - 1) / KC_MAX;
-    size_t kc = ((k + kblocks - 1) / kblocks + 1) & ~(size_t)1;   // balanced K blocks, even
-    size_t kcp_pad = (kc / 2 + 15) & ~(size_t)15;
-    size_t nc = (B_BLOCK_BYTES / (kc * 2)) / NR * NR;
-    if (nc < NR) nc = NR;
-    size_t npanels_max = ((n < nc ? n : nc) + NR - 1) / NR;
-    size_t bwords = npanels_max * (kc / 2) * NR;
-    size_t awords = (m + MR - 1) / MR * MR * kcp_pad;   // the A block: ≥ kcp·MR per panel for either layout
-    size_t rwords = kcp_pad;
-    // One buffer per call (A block ≈ m·min(k,1536)·2 bytes, e.g. 12 MB at m = 4096, k = 1536); glibc serves
-    // repeated same-size requests from the heap after the first free, so there are no page faults per call.
-    uint32_t *buf = aligned_alloc(64, ((bwords + awords + rwords) * 4 + 63) & ~(size_t)63);
+    // Threads split the larger of M (whole 6-row panels) and N (whole 64-column panels); each packs its own
+    // share of that operand and all of the other (the smaller side, so the duplicated packing is the cheap one).
+    int splitM = m >= n;
+    size_t tiles = splitM ? (m + MR - 1) / MR : (n + NR - 1) / NR;
+    size_t nt = threads < 1 ? 1 : (size_t)threads;
+    if (nt > MAX_THREADS) nt = MAX_THREADS;
+    if (nt > tiles / 2) nt = tiles / 2 > 0 ? tiles / 2 : 1;   // at least two tiles each
+    if (2 * m * n * k < (size_t)32000000) nt = 1;   // < ~0.1 ms of work: creating a thread costs more than it saves
+    part_t parts[MAX_THREADS];
+    size_t total = 0, t0 = 0;
+    for (size_t t = 0; t < nt; t++) {
+        size_t t1 = tiles * (t + 1) / nt;
+        part_t *p = &parts[t];
+        *p = (part_t){transA, transB, m, n, k, alpha, beta, a, b, lda, ldb, ldc, c, 0, 0, 0, 0, 0, NULL};
+        if (splitM) {
+            size_t i0 = t0 * MR, i1 = t1 * MR < m ? t1 * MR : m;
+            p->m = i1 - i0;
+            p->a = transA ? a + i0 : a + i0 * lda;
+            p->c = c + i0 * ldc;
+        } else {
+            size_t j0 = t0 * NR, j1 = t1 * NR < n ? t1 * NR : n;
+            p->n = j1 - j0;
+            p->b = transB ? b + j0 * ldb : b + j0;
+            p->c = c + j0;
+        }
+        part_plan(p);
+        total += (p->bwords + p->awords + p->rwords + 15) & ~(size_t)15;   // keep every part 64-byte aligned
+        t0 = t1;
+    }
+    // One buffer per call, allocated here for all parts (A block ≈ m·min(k,1536)·2 bytes, e.g. 12 MB at m = 4096,
+    // k = 1536); glibc serves repeated same-size requests from the heap after the first free (no page faults).
+    uint32_t *buf = aligned_alloc(64, total * 4);
     if (!buf) return CK_BF16_NOMEM;
-    gemm_bf16(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, buf, buf + bwords, buf + bwords + awords,
-              kc, nc);
+    size_t off = 0;
+    for (size_t t = 0; t < nt; t++) { parts[t].buf = buf + off; off += (parts[t].bwords + parts[t].awords + parts[t].rwords + 15) & ~(size_t)15; }
+    pthread_t tid[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (size_t t = 1; t < nt; t++) started[t] = pthread_create(&tid[t], NULL, part_run, &parts[t]) == 0;
+    part_run(&parts[0]);
+    for (size_t t = 1; t < nt; t++) {
+        if (started[t]) pthread_join(tid[t], NULL);
+        else part_run(&parts[t]);   // could not start a thread: do its share here
+    }
     free(buf);
     return 0;
 }
@@ -256,8 +319,8 @@ int ck_bf16_gemm(int transA, int transB, size_t m, size_t n, size_t k, float alp
 #else
 
 int ck_bf16_gemm(int transA, int transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
-                 const float *b, size_t ldb, float beta, float *c, size_t ldc) {
-    (void)transA; (void)transB; (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)lda; (void)b; (void)ldb;
+                 const float *b, size_t ldb, float beta, float *c, size_t ldc, int threads) {
+    (void)threads; (void)transA; (void)transB; (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)lda; (void)b; (void)ldb;
     (void)beta; (void)c; (void)ldc;
     return CK_BF16_UNSUPPORTED;
 }

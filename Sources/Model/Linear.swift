@@ -46,16 +46,18 @@ func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
 func gemm(_ precision: MatmulPrecision, transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
           _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
           beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int) {
-    if precision == .bf16,
-       ck_bf16_gemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) == 0 { return }
+    if precision == .bf16, ck_bf16_gemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+                                        Int32(ComputeThreads.blasThreads)) == 0 { return }
     sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a, lda: lda, b, ldb: ldb, beta: beta, c, ldc: ldc)
 }
 
-/// The bf16 kernel for tests and benchmarks: false when the CPU lacks AVX512-BF16 (C untouched).
+/// The bf16 kernel for tests and benchmarks, on `threads` threads (default: the ComputeThreads setting):
+/// false when the CPU lacks AVX512-BF16 (C untouched).
 public func bf16Gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                      _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
-                     beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int) -> Bool {
-    ck_bf16_gemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) == 0
+                     beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int? = nil) -> Bool {
+    ck_bf16_gemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+                 Int32(threads ?? ComputeThreads.blasThreads)) == 0
 }
 
 /// cblas_sgemm (row-major), public for tests and benchmarks.

@@ -108,6 +108,31 @@ final class BF16GemmTests: XCTestCase {
         }
     }
 
+    /// Threads split M or N into whole panels without changing any element's summation order, so 2 and 3 threads
+    /// give bitwise the single-thread result (whose accuracy the test above checks), for both split directions.
+    func testThreadsGiveTheSingleThreadResult() {
+        var rng = TestRNG(41)
+        // (m ≥ n: rows split; m < n: columns split), both above the kernel's ~32 MFLOP threading threshold
+        for (m, n, k) in [(400, 130, 350), (130, 401, 333)] {
+            for transA in [false, true] {
+                for transB in [false, true] {
+                    let lda = (transA ? m : k) + 1, ldb = (transB ? k : n) + 2, ldc = n + 3
+                    let a = rng.floats((transA ? k : m) * lda), b = rng.floats((transB ? n : k) * ldb)
+                    let c0 = rng.floats(m * ldc)
+                    var c1 = c0
+                    XCTAssertTrue(bf16Gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 1.5, a, lda: lda, b,
+                                           ldb: ldb, beta: 1, &c1, ldc: ldc, threads: 1))
+                    for t in [2, 3] {
+                        var ct = c0
+                        XCTAssertTrue(bf16Gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 1.5, a, lda: lda, b,
+                                               ldb: ldb, beta: 1, &ct, ldc: ldc, threads: t))
+                        XCTAssertEqual(ct, c1, "m \(m) n \(n) k \(k) transA \(transA) transB \(transB): \(t) threads")
+                    }
+                }
+            }
+        }
+    }
+
     /// It really computes in bf16 (not a silent sgemm): on random data the results differ from fp32 by about 2⁻⁹
     /// of Σ|ab| per element, far above fp32 noise, yet within the bound.
     func testDiffersFromFP32() {

@@ -74,9 +74,10 @@ int ck_dropout_keep(uint64_t rowkey, uint32_t j, uint32_t threshold);
 /// rounded to bfloat16 (nearest even) and the products summed in fp32. op(A) is [m,k]: transA ? a[k*lda + i] :
 /// a[i*lda + k]; op(B) is [k,n]: transB ? b[j*ldb + k] : b[k*ldb + j].
 /// Returns 0, or CK_BF16_UNSUPPORTED when the CPU lacks AVX512-BF16, or CK_BF16_NOMEM (C untouched in both cases:
-/// the caller falls back to cblas_sgemm). Single-threaded; allocates one pack buffer per call (≈ m·min(k,1536)·2 bytes + 0.4 MB).
+/// the caller falls back to cblas_sgemm). `threads` > 1 splits the work over that many threads (created per call;
+/// small products stay on the caller's). Allocates one pack buffer per call (≈ m·min(k,1536)·2 bytes + 0.4 MB).
 int ck_bf16_gemm(int transA, int transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
-                 const float *b, size_t ldb, float beta, float *c, size_t ldc);
+                 const float *b, size_t ldb, float beta, float *c, size_t ldc, int threads);
 /// x rounded to the nearest bfloat16 (ties to even), returned as a float: what ck_bf16_gemm multiplies. Portable.
 float ck_bf16_round_one(float x);
 /// y[i] = ck_bf16_round_one(x[i]) (tests: a reference on rounded inputs isolates the fp32 summation error).
