@@ -51,8 +51,12 @@ public final class GradientReducer {
     /// Ranges already launched this step, in launch order, with their in-flight reductions; `scaled` marks buckets
     /// reduced and scaled on the spot by `reduceNow`.
     private var launched: [(range: Range<Int>, pending: PendingReduction, scaled: Bool)] = []
-    /// Seconds spent blocked in `reduceNow` during the open step (added to `stats` by `finish`).
+    /// Seconds spent blocked in `reduceNow`/`reduceRows` during the open step (added to `stats` by `finish`).
     private var stepSeconds = 0.0
+    /// Gather buffer of `reduceRows` (grown once, reused every step).
+    private var packed: [Float] = []
+    /// Elements `reduceRows` skipped (known zero) in the open step.
+    private var sparseSkipped = 0
 
     /// - Parameters:
     ///   - bucketBytes: bytes per all-reduce (default 4 MiB), rounded down to whole Floats, at least one.
@@ -95,6 +99,7 @@ public final class GradientReducer {
         self.buffer = buffer
         self.scale = scale
         stepSeconds = 0
+        sparseSkipped = 0
         launched.removeAll(keepingCapacity: true)
     }
 
@@ -140,6 +145,50 @@ public final class GradientReducer {
         }
     }
 
+    /// Row-sparse path for an embedding table whose gradient is non-zero only in the rows of tokens present in the
+    /// global batch (every rank holds every sample's tokens, so all ranks name the same `rows` without talking).
+    /// Gathers those rows into one contiguous buffer, all-reduces it in buckets, scales it and scatters it back;
+    /// every other row of `range` is left as it is, which is exact when it is zero on every rank (the caller's
+    /// contract; `--debug` checks it). For a 30522-row table and a batch of 32 short texts this moves ~1-2 MB
+    /// instead of 47 MB. Blocking; `rows` must be sorted, unique and inside the table. Counts as covering `range`.
+    public func reduceRows(range: Range<Int>, rowLength: Int, rows: [Int]) throws {
+        guard let buffer else { throw CommunicatorError("GradientReducer.reduceRows called before begin(_:scale:)") }
+        guard rowLength > 0, range.lowerBound >= 0, range.upperBound <= buffer.count, range.count % rowLength == 0 else {
+            throw CommunicatorError("GradientReducer.reduceRows: range \(range) is not whole rows of \(rowLength) inside 0..<\(buffer.count)")
+        }
+        if let clash = launched.first(where: { $0.range.overlaps(range) }) {
+            throw CommunicatorError("GradientReducer.reduceRows: range \(range) overlaps \(clash.range), already launched this step")
+        }
+        let tableRows = range.count / rowLength
+        var previous = -1
+        for r in rows {
+            guard r > previous, r < tableRows else {
+                throw CommunicatorError("GradientReducer.reduceRows: rows must be sorted, unique and below \(tableRows) (got \(r) after \(previous))")
+            }
+            previous = r
+        }
+        let t0 = ContinuousClock.now
+        defer { stepSeconds += Self.seconds(since: t0) }
+        let base = buffer.baseAddress! + range.lowerBound
+        let n = rows.count * rowLength
+        if packed.count < n { packed = [Float](repeating: 0, count: n) }
+        try packed.withUnsafeMutableBufferPointer { p in
+            let dst = p.baseAddress!
+            for (i, r) in rows.enumerated() { (dst + i * rowLength).update(from: base + r * rowLength, count: rowLength) }
+            var start = 0
+            while start < n {
+                let end = min(start + bucketElements, n)
+                let bucket = UnsafeMutableBufferPointer(rebasing: p[start..<end])
+                if communicator.worldSize > 1 { try communicator.allReduce(bucket, op: .sum) }
+                Self.scale(bucket, by: scale)
+                start = end
+            }
+            for (i, r) in rows.enumerated() { (base + r * rowLength).update(from: dst + i * rowLength, count: rowLength) }
+        }
+        sparseSkipped += range.count - n
+        launched.append((range, CompletedReduction(), true))
+    }
+
     /// Drives in-flight reductions forward without blocking (MPI progresses non-blocking collectives mostly inside
     /// MPI calls, so a trainer may call this between layers of backward). Returns how many buckets are complete.
     @discardableResult
@@ -156,7 +205,8 @@ public final class GradientReducer {
         let t0 = ContinuousClock.now
         defer {
             if communicator.worldSize > 1 {
-                record(bytes: buffer.count * MemoryLayout<Float>.stride, since: t0)
+                // Bytes actually moved: the dense part plus the gathered rows of row-sparse tables.
+                record(bytes: (buffer.count - sparseSkipped) * MemoryLayout<Float>.stride, since: t0)
                 stats.seconds += stepSeconds
             }
             self.buffer = nil

@@ -97,6 +97,17 @@ public final class EncoderClassifier {
     /// skipped); input gradients still flow to the adapters.
     public internal(set) var frozenBase = false
 
+    /// Called during backward with layer l as soon as layer l's parameter gradients are final (last layer first), so
+    /// the trainer can all-reduce them while they are in cache. Nil: no calls.
+    public var onLayerBackward: ((Int) -> Void)?
+    /// Debug probe (`--debug`): called with a stage name and its values after the embeddings, each layer and the head
+    /// in forward (outputs), and after the head and each layer in backward (the gradient flowing out of it), so the
+    /// first non-finite value can be traced to its layer. Nil: no calls and no cost.
+    public var probe: ((String, UnsafeBufferPointer<Float>) -> Void)?
+
+    /// Layer names as in the checkpoint (bert.encoder.layer.N / distilbert.transformer.layer.N), for the probe.
+    private func layerName(_ l: Int) -> String { isBert ? "bert.encoder.layer.\(l)" : "distilbert.transformer.layer.\(l)" }
+
     // the last forward
     private var lastB = 0, lastT = 0
     private var lastBatch: TokenBatch?
@@ -306,6 +317,7 @@ public final class EncoderClassifier {
         if dropH, let d = dropout {
             dropoutRows(hidden0, hidden0, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.embeddings, p: pHidden)
         }
+        probe?("output of " + (isBert ? "bert" : "distilbert") + ".embeddings", UnsafeBufferPointer(start: hidden0, count: BT * C))
         var x = UnsafePointer(hidden0)
         for (l, w) in layers.enumerated() {
             let s = acts[l]
@@ -335,6 +347,7 @@ public final class EncoderClassifier {
             LayerNorm.forward(y: s.y2, mean: s.mean2, rstd: s.rstd2, x: s.h2, w: P(w.ln2w), b: P(w.ln2b), n: BT, C: C,
                               eps: config.layerNormEps)
             x = UnsafePointer(s.y2)
+            probe?("output of " + layerName(l), UnsafeBufferPointer(start: s.y2, count: BT * C))
         }
         // head on the first token of every row
         for b in 0..<B { cls.advanced(by: b * C).update(from: x + b * T * C, count: C) }
@@ -347,6 +360,8 @@ public final class EncoderClassifier {
             head = UnsafePointer(pooledDrop)
         }
         Linear.forward(y: logits, x: head, w: P(wc), b: P(bc), n: B, inC: C, outC: NL)
+        probe?(isBert ? "logits of bert.pooler + classifier" : "logits of pre_classifier + classifier",
+               UnsafeBufferPointer(start: logits, count: B * NL))
         return UnsafeBufferPointer(start: logits, count: B * NL)
     }
 
@@ -373,6 +388,7 @@ public final class EncoderClassifier {
         linearBackward(nil, dx: dCls, w: wp, b: bp, dy: dHead1, x: cls, n: B, inC: C, outC: C)
         dA.update(repeating: 0, count: BT * C)
         for b in 0..<B { (dA + b * T * C).update(from: dCls + b * C, count: C) }
+        probe?("gradient out of the classifier head (backward)", UnsafeBufferPointer(start: dCls, count: B * C))
         // layers, last to first; dA holds dLoss/d(layer output)
         for l in stride(from: layers.count - 1, through: 0, by: -1) {
             let w = layers[l], s = acts[l]
@@ -408,6 +424,8 @@ public final class EncoderClassifier {
             linearBackward(6 * l, dx: dxQKV, w: w.wq, b: w.bq, dy: dq, x: x, n: BT, inC: C, outC: C, accumulateDx: true)
             linearBackward(6 * l + 1, dx: dxQKV, w: w.wk, b: w.bk, dy: dk, x: x, n: BT, inC: C, outC: C, accumulateDx: true)
             linearBackward(6 * l + 2, dx: dxQKV, w: w.wv, b: w.bv, dy: dv, x: x, n: BT, inC: C, outC: C, accumulateDx: true)
+            if let probe, dxQKV != nil { probe("gradient into the input of \(layerName(l)) (backward)", UnsafeBufferPointer(start: dA, count: BT * C)) }
+            onLayerBackward?(l)
         }
         if frozenBase { return }   // the embeddings' gradients are all the rest computes
         // embeddings: dropout → LayerNorm → scatter

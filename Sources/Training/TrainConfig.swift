@@ -70,6 +70,10 @@ public struct TrainConfig: Sendable {
     public var faultInjection: (phase: String, step: Int)?
     public var stepDelayMs: Int = 0
     public var sampleLog: URL?
+    /// `--debug`: check activations and gradients for NaN/Inf after every layer (naming the first layer and step),
+    /// and that row-sparse gradient rows outside the step's tokens are zero. The communicator's sequence checks are
+    /// set up by the executable.
+    public var debug: Bool = false
     /// Resume even when the data fingerprint or the global batch differ from the checkpoint's.
     public var ignoreResumeMismatch: Bool = false
 

@@ -46,6 +46,22 @@ public protocol TrainingTask: AnyObject, Sendable {
     func metrics(_ stats: EvalStats) -> [String: Double]
     /// Writes a loadable Hugging Face folder with `weights` (default: the live parameters).
     func save(to dir: URL, weights: ParameterStore?) throws
+    /// How the trainable gradient is all-reduced (stages in backward order, row-sparse tables; GradientSync.swift).
+    var gradientSync: GradientSyncLayout { get }
+    /// The rows of each of `gradientSync.sparseTables` that these samples touch (sorted, unique).
+    func touchedRows(_ indices: [Int]) -> [[Int]]
+    /// During the next micro-batches, call `hook(k)` as soon as stage k's gradients are final (nil: stop calling).
+    func setBackwardHook(_ hook: ((Int) -> Void)?)
+    /// `--debug`: call `probe(name, values)` with each layer's output in forward and its gradient in backward.
+    func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?)
+}
+
+/// Defaults: the whole trainable buffer is reduced in one go after backward, and there is nothing to probe.
+extension TrainingTask {
+    public var gradientSync: GradientSyncLayout { GradientSyncLayout() }
+    public func touchedRows(_ indices: [Int]) -> [[Int]] { [] }
+    public func setBackwardHook(_ hook: ((Int) -> Void)?) {}
+    public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) {}
 }
 
 /// A classifier's forward/backward: BERT-family encoders and GPT-2 alike.
@@ -235,9 +251,12 @@ public final class ClassificationTask: TrainingTask, @unchecked Sendable {
         let C = labels.count
         var stats = EvalStats(counts: [Int64](repeating: 0, count: C * C))
         var scratch = [Float](repeating: 0, count: batchSize * C)
-        var i = range.lowerBound
-        while i < range.upperBound {
-            let idx = Array(i..<min(i + batchSize, range.upperBound))
+        // Batches of similar length (longest first): far less padding than file order, and the counts and loss
+        // sums do not depend on the order in which samples are scored.
+        let order = range.sorted { eval[$0].ids.count != eval[$1].ids.count ? eval[$0].ids.count > eval[$1].ids.count : $0 < $1 }
+        var i = 0
+        while i < order.count {
+            let idx = Array(order[i..<min(i + batchSize, order.count)])
             i += idx.count
             let logits = model.forward(makeBatch(idx, from: eval), dropout: nil)
             let lab = idx.map { Int32(eval[$0].label) }

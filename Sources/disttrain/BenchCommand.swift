@@ -2,6 +2,8 @@
 import ArgumentParser
 import Foundation
 import Model
+import Dist
+import Training
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,6 +14,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Sequence length.") var seqLen: Int = 128
     @Option(help: "Timed steps (after 2 warm-up steps).") var steps: Int = 10
     @Option(help: "A config.json to take the shape from (default: the MiniLM shape).") var config: String?
+    @Flag(help: "Data-parallel step (all-reduce, clipping, AdamW) with --batch-size per rank; implied under mpirun.")
+    var dataParallel = false
     @Flag(help: "Also run the step with the Linear products in bf16 (AVX512-BF16) and print the bf16/fp32 tokens/s ratio.")
     var bf16 = false
     @Flag(help: "Instead of training steps, time the bf16 kernel against cblas_sgemm at the step's GEMM shapes.")
@@ -36,6 +40,18 @@ struct Bench: ParsableCommand {
             let rows = ModelBenchmark.gemmShapes(tokens: batchSize * seqLen, hidden: cfg.hidden, ffn: cfg.intermediate,
                                                  seq: seqLen, headSize: cfg.hidden / cfg.heads, threads: threads) ?? []
             for r in rows { print(r.json) }
+            return
+        }
+        let env = ProcessInfo.processInfo.environment
+        if dataParallel || LaunchMode.detect(environment: env) != .single {
+            guard !bf16 else {
+                throw ValidationError("--bf16 is not measured by the data-parallel bench yet; run `disttrain bench --bf16` in one process")
+            }
+            let comm = try makeCommunicator(environment: env)
+            let r = try ScalingBenchmark.run(config: cfg, batch: batchSize, seq: seqLen, steps: steps, warmup: 2,
+                                             threads: threads, comm: comm)
+            if comm.isRoot { print(r.json) }
+            try finalizeMPI(comm)
             return
         }
         let r = ModelBenchmark.run(config: cfg, batch: batchSize, seq: seqLen, steps: steps, warmup: 2, threads: threads)

@@ -133,6 +133,7 @@ struct Train: ParsableCommand {
         default: c.resume = .path(URL(fileURLWithPath: resume))
         }
         c.ignoreResumeMismatch = resumeIgnoreMismatch
+        c.debug = debug
         if let f = faultInject, let colon = f.lastIndex(of: ":"), let st = Int(f[f.index(after: colon)...]) {
             c.faultInjection = (String(f[..<colon]), st)
         }

@@ -29,7 +29,7 @@ final class DataParallelTests: XCTestCase {
 
     func trainArgs(_ w: (model: URL, train: URL, eval: URL, dir: URL), out: String) -> [String] {
         ["train", "--model", w.model.path, "--train-file", w.train.path, "--eval-file", w.eval.path,
-         "--output-dir", w.dir.appendingPathComponent(out).path, "--batch-size", "8", "--max-steps", "12",
+         "--output-dir", w.dir.appendingPathComponent(out).path, "--batch-size", "8", "--max-steps", "20",
          "--logging-steps", "1", "--learning-rate", "1e-3", "--weight-decay", "0.01", "--warmup-steps", "2",
          "--max-length", "24", "--seed", "5", "--threads", "1"]
     }
@@ -46,7 +46,7 @@ final class DataParallelTests: XCTestCase {
             let out = w.dir.appendingPathComponent(name)
             let logs = try CLI.jsonLines(out.appendingPathComponent("metrics.jsonl")).filter { $0["loss"] != nil }
             let losses = logs.map { ($0["loss"] as! NSNumber).doubleValue }
-            XCTAssertEqual(losses.count, 12, "\(name): one loss per step")
+            XCTAssertEqual(losses.count, 20, "\(name): one loss per step")
             let params = try CLI.tensors(out.appendingPathComponent("model.safetensors"))
             let result = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("eval_results.json"))) as! [String: Any]
             runs.append((name, losses, params, result))
@@ -70,6 +70,78 @@ final class DataParallelTests: XCTestCase {
             XCTAssertEqual((result["eval_loss"] as! NSNumber).doubleValue, (refResult["eval_loss"] as! NSNumber).doubleValue,
                            accuracy: 1e-5, "\(name): eval loss")
         }
+    }
+
+    /// Overwrites element `index` of tensor `name` in a safetensors file with a quiet NaN (header parsed here).
+    func poison(_ file: URL, tensor name: String, index: Int) throws {
+        var bytes = try Data(contentsOf: file)
+        let n = bytes.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+        let header = try JSONSerialization.jsonObject(with: bytes.subdata(in: 8..<(8 + n))) as! [String: Any]
+        let offsets = ((header[name] as! [String: Any])["data_offsets"] as! [NSNumber]).map(\.intValue)
+        let at = 8 + n + offsets[0] + 4 * index
+        XCTAssertLessThan(at + 4, 8 + n + offsets[1])
+        bytes.replaceSubrange(at..<(at + 4), with: [0x00, 0x00, 0xC0, 0x7F])  // 0x7FC00000 little-endian
+        try bytes.write(to: file)
+    }
+
+    func testDebugNamesTheFirstLayerAndStepWhereANaNAppears() throws {
+        let w = try makeWorkspace()
+        defer { try? FileManager.default.removeItem(at: w.dir) }
+        // One NaN weight in layer 1's FFN output: layer 0 and the embeddings stay finite, layer 1's output is not.
+        try poison(w.model.appendingPathComponent("model.safetensors"), tensor: "bert.encoder.layer.1.output.dense.weight", index: 5)
+        let plain = try CLI.run(trainArgs(w, out: "plain"), timeout: 120)
+        XCTAssertNotEqual(plain.status, 0)
+        XCTAssertTrue(plain.stderr.contains("the loss became nan at step 1"), plain.stderr)
+        XCTAssertFalse(plain.stderr.contains("layer.1"), "without --debug only the loss is checked: \(plain.stderr)")
+        for ranks in [nil, 2] as [Int?] {
+            let r = try CLI.run(trainArgs(w, out: "debug\(ranks ?? 0)") + ["--debug"], ranks: ranks, timeout: 120)
+            XCTAssertNotEqual(r.status, 0)
+            XCTAssertTrue(r.stderr.contains("--debug: first non-finite value at step 1, micro-batch 1, rank "), r.stderr)
+            XCTAssertTrue(r.stderr.contains("nan in the output of bert.encoder.layer.1, element"), r.stderr)
+            XCTAssertFalse(r.stderr.contains("Fatal error"), "no crash trace: \(r.stderr)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: w.dir.appendingPathComponent("debug\(ranks ?? 0)/model.safetensors").path))
+        }
+    }
+
+    func testRankStartedWithAnotherTrainFileOrSeedIsRefusedAtStartUp() throws {
+        let w = try makeWorkspace()
+        defer { try? FileManager.default.removeItem(at: w.dir) }
+        // Same line count, one text changed: only the content fingerprint can tell the files apart.
+        var lines = try String(contentsOf: w.train, encoding: .utf8).split(separator: "\n").map(String.init)
+        lines[3] = #"{"text": "a different message", "label": "ham"}"#
+        let other = w.dir.appendingPathComponent("other.jsonl")
+        try (lines.joined(separator: "\n") + "\n").write(to: other, atomically: true, encoding: .utf8)
+        let bin = try CLI.binary().path
+        func mpmd(_ second: [String]) -> [String] { trainArgs(w, out: "mpmd") + [":", "-n", "1", bin] + second }
+        var alt = trainArgs(w, out: "mpmd")
+        alt[alt.firstIndex(of: "--train-file")! + 1] = other.path
+        let data = try CLI.run(mpmd(alt), ranks: 1, timeout: 120)
+        XCTAssertNotEqual(data.status, 0)
+        XCTAssertTrue(data.stderr.contains("rank(s) 1 were started with a different configuration"), data.stderr)
+        XCTAssertTrue(data.stderr.contains("differing: train_data"), data.stderr)
+        var seed = trainArgs(w, out: "mpmd")
+        seed[seed.firstIndex(of: "--seed")! + 1] = "6"
+        let r = try CLI.run(mpmd(seed), ranks: 1, timeout: 120)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("rank(s) 1 were started with a different configuration"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("seed"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: w.dir.appendingPathComponent("mpmd/model.safetensors").path))
+    }
+
+    func testKillingOneRankMidRunEndsTheJobNonZeroWithinAMinuteNamingIt() throws {
+        let w = try makeWorkspace()
+        defer { try? FileManager.default.removeItem(at: w.dir) }
+        var args = trainArgs(w, out: "killed")
+        args[args.firstIndex(of: "--max-steps")! + 1] = "2000"
+        let log = w.dir.appendingPathComponent("killed/metrics.jsonl")
+        let t0 = Date()
+        // Kill rank 1 (mpirun's second child) once training is under way: the first log line exists.
+        let r = try CLI.runAndKill(args + ["--step-delay-ms", "20", "--save-steps", "5"], ranks: 2, killAfter: 0.5, pickRank: 1,
+                                   ready: { FileManager.default.fileExists(atPath: log.path) })
+        let seconds = Date().timeIntervalSince(t0)
+        XCTAssertNotEqual(r.status, 0, "the job must fail when a rank dies")
+        XCTAssertLessThan(seconds, 60)
+        XCTAssertTrue(r.stderr.contains("rank 1"), "mpirun names the dead rank: \(r.stderr)")
     }
 
     func testGlobalBatchThatDoesNotDivideIsAUsageError() throws {

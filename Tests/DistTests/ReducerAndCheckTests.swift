@@ -48,6 +48,43 @@ final class ReducerAndCheckTests: XCTestCase {
         for (i, v) in g.enumerated() { XCTAssertEqual(v, Float(i), accuracy: Float(i) * 2e-7) }
     }
 
+    func testRowSparseReductionMovesOnlyTheNamedRowsAndCoversTheTable() throws {
+        let comm = IdenticalRanksCommunicator(worldSize: 2)
+        let reducer = GradientReducer(communicator: comm, bucketBytes: 5 * 4)  // 5 floats per bucket
+        // Layout: 2 dense floats, then a table of 6 rows × 3, then 4 dense floats. Rows 1 and 4 are touched.
+        var g = [Float](repeating: 0, count: 2 + 18 + 4)
+        for i in 0..<2 { g[i] = 1 }
+        for i in 20..<24 { g[i] = 1 }
+        for c in 0..<3 { g[2 + 1 * 3 + c] = Float(10 + c); g[2 + 4 * 3 + c] = Float(20 + c) }
+        try g.withUnsafeMutableBufferPointer { buf in
+            try reducer.begin(buf, scale: 0.5)
+            try reducer.reduceRows(range: 2..<20, rowLength: 3, rows: [1, 4])
+            XCTAssertEqual(comm.counts, [5, 1], "6 gathered floats in buckets of 5: the untouched 12 never move")
+            XCTAssertThrowsError(try reducer.reduceNow(range: 0..<3)) { XCTAssertTrue("\($0)".contains("overlaps")) }
+            try reducer.finish()  // the dense gaps 0..<2 and 20..<24
+        }
+        XCTAssertEqual(comm.counts, [5, 1, 2, 4])
+        // Sum over 2 identical ranks then × 0.5: every value comes back unchanged, rows in place, zeros stay zero.
+        var expected = [Float](repeating: 0, count: 24)
+        for i in 0..<2 { expected[i] = 1 }
+        for i in 20..<24 { expected[i] = 1 }
+        for c in 0..<3 { expected[5 + c] = Float(10 + c); expected[14 + c] = Float(20 + c) }
+        XCTAssertEqual(g, expected)
+        XCTAssertEqual(reducer.stats.bytes, (24 - 12) * 4, "bytes moved: 6 dense + 6 gathered floats")
+    }
+
+    func testRowSparseReductionRejectsUnsortedOrOutOfRangeRows() throws {
+        let reducer = GradientReducer(communicator: IdenticalRanksCommunicator(worldSize: 2))
+        var g = [Float](repeating: 0, count: 12)
+        try g.withUnsafeMutableBufferPointer { buf in
+            try reducer.begin(buf, scale: 1)
+            XCTAssertThrowsError(try reducer.reduceRows(range: 0..<12, rowLength: 3, rows: [2, 1]))
+            XCTAssertThrowsError(try reducer.reduceRows(range: 0..<12, rowLength: 3, rows: [4]))
+            XCTAssertThrowsError(try reducer.reduceRows(range: 0..<12, rowLength: 5, rows: [0]))
+            try reducer.finish()
+        }
+    }
+
     func testAsyncReducerCoversGapsExactlyOnceAndRejectsOverlap() throws {
         let comm = IdenticalRanksCommunicator(worldSize: 2)
         let reducer = GradientReducer(communicator: comm, bucketBytes: 16)  // 4 floats per bucket

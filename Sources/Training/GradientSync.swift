@@ -1,0 +1,92 @@
+// GradientSync: how a task's trainable gradient buffer is all-reduced, so that communication follows backward
+// instead of waiting for all of it, and so that a big embedding table costs only the rows a step touched.
+//
+//   - Stages: ranges of the trainable store in the order backward finishes them (an encoder's layers, last first).
+//     During the last micro-batch of a step the task calls the trainer's hook with k as soon as range k is final,
+//     and the trainer all-reduces it at once, while it is still in cache (on 2 busy cores a non-blocking
+//     all-reduce makes no progress in the background, so a blocking, cache-hot reduction is what pays here).
+//   - Row-sparse tables: the word-embedding gradient is non-zero only in the rows of token ids present in the step;
+//     every rank holds every sample's tokens, so each names the same rows without communicating, and the reducer
+//     moves only those rows (exact: every other row is zero on every rank; `--debug` checks that).
+//   - Everything else (heads, position/type embeddings, LayerNorms) is reduced by `GradientReducer.finish()`.
+// Every rank issues the same collectives in the same order: a rank without samples in a short final step replays
+// the stage list after its (empty) backward.
+// Deliberately not here: the reduction itself (Dist's GradientReducer), clipping and the optimizer (Trainer).
+import Dist
+import Model
+
+/// The all-reduce plan of a trainable store (see the file header).
+public struct GradientSyncLayout: Sendable {
+    /// Ranges of the store in backward completion order; `setBackwardHook` reports k when range k is final.
+    public var stages: [Range<Int>] = []
+    /// Row-sparse tables (range in the store, floats per row), in the order `touchedRows` reports their rows.
+    public var sparseTables: [(range: Range<Int>, rowLength: Int)] = []
+    public init(stages: [Range<Int>] = [], sparseTables: [(range: Range<Int>, rowLength: Int)] = []) {
+        self.stages = stages; self.sparseTables = sparseTables
+    }
+
+    /// The union of the entries whose names start with `prefix`, which must be contiguous in the store (no entry
+    /// of another prefix inside it); nil when nothing matches or the entries are interleaved with others.
+    static func contiguousRange(of store: ParameterStore, prefix: String) -> Range<Int>? {
+        let mine = store.entries.filter { $0.name.hasPrefix(prefix) }
+        guard let lo = mine.map(\.range.lowerBound).min(), let hi = mine.map(\.range.upperBound).max() else { return nil }
+        let intruder = store.entries.contains { !$0.name.hasPrefix(prefix) && $0.range.overlaps(lo..<hi) }
+        return intruder ? nil : lo..<hi
+    }
+
+    /// Stages for per-layer prefixes given last layer first (backward order); empty if any layer is not contiguous.
+    static func layerStages(store: ParameterStore, prefixes: [String]) -> [Range<Int>] {
+        let ranges = prefixes.compactMap { contiguousRange(of: store, prefix: $0) }
+        return ranges.count == prefixes.count ? ranges : []
+    }
+
+    /// A row-sparse table for entry `name` ([rows, C]), if the store has it.
+    static func table(_ store: ParameterStore, _ name: String) -> [(range: Range<Int>, rowLength: Int)] {
+        guard let e = store.entries.first(where: { $0.name == name }), e.shape.count == 2 else { return [] }
+        return [(e.range, e.shape[1])]
+    }
+
+    /// Sorted unique token ids of `samples`, plus `extra` (the padding id, whose row a padded batch may touch).
+    static func sortedRows<S: Sequence>(_ samples: S, extra: Int32, tableRows: Int) -> [Int] where S.Element == [Int32] {
+        var seen = [Bool](repeating: false, count: tableRows)
+        if Int(extra) >= 0 && Int(extra) < tableRows { seen[Int(extra)] = true }
+        for ids in samples { for id in ids where Int(id) >= 0 && Int(id) < tableRows { seen[Int(id)] = true } }
+        return seen.indices.filter { seen[$0] }
+    }
+}
+
+extension ClassificationTask {
+    /// Full fine-tuning of an encoder: its layers as stages and the word embeddings row-sparse; a GPT-2 classifier:
+    /// `wte` row-sparse (its head is `score`, not tied to `wte`). LoRA: the adapter is small, reduced in one go.
+    public var gradientSync: GradientSyncLayout {
+        guard lora == nil else { return GradientSyncLayout() }
+        let s = backend.store
+        if let enc = backend.encoder {
+            let bert = s.entries.contains { $0.name.hasPrefix("bert.") }
+            let layer = bert ? "bert.encoder.layer." : "distilbert.transformer.layer."
+            let prefixes = (0..<enc.config.layers).reversed().map { "\(layer)\($0)." }
+            let word = (bert ? "bert" : "distilbert") + ".embeddings.word_embeddings.weight"
+            return GradientSyncLayout(stages: GradientSyncLayout.layerStages(store: s, prefixes: prefixes),
+                                      sparseTables: GradientSyncLayout.table(s, word))
+        }
+        return GradientSyncLayout(sparseTables: GradientSyncLayout.table(s, "transformer.wte.weight"))
+    }
+
+    public func touchedRows(_ indices: [Int]) -> [[Int]] {
+        gradientSync.sparseTables.map { t in
+            GradientSyncLayout.sortedRows(indices.lazy.map { self.train[$0].ids }, extra: backend.padId,
+                                          tableRows: t.range.count / t.rowLength)
+        }
+    }
+
+    public func setBackwardHook(_ hook: ((Int) -> Void)?) {
+        guard let enc = backend.encoder, lora == nil else { return }
+        guard let hook else { enc.onLayerBackward = nil; return }
+        let last = enc.config.layers - 1
+        enc.onLayerBackward = { layer in hook(last - layer) }
+    }
+
+    public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) {
+        backend.encoder?.probe = probe
+    }
+}
