@@ -32,6 +32,9 @@ public final class CausalLMTask: TrainingTask, @unchecked Sendable {
 
     /// Fine-tuning: the model in `modelDir`, the training file and the optional eval file of `tc`.
     public convenience init(modelDir: URL, trainConfig tc: TrainConfig, microBatch: Int) throws {
+        guard tc.matmulPrecision == .fp32 else {
+            throw TrainingError("--bf16: bf16 matrix products are implemented for BERT-family encoders only; drop --bf16 for GPT-2", exitCode: 2)
+        }
         let m = try LoadedLM(modelDir: modelDir, seed: tc.seed)
         let trainSet = try m.dataset(tc.trainFile, tc.lmData)
         guard !trainSet.examples.isEmpty else {

@@ -207,6 +207,12 @@ public final class ClassificationTask: TrainingTask, @unchecked Sendable {
         self.labels = labels
         dataFingerprint = trainSet.fingerprint
         backend = try .load(modelDir: modelDir, labels: labels, maxLength: config.maxLength, seed: config.seed, microBatch: microBatch)
+        if config.matmulPrecision == .bf16 {
+            guard let model = backend.encoder else {
+                throw TrainingError("--bf16: bf16 matrix products are implemented for BERT-family encoders only; drop --bf16 for GPT-2", exitCode: 2)
+            }
+            model.matmulPrecision = .bf16
+        }
         let tokenizer = backend.tokenizer, maxLength = config.maxLength
         let (trainEnc, t1) = try Self.encode(trainSet, tokenizer: tokenizer, maxLength: maxLength)
         let (evalEnc, t2) = try evalSet.map { try Self.encode($0, tokenizer: tokenizer, maxLength: maxLength) } ?? ([], 0)

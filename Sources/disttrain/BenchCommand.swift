@@ -16,6 +16,10 @@ struct Bench: ParsableCommand {
     @Option(help: "A config.json to take the shape from (default: the MiniLM shape).") var config: String?
     @Flag(help: "Data-parallel step (all-reduce, clipping, AdamW) with --batch-size per rank; implied under mpirun.")
     var dataParallel = false
+    @Flag(help: "Also run the step with the Linear products in bf16 (AVX512-BF16) and print the bf16/fp32 tokens/s ratio.")
+    var bf16 = false
+    @Flag(help: "Instead of training steps, time the bf16 kernel against cblas_sgemm at the step's GEMM shapes.")
+    var gemm = false
 
     func validate() throws {
         guard threads > 0, batchSize > 0, seqLen > 1, steps > 0 else {
@@ -29,8 +33,20 @@ struct Bench: ParsableCommand {
         guard seqLen <= cfg.maxPositions else {
             throw ValidationError("--seq-len \(seqLen) exceeds max_position_embeddings \(cfg.maxPositions)")
         }
+        if (bf16 || gemm) && !MatmulPrecision.bf16Supported {
+            throw ValidationError("--bf16/--gemm need a CPU with AVX512-BF16 (this one lacks it: no avx512_bf16 in /proc/cpuinfo); run without them for fp32")
+        }
+        if gemm {
+            let rows = ModelBenchmark.gemmShapes(tokens: batchSize * seqLen, hidden: cfg.hidden, ffn: cfg.intermediate,
+                                                 seq: seqLen, headSize: cfg.hidden / cfg.heads, threads: threads) ?? []
+            for r in rows { print(r.json) }
+            return
+        }
         let env = ProcessInfo.processInfo.environment
         if dataParallel || LaunchMode.detect(environment: env) != .single {
+            guard !bf16 else {
+                throw ValidationError("--bf16 is not measured by the data-parallel bench yet; run `disttrain bench --bf16` in one process")
+            }
             let comm = try makeCommunicator(environment: env)
             let r = try ScalingBenchmark.run(config: cfg, batch: batchSize, seq: seqLen, steps: steps, warmup: 2,
                                              threads: threads, comm: comm)
@@ -40,5 +56,11 @@ struct Bench: ParsableCommand {
         }
         let r = ModelBenchmark.run(config: cfg, batch: batchSize, seq: seqLen, steps: steps, warmup: 2, threads: threads)
         print(r.json)
+        if bf16 {
+            let b = ModelBenchmark.run(config: cfg, batch: batchSize, seq: seqLen, steps: steps, warmup: 2, threads: threads,
+                                       precision: .bf16)
+            print(b.json)
+            print(String(format: "{\"bf16_over_fp32_tokens_per_s\":%.3f}", b.tokens_per_s / r.tokens_per_s))
+        }
     }
 }
