@@ -20,6 +20,11 @@ struct Bench: ParsableCommand {
     var bf16 = false
     @Flag(help: "Instead of training steps, time the bf16 kernel against cblas_sgemm at the step's GEMM shapes.")
     var gemm = false
+    @Flag(help: "Run every configuration (fp32/bf16, 1/2 threads, 1 process vs 2 MPI ranks, GPT-2, start-up) in fresh processes and print a table of medians.")
+    var table = false
+    @Option(help: "With --table: rounds of runs (medians are reported).") var runs: Int = 3
+    @Option(help: "With --table: a model folder and training file for the launch → first step row.") var model: String?
+    @Option(help: "With --table: the training file for the launch → first step row.") var trainFile: String?
 
     func validate() throws {
         guard threads > 0, batchSize > 0, seqLen > 1, steps > 0 else {
@@ -28,6 +33,7 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+        if table { return try BenchTable(runs: runs, steps: steps, model: model, trainFile: trainFile).run() }
         let cfg: ModelConfig
         if let config { cfg = try ModelConfig.load(url: URL(fileURLWithPath: config)) } else { cfg = ModelBenchmark.miniLMConfig() }
         guard seqLen <= cfg.maxPositions else {
@@ -44,12 +50,10 @@ struct Bench: ParsableCommand {
         }
         let env = ProcessInfo.processInfo.environment
         if dataParallel || LaunchMode.detect(environment: env) != .single {
-            guard !bf16 else {
-                throw ValidationError("--bf16 is not measured by the data-parallel bench yet; run `disttrain bench --bf16` in one process")
-            }
+            // With --bf16 the data-parallel step runs in bf16 only (compare with a --bf16 run of one process).
             let comm = try makeCommunicator(environment: env)
             let r = try ScalingBenchmark.run(config: cfg, batch: batchSize, seq: seqLen, steps: steps, warmup: 2,
-                                             threads: threads, comm: comm)
+                                             threads: threads, comm: comm, precision: bf16 ? .bf16 : .fp32)
             if comm.isRoot { print(r.json) }
             try finalizeMPI(comm)
             return
