@@ -2,7 +2,9 @@
 // (gradients zeroed each step; no optimizer) on random tokens at a model shape, with MFU measured against the
 // sgemm rate of the model's largest matmul in the same process and thread setting.
 // flops_per_step = 6·N_non-embedding·tokens + 12·layers·hidden·seq·tokens (the definition; N excludes the
-// word/position/token-type tables). Deliberately not here: printing or CLI flags (the executable does that).
+// word/position/token-type tables). With MatmulPrecision.bf16 the Linear products run in bf16; the MFU is still
+// against the fp32 sgemm rate (so it can exceed 1). Also: the bf16-vs-sgemm GEMM rates at the model's shapes.
+// Deliberately not here: printing or CLI flags (the executable does that).
 import CBLAS
 import Foundation
 
@@ -21,6 +23,8 @@ public struct BenchmarkResult: Sendable, Codable {
     public var mfu: Double
     public var peak_rss_mb: Double
     public var activation_bytes: Int
+    /// "fp32" or "bf16" (the Linear products).
+    public var precision: String = "fp32"
     /// One JSON line with sorted keys.
     public var json: String {
         let e = JSONEncoder()
@@ -62,7 +66,8 @@ public enum ModelBenchmark {
         return try! ModelConfig(json: json, path: "<all-MiniLM-L6-v2 shape>")
     }
 
-    public static func run(config: ModelConfig, batch: Int, seq: Int, steps: Int, warmup: Int, threads: Int) -> BenchmarkResult {
+    public static func run(config: ModelConfig, batch: Int, seq: Int, steps: Int, warmup: Int, threads: Int,
+                           precision: MatmulPrecision = .fp32) -> BenchmarkResult {
         ComputeThreads.set(threads)
         let store = ParameterStore(layout: EncoderClassifier.makeLayout(config: config))
         var rng = SplitMix64(seed: 1234)
@@ -74,6 +79,7 @@ public enum ModelBenchmark {
             else { for i in 0..<v.count { v[i] = Float(rng.nextNormal()) * config.initializerRange } }
         }
         let model = EncoderClassifier(config: config, parameters: store, maxBatch: batch, maxSeq: seq)
+        model.matmulPrecision = precision
         let NL = config.numLabels
         var dLogits = [Float](repeating: 0, count: batch * NL)
         var times: [Double] = []
@@ -112,7 +118,69 @@ public enum ModelBenchmark {
                                tokens_per_s: median > 0 ? tokens / median : 0, step_s_median: median,
                                step_s_min: times.first ?? 0, step_s_max: times.last ?? 0, flops_per_step: flops,
                                achieved_gflops: achieved, sgemm_gflops: peak, mfu: peak > 0 ? achieved / peak : 0,
-                               peak_rss_mb: peakRSSMegabytes(), activation_bytes: model.activationBytes)
+                               peak_rss_mb: peakRSSMegabytes(), activation_bytes: model.activationBytes,
+                               precision: precision.rawValue)
+    }
+
+    /// One GEMM shape timed in bf16 (ck_bf16_gemm) and fp32 (cblas_sgemm), alternating, median of `reps` each.
+    public struct GemmShapeResult: Sendable, Codable {
+        public var use: String
+        public var transA: Bool, transB: Bool
+        public var m: Int, n: Int, k: Int
+        public var bf16_gflops: Double
+        public var sgemm_gflops: Double
+        public var speedup: Double
+        public var json: String {
+            let e = JSONEncoder()
+            e.outputFormatting = [.sortedKeys]
+            return String(decoding: (try? e.encode(self)) ?? Data(), as: UTF8.self)
+        }
+    }
+
+    /// The products of one encoder training step at (tokens = batch·seq, hidden, ffn, seq, head size): the Linear
+    /// forward (NT), weight gradient (TN) and input gradient (NN) at every (in, out) of the layer, and one
+    /// attention head's three forms. Nil when the CPU lacks AVX512-BF16.
+    public static func gemmShapes(tokens: Int, hidden: Int, ffn: Int, seq: Int, headSize: Int, threads: Int,
+                                  reps: Int = 5) -> [GemmShapeResult]? {
+        guard MatmulPrecision.bf16Supported else { return nil }
+        ComputeThreads.set(threads)
+        var shapes: [(String, Bool, Bool, Int, Int, Int)] = []
+        for (inC, outC) in [(hidden, hidden), (hidden, ffn), (ffn, hidden)] {
+            shapes.append(("linear forward \(inC)->\(outC)", false, true, tokens, outC, inC))
+            shapes.append(("linear dW \(inC)->\(outC)", true, false, outC, inC, tokens))
+            shapes.append(("linear dx \(inC)->\(outC)", false, false, tokens, inC, outC))
+        }
+        shapes.append(("attention QK^T (one head)", false, true, seq, seq, headSize))
+        shapes.append(("attention PV / dQ (one head)", false, false, seq, headSize, seq))
+        shapes.append(("attention dV / dK (one head)", true, false, seq, headSize, seq))
+        var rng = SplitMix64(seed: 11)
+        return shapes.map { (use, ta, tb, m, n, k) in
+            let a = UnsafeMutablePointer<Float>.allocate(capacity: m * k), b = UnsafeMutablePointer<Float>.allocate(capacity: k * n)
+            let c = UnsafeMutablePointer<Float>.allocate(capacity: m * n)
+            defer { a.deallocate(); b.deallocate(); c.deallocate() }
+            for i in 0..<(m * k) { a[i] = Float(rng.nextUniform() - 0.5) }
+            for i in 0..<(k * n) { b[i] = Float(rng.nextUniform() - 0.5) }
+            c.initialize(repeating: 0, count: m * n)
+            let lda = ta ? m : k, ldb = tb ? k : n
+            // tiny shapes are repeated so that one timing is at least ~1 ms
+            let inner = max(1, 2_000_000 / (m * n * k))
+            func time(_ f: () -> Void) -> Double {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                for _ in 0..<inner { f() }
+                let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+                return 2 * Double(m * n * k) * Double(inner) / dt / 1e9
+            }
+            var gb: [Double] = [], gs: [Double] = []
+            for r in 0...reps {
+                let x = time { _ = bf16Gemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: 1, a, lda: lda, b, ldb: ldb, beta: 0, c, ldc: n) }
+                let y = time { sgemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: 1, a, lda: lda, b, ldb: ldb, beta: 0, c, ldc: n) }
+                if r > 0 { gb.append(x); gs.append(y) }   // the first pair is a warm-up
+            }
+            gb.sort(); gs.sort()
+            let mb = gb[gb.count / 2], ms = gs[gs.count / 2]
+            return GemmShapeResult(use: use, transA: ta, transB: tb, m: m, n: n, k: k, bf16_gflops: mb, sgemm_gflops: ms,
+                                   speedup: mb / ms)
+        }
     }
 
     /// Full fine-tuning vs LoRA training steps at one shape, alternating in one process (full, LoRA, full, ...), so

@@ -64,6 +64,10 @@ public final class EncoderClassifier {
     public let parameters: ParameterStore
     public let maxBatch: Int
     public let maxSeq: Int
+    /// Number format of the Linear products behind linearForward/linearBackward (the six per encoder layer, forward and
+    /// backward, and the head's backward); attention's per-head products and the head's forward stay fp32.
+    /// Choose `.bf16` only when `MatmulPrecision.bf16Supported` (elsewhere it silently computes in fp32).
+    public var matmulPrecision: MatmulPrecision = .fp32
     let C: Int, NH: Int, FF: Int, NL: Int
     let isBert: Bool
     let actCode: Int32
@@ -270,7 +274,7 @@ public final class EncoderClassifier {
     /// A linear layer's forward plus, at a LoRA target `site` (layer·6 + module), the adapter's update.
     private func linearForward(_ site: Int?, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: Int, b: Int,
                                n: Int, inC: Int, outC: Int) {
-        Linear.forward(y: y, x: x, w: P(w), b: P(b), n: n, inC: inC, outC: outC)
+        Linear.forward(y: y, x: x, w: P(w), b: P(b), n: n, inC: inC, outC: outC, precision: matmulPrecision)
         if let site, let a = adapter {
             a.forward(site: site, y: y, x: x, B: lastB, T: lastT, dropout: lastDropout, samples: lastBatch!.sampleIndices)
         }
@@ -285,7 +289,8 @@ public final class EncoderClassifier {
             a.backwardWeights(site: site, dy: dy, x: x, B: lastB, T: lastT, dropout: lastDropout, samples: lastBatch!.sampleIndices)
         }
         if !frozenBase || adapter?.savedOffset[w] != nil {
-            Linear.backward(dx: dx, dw: G(w), db: G(b), dy: dy, x: x, w: P(w), n: n, inC: inC, outC: outC, accumulateDx: accumulateDx)
+            Linear.backward(dx: dx, dw: G(w), db: G(b), dy: dy, x: x, w: P(w), n: n, inC: inC, outC: outC, accumulateDx: accumulateDx,
+                            precision: matmulPrecision)
         } else if let dx {
             Linear.backwardInput(dx: dx, dy: dy, w: P(w), n: n, inC: inC, outC: outC, accumulateDx: accumulateDx)
         }

@@ -1,5 +1,6 @@
-// Linear.swift: the one BLAS wrapper of the model (fully connected layers as cblas_sgemm calls), with the naive
-// reference implementation next to it that the tests compare against, and the thread-count switch.
+// Linear.swift: the one BLAS wrapper of the model (fully connected layers as cblas_sgemm calls, or as the bf16
+// kernel ck_bf16_gemm when the model's MatmulPrecision says so), with the naive reference implementation next to
+// it that the tests compare against, and the thread-count switch.
 // Layout follows PyTorch nn.Linear: weight W is [OC, IC] row-major, y = x Wᵀ + b.
 // Deliberately not here: activations, attention (Attention.swift), any allocation (callers pass arena buffers).
 import CBLAS
@@ -15,6 +16,20 @@ public enum ComputeThreads {
     public static var blasThreads: Int { Int(openblas_get_num_threads()) }
 }
 
+/// The number format of a model's large matrix products (the Linear layers). A value carried by the model and passed
+/// to each call, not a process-wide switch. Parameters, gradients, activations and the optimizer stay fp32 either way.
+public enum MatmulPrecision: String, Sendable, CaseIterable {
+    /// cblas_sgemm.
+    case fp32
+    /// Inputs rounded to bfloat16 (nearest even; 8-bit mantissa, relative error ≤ 2⁻⁹ per input), products summed in
+    /// fp32, fp32 output: ck_bf16_gemm with AVX512-BF16 `vdpbf16ps`. Needs a CPU with AVX512-BF16 (check
+    /// `bf16Supported` before choosing it); on a CPU without it every product falls back to cblas_sgemm.
+    case bf16
+
+    /// True when this CPU has AVX512-BF16 (Intel Cooper Lake / Sapphire Rapids and later, AMD Zen 4 and later).
+    public static var bf16Supported: Bool { ck_has_avx512bf16() != 0 }
+}
+
 /// Row-major GEMM shorthand: C[M,N] = alpha * op(A) op(B) + beta * C with explicit leading dimensions,
 /// so that strided views (one attention head inside [B*T, C]) need no copies.
 @inline(__always)
@@ -25,17 +40,44 @@ func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                 Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
+/// `sgemm` in the given precision: the bf16 kernel when asked for and the CPU has it (ck_bf16_gemm returns non-zero
+/// and leaves C untouched otherwise), else cblas_sgemm.
+@inline(__always)
+func gemm(_ precision: MatmulPrecision, transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+          _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+          beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int) {
+    if precision == .bf16, ck_bf16_gemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+                                        Int32(ComputeThreads.blasThreads)) == 0 { return }
+    sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a, lda: lda, b, ldb: ldb, beta: beta, c, ldc: ldc)
+}
+
+/// The bf16 kernel for tests and benchmarks, on `threads` threads (default: the ComputeThreads setting):
+/// false when the CPU lacks AVX512-BF16 (C untouched).
+public func bf16Gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                     _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+                     beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int? = nil) -> Bool {
+    ck_bf16_gemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+                 Int32(threads ?? ComputeThreads.blasThreads)) == 0
+}
+
+/// cblas_sgemm (row-major), public for tests and benchmarks.
+public func fp32Gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                     _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+                     beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int) {
+    sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a, lda: lda, b, ldb: ldb, beta: beta, c, ldc: ldc)
+}
+
 public enum Linear {
     /// y[N, OC] = x[N, IC] · W[OC, IC]ᵀ + b[OC]   (b optional)
     public static func forward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
-                               b: UnsafePointer<Float>?, n: Int, inC: Int, outC: Int) {
+                               b: UnsafePointer<Float>?, n: Int, inC: Int, outC: Int, precision: MatmulPrecision = .fp32) {
         // With a bias, rows are pre-filled with it and the product accumulated (beta = 1): OpenBLAS would otherwise
         // zero C in a separate pass (beta = 0) and the bias would need another read-modify-write pass.
         if let b {
             for r in 0..<n { (y + r * outC).update(from: b, count: outC) }
         }
-        sgemm(transA: false, transB: true, m: n, n: outC, k: inC, alpha: 1, x, lda: inC, w, ldb: inC,
-              beta: b == nil ? 0 : 1, y, ldc: outC)
+        gemm(precision, transA: false, transB: true, m: n, n: outC, k: inC, alpha: 1, x, lda: inC, w, ldb: inC,
+             beta: b == nil ? 0 : 1, y, ldc: outC)
     }
 
     /// Given dy[N, OC]: dx[N, IC] = dy · W (overwritten, or accumulated when accumulateDx), dW[OC, IC] += dyᵀ · x,
@@ -43,12 +85,13 @@ public enum Linear {
     public static func backward(dx: UnsafeMutablePointer<Float>?, dw: UnsafeMutablePointer<Float>,
                                 db: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>,
                                 x: UnsafePointer<Float>, w: UnsafePointer<Float>, n: Int, inC: Int, outC: Int,
-                                accumulateDx: Bool = false) {
-        sgemm(transA: true, transB: false, m: outC, n: inC, k: n, alpha: 1, dy, lda: outC, x, ldb: inC, beta: 1, dw, ldc: inC)
+                                accumulateDx: Bool = false, precision: MatmulPrecision = .fp32) {
+        gemm(precision, transA: true, transB: false, m: outC, n: inC, k: n, alpha: 1, dy, lda: outC, x, ldb: inC,
+             beta: 1, dw, ldc: inC)
         if let db { ck_bias_grad(dy, db, n, outC) }
         if let dx {
-            sgemm(transA: false, transB: false, m: n, n: inC, k: outC, alpha: 1, dy, lda: outC, w, ldb: inC,
-                  beta: accumulateDx ? 1 : 0, dx, ldc: inC)
+            gemm(precision, transA: false, transB: false, m: n, n: inC, k: outC, alpha: 1, dy, lda: outC, w, ldb: inC,
+                 beta: accumulateDx ? 1 : 0, dx, ldc: inC)
         }
     }
 

@@ -21,6 +21,9 @@ public final class CausalLMTask: TrainingTask, @unchecked Sendable {
     let modelDir: URL
     public let dataFingerprint: String
     public let truncated: Int
+    /// Eval rows truncated (longer than `LMDataOptions.limit`), and prompt→response eval rows dropped because
+    /// truncation left no response token.
+    public let evalTruncated: Int, evalDropped: Int
     public let initialized: [String]
 
     public var labels: [String] { [] }
@@ -28,53 +31,66 @@ public final class CausalLMTask: TrainingTask, @unchecked Sendable {
     public var evalCount: Int { eval.count }
     public var trainLengths: [Int] { train.map(\.inputIds.count) }
     public var configPath: String { config.path }
+    /// The model's n_positions.
+    public var maxPositions: Int { config.maxPositions }
 
-    /// With `tc.lora` the model in `modelDir` is the frozen base, and `adapterDir` (a LoRA checkpoint) holds the
-    /// adapter to continue from (nil: a fresh adapter from the seed).
-    public init(modelDir: URL, adapterDir: URL? = nil, trainConfig tc: TrainConfig, microBatch: Int) throws {
-        self.modelDir = modelDir
-        config = try GPT2Config.load(url: modelDir.appendingPathComponent("config.json"))
-        let weights = modelDir.appendingPathComponent("model.safetensors")
-        guard FileManager.default.fileExists(atPath: weights.path) else {
-            throw TrainingError("\(weights.path): not found; the model folder needs model.safetensors")
+    /// Fine-tuning: the model in `modelDir`, the training file and the optional eval file of `tc`. With `tc.lora` the
+    /// model in `modelDir` is the frozen base, and `adapterDir` (a LoRA checkpoint) holds the adapter to continue from
+    /// (nil: a fresh adapter from the seed).
+    public convenience init(modelDir: URL, adapterDir: URL? = nil, trainConfig tc: TrainConfig, microBatch: Int) throws {
+        guard tc.matmulPrecision == .fp32 else {
+            throw TrainingError("--bf16: bf16 matrix products are implemented for BERT-family encoders only; drop --bf16 for GPT-2", exitCode: 2)
         }
-        let store = ParameterStore(layout: GPT2LMHead.makeLayout(config: config))
-        baseStore = store
-        let report = try GPT2Layout.load(into: store, from: SafeTensorsFile(url: weights), config: config, seed: tc.seed)
-        initialized = report.initialized
-        let tokenizer: any Tokenizer
-        do { tokenizer = try loadTokenizer(directory: modelDir) } catch { throw TrainingError("\(error)") }
-        let eosId = Int32(config.eosTokenId ?? 50256)
-        eos = eosId
-        let positions = config.maxPositions
-        let maxLength = min(tc.maxLength, positions)
-        let load = { (url: URL) throws -> LMDataset in
-            if try CausalLMTask.isPromptResponse(url) {
-                return try LMData.loadPromptResponse(url, tokenizer: tokenizer, eosId: eosId, maxLength: maxLength)
-            }
-            let mode: LMTextMode = tc.lmPerRow ? .perRow : .packed(blockSize: tc.blockSize ?? maxLength)
-            return try LMData.loadText(url, tokenizer: tokenizer, eosId: eosId, mode: mode, maxLength: positions)
-        }
-        let trainSet = try load(tc.trainFile)
+        let m = try LoadedLM(modelDir: modelDir, seed: tc.seed)
+        let trainSet = try m.dataset(tc.trainFile, tc.lmData)
         guard !trainSet.examples.isEmpty else {
             throw TrainingError("\(tc.trainFile.path): no training examples with a target token; each line must be {\"text\": ...} or {\"prompt\": ..., \"response\": ...}")
         }
-        let evalSet = try tc.evalFile.map(load)
+        let evalSet = try tc.evalFile.map { try m.dataset($0, tc.lmData) }
+        var lc = tc.lora?.forCausalLM()
+        if lc != nil { lc!.baseModelNameOrPath = lc!.baseModelNameOrPath ?? modelDir.path }
+        try self.init(m, train: trainSet, eval: evalSet, fingerprint: try Checkpoint.sha256(of: tc.trainFile), microBatch: microBatch,
+                      lora: lc, adapterDir: adapterDir, seed: tc.seed)
+    }
+
+    /// Evaluation only (`disttrain eval`): the model in `modelDir` and `evalFile` prepared exactly as `train` prepares
+    /// its eval file with the same `data` options, so that evaluate/metrics give the trainer's numbers. `adapterDir`: a
+    /// PEFT LoRA adapter run unmerged on the base in `modelDir`.
+    public convenience init(modelDir: URL, adapterDir: URL? = nil, evalFile: URL, data: LMDataOptions, batchSize: Int) throws {
+        let m = try LoadedLM(modelDir: modelDir, seed: 0)
+        let evalSet = try m.dataset(evalFile, data)
+        guard !evalSet.examples.isEmpty else {
+            throw TrainingError("\(evalFile.path): no examples with a target token to evaluate; each line must be {\"text\": ...} or {\"prompt\": ..., \"response\": ...}")
+        }
+        try self.init(m, train: LMDataset(examples: [], truncated: 0, droppedNoTarget: 0), eval: evalSet, fingerprint: "",
+                      microBatch: batchSize, lora: nil, adapterDir: adapterDir, seed: 0)
+    }
+
+    /// LoRA: a fresh adapter for `lora`, or the one in `adapterDir` (which wins), attached with the base frozen.
+    private init(_ m: LoadedLM, train trainSet: LMDataset, eval evalSet: LMDataset?, fingerprint: String, microBatch: Int,
+                 lora lc: LoRAConfig?, adapterDir: URL?, seed: UInt64) throws {
+        modelDir = m.modelDir
+        config = m.config
+        baseStore = m.store
+        initialized = m.initialized
+        eos = m.eos
         train = trainSet.examples
         eval = evalSet?.examples ?? []
         truncated = trainSet.truncated + (evalSet?.truncated ?? 0)
-        dataFingerprint = try Checkpoint.sha256(of: tc.trainFile)
+        evalTruncated = evalSet?.truncated ?? 0
+        evalDropped = evalSet?.droppedNoTarget ?? 0
+        dataFingerprint = fingerprint
         let maxSeq = max(train.map(\.inputIds.count).max() ?? 1, eval.map(\.inputIds.count).max() ?? 1)
-        model = GPT2LMHead(config: config, parameters: store, maxBatch: microBatch, maxSeq: maxSeq)
-        if var lc = tc.lora?.forCausalLM() {
-            lc.baseModelNameOrPath = lc.baseModelNameOrPath ?? modelDir.path
-            lora = try attachLoRA(lc, to: model, adapterDir: adapterDir, seed: tc.seed)
+        model = GPT2LMHead(config: config, parameters: m.store, maxBatch: microBatch, maxSeq: maxSeq)
+        if lc != nil || adapterDir != nil {
+            lora = try attachLoRA(lc ?? LoRAConfig(r: 1, alpha: 1), to: model, adapterDir: adapterDir, seed: seed)
         } else {
             lora = nil
         }
     }
 
-    /// A file whose first object has "prompt" and "response" keys holds prompt→response pairs.
+    /// A file whose first object has a "prompt" or a "response" key holds prompt→response pairs (so a first row
+    /// missing one of the two is reported as such, not as a missing "text").
     static func isPromptResponse(_ url: URL) throws -> Bool {
         guard let h = FileHandle(forReadingAtPath: url.path) else {
             throw TrainingError("\(url.path): cannot open; check the path", exitCode: 1)
@@ -83,7 +99,7 @@ public final class CausalLMTask: TrainingTask, @unchecked Sendable {
         let head = String(decoding: h.readData(ofLength: 1 << 16), as: UTF8.self)
         guard let line = head.split(separator: "\n").first(where: { !$0.trimmingCharacters(in: .whitespaces).isEmpty }),
               let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return false }
-        return obj["prompt"] != nil && obj["response"] != nil
+        return obj["prompt"] != nil || obj["response"] != nil
     }
 
     public func lossCount(_ indices: [Int]) -> Int { indices.reduce(0) { $0 + train[$1].targetCount } }
@@ -123,5 +139,58 @@ public final class CausalLMTask: TrainingTask, @unchecked Sendable {
         }
         try GPT2Layout.save(weights ?? baseStore, config: config, classifier: false, to: dir)
         try FileIO.copyFiles(FileIO.companionFiles, from: modelDir, to: dir)
+    }
+}
+
+/// How LM rows become examples: `train`'s --max-length, --block-size and --lm-per-row (eval takes the same flags).
+public struct LMDataOptions: Sendable {
+    /// Rows (per-row text, prompt→response) longer than min(maxLength, n_positions) tokens are TRUNCATED at the end and
+    /// counted; they are not an error (`train` and `eval` report how many).
+    public var maxLength: Int
+    /// Packed block size (default: min(maxLength, n_positions)).
+    public var blockSize: Int?
+    /// One example per {"text"} row instead of packed blocks.
+    public var perRow: Bool
+    public init(maxLength: Int, blockSize: Int? = nil, perRow: Bool = false) {
+        self.maxLength = maxLength; self.blockSize = blockSize; self.perRow = perRow
+    }
+    /// The truncation length for a model with `positions` = n_positions.
+    public func limit(positions: Int) -> Int { min(maxLength, positions) }
+}
+
+extension TrainConfig {
+    public var lmData: LMDataOptions { LMDataOptions(maxLength: maxLength, blockSize: blockSize, perRow: lmPerRow) }
+}
+
+/// A GPT-2 LM folder opened for training or evaluation: config, weights, tokenizer.
+struct LoadedLM {
+    let modelDir: URL
+    let config: GPT2Config
+    let store: ParameterStore
+    let tokenizer: any Tokenizer
+    let initialized: [String]
+    let eos: Int32
+
+    init(modelDir: URL, seed: UInt64) throws {
+        self.modelDir = modelDir
+        config = try GPT2Config.load(url: modelDir.appendingPathComponent("config.json"))
+        let weights = modelDir.appendingPathComponent("model.safetensors")
+        guard FileManager.default.fileExists(atPath: weights.path) else {
+            throw TrainingError("\(weights.path): not found; the model folder needs model.safetensors")
+        }
+        store = ParameterStore(layout: GPT2LMHead.makeLayout(config: config))
+        initialized = try GPT2Layout.load(into: store, from: SafeTensorsFile(url: weights), config: config, seed: seed).initialized
+        do { tokenizer = try loadTokenizer(directory: modelDir) } catch { throw TrainingError("\(error)") }
+        eos = Int32(config.eosTokenId ?? 50256)
+    }
+
+    /// {"prompt", "response"} files (by their first row) or {"text"} files, tokenized; too-long rows truncated.
+    func dataset(_ url: URL, _ o: LMDataOptions) throws -> LMDataset {
+        let limit = o.limit(positions: config.maxPositions)
+        if try CausalLMTask.isPromptResponse(url) {
+            return try LMData.loadPromptResponse(url, tokenizer: tokenizer, eosId: eos, maxLength: limit)
+        }
+        let mode: LMTextMode = o.perRow ? .perRow : .packed(blockSize: o.blockSize ?? limit)
+        return try LMData.loadText(url, tokenizer: tokenizer, eosId: eos, mode: mode, maxLength: o.perRow ? limit : config.maxPositions)
     }
 }

@@ -13,6 +13,26 @@ public struct TrainingError: Error, CustomStringConvertible {
     public var description: String { message }
 }
 
+/// What a model folder holds, read from its config.json: it decides which loader opens the folder (train, eval, predict).
+public enum ModelKind: Sendable, Equatable {
+    /// BERT, DistilBERT, MiniLM, and anything that is not GPT-2 (its loader then names what is wrong).
+    case encoderClassifier
+    /// A GPT-2 config whose architectures name GPT2ForSequenceClassification.
+    case gpt2Classifier
+    /// Any other GPT-2 config (GPT2LMHeadModel, or no architectures field).
+    case gpt2LanguageModel
+
+    /// Never throws: an unreadable or missing config.json is left to the loader, whose error names the file.
+    public static func of(_ modelDir: URL) -> ModelKind {
+        guard let data = try? Data(contentsOf: modelDir.appendingPathComponent("config.json")),
+              let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any], GPT2Config.isGPT2(json) else {
+            return .encoderClassifier
+        }
+        let arch = (json["architectures"] as? [String]) ?? []
+        return arch.contains("GPT2ForSequenceClassification") ? .gpt2Classifier : .gpt2LanguageModel
+    }
+}
+
 /// A loaded classifier: config (with the label set in force), parameters, tokenizer.
 /// Sendable: after init only `save` reads it (from the checkpoint thread), and nothing mutates it.
 public final class ClassifierBundle: @unchecked Sendable {
@@ -82,7 +102,8 @@ public final class ClassifierBundle: @unchecked Sendable {
 }
 
 extension ClassifierBundle {
-    /// The label names a BERT-family base takes for a LoRA adapter: a base without a head (e.g. a sentence encoder),
+    /// The label names a classifier base (BERT family or GPT-2) takes for a LoRA adapter: a base without a head (e.g. a
+    /// sentence encoder or a GPT-2 LM),
     /// or with a head for other labels, takes them from the adapter's trained classifier (modules_to_save): names
     /// from the adapter's labels.txt (written by `disttrain train --lora-r`), else LABEL_k. nil: keep the base's.
     public static func labelsForAdapter(modelDir: URL, adapterDir: URL) throws -> [String]? {
@@ -93,15 +114,17 @@ extension ClassifierBundle {
                 throw LoRAError("\(weights.path): not found; a PEFT adapter folder holds adapter_model.safetensors (adapter_model.bin is not supported)")
             }
         } catch let e as LoRAError { throw TrainingError(e.message, exitCode: 2) }
-        let baseConfig = try ModelConfig.load(url: modelDir.appendingPathComponent("config.json"))
+        let configURL = modelDir.appendingPathComponent("config.json")
+        let baseLabels = ModelKind.of(modelDir) == .encoderClassifier ? try ModelConfig.load(url: configURL).id2label
+                                                                       : try GPT2Config.load(url: configURL).id2label
         let file = try SafeTensorsFile(url: weights)
-        if let head = file.info("base_model.model.classifier.weight"), head.shape.count == 2,
-           head.shape[0] != baseConfig.id2label.count {
+        let headInfo = file.info("base_model.model.classifier.weight") ?? file.info("base_model.model.score.weight")
+        if let head = headInfo, head.shape.count == 2, head.shape[0] != baseLabels.count {
             let names = (try? String(contentsOf: adapterDir.appendingPathComponent("labels.txt"), encoding: .utf8))?
                 .split(separator: "\n").map(String.init) ?? []
             return names.count == head.shape[0] ? names : (0..<head.shape[0]).map { "LABEL_\($0)" }
         }
-        if baseConfig.id2label.isEmpty {
+        if baseLabels.isEmpty {
             throw TrainingError("\(adapterDir.path): the adapter has no trained classifier and the base model has no labels; there is no classifier to run")
         }
         return nil

@@ -1,5 +1,6 @@
-// Predictor: batched inference of a trained sequence classifier over texts, in input order.
-// Deliberately not here: reading/writing files (the CLI streams JSON lines), training.
+// Predictor: batched inference of a trained sequence classifier (BERT family or GPT2ForSequenceClassification) over
+// texts, in input order. The model comes from ClassifierBackend.load, as in training.
+// Deliberately not here: reading/writing files (the CLI streams JSON lines), training, language models (`generate`).
 import Foundation
 import Model
 import Tokenizers
@@ -12,23 +13,23 @@ public struct Prediction: Sendable {
 }
 
 public final class Predictor {
-    public let bundle: ClassifierBundle
-    let model: EncoderClassifier
+    let backend: ClassifierBackend
     let maxLength: Int
     let batchSize: Int
+    /// The class names, in class-id order (the folder's id2label).
+    public var labels: [String] { backend.labels }
 
-    /// `adapterDir`: a PEFT LoRA adapter run unmerged on the base in `modelDir` (its classifier head, if trained, too).
+    /// Loads the trained classifier in `modelDir`; a GPT-2 language model folder is a usage error (exit 2) that
+    /// points to `generate` and `eval`. `adapterDir`: a PEFT LoRA adapter run unmerged on the base in `modelDir` (its
+    /// trained head too; a base without one, or with one for other labels, takes the adapter's labels).
     public init(modelDir: URL, adapterDir: URL? = nil, maxLength: Int, batchSize: Int = 32) throws {
+        guard maxLength >= 2 else { throw TrainingError("--max-length \(maxLength) must be at least 2", exitCode: 2) }
         let labels = try adapterDir.flatMap { try ClassifierBundle.labelsForAdapter(modelDir: modelDir, adapterDir: $0) }
-        bundle = try ClassifierBundle(directory: modelDir, labels: labels, seed: 0)
-        guard maxLength >= 2, maxLength <= bundle.config.maxPositions else {
-            throw TrainingError("--max-length \(maxLength) must be in 2...\(bundle.config.maxPositions) (the model's max_position_embeddings)", exitCode: 2)
-        }
+        backend = try ClassifierBackend.load(modelDir: modelDir, labels: labels, maxLength: maxLength, seed: 0, microBatch: batchSize)
         self.maxLength = maxLength
         self.batchSize = batchSize
-        model = EncoderClassifier(config: bundle.config, parameters: bundle.store, maxBatch: batchSize, maxSeq: maxLength)
         if let adapterDir {
-            do { try PEFTAdapter.load(adapterDir, into: model, freezeBase: true) } catch let e as LoRAError {
+            do { try PEFTAdapter.load(adapterDir, into: backend.loraModel, freezeBase: true) } catch let e as LoRAError {
                 throw TrainingError("--adapter \(adapterDir.path): \(e.message)", exitCode: 2)
             }
         }
@@ -36,15 +37,15 @@ public final class Predictor {
 
     /// Predicts every (text, pair) in order.
     public func predict(_ texts: [(String, String?)]) throws -> [Prediction] {
-        let names = bundle.config.id2label
+        let names = labels
         let C = names.count
-        let pad = Int32(bundle.config.padTokenId)
+        let pad = backend.padId
         var out: [Prediction] = []
         out.reserveCapacity(texts.count)
         var i = 0
         while i < texts.count {
             let chunk = texts[i..<min(i + batchSize, texts.count)]
-            let encs = try chunk.map { try bundle.tokenizer.encode($0.0, pair: $0.1, addSpecialTokens: true, maxLength: maxLength) }
+            let encs = try chunk.map { try backend.tokenizer.encode($0.0, pair: $0.1, addSpecialTokens: true, maxLength: maxLength) }
             let T = encs.map(\.ids.count).max() ?? 1
             let B = encs.count
             var ids = [Int32](repeating: pad, count: B * T), mask = [Int32](repeating: 0, count: B * T)
@@ -57,7 +58,7 @@ public final class Predictor {
             }
             let batch = TokenBatch(batchSize: B, seqLen: T, inputIds: ids, attentionMask: mask, tokenTypeIds: types,
                                    sampleIndices: Array(i..<(i + B)))
-            let logits = model.forward(batch, dropout: nil)
+            let logits = backend.model.forward(batch, dropout: nil)
             for b in 0..<B {
                 let row = Array(logits[(b * C)..<(b * C + C)])
                 let mx = row.max() ?? 0

@@ -28,14 +28,17 @@ public struct ScalingBenchmarkResult: Sendable, Codable {
     public var allreduce_bytes: Int
     /// Bytes of the whole trainable gradient (what a dense all-reduce would move).
     public var gradient_bytes: Int
-    /// NCCL-convention bus bandwidth: bytes × 2(w−1)/w per second, of the reducer in the step, and of one bare
-    /// MPI_Allreduce of the same byte count (median of the timed repeats).
+    /// NCCL-convention bus bandwidth: bytes × 2(w−1)/w per second, of the reducer's sequence of a step replayed
+    /// after a barrier (no waiting for a slower rank), and of one bare MPI_Allreduce of the same byte count
+    /// (medians of the timed repeats).
+    public var allreduce_alone_s_median: Double
     public var allreduce_bus_gbps: Double
     public var bare_allreduce_bus_gbps: Double
     public var bare_allreduce_s_median: Double
     /// allreduce bus bandwidth / bare bus bandwidth.
     public var allreduce_vs_bare: Double
     public var peak_rss_mb: Double
+    public var precision: String
     public var json: String {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
@@ -45,7 +48,7 @@ public struct ScalingBenchmarkResult: Sendable, Codable {
 
 public enum ScalingBenchmark {
     public static func run(config: ModelConfig, batch: Int, seq: Int, steps: Int, warmup: Int, threads: Int,
-                           comm: Communicator, bucketBytes: Int = 4 << 20) throws -> ScalingBenchmarkResult {
+                           comm: Communicator, precision: MatmulPrecision = .fp32, bucketBytes: Int = 4 << 20) throws -> ScalingBenchmarkResult {
         ComputeThreads.set(threads)
         let store = ParameterStore(layout: EncoderClassifier.makeLayout(config: config))
         var rng = SplitMix64(keys: 1234)   // the same weights on every rank, as after the start-up broadcast
@@ -56,6 +59,7 @@ public enum ScalingBenchmark {
             else { for i in 0..<v.count { v[i] = (Float(rng.next() >> 40) / Float(1 << 24) * 2 - 1) * config.initializerRange * 1.7 } }
         }
         let model = EncoderClassifier(config: config, parameters: store, maxBatch: batch, maxSeq: seq)
+        model.matmulPrecision = precision
         let optimizer = AdamW(store: store, config: AdamWConfig(weightDecay: 0.01))
         let reducer = GradientReducer(communicator: comm, bucketBytes: bucketBytes)
         let world = comm.worldSize, L = config.layers, NL = config.numLabels
@@ -65,6 +69,7 @@ public enum ScalingBenchmark {
         let table = GradientSyncLayout.table(store, prefix + ".embeddings.word_embeddings.weight")
         var dLogits = [Float](repeating: 0, count: batch * NL)
         var stepTimes: [Double] = [], reduceTimes: [Double] = [], reduceBytes: [Int] = []
+        var lastTokens: [[Int32]] = []
         for step in 0..<(warmup + steps) {
             // Every rank draws every rank's tokens (as every rank holds every sample), keeping its own slice.
             var all: [[Int32]] = []
@@ -74,6 +79,7 @@ public enum ScalingBenchmark {
                 all.append((0..<(batch * seq)).map { _ in Int32(g.next(below: UInt64(config.vocabSize))) })
                 if r == comm.rank { labels = (0..<batch).map { _ in Int32(g.next(below: UInt64(NL))) } }
             }
+            lastTokens = all
             let tb = TokenBatch(batchSize: batch, seqLen: seq, inputIds: all[comm.rank],
                                 attentionMask: [Int32](repeating: 1, count: batch * seq),
                                 sampleIndices: (0..<batch).map { (step * world + comm.rank) * batch + $0 })
@@ -129,16 +135,47 @@ public enum ScalingBenchmark {
                 if rep > 0 { bare.append(dt[0]) }
             }
         }
+        // The reducer alone, the same way: after a barrier, the gradient written range by range as backward writes
+        // it (one store per cache line, as for the bare buffer) and reduced stage by stage, rows, then the rest.
+        // The in-step figure above also holds the wait for the slower rank; this one is the transfer itself.
+        var alone: [Double] = []
+        if world > 1 && bytes > 0 {
+            let g = store.grads.baseAddress!
+            func touch(_ r: Range<Int>, _ v: Float) { for i in stride(from: r.lowerBound, to: r.upperBound, by: 16) { g[i] = v } }
+            let rows = table.first.map { t in
+                GradientSyncLayout.sortedRows(lastTokens, extra: 0, tableRows: t.range.count / t.rowLength)
+            } ?? []
+            for rep in 0..<(steps + 1) {
+                store.zeroGrads()
+                try comm.barrier()
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                try reducer.begin(store.grads, scale: 1)
+                for r in stages { touch(r, Float(rep)); try reducer.reduceNow(range: r) }
+                if let t = table.first {
+                    for row in rows { touch((t.range.lowerBound + row * t.rowLength)..<(t.range.lowerBound + (row + 1) * t.rowLength), 1) }
+                    try reducer.reduceRows(range: t.range, rowLength: t.rowLength, rows: rows)
+                }
+                try reducer.finish()
+                var dt = [Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9]
+                try comm.allReduce(&dt, op: .max)
+                if rep > 0 { alone.append(dt[0]) }
+            }
+        }
         let bareMedian = median(bare)
-        let busReducer = reduceMedian > 0 ? Double(bytes) * factor / reduceMedian / 1e9 : 0
+        let aloneMedian = median(alone)
+        let busReducer = aloneMedian > 0 ? Double(bytes) * factor / aloneMedian / 1e9 : 0
         let busBare = bareMedian > 0 ? Double(bytes) * factor / bareMedian / 1e9 : 0
         let tokens = Double(batch * seq)
+        let aggregate: Double = stepMedian > 0 ? tokens * Double(world) / stepMedian : 0
+        let perRank: Double = stepMedian > 0 ? tokens / stepMedian : 0
+        let vsBare: Double = busBare > 0 ? busReducer / busBare : 0
+        let rss = ModelBenchmark.peakRSSMegabytes()
+        let name = precision == .bf16 ? "bf16" : "fp32"
         return ScalingBenchmarkResult(
             world_size: world, batch_per_rank: batch, seq: seq, threads: threads, steps: steps,
-            step_s_median: stepMedian, tokens_per_s: stepMedian > 0 ? tokens * Double(world) / stepMedian : 0,
-            tokens_per_s_per_rank: stepMedian > 0 ? tokens / stepMedian : 0,
+            step_s_median: stepMedian, tokens_per_s: aggregate, tokens_per_s_per_rank: perRank,
             allreduce_s_median: reduceMedian, allreduce_bytes: bytes, gradient_bytes: store.count * 4,
-            allreduce_bus_gbps: busReducer, bare_allreduce_bus_gbps: busBare, bare_allreduce_s_median: bareMedian,
-            allreduce_vs_bare: busBare > 0 ? busReducer / busBare : 0, peak_rss_mb: ModelBenchmark.peakRSSMegabytes())
+            allreduce_alone_s_median: aloneMedian, allreduce_bus_gbps: busReducer, bare_allreduce_bus_gbps: busBare,
+            bare_allreduce_s_median: bareMedian, allreduce_vs_bare: vsBare, peak_rss_mb: rss, precision: name)
     }
 }

@@ -42,6 +42,9 @@ public struct TrainConfig: Sendable {
     public var evalSteps: Int = 0
     public var evalBatchSize: Int = 64
     public var threads: Int = 1
+    /// Number format of the encoder's Linear products: .bf16 (`--bf16`) rounds their inputs to bfloat16 and sums in
+    /// fp32 (AVX512-BF16 CPUs only: validate() rejects it elsewhere); weights, gradients and AdamW stay fp32.
+    public var matmulPrecision: MatmulPrecision = .fp32
     /// Dropout as configured by the model (true) or switched off (false).
     public var dropout: Bool = true
     /// Save a checkpoint every N optimizer steps (0 = only at the end of each epoch and of training).
@@ -88,6 +91,9 @@ public struct TrainConfig: Sendable {
         guard numTrainEpochs > 0 || maxSteps > 0 else { throw usage("--num-train-epochs must be positive (or give --max-steps)") }
         guard (0..<1).contains(validationSplit) else { throw usage("--validation-split must be in [0, 1) (got \(validationSplit))") }
         guard (0...1).contains(warmupRatio) else { throw usage("--warmup-ratio must be in [0, 1] (got \(warmupRatio))") }
+        if matmulPrecision == .bf16 && !MatmulPrecision.bf16Supported {
+            throw usage("--bf16 needs a CPU with AVX512-BF16 (Intel Cooper Lake/Sapphire Rapids, AMD Zen 4 or later; `grep avx512_bf16 /proc/cpuinfo` finds nothing here); drop --bf16 to train in fp32")
+        }
         let micro = microBatchSize ?? (batchSize / max(worldSize, 1))
         guard micro > 0, batchSize % (worldSize * micro) == 0 else {
             let perRank = Double(batchSize) / Double(worldSize)

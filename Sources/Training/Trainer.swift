@@ -443,13 +443,8 @@ public final class Trainer {
     /// Exact metrics over the eval set: each rank evaluates a contiguous shard (no duplicates), and the integer
     /// counts and loss sums are all-reduced.
     public func evaluate() throws -> [String: Double] {
-        let shard = EvalSharding.range(count: task.evalCount, rank: comm.rank, worldSize: comm.worldSize)
         let (micro, _) = config.accumulation(worldSize: comm.worldSize)
-        var stats = task.evaluate(shard, batchSize: micro)
-        var sums = [stats.lossSum, stats.lossCount]
-        try comm.allReduceSum(&sums)
-        try comm.allReduceSum(&stats.counts)
-        stats.lossSum = sums[0]; stats.lossCount = sums[1]
+        let stats = try task.evaluateAll(comm: comm, batchSize: micro)
         if let cls = task as? ClassificationTask { lastConfusion = cls.confusion(stats) }
         return task.metrics(stats)
     }
@@ -460,16 +455,9 @@ public final class Trainer {
     static func makeTask(config: TrainConfig, checkpoint: URL?, microBatch: Int) throws -> TrainingTask {
         let modelDir = config.lora == nil ? (checkpoint ?? config.modelDir) : config.modelDir
         // GPT-2 language models train on text; everything else (GPT2ForSequenceClassification too) classifies.
-        var isGPT2Classifier = false
-        let configURL = modelDir.appendingPathComponent("config.json")
-        if let data = try? Data(contentsOf: configURL),
-           let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any], GPT2Config.isGPT2(json) {
-            let arch = (json["architectures"] as? [String]) ?? []
-            if !arch.contains("GPT2ForSequenceClassification") {
-                return try CausalLMTask(modelDir: modelDir, adapterDir: config.lora == nil ? nil : checkpoint,
-                                        trainConfig: config, microBatch: microBatch)
-            }
-            isGPT2Classifier = true
+        if ModelKind.of(modelDir) == .gpt2LanguageModel {
+            return try CausalLMTask(modelDir: modelDir, adapterDir: config.lora == nil ? nil : checkpoint,
+                                    trainConfig: config, microBatch: microBatch)
         }
         // Labels: from --labels, else from the training file.
         let fixedLabels = try config.labelsFile.map { try LabelSet.fromFile($0) }
@@ -487,7 +475,7 @@ public final class Trainer {
         }
         return try ClassificationTask(modelDir: modelDir, adapterDir: config.lora == nil ? nil : checkpoint,
                                       trainSet: trainSet, evalSet: evalSet, labels: labelSet.names,
-                                      config: config, microBatch: microBatch, gpt2: isGPT2Classifier)
+                                      config: config, microBatch: microBatch)
     }
 }
 

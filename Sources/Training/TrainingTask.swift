@@ -3,6 +3,7 @@
 // the tokenized data, and the model's forward/backward; the Trainer owns the data order, the all-reduce, the
 // optimizer, checkpoints and events.
 // Deliberately not here: anything about ranks (a task sees only the sample indices it is given).
+import Dist
 import Foundation
 import Model
 import Tokenizers
@@ -64,6 +65,21 @@ extension TrainingTask {
     public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) {}
 }
 
+extension TrainingTask {
+    /// Exact statistics over the whole eval set: each rank evaluates its contiguous shard (EvalSharding: no
+    /// duplicates), and the loss sums and integer counts are all-reduced, so every rank gets the one-process result.
+    /// Used by the trainer's periodic evaluation and by `disttrain eval`.
+    public func evaluateAll(comm: Communicator, batchSize: Int) throws -> EvalStats {
+        let shard = EvalSharding.range(count: evalCount, rank: comm.rank, worldSize: comm.worldSize)
+        var stats = evaluate(shard, batchSize: batchSize)
+        var sums = [stats.lossSum, stats.lossCount]
+        try comm.allReduceSum(&sums)
+        try comm.allReduceSum(&stats.counts)
+        stats.lossSum = sums[0]; stats.lossCount = sums[1]
+        return stats
+    }
+}
+
 /// A classifier's forward/backward: BERT-family encoders and GPT-2 alike.
 public protocol SequenceClassifierModel: AnyObject {
     func forward(_ batch: TokenBatch, dropout: DropoutContext?) -> UnsafeBufferPointer<Float>
@@ -87,47 +103,73 @@ struct ClassifierBackend {
     let encoder: EncoderClassifier?
     /// The same model, as LoRA attaches to it.
     let loraModel: any LoRAModel
+    /// The class names in force (the head's rows, in class-id order).
+    let labels: [String]
+
+    /// The classifier in `modelDir`, by its kind (BERT family or GPT-2), for sequences of at most `maxLength` tokens
+    /// in batches of at most `microBatch`. With `labels` (training), the head is sized for them and re-initialised
+    /// from `seed` when the folder's labels differ; nil (inference) uses the folder's trained head, which must exist.
+    /// The one place that turns a folder into a classifier: train, eval and predict all come through here.
+    static func load(modelDir: URL, labels: [String]?, maxLength: Int, seed: UInt64, microBatch: Int) throws -> ClassifierBackend {
+        switch ModelKind.of(modelDir) {
+        case .encoderClassifier:
+            return try encoder(modelDir: modelDir, labels: labels, maxLength: maxLength, seed: seed, microBatch: microBatch)
+        case .gpt2Classifier:
+            return try gpt2(modelDir: modelDir, labels: labels, maxLength: maxLength, seed: seed, microBatch: microBatch)
+        case .gpt2LanguageModel:
+            guard labels != nil else {
+                throw TrainingError("\(modelDir.appendingPathComponent("config.json").path): this is a GPT-2 language model (GPT2LMHeadModel), not a classifier; use `disttrain generate --model \(modelDir.path) --prompt TEXT` for text, or `disttrain eval --model \(modelDir.path) --eval-file FILE` for loss and perplexity", exitCode: 2)
+            }
+            return try gpt2(modelDir: modelDir, labels: labels, maxLength: maxLength, seed: seed, microBatch: microBatch)
+        }
+    }
 
     /// BERT, DistilBERT, MiniLM: a head for `labels` (re-initialised when the checkpoint's labels differ).
-    static func encoder(modelDir: URL, labels: [String], config: TrainConfig, microBatch: Int) throws -> ClassifierBackend {
-        let bundle = try ClassifierBundle(directory: modelDir, labels: labels, seed: config.seed)
-        guard bundle.config.problemType == .singleLabel else {
+    static func encoder(modelDir: URL, labels: [String]?, maxLength: Int, seed: UInt64, microBatch: Int) throws -> ClassifierBackend {
+        let bundle = try ClassifierBundle(directory: modelDir, labels: labels, seed: seed)
+        guard labels == nil || bundle.config.problemType == .singleLabel else {
             throw TrainingError("\(bundle.config.path): problem_type \(bundle.config.problemType!.rawValue) is not supported by `train` yet; use single_label_classification")
         }
-        guard config.maxLength <= bundle.config.maxPositions else {
-            throw TrainingError("--max-length \(config.maxLength) exceeds the model's max_position_embeddings \(bundle.config.maxPositions); use --max-length \(bundle.config.maxPositions) or less", exitCode: 2)
+        guard maxLength <= bundle.config.maxPositions else {
+            throw TrainingError("--max-length \(maxLength) exceeds the model's max_position_embeddings \(bundle.config.maxPositions); use --max-length \(bundle.config.maxPositions) or less", exitCode: 2)
         }
-        let model = EncoderClassifier(config: bundle.config, parameters: bundle.store, maxBatch: microBatch, maxSeq: config.maxLength)
+        let model = EncoderClassifier(config: bundle.config, parameters: bundle.store, maxBatch: microBatch, maxSeq: maxLength)
         return ClassifierBackend(model: model, store: bundle.store, tokenizer: bundle.tokenizer,
                                  padId: Int32(bundle.config.padTokenId), configPath: bundle.config.path,
                                  initialized: bundle.report.initialized,
-                                 save: { dir, w in try bundle.save(to: dir, weights: w) }, encoder: model, loraModel: model)
+                                 save: { dir, w in try bundle.save(to: dir, weights: w) }, encoder: model, loraModel: model,
+                                 labels: bundle.config.id2label)
     }
 
-    /// GPT2ForSequenceClassification (or a GPT-2 LM checkpoint given a fresh `score` head), pooled at the last
-    /// non-padding token; the config must name a pad token.
-    static func gpt2(modelDir: URL, labels: [String], config tc: TrainConfig, microBatch: Int) throws -> ClassifierBackend {
+    /// GPT2ForSequenceClassification (or, given `labels`, a GPT-2 LM checkpoint with a fresh `score` head), pooled
+    /// at the last non-padding token; the config must name a pad token.
+    static func gpt2(modelDir: URL, labels: [String]?, maxLength: Int, seed: UInt64, microBatch: Int) throws -> ClassifierBackend {
         var config = try GPT2Config.load(url: modelDir.appendingPathComponent("config.json"))
         guard let pad = config.padTokenId else {
             throw TrainingError("\(config.path): GPT-2 classification needs pad_token_id in config.json (transformers pools at the last non-padding token); add \"pad_token_id\": 50256")
         }
-        guard tc.maxLength <= config.maxPositions else {
-            throw TrainingError("--max-length \(tc.maxLength) exceeds the model's n_positions \(config.maxPositions); use --max-length \(config.maxPositions) or less", exitCode: 2)
+        guard maxLength <= config.maxPositions else {
+            throw TrainingError("--max-length \(maxLength) exceeds the model's n_positions \(config.maxPositions); use --max-length \(config.maxPositions) or less", exitCode: 2)
         }
-        let reinit = config.id2label != labels
-        config.id2label = labels
+        if labels == nil && config.id2label.isEmpty {
+            throw TrainingError("\(config.path): the model has no id2label or num_labels, so it is not a trained classifier; train one with `disttrain train` first")
+        }
+        let reinit = labels.map { config.id2label != $0 } ?? false
+        if let labels { config.id2label = labels }
         let store = ParameterStore(layout: GPT2Layout.make(config: config, classifier: true))
         let weights = modelDir.appendingPathComponent("model.safetensors")
         guard FileManager.default.fileExists(atPath: weights.path) else {
             throw TrainingError("\(weights.path): not found; the model folder needs model.safetensors")
         }
+        // Training may start a fresh head; inference needs the trained one (a missing score.weight is an error).
+        let training = labels != nil
         let report = try WeightLoader.load(into: store, from: SafeTensorsFile(url: weights), prefix: GPT2Layout.prefix,
-                                           isOptional: { $0 == "score.weight" }, reinitialize: { reinit && $0 == "score.weight" },
-                                           seed: tc.seed, initializerRange: config.initializerRange)
+                                           isOptional: { training && $0 == "score.weight" }, reinitialize: { reinit && $0 == "score.weight" },
+                                           seed: seed, initializerRange: config.initializerRange)
         let tokenizer: any Tokenizer
         do { tokenizer = try loadTokenizer(directory: modelDir) } catch { throw TrainingError("\(error)") }
         let model: GPT2Classifier
-        do { model = try GPT2Classifier(config: config, parameters: store, maxBatch: microBatch, maxSeq: tc.maxLength) } catch {
+        do { model = try GPT2Classifier(config: config, parameters: store, maxBatch: microBatch, maxSeq: maxLength) } catch {
             throw TrainingError("\(error)")
         }
         let frozen = config
@@ -135,7 +177,7 @@ struct ClassifierBackend {
                                  initialized: report.initialized, save: { dir, w in
             try GPT2Layout.save(w ?? store, config: frozen, classifier: true, to: dir)
             try FileIO.copyFiles(FileIO.companionFiles, from: modelDir, to: dir)
-        }, encoder: nil, loraModel: model)
+        }, encoder: nil, loraModel: model, labels: frozen.id2label)
     }
 }
 
@@ -163,11 +205,16 @@ public final class ClassificationTask: TrainingTask, @unchecked Sendable {
     /// With `config.lora` the model in `modelDir` is the frozen base, and `adapterDir` (a LoRA checkpoint) holds the
     /// adapter to continue from (nil: a fresh adapter from the seed).
     public init(modelDir: URL, adapterDir: URL? = nil, trainSet: TextDataset, evalSet: TextDataset?, labels: [String],
-                config: TrainConfig, microBatch: Int, gpt2: Bool = false) throws {
+                config: TrainConfig, microBatch: Int) throws {
         self.labels = labels
         dataFingerprint = trainSet.fingerprint
-        backend = gpt2 ? try .gpt2(modelDir: modelDir, labels: labels, config: config, microBatch: microBatch)
-                       : try .encoder(modelDir: modelDir, labels: labels, config: config, microBatch: microBatch)
+        backend = try .load(modelDir: modelDir, labels: labels, maxLength: config.maxLength, seed: config.seed, microBatch: microBatch)
+        if config.matmulPrecision == .bf16 {
+            guard let model = backend.encoder else {
+                throw TrainingError("--bf16: bf16 matrix products are implemented for BERT-family encoders only; drop --bf16 for GPT-2", exitCode: 2)
+            }
+            model.matmulPrecision = .bf16
+        }
         let tokenizer = backend.tokenizer, maxLength = config.maxLength
         let (trainEnc, t1) = try Self.encode(trainSet, tokenizer: tokenizer, maxLength: maxLength)
         let (evalEnc, t2) = try evalSet.map { try Self.encode($0, tokenizer: tokenizer, maxLength: maxLength) } ?? ([], 0)

@@ -19,6 +19,15 @@ struct Bench: ParsableCommand {
     var loraR: Int = 0
     @Flag(help: "Data-parallel step (all-reduce, clipping, AdamW) with --batch-size per rank; implied under mpirun.")
     var dataParallel = false
+    @Flag(help: "Also run the step with the Linear products in bf16 (AVX512-BF16) and print the bf16/fp32 tokens/s ratio.")
+    var bf16 = false
+    @Flag(help: "Instead of training steps, time the bf16 kernel against cblas_sgemm at the step's GEMM shapes.")
+    var gemm = false
+    @Flag(help: "Run every configuration (fp32/bf16, 1/2 threads, 1 process vs 2 MPI ranks, GPT-2, start-up) in fresh processes and print a table of medians.")
+    var table = false
+    @Option(help: "With --table: rounds of runs (medians are reported).") var runs: Int = 3
+    @Option(help: "With --table: a model folder and training file for the launch → first step row.") var model: String?
+    @Option(help: "With --table: the training file for the launch → first step row.") var trainFile: String?
 
     func validate() throws {
         guard threads > 0, batchSize > 0, seqLen > 1, steps > 0 else {
@@ -27,16 +36,27 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+        if table { return try BenchTable(runs: runs, steps: steps, model: model, trainFile: trainFile).run() }
         let cfg: ModelConfig
         if let config { cfg = try ModelConfig.load(url: URL(fileURLWithPath: config)) } else { cfg = ModelBenchmark.miniLMConfig() }
         guard seqLen <= cfg.maxPositions else {
             throw ValidationError("--seq-len \(seqLen) exceeds max_position_embeddings \(cfg.maxPositions)")
         }
+        if (bf16 || gemm) && !MatmulPrecision.bf16Supported {
+            throw ValidationError("--bf16/--gemm need a CPU with AVX512-BF16 (this one lacks it: no avx512_bf16 in /proc/cpuinfo); run without them for fp32")
+        }
+        if gemm {
+            let rows = ModelBenchmark.gemmShapes(tokens: batchSize * seqLen, hidden: cfg.hidden, ffn: cfg.intermediate,
+                                                 seq: seqLen, headSize: cfg.hidden / cfg.heads, threads: threads) ?? []
+            for r in rows { print(r.json) }
+            return
+        }
         let env = ProcessInfo.processInfo.environment
         if dataParallel || LaunchMode.detect(environment: env) != .single {
+            // With --bf16 the data-parallel step runs in bf16 only (compare with a --bf16 run of one process).
             let comm = try makeCommunicator(environment: env)
             let r = try ScalingBenchmark.run(config: cfg, batch: batchSize, seq: seqLen, steps: steps, warmup: 2,
-                                             threads: threads, comm: comm)
+                                             threads: threads, comm: comm, precision: bf16 ? .bf16 : .fp32)
             if comm.isRoot { print(r.json) }
             try finalizeMPI(comm)
             return
@@ -51,5 +71,11 @@ struct Bench: ParsableCommand {
         }
         let r = ModelBenchmark.run(config: cfg, batch: batchSize, seq: seqLen, steps: steps, warmup: 2, threads: threads)
         print(r.json)
+        if bf16 {
+            let b = ModelBenchmark.run(config: cfg, batch: batchSize, seq: seqLen, steps: steps, warmup: 2, threads: threads,
+                                       precision: .bf16)
+            print(b.json)
+            print(String(format: "{\"bf16_over_fp32_tokens_per_s\":%.3f}", b.tokens_per_s / r.tokens_per_s))
+        }
     }
 }

@@ -1,35 +1,47 @@
-// `disttrain eval`: scores a trained classifier on labelled data and prints one JSON line of metrics (accuracy,
-// macro/weighted F1, per-class precision/recall/F1/support, the confusion matrix, eval_loss). Writes nothing unless
+// `disttrain eval`: scores a trained model on data and prints one JSON line of metrics. Writes nothing unless
 // --output is given.
-// Under mpirun each rank scores a contiguous shard (EvalSharding, as in training); integer confusion counts and the loss
-// sum are all-reduced, so the result equals the one-process result; rank 0 prints.
-// Deliberately not here: the metric definitions (Training/Metrics.swift) and the forward pass (Predictor).
+//   - A classifier (BERT family, GPT2ForSequenceClassification) on labelled data: accuracy, macro/weighted F1,
+//     per-class precision/recall/F1/support, the confusion matrix, eval_loss.
+//   - A GPT-2 language model on {"text"} or {"prompt", "response"} JSONL: eval_loss (mean over the counted target
+//     tokens; prompt tokens masked), eval_perplexity, eval_tokens, eval_samples: CausalLMTask's evaluation, the very
+//     code the trainer reports with, on the file prepared with the same --max-length/--block-size/--lm-per-row.
+// Under mpirun each rank scores a contiguous shard (EvalSharding, as in training); integer counts and the loss sums
+// are all-reduced, so the result equals the one-process result; rank 0 prints.
+// Deliberately not here: the metric definitions (Training/Metrics.swift), the forward passes (Predictor, CausalLMTask).
 import ArgumentParser
 import Dist
 import Foundation
+import Model
 import Training
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Evaluate a trained classifier on labelled JSONL/CSV/TSV data.",
+        abstract: "Evaluate a trained classifier on labelled data, or a GPT-2 language model's loss and perplexity.",
         discussion: """
-        Labels in the data must be among the model's id2label names (or class ids 0...n-1).
+        Classifiers: labels in the data must be among the model's id2label names (or class ids 0...n-1).
         Prints one JSON line; keys follow `train`'s eval_results.json (eval_accuracy, eval_macro_f1, eval_loss,
         eval_precision_<label>, eval_recall_<label>, eval_f1_<label>, eval_support_<label>, eval_confusion_matrix).
+        GPT-2 language models: {"text"} or {"prompt", "response"} JSONL; prints eval_loss (mean over counted tokens),
+        eval_perplexity, eval_tokens, eval_samples. Pass the --max-length/--block-size/--lm-per-row used in `train`
+        to get its numbers; rows longer than min(--max-length, n_positions) are truncated and counted on stderr.
           disttrain eval --model runs/spam --eval-file data/sms-spam/test.jsonl
+          disttrain eval --model runs/lm --eval-file data/hamlet-lm/pairs.jsonl --max-length 128
           mpirun -n 2 disttrain eval ...   (each rank scores a shard; one line from rank 0, same numbers)
         """)
 
     @Option(help: "A trained model folder (as written by `disttrain train`) or a checkpoint folder.") var model: String
     @Option(help: "A PEFT LoRA adapter folder (from `train --lora-r`) to run unmerged on --model (the base it was trained on).")
     var adapter: String?
-    @Option(help: "Labelled data: JSONL, CSV or TSV (the format follows the extension).") var evalFile: String
+    @Option(help: "Labelled data: JSONL, CSV or TSV (the format follows the extension); for a GPT-2 LM, {\"text\"} or {\"prompt\", \"response\"} JSONL.")
+    var evalFile: String
     @Option(help: "Truncate inputs to this many tokens (special tokens included).") var maxLength: Int = 128
     @Option(help: "Texts per forward pass.") var batchSize: Int = 32
     @Option(help: "Column holding the text.") var textColumn: String = "text"
     @Option(help: "Column holding the second text of a pair.") var textPairColumn: String?
     @Option(help: "Column holding the label.") var labelColumn: String = "label"
     @Option(help: "Also write the JSON object to this file.") var output: String?
+    @Option(help: "GPT-2 LM: tokens per packed block of {\"text\"} data (default: --max-length).") var blockSize: Int?
+    @Flag(help: "GPT-2 LM: one example per {\"text\"} row instead of packed blocks.") var lmPerRow = false
 
     func validate() throws {
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive (got \(batchSize))") }
@@ -53,9 +65,45 @@ struct Eval: ParsableCommand {
     }
 
     func evaluate(comm: Communicator) throws {
-        let predictor = try Predictor(modelDir: URL(fileURLWithPath: model), adapterDir: adapter.map { URL(fileURLWithPath: $0) },
+        let modelDir = URL(fileURLWithPath: model)
+        let result: [String: Any]
+        if ModelKind.of(modelDir) == .gpt2LanguageModel {
+            result = try evaluateLanguageModel(modelDir, comm: comm)
+        } else {
+            result = try evaluateClassifier(modelDir, comm: comm)
+        }
+        guard comm.isRoot else { return }
+        let d = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .withoutEscapingSlashes])
+        let line = String(decoding: d, as: UTF8.self)
+        print(line)
+        if let output {
+            do { try Data((line + "\n").utf8).write(to: URL(fileURLWithPath: output), options: .atomic) } catch {
+                throw TrainingError("--output \(output): cannot write (\((error as NSError).localizedDescription)); check the folder exists and is writable")
+            }
+        }
+    }
+
+    /// Loss and perplexity of a GPT-2 LM, through CausalLMTask (the trainer's evaluation).
+    func evaluateLanguageModel(_ modelDir: URL, comm: Communicator) throws -> [String: Any] {
+        let data = LMDataOptions(maxLength: maxLength, blockSize: blockSize, perRow: lmPerRow)
+        let task = try CausalLMTask(modelDir: modelDir, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
+                                    evalFile: URL(fileURLWithPath: evalFile), data: data, batchSize: batchSize)
+        if comm.isRoot && (task.evalTruncated > 0 || task.evalDropped > 0) {
+            var msg = "warning: \(evalFile): \(task.evalTruncated) rows longer than \(data.limit(positions: task.maxPositions)) tokens (the smaller of --max-length and n_positions) were truncated at the end and scored on their first tokens"
+            if task.evalDropped > 0 { msg += "; \(task.evalDropped) prompt→response rows left no response token and were skipped" }
+            FileHandle.standardError.write(Data((msg + "\n").utf8))
+        }
+        let stats = try task.evaluateAll(comm: comm, batchSize: batchSize)
+        return task.metrics(stats)
+    }
+
+    func evaluateClassifier(_ modelDir: URL, comm: Communicator) throws -> [String: Any] {
+        if blockSize != nil || lmPerRow {
+            throw TrainingError("--block-size and --lm-per-row apply to GPT-2 language models only; \(model) is a classifier", exitCode: 2)
+        }
+        let predictor = try Predictor(modelDir: modelDir, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
                                       maxLength: maxLength, batchSize: batchSize)
-        let names = predictor.bundle.config.id2label
+        let names = predictor.labels
         let labelSet = try LabelSet(names: names)
         let (data, _) = try DataLoader.loadLabeled(URL(fileURLWithPath: evalFile),
                                                    columns: ColumnOptions(text: textColumn, textPair: textPairColumn, label: labelColumn),
@@ -70,31 +118,26 @@ struct Eval: ParsableCommand {
         var loss = [lossSum]
         try comm.allReduceSum(&counts.counts)
         try comm.allReduceSum(&loss)
-        guard comm.isRoot else { return }
         var result = ClassificationMetrics(confusion: counts.matrix, labels: names).asDictionary(prefix: "eval_")
         result["eval_loss"] = loss[0] / Double(data.examples.count)
-        let d = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .withoutEscapingSlashes])
-        let line = String(decoding: d, as: UTF8.self)
-        print(line)
-        if let output {
-            do { try Data((line + "\n").utf8).write(to: URL(fileURLWithPath: output), options: .atomic) } catch {
-                throw TrainingError("--output \(output): cannot write (\((error as NSError).localizedDescription)); check the folder exists and is writable")
-            }
-        }
+        return result
     }
 
-    /// Confusion counts and the summed cross-entropy for true class ids and logits rows (the loss in Double with the
-    /// max subtracted, as the trainer computes it in Float).
+    /// Confusion counts and the summed cross-entropy for true class ids and logits rows (Loss.crossEntropy, the
+    /// trainer's loss).
     static func counts(classCount C: Int, truth: [Int], logits: [[Float]]) -> (ConfusionCounts, Double) {
         var counts = ConfusionCounts(classCount: C)
-        var lossSum = 0.0
         for (t, row) in zip(truth, logits) {
-            let mx = Double(row.max() ?? 0)
-            let z = row.reduce(0.0) { $0 + Foundation.exp(Double($1) - mx) }
-            lossSum += -(Double(row[t]) - mx - Foundation.log(z))
             var best = 0
             for c in 1..<max(C, 1) where row[c] > row[best] { best = c }
             counts.add(truth: t, predicted: best)
+        }
+        let flat = logits.flatMap { $0 }
+        var scratch = [Float](repeating: 0, count: flat.count)
+        let lossSum = flat.withUnsafeBufferPointer { l in
+            scratch.withUnsafeMutableBufferPointer { d in
+                Loss.crossEntropy(logits: l, labels: truth.map { Int32($0) }, batch: truth.count, classes: C, scale: 0, dLogits: d)
+            }
         }
         return (counts, lossSum)
     }

@@ -94,7 +94,9 @@ final class ProgressReporter {
             logger.info("train: \(s.trainExamples) examples, eval: \(s.evalExamples), labels: \(s.labels.joined(separator: ", "))")
             logger.info("world size \(s.worldSize), micro-batch \(s.microBatch) × \(s.accumulationSteps) accumulation, \(s.totalSteps) steps (\(s.stepsPerEpoch)/epoch), \(s.parameters) trainable parameters, \(s.allReduceBytes) bytes all-reduced per step")
             if !s.initialized.isEmpty { logger.notice("initialised (not in the checkpoint): \(s.initialized.joined(separator: ", "))") }
-            if s.truncated > 0 { logger.notice("\(s.truncated) examples truncated to --max-length") }
+            if s.truncated > 0 {
+                logger.notice("\(s.truncated) examples longer than --max-length (or the model's positions) truncated at the end and kept; raise --max-length to keep more of them")
+            }
             for n in s.notices {
                 if n.hasPrefix("warning: ") { logger.warning("\(n.dropFirst("warning: ".count))") } else { logger.notice("\(n)") }
             }

@@ -60,6 +60,8 @@ struct Train: ParsableCommand {
     var validationSplit: Double = 0
     @Option(help: "Compute threads per rank (default: the cores available to the rank).") var threads: Int?
     @Flag(help: "Turn dropout off during training.") var noDropout = false
+    @Flag(help: "Matrix products of the encoder layers in bfloat16 with fp32 accumulation (needs AVX512-BF16); fp32 weights and optimizer.")
+    var bf16 = false
     @Option(help: "LoRA rank: train a PEFT LoRA adapter (frozen base) instead of every weight (0 = full fine-tuning).")
     var loraR: Int = 0
     @Option(help: "LoRA alpha (scaling alpha/r).") var loraAlpha: Double = 8
@@ -113,6 +115,7 @@ struct Train: ParsableCommand {
         c.validationSplit = validationSplit
         c.threads = threads ?? availableCores()
         c.dropout = !noDropout
+        c.matmulPrecision = bf16 ? .bf16 : .fp32
         if loraR != 0 {
             c.lora = LoRAConfig(r: loraR, alpha: loraAlpha, dropout: loraDropout, useRSLoRA: useRslora,
                                 targetModules: loraTargetModules.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } })

@@ -78,6 +78,14 @@ final class HelpTests: XCTestCase {
         XCTAssertFalse(c.dropout)
     }
 
+    func testBF16FlagMapsOntoTrainConfig() throws {
+        let args = ["train", "--model", "m", "--train-file", "t.jsonl", "--output-dir", "o"]
+        let plain = try XCTUnwrap(Disttrain.parseAsRoot(args) as? Train)
+        XCTAssertEqual(plain.trainConfig.matmulPrecision.rawValue, "fp32", "fp32 unless asked")
+        let bf16 = try XCTUnwrap(Disttrain.parseAsRoot(args + ["--bf16"]) as? Train)
+        XCTAssertEqual(bf16.trainConfig.matmulPrecision.rawValue, "bf16")
+    }
+
     // MARK: --config, in-process
 
     func writeConfig(_ yaml: String) throws -> URL {

@@ -1,7 +1,8 @@
 // ckernels.h: vectorised element-wise kernels for the model (GELU, LayerNorm, softmax, dropout, ...), in C so that
 // they can be compiled per CPU feature (AVX2+FMA variant selected at run time, portable fallback) and stay free of
 // Swift array/bounds-check overhead. Every kernel is single-threaded; callers split rows across threads if they wish.
-// Deliberately not here: matrix products (cblas_sgemm), anything that allocates, any global state.
+// Deliberately not here: fp32 matrix products (cblas_sgemm), anything that allocates (except the bf16 GEMM's
+// per-call pack buffer), any global state.
 // Shapes use the model's notation: rows = B*T (tokens), C = channels; all buffers are row-major, contiguous rows.
 #ifndef CKERNELS_H
 #define CKERNELS_H
@@ -64,5 +65,22 @@ void ck_dropout_pair_row(const float *p, float *pd, float *dpd, size_t n, uint64
                          float scale);
 /// 1 when element j of the row is kept (tests).
 int ck_dropout_keep(uint64_t rowkey, uint32_t j, uint32_t threshold);
+
+
+// ---- bf16 GEMM (bf16_gemm.c): AVX512-BF16 vdpbf16ps, fp32 accumulation ----
+#define CK_BF16_UNSUPPORTED (-1)
+#define CK_BF16_NOMEM (-2)
+/// Row-major C[m,n] = alpha·op(A)·op(B) + beta·C (cblas_sgemm semantics; beta == 0: C is not read), with A and B
+/// rounded to bfloat16 (nearest even) and the products summed in fp32. op(A) is [m,k]: transA ? a[k*lda + i] :
+/// a[i*lda + k]; op(B) is [k,n]: transB ? b[j*ldb + k] : b[k*ldb + j].
+/// Returns 0, or CK_BF16_UNSUPPORTED when the CPU lacks AVX512-BF16, or CK_BF16_NOMEM (C untouched in both cases:
+/// the caller falls back to cblas_sgemm). `threads` > 1 splits the work over that many threads (created per call;
+/// small products stay on the caller's). Allocates one pack buffer per call (≈ m·min(k,1536)·2 bytes + 0.4 MB).
+int ck_bf16_gemm(int transA, int transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
+                 const float *b, size_t ldb, float beta, float *c, size_t ldc, int threads);
+/// x rounded to the nearest bfloat16 (ties to even), returned as a float: what ck_bf16_gemm multiplies. Portable.
+float ck_bf16_round_one(float x);
+/// y[i] = ck_bf16_round_one(x[i]) (tests: a reference on rounded inputs isolates the fp32 summation error).
+void ck_bf16_round(const float *x, float *y, size_t n);
 
 #endif
