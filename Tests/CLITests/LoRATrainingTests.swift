@@ -193,6 +193,64 @@ final class LoRATrainingTests: XCTestCase {
         for (k, (x, y)) in zip(a, b).enumerated() { XCTAssertEqual(x, y, accuracy: 1e-5 * abs(x), "step \(k + 1)") }
     }
 
+    /// predict/eval --adapter on GPT-2 folders equal the folder `merge` writes: a GPT2ForSequenceClassification adapter
+    /// (trained on the base's own labels, so the merged folder keeps its config) in predict (logits within 1e-5), and
+    /// a GPT-2 LM adapter in eval (eval_loss within 1e-5 relative).
+    func testGPT2AdapterPredictAndEvalEqualMerged() throws {
+        let dir = try CLI.tempDir("lora-g2-adapter")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fixtures = CLI.repoRoot.appendingPathComponent("Tests/ModelTests/Fixtures")
+        let sms = try String(contentsOf: CLI.repoRoot.appendingPathComponent("data/sms-spam/train.jsonl"), encoding: .utf8)
+            .split(separator: "\n").prefix(24)
+        let cls = dir.appendingPathComponent("cls.jsonl")
+        let relabelled = try sms.enumerated().map { i, line -> String in   // the base's own labels: its head is kept
+            var o = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            o["label"] = ["neg", "neu", "pos"][i % 3]
+            return String(decoding: try JSONSerialization.data(withJSONObject: o), as: UTF8.self)
+        }
+        try (relabelled.joined(separator: "\n") + "\n").write(to: cls, atomically: true, encoding: .utf8)
+        let pairs = dir.appendingPathComponent("pairs.jsonl")
+        let lm = try String(contentsOf: CLI.repoRoot.appendingPathComponent("data/hamlet-lm/pairs.jsonl"), encoding: .utf8)
+            .split(separator: "\n").prefix(16)
+        try (lm.joined(separator: "\n") + "\n").write(to: pairs, atomically: true, encoding: .utf8)
+        for (base, data, tag) in [("gpt2-tiny-cls", cls, "cls"), ("gpt2-tiny-lm", pairs, "lm")] {
+            let b = fixtures.appendingPathComponent(base).path
+            let out = dir.appendingPathComponent("\(tag)-adapter").path, merged = dir.appendingPathComponent("\(tag)-merged").path
+            let t = try CLI.run(["train", "--model", b, "--train-file", data.path, "--output-dir", out, "--batch-size", "8",
+                                 "--max-steps", "4", "--learning-rate", "3e-2", "--max-length", "32", "--seed", "3",
+                                 "--lora-r", "4", "--lora-alpha", "8", "--lora-target-modules", "c_attn,c_fc"], timeout: 240)
+            XCTAssertEqual(t.status, 0, t.stderr)
+            let m = try CLI.run(["merge", "--model", b, "--adapter", out, "--output", merged])
+            XCTAssertEqual(m.status, 0, m.stderr)
+            if tag == "cls" {
+                func logits(_ args: [String]) throws -> [[Double]] {
+                    let r = try CLI.run(["predict", "--input", data.path, "--max-length", "32"] + args)
+                    XCTAssertEqual(r.status, 0, r.stderr)
+                    return try r.stdout.split(separator: "\n").map {
+                        (try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any])["logits"] as? [Double] ?? []
+                    }
+                }
+                let viaMerged = try logits(["--model", merged]), unmerged = try logits(["--model", b, "--adapter", out])
+                let plain = try logits(["--model", b])
+                XCTAssertEqual(viaMerged.count, 24)
+                XCTAssertEqual(unmerged.count, 24)
+                let diff = zip(viaMerged.joined(), unmerged.joined()).map { abs($0 - $1) }.max() ?? 1
+                XCTAssertLessThanOrEqual(diff, 1e-5, "GPT-2 classifier: unmerged vs merged logits")
+                XCTAssertGreaterThan(zip(viaMerged.joined(), plain.joined()).map { abs($0 - $1) }.max() ?? 0, 1e-4, "the adapter changes the logits")
+            } else {
+                func loss(_ args: [String]) throws -> Double {
+                    let r = try CLI.run(["eval", "--eval-file", data.path, "--max-length", "32"] + args)
+                    XCTAssertEqual(r.status, 0, r.stderr)
+                    return ((try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])?["eval_loss"] as? Double) ?? -1
+                }
+                let viaMerged = try loss(["--model", merged]), unmerged = try loss(["--model", b, "--adapter", out])
+                XCTAssertGreaterThan(viaMerged, 0)
+                XCTAssertEqual(unmerged, viaMerged, accuracy: 1e-5 * viaMerged, "GPT-2 LM: eval_loss unmerged vs merged")
+                XCTAssertNotEqual(try loss(["--model", b]), viaMerged, "the adapter changes the loss")
+            }
+        }
+    }
+
     func testLoRARankMustBePositive() throws {
         let base = CLI.repoRoot.appendingPathComponent("Tests/ModelTests/Fixtures/bert-tiny-cls")
         let dir = try CLI.tempDir("lora-bad")
