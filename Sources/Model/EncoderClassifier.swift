@@ -292,7 +292,8 @@ public final class EncoderClassifier {
             Linear.backward(dx: dx, dw: G(w), db: G(b), dy: dy, x: x, w: P(w), n: n, inC: inC, outC: outC, accumulateDx: accumulateDx,
                             precision: matmulPrecision)
         } else if let dx {
-            Linear.backwardInput(dx: dx, dy: dy, w: P(w), n: n, inC: inC, outC: outC, accumulateDx: accumulateDx)
+            Linear.backwardInput(dx: dx, dy: dy, w: P(w), n: n, inC: inC, outC: outC, accumulateDx: accumulateDx,
+                                 precision: matmulPrecision)
         }
         if let a, let site, let dx {
             a.backwardInput(site: site, dx: dx, B: lastB, T: lastT, dropout: lastDropout, samples: lastBatch!.sampleIndices)

@@ -417,9 +417,9 @@ public final class LoRAAdapter: @unchecked Sendable {
 extension Linear {
     /// dx[N, IC] = dy · W (or += with accumulateDx) without the weight gradient: a frozen layer's backward.
     static func backwardInput(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, w: UnsafePointer<Float>,
-                              n: Int, inC: Int, outC: Int, accumulateDx: Bool = false) {
-        sgemm(transA: false, transB: false, m: n, n: inC, k: outC, alpha: 1, dy, lda: outC, w, ldb: inC,
-              beta: accumulateDx ? 1 : 0, dx, ldc: inC)
+                              n: Int, inC: Int, outC: Int, accumulateDx: Bool = false, precision: MatmulPrecision = .fp32) {
+        gemm(precision, transA: false, transB: false, m: n, n: inC, k: outC, alpha: 1, dy, lda: outC, w, ldb: inC,
+             beta: accumulateDx ? 1 : 0, dx, ldc: inC)
     }
 }
 
