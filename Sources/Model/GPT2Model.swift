@@ -107,6 +107,12 @@ final class GPT2Transformer {
     /// Frozen base: no gradient is computed for base parameters (Conv1D dW/db, LayerNorm, embeddings and the tied
     /// LM head's wte products are skipped); input gradients still flow down to the lowest adapter.
     var frozenBase = false
+    /// Called during backward with block l as soon as its parameter gradients are final (last block first), so the
+    /// trainer can all-reduce them while they are in cache. Nil: no calls.
+    var onLayerBackward: ((Int) -> Void)?
+    /// Debug probe (`--debug`): a stage name and its values after the embeddings, each block and ln_f in forward,
+    /// and the gradient into each block's input in backward, so the first non-finite value names its layer.
+    var probe: ((String, UnsafeBufferPointer<Float>) -> Void)?
 
     private(set) var lastB = 0, lastT = 0
     private(set) var lastBatch: TokenBatch?
@@ -223,6 +229,7 @@ final class GPT2Transformer {
         if let d = dropout, config.embdDropout > 0 {
             dropoutRows(x0, x0, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.embeddings, p: config.embdDropout)
         }
+        probe?("output of transformer.wte + wpe", UnsafeBufferPointer(start: x0, count: BT * C))
         var x = UnsafePointer(x0)
         for (l, w) in blocks.enumerated() {
             let s = acts[l]
@@ -247,8 +254,10 @@ final class GPT2Transformer {
             }
             ck_add(s.out, s.h1, BT * C)
             x = UnsafePointer(s.out)
+            probe?("output of transformer.h.\(l)", UnsafeBufferPointer(start: s.out, count: BT * C))
         }
         LayerNorm.forward(y: xf, mean: meanF, rstd: rstdF, x: x, w: P(lnfW), b: P(lnfB), n: BT, C: C, eps: config.layerNormEps)
+        probe?("output of transformer.ln_f", UnsafeBufferPointer(start: xf, count: BT * C))
     }
 
     /// Accumulates every body gradient given dXf (dLoss/d ln_f output) of the last forward.
@@ -288,10 +297,12 @@ final class GPT2Transformer {
                                      dropout: ad, scratchP: scratchP, scratchDP: scratchDP)
             let below = !(frozenBase && l == 0)   // a frozen base needs no gradient below block 0
             convBackward(4 * l, dx: below ? dTmp : nil, w: w.attnW, b: w.attnB, dy: dQKV, x: s.y1, n: BT, inC: C, outC: 3 * C)
-            if !below { break }
+            if !below { onLayerBackward?(l); break }
             LayerNorm.backward(dx: dCtx, dw: GLN(w.ln1w, 0), db: GLN(w.ln1b, 1), dy: dTmp, x: x, mean: s.mean1, rstd: s.rstd1,
                                w: P(w.ln1w), n: BT, C: C)
             ck_add(dRes, dCtx, BT * C)                                   // dRes = dLoss/dx (block input)
+            probe?("gradient into the input of transformer.h.\(l) (backward)", UnsafeBufferPointer(start: dRes, count: BT * C))
+            onLayerBackward?(l)
         }
         if frozenBase { return }   // the embeddings' gradients are all the rest computes
         if let d = dropout, config.embdDropout > 0 {
@@ -342,6 +353,9 @@ public final class GPT2LMHead {
     public var activationBytes: Int { body.activationBytes + (chunkRows * config.vocabSize + 4 * maxBatch * maxSeq) * 4 }
 
     public static func makeLayout(config: GPT2Config) -> ParameterLayout { GPT2Layout.make(config: config, classifier: false) }
+    /// See GPT2Transformer.onLayerBackward / probe.
+    public var onLayerBackward: ((Int) -> Void)? { get { body.onLayerBackward } set { body.onLayerBackward = newValue } }
+    public var probe: ((String, UnsafeBufferPointer<Float>) -> Void)? { get { body.probe } set { body.probe = newValue } }
 
     /// `logitBudget`: the most floats the logits chunk may hold (default 16 Mi floats = 64 MB).
     public init(config: GPT2Config, parameters: ParameterStore, maxBatch: Int, maxSeq: Int, logitBudget: Int = 1 << 24) {
@@ -465,6 +479,9 @@ public final class GPT2Classifier {
     public var activationBytes: Int { body.activationBytes }
 
     public static func makeLayout(config: GPT2Config) -> ParameterLayout { GPT2Layout.make(config: config, classifier: true) }
+    /// See GPT2Transformer.onLayerBackward / probe.
+    public var onLayerBackward: ((Int) -> Void)? { get { body.onLayerBackward } set { body.onLayerBackward = newValue } }
+    public var probe: ((String, UnsafeBufferPointer<Float>) -> Void)? { get { body.probe } set { body.probe = newValue } }
 
     /// Throws when the config has no pad_token_id (transformers refuses batches > 1 then; we refuse up front).
     public init(config: GPT2Config, parameters: ParameterStore, maxBatch: Int, maxSeq: Int) throws {
@@ -502,6 +519,7 @@ public final class GPT2Classifier {
         for b in 0..<B { (pooled + b * C).update(from: body.xf + (b * T + poolIndex[b]) * C, count: C) }
         Linear.forward(y: logitsBuf, x: pooled, w: body.P(scoreW), b: nil, n: B, inC: C, outC: NL)
         backwardDone = false
+        body.probe?("logits of score", UnsafeBufferPointer(start: logitsBuf, count: B * NL))
         return UnsafeBufferPointer(start: logitsBuf, count: B * NL)
     }
 

@@ -69,7 +69,9 @@ extension ClassificationTask {
             return GradientSyncLayout(stages: GradientSyncLayout.layerStages(store: s, prefixes: prefixes),
                                       sparseTables: GradientSyncLayout.table(s, word))
         }
-        return GradientSyncLayout(sparseTables: GradientSyncLayout.table(s, "transformer.wte.weight"))
+        let blocks = (backend.model as? GPT2Classifier)?.config.layers ?? 0
+        return GradientSyncLayout(stages: GradientSyncLayout.gpt2Stages(store: s, layers: blocks),
+                                  sparseTables: GradientSyncLayout.table(s, "transformer.wte.weight"))
     }
 
     public func touchedRows(_ indices: [Int]) -> [[Int]] {
@@ -80,13 +82,42 @@ extension ClassificationTask {
     }
 
     public func setBackwardHook(_ hook: ((Int) -> Void)?) {
-        guard let enc = backend.encoder, lora == nil else { return }
-        guard let hook else { enc.onLayerBackward = nil; return }
-        let last = enc.config.layers - 1
-        enc.onLayerBackward = { layer in hook(last - layer) }
+        guard lora == nil else { return }
+        if let enc = backend.encoder {
+            let last = enc.config.layers - 1
+            enc.onLayerBackward = hook.map { h in { layer in h(last - layer) } }
+        } else if let gpt = backend.model as? GPT2Classifier {
+            let last = gpt.config.layers - 1
+            gpt.onLayerBackward = hook.map { h in { layer in h(last - layer) } }
+        }
     }
 
     public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) {
         backend.encoder?.probe = probe
+        (backend.model as? GPT2Classifier)?.probe = probe
     }
+}
+
+extension GradientSyncLayout {
+    /// GPT-2 blocks `transformer.h.N.` as stages, last block first.
+    static func gpt2Stages(store: ParameterStore, layers: Int) -> [Range<Int>] {
+        layerStages(store: store, prefixes: (0..<layers).reversed().map { "transformer.h.\($0)." })
+    }
+}
+
+extension CausalLMTask {
+    /// Full fine-tuning: the blocks as stages. No row-sparse table: the LM head is tied to `wte`, so every row of its
+    /// gradient is written (the head's softmax touches the whole vocabulary). LoRA: one small buffer.
+    public var gradientSync: GradientSyncLayout {
+        guard lora == nil else { return GradientSyncLayout() }
+        return GradientSyncLayout(stages: GradientSyncLayout.gpt2Stages(store: store, layers: model.config.layers))
+    }
+
+    public func setBackwardHook(_ hook: ((Int) -> Void)?) {
+        guard lora == nil else { return }
+        let last = model.config.layers - 1
+        model.onLayerBackward = hook.map { h in { layer in h(last - layer) } }
+    }
+
+    public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) { model.probe = probe }
 }

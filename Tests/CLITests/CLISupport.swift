@@ -116,6 +116,18 @@ enum CLI {
         return r
     }
 
+    /// Overwrites element `index` of tensor `name` in a safetensors file with a quiet NaN (header parsed here).
+    static func poison(_ file: URL, tensor name: String, index: Int) throws {
+        var bytes = try Data(contentsOf: file)
+        let n = bytes.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+        let header = try JSONSerialization.jsonObject(with: bytes.subdata(in: 8..<(8 + n))) as! [String: Any]
+        let offsets = ((header[name] as! [String: Any])["data_offsets"] as! [NSNumber]).map(\.intValue)
+        let at = 8 + n + offsets[0] + 4 * index
+        XCTAssertLessThan(at + 4, 8 + n + offsets[1])
+        bytes.replaceSubrange(at..<(at + 4), with: [0x00, 0x00, 0xC0, 0x7F])  // 0x7FC00000 little-endian
+        try bytes.write(to: file)
+    }
+
     static func jsonLines(_ url: URL) throws -> [[String: Any]] {
         try String(contentsOf: url, encoding: .utf8).split(separator: "\n").map {
             try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]

@@ -72,23 +72,11 @@ final class DataParallelTests: XCTestCase {
         }
     }
 
-    /// Overwrites element `index` of tensor `name` in a safetensors file with a quiet NaN (header parsed here).
-    func poison(_ file: URL, tensor name: String, index: Int) throws {
-        var bytes = try Data(contentsOf: file)
-        let n = bytes.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
-        let header = try JSONSerialization.jsonObject(with: bytes.subdata(in: 8..<(8 + n))) as! [String: Any]
-        let offsets = ((header[name] as! [String: Any])["data_offsets"] as! [NSNumber]).map(\.intValue)
-        let at = 8 + n + offsets[0] + 4 * index
-        XCTAssertLessThan(at + 4, 8 + n + offsets[1])
-        bytes.replaceSubrange(at..<(at + 4), with: [0x00, 0x00, 0xC0, 0x7F])  // 0x7FC00000 little-endian
-        try bytes.write(to: file)
-    }
-
     func testDebugNamesTheFirstLayerAndStepWhereANaNAppears() throws {
         let w = try makeWorkspace()
         defer { try? FileManager.default.removeItem(at: w.dir) }
         // One NaN weight in layer 1's FFN output: layer 0 and the embeddings stay finite, layer 1's output is not.
-        try poison(w.model.appendingPathComponent("model.safetensors"), tensor: "bert.encoder.layer.1.output.dense.weight", index: 5)
+        try CLI.poison(w.model.appendingPathComponent("model.safetensors"), tensor: "bert.encoder.layer.1.output.dense.weight", index: 5)
         let plain = try CLI.run(trainArgs(w, out: "plain"), timeout: 120)
         XCTAssertNotEqual(plain.status, 0)
         XCTAssertTrue(plain.stderr.contains("the loss became nan at step 1"), plain.stderr)

@@ -49,6 +49,37 @@ final class LanguageModelTests: XCTestCase {
         XCTAssertEqual((obj?["new_ids"] as? [Int])?.count, 5, gen.stdout)
     }
 
+    /// --debug on GPT-2: a NaN weight in block 1's MLP projection is reported at that block's output (forward), and
+    /// the per-block all-reduce (on without --debug) still gives the 1-process losses at 4 ranks.
+    func testDebugNamesTheGPT2BlockAndFourRanksAgree() throws {
+        let dir = try CLI.tempDir("lmdbg")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let text = try subset("lm.jsonl", 0..<12, dir, "text.jsonl")
+        func args(_ m: URL, _ out: String, steps: Int) -> [String] {
+            ["train", "--model", m.path, "--train-file", text.path, "--output-dir", dir.appendingPathComponent(out).path,
+             "--batch-size", "4", "--max-steps", "\(steps)", "--logging-steps", "1", "--learning-rate", "3e-3",
+             "--max-length", "32", "--seed", "4", "--threads", "1"]
+        }
+        let one = try CLI.run(args(model, "one", steps: 12), timeout: 240)
+        XCTAssertEqual(one.status, 0, one.stderr)
+        let four = try CLI.run(args(model, "four", steps: 12), ranks: 4, timeout: 240)
+        XCTAssertEqual(four.status, 0, four.stderr)
+        let a = try losses(dir.appendingPathComponent("one")), b = try losses(dir.appendingPathComponent("four"))
+        XCTAssertEqual(a.count, 12)
+        for (k, (x, y)) in zip(a, b).enumerated() { XCTAssertEqual(x, y, accuracy: 1e-5 * abs(x), "step \(k + 1): 1 process vs 4 ranks") }
+
+        let bad = dir.appendingPathComponent("bad")
+        try FileManager.default.createDirectory(at: bad, withIntermediateDirectories: true)
+        for f in try FileManager.default.contentsOfDirectory(atPath: model.path) where !f.hasPrefix("golden") && f != "hub-layout" {
+            try FileManager.default.copyItem(at: model.appendingPathComponent(f), to: bad.appendingPathComponent(f))
+        }
+        try CLI.poison(bad.appendingPathComponent("model.safetensors"), tensor: "transformer.h.1.mlp.c_proj.weight", index: 3)
+        let r = try CLI.run(args(bad, "dbg", steps: 2) + ["--debug"], ranks: 2, timeout: 120)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("--debug: first non-finite value at step 1, micro-batch 1, rank "), r.stderr)
+        XCTAssertTrue(r.stderr.contains("nan in the output of transformer.h.1, element"), r.stderr)
+    }
+
     /// GPT2ForSequenceClassification through `train`: a fresh `score` head for the data's labels, the loss falls,
     /// and 2 ranks give the 1-process losses.
     func testGPT2ClassifierTrainsAndRanksAgree() throws {
