@@ -303,6 +303,49 @@ INL void dropout_pair_row_impl(const float *p, float *pd, float *dpd, size_t n, 
     }
 }
 
+// AdamW over one contiguous segment (torch semantics, the formula of Model/Optimizer.swift):
+// p *= decay; m += (1-b1)(g-m); v = b2 v + (1-b2) g²; p -= step · m / (sqrt(v)/bc2sqrt + eps).
+// Memory-bound (7 streams of n floats); no FMA contraction, so the result is bit-identical to the scalar loop.
+INL void adamw_impl(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, size_t n,
+                    float decay, float b1, float b2, float step, float bc2sqrt, float eps) {
+#pragma clang fp contract(off)
+    const float c1 = 1.0f - b1, c2 = 1.0f - b2;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8f gi, pi, mi, vi;
+        __builtin_memcpy(&gi, g + i, 32); __builtin_memcpy(&pi, p + i, 32);
+        __builtin_memcpy(&mi, m + i, 32); __builtin_memcpy(&vi, v + i, 32);
+        pi = pi * decay;
+        mi = mi + c1 * (gi - mi);
+        vi = b2 * vi + c2 * gi * gi;
+        pi = pi - step * mi / (__builtin_elementwise_sqrt(vi) / bc2sqrt + eps);
+        __builtin_memcpy(p + i, &pi, 32); __builtin_memcpy(m + i, &mi, 32); __builtin_memcpy(v + i, &vi, 32);
+    }
+    for (; i < n; i++) {
+        float gi = g[i], pi = p[i] * decay;
+        float mi = m[i] + c1 * (gi - m[i]);
+        float vi = b2 * v[i] + c2 * gi * gi;
+        m[i] = mi; v[i] = vi;
+        p[i] = pi - step * mi / (__builtin_sqrtf(vi) / bc2sqrt + eps);
+    }
+}
+
+// Σ x² accumulated in double (the exact norm of float32 gradients to ~1e-16), 8 lanes.
+INL double sumsq_f64_impl(const float *x, size_t n) {
+    typedef double v4d __attribute__((vector_size(32)));
+    v4d a = {0, 0, 0, 0}, b = {0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v4d lo = {x[i], x[i + 1], x[i + 2], x[i + 3]}, hi = {x[i + 4], x[i + 5], x[i + 6], x[i + 7]};
+        a += lo * lo; b += hi * hi;
+    }
+    double s = (a[0] + a[1]) + (a[2] + a[3]) + (b[0] + b[1]) + (b[2] + b[3]);
+    for (; i < n; i++) s += (double)x[i] * (double)x[i];
+    return s;
+}
+
+INL void scale_impl(float *x, size_t n, float s) { for (size_t i = 0; i < n; i++) x[i] *= s; }
+
 // ---------------------------------------------------------------- instantiation and dispatch
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define FAST __attribute__((target("avx2,fma"))) static
@@ -343,6 +386,19 @@ DISPATCH(dropout_pair_row, (const float *p, float *pd, float *dpd, size_t n, uin
          (p, pd, dpd, n, key, thr, scale))
 
 #define CALL(name, args) do { if (HAS_FAST()) name##_fast args; else name##_generic args; } while (0)
+
+DISPATCH(adamw, (float *restrict p, const float *restrict g, float *restrict m, float *restrict v, size_t n, float decay,
+                 float b1, float b2, float step, float bc2sqrt, float eps), (p, g, m, v, n, decay, b1, b2, step, bc2sqrt, eps))
+DISPATCH(scale, (float *x, size_t n, float s), (x, n, s))
+FAST double sumsq_f64_fast(const float *x, size_t n) { return sumsq_f64_impl(x, n); }
+static double sumsq_f64_generic(const float *x, size_t n) { return sumsq_f64_impl(x, n); }
+
+void ck_adamw(float *p, const float *g, float *m, float *v, size_t n, float decay, float b1, float b2, float step,
+              float bc2sqrt, float eps) {
+    CALL(adamw, (p, g, m, v, n, decay, b1, b2, step, bc2sqrt, eps));
+}
+double ck_sumsq_f64(const float *x, size_t n) { return HAS_FAST() ? sumsq_f64_fast(x, n) : sumsq_f64_generic(x, n); }
+void ck_scale(float *x, size_t n, float s) { CALL(scale, (x, n, s)); }
 
 void ck_erf(const float *x, float *y, size_t n) { CALL(erf, (x, y, n)); }
 void ck_exp(const float *x, float *y, size_t n) { CALL(exp, (x, y, n)); }

@@ -4,6 +4,7 @@
 // Deliberately not here: gradient accumulation or averaging (the trainer normalises the loss), LoRA freezing
 // (a frozen parameter simply has no entry in the store that the optimizer updates).
 import Foundation
+import CKernels
 
 /// AdamW hyperparameters (transformers' TrainingArguments defaults).
 public struct AdamWConfig: Sendable, Equatable, Codable {
@@ -50,6 +51,29 @@ public final class AdamW: @unchecked Sendable {
             v.withUnsafeMutableBufferPointer { vb in
                 let mp = mb.baseAddress!, vp = vb.baseAddress!
                 for seg in segments {
+                    // The vectorised kernel (CKernels) runs exactly this per element; stepReference keeps it in Swift.
+                    let decay: Float = seg.decay ? 1 - lrF * config.weightDecay : 1
+                    let o = seg.range.lowerBound
+                    ck_adamw(p + o, g + o, mp + o, vp + o, seg.range.count, decay, b1, b2, stepSize, bc2Sqrt, eps)
+                }
+            }
+        }
+    }
+
+    /// The scalar reference of `step` (same arithmetic, one element at a time), for tests.
+    public func stepReference(lr: Double) {
+        stepCount += 1
+        let t = Double(stepCount)
+        let b1 = config.beta1, b2 = config.beta2, eps = config.eps
+        let bc1 = 1 - pow(Double(b1), t)
+        let bc2Sqrt = Float((1 - pow(Double(b2), t)).squareRoot())
+        let stepSize = Float(lr / bc1)
+        let lrF = Float(lr)
+        let p = store.values.baseAddress!, g = store.grads.baseAddress!
+        m.withUnsafeMutableBufferPointer { mb in
+            v.withUnsafeMutableBufferPointer { vb in
+                let mp = mb.baseAddress!, vp = vb.baseAddress!
+                for seg in segments {
                     let decay: Float = seg.decay ? 1 - lrF * config.weightDecay : 1
                     for i in seg.range {
                         let gi = g[i]
@@ -76,16 +100,8 @@ public final class AdamW: @unchecked Sendable {
 public enum GradientClipping {
     /// The L2 norm of `grads`, accumulated in Float64 (the exact norm of the float32 gradients).
     public static func globalNorm(_ grads: UnsafeBufferPointer<Float>) -> Double {
-        var s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
-        let n = grads.count
-        var i = 0
-        while i + 4 <= n {
-            let a = Double(grads[i]), b = Double(grads[i + 1]), c = Double(grads[i + 2]), d = Double(grads[i + 3])
-            s0 += a * a; s1 += b * b; s2 += c * c; s3 += d * d
-            i += 4
-        }
-        while i < n { let a = Double(grads[i]); s0 += a * a; i += 1 }
-        return (s0 + s1 + s2 + s3).squareRoot()
+        guard let base = grads.baseAddress else { return 0 }
+        return ck_sumsq_f64(base, grads.count).squareRoot()
     }
 
     /// torch.nn.utils.clip_grad_norm_: scales by min(1, maxNorm / (norm + 1e-6)); returns the pre-clip norm.
@@ -94,7 +110,7 @@ public enum GradientClipping {
         let norm = globalNorm(UnsafeBufferPointer(grads))
         guard maxNorm > 0 else { return norm }
         let coef = Float(min(1.0, maxNorm / (norm + 1e-6)))
-        if coef < 1 { for i in 0..<grads.count { grads[i] *= coef } }
+        if coef < 1, let base = grads.baseAddress { ck_scale(base, grads.count, coef) }
         return norm
     }
 }

@@ -38,6 +38,13 @@ void ck_tanh_bwd_inplace(const float *t, float *dy, size_t n);
 void ck_bias_grad(const float *dy, float *db, size_t rows, size_t cols);
 /// y[i] += x[i]
 void ck_add(float *y, const float *x, size_t n);
+/// AdamW update of n contiguous parameters (torch semantics; bit-identical to the scalar formula, no FMA contraction).
+void ck_adamw(float *p, const float *g, float *m, float *v, size_t n, float decay, float b1, float b2, float step,
+              float bc2sqrt, float eps);
+/// Σ x[i]² accumulated in double.
+double ck_sumsq_f64(const float *x, size_t n);
+/// x *= s.
+void ck_scale(float *x, size_t n, float s);
 
 // ---- LayerNorm over the last axis (C); saves mean and rstd per row ----
 void ck_layernorm_fwd(const float *x, float *y, float *mean, float *rstd, const float *w, const float *b,
