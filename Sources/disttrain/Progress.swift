@@ -92,7 +92,7 @@ final class ProgressReporter {
         switch event {
         case .started(let s):
             logger.info("train: \(s.trainExamples) examples, eval: \(s.evalExamples), labels: \(s.labels.joined(separator: ", "))")
-            logger.info("world size \(s.worldSize), micro-batch \(s.microBatch) × \(s.accumulationSteps) accumulation, \(s.totalSteps) steps (\(s.stepsPerEpoch)/epoch), \(s.parameters) trainable parameters, \(s.allReduceBytes) bytes all-reduced per step")
+            logger.info("world size \(s.worldSize), micro-batch \(s.microBatch) × \(s.accumulationSteps) accumulation, \(s.totalSteps) steps (\(s.stepsPerEpoch)/epoch), \(s.parameters) trainable parameters, \(s.allReduceBytes) gradient bytes to all-reduce per step at most (allreduce_mb in metrics.jsonl: what moved)")
             if !s.initialized.isEmpty { logger.notice("initialised (not in the checkpoint): \(s.initialized.joined(separator: ", "))") }
             if s.truncated > 0 {
                 logger.notice("\(s.truncated) examples longer than --max-length (or the model's positions) truncated at the end and kept; raise --max-length to keep more of them")
