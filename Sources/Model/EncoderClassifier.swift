@@ -103,8 +103,9 @@ public final class EncoderClassifier {
     public internal(set) var frozenBase = false
     /// Keep no per-layer attention probabilities: forward computes each (b, h) in a [T, T] scratch and backward
     /// recomputes it right before use (bit-identical Q Kᵀ + masked softmax + the keyed dropout mask). Costs ~1 % of
-    /// the step's FLOPs and saves B·NH·T² floats per layer (151 MB at MiniLM 32×128; 2.4 GB at 32×512). On by default.
-    public var recomputesAttention = true
+    /// the step's FLOPs and saves B·NH·T² floats per layer (151 MB at MiniLM 32×128; 2.4 GB at 32×512). On by
+    /// default; when on, the per-layer probability buffers are not even allocated (nor counted in activationBytes).
+    public let recomputesAttention: Bool
     private var recompute: Bool { frozenBase || recomputesAttention }
 
     /// Called during backward with layer l as soon as layer l's parameter gradients are final (last layer first), so
@@ -169,7 +170,8 @@ public final class EncoderClassifier {
         return L
     }
 
-    public init(config: ModelConfig, parameters: ParameterStore, maxBatch: Int, maxSeq: Int) {
+    public init(config: ModelConfig, parameters: ParameterStore, maxBatch: Int, maxSeq: Int, recomputeAttention: Bool = true) {
+        recomputesAttention = recomputeAttention
         precondition(maxSeq <= config.maxPositions, "maxSeq \(maxSeq) exceeds max_position_embeddings \(config.maxPositions)")
         precondition(maxBatch > 0 && maxSeq > 0)
         self.config = config
@@ -241,7 +243,7 @@ public final class EncoderClassifier {
         var a: [EncoderLayerActs] = []
         for _ in 0..<config.layers {
             a.append(EncoderLayerActs(q: buf(BT * C), k: buf(BT * C), v: buf(BT * C),
-                                      probs: buf(maxBatch * NH * maxSeq * maxSeq), ctx: buf(BT * C),
+                                      probs: buf(recomputeAttention ? 1 : maxBatch * NH * maxSeq * maxSeq), ctx: buf(BT * C),
                                       h1: buf(BT * C), mean1: buf(BT), rstd1: buf(BT), y1: buf(BT * C),
                                       f: buf(BT * FF), h2: buf(BT * C), mean2: buf(BT), rstd2: buf(BT), y2: buf(BT * C)))
         }
@@ -397,6 +399,7 @@ public final class EncoderClassifier {
                 LayerNorm.forward(y: cX, mean: cM2, rstd: cR2, x: cH2, w: P(w.ln2w), b: P(w.ln2b), n: B, C: C, eps: config.layerNormEps)
                 for b in 0..<B { (s.y2 + b * T * C).update(from: cX + b * C, count: C) }
                 x = UnsafePointer(s.y2)
+                probe?("output of " + layerName(l) + " (first token of each row)", UnsafeBufferPointer(start: cX, count: B * C))
                 continue
             }
             linearForward(6 * l + 3, y: s.h1, x: s.ctx, w: w.wo, b: w.bo, n: BT, inC: C, outC: C)

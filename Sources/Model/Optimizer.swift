@@ -39,52 +39,45 @@ public final class AdamW: @unchecked Sendable {
     /// Matches torch: p *= 1 - lr·wd; m = lerp(m, g, 1-β1); v = β2·v + (1-β2)·g²;
     /// p -= (lr / (1-β1^t)) · m / (sqrt(v)/sqrt(1-β2^t) + eps).
     public func step(lr: Double) {
-        stepCount += 1
-        let t = Double(stepCount)
+        update(lr: lr) { p, g, m, v, n, decay, stepSize, bc2Sqrt in
+            ck_adamw(p, g, m, v, n, decay, config.beta1, config.beta2, stepSize, bc2Sqrt, config.eps)
+        }
+    }
+
+    /// The scalar reference of `step` (the same arithmetic one element at a time, in Swift), for tests.
+    public func stepReference(lr: Double) {
         let b1 = config.beta1, b2 = config.beta2, eps = config.eps
-        let bc1 = 1 - pow(Double(b1), t)
-        let bc2Sqrt = Float((1 - pow(Double(b2), t)).squareRoot())
-        let stepSize = Float(lr / bc1)
-        let lrF = Float(lr)
-        let p = store.values.baseAddress!, g = store.grads.baseAddress!
-        m.withUnsafeMutableBufferPointer { mb in
-            v.withUnsafeMutableBufferPointer { vb in
-                let mp = mb.baseAddress!, vp = vb.baseAddress!
-                for seg in segments {
-                    // The vectorised kernel (CKernels) runs exactly this per element; stepReference keeps it in Swift.
-                    let decay: Float = seg.decay ? 1 - lrF * config.weightDecay : 1
-                    let o = seg.range.lowerBound
-                    ck_adamw(p + o, g + o, mp + o, vp + o, seg.range.count, decay, b1, b2, stepSize, bc2Sqrt, eps)
-                }
+        update(lr: lr) { p, g, mp, vp, n, decay, stepSize, bc2Sqrt in
+            for i in 0..<n {
+                let gi = g[i]
+                var pi = p[i] * decay
+                let mi = mp[i] + (1 - b1) * (gi - mp[i])
+                let vi = b2 * vp[i] + (1 - b2) * gi * gi
+                mp[i] = mi
+                vp[i] = vi
+                pi -= stepSize * mi / (vi.squareRoot() / bc2Sqrt + eps)
+                p[i] = pi
             }
         }
     }
 
-    /// The scalar reference of `step` (same arithmetic, one element at a time), for tests.
-    public func stepReference(lr: Double) {
+    /// Advances the step count and applies `kernel` to every contiguous segment with its decay factor and the
+    /// bias-corrected step size and sqrt(1-β2^t).
+    private func update(lr: Double, kernel: (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>,
+                                             UnsafeMutablePointer<Float>, Int, Float, Float, Float) -> Void) {
         stepCount += 1
         let t = Double(stepCount)
-        let b1 = config.beta1, b2 = config.beta2, eps = config.eps
-        let bc1 = 1 - pow(Double(b1), t)
-        let bc2Sqrt = Float((1 - pow(Double(b2), t)).squareRoot())
+        let bc1 = 1 - pow(Double(config.beta1), t)
+        let bc2Sqrt = Float((1 - pow(Double(config.beta2), t)).squareRoot())
         let stepSize = Float(lr / bc1)
         let lrF = Float(lr)
         let p = store.values.baseAddress!, g = store.grads.baseAddress!
         m.withUnsafeMutableBufferPointer { mb in
             v.withUnsafeMutableBufferPointer { vb in
-                let mp = mb.baseAddress!, vp = vb.baseAddress!
                 for seg in segments {
                     let decay: Float = seg.decay ? 1 - lrF * config.weightDecay : 1
-                    for i in seg.range {
-                        let gi = g[i]
-                        var pi = p[i] * decay
-                        let mi = mp[i] + (1 - b1) * (gi - mp[i])
-                        let vi = b2 * vp[i] + (1 - b2) * gi * gi
-                        mp[i] = mi
-                        vp[i] = vi
-                        pi -= stepSize * mi / (vi.squareRoot() / bc2Sqrt + eps)
-                        p[i] = pi
-                    }
+                    let o = seg.range.lowerBound
+                    kernel(p + o, g + o, mb.baseAddress! + o, vb.baseAddress! + o, seg.range.count, decay, stepSize, bc2Sqrt)
                 }
             }
         }

@@ -42,8 +42,13 @@ public struct GradientSyncLayout: Sendable {
 
     /// A row-sparse table for entry `name` ([rows, C]), if the store has it.
     static func table(_ store: ParameterStore, _ name: String) -> [(range: Range<Int>, rowLength: Int)] {
-        guard let e = store.entries.first(where: { $0.name == name }), e.shape.count == 2 else { return [] }
+        guard let e = store.layout.entry(name), e.shape.count == 2 else { return [] }
         return [(e.range, e.shape[1])]
+    }
+
+    /// A per-layer hook for models that report layers last-to-first: maps layer l to stage (layers - 1 - l).
+    static func stageHook(_ hook: ((Int) -> Void)?, layers: Int) -> ((Int) -> Void)? {
+        hook.map { h in { layer in h(layers - 1 - layer) } }
     }
 
     /// Sorted unique token ids of `samples`, plus `extra` (the padding id, whose row a padded batch may touch).
@@ -57,25 +62,32 @@ public struct GradientSyncLayout: Sendable {
 
 extension ClassificationTask {
     /// Full fine-tuning of an encoder: its layers as stages and the word embeddings row-sparse; a GPT-2 classifier:
-    /// `wte` row-sparse (its head is `score`, not tied to `wte`). LoRA: the adapter is small, reduced in one go.
+    /// its blocks as stages and `wte` row-sparse (its head is `score`, not tied to `wte`). LoRA: the adapter is small,
+    /// reduced in one go.
     public var gradientSync: GradientSyncLayout {
         guard lora == nil else { return GradientSyncLayout() }
         let s = backend.store
         if let enc = backend.encoder {
-            let bert = s.entries.contains { $0.name.hasPrefix("bert.") }
-            let layer = bert ? "bert.encoder.layer." : "distilbert.transformer.layer."
+            let layer = isBert ? "bert.encoder.layer." : "distilbert.transformer.layer."
             let prefixes = (0..<enc.config.layers).reversed().map { "\(layer)\($0)." }
-            let word = (bert ? "bert" : "distilbert") + ".embeddings.word_embeddings.weight"
-            return GradientSyncLayout(stages: GradientSyncLayout.layerStages(store: s, prefixes: prefixes),
-                                      sparseTables: GradientSyncLayout.table(s, word))
+            return GradientSyncLayout(stages: GradientSyncLayout.layerStages(store: s, prefixes: prefixes), sparseTables: wordTable)
         }
         let blocks = (backend.model as? GPT2Classifier)?.config.layers ?? 0
-        return GradientSyncLayout(stages: GradientSyncLayout.gpt2Stages(store: s, layers: blocks),
-                                  sparseTables: GradientSyncLayout.table(s, "transformer.wte.weight"))
+        return GradientSyncLayout(stages: GradientSyncLayout.gpt2Stages(store: s, layers: blocks), sparseTables: wordTable)
+    }
+
+    private var isBert: Bool { backend.store.layout.entry("bert.embeddings.word_embeddings.weight") != nil }
+
+    /// The row-sparse word-embedding table of full fine-tuning (an O(1) lookup: called every step).
+    private var wordTable: [(range: Range<Int>, rowLength: Int)] {
+        guard lora == nil else { return [] }
+        let name = backend.encoder == nil ? "transformer.wte.weight"
+            : (isBert ? "bert" : "distilbert") + ".embeddings.word_embeddings.weight"
+        return GradientSyncLayout.table(backend.store, name)
     }
 
     public func touchedRows(_ indices: [Int]) -> [[Int]] {
-        gradientSync.sparseTables.map { t in
+        wordTable.map { t in
             GradientSyncLayout.sortedRows(indices.lazy.map { self.train[$0].ids }, extra: backend.padId,
                                           tableRows: t.range.count / t.rowLength)
         }
@@ -84,11 +96,9 @@ extension ClassificationTask {
     public func setBackwardHook(_ hook: ((Int) -> Void)?) {
         guard lora == nil else { return }
         if let enc = backend.encoder {
-            let last = enc.config.layers - 1
-            enc.onLayerBackward = hook.map { h in { layer in h(last - layer) } }
+            enc.onLayerBackward = GradientSyncLayout.stageHook(hook, layers: enc.config.layers)
         } else if let gpt = backend.model as? GPT2Classifier {
-            let last = gpt.config.layers - 1
-            gpt.onLayerBackward = hook.map { h in { layer in h(last - layer) } }
+            gpt.onLayerBackward = GradientSyncLayout.stageHook(hook, layers: gpt.config.layers)
         }
     }
 
@@ -115,8 +125,7 @@ extension CausalLMTask {
 
     public func setBackwardHook(_ hook: ((Int) -> Void)?) {
         guard lora == nil else { return }
-        let last = model.config.layers - 1
-        model.onLayerBackward = hook.map { h in { layer in h(last - layer) } }
+        model.onLayerBackward = GradientSyncLayout.stageHook(hook, layers: model.config.layers)
     }
 
     public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) { model.probe = probe }

@@ -89,10 +89,10 @@ public enum ScalingBenchmark {
             store.zeroGrads()
             try reducer.begin(store.grads, scale: 1)
             var hookError: Error?
-            model.onLayerBackward = { l in
+            model.onLayerBackward = GradientSyncLayout.stageHook({ k in
                 guard hookError == nil, !stages.isEmpty else { return }
-                do { try reducer.reduceNow(range: stages[L - 1 - l]) } catch { hookError = error }
-            }
+                do { try reducer.reduceNow(range: stages[k]) } catch { hookError = error }
+            }, layers: L)
             let logits = model.forward(tb, dropout: DropoutContext(seed: 42, step: step))
             _ = dLogits.withUnsafeMutableBufferPointer {
                 Loss.crossEntropy(logits: logits, labels: labels, batch: batch, classes: NL,

@@ -493,28 +493,23 @@ public func jsonObjectLine(_ m: [String: Double]) -> String {
 }
 
 /// A value computed once on a background thread; `value` waits for it. For start-up work nothing needs at once.
+/// The semaphore orders the write of `result` before every read.
 final class BackgroundValue<T: Sendable>: @unchecked Sendable {
     private var result: T?
     private let done = DispatchSemaphore(value: 0)
-    private let lock = NSLock()
 
     init(ready: T) { result = ready; done.signal() }
 
     init(_ compute: @escaping @Sendable () -> T) {
         Thread.detachNewThread { [self] in
-            let v = compute()
-            lock.lock(); result = v; lock.unlock()
+            result = compute()
             done.signal()
         }
     }
 
     var value: T {
-        lock.lock()
-        if let r = result { lock.unlock(); return r }
-        lock.unlock()
         done.wait()
-        done.signal()   // later callers pass straight through
-        lock.lock(); defer { lock.unlock() }
+        defer { done.signal() }   // later callers pass straight through
         return result!
     }
 }

@@ -46,6 +46,25 @@ final class DropoutTests: XCTestCase {
         return TokenBatch(batchSize: idx.count, seqLen: T, inputIds: ids, attentionMask: mask, sampleIndices: samples)
     }
 
+    /// Recomputing the attention probabilities in backward (the default) gives bit-identical logits and gradients to
+    /// keeping them, with every dropout site active.
+    func testAttentionRecomputationIsBitIdenticalToKeptProbabilities() throws {
+        let (config, store, batch) = try droppy()
+        let NL = config.numLabels
+        func run(_ recompute: Bool) -> (logits: [Float], grads: [Float]) {
+            store.zeroGrads()
+            let model = EncoderClassifier(config: config, parameters: store, maxBatch: 4, maxSeq: 40, recomputeAttention: recompute)
+            let logits = Array(model.forward(batch, dropout: DropoutContext(seed: 5, step: 1)))
+            let d = logits.indices.map { Float(($0 % NL) + 1) * 0.1 }
+            d.withUnsafeBufferPointer { model.backward(dLogits: $0) }
+            return (logits, Array(store.grads))
+        }
+        let kept = run(false), recomputed = run(true)
+        XCTAssertEqual(kept.logits.map(\.bitPattern), recomputed.logits.map(\.bitPattern))
+        XCTAssertEqual(kept.grads.map(\.bitPattern), recomputed.grads.map(\.bitPattern))
+        XCTAssertTrue(kept.grads.contains { $0 != 0 }, "backward must produce gradients")
+    }
+
     func testMaskFollowsSampleNotPositionOrPadding() throws {
         let (config, store, batch) = try droppy()
         let model = EncoderClassifier(config: config, parameters: store, maxBatch: 4, maxSeq: 40)
