@@ -24,7 +24,7 @@ let package = Package(
         // Hot element-wise kernels in C (vectorised, run-time dispatched by CPU feature).
         .target(name: "CKernels"),
         // Communicator protocol, MPI and world-size-1 implementations, data sharding, gradient all-reduce.
-        .target(name: "Dist", dependencies: ["CMPI"]),
+        .target(name: "Dist", dependencies: ["CMPI", "CKernels"]),
         // WordPiece and byte-level BPE tokenizers, identical to Hugging Face `tokenizers`.
         .target(name: "Tokenizers"),
         // Layers with forward/backward, BERT/DistilBERT assemblies, losses, AdamW, safetensors and config I/O.

@@ -304,10 +304,11 @@ INL void dropout_pair_row_impl(const float *p, float *pd, float *dpd, size_t n, 
 }
 
 // AdamW over one contiguous segment (torch semantics, the formula of Model/Optimizer.swift):
-// p *= decay; m += (1-b1)(g-m); v = b2 v + (1-b2) g²; p -= step · m / (sqrt(v)/bc2sqrt + eps).
+// g' = g·gscale (gradient clipping; ×1 is exact); p *= decay; m += (1-b1)(g'-m); v = b2 v + (1-b2) g'²;
+// p -= step · m / (sqrt(v)/bc2sqrt + eps).
 // Memory-bound (7 streams of n floats); no FMA contraction, so the result is bit-identical to the scalar loop.
 INL void adamw_impl(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, size_t n,
-                    float decay, float b1, float b2, float step, float bc2sqrt, float eps) {
+                    float gscale, float decay, float b1, float b2, float step, float bc2sqrt, float eps) {
 #pragma clang fp contract(off)
     const float c1 = 1.0f - b1, c2 = 1.0f - b2;
     size_t i = 0;
@@ -315,6 +316,7 @@ INL void adamw_impl(float *restrict p, const float *restrict g, float *restrict 
         v8f gi, pi, mi, vi;
         __builtin_memcpy(&gi, g + i, 32); __builtin_memcpy(&pi, p + i, 32);
         __builtin_memcpy(&mi, m + i, 32); __builtin_memcpy(&vi, v + i, 32);
+        gi = gi * gscale;
         pi = pi * decay;
         mi = mi + c1 * (gi - mi);
         vi = b2 * vi + c2 * gi * gi;
@@ -322,7 +324,7 @@ INL void adamw_impl(float *restrict p, const float *restrict g, float *restrict 
         __builtin_memcpy(p + i, &pi, 32); __builtin_memcpy(m + i, &mi, 32); __builtin_memcpy(v + i, &vi, 32);
     }
     for (; i < n; i++) {
-        float gi = g[i], pi = p[i] * decay;
+        float gi = g[i] * gscale, pi = p[i] * decay;
         float mi = m[i] + c1 * (gi - m[i]);
         float vi = b2 * v[i] + c2 * gi * gi;
         m[i] = mi; v[i] = vi;
@@ -345,6 +347,39 @@ INL double sumsq_f64_impl(const float *x, size_t n) {
 }
 
 INL void scale_impl(float *x, size_t n, float s) { for (size_t i = 0; i < n; i++) x[i] *= s; }
+
+// dst[i] = s · Σ_q srcs[q][off + i] (q in order 0..nsrc-1, so every rank computing an element gets the same bits),
+// and returns Σ dst[i]² in double. dst may be one of the sources (each element is read before it is written).
+INL double sum_ranks_impl(float *dst, const float *const *srcs, size_t nsrc, size_t off, size_t n, float s) {
+#pragma clang fp contract(off)
+    typedef double v4d __attribute__((vector_size(32)));
+    v4d a = {0, 0, 0, 0}, b = {0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8f acc, x;
+        __builtin_memcpy(&acc, srcs[0] + off + i, 32);
+        for (size_t q = 1; q < nsrc; q++) { __builtin_memcpy(&x, srcs[q] + off + i, 32); acc = acc + x; }
+        if (s != 1.0f) acc = acc * s;
+        __builtin_memcpy(dst + i, &acc, 32);
+        v4d lo = {acc[0], acc[1], acc[2], acc[3]}, hi = {acc[4], acc[5], acc[6], acc[7]};
+        a += lo * lo; b += hi * hi;
+    }
+    double sum = (a[0] + a[1]) + (a[2] + a[3]) + (b[0] + b[1]) + (b[2] + b[3]);
+    for (; i < n; i++) {
+        float acc = srcs[0][off + i];
+        for (size_t q = 1; q < nsrc; q++) acc = acc + srcs[q][off + i];
+        if (s != 1.0f) acc = acc * s;
+        dst[i] = acc;
+        sum += (double)acc * (double)acc;
+    }
+    return sum;
+}
+
+// x *= s, then Σ x² in double: one pass over a bucket the all-reduce has just brought into cache.
+INL double scale_sumsq_f64_impl(float *x, size_t n, float s) {
+    if (s != 1.0f) scale_impl(x, n, s);
+    return sumsq_f64_impl(x, n);
+}
 
 // ---------------------------------------------------------------- instantiation and dispatch
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -387,18 +422,34 @@ DISPATCH(dropout_pair_row, (const float *p, float *pd, float *dpd, size_t n, uin
 
 #define CALL(name, args) do { if (HAS_FAST()) name##_fast args; else name##_generic args; } while (0)
 
-DISPATCH(adamw, (float *restrict p, const float *restrict g, float *restrict m, float *restrict v, size_t n, float decay,
-                 float b1, float b2, float step, float bc2sqrt, float eps), (p, g, m, v, n, decay, b1, b2, step, bc2sqrt, eps))
+DISPATCH(adamw, (float *restrict p, const float *restrict g, float *restrict m, float *restrict v, size_t n, float gscale,
+                 float decay, float b1, float b2, float step, float bc2sqrt, float eps),
+         (p, g, m, v, n, gscale, decay, b1, b2, step, bc2sqrt, eps))
 DISPATCH(scale, (float *x, size_t n, float s), (x, n, s))
 FAST double sumsq_f64_fast(const float *x, size_t n) { return sumsq_f64_impl(x, n); }
 static double sumsq_f64_generic(const float *x, size_t n) { return sumsq_f64_impl(x, n); }
+FAST double scale_sumsq_f64_fast(float *x, size_t n, float s) { return scale_sumsq_f64_impl(x, n, s); }
+static double scale_sumsq_f64_generic(float *x, size_t n, float s) { return scale_sumsq_f64_impl(x, n, s); }
 
-void ck_adamw(float *p, const float *g, float *m, float *v, size_t n, float decay, float b1, float b2, float step,
-              float bc2sqrt, float eps) {
-    CALL(adamw, (p, g, m, v, n, decay, b1, b2, step, bc2sqrt, eps));
+void ck_adamw(float *p, const float *g, float *m, float *v, size_t n, float gscale, float decay, float b1, float b2,
+              float step, float bc2sqrt, float eps) {
+    CALL(adamw, (p, g, m, v, n, gscale, decay, b1, b2, step, bc2sqrt, eps));
 }
 double ck_sumsq_f64(const float *x, size_t n) { return HAS_FAST() ? sumsq_f64_fast(x, n) : sumsq_f64_generic(x, n); }
 void ck_scale(float *x, size_t n, float s) { CALL(scale, (x, n, s)); }
+FAST double sum_ranks_fast(float *dst, const float *const *srcs, size_t nsrc, size_t off, size_t n, float s) {
+    return sum_ranks_impl(dst, srcs, nsrc, off, n, s);
+}
+static double sum_ranks_generic(float *dst, const float *const *srcs, size_t nsrc, size_t off, size_t n, float s) {
+    return sum_ranks_impl(dst, srcs, nsrc, off, n, s);
+}
+double ck_sum_ranks(float *dst, const float *const *srcs, size_t nsrc, size_t off, size_t n, float s) {
+    if (nsrc == 0) return 0;
+    return HAS_FAST() ? sum_ranks_fast(dst, srcs, nsrc, off, n, s) : sum_ranks_generic(dst, srcs, nsrc, off, n, s);
+}
+double ck_scale_sumsq_f64(float *x, size_t n, float s) {
+    return HAS_FAST() ? scale_sumsq_f64_fast(x, n, s) : scale_sumsq_f64_generic(x, n, s);
+}
 
 void ck_erf(const float *x, float *y, size_t n) { CALL(erf, (x, y, n)); }
 void ck_exp(const float *x, float *y, size_t n) { CALL(exp, (x, y, n)); }

@@ -162,3 +162,77 @@ void cmpi_error_string(int code, char *buf, int buflen) {
     strncpy(buf, tmp, (size_t)buflen - 1);
     buf[buflen - 1] = 0;
 }
+
+// ---------------------------------------------------------------- node-shared memory
+struct cmpi_shm {
+    MPI_Comm node;
+    MPI_Win win;
+    int size;
+    void **segments;  // per node rank, as mapped here
+};
+
+int cmpi_shm_create(size_t bytes, cmpi_shm **shm, void **base) {
+    if (shm == NULL || base == NULL) return CMPI_ERR_ARG;
+    *shm = NULL; *base = NULL;
+    MPI_Comm node;
+    int rc = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    if (rc != MPI_SUCCESS) return rc;
+    int nodeSize = 0, worldSize = 0, spans = 0, local = 0;
+    MPI_Comm_size(node, &nodeSize);
+    MPI_Comm_size(MPI_COMM_WORLD, &worldSize);
+    // Every rank must agree: one rank on a node of its own would otherwise wait in a window the others skip.
+    local = nodeSize != worldSize;
+    rc = MPI_Allreduce(&local, &spans, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (rc != MPI_SUCCESS || spans) { MPI_Comm_free(&node); return rc; }
+    MPI_Comm_set_errhandler(node, MPI_ERRORS_RETURN);
+    MPI_Info info;
+    MPI_Info_create(&info);
+    MPI_Info_set(info, "alloc_shared_noncontig", "true");  // each segment on its owner's NUMA node
+    cmpi_shm *s = calloc(1, sizeof *s);
+    if (s == NULL) { MPI_Info_free(&info); MPI_Comm_free(&node); return CMPI_ERR_NOMEM; }
+    s->node = node;
+    s->size = nodeSize;
+    void *mine = NULL;
+    rc = MPI_Win_allocate_shared((MPI_Aint)(bytes == 0 ? 64 : bytes), 64, info, node, &mine, &s->win);
+    MPI_Info_free(&info);
+    if (rc != MPI_SUCCESS) { MPI_Comm_free(&node); free(s); return rc; }
+    MPI_Win_set_errhandler(s->win, MPI_ERRORS_RETURN);
+    s->segments = calloc((size_t)nodeSize, sizeof(void *));
+    if (s->segments == NULL) { MPI_Win_free(&s->win); MPI_Comm_free(&node); free(s); return CMPI_ERR_NOMEM; }
+    for (int r = 0; r < nodeSize; r++) {
+        MPI_Aint sz; int du; void *p = NULL;
+        rc = MPI_Win_shared_query(s->win, r, &sz, &du, &p);
+        if (rc != MPI_SUCCESS) { free(s->segments); MPI_Win_free(&s->win); MPI_Comm_free(&node); free(s); return rc; }
+        s->segments[r] = p;
+    }
+    // Passive-target epoch for the window's lifetime: loads and stores are ordered by cmpi_shm_sync.
+    rc = MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win);
+    if (rc != MPI_SUCCESS) { free(s->segments); MPI_Win_free(&s->win); MPI_Comm_free(&node); free(s); return rc; }
+    *shm = s;
+    *base = mine;
+    return MPI_SUCCESS;
+}
+
+void *cmpi_shm_segment(cmpi_shm *shm, int rank) {
+    if (shm == NULL || rank < 0 || rank >= shm->size) return NULL;
+    return shm->segments[rank];
+}
+
+int cmpi_shm_sync(cmpi_shm *shm) {
+    if (shm == NULL) return CMPI_ERR_ARG;
+    int rc = MPI_Win_sync(shm->win);
+    if (rc != MPI_SUCCESS) return rc;
+    rc = MPI_Barrier(shm->node);
+    if (rc != MPI_SUCCESS) return rc;
+    return MPI_Win_sync(shm->win);
+}
+
+int cmpi_shm_free(cmpi_shm *shm) {
+    if (shm == NULL) return CMPI_ERR_ARG;
+    MPI_Win_unlock_all(shm->win);
+    int rc = MPI_Win_free(&shm->win);
+    MPI_Comm_free(&shm->node);
+    free(shm->segments);
+    free(shm);
+    return rc;
+}

@@ -8,9 +8,19 @@
 // backward wrote it: `reduceNow(range:)` (blocking, cache-hot) or `reduceAsync(range:)` (non-blocking; on 2 busy
 // cores MPI makes no progress in the background, so it mostly completes in `finish()`).
 //
+// Single-node jobs: given a NodeSharedMemory whose segment holds the gradient buffer (the trainer allocates the
+// store's gradients there), the reducer reads the other ranks' gradients in place: after a node barrier each rank
+// sums its 1/W share of the range over all ranks (in rank order, so every element has one value everywhere) into
+// its own buffer, and after a second barrier copies the other shares from their owners. No message passes through
+// MPI's transport; for 2 ranks here that halves the time of a 44 MB gradient (3.5 vs 7 ms). The clipping norm is
+// summed from each rank's share and combined through a slot array in the segment, identically on every rank.
+//
 // Contract: every rank must call the same sequence of `reduceAsync` ranges (MPI matches collectives by order).
 // With world size 1 nothing is communicated; the buffer is only scaled.
-// Deliberately not here: which parameters are trainable (the trainer passes ranges), gradient clipping.
+// The reducer also sums the squares of the reduced, scaled gradient while each bucket is still in cache, so the
+// trainer's clipping norm costs no extra pass over the buffer (`sumOfSquares` after `finish()`).
+// Deliberately not here: which parameters are trainable (the trainer passes ranges), the clipping itself.
+import CKernels
 
 public final class GradientReducer {
     public let communicator: Communicator
@@ -27,6 +37,14 @@ public final class GradientReducer {
         case nonBlocking
     }
     public let strategy: Strategy
+    /// Node-shared memory for the in-place path (nil: message passing only).
+    public let shared: NodeSharedMemory?
+    /// Whether the open step reduces in place through `shared` (its buffer is the shared segment).
+    public private(set) var sharedStep = false
+    /// Every rank's copy of the open step's buffer (own included), by rank; sources for ck_sum_ranks.
+    private var peers: [UnsafePointer<Float>?] = []
+    /// Steps reduced through `shared`, for alternating the norm slots.
+    private var sharedSteps = 0
 
     /// Cumulative traffic and blocking time, so a training run can report its all-reduce bandwidth.
     public struct Stats: Sendable, Equatable {
@@ -57,38 +75,60 @@ public final class GradientReducer {
     private var packed: [Float] = []
     /// Elements `reduceRows` skipped (known zero) in the open step.
     private var sparseSkipped = 0
+    /// Σ g² over the ranges reduced so far in the open step.
+    private var stepSumSq = 0.0
+    /// Σ g² of the whole buffer after the last `finish()` (or `reduce`): every range reduced and scaled, rows that
+    /// `reduceRows` skipped counted as the zeros they are. The same on every rank (each sums identical data in the
+    /// same order), so a clipping coefficient computed from it keeps the replicas identical.
+    public private(set) var sumOfSquares = 0.0
 
     /// - Parameters:
     ///   - bucketBytes: bytes per all-reduce (default 4 MiB), rounded down to whole Floats, at least one.
     ///   - strategy: how `reduce(_:scale:)` issues buckets (the async API is unaffected).
-    public init(communicator: Communicator, bucketBytes: Int = 4 << 20, strategy: Strategy = .blocking) {
+    ///   - shared: node-shared memory whose segments begin with the gradient buffer and are at least
+    ///     `sharedBytes(elements:worldSize:)` long; a step whose buffer is this rank's segment reduces in place.
+    public init(communicator: Communicator, bucketBytes: Int = 4 << 20, strategy: Strategy = .blocking,
+                shared: NodeSharedMemory? = nil) {
         self.communicator = communicator
         self.strategy = strategy
         self.bucketElements = max(1, bucketBytes / MemoryLayout<Float>.stride)
+        self.shared = shared
     }
+
+    /// Bytes of node-shared memory per rank for a gradient of `elements` floats: the buffer, then two alternating
+    /// rows of one Float64 norm slot per rank.
+    public static func sharedBytes(elements: Int, worldSize: Int) -> Int {
+        slotOffset(elements: elements) + 2 * worldSize * MemoryLayout<Double>.stride
+    }
+
+    private static func slotOffset(elements: Int) -> Int { (elements * MemoryLayout<Float>.stride + 63) / 64 * 64 }
 
     /// Synchronous path: all-reduces `buffer` bucket by bucket, then multiplies by `scale`; returns when done.
     public func reduce(_ buffer: UnsafeMutableBufferPointer<Float>, scale: Float) throws {
         guard self.buffer == nil else {
             throw CommunicatorError("GradientReducer.reduce called while an async step is open; call finish() first")
         }
-        guard communicator.worldSize > 1 else { return Self.scale(buffer, by: scale) }
-        if strategy == .nonBlocking {
+        guard communicator.worldSize > 1 else {
+            sumOfSquares = Self.scaleAndSumSquares(buffer, by: scale)
+            return
+        }
+        if strategy == .nonBlocking || isShared(buffer) {
             try begin(buffer, scale: scale)
             try reduceAsync(range: 0..<buffer.count)
             return try finish()  // finish() records the stats
         }
         let t0 = ContinuousClock.now
         defer { record(bytes: buffer.count * MemoryLayout<Float>.stride, since: t0) }
-        var start = 0
+        var start = 0, sumSq = 0.0
         while start < buffer.count {
             let end = min(start + bucketElements, buffer.count)
             let bucket = UnsafeMutableBufferPointer(rebasing: buffer[start..<end])
             try communicator.allReduce(bucket, op: .sum)
             // Scale while the bucket is still in cache from the reduction, rather than in a second pass over memory.
-            Self.scale(bucket, by: scale)
+            sumSq += Self.scaleAndSumSquares(bucket, by: scale)
             start = end
         }
+        sumOfSquares = sumSq
     }
 
     /// Opens an asynchronous step on `buffer`: subsequent `reduceAsync(range:)` calls launch its buckets.
@@ -98,8 +138,13 @@ public final class GradientReducer {
         }
         self.buffer = buffer
         self.scale = scale
+        sharedStep = isShared(buffer)
+        if sharedStep, let shared {
+            peers = (0..<shared.worldSize).map { UnsafePointer(shared.segment(of: $0).assumingMemoryBound(to: Float.self)) }
+        }
         stepSeconds = 0
         sparseSkipped = 0
+        stepSumSq = 0
         launched.removeAll(keepingCapacity: true)
     }
 
@@ -128,13 +173,21 @@ public final class GradientReducer {
             throw CommunicatorError("GradientReducer.\(caller): range \(range) overlaps \(clash.range), already "
                                     + "launched this step; each gradient must be reduced exactly once")
         }
+        if sharedStep {
+            // In place, blocking whatever the caller asked: there is nothing to overlap without a message.
+            let t0 = ContinuousClock.now
+            try sharedReduce([range])
+            if !blocking { stepSeconds += Self.seconds(since: t0) }
+            launched.append((range, CompletedReduction(), true))
+            return
+        }
         var start = range.lowerBound
         while start < range.upperBound {
             let end = min(start + bucketElements, range.upperBound)
             let bucket = UnsafeMutableBufferPointer(rebasing: buffer[start..<end])
             if blocking {
                 if communicator.worldSize > 1 { try communicator.allReduce(bucket, op: .sum) }
-                Self.scale(bucket, by: scale)
+                stepSumSq += Self.scaleAndSumSquares(bucket, by: scale)
                 launched.append((start..<end, CompletedReduction(), true))
             } else {
                 let pending: PendingReduction = communicator.worldSize > 1
@@ -171,6 +224,23 @@ public final class GradientReducer {
         defer { stepSeconds += Self.seconds(since: t0) }
         let base = buffer.baseAddress! + range.lowerBound
         let n = rows.count * rowLength
+        if sharedStep, let shared {
+            // Rank q owns the q-th contiguous group of the rows: sums them over all ranks, then all copy from owners.
+            let W = shared.worldSize
+            func group(_ q: Int) -> ArraySlice<Int> { rows[(rows.count * q / W)..<(rows.count * (q + 1) / W)] }
+            try shared.sync()
+            for r in group(shared.rank) { stepSumSq += sumRanks(at: range.lowerBound + r * rowLength, count: rowLength) }
+            try shared.sync()
+            for q in 0..<W where q != shared.rank {
+                for r in group(q) {
+                    let o = range.lowerBound + r * rowLength
+                    (buffer.baseAddress! + o).update(from: peers[q]! + o, count: rowLength)
+                }
+            }
+            sparseSkipped += range.count - n
+            launched.append((range, CompletedReduction(), true))
+            return
+        }
         if packed.count < n { packed = [Float](repeating: 0, count: n) }
         try packed.withUnsafeMutableBufferPointer { p in
             let dst = p.baseAddress!
@@ -180,7 +250,7 @@ public final class GradientReducer {
                 let end = min(start + bucketElements, n)
                 let bucket = UnsafeMutableBufferPointer(rebasing: p[start..<end])
                 if communicator.worldSize > 1 { try communicator.allReduce(bucket, op: .sum) }
-                Self.scale(bucket, by: scale)
+                stepSumSq += Self.scaleAndSumSquares(bucket, by: scale)
                 start = end
             }
             for (i, r) in rows.enumerated() { (base + r * rowLength).update(from: dst + i * rowLength, count: rowLength) }
@@ -210,6 +280,7 @@ public final class GradientReducer {
                 stats.seconds += stepSeconds
             }
             self.buffer = nil
+            sharedStep = false
             launched.removeAll(keepingCapacity: true)
         }
         // Gaps in the coverage, in ascending order so that every rank launches them identically.
@@ -221,11 +292,65 @@ public final class GradientReducer {
             next = max(next, r.upperBound)
         }
         if next < buffer.count { gaps.append(next..<buffer.count) }
+        if sharedStep, let shared {
+            if !gaps.isEmpty { try sharedReduce(gaps) }  // the same gaps on every rank: one rendezvous for all
+            // Each rank summed the squares of its own shares: combine them through the slots, in rank order.
+            let slots = (shared.base + Self.slotOffset(elements: buffer.count)).assumingMemoryBound(to: Double.self)
+            let row = (sharedSteps % 2) * shared.worldSize
+            sharedSteps += 1
+            slots[row + shared.rank] = stepSumSq
+            try shared.sync()  // also: no rank rewrites its buffer while another still copies from it
+            var total = 0.0
+            for q in 0..<shared.worldSize {
+                total += (shared.segment(of: q) + Self.slotOffset(elements: buffer.count)).assumingMemoryBound(to: Double.self)[row + q]
+            }
+            sumOfSquares = total
+            return
+        }
         for g in gaps { try reduceAsync(range: g) }
         for item in launched where !item.scaled {
             try item.pending.wait()
-            Self.scale(UnsafeMutableBufferPointer(rebasing: buffer[item.range]), by: scale)
+            stepSumSq += Self.scaleAndSumSquares(UnsafeMutableBufferPointer(rebasing: buffer[item.range]), by: scale)
         }
+        sumOfSquares = stepSumSq
+    }
+
+    private func isShared(_ b: UnsafeMutableBufferPointer<Float>) -> Bool {
+        guard let shared, let p = b.baseAddress else { return false }
+        return UnsafeMutableRawPointer(p) == shared.base
+            && Self.sharedBytes(elements: b.count, worldSize: shared.worldSize) <= shared.bytes
+    }
+
+    /// Rank q's share of `range`: the q-th of W contiguous parts, boundaries on 64-byte multiples of the range start.
+    private func share(_ range: Range<Int>, _ q: Int, of W: Int) -> Range<Int> {
+        let chunk = ((range.count + W - 1) / W + 15) / 16 * 16
+        let lo = min(range.lowerBound + q * chunk, range.upperBound)
+        return lo..<min(lo + chunk, range.upperBound)
+    }
+
+    /// In-place reduction of `ranges` through node-shared memory (see the file header): one rendezvous when every
+    /// rank has written the ranges, each rank reduces its shares, a second rendezvous, each copies the others'.
+    private func sharedReduce(_ ranges: [Range<Int>]) throws {
+        guard let shared, let buffer else { return }
+        let W = shared.worldSize
+        try shared.sync()
+        for r in ranges {
+            let mine = share(r, shared.rank, of: W)
+            if !mine.isEmpty { stepSumSq += sumRanks(at: mine.lowerBound, count: mine.count) }
+        }
+        try shared.sync()
+        for r in ranges {
+            for q in 0..<W where q != shared.rank {
+                let theirs = share(r, q, of: W)
+                if !theirs.isEmpty { (buffer.baseAddress! + theirs.lowerBound).update(from: peers[q]! + theirs.lowerBound, count: theirs.count) }
+            }
+        }
+    }
+
+    /// Own buffer[o..<o+n] = scale · Σ_q rank q's buffer[o..<o+n], in rank order; returns Σ of the squares.
+    private func sumRanks(at o: Int, count n: Int) -> Double {
+        let dst = buffer!.baseAddress! + o
+        return peers.withUnsafeBufferPointer { ck_sum_ranks(dst, $0.baseAddress, $0.count, o, n, scale) }
     }
 
     /// Number of buckets launched so far in the open step (for tests and logging).
@@ -242,8 +367,9 @@ public final class GradientReducer {
         return Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
     }
 
-    static func scale(_ b: UnsafeMutableBufferPointer<Float>, by s: Float) {
-        guard s != 1 else { return }
-        for i in b.indices { b[i] *= s }
+    /// b *= s, then Σ b² in Float64, in one pass (C kernel).
+    static func scaleAndSumSquares(_ b: UnsafeMutableBufferPointer<Float>, by s: Float) -> Double {
+        guard let base = b.baseAddress, !b.isEmpty else { return 0 }
+        return ck_scale_sumsq_f64(base, b.count, s)
     }
 }

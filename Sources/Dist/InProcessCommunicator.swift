@@ -18,6 +18,16 @@ final class InProcessGroupState: @unchecked Sendable {
     // Rank r's buffer for the collective in progress; written by rank r before a barrier, read by all after it.
     private var slots: [UnsafeMutableRawPointer?]
     private var counts: [Int]
+    /// Shared-memory segments handed out by `makeNodeSharedMemory`, freed with the group.
+    private var segments: [UnsafeMutableRawPointer] = []
+
+    func keep(_ p: UnsafeMutableRawPointer) {
+        cond.lock()
+        segments.append(p)
+        cond.unlock()
+    }
+
+    deinit { for p in segments { p.deallocate() } }
 
     init(size: Int) {
         self.size = size
@@ -128,6 +138,29 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
     }
 
     public func barrier() throws { try state.barrier(rank: rank) }
+
+    /// Threads share an address space, so every group can have node-shared memory: each rank allocates its
+    /// segment and all exchange the addresses (the same protocol as MPI_Win_allocate_shared, for tests).
+    public func makeNodeSharedMemory(bytes: Int) throws -> NodeSharedMemory? {
+        guard worldSize > 1 else { return nil }
+        let mine = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 64), alignment: 64)
+        mine.initializeMemory(as: UInt8.self, repeating: 0, count: max(bytes, 64))
+        state.keep(mine)
+        state.publish(rank: rank, mine, count: bytes)
+        try state.barrier(rank: rank)
+        var segments: [UnsafeMutableRawPointer] = []
+        for r in 0..<worldSize {
+            let (p, n) = state.slot(r)
+            guard let p, n == bytes else {
+                let msg = "makeNodeSharedMemory: rank \(r) asked for \(n) bytes, rank \(rank) for \(bytes)"
+                state.fail(msg)
+                throw CommunicatorError(msg)
+            }
+            segments.append(p)
+        }
+        try state.barrier(rank: rank)
+        return NodeSharedMemory(rank: rank, segments: segments, bytes: bytes) { [state, rank] in try state.barrier(rank: rank) }
+    }
 
     public func abort(code: Int32) -> Never {
         state.fail("rank \(rank) called abort(\(code))")

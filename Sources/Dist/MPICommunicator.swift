@@ -125,6 +125,27 @@ public final class MPICommunicator: Communicator {
         try collective("MPI_Barrier") { cmpi_barrier() }
     }
 
+    /// An MPI-3 shared-memory window over the node's ranks when the whole job runs on one node (nil for a job that
+    /// spans nodes, or for a world of one). Its `sync` is a watchdog-guarded collective like any other.
+    public func makeNodeSharedMemory(bytes: Int) throws -> NodeSharedMemory? {
+        guard worldSize > 1 else { return nil }
+        var handle: OpaquePointer?
+        var base: UnsafeMutableRawPointer?
+        try collective("MPI_Win_allocate_shared(\(bytes) bytes per rank)") { cmpi_shm_create(bytes, &handle, &base) }
+        guard let handle else { return nil }
+        var segments: [UnsafeMutableRawPointer] = []
+        for r in 0..<worldSize {
+            guard let p = cmpi_shm_segment(handle, Int32(r)) else {
+                throw CommunicatorError("MPI_Win_shared_query gave no segment for rank \(r) on rank \(rank) of \(worldSize)")
+            }
+            segments.append(p)
+        }
+        // The window lives until the process ends (freeing it is collective; MPI_Finalize releases it).
+        return NodeSharedMemory(rank: rank, segments: segments, bytes: bytes) { [self] in
+            try collective("node shared-memory barrier") { cmpi_shm_sync(handle) }
+        }
+    }
+
     public func abort(code: Int32) -> Never {
         _ = cmpi_abort(code)
         _exit(code)  // MPI_Abort does not return on success; this only covers a broken MPI.

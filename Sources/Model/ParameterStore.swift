@@ -54,6 +54,8 @@ public final class ParameterStore: @unchecked Sendable {
     public let layout: ParameterLayout
     public let values: UnsafeMutableBufferPointer<Float>
     private var gradBuffer: UnsafeMutableBufferPointer<Float>?
+    /// Keeps externally provided gradient memory alive (nil: the store allocated the buffer and frees it).
+    private var gradOwner: AnyObject?
     public var count: Int { layout.count }
     public var entries: [ParameterEntry] { layout.entries }
 
@@ -63,6 +65,20 @@ public final class ParameterStore: @unchecked Sendable {
         let g = ParameterStore.allocate(layout.count)
         gradBuffer = g
         return g
+    }
+
+    /// Moves the gradients into `buffer` (count == `count`), memory that `owner` keeps alive and the store does not
+    /// free: e.g. node-shared memory that other ranks read during the all-reduce. Current gradients are copied over.
+    public func adoptGradientBuffer(_ buffer: UnsafeMutableBufferPointer<Float>, owner: AnyObject) {
+        precondition(buffer.count == layout.count, "adoptGradientBuffer: \(buffer.count) floats for a store of \(layout.count)")
+        if let old = gradBuffer {
+            _ = buffer.update(fromContentsOf: old)
+            if gradOwner == nil { UnsafeMutableRawPointer(old.baseAddress!).deallocate() }
+        } else {
+            buffer.update(repeating: 0)
+        }
+        gradBuffer = buffer
+        gradOwner = owner
     }
 
     /// Whether the gradient buffer exists (false for a base that has only been frozen-trained or run forward).
@@ -82,7 +98,7 @@ public final class ParameterStore: @unchecked Sendable {
 
     deinit {
         UnsafeMutableRawPointer(values.baseAddress!).deallocate()
-        if let g = gradBuffer { UnsafeMutableRawPointer(g.baseAddress!).deallocate() }
+        if let g = gradBuffer, gradOwner == nil { UnsafeMutableRawPointer(g.baseAddress!).deallocate() }
     }
 
     /// Parameter view by name; crashes on an unknown name (a programming error, not user input).
@@ -97,6 +113,24 @@ public final class ParameterStore: @unchecked Sendable {
     }
 
     public func zeroGrads() { grads.update(repeating: 0) }
+
+    /// Zeroes the gradient buffer except the row-sparse tables in `rowSparse`, of which only `dirtyRows[k]` (the rows
+    /// of table k the previous step may have written; every other row must already be zero) are cleared. nil, or a
+    /// count that does not match, zeroes everything.
+    public func zeroGrads(rowSparse: [(range: Range<Int>, rowLength: Int)], dirtyRows: [[Int]]?) {
+        let g = grads
+        guard let dirtyRows, dirtyRows.count == rowSparse.count else { return zeroGrads() }
+        var next = 0
+        for (t, rows) in zip(rowSparse, dirtyRows).sorted(by: { $0.0.range.lowerBound < $1.0.range.lowerBound }) {
+            if t.range.lowerBound > next { UnsafeMutableBufferPointer(rebasing: g[next..<t.range.lowerBound]).update(repeating: 0) }
+            for r in rows {
+                let o = t.range.lowerBound + r * t.rowLength
+                UnsafeMutableBufferPointer(rebasing: g[o..<(o + t.rowLength)]).update(repeating: 0)
+            }
+            next = max(next, t.range.upperBound)
+        }
+        if next < g.count { UnsafeMutableBufferPointer(rebasing: g[next...]).update(repeating: 0) }
+    }
 
     /// Parameter count without alignment padding.
     public var parameterCount: Int { layout.entries.reduce(0) { $0 + $1.count } }

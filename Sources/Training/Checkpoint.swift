@@ -125,6 +125,28 @@ public enum Checkpoint {
         return final
     }
 
+    /// Publishes the model files of a committed checkpoint (everything but the optimizer state, trainer state and
+    /// manifest) in `dir` as hard links, so a final model identical to the last checkpoint is not written twice;
+    /// a copy where links are impossible. Each file appears atomically (link or copy to a temporary name, rename).
+    /// Safe because committed files are never modified in place, only replaced or deleted (a link keeps its data).
+    public static func publishModel(from checkpoint: URL, to dir: URL) throws {
+        let fm = FileManager.default
+        try fm.createDirectory(at: dir, withIntermediateDirectories: true)
+        for f in try fm.contentsOfDirectory(atPath: checkpoint.path).sorted()
+        where ![manifestName, stateName, optimizerName].contains(f) && !f.hasPrefix(".") {
+            let src = checkpoint.appendingPathComponent(f), dst = dir.appendingPathComponent(f)
+            var isDir: ObjCBool = false
+            guard fm.fileExists(atPath: src.path, isDirectory: &isDir), !isDir.boolValue else { continue }
+            let tmp = dir.appendingPathComponent(".\(f).publish-tmp")
+            try? fm.removeItem(at: tmp)
+            if link(src.path, tmp.path) != 0 { try fm.copyItem(at: src, to: tmp); fsyncFile(tmp) }
+            guard rename(tmp.path, dst.path) == 0 else {
+                throw CheckpointError("\(dst.path): rename failed: \(String(cString: strerror(errno)))")
+            }
+        }
+        FileIO.fsyncDirectory(dir)
+    }
+
     /// Checks every file named in the manifest (size and sha256). Returns nil when valid, else the reason.
     public static func verify(_ dir: URL) -> String? {
         let m = dir.appendingPathComponent(manifestName)

@@ -60,13 +60,14 @@ public enum ScalingBenchmark {
         }
         let model = EncoderClassifier(config: config, parameters: store, maxBatch: batch, maxSeq: seq)
         model.matmulPrecision = precision
-        let optimizer = AdamW(store: store, config: AdamWConfig(weightDecay: 0.01))
         let reducer = GradientReducer(communicator: comm, bucketBytes: bucketBytes)
         let world = comm.worldSize, L = config.layers, NL = config.numLabels
         let prefix = store.entries.contains { $0.name.hasPrefix("bert.") } ? "bert" : "distilbert"
         let layerPrefix = prefix == "bert" ? "bert.encoder.layer." : "distilbert.transformer.layer."
         let stages = GradientSyncLayout.layerStages(store: store, prefixes: (0..<L).reversed().map { "\(layerPrefix)\($0)." })
         let table = GradientSyncLayout.table(store, prefix + ".embeddings.word_embeddings.weight")
+        let optimizer = AdamW(store: store, config: AdamWConfig(weightDecay: 0.01), rowSparse: table)
+        var dirtyRows: [[Int]]?
         var dLogits = [Float](repeating: 0, count: batch * NL)
         var stepTimes: [Double] = [], reduceTimes: [Double] = [], reduceBytes: [Int] = []
         var lastTokens: [[Int32]] = []
@@ -86,7 +87,7 @@ public enum ScalingBenchmark {
             try comm.barrier()
             let before = reducer.stats
             let t0 = DispatchTime.now().uptimeNanoseconds
-            store.zeroGrads()
+            store.zeroGrads(rowSparse: table, dirtyRows: dirtyRows)  // the trainer's step, piece for piece
             try reducer.begin(store.grads, scale: 1)
             var hookError: Error?
             model.onLayerBackward = GradientSyncLayout.stageHook({ k in
@@ -101,13 +102,12 @@ public enum ScalingBenchmark {
             dLogits.withUnsafeBufferPointer { model.backward(dLogits: $0) }
             model.onLayerBackward = nil
             if let hookError { throw hookError }
-            if let t = table.first {
-                let rows = GradientSyncLayout.sortedRows(all, extra: 0, tableRows: t.range.count / t.rowLength)
-                try reducer.reduceRows(range: t.range, rowLength: t.rowLength, rows: rows)
-            }
+            let rows = table.map { GradientSyncLayout.sortedRows(all, extra: 0, tableRows: $0.range.count / $0.rowLength) }
+            for (t, r) in zip(table, rows) { try reducer.reduceRows(range: t.range, rowLength: t.rowLength, rows: r) }
+            dirtyRows = rows
             try reducer.finish()
-            _ = GradientClipping.clip(store.grads, maxNorm: 1)
-            optimizer.step(lr: 1e-5)
+            let norm = reducer.sumOfSquares.squareRoot()
+            optimizer.step(lr: 1e-5, gradScale: GradientClipping.coefficient(norm: norm, maxNorm: 1), touchedRows: table.isEmpty ? nil : rows)
             var dt = [Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9]
             try comm.allReduce(&dt, op: .max)
             if step >= warmup {

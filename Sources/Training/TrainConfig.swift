@@ -76,6 +76,9 @@ public struct TrainConfig: Sendable {
     public var debug: Bool = false
     /// Resume even when the data fingerprint or the global batch differ from the checkpoint's.
     public var ignoreResumeMismatch: Bool = false
+    /// When every rank runs on one node, all-reduce gradients by reading the other ranks' buffers in node-shared
+    /// memory (GradientReducer's in-place path) instead of sending messages. Off: `--no-shared-memory`.
+    public var sharedMemoryReduction: Bool = true
 
     public init(modelDir: URL, trainFile: URL, evalFile: URL?, outputDir: URL) {
         self.modelDir = modelDir; self.trainFile = trainFile; self.evalFile = evalFile; self.outputDir = outputDir

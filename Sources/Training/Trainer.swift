@@ -72,7 +72,9 @@ public final class Trainer {
     /// The data order (global sample cursor over seeded per-epoch permutations, this rank's slices).
     let plan: GlobalBatchPlan
     private var epochCache: (epoch: Int, steps: [StepPlan])?
-    let reducer: GradientReducer
+    private(set) var reducer: GradientReducer
+    /// The last checkpoint rank 0 committed in the foreground (step, folder); the final model links its files.
+    private var lastSynchronousCheckpoint: (step: Int, url: URL)?
 
     public init(config: TrainConfig, comm: Communicator) throws {
         self.config = config
@@ -126,7 +128,8 @@ public final class Trainer {
         ComputeThreads.set(config.threads)
         optimizer = AdamW(store: task.store, config: AdamWConfig(
             beta1: Float(config.adamBeta1), beta2: Float(config.adamBeta2),
-            eps: Float(config.adamEpsilon), weightDecay: Float(config.weightDecay)))
+            eps: Float(config.adamEpsilon), weightDecay: Float(config.weightDecay)),
+            rowSparse: task.gradientSync.sparseTables)
         if let ref = resumeRef, let state = resumedState {
             let opt = try SafeTensorsFile(url: ref.url.appendingPathComponent(Checkpoint.optimizerName))
             var m = [Float](repeating: 0, count: task.store.count), v = m
@@ -147,13 +150,20 @@ public final class Trainer {
 
         // A rank started with other arguments or data must fail now, naming itself, not diverge silently.
         var fields = config.hyperparameterSummary.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
-        fields += [("train_data", task.dataFingerprint), ("eval_examples", "\(task.evalCount)"),
+        fields += [("shared_memory_reduction", "\(config.sharedMemoryReduction)"), ("train_data", task.dataFingerprint), ("eval_examples", "\(task.evalCount)"),
                    ("labels", task.labels.joined(separator: ",")), ("model", task.configPath), ("resume_step", "\(resumed?.state.globalStep ?? 0)")]
         do { try ConsistencyCheck.verify(fields, communicator: comm) } catch {
             throw TrainingError("\(error)")
         }
         // Replicas start bit-identical: rank 0's parameters (including any freshly initialised head) win.
         try comm.broadcast(UnsafeMutableRawBufferPointer(task.store.values), root: 0)
+        // A single-node job keeps its gradients in node-shared memory, where the reducer sums them in place.
+        if config.sharedMemoryReduction, comm.worldSize > 1,
+           let shm = try comm.makeNodeSharedMemory(bytes: GradientReducer.sharedBytes(elements: task.store.count, worldSize: comm.worldSize)) {
+            task.store.adoptGradientBuffer(UnsafeMutableBufferPointer(start: shm.base.assumingMemoryBound(to: Float.self), count: task.store.count), owner: shm)
+            reducer = GradientReducer(communicator: comm, shared: shm)
+            notices.append("gradients all-reduced in place in node-shared memory (all \(comm.worldSize) ranks on one node; --no-shared-memory for MPI messages)")
+        }
     }
 
     var stepsPerEpoch: Int { plan.stepsPerEpoch }
@@ -214,9 +224,14 @@ public final class Trainer {
         var windowReduce = reducer.stats
         var launchToFirstStep: Double?
         var loggedStartup = false
+        // Rows of the row-sparse tables that the previous step's gradient may have written (nil: unknown, zero all).
+        var dirtyRows: [[Int]]?
         while step < total {
             let sp = stepPlan(step)
-            task.store.zeroGrads()
+            // A row-sparse table's gradient is zero outside the rows the previous step touched (backward writes only the
+            // rows of its tokens; --debug checks that), so only those rows are cleared: half of MiniLM's buffer.
+            task.store.zeroGrads(rowSparse: sync.sparseTables, dirtyRows: dirtyRows)
+            let rows = sync.sparseTables.isEmpty ? [] : task.touchedRows(sp.globalIndices)
             var stats = [0.0, 0.0]  // loss sum, real tokens
             let dropout = config.dropout ? DropoutContext(seed: config.seed, step: step) : nil
             // Every rank holds every sample's tokens, so the global normaliser needs no communication.
@@ -251,18 +266,20 @@ public final class Trainer {
                 try reducer.reduceNow(range: sync.stages[stage])
                 stage += 1
             }
-            if !sync.sparseTables.isEmpty {
-                for (t, rows) in zip(sync.sparseTables, task.touchedRows(sp.globalIndices)) {
-                    if config.debug { try NonFiniteProbe.checkUntouchedRowsAreZero(task.store, table: t, rows: rows, step: step + 1) }
-                    try reducer.reduceRows(range: t.range, rowLength: t.rowLength, rows: rows)
-                }
+            for (t, tableRows) in zip(sync.sparseTables, rows) {
+                if config.debug { try NonFiniteProbe.checkUntouchedRowsAreZero(task.store, table: t, rows: tableRows, step: step + 1) }
+                try reducer.reduceRows(range: t.range, rowLength: t.rowLength, rows: tableRows)
             }
+            dirtyRows = rows
             try reducer.finish()
             try comm.allReduceSum(&stats)
             let stepLoss = stats[0] / Double(normaliser)
-            let norm = GradientClipping.clip(task.store.grads, maxNorm: config.maxGradNorm)
+            // The norm was summed while each bucket was reduced; the clipping factor goes into the AdamW update
+            // (torch's clip_grad_norm_ scales the same float32 gradients by the same factor first).
+            let norm = reducer.sumOfSquares.squareRoot()
             let lr = schedule.lr(forStep: step)
-            optimizer.step(lr: lr)
+            optimizer.step(lr: lr, gradScale: GradientClipping.coefficient(norm: norm, maxNorm: config.maxGradNorm),
+                           touchedRows: sync.sparseTables.isEmpty ? nil : rows)
             guard stepLoss.isFinite else {
                 throw TrainingError("the loss became \(stepLoss) at step \(step + 1); lower --learning-rate or check the data")
             }
@@ -338,7 +355,7 @@ public final class Trainer {
             }
             // Preemption: every rank learns whether any rank got a signal, then all save together.
             var flag: [Int64] = [Int64(Preemption.pending)]
-            try comm.allReduce(UnsafeMutableBufferPointer(start: &flag, count: 1), op: .max)
+            try comm.allReduce(&flag, op: .max)
             if flag[0] != 0 && step < total {
                 let url = try saveCheckpoint(step: step, total: total, schedule: schedule, background: false, lossSoFar: lossSumAll, onEvent: onEvent)
                 throw PreemptedError(signal: Int32(flag[0]), checkpoint: url)
@@ -369,7 +386,12 @@ public final class Trainer {
         result["epoch"] = Double(total) / Double(stepsPerEpoch)
         if comm.isRoot {
             try writer.wait()
-            try task.save(to: config.outputDir, weights: nil)
+            if let c = lastSynchronousCheckpoint, c.step == lastStep {
+                // The weights have not moved since that checkpoint: link its model files instead of rewriting them.
+                try Checkpoint.publishModel(from: c.url, to: config.outputDir)
+            } else {
+                try task.save(to: config.outputDir, weights: nil)
+            }
             try writeHistory()
             onEvent(.saved(config.outputDir))
         }
@@ -430,9 +452,10 @@ public final class Trainer {
             }
             if background {
                 try writer.submit(work)
+                lastSynchronousCheckpoint = nil
             } else {
                 try writer.wait()
-                _ = try work()
+                lastSynchronousCheckpoint = (step, try work())
             }
             onEvent(.saved(url))
         }

@@ -81,6 +81,8 @@ struct Train: ParsableCommand {
     @Flag(help: "Do not write report.html at the end.") var noReport = false
     @Option(help: "Abort the job when a collective waits longer than this many seconds (0 = never).")
     var watchdogTimeout: Double = 300
+    @Flag(help: "All-reduce gradients through MPI messages even when every rank runs on one node (default there: read the other ranks' gradients in place, in node-shared memory).")
+    var noSharedMemory = false
     @Option(help: "Save a checkpoint every N steps (0 = at the end of each epoch and of training).") var saveSteps: Int = 0
     @Option(help: "Keep at most K checkpoints: the newest plus the best by eval accuracy (0 = all).") var saveTotalLimit: Int = 0
     @Option(help: "auto (newest valid checkpoint in --output-dir, if any), never, or a checkpoint folder.") var resume: String = "auto"
@@ -134,6 +136,7 @@ struct Train: ParsableCommand {
         }
         c.ignoreResumeMismatch = resumeIgnoreMismatch
         c.debug = debug
+        c.sharedMemoryReduction = !noSharedMemory
         if let f = faultInject, let colon = f.lastIndex(of: ":"), let st = Int(f[f.index(after: colon)...]) {
             c.faultInjection = (String(f[..<colon]), st)
         }

@@ -38,11 +38,14 @@ final class DataParallelTests: XCTestCase {
         let w = try makeWorkspace()
         defer { try? FileManager.default.removeItem(at: w.dir) }
         var runs: [(String, [Double], [String: [Float]], [String: Any])] = []
-        for ranks in [nil, 1, 2, 4, 8] as [Int?] {
-            let name = ranks.map { "mpi\($0)" } ?? "single"
-            let r = try CLI.run(trainArgs(w, out: name), ranks: ranks, timeout: 240)
+        // Single-node jobs reduce in node-shared memory by default; "mpi4-messages" takes MPI's message path.
+        for (ranks, messages) in [(nil, false), (1, false), (2, false), (4, false), (8, false), (4, true)] as [(Int?, Bool)] {
+            let name = (ranks.map { "mpi\($0)" } ?? "single") + (messages ? "-messages" : "")
+            let r = try CLI.run(trainArgs(w, out: name) + (messages ? ["--no-shared-memory"] : []), ranks: ranks, timeout: 240)
             XCTAssertEqual(r.status, 0, "\(name) failed: \(r.stderr)")
             guard r.status == 0 else { return }
+            XCTAssertEqual((r.stdout + r.stderr).contains("node-shared memory (all"), (ranks ?? 1) > 1 && !messages,
+                           "\(name): which all-reduce path ran")
             let out = w.dir.appendingPathComponent(name)
             let logs = try CLI.jsonLines(out.appendingPathComponent("metrics.jsonl")).filter { $0["loss"] != nil }
             let losses = logs.map { ($0["loss"] as! NSNumber).doubleValue }

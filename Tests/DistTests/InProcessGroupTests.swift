@@ -42,6 +42,60 @@ final class InProcessGroupTests: XCTestCase {
         }
     }
 
+    /// The in-place path (gradients in node-shared memory) gives every rank the same bits as the message path, for
+    /// dense stages, a row-sparse table and the gaps finish() covers, and the same norm on every rank; buffers
+    /// outside the shared segment still take the message path.
+    func testSharedMemoryReductionEqualsTheMessagePathOnThreeRanks() throws {
+        let n = 203, table = 40..<100, rowLength = 6  // 10 rows of 6; rows 1, 4, 5, 9 touched
+        let rows = [1, 4, 5, 9]
+        @Sendable func fill(_ g: UnsafeMutableBufferPointer<Float>, rank: Int) {
+            for i in g.indices { g[i] = Float((i * 31 + rank * 17) % 23) * 0.125 - 1.25 }
+            for r in 0..<10 where !rows.contains(r) {  // untouched rows are zero on every rank (the contract)
+                for c in 0..<rowLength { g[table.lowerBound + r * rowLength + c] = 0 }
+            }
+        }
+        /// Returns whether the step took the in-place path.
+        @Sendable func step(_ reducer: GradientReducer, _ g: UnsafeMutableBufferPointer<Float>) throws -> Bool {
+            try reducer.begin(g, scale: 0.25)
+            let inPlace = reducer.sharedStep
+            try reducer.reduceNow(range: 150..<203)
+            try reducer.reduceNow(range: 100..<150)
+            try reducer.reduceRows(range: table, rowLength: rowLength, rows: rows)
+            try reducer.reduceAsync(range: 3..<20)
+            try reducer.finish()  // gaps 0..<3, 20..<40
+            return inPlace
+        }
+        let out = try InProcessGroup.run(worldSize: 3) { comm -> [Double] in
+            let shm = try comm.makeNodeSharedMemory(bytes: GradientReducer.sharedBytes(elements: n, worldSize: 3))!
+            let shared = UnsafeMutableBufferPointer(start: shm.base.assumingMemoryBound(to: Float.self), count: n)
+            let viaShared = GradientReducer(communicator: comm, bucketBytes: 64, shared: shm)
+            var plain = [Float](repeating: 0, count: n)
+            var result: [Double] = []
+            for round in 0..<3 {  // several steps: the norm slots alternate
+                fill(shared, rank: comm.rank + round)
+                XCTAssertTrue(try step(viaShared, shared), "the shared segment's buffer reduces in place")
+                try plain.withUnsafeMutableBufferPointer { p in
+                    fill(p, rank: comm.rank + round)
+                    let messages = GradientReducer(communicator: comm, bucketBytes: 64, shared: shm)  // not in the segment
+                    XCTAssertFalse(try step(messages, p), "a buffer outside the segment passes messages")
+                    result.append(messages.sumOfSquares)
+                }
+                XCTAssertEqual(Array(shared).map(\.bitPattern), plain.map(\.bitPattern), "rank \(comm.rank) round \(round)")
+                result.append(viaShared.sumOfSquares)
+                result += shared.map(Double.init)
+            }
+            return result
+        }
+        XCTAssertEqual(out[0], out[1]); XCTAssertEqual(out[1], out[2], "every rank holds the same reduced bits and norm")
+        // Round 0: element i is 0.25 × Σ_r fill(i, r), and the norm is Σ of its squares (up to float64 rounding).
+        let flat = Array(out[0][2..<(2 + n)])
+        XCTAssertEqual(out[0][0], out[0][1], accuracy: out[0][0] * 1e-12, "norm: shared path vs message path")
+        XCTAssertEqual(out[0][1], flat.reduce(0) { $0 + $1 * $1 }, accuracy: out[0][1] * 1e-12)
+        let inputs: [Float] = (0..<3).map { r in Float((7 * 31 + r * 17) % 23) * 0.125 - 1.25 }
+        XCTAssertEqual(flat[7], 0.25 * Double(inputs.reduce(0, +)), accuracy: 1e-6)
+        XCTAssertEqual(flat[table.lowerBound + 2 * rowLength], 0, "an untouched row stays zero")
+    }
+
     func testConsistencyCheckNamesTheOddRankAndField() throws {
         XCTAssertThrowsError(try InProcessGroup.run(worldSize: 4) { comm in
             let seed = comm.rank == 2 ? "2" : "1"

@@ -71,6 +71,8 @@ final class ReducerAndCheckTests: XCTestCase {
         for c in 0..<3 { expected[5 + c] = Float(10 + c); expected[14 + c] = Float(20 + c) }
         XCTAssertEqual(g, expected)
         XCTAssertEqual(reducer.stats.bytes, (24 - 12) * 4, "bytes moved: 6 dense + 6 gathered floats")
+        // The norm summed on the way equals a fresh pass over the reduced buffer (skipped rows are zeros).
+        XCTAssertEqual(reducer.sumOfSquares, g.reduce(0.0) { $0 + Double($1) * Double($1) })
     }
 
     func testRowSparseReductionRejectsUnsortedOrOutOfRangeRows() throws {
@@ -118,6 +120,32 @@ final class ReducerAndCheckTests: XCTestCase {
         }
         XCTAssertEqual(comm.counts, [3, 1, 3, 3])
         XCTAssertEqual(g, [Float](repeating: 2, count: 10))  // 1 × 4 ranks × 0.5, exactly once everywhere
+        XCTAssertEqual(reducer.sumOfSquares, 40, "Σ g² of the scaled result, each element once")
+    }
+
+    /// The squares summed bucket by bucket during reduction are those of the final, scaled gradient, whichever
+    /// path reduced each part (blocking now, asynchronous, gap at finish, synchronous `reduce`, world size 1).
+    func testSumOfSquaresIsThatOfTheReducedScaledBuffer() throws {
+        func pattern(_ n: Int) -> [Float] { (0..<n).map { Float(($0 * 7) % 11) - 5 } }
+        func sq(_ g: [Float]) -> Double { g.reduce(0.0) { $0 + Double($1) * Double($1) } }
+        let reducer = GradientReducer(communicator: IdenticalRanksCommunicator(worldSize: 2), bucketBytes: 20)
+        var g = pattern(37)
+        try g.withUnsafeMutableBufferPointer { buf in
+            try reducer.begin(buf, scale: 0.25)
+            try reducer.reduceNow(range: 30..<37)
+            try reducer.reduceAsync(range: 3..<17)
+            try reducer.finish()
+        }
+        XCTAssertEqual(g, pattern(37).map { $0 * 2 * 0.25 })
+        XCTAssertEqual(reducer.sumOfSquares, sq(g), accuracy: sq(g) * 1e-15)
+        var h = pattern(23)
+        try h.withUnsafeMutableBufferPointer { try reducer.reduce($0, scale: 1) }
+        XCTAssertEqual(reducer.sumOfSquares, sq(h), accuracy: sq(h) * 1e-15)
+        let local = GradientReducer(communicator: LocalCommunicator())
+        var k = pattern(19)
+        try k.withUnsafeMutableBufferPointer { try local.reduce($0, scale: 3) }
+        XCTAssertEqual(k, pattern(19).map { $0 * 3 })
+        XCTAssertEqual(local.sumOfSquares, sq(k), accuracy: sq(k) * 1e-15)
     }
 
     // FNV-1a 64 test vectors from the reference (isthe.com/chongo/tech/comp/fnv): "", "a", "foobar".

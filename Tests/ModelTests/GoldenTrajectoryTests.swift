@@ -49,6 +49,49 @@ final class GoldenTrajectoryTests: XCTestCase {
         }
     }
 
+    /// The trainer's economies on the same trajectory: the word-embedding gradient zeroed only in the rows the
+    /// previous step touched, AdamW updating only live rows of the table, and the clipping factor passed to the step
+    /// instead of scaling the buffer. Final parameters must still match PyTorch's.
+    func runSparseTrajectory(_ name: String, bert: Bool, table: String) throws {
+        let (config, store, golden) = try Fixtures.load(name)
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: try Fixtures.dir(name).appendingPathComponent("golden.json"))) as! [String: Any]
+        let log = json["train_log"] as! [[String: Any]]
+        let model = EncoderClassifier(config: config, parameters: store, maxBatch: 4, maxSeq: 40)
+        let e = store.layout.entry(table)!
+        let sparse = [(range: e.range, rowLength: e.shape[1])]
+        let opt = AdamW(store: store, config: AdamWConfig(beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01), rowSparse: sparse)
+        let schedule = LRSchedule(kind: .linear, peak: 1e-3, warmupSteps: 2, totalSteps: 6)
+        let C = config.numLabels
+        var dirty: [[Int]]?
+        for k in 0..<6 {
+            let (batch, labels) = try Fixtures.batch(golden, log[k]["batch"] as! Int, bert: bert)
+            store.zeroGrads(rowSparse: sparse, dirtyRows: dirty)
+            let rows = [Array(Set(batch.inputIds.map(Int.init))).sorted()]
+            let logits = model.forward(batch, dropout: nil)
+            var d = [Float](repeating: 0, count: batch.batchSize * C)
+            _ = d.withUnsafeMutableBufferPointer {
+                Loss.crossEntropy(logits: logits, labels: labels, batch: batch.batchSize, classes: C,
+                                  scale: 1 / Float(batch.batchSize), dLogits: $0)
+            }
+            model.backward(dLogits: UnsafeBufferPointer(start: d, count: d.count))
+            let norm = GradientClipping.globalNorm(UnsafeBufferPointer(store.grads))
+            XCTAssertEqual(norm, (log[k]["grad_norm_preclip_exact"] as! NSNumber).doubleValue, accuracy: 2e-6 * norm, "\(name) step \(k + 1) norm")
+            opt.step(lr: schedule.lr(forStep: k), gradScale: GradientClipping.coefficient(norm: norm, maxNorm: 1.0), touchedRows: rows)
+            dirty = rows
+        }
+        XCTAssertLessThan(opt.liveRows[0], e.shape[0], "\(name): some table rows were never live")
+        for e in store.entries {
+            assertClose(Array(store.value(e.name)), try golden.floats("final/\(e.name)"), atol: 5e-6, "\(name) final \(e.name)")
+        }
+    }
+
+    func testBertSixStepsRowSparse() throws {
+        try runSparseTrajectory("bert-tiny-cls", bert: true, table: "bert.embeddings.word_embeddings.weight")
+    }
+    func testDistilBertSixStepsRowSparse() throws {
+        try runSparseTrajectory("distilbert-tiny-cls", bert: false, table: "distilbert.embeddings.word_embeddings.weight")
+    }
+
     func testBertSixSteps() throws { try runTrajectory("bert-tiny-cls", bert: true) }
     func testDistilBertSixSteps() throws { try runTrajectory("distilbert-tiny-cls", bert: false) }
 }

@@ -65,7 +65,66 @@ final class OptimizerTests: XCTestCase {
             XCTAssertEqual(Array(s1.values).map(\.bitPattern), Array(s2.values).map(\.bitPattern), "parameters after step \(step + 1)")
             XCTAssertEqual(o1.v.map(\.bitPattern), o2.v.map(\.bitPattern), "second moments after step \(step + 1)")
         }
-        XCTAssertNotEqual(Array(s1.values), Array(make().0.values), "the steps must change the parameters")
+        let (initial, _) = make()  // kept alive: `values` points into the store
+        XCTAssertNotEqual(Array(s1.values), Array(initial.values), "the steps must change the parameters")
+    }
+
+    /// A row-sparse table updates only the rows that were ever touched, and the result is bit-identical to the dense
+    /// update of every row (untouched rows have g = m = v = 0, so the full formula only decays them), with weight
+    /// decay and a clipping factor, across a restore (live rows recovered from the moments).
+    func testRowSparseTableIsBitIdenticalToTheDenseUpdate() {
+        var l = ParameterLayout()
+        l.add("emb.weight", [40, 6]); l.add("dense.weight", [7, 3]); l.add("dense.bias", [7])
+        let table = (range: l.entry("emb.weight")!.range, rowLength: 6)
+        func make() -> ParameterStore {
+            let s = ParameterStore(layout: l)
+            for i in s.values.indices { s.values[i] = Float(i % 13) * 0.1 - 0.6 }
+            return s
+        }
+        let cfg = AdamWConfig(weightDecay: 0.05)
+        let dense = make(), sparse = make()
+        let od = AdamW(store: dense, config: cfg)
+        var os = AdamW(store: sparse, config: cfg, rowSparse: [table])
+        let touched: [[Int]] = [[1, 2, 9], [2, 30], [], [5, 39], [0, 1, 2, 3]]
+        for (step, rows) in touched.enumerated() {
+            if step == 3 {  // a resumed optimizer: same moments, live rows rebuilt from them
+                let fresh = AdamW(store: sparse, config: cfg, rowSparse: [table])
+                fresh.restore(m: os.m, v: os.v, stepCount: os.stepCount)
+                XCTAssertEqual(fresh.liveRows, os.liveRows)
+                os = fresh
+            }
+            for s in [dense, sparse] {
+                s.zeroGrads()
+                for r in rows { for c in 0..<6 { s.grads[table.range.lowerBound + r * 6 + c] = Float(r + c + step) * 0.01 - 0.02 } }
+                for i in l.entry("dense.weight")!.range { s.grads[i] = Float(i + step) * 0.003 }
+            }
+            od.step(lr: 1e-2, gradScale: 0.75)
+            os.step(lr: 1e-2, gradScale: 0.75, touchedRows: [rows])
+            XCTAssertEqual(Array(sparse.values).map(\.bitPattern), Array(dense.values).map(\.bitPattern), "parameters after step \(step + 1)")
+            XCTAssertEqual(os.m.map(\.bitPattern), od.m.map(\.bitPattern), "first moments after step \(step + 1)")
+            XCTAssertEqual(os.v.map(\.bitPattern), od.v.map(\.bitPattern), "second moments after step \(step + 1)")
+        }
+        XCTAssertEqual(os.liveRows, [8], "rows 0, 1, 2, 3, 5, 9, 30, 39 were touched")
+        // Weight decay reached the rows never touched (row 20) and the step changed the touched ones.
+        let initial = make()
+        XCTAssertNotEqual(sparse.values[table.range.lowerBound + 20 * 6], initial.values[table.range.lowerBound + 20 * 6])
+    }
+
+    /// The clipping factor passed to the step equals scaling the gradient buffer first (torch's clip_grad_norm_).
+    func testGradScaleEqualsClippingTheBufferFirst() {
+        var l = ParameterLayout()
+        l.add("w.weight", [29])
+        let a = ParameterStore(layout: l), b = ParameterStore(layout: l)
+        for i in a.values.indices { a.values[i] = Float(i) * 0.01; b.values[i] = Float(i) * 0.01
+            a.grads[i] = Float(i % 5) - 2; b.grads[i] = Float(i % 5) - 2 }
+        let norm = GradientClipping.globalNorm(UnsafeBufferPointer(a.grads))
+        let coef = GradientClipping.coefficient(norm: norm, maxNorm: 1)
+        XCTAssertLessThan(coef, 1)
+        XCTAssertEqual(GradientClipping.coefficient(norm: norm, maxNorm: 0), 1, "max norm 0 turns clipping off")
+        GradientClipping.clip(b.grads, maxNorm: 1)
+        AdamW(store: a, config: AdamWConfig()).step(lr: 1e-3, gradScale: coef)
+        AdamW(store: b, config: AdamWConfig()).step(lr: 1e-3)
+        XCTAssertEqual(Array(a.values).map(\.bitPattern), Array(b.values).map(\.bitPattern))
     }
 
     func testGlobalNormMatchesADoubleSumOnAnOddLength() {

@@ -38,13 +38,19 @@ void ck_tanh_bwd_inplace(const float *t, float *dy, size_t n);
 void ck_bias_grad(const float *dy, float *db, size_t rows, size_t cols);
 /// y[i] += x[i]
 void ck_add(float *y, const float *x, size_t n);
-/// AdamW update of n contiguous parameters (torch semantics; bit-identical to the scalar formula, no FMA contraction).
-void ck_adamw(float *p, const float *g, float *m, float *v, size_t n, float decay, float b1, float b2, float step,
-              float bc2sqrt, float eps);
+/// AdamW update of n contiguous parameters from the gradient g·gscale (torch semantics: clip_grad_norm_ scales g
+/// in place first; bit-identical to the scalar formula, no FMA contraction).
+void ck_adamw(float *p, const float *g, float *m, float *v, size_t n, float gscale, float decay, float b1, float b2,
+              float step, float bc2sqrt, float eps);
 /// Σ x[i]² accumulated in double.
 double ck_sumsq_f64(const float *x, size_t n);
 /// x *= s.
 void ck_scale(float *x, size_t n, float s);
+/// dst[i] = s · (srcs[0][off+i] + srcs[1][off+i] + ... + srcs[nsrc-1][off+i]), summed in that order (bit-identical
+/// wherever it is computed); returns Σ dst[i]² in double. dst may alias one of the sources.
+double ck_sum_ranks(float *dst, const float *const *srcs, size_t nsrc, size_t off, size_t n, float s);
+/// x *= s (skipped when s == 1), then returns Σ x[i]² accumulated in double (ck_sumsq_f64 of the result).
+double ck_scale_sumsq_f64(float *x, size_t n, float s);
 
 // ---- LayerNorm over the last axis (C); saves mean and rstd per row ----
 void ck_layernorm_fwd(const float *x, float *y, float *mean, float *rstd, const float *w, const float *b,

@@ -50,6 +50,21 @@ int cmpi_wait(cmpi_request *request);
 /// and leaks the request rather than corrupting MPI state).
 int cmpi_request_free(cmpi_request *request);
 
+/// Memory shared by the ranks of one node (an MPI-3 shared-memory window), for reductions that read the other
+/// ranks' buffers directly instead of sending them. Opaque to Swift.
+typedef struct cmpi_shm cmpi_shm;
+/// Collective over MPI_COMM_WORLD. When every rank of the job runs on this node, allocates `bytes` (may differ per
+/// rank) of node-shared memory for each rank and sets *shm and *base (this rank's segment, 64-byte aligned);
+/// when the job spans several nodes, sets *shm = NULL and returns 0 (callers fall back to message passing).
+int cmpi_shm_create(size_t bytes, cmpi_shm **shm, void **base);
+/// Base address of `rank`'s segment as mapped in this process (NULL for a rank outside the window).
+void *cmpi_shm_segment(cmpi_shm *shm, int rank);
+/// Memory barrier across the node: MPI_Win_sync, MPI_Barrier of the node's ranks, MPI_Win_sync. Every write to
+/// the window made by any rank before the call is visible to every rank after it.
+int cmpi_shm_sync(cmpi_shm *shm);
+/// Collective: frees the window and the handle.
+int cmpi_shm_free(cmpi_shm *shm);
+
 /// Writes a human-readable message for an MPI (or CMPI_ERR_*) code into buf (always NUL-terminated).
 void cmpi_error_string(int code, char *buf, int buflen);
 
