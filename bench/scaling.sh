@@ -4,13 +4,15 @@
 # Each run is `disttrain bench --data-parallel`: forward, backward, the Trainer's all-reduce (per layer as backward
 # finishes it, word embeddings row-sparse), clipping and AdamW. Prints the medians, the aggregate speed-up, and the
 # reducer's bus bandwidth against a bare MPI_Allreduce of the same bytes timed in the same 2-rank run.
-#   bench/scaling.sh                  (env: RUNS=3 STEPS=6 BATCHES="16 32" BIND="--bind-to core")
+#   bench/scaling.sh                  (env: RUNS=3 STEPS=6 BATCHES="16 32" BIND="--bind-to core" EXTRA="")
+# EXTRA="--no-shared-memory" measures MPI's message path instead of the in-place node-shared-memory reduction.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 STEPS=${STEPS:-6}
 BATCHES=${BATCHES:-"16 32"}
 BIND=${BIND:---bind-to core}
+EXTRA=${EXTRA:-}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 swift build -c release --product disttrain >/dev/null
 BIN=.build/release/disttrain
@@ -19,7 +21,7 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for b in $BATCHES; do
     for r in $(seq "$RUNS"); do
         "$BIN" bench --data-parallel --threads 1 --batch-size "$b" --steps "$STEPS" >> "$tmp/1-$b.jsonl"
-        mpirun -n 2 $BIND "$BIN" bench --threads 1 --batch-size "$b" --steps "$STEPS" >> "$tmp/2-$b.jsonl"
+        mpirun -n 2 $BIND "$BIN" bench --threads 1 --batch-size "$b" --steps "$STEPS" $EXTRA >> "$tmp/2-$b.jsonl"
     done
 done
 echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -37,5 +39,6 @@ for b in batches:
           f"{med([r['allreduce_bytes'] for r in two]) / 1e6:>10.1f} {med([r['allreduce_s_median'] for r in two]):>10.4f} "
           f"{med([r['allreduce_bus_gbps'] for r in two]):>11.2f} {med([r['bare_allreduce_bus_gbps'] for r in two]):>10.2f} "
           f"{med([r['allreduce_vs_bare'] for r in two]):>8.2f} {med([r['peak_rss_mb'] for r in two]):>7.0f}")
+    print(f"{'':>10} all-reduce path: {sorted(set(r['allreduce_path'] for r in two))}")
     print(f"{'':>10} runs (tokens/s): 1 proc {[round(r['tokens_per_s']) for r in one]}, 2 ranks {[round(r['tokens_per_s']) for r in two]}")
 PY

@@ -39,6 +39,8 @@ public struct ScalingBenchmarkResult: Sendable, Codable {
     public var allreduce_vs_bare: Double
     public var peak_rss_mb: Double
     public var precision: String
+    /// "shared-memory" (the trainer's in-place path on one node), "mpi" (messages), or "none" (one process).
+    public var allreduce_path: String
     public var json: String {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
@@ -48,7 +50,8 @@ public struct ScalingBenchmarkResult: Sendable, Codable {
 
 public enum ScalingBenchmark {
     public static func run(config: ModelConfig, batch: Int, seq: Int, steps: Int, warmup: Int, threads: Int,
-                           comm: Communicator, precision: MatmulPrecision = .fp32, bucketBytes: Int = 4 << 20) throws -> ScalingBenchmarkResult {
+                           comm: Communicator, precision: MatmulPrecision = .fp32, bucketBytes: Int = 4 << 20,
+                           sharedMemory: Bool = true) throws -> ScalingBenchmarkResult {
         ComputeThreads.set(threads)
         let store = ParameterStore(layout: EncoderClassifier.makeLayout(config: config))
         var rng = SplitMix64(keys: 1234)   // the same weights on every rank, as after the start-up broadcast
@@ -60,7 +63,14 @@ public enum ScalingBenchmark {
         }
         let model = EncoderClassifier(config: config, parameters: store, maxBatch: batch, maxSeq: seq)
         model.matmulPrecision = precision
-        let reducer = GradientReducer(communicator: comm, bucketBytes: bucketBytes)
+        var reducer = GradientReducer(communicator: comm, bucketBytes: bucketBytes)
+        // As the trainer does: on one node the gradients live in node-shared memory and are summed in place.
+        if sharedMemory, comm.worldSize > 1,
+           let shm = try comm.makeNodeSharedMemory(bytes: GradientReducer.sharedBytes(elements: store.count, worldSize: comm.worldSize)) {
+            store.adoptGradientBuffer(UnsafeMutableBufferPointer(start: shm.base.assumingMemoryBound(to: Float.self), count: store.count), owner: shm)
+            reducer = GradientReducer(communicator: comm, bucketBytes: bucketBytes, shared: shm)
+        }
+        let path = comm.worldSize == 1 ? "none" : (reducer.shared != nil ? "shared-memory" : "mpi")
         let world = comm.worldSize, L = config.layers, NL = config.numLabels
         let prefix = store.entries.contains { $0.name.hasPrefix("bert.") } ? "bert" : "distilbert"
         let layerPrefix = prefix == "bert" ? "bert.encoder.layer." : "distilbert.transformer.layer."
@@ -176,6 +186,7 @@ public enum ScalingBenchmark {
             step_s_median: stepMedian, tokens_per_s: aggregate, tokens_per_s_per_rank: perRank,
             allreduce_s_median: reduceMedian, allreduce_bytes: bytes, gradient_bytes: store.count * 4,
             allreduce_alone_s_median: aloneMedian, allreduce_bus_gbps: busReducer, bare_allreduce_bus_gbps: busBare,
-            bare_allreduce_s_median: bareMedian, allreduce_vs_bare: vsBare, peak_rss_mb: rss, precision: name)
+            bare_allreduce_s_median: bareMedian, allreduce_vs_bare: vsBare, peak_rss_mb: rss, precision: name,
+            allreduce_path: path)
     }
 }

@@ -142,6 +142,7 @@ public final class Trainer {
             if let bm = state.bestMetric, let bs = state.bestStep { best = (bm, bs) }
             modelFingerprintFuture = BackgroundValue(ready: state.modelFingerprint)
             resumed = (ref, state)
+            lastSynchronousCheckpoint = (state.globalStep, ref.url)  // the weights just loaded are that checkpoint's
         } else {
             let weights = config.modelDir.appendingPathComponent("model.safetensors")
             modelFingerprintFuture = comm.isRoot ? BackgroundValue { (try? Checkpoint.sha256(of: weights)) ?? "" } : BackgroundValue(ready: "")

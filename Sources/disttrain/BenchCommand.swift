@@ -19,6 +19,8 @@ struct Bench: ParsableCommand {
     var loraR: Int = 0
     @Flag(help: "Data-parallel step (all-reduce, clipping, AdamW) with --batch-size per rank; implied under mpirun.")
     var dataParallel = false
+    @Flag(help: "Data-parallel step: all-reduce through MPI messages instead of node-shared memory (as train --no-shared-memory).")
+    var noSharedMemory = false
     @Flag(help: "Also run the step with the Linear products in bf16 (AVX512-BF16) and print the bf16/fp32 tokens/s ratio.")
     var bf16 = false
     @Flag(help: "Instead of training steps, time the bf16 kernel against cblas_sgemm at the step's GEMM shapes.")
@@ -56,7 +58,8 @@ struct Bench: ParsableCommand {
             // With --bf16 the data-parallel step runs in bf16 only (compare with a --bf16 run of one process).
             let comm = try makeCommunicator(environment: env)
             let r = try ScalingBenchmark.run(config: cfg, batch: batchSize, seq: seqLen, steps: steps, warmup: 2,
-                                             threads: threads, comm: comm, precision: bf16 ? .bf16 : .fp32)
+                                             threads: threads, comm: comm, precision: bf16 ? .bf16 : .fp32,
+                                             sharedMemory: !noSharedMemory)
             if comm.isRoot { print(r.json) }
             try finalizeMPI(comm)
             return

@@ -115,6 +115,14 @@ final class CheckpointTests: XCTestCase {
         XCTAssertEqual(final.status, 0, final.stderr)
         XCTAssertTrue(final.stderr.contains("resuming from checkpoint-"), final.stderr)
         XCTAssertEqual(try weights("k"), refWeights, "resumed 2-rank run differs from the uninterrupted one")
+        // The final model is the last checkpoint's weights: published as a hard link, not written a second time.
+        let inode = { (u: URL) in try FileManager.default.attributesOfItem(atPath: u.path)[.systemFileNumber] as? Int }
+        let out = dir.appendingPathComponent("k")
+        XCTAssertEqual(try inode(out.appendingPathComponent("model.safetensors")),
+                       try inode(out.appendingPathComponent("checkpoint-30/model.safetensors")))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out.appendingPathComponent("config.json").path))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.appendingPathComponent("optimizer.safetensors").path),
+                       "optimizer state stays in the checkpoint")
     }
 
     func testResumeAtOtherWorldSizesKeepsSampleOrder() throws {
