@@ -74,8 +74,11 @@ public final class AdamW: @unchecked Sendable {
     /// gradient must be exactly zero); nil = every row.
     /// Matches torch: p *= 1 - lr·wd; m = lerp(m, g, 1-β1); v = β2·v + (1-β2)·g²;
     /// p -= (lr / (1-β1^t)) · m / (sqrt(v)/sqrt(1-β2^t) + eps).
-    public func step(lr: Double, gradScale: Float = 1, touchedRows: [[Int]]? = nil) {
-        update(lr: lr, gradScale: gradScale, touchedRows: touchedRows) { p, g, m, v, n, gs, decay, stepSize, bc2Sqrt in
+    /// `denseOwned` (ZeRO stage 1): update only these ranges of the dense part (this rank's shares; the others'
+    /// owners update theirs, and the trainer exchanges the results); nil = all. Row-sparse tables are always whole.
+    /// The moments of the ranges not owned are left as they are (stale here until refreshed through `withMoments`).
+    public func step(lr: Double, gradScale: Float = 1, touchedRows: [[Int]]? = nil, denseOwned: [Range<Int>]? = nil) {
+        update(lr: lr, gradScale: gradScale, touchedRows: touchedRows, denseOwned: denseOwned) { p, g, m, v, n, gs, decay, stepSize, bc2Sqrt in
             ck_adamw(p, g, m, v, n, gs, decay, config.beta1, config.beta2, stepSize, bc2Sqrt, config.eps)
         }
     }
@@ -83,7 +86,7 @@ public final class AdamW: @unchecked Sendable {
     /// The scalar reference of `step` (the same arithmetic one element at a time, in Swift), for tests.
     public func stepReference(lr: Double, gradScale: Float = 1, touchedRows: [[Int]]? = nil) {
         let b1 = config.beta1, b2 = config.beta2, eps = config.eps
-        update(lr: lr, gradScale: gradScale, touchedRows: touchedRows) { p, g, mp, vp, n, gs, decay, stepSize, bc2Sqrt in
+        update(lr: lr, gradScale: gradScale, touchedRows: touchedRows, denseOwned: nil) { p, g, mp, vp, n, gs, decay, stepSize, bc2Sqrt in
             for i in 0..<n {
                 let gi = g[i] * gs
                 var pi = p[i] * decay
@@ -99,7 +102,7 @@ public final class AdamW: @unchecked Sendable {
 
     /// Advances the step count and applies `kernel` to every dense segment and every run of live table rows, with
     /// its decay factor and the bias-corrected step size and sqrt(1-β2^t); rows that are not live are only decayed.
-    private func update(lr: Double, gradScale: Float, touchedRows: [[Int]]?,
+    private func update(lr: Double, gradScale: Float, touchedRows: [[Int]]?, denseOwned: [Range<Int>]?,
                         kernel: (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>,
                                  UnsafeMutablePointer<Float>, Int, Float, Float, Float, Float) -> Void) {
         precondition(touchedRows == nil || touchedRows!.count == tables.count,
@@ -117,10 +120,13 @@ public final class AdamW: @unchecked Sendable {
         }
         m.withUnsafeMutableBufferPointer { mb in
             v.withUnsafeMutableBufferPointer { vb in
+                let owned = denseOwned?.sorted { $0.lowerBound < $1.lowerBound }
                 for seg in segments {
                     let decay: Float = seg.decay ? 1 - lrF * config.weightDecay : 1
-                    let o = seg.range.lowerBound
-                    kernel(p + o, g + o, mb.baseAddress! + o, vb.baseAddress! + o, seg.range.count, gradScale, decay, stepSize, bc2Sqrt)
+                    for r in owned.map({ Self.intersections(seg.range, $0) }) ?? [seg.range] {
+                        let o = r.lowerBound
+                        kernel(p + o, g + o, mb.baseAddress! + o, vb.baseAddress! + o, r.count, gradScale, decay, stepSize, bc2Sqrt)
+                    }
                 }
                 for table in tables {
                     let decay: Float = table.decay ? 1 - lrF * config.weightDecay : 1
@@ -138,6 +144,23 @@ public final class AdamW: @unchecked Sendable {
                         r = end
                     }
                 }
+            }
+        }
+    }
+
+    /// The non-empty overlaps of `range` with sorted, disjoint `ranges`.
+    static func intersections(_ range: Range<Int>, _ ranges: [Range<Int>]) -> [Range<Int>] {
+        ranges.compactMap { r in
+            let lo = max(r.lowerBound, range.lowerBound), hi = min(r.upperBound, range.upperBound)
+            return lo < hi ? lo..<hi : nil
+        }
+    }
+
+    /// Runs `body` on the moments of `range` in place (ZeRO stage 1: broadcasting the owner's values).
+    public func withMoments<R>(_ range: Range<Int>, _ body: (UnsafeMutableBufferPointer<Float>, UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
+        try m.withUnsafeMutableBufferPointer { mb in
+            try v.withUnsafeMutableBufferPointer { vb in
+                try body(UnsafeMutableBufferPointer(rebasing: mb[range]), UnsafeMutableBufferPointer(rebasing: vb[range]))
             }
         }
     }

@@ -79,6 +79,9 @@ public struct TrainConfig: Sendable {
     /// When every rank runs on one node, all-reduce gradients by reading the other ranks' buffers in node-shared
     /// memory (GradientReducer's in-place path) instead of sending messages. Off: `--no-shared-memory`.
     public var sharedMemoryReduction: Bool = true
+    /// With the node-shared-memory reduction, each rank updates only its shares of the dense parameters (ZeRO
+    /// stage 1) and the updated values are exchanged; off (`--no-shard-optimizer`): every rank runs the whole AdamW.
+    public var shardOptimizer: Bool = true
 
     public init(modelDir: URL, trainFile: URL, evalFile: URL?, outputDir: URL) {
         self.modelDir = modelDir; self.trainFile = trainFile; self.evalFile = evalFile; self.outputDir = outputDir

@@ -151,7 +151,7 @@ public final class Trainer {
 
         // A rank started with other arguments or data must fail now, naming itself, not diverge silently.
         var fields = config.hyperparameterSummary.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
-        fields += [("shared_memory_reduction", "\(config.sharedMemoryReduction)"), ("train_data", task.dataFingerprint), ("eval_examples", "\(task.evalCount)"),
+        fields += [("shared_memory_reduction", "\(config.sharedMemoryReduction)"), ("shard_optimizer", "\(config.shardOptimizer)"), ("train_data", task.dataFingerprint), ("eval_examples", "\(task.evalCount)"),
                    ("labels", task.labels.joined(separator: ",")), ("model", task.configPath), ("resume_step", "\(resumed?.state.globalStep ?? 0)")]
         do { try ConsistencyCheck.verify(fields, communicator: comm) } catch {
             throw TrainingError("\(error)")
@@ -163,7 +163,7 @@ public final class Trainer {
            let shm = try comm.makeNodeSharedMemory(bytes: GradientReducer.sharedBytes(elements: task.store.count, worldSize: comm.worldSize)) {
             task.store.adoptGradientBuffer(UnsafeMutableBufferPointer(start: shm.base.assumingMemoryBound(to: Float.self), count: task.store.count), owner: shm)
             reducer = GradientReducer(communicator: comm, shared: shm)
-            notices.append("gradients all-reduced in place in node-shared memory (all \(comm.worldSize) ranks on one node; --no-shared-memory for MPI messages)")
+            notices.append("gradients all-reduced in place in node-shared memory, \(config.shardOptimizer ? "AdamW sharded over the ranks (ZeRO-1)" : "AdamW on every rank") (all \(comm.worldSize) ranks on one node; --no-shared-memory for MPI messages)")
         }
     }
 
@@ -214,6 +214,7 @@ public final class Trainer {
         var lossSumAll = resumed?.state.trainLossSum ?? 0
         var tokensAll: Int64 = 0
         var windowLoss = 0.0, windowSteps = 0, windowTokens: Int64 = 0
+        var windowOptimizer = 0.0   // seconds in the AdamW step this window (optimizer_s in metrics.jsonl)
         var windowStart = Date()
         var lastEval: [String: Double] = [:]
         var step = firstStep
@@ -240,7 +241,7 @@ public final class Trainer {
             // The gradients are scaled by 1/g in the loss, so the sum over ranks is the global mean. Each layer is
             // all-reduced as soon as the last micro-batch's backward has finished it (GradientSync.swift); --debug
             // reduces after backward instead, so that a non-finite value is reported by the rank that made it.
-            try reducer.begin(task.store.grads, scale: 1)
+            try reducer.begin(task.store.grads, scale: 1, scatterOnly: shardsOptimizer)
             var stage = 0
             var hookError: Error?
             for (m, chunk) in sp.microBatches.enumerated() {
@@ -279,8 +280,15 @@ public final class Trainer {
             // (torch's clip_grad_norm_ scales the same float32 gradients by the same factor first).
             let norm = reducer.sumOfSquares.squareRoot()
             let lr = schedule.lr(forStep: step)
+            let optStart = ContinuousClock.now
             optimizer.step(lr: lr, gradScale: GradientClipping.coefficient(norm: norm, maxNorm: config.maxGradNorm),
-                           touchedRows: sync.sparseTables.isEmpty ? nil : rows)
+                           touchedRows: sync.sparseTables.isEmpty ? nil : rows,
+                           denseOwned: shardsOptimizer ? reducer.ownedShares : nil)
+            // ZeRO stage 1: each rank updated its shares of the dense parameters; now all ranks get all of them.
+            let optTime = ContinuousClock.now - optStart
+            windowOptimizer += Double(optTime.components.seconds) + Double(optTime.components.attoseconds) * 1e-18
+            // The exchange counts as communication (allreduce_s in metrics.jsonl).
+            if shardsOptimizer { try reducer.shareParameters(task.store.values) }
             guard stepLoss.isFinite else {
                 throw TrainingError("the loss became \(stepLoss) at step \(step + 1); lower --learning-rate or check the data")
             }
@@ -313,6 +321,8 @@ public final class Trainer {
                     rec["allreduce_bus_gbps"] = secs > 0 ? Double(red.bytes - windowReduce.bytes) * 2 * Double(world - 1) / Double(world) / secs / 1e9 : 0
                 }
                 windowReduce = red
+                rec["optimizer_s"] = windowOptimizer / Double(max(windowSteps, 1))
+                windowOptimizer = 0
                 if !loggedStartup, let t = launchToFirstStep {   // in this run's first record only
                     rec["launch_to_first_step_s"] = t
                     loggedStartup = true
@@ -414,6 +424,7 @@ public final class Trainer {
     func saveCheckpoint(step: Int, total: Int, schedule: LRSchedule, background: Bool, lossSoFar: Double,
                         onEvent: (TrainingEvent) -> Void) throws -> URL {
         let url = config.outputDir.appendingPathComponent("checkpoint-\(step)")
+        try gatherOptimizerState()
         if comm.isRoot {
             let state = TrainerState(
                 globalStep: step, epoch: Double(step) / Double(stepsPerEpoch),
@@ -462,6 +473,25 @@ public final class Trainer {
         }
         if !background { try comm.barrier() }
         return url
+    }
+
+    /// Whether AdamW is sharded over the ranks (ZeRO stage 1): on the in-place, node-shared-memory path, where each
+    /// rank is left with only its shares of the reduced dense gradient anyway. The result is the same bits: every
+    /// element's update is the same arithmetic, only computed once per node instead of once per rank.
+    var shardsOptimizer: Bool { reducer.shared != nil && config.shardOptimizer }
+
+    /// ZeRO stage 1 before a checkpoint: every rank's moments of the ranges it owns go to all ranks (collective),
+    /// so rank 0 writes, and any rank could resume from, the complete optimizer state.
+    func gatherOptimizerState() throws {
+        guard shardsOptimizer else { return }
+        for q in 0..<comm.worldSize {
+            for r in reducer.shares(of: q) {
+                try optimizer.withMoments(r) { m, v in
+                    try comm.broadcast(m, root: q)
+                    try comm.broadcast(v, root: q)
+                }
+            }
+        }
     }
 
     /// Exact metrics over the eval set: each rank evaluates a contiguous shard (no duplicates), and the integer

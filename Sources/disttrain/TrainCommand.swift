@@ -83,6 +83,8 @@ struct Train: ParsableCommand {
     var watchdogTimeout: Double = 300
     @Flag(help: "All-reduce gradients through MPI messages even when every rank runs on one node (default there: read the other ranks' gradients in place, in node-shared memory).")
     var noSharedMemory = false
+    @Flag(help: "With node-shared memory: run the whole AdamW step on every rank instead of 1/W of it each (ZeRO-1, the default; same results).")
+    var noShardOptimizer = false
     @Option(help: "Save a checkpoint every N steps (0 = at the end of each epoch and of training).") var saveSteps: Int = 0
     @Option(help: "Keep at most K checkpoints: the newest plus the best by eval accuracy (0 = all).") var saveTotalLimit: Int = 0
     @Option(help: "auto (newest valid checkpoint in --output-dir, if any), never, or a checkpoint folder.") var resume: String = "auto"
@@ -137,6 +139,7 @@ struct Train: ParsableCommand {
         c.ignoreResumeMismatch = resumeIgnoreMismatch
         c.debug = debug
         c.sharedMemoryReduction = !noSharedMemory
+        c.shardOptimizer = !noShardOptimizer
         if let f = faultInject, let colon = f.lastIndex(of: ":"), let st = Int(f[f.index(after: colon)...]) {
             c.faultInjection = (String(f[..<colon]), st)
         }

@@ -38,14 +38,20 @@ final class DataParallelTests: XCTestCase {
         let w = try makeWorkspace()
         defer { try? FileManager.default.removeItem(at: w.dir) }
         var runs: [(String, [Double], [String: [Float]], [String: Any])] = []
-        // Single-node jobs reduce in node-shared memory by default; "mpi4-messages" takes MPI's message path.
-        for (ranks, messages) in [(nil, false), (1, false), (2, false), (4, false), (8, false), (4, true)] as [(Int?, Bool)] {
-            let name = (ranks.map { "mpi\($0)" } ?? "single") + (messages ? "-messages" : "")
-            let r = try CLI.run(trainArgs(w, out: name) + (messages ? ["--no-shared-memory"] : []), ranks: ranks, timeout: 240)
+        // Single-node jobs reduce in node-shared memory with AdamW sharded (ZeRO-1) by default; "mpi4-messages" takes
+        // MPI's message path, "mpi2-replicated" the in-place reduction with the whole AdamW on every rank.
+        let variants: [(Int?, [String])] = [(nil, []), (1, []), (2, []), (4, []), (8, []), (4, ["--no-shared-memory"]),
+                                            (2, ["--no-shard-optimizer"])]
+        for (ranks, extra) in variants {
+            let name = (ranks.map { "mpi\($0)" } ?? "single")
+                + (extra == ["--no-shared-memory"] ? "-messages" : extra.isEmpty ? "" : "-replicated")
+            let r = try CLI.run(trainArgs(w, out: name) + extra, ranks: ranks, timeout: 240)
             XCTAssertEqual(r.status, 0, "\(name) failed: \(r.stderr)")
             guard r.status == 0 else { return }
-            XCTAssertEqual((r.stdout + r.stderr).contains("node-shared memory (all"), (ranks ?? 1) > 1 && !messages,
+            let log = r.stdout + r.stderr
+            XCTAssertEqual(log.contains("in place in node-shared memory"), (ranks ?? 1) > 1 && extra != ["--no-shared-memory"],
                            "\(name): which all-reduce path ran")
+            XCTAssertEqual(log.contains("ZeRO-1"), (ranks ?? 1) > 1 && extra.isEmpty, "\(name): whether AdamW was sharded")
             let out = w.dir.appendingPathComponent(name)
             let logs = try CLI.jsonLines(out.appendingPathComponent("metrics.jsonl")).filter { $0["loss"] != nil }
             let losses = logs.map { ($0["loss"] as! NSNumber).doubleValue }

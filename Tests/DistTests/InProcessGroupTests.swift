@@ -96,6 +96,54 @@ final class InProcessGroupTests: XCTestCase {
         XCTAssertEqual(flat[table.lowerBound + 2 * rowLength], 0, "an untouched row stays zero")
     }
 
+    /// ZeRO-1 on thread ranks: a scatter-only step leaves each dense range reduced in its owner's share only; the
+    /// shares of all ranks tile every dense range exactly once; after each owner "updates" its parameters from its
+    /// reduced shares, `shareParameters` gives every rank the same full parameter vector, equal to updating every
+    /// element from the fully reduced gradient of the ordinary path. The row-sparse table is reduced in full.
+    func testScatterOnlyStepAndParameterSharingOnThreeRanks() throws {
+        let n = 157, table = 30..<60, rowLength = 5, rows = [0, 3, 5]
+        let out = try InProcessGroup.run(worldSize: 3) { comm -> [[Float]] in
+            let shm = try comm.makeNodeSharedMemory(bytes: GradientReducer.sharedBytes(elements: n, worldSize: 3))!
+            let g = UnsafeMutableBufferPointer(start: shm.base.assumingMemoryBound(to: Float.self), count: n)
+            let fill: (UnsafeMutableBufferPointer<Float>) -> Void = { b in
+                for i in b.indices { b[i] = Float((i * 13 + comm.rank * 7) % 17) - 8 }
+                for r in 0..<6 where !rows.contains(r) { for c in 0..<rowLength { b[table.lowerBound + r * rowLength + c] = 0 } }
+            }
+            let reducer = GradientReducer(communicator: comm, bucketBytes: 48, shared: shm)
+            // The ordinary in-place step: the fully reduced gradient on every rank.
+            fill(g)
+            try reducer.begin(g, scale: 0.5)
+            try reducer.reduceNow(range: 100..<157)
+            try reducer.reduceRows(range: table, rowLength: rowLength, rows: rows)
+            try reducer.finish()
+            let full = Array(g)
+            let fullNorm = reducer.sumOfSquares
+            // The scatter-only step on the same data.
+            fill(g)
+            try reducer.begin(g, scale: 0.5, scatterOnly: true)
+            try reducer.reduceNow(range: 100..<157)
+            try reducer.reduceRows(range: table, rowLength: rowLength, rows: rows)
+            try reducer.finish()
+            XCTAssertTrue(reducer.scatterOnly)
+            XCTAssertEqual(reducer.sumOfSquares, fullNorm, accuracy: fullNorm * 1e-12, "the same norm")
+            let mine = reducer.ownedShares
+            XCTAssertEqual(mine, reducer.shares(of: comm.rank))
+            for r in mine { XCTAssertEqual(Array(g[r]), Array(full[r]), "rank \(comm.rank): own share \(r) reduced") }
+            XCTAssertEqual(Array(g[table]), Array(full[table]), "the table is reduced in full")
+            // Every dense element belongs to exactly one rank.
+            var owners = [Int](repeating: 0, count: n)
+            for q in 0..<3 { for r in reducer.shares(of: q) { for i in r { owners[i] += 1 } } }
+            XCTAssertEqual(owners.enumerated().filter { !table.contains($0.offset) }.map(\.element), [Int](repeating: 1, count: n - table.count))
+            // "Optimizer": values = 10 + reduced gradient on owned shares only, stale (-1) elsewhere; then exchange.
+            var values = [Float](repeating: -1, count: n)
+            for r in mine { for i in r { values[i] = 10 + g[i] } }
+            try values.withUnsafeMutableBufferPointer { try reducer.shareParameters($0) }
+            return [values.enumerated().map { table.contains($0.offset) ? 0 : $0.element },
+                    full.enumerated().map { table.contains($0.offset) ? 0 : 10 + $0.element }]
+        }
+        for (rank, r) in out.enumerated() { XCTAssertEqual(r[0], r[1], "rank \(rank): every dense parameter from its owner") }
+    }
+
     func testConsistencyCheckNamesTheOddRankAndField() throws {
         XCTAssertThrowsError(try InProcessGroup.run(worldSize: 4) { comm in
             let seed = comm.rank == 2 ? "2" : "1"

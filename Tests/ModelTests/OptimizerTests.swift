@@ -110,6 +110,53 @@ final class OptimizerTests: XCTestCase {
         XCTAssertNotEqual(sparse.values[table.range.lowerBound + 20 * 6], initial.values[table.range.lowerBound + 20 * 6])
     }
 
+    /// ZeRO-1 arithmetic: two "ranks" each updating complementary owned ranges of their own copy, then taking the
+    /// other's parameters and moments for its ranges, are bit-identical to one AdamW over everything.
+    func testShardedStepsCombineToTheFullUpdate() {
+        var l = ParameterLayout()
+        l.add("emb.weight", [10, 4]); l.add("a.weight", [9, 7]); l.add("a.bias", [9]); l.add("b.weight", [31])
+        let table = (range: l.entry("emb.weight")!.range, rowLength: 4)
+        func make() -> ParameterStore {
+            let s = ParameterStore(layout: l)
+            for i in s.values.indices { s.values[i] = Float(i % 11) * 0.05 - 0.2 }
+            return s
+        }
+        let dense = l.entry("a.weight")!.range.lowerBound..<l.count
+        let cut = dense.lowerBound + 37
+        let shares = [[dense.lowerBound..<cut], [cut..<dense.upperBound]]
+        let full = make(), r0 = make(), r1 = make()
+        let cfg = AdamWConfig(weightDecay: 0.01)
+        let of = AdamW(store: full, config: cfg, rowSparse: [table])
+        let o = [AdamW(store: r0, config: cfg, rowSparse: [table]), AdamW(store: r1, config: cfg, rowSparse: [table])]
+        for step in 0..<4 {
+            for s in [full, r0, r1] {
+                s.zeroGrads()
+                for i in s.grads.indices where !table.range.contains(i) || i < table.range.lowerBound + 8 {
+                    s.grads[i] = Float((i * 7 + step) % 13) * 0.01 - 0.06
+                }
+            }
+            of.step(lr: 1e-2, gradScale: 0.9, touchedRows: [[0, 1]])
+            for (k, (s, opt)) in zip([r0, r1], o).enumerated() {
+                opt.step(lr: 1e-2, gradScale: 0.9, touchedRows: [[0, 1]], denseOwned: shares[k])
+                _ = s
+            }
+            // Exchange: each takes the other's owned parameters (as shareParameters does).
+            for (k, r) in shares.enumerated() {
+                let src = k == 0 ? r0 : r1, dst = k == 0 ? r1 : r0
+                for range in r { for i in range { dst.values[i] = src.values[i] } }
+            }
+            XCTAssertEqual(Array(r0.values).map(\.bitPattern), Array(full.values).map(\.bitPattern), "step \(step + 1)")
+            XCTAssertEqual(Array(r1.values).map(\.bitPattern), Array(full.values).map(\.bitPattern), "step \(step + 1)")
+        }
+        // The moments are complete only after the owners' values are gathered (as before a checkpoint).
+        XCTAssertNotEqual(o[0].m.map(\.bitPattern), of.m.map(\.bitPattern), "rank 0's moments of rank 1's range are stale")
+        o[1].withMoments(shares[1][0]) { m1, v1 in
+            o[0].withMoments(shares[1][0]) { m0, v0 in _ = m0.update(fromContentsOf: m1); _ = v0.update(fromContentsOf: v1) }
+        }
+        XCTAssertEqual(o[0].m.map(\.bitPattern), of.m.map(\.bitPattern))
+        XCTAssertEqual(o[0].v.map(\.bitPattern), of.v.map(\.bitPattern))
+    }
+
     /// The clipping factor passed to the step equals scaling the gradient buffer first (torch's clip_grad_norm_).
     func testGradScaleEqualsClippingTheBufferFirst() {
         var l = ParameterLayout()
