@@ -40,12 +40,15 @@ public final class Predictor {
         let names = labels
         let C = names.count
         let pad = backend.padId
-        var out: [Prediction] = []
-        out.reserveCapacity(texts.count)
+        // Batches of similar length (longest first), as the trainer evaluates: padding a batch to its longest text
+        // in file order cost SMS spam's 517 test texts 2x the forward passes. Results come back in input order.
+        let all = try texts.map { try backend.tokenizer.encode($0.0, pair: $0.1, addSpecialTokens: true, maxLength: maxLength) }
+        let order = all.indices.sorted { all[$0].ids.count != all[$1].ids.count ? all[$0].ids.count > all[$1].ids.count : $0 < $1 }
+        var slots = [Prediction?](repeating: nil, count: texts.count)
         var i = 0
-        while i < texts.count {
-            let chunk = texts[i..<min(i + batchSize, texts.count)]
-            let encs = try chunk.map { try backend.tokenizer.encode($0.0, pair: $0.1, addSpecialTokens: true, maxLength: maxLength) }
+        while i < order.count {
+            let chunk = order[i..<min(i + batchSize, order.count)]
+            let encs = chunk.map { all[$0] }
             let T = encs.map(\.ids.count).max() ?? 1
             let B = encs.count
             var ids = [Int32](repeating: pad, count: B * T), mask = [Int32](repeating: 0, count: B * T)
@@ -57,7 +60,7 @@ public final class Predictor {
                 }
             }
             let batch = TokenBatch(batchSize: B, seqLen: T, inputIds: ids, attentionMask: mask, tokenTypeIds: types,
-                                   sampleIndices: Array(i..<(i + B)))
+                                   sampleIndices: Array(chunk))
             let logits = backend.model.forward(batch, dropout: nil)
             for b in 0..<B {
                 let row = Array(logits[(b * C)..<(b * C + C)])
@@ -67,10 +70,10 @@ public final class Predictor {
                 var probs: [String: Double] = [:]
                 for c in 0..<C { probs[names[c]] = ex[c] / z }
                 let best = row.indices.max { row[$0] < row[$1] } ?? 0
-                out.append(Prediction(label: names[best], probs: probs, logits: row))
+                slots[chunk[chunk.startIndex + b]] = Prediction(label: names[best], probs: probs, logits: row)
             }
             i += B
         }
-        return out
+        return slots.map { $0! }
     }
 }
