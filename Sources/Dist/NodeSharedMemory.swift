@@ -9,7 +9,21 @@
 // (the communicator returns nil) and uses message passing.
 // Deliberately not here: what is stored in the segments and who reads what (GradientReducer's shared path).
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 public final class NodeSharedMemory {
+    /// Where OpenMPI's shared-memory windows keep their backing files on Linux (osc_sm_backing_directory).
+    public static let backingDirectory = "/dev/shm"
+
+    /// Free bytes in the backing directory (nil if it cannot be queried). Containers often mount a 64 MB /dev/shm.
+    public static func freeBackingBytes() -> Int? {
+        var st = statvfs()
+        guard statvfs(backingDirectory, &st) == 0 else { return nil }
+        return Int(st.f_bavail) * Int(st.f_frsize)
+    }
+
     public let rank: Int
     public let worldSize: Int
     /// Bytes per segment.

@@ -158,9 +158,18 @@ public final class Trainer {
         }
         // Replicas start bit-identical: rank 0's parameters (including any freshly initialised head) win.
         try comm.broadcast(UnsafeMutableRawBufferPointer(task.store.values), root: 0)
-        // A single-node job keeps its gradients in node-shared memory, where the reducer sums them in place.
-        if config.sharedMemoryReduction, comm.worldSize > 1,
-           let shm = try comm.makeNodeSharedMemory(bytes: GradientReducer.sharedBytes(elements: task.store.count, worldSize: comm.worldSize)) {
+        // A single-node job keeps its gradients in node-shared memory, where the reducer sums them in place, if every
+        // rank sees room for all ranks' segments (a container's /dev/shm is often 64 MB): decided together.
+        let shmBytes = GradientReducer.sharedBytes(elements: task.store.count, worldSize: comm.worldSize)
+        var roomEverywhere: [Int64] = [Int64(NodeSharedMemory.freeBackingBytes() ?? 0) >= Int64(shmBytes * comm.worldSize + (64 << 20)) ? 1 : 0]
+        if config.sharedMemoryReduction, comm.worldSize > 1 {
+            try comm.allReduce(&roomEverywhere, op: .min)
+            if roomEverywhere[0] == 0 {
+                notices.append("\(NodeSharedMemory.backingDirectory) has less than \(comm.worldSize) × \(shmBytes >> 20) MB free for node-shared gradients: all-reducing with MPI messages (enlarge it, e.g. docker --shm-size, for the in-place path)")
+            }
+        }
+        if config.sharedMemoryReduction, comm.worldSize > 1, roomEverywhere[0] == 1,
+           let shm = try comm.makeNodeSharedMemory(bytes: shmBytes) {
             task.store.adoptGradientBuffer(UnsafeMutableBufferPointer(start: shm.base.assumingMemoryBound(to: Float.self), count: task.store.count), owner: shm)
             reducer = GradientReducer(communicator: comm, shared: shm)
             notices.append("gradients all-reduced in place in node-shared memory, \(config.shardOptimizer ? "AdamW sharded over the ranks (ZeRO-1)" : "AdamW on every rank") (all \(comm.worldSize) ranks on one node; --no-shared-memory for MPI messages)")
