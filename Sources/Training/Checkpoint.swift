@@ -85,18 +85,66 @@ public enum Checkpoint {
     /// `writeModel` writes the model files (config, weights, tokenizer) into the folder it is given.
     /// `hook` is called with the name of each phase boundary ("model-written", "optimizer-written",
     /// "before-manifest", "before-rename", "before-latest") so tests can kill the process exactly there.
+    /// Where the optimizer state comes from: tensors this process writes, or a file another rank of the same node
+    /// writes into the partial folder at the same time (`writeOptimizerFile`); the closure waits for it and returns
+    /// its size and sha256, which the manifest records without re-reading it.
+    public enum OptimizerFile {
+        case tensors([TensorToWrite])
+        case writtenElsewhere(() throws -> (size: Int, sha256: String))
+    }
+
+    /// The folder a checkpoint of `step` is written into before the commit renames it.
+    public static func partialFolder(outputDir: URL, step: Int) -> URL {
+        outputDir.appendingPathComponent("checkpoint-\(step).partial")
+    }
+
+    /// A fresh, empty partial folder (anything left by an interrupted save is removed).
+    public static func preparePartialFolder(outputDir: URL, step: Int) throws {
+        let partial = partialFolder(outputDir: outputDir, step: step)
+        try? FileManager.default.removeItem(at: partial)
+        try FileManager.default.createDirectory(at: partial, withIntermediateDirectories: true)
+    }
+
+    /// Writes optimizer.safetensors into `partial`, fsyncs it and returns its size and sha256 (for the rank that
+    /// writes the optimizer state while rank 0 writes the model: `OptimizerFile.writtenElsewhere`).
+    public static func writeOptimizerFile(_ tensors: [TensorToWrite], into partial: URL) throws -> (size: Int, sha256: String) {
+        let u = partial.appendingPathComponent(optimizerName)
+        try SafeTensorsWriter.write(tensors, to: u)
+        fsyncFile(u)
+        let size = (try FileManager.default.attributesOfItem(atPath: u.path)[.size] as? NSNumber)?.intValue ?? -1
+        return (size, try sha256(of: u))
+    }
+
     public static func commit(outputDir: URL, state: TrainerState, optimizerTensors: [TensorToWrite],
+                              hook: (String) -> Void = { _ in },
+                              writeModel: (URL) throws -> Void) throws -> URL {
+        try commit(outputDir: outputDir, state: state, optimizer: .tensors(optimizerTensors), hook: hook, writeModel: writeModel)
+    }
+
+    /// - Parameter partialPrepared: `preparePartialFolder` was already called (another rank may be writing into it).
+    public static func commit(outputDir: URL, state: TrainerState, optimizer: OptimizerFile, partialPrepared: Bool = false,
                               hook: (String) -> Void = { _ in },
                               writeModel: (URL) throws -> Void) throws -> URL {
         let fm = FileManager.default
         let name = "checkpoint-\(state.globalStep)"
         let final = outputDir.appendingPathComponent(name)
-        let partial = outputDir.appendingPathComponent(name + ".partial")
-        try? fm.removeItem(at: partial)
-        try fm.createDirectory(at: partial, withIntermediateDirectories: true)
+        let partial = partialFolder(outputDir: outputDir, step: state.globalStep)
+        if !partialPrepared { try preparePartialFolder(outputDir: outputDir, step: state.globalStep) }
         try writeModel(partial)
         hook("model-written")
-        try SafeTensorsWriter.write(optimizerTensors, to: partial.appendingPathComponent(optimizerName))
+        var known: [String: (size: Int, sha256: String)] = [:]
+        switch optimizer {
+        case .tensors(let t):
+            try SafeTensorsWriter.write(t, to: partial.appendingPathComponent(optimizerName))
+        case .writtenElsewhere(let wait):
+            let got = try wait()
+            let u = partial.appendingPathComponent(optimizerName)
+            let size = (try? fm.attributesOfItem(atPath: u.path)[.size] as? NSNumber)?.intValue ?? -1
+            guard got.size >= 0, size == got.size else {
+                throw CheckpointError("\(u.path): the optimizer state written by another rank is missing or incomplete (\(size) of \(got.size) bytes)")
+            }
+            known[optimizerName] = got
+        }
         hook("optimizer-written")
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -104,6 +152,7 @@ public enum Checkpoint {
         // Manifest last: sizes and hashes of everything else.
         var files: [String: [String: Any]] = [:]
         for f in try fm.contentsOfDirectory(atPath: partial.path).sorted() where f != manifestName && !f.hasPrefix(".") {
+            if let k = known[f] { files[f] = ["size": k.size, "sha256": k.sha256]; continue }  // fsynced by its writer
             let u = partial.appendingPathComponent(f)
             fsyncFile(u)
             let size = (try fm.attributesOfItem(atPath: u.path)[.size] as? NSNumber)?.intValue ?? -1

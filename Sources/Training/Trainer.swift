@@ -434,6 +434,39 @@ public final class Trainer {
                         onEvent: (TrainingEvent) -> Void) throws -> URL {
         let url = config.outputDir.appendingPathComponent("checkpoint-\(step)")
         try gatherOptimizerState()
+        // A foreground save on one node (shared memory in use) splits the writing: the last rank, which holds the
+        // complete optimizer state too, writes optimizer.safetensors into the partial folder while rank 0 writes the
+        // model; rank 0 still commits (manifest, rename, `latest`). Rank 1 would otherwise wait idle for 2/3 of it.
+        let helper = comm.worldSize - 1
+        let split = !background && reducer.shared != nil && helper > 0
+        var receiver: OptimizerFileReport?
+        if split {
+            if comm.isRoot {
+                try writer.wait()
+                try Checkpoint.preparePartialFolder(outputDir: config.outputDir, step: step)
+            }
+            try comm.barrier()
+            if comm.rank == helper {
+                var report: Result<(size: Int, sha256: String), Error>
+                do {
+                    let partial = Checkpoint.partialFolder(outputDir: config.outputDir, step: step)
+                    let entries = task.store.entries
+                    report = .success(try optimizer.withMoments(0..<task.store.count) { mp, vp in
+                        var tensors: [TensorToWrite] = []
+                        for e in entries {
+                            tensors.append(TensorToWrite(name: "exp_avg/" + e.name, shape: e.shape, floats: UnsafeBufferPointer(rebasing: mp[e.range])))
+                            tensors.append(TensorToWrite(name: "exp_avg_sq/" + e.name, shape: e.shape, floats: UnsafeBufferPointer(rebasing: vp[e.range])))
+                        }
+                        return try Checkpoint.writeOptimizerFile(tensors, into: partial)
+                    })
+                } catch { report = .failure(error) }
+                try OptimizerFileReport.send(report, comm: comm, root: helper)
+            } else if !comm.isRoot {
+                _ = try? OptimizerFileReport(comm: comm, root: helper).receive()
+            } else {
+                receiver = OptimizerFileReport(comm: comm, root: helper)
+            }
+        }
         if comm.isRoot {
             let state = TrainerState(
                 globalStep: step, epoch: Double(step) / Double(stepsPerEpoch),
@@ -450,16 +483,20 @@ public final class Trainer {
             let task = self.task, outputDir = config.outputDir, limit = config.saveTotalLimit, bestStep = best?.step
             let history = self.history
             let fault = config.faultInjection
-            let work: @Sendable () throws -> URL = {
+            let work: @Sendable (OptimizerFileReport?) throws -> URL = { elsewhere in
                 // Views into the snapshot arrays (no per-tensor copies: 2 × 91 MB less at every MiniLM save).
                 let u = try m.withUnsafeBufferPointer { mp in
                     try v.withUnsafeBufferPointer { vp in
                         var tensors: [TensorToWrite] = []
-                        for e in entries {
-                            tensors.append(TensorToWrite(name: "exp_avg/" + e.name, shape: e.shape, floats: UnsafeBufferPointer(rebasing: mp[e.range])))
-                            tensors.append(TensorToWrite(name: "exp_avg_sq/" + e.name, shape: e.shape, floats: UnsafeBufferPointer(rebasing: vp[e.range])))
+                        if elsewhere == nil {
+                            for e in entries {
+                                tensors.append(TensorToWrite(name: "exp_avg/" + e.name, shape: e.shape, floats: UnsafeBufferPointer(rebasing: mp[e.range])))
+                                tensors.append(TensorToWrite(name: "exp_avg_sq/" + e.name, shape: e.shape, floats: UnsafeBufferPointer(rebasing: vp[e.range])))
+                            }
                         }
-                        return try Checkpoint.commit(outputDir: outputDir, state: state, optimizerTensors: tensors, hook: { phase in
+                        let source: Checkpoint.OptimizerFile = elsewhere.map { r in .writtenElsewhere { try r.receive() } } ?? .tensors(tensors)
+                        return try Checkpoint.commit(outputDir: outputDir, state: state, optimizer: source,
+                                                     partialPrepared: elsewhere != nil, hook: { phase in
                             if let f = fault, f.step == step, f.phase == phase { _exit(137) }
                         }) { dir in
                             try task.save(to: dir, weights: snapshot)
@@ -472,11 +509,11 @@ public final class Trainer {
                 return u
             }
             if background {
-                try writer.submit(work)
+                try writer.submit { try work(nil) }
                 lastSynchronousCheckpoint = nil
             } else {
                 try writer.wait()
-                lastSynchronousCheckpoint = (step, try work())
+                lastSynchronousCheckpoint = (step, try work(receiver))
             }
             onEvent(.saved(url))
         }
@@ -539,6 +576,38 @@ public final class Trainer {
         return try ClassificationTask(modelDir: modelDir, adapterDir: config.lora == nil ? nil : checkpoint,
                                       trainSet: trainSet, evalSet: evalSet, labels: labelSet.names,
                                       config: config, microBatch: microBatch)
+    }
+}
+
+/// The size and sha256 of optimizer.safetensors, or the error, sent by the rank that wrote it to every rank in one
+/// fixed-size broadcast (rank 0 records it in the manifest without re-reading the file).
+final class OptimizerFileReport: @unchecked Sendable {
+    static let bytes = 8 + 64 + 448
+    let comm: Communicator
+    let root: Int
+    init(comm: Communicator, root: Int) { self.comm = comm; self.root = root }
+
+    static func send(_ r: Result<(size: Int, sha256: String), Error>, comm: Communicator, root: Int) throws {
+        var b = [UInt8](repeating: 0, count: bytes)
+        switch r {
+        case .success(let ok):
+            withUnsafeBytes(of: Int64(ok.size).littleEndian) { for i in 0..<8 { b[i] = $0[i] } }
+            for (i, c) in ok.sha256.utf8.prefix(64).enumerated() { b[8 + i] = c }
+        case .failure(let e):
+            withUnsafeBytes(of: Int64(-1).littleEndian) { for i in 0..<8 { b[i] = $0[i] } }
+            for (i, c) in "\(e)".utf8.prefix(448).enumerated() { b[72 + i] = c }
+        }
+        try comm.broadcast(&b, root: root)
+    }
+
+    func receive() throws -> (size: Int, sha256: String) {
+        var b = [UInt8](repeating: 0, count: Self.bytes)
+        try comm.broadcast(&b, root: root)
+        let size = Int(Int64(littleEndian: b[0..<8].withUnsafeBytes { $0.loadUnaligned(as: Int64.self) }))
+        guard size >= 0 else {
+            throw TrainingError("rank \(root) could not write the checkpoint's optimizer state: \(String(decoding: b[72...].prefix { $0 != 0 }, as: UTF8.self))")
+        }
+        return (size, String(decoding: b[8..<72], as: UTF8.self))
     }
 }
 

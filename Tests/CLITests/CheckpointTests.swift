@@ -65,6 +65,36 @@ final class CheckpointTests: XCTestCase {
         }
     }
 
+    /// 2 ranks on one node: the final (foreground) save is split, rank 1 writing optimizer.safetensors while rank 0
+    /// writes the model and commits. Killing rank 0 inside that save never leaves a checkpoint that is resumed
+    /// from, and the resumed job ends bitwise equal to an uninterrupted one; the split checkpoint verifies.
+    func testCrashDuringASplitSaveOfTwoRanks() throws {
+        let ref = try CLI.run(args("ref2"), ranks: 2, timeout: 120)
+        XCTAssertEqual(ref.status, 0, ref.stderr)
+        let refWeights = try weights("ref2")
+        let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("ref2/checkpoint-10/manifest.json"))) as! [String: Any]
+        let files = manifest["files"] as! [String: [String: Any]]
+        let opt = dir.appendingPathComponent("ref2/checkpoint-10/optimizer.safetensors")
+        let sum = Process(), pipe = Pipe()
+        sum.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
+        sum.arguments = [opt.path]
+        sum.standardOutput = pipe
+        try sum.run()
+        sum.waitUntilExit()
+        let digest = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).prefix(64)
+        XCTAssertEqual(files["optimizer.safetensors"]?["sha256"] as? String, String(digest), "the helper rank's digest")
+        for phase in ["model-written", "optimizer-written", "before-manifest"] {
+            let out = "s-\(phase)"
+            let crashed = try CLI.run(args(out, ["--fault-inject", "\(phase):10"]), ranks: 2, timeout: 120)
+            XCTAssertNotEqual(crashed.status, 0, "\(phase): rank 0 should die inside the final save")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("\(out)/checkpoint-10/manifest.json").path))
+            let resumed = try CLI.run(args(out), ranks: 2, timeout: 120)
+            XCTAssertEqual(resumed.status, 0, "\(phase) resume: \(resumed.stderr)")
+            XCTAssertTrue(resumed.stderr.contains("resuming from checkpoint-8"), resumed.stderr)
+            XCTAssertEqual(try weights(out), refWeights, "\(phase): resumed run differs from the uninterrupted one")
+        }
+    }
+
     func testCorruptCheckpointFallsBackWithWarning() throws {
         let ref = try CLI.run(args("ref", ["--max-steps", "12"]))
         XCTAssertEqual(ref.status, 0, ref.stderr)
