@@ -136,3 +136,8 @@ public final class LocalCommunicator: Communicator {
     public func barrier() throws {}
     public func abort(code: Int32) -> Never { exit(code) }
 }
+
+extension Duration {
+    /// The duration in seconds, as a Double (for timings in logs and metrics).
+    public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+}

@@ -314,16 +314,11 @@ public final class GradientReducer {
         if sharedStep, let shared {
             if !gaps.isEmpty { try sharedReduce(gaps) }  // the same gaps on every rank: one rendezvous for all
             // Each rank summed the squares of its own shares: combine them through the slots, in rank order.
-            let slots = (shared.base + Self.slotOffset(elements: buffer.count)).assumingMemoryBound(to: Double.self)
             let row = (sharedSteps % 2) * shared.worldSize
             sharedSteps += 1
-            slots[row + shared.rank] = stepSumSq
+            normSlots(shared.rank, elements: buffer.count)[row + shared.rank] = stepSumSq
             try shared.sync()  // also: no rank rewrites its buffer while another still copies from it
-            var total = 0.0
-            for q in 0..<shared.worldSize {
-                total += (shared.segment(of: q) + Self.slotOffset(elements: buffer.count)).assumingMemoryBound(to: Double.self)[row + q]
-            }
-            sumOfSquares = total
+            sumOfSquares = (0..<shared.worldSize).reduce(0.0) { $0 + normSlots($1, elements: buffer.count)[row + $1] }
             return
         }
         for g in gaps { try reduceAsync(range: g) }
@@ -345,12 +340,7 @@ public final class GradientReducer {
         let mine = UnsafeMutablePointer(mutating: peers[shared.rank]!)
         for r in ownedShares { (mine + r.lowerBound).update(from: v + r.lowerBound, count: r.count) }
         try shared.sync()
-        for q in 0..<shared.worldSize where q != shared.rank {
-            for r in sharedRanges {
-                let theirs = share(r, q, of: shared.worldSize)
-                if !theirs.isEmpty { (v + theirs.lowerBound).update(from: peers[q]! + theirs.lowerBound, count: theirs.count) }
-            }
-        }
+        copyOtherShares(of: sharedRanges, into: v)
         try shared.sync()
     }
 
@@ -380,12 +370,23 @@ public final class GradientReducer {
         }
         if scatterOnly { return }  // the owners keep their shares; parameters travel instead (shareParameters)
         try shared.sync()
+        copyOtherShares(of: ranges, into: buffer.baseAddress!)
+    }
+
+    /// dst[i] = rank q's segment[i] for every other rank q's share of `ranges` (same offsets in every segment).
+    private func copyOtherShares(of ranges: [Range<Int>], into dst: UnsafeMutablePointer<Float>) {
+        guard let shared else { return }
         for r in ranges {
-            for q in 0..<W where q != shared.rank {
-                let theirs = share(r, q, of: W)
-                if !theirs.isEmpty { (buffer.baseAddress! + theirs.lowerBound).update(from: peers[q]! + theirs.lowerBound, count: theirs.count) }
+            for q in 0..<shared.worldSize where q != shared.rank {
+                let theirs = share(r, q, of: shared.worldSize)
+                if !theirs.isEmpty { (dst + theirs.lowerBound).update(from: peers[q]! + theirs.lowerBound, count: theirs.count) }
             }
         }
+    }
+
+    /// Rank q's two rows of norm slots, after the gradient in its segment.
+    private func normSlots(_ q: Int, elements: Int) -> UnsafeMutablePointer<Double> {
+        (shared!.segment(of: q) + Self.slotOffset(elements: elements)).assumingMemoryBound(to: Double.self)
     }
 
     /// Own buffer[o..<o+n] = scale · Σ_q rank q's buffer[o..<o+n], in rank order; returns Σ of the squares.
@@ -403,10 +404,7 @@ public final class GradientReducer {
         stats.steps += 1
     }
 
-    private static func seconds(since t0: ContinuousClock.Instant) -> Double {
-        let d = ContinuousClock.now - t0
-        return Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
-    }
+    private static func seconds(since t0: ContinuousClock.Instant) -> Double { (ContinuousClock.now - t0).seconds }
 
     /// b *= s, then Σ b² in Float64, in one pass (C kernel).
     static func scaleAndSumSquares(_ b: UnsafeMutableBufferPointer<Float>, by s: Float) -> Double {

@@ -94,7 +94,7 @@ public final class Watchdog: Sendable {
         if stopped { return true }
         guard let a = activity else { return false }
         let waited = ContinuousClock.now - a.started
-        let seconds = Double(waited.components.seconds) + Double(waited.components.attoseconds) * 1e-18
+        let seconds = waited.seconds
         guard seconds > a.limit else { return false }
         let message = "disttrain watchdog: \(rankLabel) has waited \(String(format: "%.1f", seconds)) s "
             + "(timeout \(a.limit) s) in collective #\(a.sequence) \(a.name); another rank probably died or is "

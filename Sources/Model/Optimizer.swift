@@ -53,10 +53,11 @@ public final class AdamW: @unchecked Sendable {
         }
         self.tables = tables
         var segments: [(range: Range<Int>, decay: Bool)] = []
+        let tableRanges = tables.map(\.range).sorted { $0.lowerBound < $1.lowerBound }
         for e in store.entries {
             // The entry minus any table inside it.
             var lo = e.range.lowerBound
-            for t in tables.map(\.range).sorted(by: { $0.lowerBound < $1.lowerBound }) where e.range.overlaps(t) {
+            for t in tableRanges where e.range.overlaps(t) {
                 if t.lowerBound > lo { segments.append((lo..<t.lowerBound, e.decay)) }
                 lo = max(lo, t.upperBound)
             }

@@ -115,10 +115,12 @@ public enum Checkpoint {
         return (size, try sha256(of: u))
     }
 
-    public static func commit(outputDir: URL, state: TrainerState, optimizerTensors: [TensorToWrite],
-                              hook: (String) -> Void = { _ in },
-                              writeModel: (URL) throws -> Void) throws -> URL {
-        try commit(outputDir: outputDir, state: state, optimizer: .tensors(optimizerTensors), hook: hook, writeModel: writeModel)
+    /// The optimizer file's tensors (`exp_avg/NAME`, `exp_avg_sq/NAME` per entry) as views into the moments.
+    public static func optimizerTensors(_ entries: [ParameterEntry], m: UnsafeBufferPointer<Float>, v: UnsafeBufferPointer<Float>) -> [TensorToWrite] {
+        entries.flatMap { e in
+            [TensorToWrite(name: "exp_avg/" + e.name, shape: e.shape, floats: UnsafeBufferPointer(rebasing: m[e.range])),
+             TensorToWrite(name: "exp_avg_sq/" + e.name, shape: e.shape, floats: UnsafeBufferPointer(rebasing: v[e.range]))]
+        }
     }
 
     /// - Parameter partialPrepared: `preparePartialFolder` was already called (another rank may be writing into it).

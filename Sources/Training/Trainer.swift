@@ -160,19 +160,17 @@ public final class Trainer {
         try comm.broadcast(UnsafeMutableRawBufferPointer(task.store.values), root: 0)
         // A single-node job keeps its gradients in node-shared memory, where the reducer sums them in place, if every
         // rank sees room for all ranks' segments (a container's /dev/shm is often 64 MB): decided together.
-        let shmBytes = GradientReducer.sharedBytes(elements: task.store.count, worldSize: comm.worldSize)
-        var roomEverywhere: [Int64] = [Int64(NodeSharedMemory.freeBackingBytes() ?? 0) >= Int64(shmBytes * comm.worldSize + (64 << 20)) ? 1 : 0]
         if config.sharedMemoryReduction, comm.worldSize > 1 {
-            try comm.allReduce(&roomEverywhere, op: .min)
-            if roomEverywhere[0] == 0 {
+            let shmBytes = GradientReducer.sharedBytes(elements: task.store.count, worldSize: comm.worldSize)
+            var room: [Int64] = [(NodeSharedMemory.freeBackingBytes() ?? 0) >= shmBytes * comm.worldSize + (64 << 20) ? 1 : 0]
+            try comm.allReduce(&room, op: .min)
+            if room[0] == 0 {
                 notices.append("\(NodeSharedMemory.backingDirectory) has less than \(comm.worldSize) × \(shmBytes >> 20) MB free for node-shared gradients: all-reducing with MPI messages (enlarge it, e.g. docker --shm-size, for the in-place path)")
+            } else if let shm = try comm.makeNodeSharedMemory(bytes: shmBytes) {
+                task.store.adoptGradientBuffer(UnsafeMutableBufferPointer(start: shm.base.assumingMemoryBound(to: Float.self), count: task.store.count), owner: shm)
+                reducer = GradientReducer(communicator: comm, shared: shm)
+                notices.append("gradients all-reduced in place in node-shared memory, \(config.shardOptimizer ? "AdamW sharded over the ranks (ZeRO-1)" : "AdamW on every rank") (all \(comm.worldSize) ranks on one node; --no-shared-memory for MPI messages)")
             }
-        }
-        if config.sharedMemoryReduction, comm.worldSize > 1, roomEverywhere[0] == 1,
-           let shm = try comm.makeNodeSharedMemory(bytes: shmBytes) {
-            task.store.adoptGradientBuffer(UnsafeMutableBufferPointer(start: shm.base.assumingMemoryBound(to: Float.self), count: task.store.count), owner: shm)
-            reducer = GradientReducer(communicator: comm, shared: shm)
-            notices.append("gradients all-reduced in place in node-shared memory, \(config.shardOptimizer ? "AdamW sharded over the ranks (ZeRO-1)" : "AdamW on every rank") (all \(comm.worldSize) ranks on one node; --no-shared-memory for MPI messages)")
         }
     }
 
@@ -293,10 +291,9 @@ public final class Trainer {
             optimizer.step(lr: lr, gradScale: GradientClipping.coefficient(norm: norm, maxNorm: config.maxGradNorm),
                            touchedRows: sync.sparseTables.isEmpty ? nil : rows,
                            denseOwned: shardsOptimizer ? reducer.ownedShares : nil)
-            // ZeRO stage 1: each rank updated its shares of the dense parameters; now all ranks get all of them.
-            let optTime = ContinuousClock.now - optStart
-            windowOptimizer += Double(optTime.components.seconds) + Double(optTime.components.attoseconds) * 1e-18
-            // The exchange counts as communication (allreduce_s in metrics.jsonl).
+            windowOptimizer += (ContinuousClock.now - optStart).seconds
+            // ZeRO stage 1: each rank updated its shares of the dense parameters; now all ranks get all of them (the
+            // exchange counts as communication: allreduce_s in metrics.jsonl).
             if shardsOptimizer { try reducer.shareParameters(task.store.values) }
             guard stepLoss.isFinite else {
                 throw TrainingError("the loss became \(stepLoss) at step \(step + 1); lower --learning-rate or check the data")
@@ -452,17 +449,13 @@ public final class Trainer {
                     let partial = Checkpoint.partialFolder(outputDir: config.outputDir, step: step)
                     let entries = task.store.entries
                     report = .success(try optimizer.withMoments(0..<task.store.count) { mp, vp in
-                        var tensors: [TensorToWrite] = []
-                        for e in entries {
-                            tensors.append(TensorToWrite(name: "exp_avg/" + e.name, shape: e.shape, floats: UnsafeBufferPointer(rebasing: mp[e.range])))
-                            tensors.append(TensorToWrite(name: "exp_avg_sq/" + e.name, shape: e.shape, floats: UnsafeBufferPointer(rebasing: vp[e.range])))
-                        }
-                        return try Checkpoint.writeOptimizerFile(tensors, into: partial)
+                        try Checkpoint.writeOptimizerFile(Checkpoint.optimizerTensors(entries, m: UnsafeBufferPointer(mp), v: UnsafeBufferPointer(vp)), into: partial)
                     })
                 } catch { report = .failure(error) }
                 try OptimizerFileReport.send(report, comm: comm, root: helper)
             } else if !comm.isRoot {
-                _ = try? OptimizerFileReport(comm: comm, root: helper).receive()
+                // A bystander joins the broadcast; a failed write is reported (and fails the job) on rank 0.
+                do { _ = try OptimizerFileReport(comm: comm, root: helper).receive() } catch is TrainingError {}
             } else {
                 receiver = OptimizerFileReport(comm: comm, root: helper)
             }
@@ -487,14 +480,8 @@ public final class Trainer {
                 // Views into the snapshot arrays (no per-tensor copies: 2 × 91 MB less at every MiniLM save).
                 let u = try m.withUnsafeBufferPointer { mp in
                     try v.withUnsafeBufferPointer { vp in
-                        var tensors: [TensorToWrite] = []
-                        if elsewhere == nil {
-                            for e in entries {
-                                tensors.append(TensorToWrite(name: "exp_avg/" + e.name, shape: e.shape, floats: UnsafeBufferPointer(rebasing: mp[e.range])))
-                                tensors.append(TensorToWrite(name: "exp_avg_sq/" + e.name, shape: e.shape, floats: UnsafeBufferPointer(rebasing: vp[e.range])))
-                            }
-                        }
-                        let source: Checkpoint.OptimizerFile = elsewhere.map { r in .writtenElsewhere { try r.receive() } } ?? .tensors(tensors)
+                        let source: Checkpoint.OptimizerFile = elsewhere.map { r in .writtenElsewhere { try r.receive() } }
+                            ?? .tensors(Checkpoint.optimizerTensors(entries, m: mp, v: vp))
                         return try Checkpoint.commit(outputDir: outputDir, state: state, optimizer: source,
                                                      partialPrepared: elsewhere != nil, hook: { phase in
                             if let f = fault, f.step == step, f.phase == phase { _exit(137) }

@@ -291,7 +291,7 @@ struct CommCheck: ParsableCommand {
                 try buf.withUnsafeMutableBufferPointer { try body($0) }
                 let dt = ContinuousClock.now - t0
                 // A collective is as slow as its slowest member: take the maximum over ranks.
-                var s = [Double(dt.components.seconds) + Double(dt.components.attoseconds) * 1e-18]
+                var s = [dt.seconds]
                 try comm.allReduce(&s, op: .max)
                 if rep > 0 { samples[name, default: []].append(s[0]) }
             }

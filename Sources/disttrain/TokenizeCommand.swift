@@ -96,7 +96,7 @@ struct Tokenize: ParsableCommand {
                 }
             }
             tokens = count
-            times.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+            times.append(elapsed.seconds)
         }
         let median = times.sorted()[times.count / 2]
         let runs = times.map { String(format: "%.4f", $0) }.joined(separator: ", ")
