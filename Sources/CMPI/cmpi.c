@@ -169,6 +169,7 @@ struct cmpi_shm {
     MPI_Win win;
     int size;
     void **segments;  // per node rank, as mapped here
+    size_t *bytes;    // per node rank, as asked for
 };
 
 int cmpi_shm_create(size_t bytes, cmpi_shm **shm, void **base) {
@@ -193,21 +194,30 @@ int cmpi_shm_create(size_t bytes, cmpi_shm **shm, void **base) {
     s->node = node;
     s->size = nodeSize;
     void *mine = NULL;
+    unsigned long long asked = (unsigned long long)bytes;
+    s->bytes = calloc((size_t)nodeSize, sizeof(size_t));
+    if (s->bytes == NULL) { MPI_Info_free(&info); MPI_Comm_free(&node); free(s); return CMPI_ERR_NOMEM; }
+    unsigned long long *all = calloc((size_t)nodeSize, sizeof(unsigned long long));
+    if (all == NULL) { MPI_Info_free(&info); MPI_Comm_free(&node); free(s->bytes); free(s); return CMPI_ERR_NOMEM; }
+    rc = MPI_Allgather(&asked, 1, MPI_UNSIGNED_LONG_LONG, all, 1, MPI_UNSIGNED_LONG_LONG, node);
+    for (int r = 0; r < nodeSize; r++) s->bytes[r] = (size_t)all[r];
+    free(all);
+    if (rc != MPI_SUCCESS) { MPI_Info_free(&info); MPI_Comm_free(&node); free(s->bytes); free(s); return rc; }
     rc = MPI_Win_allocate_shared((MPI_Aint)(bytes == 0 ? 64 : bytes), 64, info, node, &mine, &s->win);
     MPI_Info_free(&info);
-    if (rc != MPI_SUCCESS) { MPI_Comm_free(&node); free(s); return rc; }
+    if (rc != MPI_SUCCESS) { MPI_Comm_free(&node); free(s->bytes); free(s); return rc; }
     MPI_Win_set_errhandler(s->win, MPI_ERRORS_RETURN);
     s->segments = calloc((size_t)nodeSize, sizeof(void *));
-    if (s->segments == NULL) { MPI_Win_free(&s->win); MPI_Comm_free(&node); free(s); return CMPI_ERR_NOMEM; }
+    if (s->segments == NULL) { MPI_Win_free(&s->win); MPI_Comm_free(&node); free(s->bytes); free(s); return CMPI_ERR_NOMEM; }
     for (int r = 0; r < nodeSize; r++) {
         MPI_Aint sz; int du; void *p = NULL;
         rc = MPI_Win_shared_query(s->win, r, &sz, &du, &p);
-        if (rc != MPI_SUCCESS) { free(s->segments); MPI_Win_free(&s->win); MPI_Comm_free(&node); free(s); return rc; }
+        if (rc != MPI_SUCCESS) { free(s->segments); MPI_Win_free(&s->win); MPI_Comm_free(&node); free(s->bytes); free(s); return rc; }
         s->segments[r] = p;
     }
     // Passive-target epoch for the window's lifetime: loads and stores are ordered by cmpi_shm_sync.
     rc = MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win);
-    if (rc != MPI_SUCCESS) { free(s->segments); MPI_Win_free(&s->win); MPI_Comm_free(&node); free(s); return rc; }
+    if (rc != MPI_SUCCESS) { free(s->segments); MPI_Win_free(&s->win); MPI_Comm_free(&node); free(s->bytes); free(s); return rc; }
     *shm = s;
     *base = mine;
     return MPI_SUCCESS;
@@ -216,6 +226,11 @@ int cmpi_shm_create(size_t bytes, cmpi_shm **shm, void **base) {
 void *cmpi_shm_segment(cmpi_shm *shm, int rank) {
     if (shm == NULL || rank < 0 || rank >= shm->size) return NULL;
     return shm->segments[rank];
+}
+
+size_t cmpi_shm_segment_bytes(cmpi_shm *shm, int rank) {
+    if (shm == NULL || rank < 0 || rank >= shm->size) return 0;
+    return shm->bytes[rank];
 }
 
 int cmpi_shm_sync(cmpi_shm *shm) {
@@ -233,6 +248,7 @@ int cmpi_shm_free(cmpi_shm *shm) {
     int rc = MPI_Win_free(&shm->win);
     MPI_Comm_free(&shm->node);
     free(shm->segments);
+    free(shm->bytes);
     free(shm);
     return rc;
 }

@@ -53,13 +53,14 @@ public protocol Communicator: AnyObject {
     func barrier() throws
     /// Ends every rank of the job at once with `code` (used when one rank finds an unrecoverable error).
     func abort(code: Int32) -> Never
-    /// Collective: `bytes` of memory per rank that every rank can address (NodeSharedMemory), when all ranks share
-    /// one node and the implementation supports it; nil otherwise (the default), and the caller passes messages.
-    func makeNodeSharedMemory(bytes: Int) throws -> NodeSharedMemory?
+    /// Collective: a segment of `segmentBytes` (this rank's size; ranks may differ, 0 allowed) per rank that every
+    /// rank can address (NodeSharedMemory), when all ranks share one node and the implementation supports it; nil
+    /// otherwise (the default), and the caller passes messages.
+    func makeNodeSharedMemory(segmentBytes: Int) throws -> NodeSharedMemory?
 }
 
 extension Communicator {
-    public func makeNodeSharedMemory(bytes: Int) throws -> NodeSharedMemory? { nil }
+    public func makeNodeSharedMemory(segmentBytes: Int) throws -> NodeSharedMemory? { nil }
 
     public func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws -> PendingReduction {
         try allReduce(buffer, op: op)

@@ -15,8 +15,8 @@
 // MPI's transport; for 2 ranks here that halves the time of a 44 MB gradient (3.5 vs 7 ms). The clipping norm is
 // summed from each rank's share and combined through a slot array in the segment, identically on every rank.
 // With `scatterOnly` (ZeRO stage 1 on one node) the second half is skipped: each rank keeps only its own shares of
-// the dense ranges reduced (`ownedShares`), updates just those parameters, and `shareParameters` then hands the
-// updated values to the other ranks through the same segments (row-sparse tables are always reduced in full).
+// the dense ranges reduced (`ownedShares`) and of the rows of row-sparse tables that `rowOwner` assigns to it, and
+// updates just those parameters (in the trainer they live in one node-wide buffer, so nothing is sent back).
 //
 // Contract: every rank must call the same sequence of `reduceAsync` ranges (MPI matches collectives by order).
 // With world size 1 nothing is communicated; the buffer is only scaled.
@@ -148,7 +148,8 @@ public final class GradientReducer {
 
     /// Opens an asynchronous step on `buffer`: subsequent `reduceAsync(range:)` calls launch its buckets.
     /// - Parameter scatterOnly: on the in-place path, leave each dense range reduced only in its owner's share
-    ///   (`ownedShares`); the caller updates those parameters and calls `shareParameters`. Ignored otherwise.
+    ///   (`ownedShares`), and each table row given an owner in `reduceRows` only in its owner's buffer; the caller
+    ///   updates just those parameters. Ignored otherwise.
     public func begin(_ buffer: UnsafeMutableBufferPointer<Float>, scale: Float, scatterOnly: Bool = false) throws {
         guard self.buffer == nil else {
             throw CommunicatorError("GradientReducer.begin called twice without finish()")
@@ -223,7 +224,9 @@ public final class GradientReducer {
     /// every other row of `range` is left as it is, which is exact when it is zero on every rank (the caller's
     /// contract; `--debug` checks it). For a 30522-row table and a batch of 32 short texts this moves ~1-2 MB
     /// instead of 47 MB. Blocking; `rows` must be sorted, unique and inside the table. Counts as covering `range`.
-    public func reduceRows(range: Range<Int>, rowLength: Int, rows: [Int]) throws {
+    /// `rowOwner` (a scatter-only step; a rank in 0..<worldSize for each row, the same rule on every rank): each row is
+    /// reduced only into its owner's buffer; without it, or outside a scatter-only step, every rank gets every row.
+    public func reduceRows(range: Range<Int>, rowLength: Int, rows: [Int], rowOwner: ((Int) -> Int)? = nil) throws {
         guard let buffer else { throw CommunicatorError("GradientReducer.reduceRows called before begin(_:scale:)") }
         guard rowLength > 0, range.lowerBound >= 0, range.upperBound <= buffer.count, range.count % rowLength == 0 else {
             throw CommunicatorError("GradientReducer.reduceRows: range \(range) is not whole rows of \(rowLength) inside 0..<\(buffer.count)")
@@ -246,6 +249,16 @@ public final class GradientReducer {
         if sharedStep, let shared {
             // Rank q owns the q-th contiguous group of the rows: sums them over all ranks, then all copy from owners.
             let W = shared.worldSize
+            if scatterOnly, let rowOwner {
+                // Each rank sums the rows it owns; nobody copies (its owner alone updates a row).
+                try shared.sync()
+                for r in rows where rowOwner(r) == shared.rank {
+                    stepSumSq += sumRanks(at: range.lowerBound + r * rowLength, count: rowLength)
+                }
+                sparseSkipped += range.count - n
+                launched.append((range, CompletedReduction(), true))
+                return
+            }
             func group(_ q: Int) -> ArraySlice<Int> { rows[(rows.count * q / W)..<(rows.count * (q + 1) / W)] }
             try shared.sync()
             for r in group(shared.rank) { stepSumSq += sumRanks(at: range.lowerBound + r * rowLength, count: rowLength) }
@@ -329,21 +342,6 @@ public final class GradientReducer {
         sumOfSquares = stepSumSq
     }
 
-    /// After a `scatterOnly` step whose owners have updated their shares of `values`: every rank gets every other
-    /// rank's updated shares, passed through the segments (which hold no gradient any more): each rank writes its
-    /// shares of `values` into its segment, and after a node barrier copies the others' from theirs. A closing
-    /// barrier keeps the segments unchanged until every rank has copied (the next step zeroes them).
-    public func shareParameters(_ values: UnsafeMutableBufferPointer<Float>) throws {
-        guard let shared, scatterOnly, !sharedRanges.isEmpty, let v = values.baseAddress else { return }
-        let t0 = ContinuousClock.now
-        defer { stats.seconds += Self.seconds(since: t0) }
-        let mine = UnsafeMutablePointer(mutating: peers[shared.rank]!)
-        for r in ownedShares { (mine + r.lowerBound).update(from: v + r.lowerBound, count: r.count) }
-        try shared.sync()
-        copyOtherShares(of: sharedRanges, into: v)
-        try shared.sync()
-    }
-
     private func isShared(_ b: UnsafeMutableBufferPointer<Float>) -> Bool {
         guard let shared, let p = b.baseAddress else { return false }
         return UnsafeMutableRawPointer(p) == shared.base
@@ -368,7 +366,7 @@ public final class GradientReducer {
             let mine = share(r, shared.rank, of: W)
             if !mine.isEmpty { stepSumSq += sumRanks(at: mine.lowerBound, count: mine.count) }
         }
-        if scatterOnly { return }  // the owners keep their shares; parameters travel instead (shareParameters)
+        if scatterOnly { return }  // the owners keep their shares and update only those
         try shared.sync()
         copyOtherShares(of: ranges, into: buffer.baseAddress!)
     }

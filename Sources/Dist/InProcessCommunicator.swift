@@ -141,25 +141,26 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
 
     /// Threads share an address space, so every group can have node-shared memory: each rank allocates its
     /// segment and all exchange the addresses (the same protocol as MPI_Win_allocate_shared, for tests).
-    public func makeNodeSharedMemory(bytes: Int) throws -> NodeSharedMemory? {
+    public func makeNodeSharedMemory(segmentBytes bytes: Int) throws -> NodeSharedMemory? {
         guard worldSize > 1 else { return nil }
         let mine = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 64), alignment: 64)
         mine.initializeMemory(as: UInt8.self, repeating: 0, count: max(bytes, 64))
         state.keep(mine)
         state.publish(rank: rank, mine, count: bytes)
         try state.barrier(rank: rank)
-        var segments: [UnsafeMutableRawPointer] = []
+        var segments: [UnsafeMutableRawPointer] = [], sizes: [Int] = []
         for r in 0..<worldSize {
             let (p, n) = state.slot(r)
-            guard let p, n == bytes else {
-                let msg = "makeNodeSharedMemory: rank \(r) asked for \(n) bytes, rank \(rank) for \(bytes)"
+            guard let p else {
+                let msg = "makeNodeSharedMemory: rank \(r) published no segment"
                 state.fail(msg)
                 throw CommunicatorError(msg)
             }
             segments.append(p)
+            sizes.append(n)
         }
         try state.barrier(rank: rank)
-        return NodeSharedMemory(rank: rank, segments: segments, bytes: bytes) { [state, rank] in try state.barrier(rank: rank) }
+        return NodeSharedMemory(rank: rank, segments: segments, segmentBytes: sizes) { [state, rank] in try state.barrier(rank: rank) }
     }
 
     public func abort(code: Int32) -> Never {

@@ -127,7 +127,7 @@ public final class MPICommunicator: Communicator {
 
     /// An MPI-3 shared-memory window over the node's ranks when the whole job runs on one node (nil for a job that
     /// spans nodes, or for a world of one). Its `sync` is a watchdog-guarded collective like any other.
-    public func makeNodeSharedMemory(bytes: Int) throws -> NodeSharedMemory? {
+    public func makeNodeSharedMemory(segmentBytes bytes: Int) throws -> NodeSharedMemory? {
         guard worldSize > 1 else { return nil }
         var handle: OpaquePointer?
         var base: UnsafeMutableRawPointer?
@@ -141,7 +141,8 @@ public final class MPICommunicator: Communicator {
             segments.append(p)
         }
         // The window lives until the process ends (freeing it is collective; MPI_Finalize releases it).
-        return NodeSharedMemory(rank: rank, segments: segments, bytes: bytes) { [self] in
+        let sizes = (0..<worldSize).map { Int(cmpi_shm_segment_bytes(handle, Int32($0))) }
+        return NodeSharedMemory(rank: rank, segments: segments, segmentBytes: sizes) { [self] in
             try collective("node shared-memory barrier") { cmpi_shm_sync(handle) }
         }
     }

@@ -3,7 +3,8 @@
 // shared-memory transport (which copies every message through the kernel, and for 2 ranks on this machine moves a
 // 44 MB gradient in ~7 ms where reading it in place takes ~3.5 ms).
 //
-// One segment per rank, all of the same byte count; `segment(of:)` is any rank's segment as mapped in this process.
+// One segment per rank, each of the byte count its rank asked for (usually all equal; a single node-wide buffer is
+// rank 0's segment with empty ones elsewhere); `segment(of:)` is any rank's segment as mapped in this process.
 // Ordering is explicit: a write to any segment is visible to the other ranks only after every rank has called
 // `sync()` (a node-wide memory barrier and rendezvous). A job whose ranks span several nodes gets no shared memory
 // (the communicator returns nil) and uses message passing.
@@ -26,19 +27,23 @@ public final class NodeSharedMemory {
 
     public let rank: Int
     public let worldSize: Int
-    /// Bytes per segment.
-    public let bytes: Int
+    /// Bytes of this rank's segment.
+    public var bytes: Int { segmentBytes[rank] }
+    /// Bytes of every rank's segment, by rank.
+    public let segmentBytes: [Int]
     private let segments: [UnsafeMutableRawPointer]
     private let syncBody: () throws -> Void
 
     /// - Parameters:
-    ///   - segments: every rank's segment as mapped here, indexed by rank (at least `bytes` each, 64-byte aligned).
+    ///   - segments: every rank's segment as mapped here, indexed by rank (64-byte aligned).
+    ///   - segmentBytes: the size of each, by rank.
     ///   - sync: the node-wide barrier that orders the segments' loads and stores.
-    public init(rank: Int, segments: [UnsafeMutableRawPointer], bytes: Int, sync: @escaping () throws -> Void) {
+    public init(rank: Int, segments: [UnsafeMutableRawPointer], segmentBytes: [Int], sync: @escaping () throws -> Void) {
         precondition(segments.indices.contains(rank), "NodeSharedMemory: rank \(rank) has no segment")
+        precondition(segmentBytes.count == segments.count, "NodeSharedMemory: \(segmentBytes.count) sizes for \(segments.count) segments")
         self.rank = rank
         self.worldSize = segments.count
-        self.bytes = bytes
+        self.segmentBytes = segmentBytes
         self.segments = segments
         self.syncBody = sync
     }

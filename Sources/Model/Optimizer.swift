@@ -77,9 +77,12 @@ public final class AdamW: @unchecked Sendable {
     /// p -= (lr / (1-β1^t)) · m / (sqrt(v)/sqrt(1-β2^t) + eps).
     /// `denseOwned` (ZeRO stage 1): update only these ranges of the dense part (this rank's shares; the others'
     /// owners update theirs, and the trainer exchanges the results); nil = all. Row-sparse tables are always whole.
+    /// `ownsTableRow` (ZeRO stage 1 with one node-wide copy of the parameters): update (or decay) only the table rows
+    /// for which it is true; every rank still records which rows are live, so the bookkeeping stays identical.
     /// The moments of the ranges not owned are left as they are (stale here until refreshed through `withMoments`).
-    public func step(lr: Double, gradScale: Float = 1, touchedRows: [[Int]]? = nil, denseOwned: [Range<Int>]? = nil) {
-        update(lr: lr, gradScale: gradScale, touchedRows: touchedRows, denseOwned: denseOwned) { p, g, m, v, n, gs, decay, stepSize, bc2Sqrt in
+    public func step(lr: Double, gradScale: Float = 1, touchedRows: [[Int]]? = nil, denseOwned: [Range<Int>]? = nil,
+                     ownsTableRow: ((Int) -> Bool)? = nil) {
+        update(lr: lr, gradScale: gradScale, touchedRows: touchedRows, denseOwned: denseOwned, ownsTableRow: ownsTableRow) { p, g, m, v, n, gs, decay, stepSize, bc2Sqrt in
             ck_adamw(p, g, m, v, n, gs, decay, config.beta1, config.beta2, stepSize, bc2Sqrt, config.eps)
         }
     }
@@ -87,7 +90,7 @@ public final class AdamW: @unchecked Sendable {
     /// The scalar reference of `step` (the same arithmetic one element at a time, in Swift), for tests.
     public func stepReference(lr: Double, gradScale: Float = 1, touchedRows: [[Int]]? = nil) {
         let b1 = config.beta1, b2 = config.beta2, eps = config.eps
-        update(lr: lr, gradScale: gradScale, touchedRows: touchedRows, denseOwned: nil) { p, g, mp, vp, n, gs, decay, stepSize, bc2Sqrt in
+        update(lr: lr, gradScale: gradScale, touchedRows: touchedRows, denseOwned: nil, ownsTableRow: nil) { p, g, mp, vp, n, gs, decay, stepSize, bc2Sqrt in
             for i in 0..<n {
                 let gi = g[i] * gs
                 var pi = p[i] * decay
@@ -103,7 +106,7 @@ public final class AdamW: @unchecked Sendable {
 
     /// Advances the step count and applies `kernel` to every dense segment and every run of live table rows, with
     /// its decay factor and the bias-corrected step size and sqrt(1-β2^t); rows that are not live are only decayed.
-    private func update(lr: Double, gradScale: Float, touchedRows: [[Int]]?, denseOwned: [Range<Int>]?,
+    private func update(lr: Double, gradScale: Float, touchedRows: [[Int]]?, denseOwned: [Range<Int>]?, ownsTableRow: ((Int) -> Bool)?,
                         kernel: (UnsafeMutablePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>,
                                  UnsafeMutablePointer<Float>, Int, Float, Float, Float, Float) -> Void) {
         precondition(touchedRows == nil || touchedRows!.count == tables.count,
@@ -134,10 +137,14 @@ public final class AdamW: @unchecked Sendable {
                     let live = table.live, rowLength = table.rowLength
                     var r = 0
                     while r < live.count {
-                        var end = r
-                        while end < live.count && live[end] == live[r] { end += 1 }
+                        // A run of rows with the same (owned, live) state.
+                        let owned = ownsTableRow?(r) ?? true
+                        var end = r + 1
+                        while end < live.count && live[end] == live[r] && (ownsTableRow?(end) ?? true) == owned { end += 1 }
                         let o = table.range.lowerBound + r * rowLength, n = (end - r) * rowLength
-                        if live[r] {
+                        if !owned {
+                            // Another rank's row.
+                        } else if live[r] {
                             kernel(p + o, g + o, mb.baseAddress! + o, vb.baseAddress! + o, n, gradScale, decay, stepSize, bc2Sqrt)
                         } else if decay != 1 {
                             ck_scale(p + o, n, decay)
@@ -156,6 +163,15 @@ public final class AdamW: @unchecked Sendable {
             return lo < hi ? lo..<hi : nil
         }
     }
+
+    /// Live rows of row-sparse table k, ascending (the same on every rank: all record every step's rows).
+    public func liveRows(ofTable k: Int) -> [Int] { tables[k].live.indices.filter { tables[k].live[$0] } }
+
+    /// The range and row length of row-sparse table k.
+    public func table(_ k: Int) -> (range: Range<Int>, rowLength: Int) { (tables[k].range, tables[k].rowLength) }
+
+    /// Number of row-sparse tables.
+    public var tableCount: Int { tables.count }
 
     /// Runs `body` on the moments of `range` in place (ZeRO stage 1: broadcasting the owner's values).
     public func withMoments<R>(_ range: Range<Int>, _ body: (UnsafeMutableBufferPointer<Float>, UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {

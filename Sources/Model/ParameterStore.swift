@@ -52,7 +52,10 @@ public struct ParameterLayout: Sendable {
 /// first use: a frozen base (LoRA) never touches it, so it costs no memory at all.
 public final class ParameterStore: @unchecked Sendable {
     public let layout: ParameterLayout
-    public let values: UnsafeMutableBufferPointer<Float>
+    /// The parameters (layers read them through this property at every call, so `adoptValueBuffer` may move them).
+    public private(set) var values: UnsafeMutableBufferPointer<Float>
+    /// Keeps externally provided parameter memory alive (nil: the store allocated `values` and frees it).
+    private var valuesOwner: AnyObject?
     private var gradBuffer: UnsafeMutableBufferPointer<Float>?
     /// Keeps externally provided gradient memory alive (nil: the store allocated the buffer and frees it).
     private var gradOwner: AnyObject?
@@ -81,6 +84,18 @@ public final class ParameterStore: @unchecked Sendable {
         gradOwner = owner
     }
 
+    /// Moves the parameters into `buffer` (count == `count`), memory that `owner` keeps alive and the store does not
+    /// free: e.g. the one copy of the parameters that every rank of a node reads (ZeRO-1 in node-shared memory). With
+    /// `copy` the current values are written there; without, the buffer must already hold them (another rank that
+    /// maps the same memory copied them).
+    public func adoptValueBuffer(_ buffer: UnsafeMutableBufferPointer<Float>, owner: AnyObject, copy: Bool) {
+        precondition(buffer.count == layout.count, "adoptValueBuffer: \(buffer.count) floats for a store of \(layout.count)")
+        if copy { _ = buffer.update(fromContentsOf: values) }
+        if valuesOwner == nil { UnsafeMutableRawPointer(values.baseAddress!).deallocate() }
+        values = buffer
+        valuesOwner = owner
+    }
+
     /// Whether the gradient buffer exists (false for a base that has only been frozen-trained or run forward).
     public var hasGradientBuffer: Bool { gradBuffer != nil }
 
@@ -97,7 +112,7 @@ public final class ParameterStore: @unchecked Sendable {
     }
 
     deinit {
-        UnsafeMutableRawPointer(values.baseAddress!).deallocate()
+        if valuesOwner == nil { UnsafeMutableRawPointer(values.baseAddress!).deallocate() }
         if let g = gradBuffer, gradOwner == nil { UnsafeMutableRawPointer(g.baseAddress!).deallocate() }
     }
 

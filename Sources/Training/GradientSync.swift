@@ -25,6 +25,11 @@ public struct GradientSyncLayout: Sendable {
         self.stages = stages; self.sparseTables = sparseTables
     }
 
+    /// ZeRO stage 1 with one node-wide copy of the parameters: the rank that reduces and updates row `row` of a
+    /// row-sparse table. Blocks of 8 rows are dealt round-robin, so the rows a corpus touches (clustered at low token
+    /// ids: SMS spam touches 4,915 of the first 15,261 vocabulary rows and 1,646 of the rest) split about evenly.
+    public static func tableRowOwner(_ row: Int, worldSize: Int) -> Int { (row / 8) % worldSize }
+
     /// The union of the entries whose names start with `prefix`, which must be contiguous in the store (no entry
     /// of another prefix inside it); nil when nothing matches or the entries are interleaved with others.
     static func contiguousRange(of store: ParameterStore, prefix: String) -> Range<Int>? {

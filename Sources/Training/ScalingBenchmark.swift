@@ -66,7 +66,7 @@ public enum ScalingBenchmark {
         var reducer = GradientReducer(communicator: comm, bucketBytes: bucketBytes)
         // As the trainer does: on one node the gradients live in node-shared memory and are summed in place.
         if sharedMemory, comm.worldSize > 1,
-           let shm = try comm.makeNodeSharedMemory(bytes: GradientReducer.sharedBytes(elements: store.count, worldSize: comm.worldSize)) {
+           let shm = try comm.makeNodeSharedMemory(segmentBytes: GradientReducer.sharedBytes(elements: store.count, worldSize: comm.worldSize)) {
             store.adoptGradientBuffer(UnsafeMutableBufferPointer(start: shm.base.assumingMemoryBound(to: Float.self), count: store.count), owner: shm)
             reducer = GradientReducer(communicator: comm, bucketBytes: bucketBytes, shared: shm)
         }

@@ -73,6 +73,9 @@ public final class Trainer {
     let plan: GlobalBatchPlan
     private var epochCache: (epoch: Int, steps: [StepPlan])?
     private(set) var reducer: GradientReducer
+    /// ZeRO-1 on one node: the window whose rank-0 segment holds the node's single copy of the parameters (the
+    /// store's values); each rank's AdamW writes its own shares there, and a barrier on it publishes them.
+    private var sharedValues: NodeSharedMemory?
     /// The last checkpoint rank 0 committed in the foreground (step, folder); the final model links its files.
     private var lastSynchronousCheckpoint: (step: Int, url: URL)?
 
@@ -161,14 +164,27 @@ public final class Trainer {
         // A single-node job keeps its gradients in node-shared memory, where the reducer sums them in place, if every
         // rank sees room for all ranks' segments (a container's /dev/shm is often 64 MB): decided together.
         if config.sharedMemoryReduction, comm.worldSize > 1 {
+            // Under ZeRO-1 the node also keeps one copy of the parameters, which every rank reads and each owner
+            // updates in place (rank 0's segment of a second window).
             let shmBytes = GradientReducer.sharedBytes(elements: task.store.count, worldSize: comm.worldSize)
-            var room: [Int64] = [(NodeSharedMemory.freeBackingBytes() ?? 0) >= shmBytes * comm.worldSize + (64 << 20) ? 1 : 0]
+            let valueBytes = config.shardOptimizer ? task.store.count * MemoryLayout<Float>.stride : 0
+            let needed = shmBytes * comm.worldSize + valueBytes
+            var room: [Int64] = [(NodeSharedMemory.freeBackingBytes() ?? 0) >= needed + (64 << 20) ? 1 : 0]
             try comm.allReduce(&room, op: .min)
             if room[0] == 0 {
-                notices.append("\(NodeSharedMemory.backingDirectory) has less than \(comm.worldSize) × \(shmBytes >> 20) MB free for node-shared gradients: all-reducing with MPI messages (enlarge it, e.g. docker --shm-size, for the in-place path)")
-            } else if let shm = try comm.makeNodeSharedMemory(bytes: shmBytes) {
+                notices.append("\(NodeSharedMemory.backingDirectory) has less than \(needed >> 20) MB free for node-shared gradients\(valueBytes > 0 ? " and parameters" : ""): all-reducing with MPI messages (enlarge it, e.g. docker --shm-size, for the in-place path)")
+            } else if let shm = try comm.makeNodeSharedMemory(segmentBytes: shmBytes) {
                 task.store.adoptGradientBuffer(UnsafeMutableBufferPointer(start: shm.base.assumingMemoryBound(to: Float.self), count: task.store.count), owner: shm)
                 reducer = GradientReducer(communicator: comm, shared: shm)
+                if valueBytes > 0, let values = try comm.makeNodeSharedMemory(segmentBytes: comm.isRoot ? valueBytes : 0) {
+                    // Every replica holds rank 0's parameters (broadcast above): rank 0 copies its own into the node's
+                    // buffer, and after the barrier every rank reads that one.
+                    let buffer = UnsafeMutableBufferPointer(start: values.segment(of: 0).assumingMemoryBound(to: Float.self), count: task.store.count)
+                    if comm.isRoot { task.store.adoptValueBuffer(buffer, owner: values, copy: true) }
+                    try values.sync()
+                    if !comm.isRoot { task.store.adoptValueBuffer(buffer, owner: values, copy: false) }
+                    sharedValues = values
+                }
                 notices.append("gradients all-reduced in place in node-shared memory, \(config.shardOptimizer ? "AdamW sharded over the ranks (ZeRO-1)" : "AdamW on every rank") (all \(comm.worldSize) ranks on one node; --no-shared-memory for MPI messages)")
             }
         }
@@ -235,6 +251,8 @@ public final class Trainer {
         var loggedStartup = false
         // Rows of the row-sparse tables that the previous step's gradient may have written (nil: unknown, zero all).
         var dirtyRows: [[Int]]?
+        // ZeRO-1: which rank owns each table row (nil: every rank reduces and updates every row).
+        let rowOwner: ((Int) -> Int)? = shardsOptimizer ? { [world] in GradientSyncLayout.tableRowOwner($0, worldSize: world) } : nil
         while step < total {
             let sp = stepPlan(step)
             // A row-sparse table's gradient is zero outside the rows the previous step touched (backward writes only the
@@ -277,7 +295,7 @@ public final class Trainer {
             }
             for (t, tableRows) in zip(sync.sparseTables, rows) {
                 if config.debug { try NonFiniteProbe.checkUntouchedRowsAreZero(task.store, table: t, rows: tableRows, step: step + 1) }
-                try reducer.reduceRows(range: t.range, rowLength: t.rowLength, rows: tableRows)
+                try reducer.reduceRows(range: t.range, rowLength: t.rowLength, rows: tableRows, rowOwner: rowOwner)
             }
             dirtyRows = rows
             try reducer.finish()
@@ -290,11 +308,13 @@ public final class Trainer {
             let optStart = ContinuousClock.now
             optimizer.step(lr: lr, gradScale: GradientClipping.coefficient(norm: norm, maxNorm: config.maxGradNorm),
                            touchedRows: sync.sparseTables.isEmpty ? nil : rows,
-                           denseOwned: shardsOptimizer ? reducer.ownedShares : nil)
+                           denseOwned: shardsOptimizer ? reducer.ownedShares : nil,
+                           ownsTableRow: rowOwner.map { owner in { [rank = comm.rank] in owner($0) == rank } })
+            // ZeRO stage 1: each rank updated its shares of the node's one copy of the parameters (the row-sparse
+            // tables are updated by every rank alike, see `shardsOptimizer`); once every rank has passed this barrier
+            // all see all of them. The wait counts as optimizer time (optimizer_s in metrics.jsonl).
+            try sharedValues?.sync()
             windowOptimizer += (ContinuousClock.now - optStart).seconds
-            // ZeRO stage 1: each rank updated its shares of the dense parameters; now all ranks get all of them (the
-            // exchange counts as communication: allreduce_s in metrics.jsonl).
-            if shardsOptimizer { try reducer.shareParameters(task.store.values) }
             guard stepLoss.isFinite else {
                 throw TrainingError("the loss became \(stepLoss) at step \(step + 1); lower --learning-rate or check the data")
             }
@@ -509,11 +529,12 @@ public final class Trainer {
     }
 
     /// Whether AdamW is sharded over the ranks (ZeRO stage 1): on the in-place, node-shared-memory path, where each
-    /// rank is left with only its shares of the reduced dense gradient anyway. The result is the same bits: every
+    /// rank is left with only its shares of the reduced dense gradient (and its rows of the word-embedding table)
+    /// anyway, and updates them in the node's one copy of the parameters. The result is the same bits: every
     /// element's update is the same arithmetic, only computed once per node instead of once per rank.
-    var shardsOptimizer: Bool { reducer.shared != nil && config.shardOptimizer }
+    var shardsOptimizer: Bool { sharedValues != nil }
 
-    /// ZeRO stage 1 before a checkpoint: every rank's moments of the ranges it owns go to all ranks (collective),
+    /// ZeRO stage 1 before a checkpoint: every rank's moments of the ranges and table rows it owns go to all ranks (collective),
     /// so rank 0 writes, and any rank could resume from, the complete optimizer state.
     func gatherOptimizerState() throws {
         guard shardsOptimizer else { return }
@@ -522,6 +543,28 @@ public final class Trainer {
                 try optimizer.withMoments(r) { m, v in
                     try comm.broadcast(m, root: q)
                     try comm.broadcast(v, root: q)
+                }
+            }
+        }
+        // Table rows: only live ones have moments (the others are zero on every rank, and every rank knows which
+        // are live); each owner's live rows travel packed in one message per rank and moment.
+        for k in 0..<optimizer.tableCount {
+            let (range, rowLength) = optimizer.table(k)
+            let live = optimizer.liveRows(ofTable: k)
+            for q in 0..<comm.worldSize {
+                let rows = live.filter { GradientSyncLayout.tableRowOwner($0, worldSize: comm.worldSize) == q }
+                guard !rows.isEmpty else { continue }
+                var packed = [Float](repeating: 0, count: rows.count * rowLength)
+                try optimizer.withMoments(range) { m, v in
+                    for moments in [m, v] {
+                        if comm.rank == q {
+                            for (i, r) in rows.enumerated() { for c in 0..<rowLength { packed[i * rowLength + c] = moments[r * rowLength + c] } }
+                        }
+                        try packed.withUnsafeMutableBytes { try comm.broadcast($0, root: q) }
+                        if comm.rank != q {
+                            for (i, r) in rows.enumerated() { for c in 0..<rowLength { moments[r * rowLength + c] = packed[i * rowLength + c] } }
+                        }
+                    }
                 }
             }
         }

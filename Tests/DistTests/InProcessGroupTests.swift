@@ -66,7 +66,7 @@ final class InProcessGroupTests: XCTestCase {
             return inPlace
         }
         let out = try InProcessGroup.run(worldSize: 3) { comm -> [Double] in
-            let shm = try comm.makeNodeSharedMemory(bytes: GradientReducer.sharedBytes(elements: n, worldSize: 3))!
+            let shm = try comm.makeNodeSharedMemory(segmentBytes: GradientReducer.sharedBytes(elements: n, worldSize: 3))!
             let shared = UnsafeMutableBufferPointer(start: shm.base.assumingMemoryBound(to: Float.self), count: n)
             let viaShared = GradientReducer(communicator: comm, bucketBytes: 64, shared: shm)
             var plain = [Float](repeating: 0, count: n)
@@ -96,14 +96,16 @@ final class InProcessGroupTests: XCTestCase {
         XCTAssertEqual(flat[table.lowerBound + 2 * rowLength], 0, "an untouched row stays zero")
     }
 
-    /// ZeRO-1 on thread ranks: a scatter-only step leaves each dense range reduced in its owner's share only; the
-    /// shares of all ranks tile every dense range exactly once; after each owner "updates" its parameters from its
-    /// reduced shares, `shareParameters` gives every rank the same full parameter vector, equal to updating every
-    /// element from the fully reduced gradient of the ordinary path. The row-sparse table is reduced in full.
-    func testScatterOnlyStepAndParameterSharingOnThreeRanks() throws {
+    /// ZeRO-1 on thread ranks: a scatter-only step leaves each dense range reduced in its owner's share only and each
+    /// table row in its owner's buffer only; the shares of all ranks tile every dense range exactly once; after each
+    /// owner "updates" its parameters in one node-wide buffer (rank 0's segment of a second window, the other ranks'
+    /// segments empty) and a barrier, every rank reads the same full parameter vector, equal to updating every
+    /// element from the fully reduced gradient of the ordinary path; the norm is the same.
+    func testScatterOnlyStepIntoOneNodeWideParameterBufferOnThreeRanks() throws {
         let n = 157, table = 30..<60, rowLength = 5, rows = [0, 3, 5]
+        let owner: @Sendable (Int) -> Int = { ($0 * 7 + 1) % 3 }   // rows 0, 3, 5 -> ranks 1, 1, 0
         let out = try InProcessGroup.run(worldSize: 3) { comm -> [[Float]] in
-            let shm = try comm.makeNodeSharedMemory(bytes: GradientReducer.sharedBytes(elements: n, worldSize: 3))!
+            let shm = try comm.makeNodeSharedMemory(segmentBytes: GradientReducer.sharedBytes(elements: n, worldSize: 3))!
             let g = UnsafeMutableBufferPointer(start: shm.base.assumingMemoryBound(to: Float.self), count: n)
             let fill: (UnsafeMutableBufferPointer<Float>) -> Void = { b in
                 for i in b.indices { b[i] = Float((i * 13 + comm.rank * 7) % 17) - 8 }
@@ -114,34 +116,47 @@ final class InProcessGroupTests: XCTestCase {
             fill(g)
             try reducer.begin(g, scale: 0.5)
             try reducer.reduceNow(range: 100..<157)
-            try reducer.reduceRows(range: table, rowLength: rowLength, rows: rows)
+            try reducer.reduceRows(range: table, rowLength: rowLength, rows: rows, rowOwner: owner)
             try reducer.finish()
             let full = Array(g)
             let fullNorm = reducer.sumOfSquares
             // The scatter-only step on the same data.
             fill(g)
+            let unreduced = Array(g)
             try reducer.begin(g, scale: 0.5, scatterOnly: true)
             try reducer.reduceNow(range: 100..<157)
-            try reducer.reduceRows(range: table, rowLength: rowLength, rows: rows)
+            try reducer.reduceRows(range: table, rowLength: rowLength, rows: rows, rowOwner: owner)
             try reducer.finish()
             XCTAssertTrue(reducer.scatterOnly)
             XCTAssertEqual(reducer.sumOfSquares, fullNorm, accuracy: fullNorm * 1e-12, "the same norm")
             let mine = reducer.ownedShares
             XCTAssertEqual(mine, reducer.shares(of: comm.rank))
             for r in mine { XCTAssertEqual(Array(g[r]), Array(full[r]), "rank \(comm.rank): own share \(r) reduced") }
-            XCTAssertEqual(Array(g[table]), Array(full[table]), "the table is reduced in full")
+            for r in rows {
+                let span = (table.lowerBound + r * rowLength)..<(table.lowerBound + (r + 1) * rowLength)
+                XCTAssertEqual(Array(g[span]), Array((owner(r) == comm.rank ? full : unreduced)[span]),
+                               "rank \(comm.rank): table row \(r) reduced only by its owner")
+            }
             // Every dense element belongs to exactly one rank.
             var owners = [Int](repeating: 0, count: n)
             for q in 0..<3 { for r in reducer.shares(of: q) { for i in r { owners[i] += 1 } } }
             XCTAssertEqual(owners.enumerated().filter { !table.contains($0.offset) }.map(\.element), [Int](repeating: 1, count: n - table.count))
-            // "Optimizer": values = 10 + reduced gradient on owned shares only, stale (-1) elsewhere; then exchange.
-            var values = [Float](repeating: -1, count: n)
+            // "Optimizer": each owner writes 10 + its reduced gradient into the one node-wide buffer.
+            let node = try comm.makeNodeSharedMemory(segmentBytes: comm.rank == 0 ? n * 4 : 0)!
+            XCTAssertEqual(node.segmentBytes, [n * 4, 0, 0])
+            let values = UnsafeMutableBufferPointer(start: node.segment(of: 0).assumingMemoryBound(to: Float.self), count: n)
             for r in mine { for i in r { values[i] = 10 + g[i] } }
-            try values.withUnsafeMutableBufferPointer { try reducer.shareParameters($0) }
-            return [values.enumerated().map { table.contains($0.offset) ? 0 : $0.element },
-                    full.enumerated().map { table.contains($0.offset) ? 0 : 10 + $0.element }]
+            for r in rows where owner(r) == comm.rank {
+                for c in 0..<rowLength { let i = table.lowerBound + r * rowLength + c; values[i] = 10 + g[i] }
+            }
+            try node.sync()
+            let seen = Array(values)
+            try node.sync()   // nobody leaves (and frees its view) while another still reads
+            let touched = Set(rows.flatMap { r in (0..<rowLength).map { table.lowerBound + r * rowLength + $0 } })
+            return [seen.enumerated().map { table.contains($0.offset) && !touched.contains($0.offset) ? 0 : $0.element },
+                    full.enumerated().map { table.contains($0.offset) && !touched.contains($0.offset) ? 0 : 10 + $0.element }]
         }
-        for (rank, r) in out.enumerated() { XCTAssertEqual(r[0], r[1], "rank \(rank): every dense parameter from its owner") }
+        for (rank, r) in out.enumerated() { XCTAssertEqual(r[0], r[1], "rank \(rank): every parameter from its owner") }
     }
 
     func testConsistencyCheckNamesTheOddRankAndField() throws {

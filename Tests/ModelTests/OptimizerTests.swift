@@ -110,9 +110,11 @@ final class OptimizerTests: XCTestCase {
         XCTAssertNotEqual(sparse.values[table.range.lowerBound + 20 * 6], initial.values[table.range.lowerBound + 20 * 6])
     }
 
-    /// ZeRO-1 arithmetic: two "ranks" each updating complementary owned ranges of their own copy, then taking the
-    /// other's parameters and moments for its ranges, are bit-identical to one AdamW over everything.
-    func testShardedStepsCombineToTheFullUpdate() {
+    /// ZeRO-1 arithmetic with one node-wide copy of the parameters: two "ranks" whose stores share one values buffer
+    /// (`adoptValueBuffer`), each updating complementary owned dense ranges and table rows in it, are bit-identical
+    /// to one AdamW over everything, step after step; each rank's moments are complete for what it owns, and after
+    /// taking the other's (as the trainer does before a checkpoint) equal the full optimizer's.
+    func testShardedStepsIntoOneSharedParameterBufferEqualTheFullUpdate() {
         var l = ParameterLayout()
         l.add("emb.weight", [10, 4]); l.add("a.weight", [9, 7]); l.add("a.bias", [9]); l.add("b.weight", [31])
         let table = (range: l.entry("emb.weight")!.range, rowLength: 4)
@@ -124,31 +126,44 @@ final class OptimizerTests: XCTestCase {
         let dense = l.entry("a.weight")!.range.lowerBound..<l.count
         let cut = dense.lowerBound + 37
         let shares = [[dense.lowerBound..<cut], [cut..<dense.upperBound]]
+        let rowOwner: (Int) -> Int = { $0 % 2 }
         let full = make(), r0 = make(), r1 = make()
+        r1.adoptValueBuffer(r0.values, owner: r0, copy: false)
+        XCTAssertEqual(r1.values.baseAddress, r0.values.baseAddress)
         let cfg = AdamWConfig(weightDecay: 0.01)
         let of = AdamW(store: full, config: cfg, rowSparse: [table])
         let o = [AdamW(store: r0, config: cfg, rowSparse: [table]), AdamW(store: r1, config: cfg, rowSparse: [table])]
+        let touched = [[0, 1], [1, 2, 5], [0, 7]]
+        var everTouched = Set<Int>()
         for step in 0..<4 {
+            let rows = touched[step % touched.count]
+            everTouched.formUnion(rows)
             for s in [full, r0, r1] {
                 s.zeroGrads()
-                for i in s.grads.indices where !table.range.contains(i) || i < table.range.lowerBound + 8 {
-                    s.grads[i] = Float((i * 7 + step) % 13) * 0.01 - 0.06
+                for i in s.grads.indices {
+                    let row = (i - table.range.lowerBound) / table.rowLength
+                    if !table.range.contains(i) || rows.contains(row) { s.grads[i] = Float((i * 7 + step) % 13) * 0.01 - 0.06 }
                 }
             }
-            of.step(lr: 1e-2, gradScale: 0.9, touchedRows: [[0, 1]])
-            for (k, opt) in o.enumerated() { opt.step(lr: 1e-2, gradScale: 0.9, touchedRows: [[0, 1]], denseOwned: shares[k]) }
-            // Exchange: each takes the other's owned parameters (as shareParameters does).
-            for (k, r) in shares.enumerated() {
-                let src = k == 0 ? r0 : r1, dst = k == 0 ? r1 : r0
-                for range in r { for i in range { dst.values[i] = src.values[i] } }
+            of.step(lr: 1e-2, gradScale: 0.9, touchedRows: [rows])
+            for (k, opt) in o.enumerated() {
+                opt.step(lr: 1e-2, gradScale: 0.9, touchedRows: [rows], denseOwned: shares[k], ownsTableRow: { rowOwner($0) == k })
             }
             XCTAssertEqual(Array(r0.values).map(\.bitPattern), Array(full.values).map(\.bitPattern), "step \(step + 1)")
-            XCTAssertEqual(Array(r1.values).map(\.bitPattern), Array(full.values).map(\.bitPattern), "step \(step + 1)")
         }
+        XCTAssertEqual(o[0].liveRows, of.liveRows, "every rank records every live row")
+        XCTAssertEqual(o[1].liveRows(ofTable: 0), everTouched.sorted())
         // The moments are complete only after the owners' values are gathered (as before a checkpoint).
-        XCTAssertNotEqual(o[0].m.map(\.bitPattern), of.m.map(\.bitPattern), "rank 0's moments of rank 1's range are stale")
-        o[1].withMoments(shares[1][0]) { m1, v1 in
-            o[0].withMoments(shares[1][0]) { m0, v0 in _ = m0.update(fromContentsOf: m1); _ = v0.update(fromContentsOf: v1) }
+        XCTAssertNotEqual(o[0].m.map(\.bitPattern), of.m.map(\.bitPattern), "rank 0's moments of rank 1's part are stale")
+        var ranges = shares[1]
+        for r in everTouched where rowOwner(r) == 1 {
+            let lo = table.range.lowerBound + r * table.rowLength
+            ranges.append(lo..<(lo + table.rowLength))
+        }
+        for range in ranges {
+            o[1].withMoments(range) { m1, v1 in
+                o[0].withMoments(range) { m0, v0 in _ = m0.update(fromContentsOf: m1); _ = v0.update(fromContentsOf: v1) }
+            }
         }
         XCTAssertEqual(o[0].m.map(\.bitPattern), of.m.map(\.bitPattern))
         XCTAssertEqual(o[0].v.map(\.bitPattern), of.v.map(\.bitPattern))
