@@ -115,6 +115,7 @@ public struct TrainConfig: Sendable {
          "max_grad_norm": "\(maxGradNorm)", "adam_beta1": "\(adamBeta1)", "adam_beta2": "\(adamBeta2)",
          "adam_epsilon": "\(adamEpsilon)", "max_length": "\(maxLength)", "seed": "\(seed)",
          "num_train_epochs": "\(numTrainEpochs)", "max_steps": "\(maxSteps)", "dropout": "\(dropout)", "group_by_length": "\(groupByLength)",
+         "precision": matmulPrecision == .bf16 ? "bf16" : "fp32",
          "lora": lora.map { "r=\($0.r) alpha=\($0.alpha) dropout=\($0.dropout) rslora=\($0.useRSLoRA) targets=\($0.targetModules ?? [])" } ?? "none"]
     }
 

@@ -84,73 +84,88 @@ public final class Trainer {
         self.comm = comm
         try config.validate(worldSize: comm.worldSize)
 
-        // Resume decision: an explicit checkpoint must verify; `auto` takes the newest that does.
-        var notes: [String] = []
-        var resumeRef: CheckpointRef?
-        switch config.resume {
-        case .never: break
-        case .path(let url):
-            if let problem = Checkpoint.verify(url) {
-                throw TrainingError("--resume \(url.path): \(problem); pick another checkpoint or use --resume auto")
-            }
-            let name = url.lastPathComponent
-            resumeRef = CheckpointRef(url: url, step: Int(name.dropFirst("checkpoint-".count)) ?? 0)
-        case .auto:
-            resumeRef = Checkpoint.newestValid(in: config.outputDir) { notes.append("warning: \($0)") }
-        }
-        var resumedState: TrainerState?
-        if let ref = resumeRef {
-            let state = try Checkpoint.readState(ref.url)
-            if state.globalBatch != config.batchSize && !config.ignoreResumeMismatch {
-                throw TrainingError("\(ref.url.path): the checkpoint used --batch-size \(state.globalBatch), this run \(config.batchSize); the global batch must stay the same to continue the same sample order (or pass --resume-ignore-mismatch)")
-            }
-            notes.append("resuming from \(ref.url.lastPathComponent) (step \(state.globalStep), saved with \(state.worldSize) rank(s), now \(comm.worldSize))")
-            resumedState = state
-        }
-        notices = notes
-
-        // Weights: the checkpoint folder is itself a model folder.
-        let (micro, _) = config.accumulation(worldSize: comm.worldSize)
-        task = try Trainer.makeTask(config: config, checkpoint: resumeRef?.url, microBatch: micro)
-        if let ref = resumeRef, let state = resumedState {
-            if state.dataFingerprint != task.dataFingerprint && !config.ignoreResumeMismatch {
-                throw TrainingError("\(ref.url.path): the checkpoint was trained on different data (fingerprint \(state.dataFingerprint.prefix(12)) vs \(task.dataFingerprint.prefix(12))); use the same --train-file, a new --output-dir, or --resume-ignore-mismatch")
-            }
-            if state.labels != task.labels {
-                throw TrainingError("\(ref.url.path): the checkpoint's labels \(state.labels) differ from the data's \(task.labels); use a new --output-dir")
-            }
-        }
+        // Start-up work that can fail on its own (checkpoint, model and data files) runs before any collective, and
+        // usually fails alike on every rank: one all-reduce then tells every rank who failed, so the job prints one
+        // message and ends cleanly with its exit code instead of one copy per rank and an MPI abort.
         do {
-            plan = try GlobalBatchPlan(sampleCount: task.trainCount, globalBatch: config.batchSize, microBatch: micro,
-                                       worldSize: comm.worldSize, rank: comm.rank, seed: config.seed,
-                                       lengths: config.groupByLength ? task.trainLengths : nil)
-        } catch {
-            throw TrainingError("\(error)", exitCode: 2)
-        }
-        reducer = GradientReducer(communicator: comm)
-        ComputeThreads.set(config.threads)
-        optimizer = AdamW(store: task.store, config: AdamWConfig(
-            beta1: Float(config.adamBeta1), beta2: Float(config.adamBeta2),
-            eps: Float(config.adamEpsilon), weightDecay: Float(config.weightDecay)),
-            rowSparse: task.gradientSync.sparseTables)
-        if let ref = resumeRef, let state = resumedState {
-            let opt = try SafeTensorsFile(url: ref.url.appendingPathComponent(Checkpoint.optimizerName))
-            var m = [Float](repeating: 0, count: task.store.count), v = m
-            for e in task.store.entries {
-                try m.withUnsafeMutableBufferPointer { try opt.copyFloats("exp_avg/" + e.name, into: UnsafeMutableBufferPointer(rebasing: $0[e.range])) }
-                try v.withUnsafeMutableBufferPointer { try opt.copyFloats("exp_avg_sq/" + e.name, into: UnsafeMutableBufferPointer(rebasing: $0[e.range])) }
+            // Resume decision: an explicit checkpoint must verify; `auto` takes the newest that does.
+            var notes: [String] = []
+            var resumeRef: CheckpointRef?
+            switch config.resume {
+            case .never: break
+            case .path(let url):
+                if let problem = Checkpoint.verify(url) {
+                    throw TrainingError("--resume \(url.path): \(problem); pick another checkpoint or use --resume auto")
+                }
+                let name = url.lastPathComponent
+                resumeRef = CheckpointRef(url: url, step: Int(name.dropFirst("checkpoint-".count)) ?? 0)
+            case .auto:
+                resumeRef = Checkpoint.newestValid(in: config.outputDir) { notes.append("warning: \($0)") }
             }
-            optimizer.restore(m: m, v: v, stepCount: state.adamStep)
-            history = state.logHistory
-            if let bm = state.bestMetric, let bs = state.bestStep { best = (bm, bs) }
-            modelFingerprintFuture = BackgroundValue(ready: state.modelFingerprint)
-            resumed = (ref, state)
-            lastSynchronousCheckpoint = (state.globalStep, ref.url)  // the weights just loaded are that checkpoint's
-        } else {
-            let weights = config.modelDir.appendingPathComponent("model.safetensors")
-            modelFingerprintFuture = comm.isRoot ? BackgroundValue { (try? Checkpoint.sha256(of: weights)) ?? "" } : BackgroundValue(ready: "")
-            resumed = nil
+            var resumedState: TrainerState?
+            if let ref = resumeRef {
+                let state = try Checkpoint.readState(ref.url)
+                if state.globalBatch != config.batchSize && !config.ignoreResumeMismatch {
+                    throw TrainingError("\(ref.url.path): the checkpoint used --batch-size \(state.globalBatch), this run \(config.batchSize); the global batch must stay the same to continue the same sample order (or pass --resume-ignore-mismatch)")
+                }
+                notes.append("resuming from \(ref.url.lastPathComponent) (step \(state.globalStep), saved with \(state.worldSize) rank(s), now \(comm.worldSize))")
+                // Changing a hyperparameter on resume is allowed (e.g. a lower learning rate), but never silent.
+                let now = config.hyperparameterSummary
+                let changed = state.hyperparameters.keys.sorted().filter { k in now[k] != nil && now[k] != state.hyperparameters[k] }
+                if !changed.isEmpty {
+                    notes.append("warning: resuming with other settings than \(ref.url.lastPathComponent) was trained with: "
+                                 + changed.map { "\($0) \(state.hyperparameters[$0]!) -> \(now[$0]!)" }.joined(separator: ", "))
+                }
+                resumedState = state
+            }
+            notices = notes
+
+            // Weights: the checkpoint folder is itself a model folder.
+            let (micro, _) = config.accumulation(worldSize: comm.worldSize)
+            task = try Trainer.makeTask(config: config, checkpoint: resumeRef?.url, microBatch: micro)
+            if let ref = resumeRef, let state = resumedState {
+                if state.dataFingerprint != task.dataFingerprint && !config.ignoreResumeMismatch {
+                    throw TrainingError("\(ref.url.path): the checkpoint was trained on different data (fingerprint \(state.dataFingerprint.prefix(12)) vs \(task.dataFingerprint.prefix(12))); use the same --train-file, a new --output-dir, or --resume-ignore-mismatch")
+                }
+                if state.labels != task.labels {
+                    throw TrainingError("\(ref.url.path): the checkpoint's labels \(state.labels) differ from the data's \(task.labels); use a new --output-dir")
+                }
+            }
+            do {
+                plan = try GlobalBatchPlan(sampleCount: task.trainCount, globalBatch: config.batchSize, microBatch: micro,
+                                           worldSize: comm.worldSize, rank: comm.rank, seed: config.seed,
+                                           lengths: config.groupByLength ? task.trainLengths : nil)
+            } catch {
+                throw TrainingError("\(error)", exitCode: 2)
+            }
+            reducer = GradientReducer(communicator: comm)
+            ComputeThreads.set(config.threads)
+            optimizer = AdamW(store: task.store, config: AdamWConfig(
+                beta1: Float(config.adamBeta1), beta2: Float(config.adamBeta2),
+                eps: Float(config.adamEpsilon), weightDecay: Float(config.weightDecay)),
+                rowSparse: task.gradientSync.sparseTables)
+            if let ref = resumeRef, let state = resumedState {
+                let opt = try SafeTensorsFile(url: ref.url.appendingPathComponent(Checkpoint.optimizerName))
+                var m = [Float](repeating: 0, count: task.store.count), v = m
+                for e in task.store.entries {
+                    try m.withUnsafeMutableBufferPointer { try opt.copyFloats("exp_avg/" + e.name, into: UnsafeMutableBufferPointer(rebasing: $0[e.range])) }
+                    try v.withUnsafeMutableBufferPointer { try opt.copyFloats("exp_avg_sq/" + e.name, into: UnsafeMutableBufferPointer(rebasing: $0[e.range])) }
+                }
+                optimizer.restore(m: m, v: v, stepCount: state.adamStep)
+                history = state.logHistory
+                if let bm = state.bestMetric, let bs = state.bestStep { best = (bm, bs) }
+                modelFingerprintFuture = BackgroundValue(ready: state.modelFingerprint)
+                resumed = (ref, state)
+                lastSynchronousCheckpoint = (state.globalStep, ref.url)  // the weights just loaded are that checkpoint's
+            } else {
+                let weights = config.modelDir.appendingPathComponent("model.safetensors")
+                modelFingerprintFuture = comm.isRoot ? BackgroundValue { (try? Checkpoint.sha256(of: weights)) ?? "" } : BackgroundValue(ready: "")
+                resumed = nil
+            }
+        } catch {
+            throw try StartupFailure.agreed(error, comm: comm)
         }
+        try StartupFailure.agreeNoneFailed(comm: comm)
 
         // A rank started with other arguments or data must fail now, naming itself, not diverge silently.
         var fields = config.hyperparameterSummary.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }

@@ -173,6 +173,11 @@ struct Train: ParsableCommand {
         } catch let e as ExitCode {
             if e == ExitCode(Preemption.exitCode) { try? finalizeMPI(comm) }
             throw e
+        } catch let e as StartupFailure {
+            // Every rank knows start-up failed: one prints why, all end MPI cleanly (as for the flag checks above).
+            if let m = e.message { FileHandle.standardError.write(Data("error: \(m)\n".utf8)) }
+            try? finalizeMPI(comm)
+            throw ExitCode(e.exitCode)
         } catch {
             // With several ranks, one rank's error must end the whole job rather than leave the others waiting in
             // a collective: print it (naming the rank) and abort through MPI.

@@ -95,6 +95,23 @@ final class CheckpointTests: XCTestCase {
         }
     }
 
+    /// Resuming with other hyperparameters than the checkpoint recorded (here a longer run at a lower learning rate)
+    /// is allowed, but the warning names each changed setting with both values.
+    func testResumingWithOtherSettingsWarnsNamingThem() throws {
+        let first = try CLI.run(args("w", ["--max-steps", "6"]))
+        XCTAssertEqual(first.status, 0, first.stderr)
+        let state = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("w/checkpoint-6/trainer_state.json"))) as! [String: Any]
+        XCTAssertEqual((state["hyperparameters"] as? [String: String])?["precision"], "fp32", "the precision is recorded")
+        let second = try CLI.run(args("w", ["--max-steps", "8", "--learning-rate", "5e-4"]))
+        XCTAssertEqual(second.status, 0, second.stderr)
+        XCTAssertTrue(second.stderr.contains("resuming from checkpoint-6"), second.stderr)
+        XCTAssertTrue(second.stderr.contains("warning: resuming with other settings than checkpoint-6"), second.stderr)
+        XCTAssertTrue(second.stderr.contains("learning_rate 0.001 -> 0.0005"), second.stderr)
+        XCTAssertTrue(second.stderr.contains("max_steps 6 -> 8"), second.stderr)
+        let line = second.stderr.split(separator: "\n").first { $0.contains("other settings") } ?? ""
+        XCTAssertFalse(line.contains("seed") || line.contains("batch_size"), "unchanged settings are not listed: \(line)")
+    }
+
     func testCorruptCheckpointFallsBackWithWarning() throws {
         let ref = try CLI.run(args("ref", ["--max-steps", "12"]))
         XCTAssertEqual(ref.status, 0, ref.stderr)
@@ -111,6 +128,7 @@ final class CheckpointTests: XCTestCase {
         XCTAssertTrue(resumed.stderr.contains("skipping checkpoint-8"), resumed.stderr)
         XCTAssertTrue(resumed.stderr.contains("sha256"), resumed.stderr)
         XCTAssertTrue(resumed.stderr.contains("resuming from checkpoint-6"), resumed.stderr)
+        XCTAssertFalse(resumed.stderr.contains("other settings"), "same settings: no warning\n\(resumed.stderr)")
         XCTAssertEqual(try weights("c"), refWeights, "fallback resume must still end on the uninterrupted result")
         // train_loss covers the whole run, not only the resumed part.
         func trainLoss(_ d: String) throws -> Double {

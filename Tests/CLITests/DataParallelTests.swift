@@ -141,6 +141,37 @@ final class DataParallelTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("rank 1"), "mpirun names the dead rank: \(r.stderr)")
     }
 
+    /// A bad data file under mpirun is reported once, not once per rank, and the job ends with the data error's code
+    /// without an MPI abort: when every rank reads it, the message is the plain one-process message; when only one
+    /// rank got it (MPMD), the message names that rank.
+    func testBadDataFileUnderMpirunIsReportedOnceWithItsExitCode() throws {
+        let w = try makeWorkspace()
+        defer { try? FileManager.default.removeItem(at: w.dir) }
+        var lines = try String(contentsOf: w.train, encoding: .utf8).split(separator: "\n").map(String.init)
+        lines[6] = #"{"text": "unterminated"#
+        let bad = w.dir.appendingPathComponent("bad.jsonl")
+        try (lines.joined(separator: "\n") + "\n").write(to: bad, atomically: true, encoding: .utf8)
+        var args = trainArgs(w, out: "baddata")
+        args[args.firstIndex(of: "--train-file")! + 1] = bad.path
+        let one = try CLI.run(args)
+        XCTAssertNotEqual(one.status, 0)
+        let errorLine = one.stderr.split(separator: "\n").first { $0.hasPrefix("error:") }.map(String.init)
+        XCTAssertNotNil(errorLine, one.stderr)
+        XCTAssertTrue(errorLine?.contains("bad.jsonl:7") ?? false, one.stderr)
+        func errorLines(_ s: String) -> [Substring] { s.split(separator: "\n").filter { $0.contains("error:") } }
+        let all = try CLI.run(args, ranks: 2, timeout: 120)
+        XCTAssertEqual(all.status, one.status, "the same exit code as one process: \(all.stderr)")
+        XCTAssertEqual(errorLines(all.stderr).map(String.init), [errorLine!], "one message, no rank prefix: \(all.stderr)")
+        XCTAssertFalse(all.stderr.contains("MPI_ABORT"), all.stderr)
+        let bin = try CLI.binary().path
+        let mpmd = try CLI.run(trainArgs(w, out: "baddata") + [":", "-n", "1", bin] + args, ranks: 1, timeout: 120)
+        XCTAssertEqual(mpmd.status, one.status, mpmd.stderr)
+        XCTAssertEqual(errorLines(mpmd.stderr).count, 1, mpmd.stderr)
+        XCTAssertTrue(errorLines(mpmd.stderr).first?.contains("error: [rank 1] ") ?? false, mpmd.stderr)
+        XCTAssertFalse(mpmd.stderr.contains("MPI_ABORT"), mpmd.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: w.dir.appendingPathComponent("baddata/model.safetensors").path))
+    }
+
     func testGlobalBatchThatDoesNotDivideIsAUsageError() throws {
         let w = try makeWorkspace()
         defer { try? FileManager.default.removeItem(at: w.dir) }
