@@ -55,6 +55,11 @@ struct Generate: ParsableCommand {
         if bench { return try runBench() }
         let dir = URL(fileURLWithPath: model!)
         let config = try GPT2Config.load(url: dir.appendingPathComponent("config.json"))
+        if ModelKind.of(dir) == .gpt2Classifier {
+            // What transformers does when GPT2LMHeadModel loads this folder; said, so that nobody mistakes it for
+            // the classifier's output.
+            FileHandle.standardError.write(Data("note: \(dir.path) is a GPT2ForSequenceClassification checkpoint: generating with its tied word embeddings as the language-model head (its score head is not used); to classify, use `disttrain predict --model \(dir.path)`\n".utf8))
+        }
         ComputeThreads.set(threads)
         let store = ParameterStore(layout: GPT2Layout.make(config: config, classifier: false))
         _ = try GPT2Layout.load(into: store, from: SafeTensorsFile(url: dir.appendingPathComponent("model.safetensors")), config: config)

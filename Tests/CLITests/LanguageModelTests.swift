@@ -82,6 +82,20 @@ final class LanguageModelTests: XCTestCase {
 
     /// GPT2ForSequenceClassification through `train`: a fresh `score` head for the data's labels, the loss falls,
     /// and 2 ranks give the 1-process losses.
+    /// `generate` on a GPT-2 classifier folder works as transformers' GPT2LMHeadModel would (tied embeddings as the
+    /// LM head) and says so; on a language model it prints no such note.
+    func testGenerateOnAGPT2ClassifierFolderSaysWhatItUses() throws {
+        let cls = CLI.repoRoot.appendingPathComponent("Tests/ModelTests/Fixtures/gpt2-tiny-cls")
+        let r = try CLI.run(["generate", "--model", cls.path, "--prompt", "hello", "--max-new-tokens", "3"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("is a GPT2ForSequenceClassification checkpoint"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("disttrain predict"), r.stderr)
+        XCTAssertTrue(r.stdout.hasPrefix("hello"), r.stdout)
+        let lm = try CLI.run(["generate", "--model", model.path, "--prompt", "hello", "--max-new-tokens", "3"])
+        XCTAssertEqual(lm.status, 0, lm.stderr)
+        XCTAssertFalse(lm.stderr.contains("GPT2ForSequenceClassification"), lm.stderr)
+    }
+
     func testGPT2ClassifierTrainsAndRanksAgree() throws {
         let dir = try CLI.tempDir("g2cls")
         defer { try? FileManager.default.removeItem(at: dir) }
