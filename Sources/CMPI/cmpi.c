@@ -194,15 +194,8 @@ int cmpi_shm_create(size_t bytes, cmpi_shm **shm, void **base) {
     s->node = node;
     s->size = nodeSize;
     void *mine = NULL;
-    unsigned long long asked = (unsigned long long)bytes;
     s->bytes = calloc((size_t)nodeSize, sizeof(size_t));
     if (s->bytes == NULL) { MPI_Info_free(&info); MPI_Comm_free(&node); free(s); return CMPI_ERR_NOMEM; }
-    unsigned long long *all = calloc((size_t)nodeSize, sizeof(unsigned long long));
-    if (all == NULL) { MPI_Info_free(&info); MPI_Comm_free(&node); free(s->bytes); free(s); return CMPI_ERR_NOMEM; }
-    rc = MPI_Allgather(&asked, 1, MPI_UNSIGNED_LONG_LONG, all, 1, MPI_UNSIGNED_LONG_LONG, node);
-    for (int r = 0; r < nodeSize; r++) s->bytes[r] = (size_t)all[r];
-    free(all);
-    if (rc != MPI_SUCCESS) { MPI_Info_free(&info); MPI_Comm_free(&node); free(s->bytes); free(s); return rc; }
     rc = MPI_Win_allocate_shared((MPI_Aint)(bytes == 0 ? 64 : bytes), 64, info, node, &mine, &s->win);
     MPI_Info_free(&info);
     if (rc != MPI_SUCCESS) { MPI_Comm_free(&node); free(s->bytes); free(s); return rc; }
@@ -214,6 +207,7 @@ int cmpi_shm_create(size_t bytes, cmpi_shm **shm, void **base) {
         rc = MPI_Win_shared_query(s->win, r, &sz, &du, &p);
         if (rc != MPI_SUCCESS) { free(s->segments); MPI_Win_free(&s->win); MPI_Comm_free(&node); free(s->bytes); free(s); return rc; }
         s->segments[r] = p;
+        s->bytes[r] = (size_t)sz;
     }
     // Passive-target epoch for the window's lifetime: loads and stores are ordered by cmpi_shm_sync.
     rc = MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win);

@@ -247,26 +247,27 @@ public final class GradientReducer {
         let base = buffer.baseAddress! + range.lowerBound
         let n = rows.count * rowLength
         if sharedStep, let shared {
-            // Rank q owns the q-th contiguous group of the rows: sums them over all ranks, then all copy from owners.
+            // Each row's owner sums it over all ranks; then (unless scatter-only, where the owner alone updates it)
+            // every rank copies the other owners' rows. Owners: `rowOwner`, else the q-th contiguous group of rows.
             let W = shared.worldSize
-            if scatterOnly, let rowOwner {
-                // Each rank sums the rows it owns; nobody copies (its owner alone updates a row).
-                try shared.sync()
-                for r in rows where rowOwner(r) == shared.rank {
-                    stepSumSq += sumRanks(at: range.lowerBound + r * rowLength, count: rowLength)
-                }
-                sparseSkipped += range.count - n
-                launched.append((range, CompletedReduction(), true))
-                return
+            let byOwner = scatterOnly ? rowOwner : nil
+            let groups: [ArraySlice<Int>]
+            if let byOwner {
+                var g = [[Int]](repeating: [], count: W)
+                for r in rows { g[byOwner(r)].append(r) }
+                groups = g.map { $0[...] }
+            } else {
+                groups = (0..<W).map { q in rows[(rows.count * q / W)..<(rows.count * (q + 1) / W)] }
             }
-            func group(_ q: Int) -> ArraySlice<Int> { rows[(rows.count * q / W)..<(rows.count * (q + 1) / W)] }
             try shared.sync()
-            for r in group(shared.rank) { stepSumSq += sumRanks(at: range.lowerBound + r * rowLength, count: rowLength) }
-            try shared.sync()
-            for q in 0..<W where q != shared.rank {
-                for r in group(q) {
-                    let o = range.lowerBound + r * rowLength
-                    (buffer.baseAddress! + o).update(from: peers[q]! + o, count: rowLength)
+            for r in groups[shared.rank] { stepSumSq += sumRanks(at: range.lowerBound + r * rowLength, count: rowLength) }
+            if byOwner == nil {
+                try shared.sync()
+                for q in 0..<W where q != shared.rank {
+                    for r in groups[q] {
+                        let o = range.lowerBound + r * rowLength
+                        (buffer.baseAddress! + o).update(from: peers[q]! + o, count: rowLength)
+                    }
                 }
             }
             sparseSkipped += range.count - n

@@ -143,10 +143,11 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
     /// segment and all exchange the addresses (the same protocol as MPI_Win_allocate_shared, for tests).
     public func makeNodeSharedMemory(segmentBytes bytes: Int) throws -> NodeSharedMemory? {
         guard worldSize > 1 else { return nil }
-        let mine = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 64), alignment: 64)
-        mine.initializeMemory(as: UInt8.self, repeating: 0, count: max(bytes, 64))
+        let size = max(bytes, 64)  // as the MPI shim allocates (an empty segment still has an address)
+        let mine = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+        mine.initializeMemory(as: UInt8.self, repeating: 0, count: size)
         state.keep(mine)
-        state.publish(rank: rank, mine, count: bytes)
+        state.publish(rank: rank, mine, count: size)
         try state.barrier(rank: rank)
         var segments: [UnsafeMutableRawPointer] = [], sizes: [Int] = []
         for r in 0..<worldSize {

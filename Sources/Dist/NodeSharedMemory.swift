@@ -29,7 +29,7 @@ public final class NodeSharedMemory {
     public let worldSize: Int
     /// Bytes of this rank's segment.
     public var bytes: Int { segmentBytes[rank] }
-    /// Bytes of every rank's segment, by rank.
+    /// Bytes of every rank's segment, by rank (at least 64: an empty segment still has an address).
     public let segmentBytes: [Int]
     private let segments: [UnsafeMutableRawPointer]
     private let syncBody: () throws -> Void

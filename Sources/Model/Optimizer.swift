@@ -76,9 +76,9 @@ public final class AdamW: @unchecked Sendable {
     /// Matches torch: p *= 1 - lr·wd; m = lerp(m, g, 1-β1); v = β2·v + (1-β2)·g²;
     /// p -= (lr / (1-β1^t)) · m / (sqrt(v)/sqrt(1-β2^t) + eps).
     /// `denseOwned` (ZeRO stage 1): update only these ranges of the dense part (this rank's shares; the others'
-    /// owners update theirs, and the trainer exchanges the results); nil = all. Row-sparse tables are always whole.
-    /// `ownsTableRow` (ZeRO stage 1 with one node-wide copy of the parameters): update (or decay) only the table rows
-    /// for which it is true; every rank still records which rows are live, so the bookkeeping stays identical.
+    /// owners update theirs, e.g. in one node-wide copy of the parameters); nil = all. `ownsTableRow`: likewise, update
+    /// (or decay) only the table rows for which it is true (nil = all); every rank still records which rows are live,
+    /// so the bookkeeping stays identical.
     /// The moments of the ranges not owned are left as they are (stale here until refreshed through `withMoments`).
     public func step(lr: Double, gradScale: Float = 1, touchedRows: [[Int]]? = nil, denseOwned: [Range<Int>]? = nil,
                      ownsTableRow: ((Int) -> Bool)? = nil) {
@@ -166,12 +166,6 @@ public final class AdamW: @unchecked Sendable {
 
     /// Live rows of row-sparse table k, ascending (the same on every rank: all record every step's rows).
     public func liveRows(ofTable k: Int) -> [Int] { tables[k].live.indices.filter { tables[k].live[$0] } }
-
-    /// The range and row length of row-sparse table k.
-    public func table(_ k: Int) -> (range: Range<Int>, rowLength: Int) { (tables[k].range, tables[k].rowLength) }
-
-    /// Number of row-sparse tables.
-    public var tableCount: Int { tables.count }
 
     /// Runs `body` on the moments of `range` in place (ZeRO stage 1: broadcasting the owner's values).
     public func withMoments<R>(_ range: Range<Int>, _ body: (UnsafeMutableBufferPointer<Float>, UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {

@@ -109,8 +109,7 @@ public enum Checkpoint {
     /// writes the optimizer state while rank 0 writes the model: `OptimizerFile.writtenElsewhere`).
     public static func writeOptimizerFile(_ tensors: [TensorToWrite], into partial: URL) throws -> (size: Int, sha256: String) {
         let u = partial.appendingPathComponent(optimizerName)
-        try SafeTensorsWriter.write(tensors, to: u)
-        fsyncFile(u)
+        try SafeTensorsWriter.write(tensors, to: u)  // fsynced by the writer
         let size = (try FileManager.default.attributesOfItem(atPath: u.path)[.size] as? NSNumber)?.intValue ?? -1
         return (size, try sha256(of: u))
     }

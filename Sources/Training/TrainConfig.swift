@@ -79,8 +79,8 @@ public struct TrainConfig: Sendable {
     /// When every rank runs on one node, all-reduce gradients by reading the other ranks' buffers in node-shared
     /// memory (GradientReducer's in-place path) instead of sending messages. Off: `--no-shared-memory`.
     public var sharedMemoryReduction: Bool = true
-    /// With the node-shared-memory reduction, each rank updates only its shares of the dense parameters (ZeRO
-    /// stage 1) and the updated values are exchanged; off (`--no-shard-optimizer`): every rank runs the whole AdamW.
+    /// With the node-shared-memory reduction, the node keeps one copy of the parameters and each rank updates only
+    /// its shares of it (ZeRO stage 1); off (`--no-shard-optimizer`): every rank runs the whole AdamW on its own copy.
     public var shardOptimizer: Bool = true
 
     public init(modelDir: URL, trainFile: URL, evalFile: URL?, outputDir: URL) {
@@ -115,7 +115,7 @@ public struct TrainConfig: Sendable {
          "max_grad_norm": "\(maxGradNorm)", "adam_beta1": "\(adamBeta1)", "adam_beta2": "\(adamBeta2)",
          "adam_epsilon": "\(adamEpsilon)", "max_length": "\(maxLength)", "seed": "\(seed)",
          "num_train_epochs": "\(numTrainEpochs)", "max_steps": "\(maxSteps)", "dropout": "\(dropout)", "group_by_length": "\(groupByLength)",
-         "precision": matmulPrecision == .bf16 ? "bf16" : "fp32",
+         "precision": matmulPrecision.rawValue,
          "lora": lora.map { "r=\($0.r) alpha=\($0.alpha) dropout=\($0.dropout) rslora=\($0.useRSLoRA) targets=\($0.targetModules ?? [])" } ?? "none"]
     }
 

@@ -200,7 +200,7 @@ public final class Trainer {
                     if !comm.isRoot { task.store.adoptValueBuffer(buffer, owner: values, copy: false) }
                     sharedValues = values
                 }
-                notices.append("gradients all-reduced in place in node-shared memory, \(config.shardOptimizer ? "AdamW sharded over the ranks (ZeRO-1)" : "AdamW on every rank") (all \(comm.worldSize) ranks on one node; --no-shared-memory for MPI messages)")
+                notices.append("gradients all-reduced in place in node-shared memory, \(sharedValues != nil ? "AdamW sharded over the ranks (ZeRO-1)" : "AdamW on every rank") (all \(comm.worldSize) ranks on one node; --no-shared-memory for MPI messages)")
             }
         }
     }
@@ -268,6 +268,7 @@ public final class Trainer {
         var dirtyRows: [[Int]]?
         // ZeRO-1: which rank owns each table row (nil: every rank reduces and updates every row).
         let rowOwner: ((Int) -> Int)? = shardsOptimizer ? { [world] in GradientSyncLayout.tableRowOwner($0, worldSize: world) } : nil
+        let ownsTableRow = rowOwner.map { owner in { [rank = comm.rank] (r: Int) in owner(r) == rank } }
         while step < total {
             let sp = stepPlan(step)
             // A row-sparse table's gradient is zero outside the rows the previous step touched (backward writes only the
@@ -324,10 +325,10 @@ public final class Trainer {
             optimizer.step(lr: lr, gradScale: GradientClipping.coefficient(norm: norm, maxNorm: config.maxGradNorm),
                            touchedRows: sync.sparseTables.isEmpty ? nil : rows,
                            denseOwned: shardsOptimizer ? reducer.ownedShares : nil,
-                           ownsTableRow: rowOwner.map { owner in { [rank = comm.rank] in owner($0) == rank } })
-            // ZeRO stage 1: each rank updated its shares of the node's one copy of the parameters (the row-sparse
-            // tables are updated by every rank alike, see `shardsOptimizer`); once every rank has passed this barrier
-            // all see all of them. The wait counts as optimizer time (optimizer_s in metrics.jsonl).
+                           ownsTableRow: ownsTableRow)
+            // ZeRO stage 1: each rank updated its shares and table rows in the node's one copy of the parameters;
+            // once every rank has passed this barrier all see all of them. The wait counts as optimizer time
+            // (optimizer_s in metrics.jsonl).
             try sharedValues?.sync()
             windowOptimizer += (ContinuousClock.now - optStart).seconds
             guard stepLoss.isFinite else {
@@ -563,21 +564,19 @@ public final class Trainer {
         }
         // Table rows: only live ones have moments (the others are zero on every rank, and every rank knows which
         // are live); each owner's live rows travel packed in one message per rank and moment.
-        for k in 0..<optimizer.tableCount {
-            let (range, rowLength) = optimizer.table(k)
-            let live = optimizer.liveRows(ofTable: k)
+        for (k, table) in task.gradientSync.sparseTables.enumerated() {
+            let live = optimizer.liveRows(ofTable: k), n = table.rowLength
             for q in 0..<comm.worldSize {
                 let rows = live.filter { GradientSyncLayout.tableRowOwner($0, worldSize: comm.worldSize) == q }
                 guard !rows.isEmpty else { continue }
-                var packed = [Float](repeating: 0, count: rows.count * rowLength)
-                try optimizer.withMoments(range) { m, v in
+                var packed = [Float](repeating: 0, count: rows.count * n)
+                try optimizer.withMoments(table.range) { m, v in
                     for moments in [m, v] {
-                        if comm.rank == q {
-                            for (i, r) in rows.enumerated() { for c in 0..<rowLength { packed[i * rowLength + c] = moments[r * rowLength + c] } }
-                        }
-                        try packed.withUnsafeMutableBytes { try comm.broadcast($0, root: q) }
-                        if comm.rank != q {
-                            for (i, r) in rows.enumerated() { for c in 0..<rowLength { moments[r * rowLength + c] = packed[i * rowLength + c] } }
+                        try packed.withUnsafeMutableBufferPointer { p in
+                            let buf = p.baseAddress!, mom = moments.baseAddress!
+                            if comm.rank == q { for (i, r) in rows.enumerated() { (buf + i * n).update(from: mom + r * n, count: n) } }
+                            try comm.broadcast(UnsafeMutableRawBufferPointer(p), root: q)
+                            if comm.rank != q { for (i, r) in rows.enumerated() { (mom + r * n).update(from: buf + i * n, count: n) } }
                         }
                     }
                 }

@@ -143,7 +143,7 @@ final class InProcessGroupTests: XCTestCase {
             XCTAssertEqual(owners.enumerated().filter { !table.contains($0.offset) }.map(\.element), [Int](repeating: 1, count: n - table.count))
             // "Optimizer": each owner writes 10 + its reduced gradient into the one node-wide buffer.
             let node = try comm.makeNodeSharedMemory(segmentBytes: comm.rank == 0 ? n * 4 : 0)!
-            XCTAssertEqual(node.segmentBytes, [n * 4, 0, 0])
+            XCTAssertEqual(node.segmentBytes, [n * 4, 64, 64], "rank 0's buffer; the others' segments empty (64 bytes, as the MPI shim allocates)")
             let values = UnsafeMutableBufferPointer(start: node.segment(of: 0).assumingMemoryBound(to: Float.self), count: n)
             for r in mine { for i in r { values[i] = 10 + g[i] } }
             for r in rows where owner(r) == comm.rank {

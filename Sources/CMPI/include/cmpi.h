@@ -59,7 +59,8 @@ typedef struct cmpi_shm cmpi_shm;
 int cmpi_shm_create(size_t bytes, cmpi_shm **shm, void **base);
 /// Base address of `rank`'s segment as mapped in this process (NULL for a rank outside the window).
 void *cmpi_shm_segment(cmpi_shm *shm, int rank);
-/// Bytes `rank` asked for when the window was created (0 for a rank outside the window).
+/// Bytes of `rank`'s segment (as MPI_Win_shared_query reports it: what it asked for, at least 64; 0 for a rank
+/// outside the window).
 size_t cmpi_shm_segment_bytes(cmpi_shm *shm, int rank);
 /// Memory barrier across the node: MPI_Win_sync, MPI_Barrier of the node's ranks, MPI_Win_sync. Every write to
 /// the window made by any rank before the call is visible to every rank after it.
