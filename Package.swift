@@ -42,11 +42,15 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // What the test targets share: repository paths, the binary locator, fixture copies, temp folders, a seeded
+        // RNG and assertClose (imports XCTest; only test targets depend on it).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "DistTests", dependencies: ["Dist"]),
-        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "ModelTests", dependencies: ["Model"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Dist", "Tokenizers"]),
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "TestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "TestSupport"], resources: [.copy("Fixtures")]),
+        // The loop on thread-ranks reads the model fixtures of ModelTests from the repository (TestSupport.TestPaths).
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Dist", "Tokenizers", "TestSupport"]),
         // End-to-end: runs the built `disttrain` binary (and real `mpirun`) as a subprocess.
-        .testTarget(name: "CLITests", dependencies: ["disttrain"]),
+        .testTarget(name: "CLITests", dependencies: ["disttrain", "TestSupport"]),
     ]
 )

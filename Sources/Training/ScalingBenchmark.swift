@@ -1,13 +1,16 @@
 // ScalingBenchmark: the data-parallel training step behind `disttrain bench --data-parallel` (and any `bench` under
-// mpirun): every rank runs forward, cross-entropy and backward on its own batch of random tokens at a model shape,
-// all-reduces the gradient exactly as the Trainer does (each layer as soon as backward finished it, the word
-// embeddings row-sparse over the step's tokens, the rest at the end), clips and takes an AdamW step. Run once as a
-// single process and once under `mpirun -n 2`, the two aggregate tokens/s give the scaling efficiency
+// mpirun). It times the trainer's own step (TrainStep, with the trainer's all-reduce set-up, NodeSharedSetup): every
+// rank trains its slice of each global batch of random tokens on a classifier of the given shape, with the gradient
+// all-reduced as the task's `gradientSync` layout says (each stage as soon as backward finished it, row-sparse tables
+// over the step's tokens, the rest at the end), clipped, and an AdamW step (ZeRO-1 on one node, as in training).
+// Run once as a single process and once under `mpirun -n 2`, the two aggregate tokens/s give the scaling efficiency
 // (bench/scaling.sh does both and prints medians).
 //
 // In the same run it times a bare MPI_Allreduce of the bytes the reducer moved per step (one call on one buffer),
 // so the reducer's bus bandwidth is compared with MPI's own on this machine, not with a figure from elsewhere.
-// Deliberately not here: data loading and tokenization (random tokens), printing (the executable does that).
+// The model is a throwaway folder (config.json of the shape, random weights, a vocabulary of made-up words) loaded as
+// `train` loads one, so the step is the trainer's; texts of random words make exactly `seq` tokens each.
+// Deliberately not here: printing (the executable does that), real data.
 import Dist
 import Foundation
 import Model
@@ -52,72 +55,31 @@ public enum ScalingBenchmark {
     public static func run(config: ModelConfig, batch: Int, seq: Int, steps: Int, warmup: Int, threads: Int,
                            comm: Communicator, precision: MatmulPrecision = .fp32, bucketBytes: Int = 4 << 20,
                            sharedMemory: Bool = true) throws -> ScalingBenchmarkResult {
+        let world = comm.worldSize
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("disttrain-bench-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        var tc = try makeFolder(folder, config: config, samples: (warmup + steps) * world * batch, seq: seq)
+        tc.batchSize = batch * world; tc.microBatchSize = batch; tc.maxLength = seq; tc.threads = threads
+        tc.learningRate = 1e-5; tc.weightDecay = 0.01; tc.maxGradNorm = 1; tc.seed = 42; tc.groupByLength = false
+        tc.matmulPrecision = precision; tc.sharedMemoryReduction = sharedMemory
         ComputeThreads.set(threads)
-        let store = ParameterStore(layout: EncoderClassifier.makeLayout(config: config))
-        var rng = SplitMix64(keys: 1234)   // the same weights on every rank, as after the start-up broadcast
-        for e in store.entries {
-            let v = store.value(e.name)
-            if e.name.hasSuffix(".bias") { v.update(repeating: 0) }
-            else if e.name.contains("LayerNorm") { v.update(repeating: 1) }
-            else { for i in 0..<v.count { v[i] = (Float(rng.next() >> 40) / Float(1 << 24) * 2 - 1) * config.initializerRange * 1.7 } }
-        }
-        let model = EncoderClassifier(config: config, parameters: store, maxBatch: batch, maxSeq: seq)
-        model.matmulPrecision = precision
-        var reducer = GradientReducer(communicator: comm, bucketBytes: bucketBytes)
-        // As the trainer does: on one node the gradients live in node-shared memory and are summed in place.
-        if sharedMemory, comm.worldSize > 1,
-           let shm = try comm.makeNodeSharedMemory(segmentBytes: GradientReducer.sharedBytes(elements: store.count, worldSize: comm.worldSize)) {
-            store.adoptGradientBuffer(UnsafeMutableBufferPointer(start: shm.base.assumingMemoryBound(to: Float.self), count: store.count), owner: shm)
-            reducer = GradientReducer(communicator: comm, bucketBytes: bucketBytes, shared: shm)
-        }
-        let path = comm.worldSize == 1 ? "none" : (reducer.shared != nil ? "shared-memory" : "mpi")
-        let world = comm.worldSize, L = config.layers, NL = config.numLabels
-        let prefix = store.entries.contains { $0.name.hasPrefix("bert.") } ? "bert" : "distilbert"
-        let layerPrefix = prefix == "bert" ? "bert.encoder.layer." : "distilbert.transformer.layer."
-        let stages = GradientSyncLayout.layerStages(store: store, prefixes: (0..<L).reversed().map { "\(layerPrefix)\($0)." })
-        let table = GradientSyncLayout.table(store, prefix + ".embeddings.word_embeddings.weight")
-        let optimizer = AdamW(store: store, config: AdamWConfig(weightDecay: 0.01), rowSparse: table)
-        var dirtyRows: [[Int]]?
-        var dLogits = [Float](repeating: 0, count: batch * NL)
+        let task = try TaskFactory.make(config: tc, checkpoint: nil, microBatch: batch)
+        let plan = try GlobalBatchPlan(sampleCount: task.trainCount, globalBatch: tc.batchSize, microBatch: batch,
+                                       worldSize: world, rank: comm.rank, seed: tc.seed).steps(epoch: 0)
+        // As the trainer does: on one node the gradients live in node-shared memory and are summed in place, and
+        // AdamW is sharded over the ranks in the node's one copy of the parameters.
+        let setup = try NodeSharedSetup.make(comm: comm, store: task.store, sharedMemory: sharedMemory,
+                                             shardOptimizer: tc.shardOptimizer, bucketBytes: bucketBytes)
+        let stepper = TrainStep(task: task, comm: comm, setup: setup, optimizer: TrainStep.makeOptimizer(task, config: tc))
+        let reducer = setup.reducer, store = task.store
+        let path = world == 1 ? "none" : (reducer.shared != nil ? "shared-memory" : "mpi")
         var stepTimes: [Double] = [], reduceTimes: [Double] = [], reduceBytes: [Int] = []
-        var lastTokens: [[Int32]] = []
         for step in 0..<(warmup + steps) {
-            // Every rank draws every rank's tokens (as every rank holds every sample), keeping its own slice.
-            var all: [[Int32]] = []
-            var labels: [Int32] = []
-            for r in 0..<world {
-                var g = SplitMix64(keys: 99, UInt64(step), UInt64(r))
-                all.append((0..<(batch * seq)).map { _ in Int32(g.next(below: UInt64(config.vocabSize))) })
-                if r == comm.rank { labels = (0..<batch).map { _ in Int32(g.next(below: UInt64(NL))) } }
-            }
-            lastTokens = all
-            let tb = TokenBatch(batchSize: batch, seqLen: seq, inputIds: all[comm.rank],
-                                attentionMask: [Int32](repeating: 1, count: batch * seq),
-                                sampleIndices: (0..<batch).map { (step * world + comm.rank) * batch + $0 })
             try comm.barrier()
             let before = reducer.stats
             let t0 = DispatchTime.now().uptimeNanoseconds
-            store.zeroGrads(rowSparse: table, dirtyRows: dirtyRows)  // the trainer's step, piece for piece
-            try reducer.begin(store.grads, scale: 1)
-            var hookError: Error?
-            model.onLayerBackward = GradientSyncLayout.stageHook({ k in
-                guard hookError == nil, !stages.isEmpty else { return }
-                do { try reducer.reduceNow(range: stages[k]) } catch { hookError = error }
-            }, layers: L)
-            let logits = model.forward(tb, dropout: DropoutContext(seed: 42, step: step))
-            _ = dLogits.withUnsafeMutableBufferPointer {
-                Loss.crossEntropy(logits: logits, labels: labels, batch: batch, classes: NL,
-                                  scale: 1 / Float(batch * world), dLogits: $0)
-            }
-            dLogits.withUnsafeBufferPointer { model.backward(dLogits: $0) }
-            model.onLayerBackward = nil
-            if let hookError { throw hookError }
-            let rows = table.map { GradientSyncLayout.sortedRows(all, extra: 0, tableRows: $0.range.count / $0.rowLength) }
-            for (t, r) in zip(table, rows) { try reducer.reduceRows(range: t.range, rowLength: t.rowLength, rows: r) }
-            dirtyRows = rows
-            try reducer.finish()
-            let norm = reducer.sumOfSquares.squareRoot()
-            optimizer.step(lr: 1e-5, gradScale: GradientClipping.coefficient(norm: norm, maxNorm: 1), touchedRows: table.isEmpty ? nil : rows)
+            _ = try stepper.run(plan[step], step: step, lr: tc.learningRate, maxGradNorm: tc.maxGradNorm,
+                                dropout: DropoutContext(seed: tc.seed, step: step))
             var dt = [Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9]
             try comm.allReduce(&dt, op: .max)
             if step >= warmup {
@@ -149,21 +111,19 @@ public enum ScalingBenchmark {
         // it (one store per cache line, as for the bare buffer) and reduced stage by stage, rows, then the rest.
         // The in-step figure above also holds the wait for the slower rank; this one is the transfer itself.
         var alone: [Double] = []
-        if world > 1 && bytes > 0 {
-            let g = store.grads.baseAddress!
+        if world > 1 && bytes > 0, let g = store.grads.baseAddress {
             func touch(_ r: Range<Int>, _ v: Float) { for i in stride(from: r.lowerBound, to: r.upperBound, by: 16) { g[i] = v } }
-            let rows = table.first.map { t in
-                GradientSyncLayout.sortedRows(lastTokens, extra: 0, tableRows: t.range.count / t.rowLength)
-            } ?? []
+            let sync = stepper.sync
+            let rows = task.touchedRows(plan[warmup + steps - 1].globalIndices)
             for rep in 0..<(steps + 1) {
                 store.zeroGrads()
                 try comm.barrier()
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 try reducer.begin(store.grads, scale: 1)
-                for r in stages { touch(r, Float(rep)); try reducer.reduceNow(range: r) }
-                if let t = table.first {
-                    for row in rows { touch((t.range.lowerBound + row * t.rowLength)..<(t.range.lowerBound + (row + 1) * t.rowLength), 1) }
-                    try reducer.reduceRows(range: t.range, rowLength: t.rowLength, rows: rows)
+                for r in sync.stages { touch(r, Float(rep)); try reducer.reduceNow(range: r) }
+                for (t, tableRows) in zip(sync.sparseTables, rows) {
+                    for row in tableRows { touch((t.range.lowerBound + row * t.rowLength)..<(t.range.lowerBound + (row + 1) * t.rowLength), 1) }
+                    try reducer.reduceRows(range: t.range, rowLength: t.rowLength, rows: tableRows)
                 }
                 try reducer.finish()
                 var dt = [Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9]
@@ -188,5 +148,38 @@ public enum ScalingBenchmark {
             allreduce_alone_s_median: aloneMedian, allreduce_bus_gbps: busReducer, bare_allreduce_bus_gbps: busBare,
             bare_allreduce_s_median: bareMedian, allreduce_vs_bare: vsBare, peak_rss_mb: rss, precision: name,
             allreduce_path: path)
+    }
+
+    /// Writes a classifier folder of `config`'s shape into `folder` (config.json, seeded random weights, a vocabulary
+    /// of made-up words `w5`, `w6`, ...) and a training file of `samples` texts of seq − 2 random words (seq tokens with
+    /// [CLS] and [SEP]); returns the training settings pointing at them.
+    static func makeFolder(_ folder: URL, config: ModelConfig, samples: Int, seq: Int) throws -> TrainConfig {
+        let fm = FileManager.default
+        try fm.createDirectory(at: folder, withIntermediateDirectories: true)
+        try ModelConfig.write(config.classifierJSON(), to: folder.appendingPathComponent("config.json"))
+        let special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        let vocab = (0..<config.vocabSize).map { $0 < special.count ? special[$0] : "w\($0)" }
+        try Data((vocab.joined(separator: "\n") + "\n").utf8).write(to: folder.appendingPathComponent("vocab.txt"))
+        // The same weights in every rank's folder (one seed), as after the trainer's start-up broadcast.
+        let store = ParameterStore(layout: EncoderClassifier.makeLayout(config: config))
+        var rng = SplitMix64(keys: 1234)
+        for i in 0..<store.count {
+            store.values[i] = (Float(rng.next() >> 40) / Float(1 << 24) * 2 - 1) * config.initializerRange * 1.7
+        }
+        try SafeTensorsWriter.write(store.entries.map { e in
+            TensorToWrite(name: e.name, shape: e.shape, floats: UnsafeBufferPointer(rebasing: store.values[e.range]))
+        }, to: folder.appendingPathComponent("model.safetensors"))
+        var lines: [String] = []
+        let labels = config.id2label.isEmpty ? ["0", "1"] : config.id2label
+        for s in 0..<samples {
+            var g = SplitMix64(keys: 99, UInt64(s))
+            let words = (0..<max(seq - 2, 1)).map { _ in "w\(special.count + Int(g.next(below: UInt64(max(config.vocabSize - special.count, 1)))))" }
+            let label = labels[Int(g.next(below: UInt64(labels.count)))]
+            let line = try JSONSerialization.data(withJSONObject: ["text": words.joined(separator: " "), "label": label], options: [.sortedKeys])
+            lines.append(String(decoding: line, as: UTF8.self))
+        }
+        let train = folder.appendingPathComponent("train.jsonl")
+        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: train)
+        return TrainConfig(modelDir: folder, trainFile: train, evalFile: nil, outputDir: folder.appendingPathComponent("out"))
     }
 }

@@ -1,7 +1,10 @@
-// Trainer: the data-parallel fine-tuning loop for sequence classifiers. Every rank holds a full replica, runs its
-// slice of each global batch (split into micro-batches), and all-reduces the flat gradient buffer; the loss is
-// normalised by the global number of examples in the step, so the result does not depend on the rank count or on
-// the accumulation split. The loop emits typed events; the caller decides what to print (rank 0 only).
+// Trainer: the data-parallel fine-tuning loop for any `TrainingTask` (sequence classification, causal language
+// modelling). Every rank holds a full replica, runs its slice of each global batch (split into micro-batches), and
+// all-reduces the flat gradient buffer; the loss is normalised by the global loss count of the step (examples or
+// target tokens), so the result does not depend on the rank count or on the accumulation split. The loop emits typed
+// events (TrainingEvents.swift); its consumers (best-model tracking and early stopping, the caller's display) may
+// stop it. The parts: ResumePlan (what to continue from), NodeSharedSetup (shared memory, ZeRO-1), TrainStep (one
+// optimizer step, also timed by `bench`), MetricsWindow (log records), CheckpointSaver (saves and the final folder).
 // Deliberately not here: CLI parsing (the executable), layer math (Model), MPI (Dist, behind Communicator).
 import Foundation
 import Dist
@@ -10,35 +13,6 @@ import Tokenizers
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// What the loop reports. `log` and `evaluated` carry the metrics written to metrics.jsonl.
-public enum TrainingEvent {
-    case started(TrainingSummary)
-    case log([String: Double])
-    case evaluated([String: Double])
-    case saved(URL)
-    case finished([String: Double])
-}
-
-/// The shape of a run, reported once at the start.
-public struct TrainingSummary: Sendable {
-    public var trainExamples: Int
-    public var evalExamples: Int
-    public var labels: [String]
-    public var totalSteps: Int
-    public var stepsPerEpoch: Int
-    public var worldSize: Int
-    public var microBatch: Int
-    public var accumulationSteps: Int
-    /// Trainable parameters (the all-reduced, optimised buffer: everything, or only a LoRA adapter and head).
-    public var parameters: Int
-    /// Bytes the gradient all-reduce moves per optimizer step (the trainable buffer, padding included).
-    public var allReduceBytes: Int
-    public var initialized: [String]
-    public var truncated: Int
-    /// What the resume logic decided (and warnings about skipped checkpoints).
-    public var notices: [String]
-}
 
 /// One tokenized example.
 struct EncodedExample {
@@ -58,26 +32,16 @@ public final class Trainer {
     let modelFingerprintFuture: BackgroundValue<String>
     var modelFingerprint: String { modelFingerprintFuture.value }
     /// The checkpoint this run resumes from, and its state.
-    let resumed: (ref: CheckpointRef, state: TrainerState)?
-    /// Messages about the resume decision, reported at start.
+    let resumed: ResumePlan?
+    /// Messages about the resume decision and the all-reduce path, reported at start.
     var notices: [String] = []
-    let writer = CheckpointWriter()
     /// Every logged and evaluated record (restored on resume), written to metrics.jsonl.
     var history: [[String: Double]] = []
-    var best: (metric: Double, step: Int)?
-    /// Evaluations since `best` last improved (early stopping).
-    var evalsWithoutImprovement = 0
-    /// The confusion matrix [true][predicted] of the latest evaluation.
-    public private(set) var lastConfusion: [[Int64]]?
     /// The data order (global sample cursor over seeded per-epoch permutations, this rank's slices).
     let plan: GlobalBatchPlan
     private var epochCache: (epoch: Int, steps: [StepPlan])?
-    private(set) var reducer: GradientReducer
-    /// ZeRO-1 on one node: the window whose rank-0 segment holds the node's single copy of the parameters (the
-    /// store's values); each rank's AdamW writes its own shares there, and a barrier on it publishes them.
-    private var sharedValues: NodeSharedMemory?
-    /// The last checkpoint rank 0 committed in the foreground (step, folder); the final model links its files.
-    private var lastSynchronousCheckpoint: (step: Int, url: URL)?
+    let stepper: TrainStep
+    let saver: CheckpointSaver
 
     public init(config: TrainConfig, comm: Communicator) throws {
         self.config = config
@@ -88,49 +52,13 @@ public final class Trainer {
         // usually fails alike on every rank: one all-reduce then tells every rank who failed, so the job prints one
         // message and ends cleanly with its exit code instead of one copy per rank and an MPI abort.
         do {
-            // Resume decision: an explicit checkpoint must verify; `auto` takes the newest that does.
-            var notes: [String] = []
-            var resumeRef: CheckpointRef?
-            switch config.resume {
-            case .never: break
-            case .path(let url):
-                if let problem = Checkpoint.verify(url) {
-                    throw TrainingError("--resume \(url.path): \(problem); pick another checkpoint or use --resume auto")
-                }
-                let name = url.lastPathComponent
-                resumeRef = CheckpointRef(url: url, step: Int(name.dropFirst("checkpoint-".count)) ?? 0)
-            case .auto:
-                resumeRef = Checkpoint.newestValid(in: config.outputDir) { notes.append("warning: \($0)") }
-            }
-            var resumedState: TrainerState?
-            if let ref = resumeRef {
-                let state = try Checkpoint.readState(ref.url)
-                if state.globalBatch != config.batchSize && !config.ignoreResumeMismatch {
-                    throw TrainingError("\(ref.url.path): the checkpoint used --batch-size \(state.globalBatch), this run \(config.batchSize); the global batch must stay the same to continue the same sample order (or pass --resume-ignore-mismatch)")
-                }
-                notes.append("resuming from \(ref.url.lastPathComponent) (step \(state.globalStep), saved with \(state.worldSize) rank(s), now \(comm.worldSize))")
-                // Changing a hyperparameter on resume is allowed (e.g. a lower learning rate), but never silent.
-                let now = config.hyperparameterSummary
-                let changed = state.hyperparameters.keys.sorted().filter { k in now[k] != nil && now[k] != state.hyperparameters[k] }
-                if !changed.isEmpty {
-                    notes.append("warning: resuming with other settings than \(ref.url.lastPathComponent) was trained with: "
-                                 + changed.map { "\($0) \(state.hyperparameters[$0]!) -> \(now[$0]!)" }.joined(separator: ", "))
-                }
-                resumedState = state
-            }
-            notices = notes
-
+            let decision = try ResumePlan.decide(config: config, worldSize: comm.worldSize)
+            resumed = decision.plan
+            notices = decision.notices
             // Weights: the checkpoint folder is itself a model folder.
             let (micro, _) = config.accumulation(worldSize: comm.worldSize)
-            task = try TaskFactory.make(config: config, checkpoint: resumeRef?.url, microBatch: micro)
-            if let ref = resumeRef, let state = resumedState {
-                if state.dataFingerprint != task.dataFingerprint && !config.ignoreResumeMismatch {
-                    throw TrainingError("\(ref.url.path): the checkpoint was trained on different data (fingerprint \(state.dataFingerprint.prefix(12)) vs \(task.dataFingerprint.prefix(12))); use the same --train-file, a new --output-dir, or --resume-ignore-mismatch")
-                }
-                if state.labels != task.labels {
-                    throw TrainingError("\(ref.url.path): the checkpoint's labels \(state.labels) differ from the data's \(task.labels); use a new --output-dir")
-                }
-            }
+            task = try TaskFactory.make(config: config, checkpoint: resumed?.ref.url, microBatch: micro)
+            try resumed?.check(task, ignoreMismatch: config.ignoreResumeMismatch)
             do {
                 plan = try GlobalBatchPlan(sampleCount: task.trainCount, globalBatch: config.batchSize, microBatch: micro,
                                            worldSize: comm.worldSize, rank: comm.rank, seed: config.seed,
@@ -138,29 +66,15 @@ public final class Trainer {
             } catch {
                 throw TrainingError("\(error)", exitCode: 2)
             }
-            reducer = GradientReducer(communicator: comm)
             ComputeThreads.set(config.threads)
-            optimizer = AdamW(store: task.store, config: AdamWConfig(
-                beta1: Float(config.adamBeta1), beta2: Float(config.adamBeta2),
-                eps: Float(config.adamEpsilon), weightDecay: Float(config.weightDecay)),
-                rowSparse: task.gradientSync.sparseTables)
-            if let ref = resumeRef, let state = resumedState {
-                let opt = try SafeTensorsFile(url: ref.url.appendingPathComponent(Checkpoint.optimizerName))
-                var m = [Float](repeating: 0, count: task.store.count), v = m
-                for e in task.store.entries {
-                    try m.withUnsafeMutableBufferPointer { try opt.copyFloats("exp_avg/" + e.name, into: UnsafeMutableBufferPointer(rebasing: $0[e.range])) }
-                    try v.withUnsafeMutableBufferPointer { try opt.copyFloats("exp_avg_sq/" + e.name, into: UnsafeMutableBufferPointer(rebasing: $0[e.range])) }
-                }
-                optimizer.restore(m: m, v: v, stepCount: state.adamStep)
-                history = state.logHistory
-                if let bm = state.bestMetric, let bs = state.bestStep { best = (bm, bs) }
-                modelFingerprintFuture = BackgroundValue(ready: state.modelFingerprint)
-                resumed = (ref, state)
-                lastSynchronousCheckpoint = (state.globalStep, ref.url)  // the weights just loaded are that checkpoint's
+            optimizer = TrainStep.makeOptimizer(task, config: config)
+            if let r = resumed {
+                try r.restore(optimizer, store: task.store)
+                history = r.state.logHistory
+                modelFingerprintFuture = BackgroundValue(ready: r.state.modelFingerprint)
             } else {
                 let weights = config.modelDir.appendingPathComponent("model.safetensors")
                 modelFingerprintFuture = comm.isRoot ? BackgroundValue { (try? Checkpoint.sha256(of: weights)) ?? "" } : BackgroundValue(ready: "")
-                resumed = nil
             }
         } catch {
             throw try StartupFailure.agreed(error, comm: comm)
@@ -176,33 +90,13 @@ public final class Trainer {
         }
         // Replicas start bit-identical: rank 0's parameters (including any freshly initialised head) win.
         try comm.broadcast(UnsafeMutableRawBufferPointer(task.store.values), root: 0)
-        // A single-node job keeps its gradients in node-shared memory, where the reducer sums them in place, if every
-        // rank sees room for all ranks' segments (a container's /dev/shm is often 64 MB): decided together.
-        if config.sharedMemoryReduction, comm.worldSize > 1 {
-            // Under ZeRO-1 the node also keeps one copy of the parameters, which every rank reads and each owner
-            // updates in place (rank 0's segment of a second window).
-            let shmBytes = GradientReducer.sharedBytes(elements: task.store.count, worldSize: comm.worldSize)
-            let valueBytes = config.shardOptimizer ? task.store.count * MemoryLayout<Float>.stride : 0
-            let needed = shmBytes * comm.worldSize + valueBytes
-            var room: [Int64] = [(NodeSharedMemory.freeBackingBytes() ?? 0) >= needed + (64 << 20) ? 1 : 0]
-            try comm.allReduce(&room, op: .min)
-            if room[0] == 0 {
-                notices.append("\(NodeSharedMemory.backingDirectory) has less than \(needed >> 20) MB free for node-shared gradients\(valueBytes > 0 ? " and parameters" : ""): all-reducing with MPI messages (enlarge it, e.g. docker --shm-size, for the in-place path)")
-            } else if let shm = try comm.makeNodeSharedMemory(segmentBytes: shmBytes) {
-                task.store.adoptGradientBuffer(UnsafeMutableBufferPointer(start: shm.base.assumingMemoryBound(to: Float.self), count: task.store.count), owner: shm)
-                reducer = GradientReducer(communicator: comm, shared: shm)
-                if valueBytes > 0, let values = try comm.makeNodeSharedMemory(segmentBytes: comm.isRoot ? valueBytes : 0) {
-                    // Every replica holds rank 0's parameters (broadcast above): rank 0 copies its own into the node's
-                    // buffer, and after the barrier every rank reads that one.
-                    let buffer = UnsafeMutableBufferPointer(start: values.segment(of: 0).assumingMemoryBound(to: Float.self), count: task.store.count)
-                    if comm.isRoot { task.store.adoptValueBuffer(buffer, owner: values, copy: true) }
-                    try values.sync()
-                    if !comm.isRoot { task.store.adoptValueBuffer(buffer, owner: values, copy: false) }
-                    sharedValues = values
-                }
-                notices.append("gradients all-reduced in place in node-shared memory, \(sharedValues != nil ? "AdamW sharded over the ranks (ZeRO-1)" : "AdamW on every rank") (all \(comm.worldSize) ranks on one node; --no-shared-memory for MPI messages)")
-            }
-        }
+        let setup = try NodeSharedSetup.make(comm: comm, store: task.store, sharedMemory: config.sharedMemoryReduction,
+                                             shardOptimizer: config.shardOptimizer)
+        if let n = setup.notice { notices.append(n) }
+        stepper = TrainStep(task: task, comm: comm, setup: setup, optimizer: optimizer, debug: config.debug)
+        // The weights just loaded from a checkpoint are that checkpoint's: a final model at its step links its files.
+        saver = CheckpointSaver(comm: comm, task: task, stepper: stepper, config: config,
+                                resumedFrom: resumed.map { ($0.state.globalStep, $0.ref.url) })
     }
 
     var stepsPerEpoch: Int { plan.stepsPerEpoch }
@@ -210,6 +104,9 @@ public final class Trainer {
     var totalSteps: Int {
         config.maxSteps > 0 ? config.maxSteps : Int((Double(stepsPerEpoch) * config.numTrainEpochs).rounded(.up))
     }
+
+    /// Whether AdamW is sharded over the ranks (ZeRO stage 1; NodeSharedSetup).
+    var shardsOptimizer: Bool { stepper.shardsOptimizer }
 
     /// The plan of global step `step`: the next global batch of the epoch's seeded permutation and this rank's
     /// micro-batches of it. Depends only on (seed, step, data size, global batch), never on the world size, so a
@@ -227,409 +124,181 @@ public final class Trainer {
     }
 
     /// Runs the training (from the resumed step, if any) and returns the final metrics (identical on every rank).
-    public func run(onEvent: (TrainingEvent) -> Void) throws -> [String: Double] {
-        let world = comm.worldSize
-        let (micro, accum) = config.accumulation(worldSize: world)
-        let total = totalSteps
-        let schedule = schedule()
-        let firstStep = resumed?.state.globalStep ?? 0
-        onEvent(.started(TrainingSummary(
-            trainExamples: task.trainCount, evalExamples: task.evalCount, labels: task.labels, totalSteps: total,
-            stepsPerEpoch: stepsPerEpoch, worldSize: world, microBatch: micro, accumulationSteps: accum,
-            parameters: task.store.parameterCount, allReduceBytes: task.store.count * 4, initialized: resumed == nil ? task.initialized : [],
-            truncated: task.truncated, notices: notices)))
-        Preemption.install()
-        var sampleLog: FileHandle?
-        if comm.isRoot, let url = config.sampleLog {
-            if !FileManager.default.fileExists(atPath: url.path) { FileManager.default.createFile(atPath: url.path, contents: nil) }
-            sampleLog = FileHandle(forWritingAtPath: url.path)
-            _ = try? sampleLog?.seekToEnd()
+    /// `onEvent` hears every event on every rank; answering `.stop` (on any rank) ends the loop after the current
+    /// step with a checkpoint, as early stopping does.
+    public func run(onEvent: (TrainingEvent) -> LoopControl = { _ in .continue }) throws -> TrainingResult {
+        let total = totalSteps, schedule = schedule(), firstStep = resumed?.state.globalStep ?? 0
+        var tracker = BestModelTracker(metric: config.metricForBestModel, patience: config.earlyStoppingPatience,
+                                       totalSteps: total, best: resumed?.best)
+        // Every event goes to the history (metrics.jsonl), to best-model tracking and early stopping, and to the caller.
+        func emit(_ event: TrainingEvent) -> LoopControl {
+            if let record = event.metricsRecord { history.append(record) }
+            let mine = tracker.observe(event), theirs = onEvent(event)
+            return mine == .stop || theirs == .stop ? .stop : .continue
         }
-        defer { try? sampleLog?.close() }
-
+        _ = emit(.started(summary(total: total)))
+        Preemption.install()
+        let sampleLog = comm.isRoot ? config.sampleLog.flatMap(SampleLog.init) : nil
         let start = Date()
         // Carried across resumes so that train_loss is the mean over every step of the run.
-        var lossSumAll = resumed?.state.trainLossSum ?? 0
-        var tokensAll: Int64 = 0
-        var windowLoss = 0.0, windowSteps = 0, windowTokens: Int64 = 0
-        var windowOptimizer = 0.0   // seconds in the AdamW step this window (optimizer_s in metrics.jsonl)
-        var windowStart = Date()
-        var lastEval: [String: Double] = [:]
-        var step = firstStep
-        var stoppedEarly = false
-        let sync = task.gradientSync
-        let probe = config.debug ? NonFiniteProbe(rank: comm.rank) : nil
-        if let probe { task.setProbe(probe.record) }
+        var lossSum = resumed?.state.trainLossSum ?? 0, tokens: Int64 = 0
+        var window = MetricsWindow(reducerStats: stepper.reducer.stats)
+        var lastEval: EvalRecord?, launchToFirstStep: Double?
+        var step = firstStep, stoppedEarly = false
+        if let probe = stepper.probe { task.setProbe(probe.record) }
         defer { task.setProbe(nil) }
-        var windowReduce = reducer.stats
-        var launchToFirstStep: Double?
-        var loggedStartup = false
-        // Rows of the row-sparse tables that the previous step's gradient may have written (nil: unknown, zero all).
-        var dirtyRows: [[Int]]?
-        // ZeRO-1: which rank owns each table row (nil: every rank reduces and updates every row).
-        let rowOwner: ((Int) -> Int)? = shardsOptimizer ? { [world] in GradientSyncLayout.tableRowOwner($0, worldSize: world) } : nil
-        let ownsTableRow = rowOwner.map { owner in { [rank = comm.rank] (r: Int) in owner(r) == rank } }
+        @discardableResult func save(background: Bool) throws -> URL {
+            let url = try saver.save(step: step, background: background, state: {
+                checkpointState(step: step, total: total, schedule: schedule, lossSum: lossSum, best: tracker.best)
+            }, history: history, bestStep: tracker.best?.step)
+            if comm.isRoot { _ = emit(.saved(url)) }
+            return url
+        }
         while step < total {
-            let sp = stepPlan(step)
-            // A row-sparse table's gradient is zero outside the rows the previous step touched (backward writes only the
-            // rows of its tokens; --debug checks that), so only those rows are cleared: half of MiniLM's buffer.
-            task.store.zeroGrads(rowSparse: sync.sparseTables, dirtyRows: dirtyRows)
-            let rows = sync.sparseTables.isEmpty ? [] : task.touchedRows(sp.globalIndices)
-            var stats = [0.0, 0.0]  // loss sum, real tokens
-            let dropout = config.dropout ? DropoutContext(seed: config.seed, step: step) : nil
-            // Every rank holds every sample's tokens, so the global normaliser needs no communication.
-            let normaliser = max(task.lossCount(sp.globalIndices), 1)
-            // The gradients are scaled by 1/g in the loss, so the sum over ranks is the global mean. Each layer is
-            // all-reduced as soon as the last micro-batch's backward has finished it (GradientSync.swift); --debug
-            // reduces after backward instead, so that a non-finite value is reported by the rank that made it.
-            try reducer.begin(task.store.grads, scale: 1, scatterOnly: shardsOptimizer)
-            var stage = 0
-            var hookError: Error?
-            for (m, chunk) in sp.microBatches.enumerated() {
-                if m == sp.microBatches.count - 1 && !config.debug && !sync.stages.isEmpty {
-                    task.setBackwardHook { [reducer, sync] k in
-                        guard hookError == nil else { return }
-                        do {
-                            guard k == stage else { throw TrainingError("internal error: backward finished gradient stage \(k) before stage \(stage)") }
-                            try reducer.reduceNow(range: sync.stages[k])
-                            stage += 1
-                        } catch { hookError = error }
-                    }
-                }
-                probe?.locate(step: step + 1, microBatch: m)
-                let r = task.trainMicroBatch(chunk, dropout: dropout, scale: Float(1.0 / Double(normaliser)))
-                stats[0] += r.lossSum
-                stats[1] += Double(r.tokens)
-                if let probe { try probe.check(task.store) }
+            let sp = stepPlan(step), lr = schedule.lr(forStep: step)
+            let r = try stepper.run(sp, step: step, lr: lr, maxGradNorm: config.maxGradNorm,
+                                    dropout: config.dropout ? DropoutContext(seed: config.seed, step: step) : nil)
+            guard r.loss.isFinite else {
+                throw TrainingError("the loss became \(r.loss) at step \(step + 1); lower --learning-rate or check the data")
             }
-            task.setBackwardHook(nil)
-            if let hookError { throw hookError }
-            // A rank without samples in a short final step ran no backward: it joins the same reductions in order.
-            while stage < sync.stages.count {
-                try reducer.reduceNow(range: sync.stages[stage])
-                stage += 1
-            }
-            for (t, tableRows) in zip(sync.sparseTables, rows) {
-                if config.debug { try NonFiniteProbe.checkUntouchedRowsAreZero(task.store, table: t, rows: tableRows, step: step + 1) }
-                try reducer.reduceRows(range: t.range, rowLength: t.rowLength, rows: tableRows, rowOwner: rowOwner)
-            }
-            dirtyRows = rows
-            try reducer.finish()
-            try comm.allReduceSum(&stats)
-            let stepLoss = stats[0] / Double(normaliser)
-            // The norm was summed while each bucket was reduced; the clipping factor goes into the AdamW update
-            // (torch's clip_grad_norm_ scales the same float32 gradients by the same factor first).
-            let norm = reducer.sumOfSquares.squareRoot()
-            let lr = schedule.lr(forStep: step)
-            let optStart = ContinuousClock.now
-            optimizer.step(lr: lr, gradScale: GradientClipping.coefficient(norm: norm, maxNorm: config.maxGradNorm),
-                           touchedRows: sync.sparseTables.isEmpty ? nil : rows,
-                           denseOwned: shardsOptimizer ? reducer.ownedShares : nil,
-                           ownsTableRow: ownsTableRow)
-            // ZeRO stage 1: each rank updated its shares and table rows in the node's one copy of the parameters;
-            // once every rank has passed this barrier all see all of them. The wait counts as optimizer time
-            // (optimizer_s in metrics.jsonl).
-            try sharedValues?.sync()
-            windowOptimizer += (ContinuousClock.now - optStart).seconds
-            guard stepLoss.isFinite else {
-                throw TrainingError("the loss became \(stepLoss) at step \(step + 1); lower --learning-rate or check the data")
-            }
-            if comm.isRoot, let log = sampleLog {
-                log.write(Data("{\"step\": \(step + 1), \"samples\": [\(sp.globalIndices.map(String.init).joined(separator: ","))], \"loss\": \(stepLoss)}\n".utf8))
-            }
-            if step == firstStep, let t = ProcessClock.secondsSinceLaunch() {
-                // Start-up cost as a user sees it: process creation → the first optimizer step done (slowest rank).
-                var v = [t]
-                try comm.allReduce(&v, op: .max)
-                launchToFirstStep = v[0]
-            }
+            sampleLog?.write(step: step + 1, samples: sp.globalIndices, loss: r.loss)
+            if step == firstStep { launchToFirstStep = try agreedSecondsSinceLaunch() }
             if config.stepDelayMs > 0 { usleep(UInt32(config.stepDelayMs) * 1000) }
-            lossSumAll += stepLoss
-            tokensAll += Int64(stats[1])
-            windowLoss += stepLoss; windowSteps += 1; windowTokens += Int64(stats[1])
+            lossSum += r.loss; tokens += Int64(r.tokens); window.add(r)
             step += 1
-            let epoch = Double(step) / Double(stepsPerEpoch)
+            var control = LoopControl.continue
             if step % max(config.loggingSteps, 1) == 0 || step == total {
-                let dt = Date().timeIntervalSince(windowStart)
-                var rec: [String: Double] = ["step": Double(step), "epoch": epoch, "loss": windowLoss / Double(windowSteps),
-                           "learning_rate": lr, "grad_norm": norm, "tokens_per_s": Double(windowTokens) / max(dt, 1e-9),
-                           "elapsed_s": Date().timeIntervalSince(start), "total_steps": Double(total)]
-                let red = reducer.stats
-                if world > 1, red.steps > windowReduce.steps {
-                    // The all-reduce's share of the window: seconds per step blocked in it, and its bus bandwidth.
-                    let secs = red.seconds - windowReduce.seconds, steps = Double(red.steps - windowReduce.steps)
-                    rec["allreduce_s"] = secs / steps
-                    rec["allreduce_mb"] = Double(red.bytes - windowReduce.bytes) / steps / 1e6
-                    rec["allreduce_bus_gbps"] = secs > 0 ? Double(red.bytes - windowReduce.bytes) * 2 * Double(world - 1) / Double(world) / secs / 1e9 : 0
-                }
-                windowReduce = red
-                rec["optimizer_s"] = windowOptimizer / Double(max(windowSteps, 1))
-                windowOptimizer = 0
-                if !loggedStartup, let t = launchToFirstStep {   // in this run's first record only
-                    rec["launch_to_first_step_s"] = t
-                    loggedStartup = true
-                }
-                if let cs = writer.takeStats() {
-                    // A background checkpoint finished since the last log line: its cost, for the user and the note.
-                    rec["checkpoint_write_s"] = cs.seconds
-                    rec["checkpoint_mb_per_s"] = Double(cs.bytes) / 1e6 / max(cs.seconds, 1e-9)
-                }
-                history.append(rec)
-                onEvent(.log(rec))
-                windowLoss = 0; windowSteps = 0; windowTokens = 0; windowStart = Date()
+                control = emit(.step(window.record(step: step, epoch: Double(step) / Double(stepsPerEpoch), totalSteps: total, lr: lr,
+                                             last: r, elapsed: Date().timeIntervalSince(start), worldSize: comm.worldSize,
+                                             reducerStats: stepper.reducer.stats, launchToFirstStep: launchToFirstStep,
+                                             checkpoint: saver.takeStats())))
             }
             let epochEnd = step % stepsPerEpoch == 0
             if task.evalCount > 0 && ((config.evalSteps > 0 && step % config.evalSteps == 0) || epochEnd || step == total) {
-                var m = try evaluate()
-                m["step"] = Double(step); m["epoch"] = epoch
-                lastEval = m
-                history.append(m)
-                onEvent(.evaluated(m))
-                let key = m[config.metricForBestModel] != nil ? config.metricForBestModel : "eval_loss"
-                if let v = m[key] {
-                    let lowerIsBetter = key.contains("loss") || key.contains("perplexity")
-                    if best == nil || (lowerIsBetter ? v < best!.metric : v > best!.metric) {
-                        best = (v, step)
-                        evalsWithoutImprovement = 0
-                    } else {
-                        evalsWithoutImprovement += 1
-                    }
-                }
-                if config.earlyStoppingPatience > 0 && evalsWithoutImprovement >= config.earlyStoppingPatience && step < total {
-                    // Every rank saw the same all-reduced metrics, so they all stop at this step together.
-                    let rec: [String: Double] = ["step": Double(step), "early_stopped": 1,
-                                                 "best_step": Double(best?.step ?? step), "best_metric": best?.metric ?? 0]
-                    history.append(rec)
-                    onEvent(.log(rec))
-                    _ = try saveCheckpoint(step: step, total: total, schedule: schedule, background: false, lossSoFar: lossSumAll, onEvent: onEvent)
-                    stoppedEarly = true
-                    break
-                }
+                let e = try evaluate(step: step)
+                lastEval = e
+                if emit(.evaluated(e)) == .stop { control = .stop }
             }
-            // Preemption: every rank learns whether any rank got a signal, then all save together.
-            var flag: [Int64] = [Int64(Preemption.pending)]
-            try comm.allReduce(&flag, op: .max)
-            if flag[0] != 0 && step < total {
-                let url = try saveCheckpoint(step: step, total: total, schedule: schedule, background: false, lossSoFar: lossSumAll, onEvent: onEvent)
-                throw PreemptedError(signal: Int32(flag[0]), checkpoint: url)
+            // Every rank learns whether any rank's consumer stopped the loop or any rank got a preemption signal.
+            let agreed = try agreeOnStop(control == .stop && step < total)
+            if agreed.stop {
+                _ = emit(.stopped(StopRecord(step: step, bestStep: tracker.best?.step, bestMetric: tracker.best?.metric)))
+                try save(background: false)
+                stoppedEarly = true
+                break
             }
-            let periodic = config.saveSteps > 0 && step % config.saveSteps == 0
-            if periodic || epochEnd || step == total {
-                _ = try saveCheckpoint(step: step, total: total, schedule: schedule, background: step != total, lossSoFar: lossSumAll, onEvent: onEvent)
+            if agreed.signal != 0 && step < total {
+                throw PreemptedError(signal: agreed.signal, checkpoint: try save(background: false))
+            }
+            if (config.saveSteps > 0 && step % config.saveSteps == 0) || epochEnd || step == total {
+                try save(background: step != total)
             }
         }
-        if firstStep >= total, task.evalCount > 0 {
-            // Nothing left to train (resumed a finished run): report the final evaluation again.
-            var m = try evaluate()
-            m["step"] = Double(total); m["epoch"] = Double(total) / Double(stepsPerEpoch)
-            lastEval = m
-        }
-        let runtime = Date().timeIntervalSince(start)
-        var result = lastEval.filter { $0.key.hasPrefix("eval_") }
-        let lastStep = stoppedEarly ? step : total
-        result["train_loss"] = resumed != nil && resumed?.state.trainLossSum == nil
-            ? lossSumAll / Double(max(lastStep - firstStep, 1))   // an old checkpoint without the running sum
-            : lossSumAll / Double(max(lastStep, 1))
-        result["train_runtime_s"] = runtime
-        if let t = launchToFirstStep { result["launch_to_first_step_s"] = t }
-        result["train_tokens_per_s"] = Double(tokensAll) / max(runtime, 1e-9)
-        result["train_samples"] = Double(task.trainCount)
-        result["global_step"] = Double(stoppedEarly ? step : total)
-        if let b = best { result["best_step"] = Double(b.step); result["best_metric"] = b.metric }
-        result["epoch"] = Double(total) / Double(stepsPerEpoch)
+        // Nothing left to train (resumed a finished run): report the final evaluation again.
+        if firstStep >= total, task.evalCount > 0 { lastEval = try evaluate(step: total) }
+        let result = finalResult(lastEval: lastEval, lossSum: lossSum, tokens: tokens, since: start, firstStep: firstStep,
+                                 lastStep: stoppedEarly ? step : total, launchToFirstStep: launchToFirstStep, best: tracker.best)
         if comm.isRoot {
-            try writer.wait()
-            if let c = lastSynchronousCheckpoint, c.step == lastStep {
-                // The weights have not moved since that checkpoint: link its model files instead of rewriting them.
-                try Checkpoint.publishModel(from: c.url, to: config.outputDir)
-            } else {
-                try task.save(to: config.outputDir, weights: nil)
-            }
-            try writeHistory()
-            onEvent(.saved(config.outputDir))
+            try saver.publishFinal(step: result.globalStep, history: history)
+            _ = emit(.saved(config.outputDir))
         }
         try comm.barrier()
-        onEvent(.finished(result))
+        _ = emit(.finished(result))
         return result
     }
 
-    /// Writes metrics.jsonl (rank 0) from the history, atomically.
-    func writeHistory() throws {
-        let lines = history.map(jsonObjectLine).joined(separator: "\n") + "\n"
-        try FileManager.default.createDirectory(at: config.outputDir, withIntermediateDirectories: true)
-        try FileIO.writeAtomically(Data(lines.utf8), to: config.outputDir.appendingPathComponent("metrics.jsonl"))
+    /// The run's outcome: the last evaluation, train_loss over every step of the run (across resumes; an old
+    /// checkpoint without the running sum: over this run's steps), throughput and the best evaluation.
+    func finalResult(lastEval: EvalRecord?, lossSum: Double, tokens: Int64, since start: Date, firstStep: Int, lastStep: Int,
+                     launchToFirstStep: Double?, best: (metric: Double, step: Int)?) -> TrainingResult {
+        let oldCheckpoint = resumed != nil && resumed?.state.trainLossSum == nil
+        let runtime = Date().timeIntervalSince(start)
+        return TrainingResult(
+            eval: lastEval?.values ?? [:], confusion: lastEval?.confusion,
+            trainLoss: lossSum / Double(max(oldCheckpoint ? lastStep - firstStep : lastStep, 1)),
+            runtimeSeconds: runtime, launchToFirstStep: launchToFirstStep, tokensPerSecond: Double(tokens) / max(runtime, 1e-9),
+            trainSamples: task.trainCount, globalStep: lastStep, best: best.map { ($0.step, $0.metric) },
+            epoch: Double(totalSteps) / Double(stepsPerEpoch))
     }
 
-    /// Rank 0 snapshots the state and commits checkpoint-STEP (in the background unless `background` is false);
-    /// the other ranks only meet it at the barrier, so the slow part never blocks them.
-    @discardableResult
-    func saveCheckpoint(step: Int, total: Int, schedule: LRSchedule, background: Bool, lossSoFar: Double,
-                        onEvent: (TrainingEvent) -> Void) throws -> URL {
-        let url = config.outputDir.appendingPathComponent("checkpoint-\(step)")
-        try gatherOptimizerState()
-        // A foreground save on one node (shared memory in use) splits the writing: the last rank, which holds the
-        // complete optimizer state too, writes optimizer.safetensors into the partial folder while rank 0 writes the
-        // model; rank 0 still commits (manifest, rename, `latest`). Rank 1 would otherwise wait idle for 2/3 of it.
-        let helper = comm.worldSize - 1
-        let split = !background && reducer.shared != nil && helper > 0
-        var receiver: OptimizerFileReport?
-        if split {
-            if comm.isRoot {
-                try writer.wait()
-                try Checkpoint.preparePartialFolder(outputDir: config.outputDir, step: step)
-            }
-            try comm.barrier()
-            if comm.rank == helper {
-                var report: Result<(size: Int, sha256: String), Error>
-                do {
-                    let partial = Checkpoint.partialFolder(outputDir: config.outputDir, step: step)
-                    let entries = task.store.entries
-                    report = .success(try optimizer.withMoments(0..<task.store.count) { mp, vp in
-                        try Checkpoint.writeOptimizerFile(Checkpoint.optimizerTensors(entries, m: UnsafeBufferPointer(mp), v: UnsafeBufferPointer(vp)), into: partial)
-                    })
-                } catch { report = .failure(error) }
-                try OptimizerFileReport.send(report, comm: comm, root: helper)
-            } else if !comm.isRoot {
-                // A bystander joins the broadcast; a failed write is reported (and fails the job) on rank 0.
-                do { _ = try OptimizerFileReport(comm: comm, root: helper).receive() } catch is TrainingError {}
-            } else {
-                receiver = OptimizerFileReport(comm: comm, root: helper)
-            }
-        }
-        if comm.isRoot {
-            let state = TrainerState(
-                globalStep: step, epoch: Double(step) / Double(stepsPerEpoch),
-                sampleCursor: step < total ? stepPlan(step).cursor : stepPlan(step - 1).nextCursor,
-                adamStep: optimizer.stepCount, seed: config.seed, worldSize: comm.worldSize, globalBatch: config.batchSize,
-                totalSteps: total, schedule: schedule, dataFingerprint: task.dataFingerprint, modelFingerprint: modelFingerprint,
-                hyperparameters: config.hyperparameterSummary, labels: task.labels, bestMetric: best?.metric, bestStep: best?.step,
-                logHistory: history, trainLossSum: lossSoFar)
-            // Snapshot: the optimizer keeps training while the copy is written.
-            let snapshot = ParameterStore(layout: task.store.layout)
-            _ = snapshot.values.update(fromContentsOf: task.store.values)
-            let m = optimizer.m, v = optimizer.v
-            let entries = task.store.entries
-            let task = self.task, outputDir = config.outputDir, limit = config.saveTotalLimit, bestStep = best?.step
-            let history = self.history
-            let fault = config.faultInjection
-            let work: @Sendable (OptimizerFileReport?) throws -> URL = { elsewhere in
-                // Views into the snapshot arrays (no per-tensor copies: 2 × 91 MB less at every MiniLM save).
-                let u = try m.withUnsafeBufferPointer { mp in
-                    try v.withUnsafeBufferPointer { vp in
-                        let source: Checkpoint.OptimizerFile = elsewhere.map { r in .writtenElsewhere { try r.receive() } }
-                            ?? .tensors(Checkpoint.optimizerTensors(entries, m: mp, v: vp))
-                        return try Checkpoint.commit(outputDir: outputDir, state: state, optimizer: source,
-                                                     partialPrepared: elsewhere != nil, hook: { phase in
-                            if let f = fault, f.step == step, f.phase == phase { _exit(137) }
-                        }) { dir in
-                            try task.save(to: dir, weights: snapshot)
-                        }
-                    }
-                }
-                Checkpoint.rotate(outputDir, keep: limit, protect: bestStep)
-                let lines = history.map(jsonObjectLine).joined(separator: "\n") + "\n"
-                try FileIO.writeAtomically(Data(lines.utf8), to: outputDir.appendingPathComponent("metrics.jsonl"))
-                return u
-            }
-            if background {
-                try writer.submit { try work(nil) }
-                lastSynchronousCheckpoint = nil
-            } else {
-                try writer.wait()
-                lastSynchronousCheckpoint = (step, try work(receiver))
-            }
-            onEvent(.saved(url))
-        }
-        if !background { try comm.barrier() }
-        return url
+    /// The run's shape, for `.started`.
+    func summary(total: Int) -> TrainingSummary {
+        let (micro, accum) = config.accumulation(worldSize: comm.worldSize)
+        return TrainingSummary(
+            trainExamples: task.trainCount, evalExamples: task.evalCount, labels: task.labels, totalSteps: total,
+            stepsPerEpoch: stepsPerEpoch, worldSize: comm.worldSize, microBatch: micro, accumulationSteps: accum,
+            parameters: task.store.parameterCount, allReduceBytes: task.store.count * 4,
+            initialized: resumed == nil ? task.initialized : [], truncated: task.truncated, notices: notices)
     }
 
-    /// Whether AdamW is sharded over the ranks (ZeRO stage 1): on the in-place, node-shared-memory path, where each
-    /// rank is left with only its shares of the reduced dense gradient (and its rows of the word-embedding table)
-    /// anyway, and updates them in the node's one copy of the parameters. The result is the same bits: every
-    /// element's update is the same arithmetic, only computed once per node instead of once per rank.
-    var shardsOptimizer: Bool { sharedValues != nil }
-
-    /// ZeRO stage 1 before a checkpoint: every rank's moments of the ranges and table rows it owns go to all ranks (collective),
-    /// so rank 0 writes, and any rank could resume from, the complete optimizer state.
-    func gatherOptimizerState() throws {
-        guard shardsOptimizer else { return }
-        for q in 0..<comm.worldSize {
-            for r in reducer.shares(of: q) {
-                try optimizer.withMoments(r) { m, v in
-                    try comm.broadcast(m, root: q)
-                    try comm.broadcast(v, root: q)
-                }
-            }
-        }
-        // Table rows: only live ones have moments (the others are zero on every rank, and every rank knows which
-        // are live); each owner's live rows travel packed in one message per rank and moment.
-        for (k, table) in task.gradientSync.sparseTables.enumerated() {
-            let live = optimizer.liveRows(ofTable: k), n = table.rowLength
-            for q in 0..<comm.worldSize {
-                let rows = live.filter { GradientSyncLayout.tableRowOwner($0, worldSize: comm.worldSize) == q }
-                guard !rows.isEmpty else { continue }
-                var packed = [Float](repeating: 0, count: rows.count * n)
-                try optimizer.withMoments(table.range) { m, v in
-                    for moments in [m, v] {
-                        try packed.withUnsafeMutableBufferPointer { p in
-                            let buf = p.baseAddress!, mom = moments.baseAddress!
-                            if comm.rank == q { for (i, r) in rows.enumerated() { (buf + i * n).update(from: mom + r * n, count: n) } }
-                            try comm.broadcast(UnsafeMutableRawBufferPointer(p), root: q)
-                            if comm.rank != q { for (i, r) in rows.enumerated() { (mom + r * n).update(from: buf + i * n, count: n) } }
-                        }
-                    }
-                }
-            }
-        }
+    /// Collective: whether any rank asks to stop, and the preemption signal any rank received (0: none).
+    func agreeOnStop(_ stop: Bool) throws -> (stop: Bool, signal: Int32) {
+        var flags: [Int64] = [Int64(Preemption.pending), stop ? 1 : 0]
+        try comm.allReduce(&flags, op: .max)
+        return (flags[1] != 0, Int32(flags[0]))
     }
 
-    /// Exact metrics over the eval set: each rank evaluates a contiguous shard (no duplicates), and the integer
-    /// counts and loss sums are all-reduced.
-    public func evaluate() throws -> [String: Double] {
+    /// Start-up cost as a user sees it: process creation → the first optimizer step done (slowest rank; collective).
+    func agreedSecondsSinceLaunch() throws -> Double? {
+        guard let t = ProcessClock.secondsSinceLaunch() else { return nil }
+        var v = [t]
+        try comm.allReduce(&v, op: .max)
+        return v[0]
+    }
+
+    /// What a checkpoint at `step` records besides tensors (rank 0).
+    func checkpointState(step: Int, total: Int, schedule: LRSchedule, lossSum: Double, best: (metric: Double, step: Int)?) -> TrainerState {
+        TrainerState(
+            globalStep: step, epoch: Double(step) / Double(stepsPerEpoch),
+            sampleCursor: step < total ? stepPlan(step).cursor : stepPlan(step - 1).nextCursor,
+            adamStep: optimizer.stepCount, seed: config.seed, worldSize: comm.worldSize, globalBatch: config.batchSize,
+            totalSteps: total, schedule: schedule, dataFingerprint: task.dataFingerprint, modelFingerprint: modelFingerprint,
+            hyperparameters: config.hyperparameterSummary, labels: task.labels, bestMetric: best?.metric, bestStep: best?.step,
+            logHistory: history, trainLossSum: lossSum)
+    }
+
+    /// Exact metrics over the eval set at `step` (collective): each rank evaluates a contiguous shard (no duplicates),
+    /// and the integer counts and loss sums are all-reduced.
+    public func evaluate(step: Int) throws -> EvalRecord {
         let (micro, _) = config.accumulation(worldSize: comm.worldSize)
         let stats = try task.evaluateAll(comm: comm, batchSize: micro)
-        if let cls = task as? ClassificationTask { lastConfusion = cls.confusion(stats) }
-        return task.metrics(stats)
+        return EvalRecord(step: step, epoch: Double(step) / Double(stepsPerEpoch), values: task.metrics(stats),
+                          confusion: (task as? ClassificationTask)?.confusion(stats))
     }
 }
 
-/// The size and sha256 of optimizer.safetensors, or the error, sent by the rank that wrote it to every rank in one
-/// fixed-size broadcast (rank 0 records it in the manifest without re-reading the file).
-final class OptimizerFileReport: @unchecked Sendable {
-    static let bytes = 8 + 64 + 448
-    let comm: Communicator
-    let root: Int
-    init(comm: Communicator, root: Int) { self.comm = comm; self.root = root }
-
-    static func send(_ r: Result<(size: Int, sha256: String), Error>, comm: Communicator, root: Int) throws {
-        var b = [UInt8](repeating: 0, count: bytes)
-        switch r {
-        case .success(let ok):
-            withUnsafeBytes(of: Int64(ok.size).littleEndian) { for i in 0..<8 { b[i] = $0[i] } }
-            for (i, c) in ok.sha256.utf8.prefix(64).enumerated() { b[8 + i] = c }
-        case .failure(let e):
-            withUnsafeBytes(of: Int64(-1).littleEndian) { for i in 0..<8 { b[i] = $0[i] } }
-            for (i, c) in "\(e)".utf8.prefix(448).enumerated() { b[72 + i] = c }
+extension TrainingEvent {
+    /// The metrics.jsonl object of a step, evaluation or early-stop record (nil for the other events).
+    var metricsRecord: [String: Double]? {
+        switch self {
+        case .step(let r): return r.metrics
+        case .evaluated(let r): return r.metrics
+        case .stopped(let r): return r.metrics
+        case .started, .saved, .finished: return nil
         }
-        try comm.broadcast(&b, root: root)
     }
+}
 
-    func receive() throws -> (size: Int, sha256: String) {
-        var b = [UInt8](repeating: 0, count: Self.bytes)
-        try comm.broadcast(&b, root: root)
-        let size = Int(Int64(littleEndian: b[0..<8].withUnsafeBytes { $0.loadUnaligned(as: Int64.self) }))
-        guard size >= 0 else {
-            throw TrainingError("rank \(root) could not write the checkpoint's optimizer state: \(String(decoding: b[72...].prefix { $0 != 0 }, as: UTF8.self))")
-        }
-        return (size, String(decoding: b[8..<72], as: UTF8.self))
+/// `--log-samples` (a testing hook): every step's global sample indices and loss, appended as JSON lines (rank 0).
+final class SampleLog {
+    private let handle: FileHandle
+    init?(_ url: URL) {
+        if !FileManager.default.fileExists(atPath: url.path) { _ = FileManager.default.createFile(atPath: url.path, contents: nil) }
+        guard let h = FileHandle(forWritingAtPath: url.path) else { return nil }
+        _ = try? h.seekToEnd()
+        handle = h
+    }
+    deinit { try? handle.close() }
+
+    func write(step: Int, samples: [Int], loss: Double) {
+        handle.write(Data("{\"step\": \(step), \"samples\": [\(samples.map(String.init).joined(separator: ","))], \"loss\": \(loss)}\n".utf8))
     }
 }
 
 /// One JSON object per line with sorted keys; integral values print without a fraction.
 public func jsonObjectLine(_ m: [String: Double]) -> String {
     let parts = m.keys.sorted().map { k -> String in
-        let v = m[k]!
+        let v = m[k] ?? .nan
         let s: String
         if !v.isFinite { s = "null" }
         else if v == v.rounded(), abs(v) < 1e15 { s = String(Int64(v)) }

@@ -87,8 +87,9 @@ final class ProgressReporter {
     /// Whether the in-place bar is used (a terminal, and a level that shows info messages).
     var usesBar: Bool { terminal.isTTY && logger.logLevel <= .info }
 
-    func handle(_ event: TrainingEvent) {
-        guard enabled else { return }
+    /// Shows one training event (rank 0); the display never stops the loop.
+    func handle(_ event: TrainingEvent) -> LoopControl {
+        guard enabled else { return .continue }
         switch event {
         case .started(let s):
             logger.info("train: \(s.trainExamples) examples, eval: \(s.evalExamples), labels: \(s.labels.joined(separator: ", "))")
@@ -100,25 +101,32 @@ final class ProgressReporter {
             for n in s.notices {
                 if n.hasPrefix("warning: ") { logger.warning("\(n.dropFirst("warning: ".count))") } else { logger.notice("\(n)") }
             }
-        case .log(let m):
+        case .step(let r):
+            let m = r.metrics
             logger.debug("\(jsonLine(m))")
             let text = ProgressReporter.progressText(m, eta: eta(m), bar: usesBar)
             if usesBar { terminal.bar(text) } else { logger.info("\(text)") }
-        case .evaluated(let m):
-            if let ppl = m["eval_perplexity"] {
-                logger.info("\(String(format: "eval step %d: loss %.4f perplexity %.2f", Int(m["step"] ?? 0), m["eval_loss"] ?? 0, ppl))")
+        case .evaluated(let e):
+            if let ppl = e["eval_perplexity"] {
+                logger.info("\(String(format: "eval step %d: loss %.4f perplexity %.2f", e.step, e["eval_loss"] ?? 0, ppl))")
             } else {
-                logger.info("\(String(format: "eval step %d: accuracy %.4f loss %.4f macro_f1 %.4f", Int(m["step"] ?? 0), m["eval_accuracy"] ?? 0, m["eval_loss"] ?? 0, m["eval_macro_f1"] ?? 0))")
+                logger.info("\(String(format: "eval step %d: accuracy %.4f loss %.4f macro_f1 %.4f", e.step, e["eval_accuracy"] ?? 0, e["eval_loss"] ?? 0, e["eval_macro_f1"] ?? 0))")
             }
-            logger.debug("\(jsonLine(m))")
+            logger.debug("\(jsonLine(e.metrics))")
+        case .stopped(let r):
+            logger.debug("\(jsonLine(r.metrics))")
+            let best = r.bestStep.map { " (best evaluation at step \($0): \(r.bestMetric ?? 0))" } ?? ""
+            logger.notice("stopped early after step \(r.step)\(best)")
         case .saved(let url):
             logger.info("saved \(url.path)")
         case .finished:
             terminal.finish()
         }
+        return .continue
     }
 
-    /// Seconds left, from the rate since the first log record of this run (a resumed run starts mid-way).
+    /// Seconds left, from the rate since the first log record of this run (a resumed run starts mid-way); `m` is a
+    /// step record's metrics.jsonl object.
     func eta(_ m: [String: Double]) -> Double? {
         guard let step = m["step"], let total = m["total_steps"], let elapsed = m["elapsed_s"] else { return nil }
         guard let first = firstLog else { firstLog = (step, elapsed); return nil }

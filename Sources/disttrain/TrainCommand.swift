@@ -193,14 +193,14 @@ struct Train: ParsableCommand {
         let trainer = try Trainer(config: config, comm: comm)
         let reporter = ProgressReporter(enabled: comm.isRoot, level: logLevel.level,
                                         terminal: Terminal(isTTY: isatty(STDERR_FILENO) == 1))
-        let result: [String: Double]
+        let result: TrainingResult
         do { result = try trainer.run(onEvent: reporter.handle) } catch let e as PreemptedError {
             if comm.isRoot { FileHandle.standardError.write(Data("\(e)\n".utf8)) }
             throw ExitCode(Preemption.exitCode)
         }
         if comm.isRoot {
-            var line = jsonLine(result)
-            if let cm = trainer.lastConfusion {  // [[Int64]] prints as a JSON array of arrays
+            var line = jsonLine(result.metrics)
+            if let cm = result.confusion {  // [[Int64]] prints as a JSON array of arrays
                 line = String(line.dropLast()) + ", \"eval_confusion_matrix\": \(cm)}"
             }
             print(line)

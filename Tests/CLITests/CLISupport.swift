@@ -1,6 +1,8 @@
 // Helpers for end-to-end tests: locate the built `disttrain` binary, run it (optionally under real mpirun),
-// and read what it wrote. Tests here read nothing outside this repository: fixtures live in it.
+// and read what it wrote. Tests here read nothing outside this repository: fixtures live in it. The repository
+// root, the binary locator and temp folders come from the TestSupport target.
 import Foundation
+@_exported import TestSupport
 import XCTest
 
 struct RunResult {
@@ -10,26 +12,11 @@ struct RunResult {
 }
 
 enum CLI {
-    /// The repository root, from this file's path.
-    static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static var repoRoot: URL { TestPaths.repoRoot }
 
-    /// The built executable sits next to the test bundle in .build/<config>/.
-    static func binary() throws -> URL {
-        var candidates: [URL] = []
-        for b in [Bundle.main.bundleURL] + Bundle.allBundles.map(\.bundleURL) {
-            candidates.append(b.deletingLastPathComponent().appendingPathComponent("disttrain"))
-            candidates.append(b.appendingPathComponent("disttrain"))
-        }
-        candidates.append(repoRoot.appendingPathComponent(".build/debug/disttrain"))
-        for c in candidates where FileManager.default.isExecutableFile(atPath: c.path) { return c }
-        throw XCTSkip("disttrain binary not found next to the test bundle (looked in \(candidates.map(\.path))); run `swift build` first")
-    }
+    static func binary() throws -> URL { try TestPaths.binary("disttrain") }
 
-    static func tempDir(_ tag: String) throws -> URL {
-        let d = FileManager.default.temporaryDirectory.appendingPathComponent("disttrain-\(tag)-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true)
-        return d
-    }
+    static func tempDir(_ tag: String) throws -> URL { try TestPaths.tempDir(tag) }
 
     /// Runs `disttrain args` directly, or under `mpirun -n ranks` when ranks is given. Times out after `timeout` s.
     static func run(_ args: [String], ranks: Int? = nil, stdin: String? = nil, timeout: TimeInterval = 120,

@@ -2,6 +2,7 @@
 // from the shared golden set once); nothing here touches the network or anything outside the repository at run time.
 import Foundation
 import XCTest
+import TestSupport
 import Tokenizers
 
 enum Fixtures {
@@ -19,8 +20,7 @@ enum Fixtures {
 
     /// A temp folder holding only `files` copied from `folder`, so loadTokenizer takes the route we want.
     static func folder(copying files: [String], from folder: String) throws -> URL {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tok-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try TestPaths.tempDir("tok")
         for f in files {
             try FileManager.default.copyItem(at: root.appendingPathComponent(folder).appendingPathComponent(f),
                                              to: dir.appendingPathComponent(f))

@@ -1,36 +1,12 @@
-// DataTestSupport: a throwaway folder for test data files and an assertion for one-line `DataError`s.
+// DataTestSupport: an assertion for one-line `DataError`s (the throwaway TempFolder comes from TestSupport).
 //
 // Deliberately not a fixture store: every test writes the few bytes it needs, so the test shows its input and
 // nothing is read from outside the temp folder.
 
 import Foundation
 import XCTest
+@_exported import TestSupport
 @testable import Training
-
-/// A fresh folder under the system temp directory, removed when the value goes away.
-final class TempFolder {
-    let url: URL
-
-    init() throws {
-        url = FileManager.default.temporaryDirectory
-            .appendingPathComponent("disttrain-training-tests-\(UUID().uuidString)", isDirectory: true)
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    }
-
-    deinit { try? FileManager.default.removeItem(at: url) }
-
-    @discardableResult
-    func write(_ name: String, _ text: String) throws -> URL {
-        try write(name, bytes: Array(text.utf8))
-    }
-
-    @discardableResult
-    func write(_ name: String, bytes: [UInt8]) throws -> URL {
-        let file = url.appendingPathComponent(name)
-        try Data(bytes).write(to: file)
-        return file
-    }
-}
 
 /// Asserts that `body` throws a `DataError` on `line` (nil: no line) whose one-line description contains every
 /// fragment, and returns it for further checks.

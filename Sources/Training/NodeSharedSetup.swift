@@ -1,0 +1,57 @@
+// NodeSharedSetup: how a job's gradients are all-reduced and where its parameters live, decided once at start-up.
+// A single-node job keeps its gradients in node-shared memory, where the reducer sums them in place, if every rank
+// sees room for all ranks' segments (a container's /dev/shm is often 64 MB): decided together. Under ZeRO-1 the node
+// also keeps one copy of the parameters, which every rank reads and each owner updates in place (rank 0's segment of
+// a second window). Otherwise (several nodes, no room, or one process) the reducer sends MPI messages, or nothing.
+// Used by the Trainer and by `bench` (ScalingBenchmark), so the benchmark measures the trainer's path.
+// Deliberately not here: the reduction itself (Dist's GradientReducer), the optimizer step (TrainStep).
+import Dist
+import Model
+
+struct NodeSharedSetup {
+    /// The reducer of the step: in place in node-shared memory, or through messages.
+    let reducer: GradientReducer
+    /// ZeRO-1: the window whose rank-0 segment holds the node's one copy of the parameters (the store's values);
+    /// each rank's AdamW writes its own shares there, and `sync()` on it publishes them. nil: AdamW on every rank.
+    let sharedValues: NodeSharedMemory?
+    /// What was set up, for the user (nil for a single process or when shared memory was not asked for).
+    let notice: String?
+
+    /// Whether AdamW is sharded over the ranks (ZeRO stage 1): on the in-place, node-shared-memory path, where each
+    /// rank is left with only its shares of the reduced dense gradient (and its rows of the word-embedding table)
+    /// anyway, and updates them in the node's one copy of the parameters. The result is the same bits: every
+    /// element's update is the same arithmetic, only computed once per node instead of once per rank.
+    var shardsOptimizer: Bool { sharedValues != nil }
+
+    /// Collective. Moves `store`'s gradients (and, with `shardOptimizer`, its values) into node-shared memory when
+    /// `sharedMemory` is asked for, there are several ranks and every rank has room; the store's values must already
+    /// be identical on every rank (after the start-up broadcast).
+    static func make(comm: Communicator, store: ParameterStore, sharedMemory: Bool, shardOptimizer: Bool,
+                     bucketBytes: Int = 4 << 20) throws -> NodeSharedSetup {
+        let plain = NodeSharedSetup(reducer: GradientReducer(communicator: comm, bucketBytes: bucketBytes), sharedValues: nil, notice: nil)
+        guard sharedMemory, comm.worldSize > 1 else { return plain }
+        let shmBytes = GradientReducer.sharedBytes(elements: store.count, worldSize: comm.worldSize)
+        let valueBytes = shardOptimizer ? store.count * MemoryLayout<Float>.stride : 0
+        let needed = shmBytes * comm.worldSize + valueBytes
+        var room: [Int64] = [(NodeSharedMemory.freeBackingBytes() ?? 0) >= needed + (64 << 20) ? 1 : 0]
+        try comm.allReduce(&room, op: .min)
+        if room[0] == 0 {
+            return NodeSharedSetup(reducer: plain.reducer, sharedValues: nil, notice: "\(NodeSharedMemory.backingDirectory) has less than \(needed >> 20) MB free for node-shared gradients\(valueBytes > 0 ? " and parameters" : ""): all-reducing with MPI messages (enlarge it, e.g. docker --shm-size, for the in-place path)")
+        }
+        guard let shm = try comm.makeNodeSharedMemory(segmentBytes: shmBytes) else { return plain }
+        store.adoptGradientBuffer(UnsafeMutableBufferPointer(start: shm.base.assumingMemoryBound(to: Float.self), count: store.count), owner: shm)
+        let reducer = GradientReducer(communicator: comm, bucketBytes: bucketBytes, shared: shm)
+        var sharedValues: NodeSharedMemory?
+        if valueBytes > 0, let values = try comm.makeNodeSharedMemory(segmentBytes: comm.isRoot ? valueBytes : 0) {
+            // Every replica holds rank 0's parameters (broadcast before): rank 0 copies its own into the node's
+            // buffer, and after the barrier every rank reads that one.
+            let buffer = UnsafeMutableBufferPointer(start: values.segment(of: 0).assumingMemoryBound(to: Float.self), count: store.count)
+            if comm.isRoot { store.adoptValueBuffer(buffer, owner: values, copy: true) }
+            try values.sync()
+            if !comm.isRoot { store.adoptValueBuffer(buffer, owner: values, copy: false) }
+            sharedValues = values
+        }
+        return NodeSharedSetup(reducer: reducer, sharedValues: sharedValues,
+                               notice: "gradients all-reduced in place in node-shared memory, \(sharedValues != nil ? "AdamW sharded over the ranks (ZeRO-1)" : "AdamW on every rank") (all \(comm.worldSize) ranks on one node; --no-shared-memory for MPI messages)")
+    }
+}

@@ -1,0 +1,174 @@
+// TrainingEvents: what the training loop reports, as typed records, and the consumers that act on them. The loop
+// emits `TrainingEvent`s; every consumer answers `.continue` or `.stop`, and the ranks agree (one all-reduce) before
+// the loop stops early, so a consumer may decide on one rank only. Best-model tracking and early stopping are such a
+// consumer (`BestModelTracker`); the executable's progress display is another (disttrain/Progress.swift).
+// Records serialise to exactly the keys and values metrics.jsonl has always had (report.html and tests read them).
+// Deliberately not here: when to log, evaluate or save (Trainer), how to print (the executable).
+import Foundation
+
+/// What the loop reports. `step`, `evaluated` and `stopped` are the records written to metrics.jsonl.
+public enum TrainingEvent {
+    case started(TrainingSummary)
+    case step(StepRecord)
+    case evaluated(EvalRecord)
+    /// A consumer (early stopping) ended the loop before the last step.
+    case stopped(StopRecord)
+    case saved(URL)
+    case finished(TrainingResult)
+}
+
+/// A consumer's answer to an event.
+public enum LoopControl: Sendable, Equatable {
+    case `continue`, stop
+}
+
+/// The shape of a run, reported once at the start.
+public struct TrainingSummary: Sendable {
+    public var trainExamples: Int
+    public var evalExamples: Int
+    public var labels: [String]
+    public var totalSteps: Int
+    public var stepsPerEpoch: Int
+    public var worldSize: Int
+    public var microBatch: Int
+    public var accumulationSteps: Int
+    /// Trainable parameters (the all-reduced, optimised buffer: everything, or only a LoRA adapter and head).
+    public var parameters: Int
+    /// Bytes the gradient all-reduce moves per optimizer step (the trainable buffer, padding included).
+    public var allReduceBytes: Int
+    public var initialized: [String]
+    public var truncated: Int
+    /// What the resume logic decided (and warnings about skipped checkpoints).
+    public var notices: [String]
+}
+
+/// One logging window of training steps (a metrics.jsonl line with `loss`).
+public struct StepRecord: Sendable, Equatable {
+    public var step: Int
+    public var epoch: Double
+    /// Mean step loss over the window.
+    public var loss: Double
+    /// Learning rate and gradient norm (before clipping) of the window's last step.
+    public var learningRate: Double
+    public var gradNorm: Double
+    public var tokensPerSecond: Double
+    /// Seconds since this run's loop started.
+    public var elapsedSeconds: Double
+    public var totalSteps: Int
+    /// Per step in the window: seconds blocked in the gradient all-reduce, MB moved, and its bus bandwidth (several
+    /// ranks only, when the reducer ran in the window).
+    public var allReduce: (seconds: Double, megabytes: Double, busGBps: Double)?
+    /// Seconds per step in the AdamW update (and, under ZeRO-1, the barrier that publishes it).
+    public var optimizerSeconds: Double
+    /// Process start → first optimizer step done (slowest rank); in this run's first record only.
+    public var launchToFirstStep: Double?
+    /// A background checkpoint that finished since the previous record: seconds and MB/s.
+    public var checkpointWrite: (seconds: Double, megabytesPerSecond: Double)?
+
+    public static func == (a: StepRecord, b: StepRecord) -> Bool { a.metrics == b.metrics }
+
+    /// The metrics.jsonl object.
+    public var metrics: [String: Double] {
+        var m: [String: Double] = ["step": Double(step), "epoch": epoch, "loss": loss, "learning_rate": learningRate,
+                                   "grad_norm": gradNorm, "tokens_per_s": tokensPerSecond, "elapsed_s": elapsedSeconds,
+                                   "total_steps": Double(totalSteps), "optimizer_s": optimizerSeconds]
+        if let a = allReduce {
+            m["allreduce_s"] = a.seconds; m["allreduce_mb"] = a.megabytes; m["allreduce_bus_gbps"] = a.busGBps
+        }
+        if let t = launchToFirstStep { m["launch_to_first_step_s"] = t }
+        if let c = checkpointWrite { m["checkpoint_write_s"] = c.seconds; m["checkpoint_mb_per_s"] = c.megabytesPerSecond }
+        return m
+    }
+}
+
+/// One evaluation: the task's metrics (keys `eval_*`: loss, accuracy, F1s, perplexity, ...) at a step.
+public struct EvalRecord: Sendable, Equatable {
+    public var step: Int
+    public var epoch: Double
+    /// As the task reports them (which keys depends on the task).
+    public var values: [String: Double]
+    /// The confusion matrix [true][predicted], for classification.
+    public var confusion: [[Int64]]?
+
+    public subscript(_ key: String) -> Double? { values[key] }
+
+    /// The metrics.jsonl object.
+    public var metrics: [String: Double] {
+        var m = values
+        m["step"] = Double(step); m["epoch"] = epoch
+        return m
+    }
+}
+
+/// The loop ended before its last step (early stopping).
+public struct StopRecord: Sendable, Equatable {
+    public var step: Int
+    public var bestStep: Int?
+    public var bestMetric: Double?
+
+    /// The metrics.jsonl object.
+    public var metrics: [String: Double] {
+        ["step": Double(step), "early_stopped": 1, "best_step": Double(bestStep ?? step), "best_metric": bestMetric ?? 0]
+    }
+}
+
+/// The outcome of `Trainer.run`, identical on every rank.
+public struct TrainingResult: Sendable {
+    /// The last evaluation's `eval_*` metrics (empty without an eval set).
+    public var eval: [String: Double]
+    public var confusion: [[Int64]]?
+    /// Mean step loss over every step of the run (across resumes).
+    public var trainLoss: Double
+    public var runtimeSeconds: Double
+    public var launchToFirstStep: Double?
+    public var tokensPerSecond: Double
+    public var trainSamples: Int
+    public var globalStep: Int
+    public var best: (step: Int, metric: Double)?
+    public var epoch: Double
+
+    /// The eval_results.json object (without the confusion matrix).
+    public var metrics: [String: Double] {
+        var r = eval.filter { $0.key.hasPrefix("eval_") }
+        r["train_loss"] = trainLoss
+        r["train_runtime_s"] = runtimeSeconds
+        if let t = launchToFirstStep { r["launch_to_first_step_s"] = t }
+        r["train_tokens_per_s"] = tokensPerSecond
+        r["train_samples"] = Double(trainSamples)
+        r["global_step"] = Double(globalStep)
+        if let b = best { r["best_step"] = Double(b.step); r["best_metric"] = b.metric }
+        r["epoch"] = epoch
+        return r
+    }
+}
+
+/// Tracks the best evaluation by `metric` (lower is better for `*loss*` and `*perplexity*`; a metric the task does not
+/// report falls back to eval_loss) and stops the loop after `patience` evaluations without improvement (0: never).
+/// Every rank sees the same all-reduced metrics, so every rank's tracker decides alike.
+public struct BestModelTracker: Sendable {
+    public let metric: String
+    public let patience: Int
+    public let totalSteps: Int
+    public private(set) var best: (metric: Double, step: Int)?
+    /// Evaluations since `best` last improved.
+    public private(set) var evalsWithoutImprovement = 0
+
+    public init(metric: String, patience: Int, totalSteps: Int, best: (metric: Double, step: Int)? = nil) {
+        self.metric = metric; self.patience = patience; self.totalSteps = totalSteps; self.best = best
+    }
+
+    public mutating func observe(_ event: TrainingEvent) -> LoopControl {
+        guard case .evaluated(let e) = event else { return .continue }
+        let key = e[metric] != nil ? metric : "eval_loss"
+        if let v = e[key] {
+            let lowerIsBetter = key.contains("loss") || key.contains("perplexity")
+            if let b = best, !(lowerIsBetter ? v < b.metric : v > b.metric) {
+                evalsWithoutImprovement += 1
+            } else {
+                best = (v, e.step)
+                evalsWithoutImprovement = 0
+            }
+        }
+        return patience > 0 && evalsWithoutImprovement >= patience && e.step < totalSteps ? .stop : .continue
+    }
+}
