@@ -6,7 +6,8 @@
 // Commit protocol: write into checkpoint-STEP.partial/, fsync every file and the folder, write the manifest, fsync,
 // rename to checkpoint-STEP/, fsync the parent, then atomically replace the `latest` pointer file. A folder without a
 // verifying manifest is never resumed from.
-// Deliberately not here: when to save (the Trainer decides), the background thread (CheckpointWriter below only
+// Deliberately not here: when to save (the Trainer decides), how the ranks produce one checkpoint (the ZeRO gather,
+// the split save, the snapshot: CheckpointSaver.swift), the background thread (CheckpointWriter below only
 // serialises one snapshot at a time).
 import Crypto
 import Foundation

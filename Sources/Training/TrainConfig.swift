@@ -49,7 +49,7 @@ public struct TrainConfig: Sendable {
     public var dropout: Bool = true
     /// Save a checkpoint every N optimizer steps (0 = only at the end of each epoch and of training).
     public var saveSteps: Int = 0
-    /// Keep at most this many checkpoints (the newest, plus the best by eval accuracy); 0 = keep all.
+    /// Keep at most this many checkpoints (the newest, plus the best by `metricForBestModel`); 0 = keep all.
     public var saveTotalLimit: Int = 0
     /// Where to resume from.
     public var resume: ResumeMode = .auto

@@ -86,7 +86,7 @@ struct Train: ParsableCommand {
     @Flag(help: "With node-shared memory: run the whole AdamW step on every rank instead of 1/W of it each (ZeRO-1, the default; same results).")
     var noShardOptimizer = false
     @Option(help: "Save a checkpoint every N steps (0 = at the end of each epoch and of training).") var saveSteps: Int = 0
-    @Option(help: "Keep at most K checkpoints: the newest plus the best by eval accuracy (0 = all).") var saveTotalLimit: Int = 0
+    @Option(help: "Keep at most K checkpoints: the newest plus the best by --metric-for-best-model (0 = all).") var saveTotalLimit: Int = 0
     @Option(help: "auto (newest valid checkpoint in --output-dir, if any), never, or a checkpoint folder.") var resume: String = "auto"
     @Flag(help: "Resume even if the data or the global batch differ from the checkpoint's.") var resumeIgnoreMismatch = false
     // Testing hooks, hidden from help: crash at a checkpoint phase, slow steps down, log sample indices.

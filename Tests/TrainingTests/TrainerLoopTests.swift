@@ -105,19 +105,26 @@ final class TrainerLoopTests: XCTestCase {
 
     func bytes(_ url: URL) throws -> Data { try Data(contentsOf: url) }
 
+    /// Trains the config `make(outputName)` gives at 1, 2 and 4 ranks, checks that every run's ranks agree and that the
+    /// runs train the same, and returns the 1-rank outcome.
+    func trainAtOneTwoAndFourRanks(_ make: (String) throws -> TrainConfig,
+                                   file: StaticString = #filePath, line: UInt = #line) throws -> Outcome {
+        let one = try train(try make("r1"), ranks: 1)[0]
+        for n in [2, 4] {
+            let runs = try train(try make("r\(n)"), ranks: n)
+            assertRanksAgree(runs, "\(n) ranks", file: file, line: line)
+            assertSameTraining(one, runs[0], "1 vs \(n) ranks", file: file, line: line)
+        }
+        return one
+    }
+
     // MARK: tests
 
     func testClassifierTrainsTheSameAtOneTwoAndFourRanks() throws {
         let folder = try TempFolder()
-        let one = try train(try classifierConfig(folder, "r1"), ranks: 1)
-        let two = try train(try classifierConfig(folder, "r2"), ranks: 2)
-        let four = try train(try classifierConfig(folder, "r4"), ranks: 4)
-        XCTAssertEqual(one[0].losses.count, 6)
-        XCTAssertGreaterThan(one[0].losses.first ?? 0, 0.5, "a 3-class head starts near ln 3")
-        assertRanksAgree(two, "2 ranks")
-        assertRanksAgree(four, "4 ranks")
-        assertSameTraining(one[0], two[0], "1 vs 2 ranks")
-        assertSameTraining(one[0], four[0], "1 vs 4 ranks")
+        let one = try trainAtOneTwoAndFourRanks { try classifierConfig(folder, $0) }
+        XCTAssertEqual(one.losses.count, 6)
+        XCTAssertGreaterThan(one.losses.first ?? 0, 0.5, "a 3-class head starts near ln 3")
         // The training moved the weights (a test that compares two untouched copies would pass trivially).
         XCTAssertEqual(Checkpoint.list(folder.url.appendingPathComponent("r1")).count, 2, "checkpoint-3 and checkpoint-6")
         let fixture = try SafeTensorsFile(url: TestPaths.fixture("bert-tiny-cls").appendingPathComponent("model.safetensors"))
@@ -176,19 +183,13 @@ final class TrainerLoopTests: XCTestCase {
 
     func testLanguageModelTrainsTheSameAtOneTwoAndFourRanksAndResumesBitwise() throws {
         let folder = try TempFolder()
-        let one = try train(try lmConfig(folder, "r1"), ranks: 1)
-        let two = try train(try lmConfig(folder, "r2"), ranks: 2)
-        let four = try train(try lmConfig(folder, "r4"), ranks: 4)
-        XCTAssertEqual(one[0].losses.count, 5)
-        XCTAssertGreaterThan(one[0].losses[0], 5, "an untrained 50257-token LM starts near ln 50257 ≈ 10.8")
-        assertRanksAgree(two, "2 ranks")
-        assertRanksAgree(four, "4 ranks")
-        assertSameTraining(one[0], two[0], "1 vs 2 ranks")
-        assertSameTraining(one[0], four[0], "1 vs 4 ranks")
+        let one = try trainAtOneTwoAndFourRanks { try lmConfig(folder, $0) }
+        XCTAssertEqual(one.losses.count, 5)
+        XCTAssertGreaterThan(one.losses.first ?? 0, 5, "an untrained 50257-token LM starts near ln 50257 ≈ 10.8")
         let config = try lmConfig(folder, "parts")
         _ = try train(config, ranks: 1, stopAt: 3)
         let resumed = try train(config, ranks: 1)
-        XCTAssertEqual(resumed[0].params, one[0].params, "resumed at step 3: final parameters")
+        XCTAssertEqual(resumed[0].params, one.params, "resumed at step 3: final parameters")
         XCTAssertEqual(try bytes(config.outputDir.appendingPathComponent("checkpoint-5/optimizer.safetensors")),
                        try bytes(folder.url.appendingPathComponent("r1/checkpoint-5/optimizer.safetensors")))
     }
