@@ -14,6 +14,7 @@
 #   sms-resume  --max-steps 20, then the same command with --max-steps 30 (resumes from checkpoint-20)
 #   sms-lora    --lora-r 8, one process
 #   lm-2p       the tiny GPT-2 LM fixture on data/hamlet-lm/lm.jsonl, mpirun -n 2
+#   es-1p       the tiny BERT fixture on SMS spam, evaluated every 3 steps, stopped early (patience 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_btl=self,vader,tcp
@@ -27,7 +28,7 @@ run() {
     bin=$(realpath "$1"); out=$2
     mkdir -p "$out"
     local mpi=(mpirun --allow-run-as-root --oversubscribe --bind-to none -n 2)
-    rm -rf "$out"/{sms-1p,sms-2p,sms-resume,sms-lora,lm-2p}
+    rm -rf "$out"/{sms-1p,sms-2p,sms-resume,sms-lora,lm-2p,es-1p}
     echo "[refactor_check] sms-1p";     "$bin" train --model $MINILM "${SMS[@]}" --max-steps 30 --output-dir "$out/sms-1p" > /dev/null
     echo "[refactor_check] sms-2p";     "${mpi[@]}" "$bin" train --model $MINILM "${SMS[@]}" --max-steps 30 --output-dir "$out/sms-2p" > /dev/null
     echo "[refactor_check] sms-resume"; "$bin" train --model $MINILM "${SMS[@]}" --max-steps 20 --output-dir "$out/sms-resume" > /dev/null
@@ -36,11 +37,15 @@ run() {
     echo "[refactor_check] lm-2p";      "${mpi[@]}" "$bin" train --model Tests/ModelTests/Fixtures/gpt2-tiny-lm \
         --train-file data/hamlet-lm/lm.jsonl --max-steps 12 --save-steps 5 --batch-size 8 --learning-rate 1e-3 \
         --max-length 32 --seed 42 --threads 1 --no-report --log-level warning --output-dir "$out/lm-2p" > /dev/null
+    echo "[refactor_check] es-1p";      "$bin" train --model Tests/ModelTests/Fixtures/bert-tiny-cls \
+        --train-file data/sms-spam/train.jsonl --eval-file data/sms-spam/test.jsonl --max-steps 60 --batch-size 16 \
+        --learning-rate 3e-2 --max-length 32 --eval-steps 3 --early-stopping-patience 2 --threads 1 --no-report \
+        --log-level warning --output-dir "$out/es-1p" > /dev/null
 }
 
 compare() {
     local ref=$1 new=$2 bad=0
-    for s in sms-1p sms-2p sms-resume sms-lora lm-2p; do
+    for s in sms-1p sms-2p sms-resume sms-lora lm-2p es-1p; do
         local last
         last=$(cd "$ref/$s" && ls -d checkpoint-* | sort -t- -k2 -n | tail -1)
         for f in $(cd "$ref/$s" && ls *.safetensors "$last"/*.safetensors); do

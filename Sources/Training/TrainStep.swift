@@ -62,7 +62,8 @@ final class TrainStep {
             rowSparse: task.gradientSync.sparseTables)
     }
 
-    /// Collective: trains the samples of `plan` (global step `step`, 0-based) and updates the parameters.
+    /// Collective: trains the samples of `plan` (global step `step`, 0-based) and updates the parameters; throws when
+    /// the step's loss is not finite (on every rank alike: the loss is all-reduced).
     func run(_ plan: StepPlan, step: Int, lr: Double, maxGradNorm: Double, dropout: DropoutContext?) throws -> StepResult {
         let debug = probe != nil
         // A row-sparse table's gradient is zero outside the rows the previous step touched (backward writes only the
@@ -120,7 +121,11 @@ final class TrainStep {
         // ZeRO stage 1: each rank updated its shares and table rows in the node's one copy of the parameters; once
         // every rank has passed this barrier all see all of them. The wait counts as optimizer time.
         try sharedValues?.sync()
-        return StepResult(loss: stats[0] / Double(normaliser), tokens: Int(stats[1]), gradNorm: norm,
-                          optimizerSeconds: (ContinuousClock.now - optStart).seconds)
+        let optimizerSeconds = (ContinuousClock.now - optStart).seconds
+        let loss = stats[0] / Double(normaliser)
+        guard loss.isFinite else {
+            throw TrainingError("the loss became \(loss) at step \(step + 1); lower --learning-rate or check the data")
+        }
+        return StepResult(loss: loss, tokens: Int(stats[1]), gradNorm: norm, optimizerSeconds: optimizerSeconds)
     }
 }

@@ -158,9 +158,6 @@ public final class Trainer {
             let sp = stepPlan(step), lr = schedule.lr(forStep: step)
             let r = try stepper.run(sp, step: step, lr: lr, maxGradNorm: config.maxGradNorm,
                                     dropout: config.dropout ? DropoutContext(seed: config.seed, step: step) : nil)
-            guard r.loss.isFinite else {
-                throw TrainingError("the loss became \(r.loss) at step \(step + 1); lower --learning-rate or check the data")
-            }
             sampleLog?.write(step: step + 1, samples: sp.globalIndices, loss: r.loss)
             if step == firstStep { launchToFirstStep = try agreedSecondsSinceLaunch() }
             if config.stepDelayMs > 0 { usleep(UInt32(config.stepDelayMs) * 1000) }
@@ -168,10 +165,11 @@ public final class Trainer {
             step += 1
             var control = LoopControl.continue
             if step % max(config.loggingSteps, 1) == 0 || step == total {
-                control = emit(.step(window.record(step: step, epoch: Double(step) / Double(stepsPerEpoch), totalSteps: total, lr: lr,
-                                             last: r, elapsed: Date().timeIntervalSince(start), worldSize: comm.worldSize,
-                                             reducerStats: stepper.reducer.stats, launchToFirstStep: launchToFirstStep,
-                                             checkpoint: saver.takeStats())))
+                let record = window.record(step: step, epoch: Double(step) / Double(stepsPerEpoch), totalSteps: total, lr: lr,
+                                           last: r, elapsed: Date().timeIntervalSince(start), worldSize: comm.worldSize,
+                                           reducerStats: stepper.reducer.stats, launchToFirstStep: launchToFirstStep,
+                                           checkpoint: saver.takeStats())
+                control = emit(.step(record))
             }
             let epochEnd = step % stepsPerEpoch == 0
             if task.evalCount > 0 && ((config.evalSteps > 0 && step % config.evalSteps == 0) || epochEnd || step == total) {
