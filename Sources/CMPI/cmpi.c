@@ -163,6 +163,32 @@ void cmpi_error_string(int code, char *buf, int buflen) {
     buf[buflen - 1] = 0;
 }
 
+// ---------------------------------------------------------------- topology
+int cmpi_topology(cmpi_topology_info *info) {
+    if (info == NULL) return CMPI_ERR_ARG;
+    memset(info, 0, sizeof *info);
+    MPI_Comm node;
+    int rc = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    if (rc != MPI_SUCCESS) return rc;
+    int world = 0, lead = 0, before = 0, sizes[2];
+    MPI_Comm_rank(MPI_COMM_WORLD, &world);
+    MPI_Comm_rank(node, &info->local_rank);
+    MPI_Comm_size(node, &info->local_size);
+    lead = info->local_rank == 0;
+    // A node's index = the number of node leaders (local rank 0, its lowest world rank) before its own leader.
+    rc = MPI_Exscan(&lead, &before, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    if (rc == MPI_SUCCESS) { if (world == 0) before = 0; rc = MPI_Bcast(&before, 1, MPI_INT, 0, node); }
+    if (rc == MPI_SUCCESS) rc = MPI_Allreduce(&lead, &info->node_count, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    sizes[0] = info->local_size; sizes[1] = -info->local_size;
+    if (rc == MPI_SUCCESS) rc = MPI_Allreduce(MPI_IN_PLACE, sizes, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Comm_free(&node);
+    if (rc != MPI_SUCCESS) return rc;
+    info->node = before;
+    info->max_local_size = sizes[0];
+    info->min_local_size = -sizes[1];
+    return MPI_SUCCESS;
+}
+
 // ---------------------------------------------------------------- node-shared memory
 struct cmpi_shm {
     MPI_Comm node;

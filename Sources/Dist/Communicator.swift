@@ -3,6 +3,7 @@
 // needs no MPI at all. `MPICommunicator` (MPICommunicator.swift) goes through the C shim in Sources/CMPI;
 // `DebugCommunicator` (DebugCommunicator.swift) wraps either and cross-checks every call.
 // Deliberately not here: point-to-point messaging, sub-communicators, anything model-specific.
+// `topology` (NodeTopology.swift) says how the ranks are spread over nodes.
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -57,10 +58,14 @@ public protocol Communicator: AnyObject {
     /// rank can address (NodeSharedMemory), when all ranks share one node and the implementation supports it; nil
     /// otherwise (the default), and the caller passes messages.
     func makeNodeSharedMemory(segmentBytes: Int) throws -> NodeSharedMemory?
+    /// How the ranks are spread over nodes (one node holding every rank unless the implementation knows better).
+    var topology: NodeTopology { get }
 }
 
 extension Communicator {
     public func makeNodeSharedMemory(segmentBytes: Int) throws -> NodeSharedMemory? { nil }
+
+    public var topology: NodeTopology { NodeTopology.singleNode(rank: rank, worldSize: worldSize) }
 
     public func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws -> PendingReduction {
         try allReduce(buffer, op: op)

@@ -19,6 +19,8 @@ public final class MPICommunicator: Communicator {
     /// Number of collectives issued so far on this rank (the watchdog and error messages quote it).
     public private(set) var sequence = 0
     public let watchdog: Watchdog
+    /// How the job's ranks are spread over nodes (MPI_COMM_TYPE_SHARED), found once at start-up.
+    public let topology: NodeTopology
 
     /// Initialises MPI (once per process; a second call reuses the running instance) and queries rank and size.
     /// - Parameters:
@@ -44,7 +46,15 @@ public final class MPICommunicator: Communicator {
         rank = Int(r)
         worldSize = Int(s)
         providedThreadLevel = provided
-        watchdog = Watchdog(timeout: watchdogTimeout, rankLabel: "rank \(r) of \(s)") { _ in
+        var t = cmpi_topology_info()
+        try MPICommunicator.check(cmpi_topology(&t), "MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)", rank: Int(r), size: Int(s))
+        let host = NodeTopology.currentHostname()
+        topology = NodeTopology(nodeCount: Int(t.node_count), node: Int(t.node), localRank: Int(t.local_rank),
+                                localSize: Int(t.local_size), minLocalSize: Int(t.min_local_size),
+                                maxLocalSize: Int(t.max_local_size), hostname: host)
+        // The watchdog's message names the node too: on a multi-node job that is where one looks next.
+        let label = t.node_count > 1 ? "rank \(r) of \(s) (on \(host), node \(t.node) of \(t.node_count))" : "rank \(r) of \(s)"
+        watchdog = Watchdog(timeout: watchdogTimeout, rankLabel: label) { _ in
             // MPI_Abort from a non-main thread is outside FUNNELED's promise, but OpenMPI implements it by asking the
             // launcher to kill the job, which is exactly what is needed; _exit is the fallback if it ever returns.
             _ = cmpi_abort(Watchdog.abortCode)

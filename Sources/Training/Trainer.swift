@@ -203,6 +203,7 @@ public final class Trainer {
                 notices.append("gradients all-reduced in place in node-shared memory, \(sharedValues != nil ? "AdamW sharded over the ranks (ZeRO-1)" : "AdamW on every rank") (all \(comm.worldSize) ranks on one node; --no-shared-memory for MPI messages)")
             }
         }
+        if comm.worldSize > 1, reducer.shared == nil { notices.append("gradients all-reduced with MPI messages, AdamW on every rank (\(comm.topology))") }
     }
 
     var stepsPerEpoch: Int { plan.stepsPerEpoch }

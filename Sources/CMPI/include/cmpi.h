@@ -68,6 +68,18 @@ int cmpi_shm_sync(cmpi_shm *shm);
 /// Collective: frees the window and the handle.
 int cmpi_shm_free(cmpi_shm *shm);
 
+/// Where this rank sits among the job's nodes as MPI sees them (MPI_COMM_TYPE_SHARED: the ranks that can share
+/// memory). Collective over MPI_COMM_WORLD. Nodes are numbered in the order of their lowest world rank.
+typedef struct cmpi_topology_info {
+    int node;            // this rank's node, 0..<node_count
+    int node_count;
+    int local_rank;      // rank within the node (ordered by world rank)
+    int local_size;      // ranks on this node
+    int min_local_size;  // fewest ranks on any node
+    int max_local_size;  // most ranks on any node
+} cmpi_topology_info;
+int cmpi_topology(cmpi_topology_info *info);
+
 /// Writes a human-readable message for an MPI (or CMPI_ERR_*) code into buf (always NUL-terminated).
 void cmpi_error_string(int code, char *buf, int buflen);
 
