@@ -201,9 +201,14 @@ public final class Trainer {
                     sharedValues = values
                 }
                 notices.append("gradients all-reduced in place in node-shared memory, \(sharedValues != nil ? "AdamW sharded over the ranks (ZeRO-1)" : "AdamW on every rank") (all \(comm.worldSize) ranks on one node; --no-shared-memory for MPI messages)")
+            } else if let h = try comm.makeHierarchicalGroups(segmentBytes: GradientReducer.sharedBytes(elements: task.store.count, worldSize: comm.topology.localSize)) {
+                // Several nodes: in place within each node, then each share across the nodes (GradientReducer).
+                task.store.adoptGradientBuffer(UnsafeMutableBufferPointer(start: h.node.base.assumingMemoryBound(to: Float.self), count: task.store.count), owner: h.node)
+                reducer = GradientReducer(communicator: comm, shared: h.node, crossNode: h.peers)
+                notices.append("gradients reduced hierarchically: in place in node-shared memory within each node, each rank's share all-reduced with MPI messages across the \(comm.topology.nodeCount) nodes; AdamW on every rank (\(comm.topology); --no-shared-memory for MPI messages only)")
             }
         }
-        if comm.worldSize > 1, reducer.shared == nil { notices.append("gradients all-reduced with MPI messages, AdamW on every rank (\(comm.topology))") }
+        if comm.worldSize > 1, reducer.shared == nil { notices.append("gradients all-reduced with MPI messages, AdamW on every rank (\(comm.topology)\(comm.topology.ranksPerNode == nil ? "; the hierarchical reduction needs the same number of ranks on every node" : ""))") }
     }
 
     var stepsPerEpoch: Int { plan.stepsPerEpoch }

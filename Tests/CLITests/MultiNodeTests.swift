@@ -4,8 +4,9 @@
 // be set up the tests are skipped too, unless DISTTRAIN_REQUIRE_EMULATION=1 (set by .ci/run), which makes that a
 // failure.
 // What is checked: 2 nodes × 2 ranks train the same model as 1 process (per-step losses and final weights within
-// 1e-5), two runs of the same topology end bit for bit identical, the start-up line names the topology and the
-// reduction path, and nothing of the emulated cluster is left behind; killing every rank of one node ends the job
+// 1e-5) on the hierarchical path (in place within a node, shares across nodes) and on the message path, two runs of
+// the same topology end bit for bit identical, the start-up line names the topology and the reduction path, and
+// nothing of the emulated cluster is left behind; killing every rank of one node ends the job
 // naming that node, and the same command on 1 node resumes from the last checkpoint and ends with the same weights.
 import Foundation
 import XCTest
@@ -145,17 +146,20 @@ final class MultiNodeTests: XCTestCase {
         let single = try CLI.run(trainArgs(w, out: "single"), timeout: 120)
         XCTAssertEqual(single.status, 0, single.stderr)
         var runs: [URL] = []
-        for name in ["nodes2-a", "nodes2-b"] {
-            let r = try runEmulated(trainArgs(w, out: name), nodes: 2, ranksPerNode: 2)
+        // Two runs of the default (hierarchical) path, one of the plain message path (--no-shared-memory).
+        let hierarchical = "gradients reduced hierarchically: in place in node-shared memory within each node, each rank's "
+            + "share all-reduced with MPI messages across the 2 nodes; AdamW on every rank (2 nodes × 2 ranks per node;"
+        let messages = "gradients all-reduced with MPI messages, AdamW on every rank (2 nodes × 2 ranks per node)"
+        for (name, extra) in [("nodes2-a", []), ("nodes2-b", []), ("nodes2-messages", ["--no-shared-memory"])] {
+            let r = try runEmulated(trainArgs(w, out: name) + extra, nodes: 2, ranksPerNode: 2)
             XCTAssertEqual(r.status, 0, "\(name): \(r.stderr)")
             guard r.status == 0 else { return }
             let log = r.stdout + r.stderr
             XCTAssertTrue(log.contains("2 node(s) × 2 rank(s) per node"), "\(name): run.sh names the topology: \(log)")
             XCTAssertTrue(log.contains("world size 4,"), "\(name): \(log)")
             // MPI itself must see 2 nodes: the trainer's start-up line says so and names the path it took.
-            XCTAssertTrue(log.contains("gradients all-reduced with MPI messages, AdamW on every rank (2 nodes × 2 ranks per node)"),
-                          "\(name): start-up line with topology and reduction path: \(log)")
-            XCTAssertFalse(log.contains("node-shared memory"), "\(name): the single-node path must not run across nodes")
+            XCTAssertTrue(log.contains(extra.isEmpty ? hierarchical : messages), "\(name): start-up line with topology and reduction path: \(log)")
+            XCTAssertFalse(log.contains("ZeRO-1"), "\(name): the single-node ZeRO-1 path must not run across nodes")
             runs.append(w.dir.appendingPathComponent(name))
         }
         let ref = w.dir.appendingPathComponent("single")
