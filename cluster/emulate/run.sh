@@ -198,6 +198,11 @@ MPI=(mpirun --allow-run-as-root --hostfile "$HOSTFILE" -n "$NP" --map-by "ppr:$R
      --mca orte_tmpdir_base "$STATE" "${extra[@]}" "$PROG" "$@")
 [ -n "${EMULATE_VERBOSE:-}" ] && say "+ ${MPI[*]}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# A node that drops off the network (not one whose processes die: mpirun notices those at once) is noticed by the
+# keepalives of mpirun's idle connection to its daemon: after ~25 s instead of OpenMPI's default ~8 minutes.
+export OMPI_MCA_oob_tcp_keepalive_time=${OMPI_MCA_oob_tcp_keepalive_time:-10}
+export OMPI_MCA_oob_tcp_keepalive_intvl=${OMPI_MCA_oob_tcp_keepalive_intvl:-5}
+export OMPI_MCA_oob_tcp_keepalive_probes=${OMPI_MCA_oob_tcp_keepalive_probes:-3}
 # mpirun runs in node0: `ip netns exec` and `unshare` exec in turn, so $! is mpirun itself.
 ip netns exec "$(node_ns 0)" unshare --uts sh -c 'hostname "$0" && exec "$@"' node0 "${MPI[@]}" &
 MPI_PID=$!
