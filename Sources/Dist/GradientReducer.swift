@@ -279,11 +279,13 @@ public final class GradientReducer {
                 for r in mine { _ = sumRanks(at: range.lowerBound + r * rowLength, count: rowLength) }
                 let m = mine.count * rowLength
                 if packed.count < m { packed = [Float](repeating: 0, count: m) }
-                try packed.withUnsafeMutableBufferPointer { p in
-                    let dst = p.baseAddress!
-                    for (i, r) in mine.enumerated() { (dst + i * rowLength).update(from: base + r * rowLength, count: rowLength) }
-                    stepSumSq += try allReduceAcrossNodes(UnsafeMutableBufferPointer(rebasing: p[0..<m]), crossNode)
-                    for (i, r) in mine.enumerated() { (base + r * rowLength).update(from: dst + i * rowLength, count: rowLength) }
+                if m > 0 {   // no rows here: the peers (same local rank, same rows) skip the all-reduce too
+                    try packed.withUnsafeMutableBufferPointer { p in
+                        let dst = p.baseAddress!
+                        for (i, r) in mine.enumerated() { (dst + i * rowLength).update(from: base + r * rowLength, count: rowLength) }
+                        stepSumSq += try allReduceAcrossNodes(UnsafeMutableBufferPointer(rebasing: p[0..<m]), crossNode)
+                        for (i, r) in mine.enumerated() { (base + r * rowLength).update(from: dst + i * rowLength, count: rowLength) }
+                    }
                 }
             } else {
                 for r in groups[shared.rank] { stepSumSq += sumRanks(at: range.lowerBound + r * rowLength, count: rowLength) }
@@ -418,12 +420,12 @@ public final class GradientReducer {
     }
 
     /// All-reduces `b` (already scaled) over the cross-node peers in buckets; returns Σ of the squares of the result.
-    private func allReduceAcrossNodes(_ b: UnsafeMutableBufferPointer<Float>, _ peers: Communicator) throws -> Double {
+    private func allReduceAcrossNodes(_ b: UnsafeMutableBufferPointer<Float>, _ across: Communicator) throws -> Double {
         var start = 0, sumSq = 0.0
         while start < b.count {
             let end = min(start + bucketElements, b.count)
             let bucket = UnsafeMutableBufferPointer(rebasing: b[start..<end])
-            try peers.allReduce(bucket, op: .sum)
+            try across.allReduce(bucket, op: .sum)
             sumSq += Self.scaleAndSumSquares(bucket, by: 1)
             start = end
         }

@@ -7,12 +7,11 @@ import XCTest
 import Dist
 
 final class HierarchicalReducerTests: XCTestCase {
-    static let n = 211, table = 40..<100, rowLength = 6   // 10 rows of 6; rows 1, 4, 5, 9 touched
-    static let rows = [1, 4, 5, 9]
+    static let n = 211, table = 40..<100, rowLength = 6   // 10 rows of 6; rows 1, 4, 5, 9 touched by default
 
     static func value(_ i: Int, rank: Int) -> Float { Float((i * 31 + rank * 17) % 23) * 0.125 - 1.25 }
 
-    static func fill(_ g: UnsafeMutableBufferPointer<Float>, rank: Int) {
+    static func fill(_ g: UnsafeMutableBufferPointer<Float>, rank: Int, rows: [Int]) {
         for i in g.indices { g[i] = value(i, rank: rank) }
         for r in 0..<10 where !rows.contains(r) {   // untouched rows are zero on every rank (reduceRows' contract)
             for c in 0..<rowLength { g[table.lowerBound + r * rowLength + c] = 0 }
@@ -21,7 +20,7 @@ final class HierarchicalReducerTests: XCTestCase {
 
     /// Dense stages (blocking and async), a row-sparse table and the gaps finish() covers; asks for scatter-only,
     /// which the hierarchical path must ignore (every rank gets the whole gradient).
-    static func step(_ reducer: GradientReducer, _ g: UnsafeMutableBufferPointer<Float>, scatterOnly: Bool) throws {
+    static func step(_ reducer: GradientReducer, _ g: UnsafeMutableBufferPointer<Float>, rows: [Int], scatterOnly: Bool) throws {
         try reducer.begin(g, scale: 0.25, scatterOnly: scatterOnly)
         try reducer.reduceNow(range: 150..<203)
         try reducer.reduceNow(range: 100..<150)
@@ -30,7 +29,7 @@ final class HierarchicalReducerTests: XCTestCase {
         try reducer.finish()   // gaps 0..<3, 20..<40, 203..<211
     }
 
-    func check(worldSize: Int, ranksPerNode: Int) throws {
+    func check(worldSize: Int, ranksPerNode: Int, rows: [Int] = [1, 4, 5, 9]) throws {
         let n = Self.n
         let out = try InProcessGroup.run(worldSize: worldSize, ranksPerNode: ranksPerNode) { comm -> [Double] in
             let t = comm.topology
@@ -47,13 +46,13 @@ final class HierarchicalReducerTests: XCTestCase {
             var plain = [Float](repeating: 0, count: n)
             var result: [Double] = []
             for round in 0..<3 {   // several steps: the norm slots alternate
-                Self.fill(g, rank: comm.rank + round)
-                try Self.step(hierarchical, g, scatterOnly: round == 1)
+                Self.fill(g, rank: comm.rank + round, rows: rows)
+                try Self.step(hierarchical, g, rows: rows, scatterOnly: round == 1)
                 XCTAssertTrue(hierarchical.ownedShares.isEmpty || !hierarchical.scatterOnly, "no scatter-only step across nodes")
                 try plain.withUnsafeMutableBufferPointer { p in
-                    Self.fill(p, rank: comm.rank + round)
+                    Self.fill(p, rank: comm.rank + round, rows: rows)
                     let messages = GradientReducer(communicator: comm, bucketBytes: 64)
-                    try Self.step(messages, p, scatterOnly: false)
+                    try Self.step(messages, p, rows: rows, scatterOnly: false)
                     XCTAssertEqual(Array(g).map(\.bitPattern), Array(p).map(\.bitPattern), "rank \(comm.rank) round \(round): hierarchical vs messages")
                     XCTAssertEqual(hierarchical.sumOfSquares, messages.sumOfSquares, accuracy: messages.sumOfSquares * 1e-12, "norm")
                 }
@@ -70,8 +69,8 @@ final class HierarchicalReducerTests: XCTestCase {
             XCTAssertEqual(flat[i], want, "element \(i)")
         }
         XCTAssertEqual(flat[Self.table.lowerBound + 2 * Self.rowLength], 0, "an untouched row stays zero")
-        XCTAssertEqual(flat[Self.table.lowerBound + 4 * Self.rowLength + 3],
-                       0.25 * (0..<worldSize).reduce(0.0) { $0 + Double(Self.value(Self.table.lowerBound + 4 * Self.rowLength + 3, rank: $1)) },
+        let touched = Self.table.lowerBound + rows[0] * Self.rowLength + 3
+        XCTAssertEqual(flat[touched], 0.25 * (0..<worldSize).reduce(0.0) { $0 + Double(Self.value(touched, rank: $1)) },
                        "a touched row is reduced across every node")
         XCTAssertEqual(out[0][0], flat.reduce(0) { $0 + $1 * $1 }, accuracy: out[0][0] * 1e-12, "the norm covers every element once")
     }
@@ -79,6 +78,8 @@ final class HierarchicalReducerTests: XCTestCase {
     func testTwoNodesOfTwoRanks() throws { try check(worldSize: 4, ranksPerNode: 2) }
     func testThreeNodesOfOneRank() throws { try check(worldSize: 3, ranksPerNode: 1) }
     func testTwoNodesOfThreeRanks() throws { try check(worldSize: 6, ranksPerNode: 3) }
+    /// One touched row: two of the three local ranks have no rows to reduce (and skip the cross-node call together).
+    func testTwoNodesOfThreeRanksWithOneTouchedRow() throws { try check(worldSize: 6, ranksPerNode: 3, rows: [4]) }
 
     func testOneNodeHasNoHierarchy() throws {
         let groups = try InProcessGroup.run(worldSize: 2) { comm in
