@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# faults.sh - node failures on the emulated cluster, and resuming on fewer nodes. Root; about 2.5 minutes with a
+# faults.sh - node failures on the emulated cluster, and resuming on fewer nodes. Root; about 1.5 minutes with a
 # debug build. Not part of `swift test` (Tests/CLITests/MultiNodeTests.swift covers the first case in CI).
 #
 # A tiny BERT classifier (Tests/ModelTests/Fixtures/bert-tiny-cls) trains 20 steps on 2 nodes × 2 ranks with a

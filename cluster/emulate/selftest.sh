@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # selftest.sh - checks the emulated cluster itself (run.sh, agent.sh) with a small MPI program (probe.c, compiled
-# here with mpicc). Root; about 30 s. Not part of `swift test` (Tests/CLITests/MultiNodeTests.swift drives disttrain
+# here with mpicc). Root; under a minute. Not part of `swift test` (Tests/CLITests/MultiNodeTests.swift drives disttrain
 # through run.sh there). Prints PASS/FAIL lines; exits 0 only if every check passed.
 #
 # Checks:
