@@ -14,9 +14,9 @@ import XCTest
 final class MultiNodeTests: XCTestCase {
     static let runScript = CLI.repoRoot.appendingPathComponent("cluster/emulate/run.sh")
 
-    /// Runs `disttrain args` on `nodes` emulated nodes × `ranksPerNode` ranks; `whileRunning` is called on a
-    /// background thread once the job started, with a flag that turns true when it ended.
-    func runEmulated(_ args: [String], nodes: Int, ranksPerNode: Int, timeout: TimeInterval = 120,
+    /// Runs `disttrain args` on `nodes` emulated nodes × `ranksPerNode` ranks ("2", or one count per node: "2,1");
+    /// `whileRunning` is called on a background thread once the job started, with a flag that turns true when it ended.
+    func runEmulated(_ args: [String], nodes: Int, ranksPerNode: String, timeout: TimeInterval = 120,
                      whileRunning: (@Sendable (DataBox) -> Void)? = nil) throws -> RunResult {
         let bin = try CLI.binary()
         let p = Process()
@@ -25,7 +25,7 @@ final class MultiNodeTests: XCTestCase {
         env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
         p.environment = env
         p.executableURL = Self.runScript
-        p.arguments = ["--nodes", String(nodes), "--ranks-per-node", String(ranksPerNode), "--", bin.path] + args
+        p.arguments = ["--nodes", String(nodes), "--ranks-per-node", ranksPerNode, "--", bin.path] + args
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
@@ -151,7 +151,7 @@ final class MultiNodeTests: XCTestCase {
             + "share all-reduced with MPI messages across the 2 nodes; AdamW on every rank (2 nodes × 2 ranks per node;"
         let messages = "gradients all-reduced with MPI messages, AdamW on every rank (2 nodes × 2 ranks per node)"
         for (name, extra) in [("nodes2-a", []), ("nodes2-b", []), ("nodes2-messages", ["--no-shared-memory"])] {
-            let r = try runEmulated(trainArgs(w, out: name) + extra, nodes: 2, ranksPerNode: 2)
+            let r = try runEmulated(trainArgs(w, out: name) + extra, nodes: 2, ranksPerNode: "2")
             XCTAssertEqual(r.status, 0, "\(name): \(r.stderr)")
             guard r.status == 0 else { return }
             let log = r.stdout + r.stderr
@@ -186,6 +186,30 @@ final class MultiNodeTests: XCTestCase {
         }
     }
 
+    /// 2 ranks on node0 and 1 on node1: no hierarchical reduction (its shares need equal nodes); the message path
+    /// runs, the start-up line says why, and the model is still that of 1 process.
+    func testUnevenNodesTakeTheMessagePathAndSaySo() throws {
+        try requireEmulation()
+        let w = try makeWorkspace()
+        defer { try? FileManager.default.removeItem(at: w.dir) }
+        func args(_ out: String) -> [String] {
+            var a = trainArgs(w, out: out)
+            a[a.firstIndex(of: "--batch-size")! + 1] = "12"   // 4 per rank at 3 ranks
+            a[a.firstIndex(of: "--max-steps")! + 1] = "8"
+            return a
+        }
+        let single = try CLI.run(args("single"), timeout: 120)
+        XCTAssertEqual(single.status, 0, single.stderr)
+        let r = try runEmulated(args("uneven"), nodes: 2, ranksPerNode: "2,1")
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let log = r.stdout + r.stderr
+        XCTAssertTrue(log.contains("gradients all-reduced with MPI messages, AdamW on every rank (2 nodes, 1 to 2 ranks per node; "
+                                   + "the hierarchical reduction needs the same number of ranks on every node)"), log)
+        let (worst, at) = Self.maxDifference(try CLI.tensors(w.dir.appendingPathComponent("single/model.safetensors")),
+                                             try CLI.tensors(w.dir.appendingPathComponent("uneven/model.safetensors")))
+        XCTAssertLessThan(worst, 1e-5, "uneven nodes: final weights differ from 1 process by \(worst) in \(at)")
+    }
+
     func testKillingOneNodeEndsTheJobNamingItAndOneNodeResumes() throws {
         try requireEmulation()
         let w = try makeWorkspace()
@@ -195,7 +219,7 @@ final class MultiNodeTests: XCTestCase {
         let args = trainArgs(w, out: "faulty") + ["--save-steps", "2", "--step-delay-ms", "300", "--watchdog-timeout", "30"]
         let killed = DataBox()
         let started = Date()
-        let r = try runEmulated(args, nodes: 2, ranksPerNode: 2, timeout: 120) { ended in
+        let r = try runEmulated(args, nodes: 2, ranksPerNode: "2", timeout: 120) { ended in
             let marker = out.appendingPathComponent("checkpoint-6/manifest.json").path
             while ended.data.isEmpty && !FileManager.default.fileExists(atPath: marker) { usleep(20_000) }
             guard ended.data.isEmpty else { return }
@@ -218,7 +242,7 @@ final class MultiNodeTests: XCTestCase {
                        "the killed run must not have finished")
 
         // The same command on 1 node × 2 ranks resumes from the newest checkpoint and finishes the run.
-        let resumed = try runEmulated(args, nodes: 1, ranksPerNode: 2, timeout: 120)
+        let resumed = try runEmulated(args, nodes: 1, ranksPerNode: "2", timeout: 120)
         XCTAssertEqual(resumed.status, 0, resumed.stderr)
         let log = resumed.stdout + resumed.stderr
         let from = Self.matches(log, #"resuming from checkpoint-[0-9]+ \(step [0-9]+, saved with 4 rank\(s\), now 2\)"#)

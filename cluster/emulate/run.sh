@@ -2,7 +2,7 @@
 # run.sh - run an MPI job (normally disttrain) across N emulated nodes on this one machine. Root only (CI runs as
 # root); Linux with network namespaces, iproute2 (ip, tc) and util-linux (unshare).
 #
-#   cluster/emulate/run.sh --nodes N --ranks-per-node R [--rate 1gbit] [--latency 1ms] [--burst BYTES] \
+#   cluster/emulate/run.sh --nodes N --ranks-per-node R[,R1,...] [--rate 1gbit] [--latency 1ms] [--burst BYTES] \
 #       -- disttrain train ARGS...
 #   cluster/emulate/run.sh --cleanup          remove what dead invocations left behind (after a kill -9 of run.sh)
 #
@@ -34,7 +34,7 @@ SUBNET=10.213.19          # private /24; lives only inside this invocation's nam
 PREFIX=dtemu              # namespace names: dtemu-ID-sw, dtemu-ID-n0 ...
 
 say() { echo "[emulate] $*" >&2; }
-usage() { say "$*"; say "usage: $0 --nodes N --ranks-per-node R [--rate RATE] [--latency TIME] [--burst BYTES] -- COMMAND ARGS..."; exit 2; }
+usage() { say "$*"; say "usage: $0 --nodes N --ranks-per-node R[,R1,...] [--rate RATE] [--latency TIME] [--burst BYTES] -- COMMAND ARGS..."; exit 2; }
 run() { [ -n "${EMULATE_VERBOSE:-}" ] && say "+ $*"; "$@"; }
 
 # ------------------------------------------------------------------------------------------------ teardown
@@ -92,7 +92,14 @@ while [ $# -gt 0 ]; do
 done
 [ $# -gt 0 ] || usage "no command after --"
 [[ "$NODES" =~ ^[1-9][0-9]*$ ]] && [ "$NODES" -le 64 ] || usage "--nodes must be an integer from 1 to 64 (got '${NODES}')"
-[[ "$RPN" =~ ^[1-9][0-9]*$ ]] || usage "--ranks-per-node must be a positive integer (got '${RPN}')"
+# R, or one count per node (R0,R1,...: uneven nodes, e.g. to see what a job does with them)
+[[ "$RPN" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || usage "--ranks-per-node must be a positive integer or one per node like 2,1 (got '${RPN}')"
+IFS=, read -r -a PER_NODE <<< "$RPN"
+if [ "${#PER_NODE[@]}" = 1 ]; then
+    for ((i = 1; i < ${NODES:-1}; i++)); do PER_NODE+=("$RPN"); done
+elif [ "${#PER_NODE[@]}" != "$NODES" ]; then
+    usage "--ranks-per-node $RPN names ${#PER_NODE[@]} node(s), --nodes is $NODES"
+fi
 [ -z "$RATE" ] || [[ "$RATE" =~ ^[0-9]+(\.[0-9]+)?([kmgt]?(bit|bps))$ ]] || usage "--rate '$RATE': use tc's units, e.g. 1gbit, 10gbit, 25gbit, 500mbit"
 [[ "$LATENCY" =~ ^[0-9]+(\.[0-9]+)?(us|usec|ms|msec|s|sec)$ ]] || usage "--latency '$LATENCY': use tc's units, e.g. 100us, 1ms"
 [ -z "$BURST" ] || [[ "$BURST" =~ ^[0-9]+[kmg]?b?$ ]] || usage "--burst '$BURST': bytes, e.g. 262144 or 256kb"
@@ -172,7 +179,7 @@ for ((i = 0; i < NODES; i++)); do
     run ip -n "$ns" link set eth0 up || fail "eth0 of node$i up"
     shape "$ns" eth0          # node -> switch
     shape "$SW" "p$i"         # switch -> node
-    echo "node$i slots=$RPN" >> "$HOSTFILE"
+    echo "node$i slots=${PER_NODE[$i]}" >> "$HOSTFILE"
     echo "node$i $ns" >> "$STATE/nodes"
 done
 run ip -n "$SW" link set br0 up || fail "bridge up"
@@ -186,13 +193,17 @@ chmod +x "$STATE/agent"
 
 links="unshaped veth links"
 [ -n "$RATE" ] && links="links shaped with tc tbf rate $RATE burst $BURST latency $LATENCY each way"
-say "invocation $ID: $NODES node(s) × $RPN rank(s) per node (node0..node$((NODES - 1)) at $SUBNET.1..$SUBNET.$NODES), $links"
+per="$RPN rank(s) per node"
+[ "${#PER_NODE[@]}" -gt 1 ] && [ "$(printf '%s\n' "${PER_NODE[@]}" | sort -u | wc -l)" -gt 1 ] && per="$(echo "$RPN" | sed 's/,/+/g') rank(s)"
+say "invocation $ID: $NODES node(s) × $per (node0..node$((NODES - 1)) at $SUBNET.1..$SUBNET.$NODES), $links"
 
 # ------------------------------------------------------------------------------------------------ the job
-NP=$((NODES * RPN))
+NP=0; for r in "${PER_NODE[@]}"; do NP=$((NP + r)); done
+# Each node's ranks are consecutive: fill node0's slots, then node1's (ppr:R:node does the same for equal counts).
+if [ "$(printf '%s\n' "${PER_NODE[@]}" | sort -u | wc -l)" = 1 ]; then MAP="ppr:${PER_NODE[0]}:node"; else MAP=slot; fi
 # shellcheck disable=SC2206
 extra=(${MPIRUN_ARGS:-})
-MPI=(mpirun --allow-run-as-root --hostfile "$HOSTFILE" -n "$NP" --map-by "ppr:$RPN:node" --bind-to none
+MPI=(mpirun --allow-run-as-root --hostfile "$HOSTFILE" -n "$NP" --map-by "$MAP" --bind-to none
      --mca plm_rsh_agent "$STATE/agent" --mca plm_rsh_no_tree_spawn 1
      --mca btl self,vader,tcp --mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0
      --mca orte_tmpdir_base "$STATE" "${extra[@]}" "$PROG" "$@")
