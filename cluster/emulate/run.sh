@@ -34,7 +34,7 @@ SUBNET=10.213.19          # private /24; lives only inside this invocation's nam
 PREFIX=dtemu              # namespace names: dtemu-ID-sw, dtemu-ID-n0 ...
 
 say() { echo "[emulate] $*" >&2; }
-usage() { say "$*"; say "usage: $0 --nodes N --ranks-per-node R[,R1,...] [--rate RATE] [--latency TIME] [--burst BYTES] -- COMMAND ARGS..."; exit 2; }
+usage() { say "$* (usage: $0 --nodes N --ranks-per-node R[,R1,...] [--rate RATE] [--latency TIME] [--burst BYTES] -- COMMAND ARGS...)"; exit 2; }
 run() { [ -n "${EMULATE_VERBOSE:-}" ] && say "+ $*"; "$@"; }
 
 # ------------------------------------------------------------------------------------------------ teardown
@@ -116,7 +116,10 @@ if [ "$PROG" = disttrain ] && ! command -v disttrain >/dev/null; then
     done
     [ "$PROG" = disttrain ] && { say "disttrain not found: build it (swift build -c release) or set DISTTRAIN_BIN"; exit 2; }
 fi
-if [[ "$PROG" != */* ]]; then PROG=$(command -v "$PROG") || { say "command '$1' not found"; exit 2; }; fi
+if [[ "$PROG" != */* ]]; then
+    found=$(command -v "$PROG") || { say "command '$PROG' not found (not on the PATH)"; exit 2; }
+    PROG=$found
+fi
 
 # ------------------------------------------------------------------------------------------------ set-up
 mkdir -p "$STATE_ROOT"
