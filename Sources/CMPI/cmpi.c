@@ -51,7 +51,7 @@ int cmpi_abort(int code) { return MPI_Abort(MPI_COMM_WORLD, code); }
 // MPI counts are `int`; larger buffers go in INT_MAX-element chunks (in the same order on every rank).
 static const size_t cmpi_chunk = (size_t)INT_MAX;
 
-int cmpi_allreduce(void *buffer, size_t count, int dtype, int op) {
+static int allreduce_on(MPI_Comm comm, void *buffer, size_t count, int dtype, int op) {
     size_t esize = 0;
     MPI_Datatype t = cmpi_type(dtype, &esize);
     MPI_Op o = cmpi_op(op);
@@ -59,7 +59,7 @@ int cmpi_allreduce(void *buffer, size_t count, int dtype, int op) {
     char *p = (char *)buffer;
     while (count > 0) {
         int n = (int)(count < cmpi_chunk ? count : cmpi_chunk);
-        int rc = MPI_Allreduce(MPI_IN_PLACE, p, n, t, o, MPI_COMM_WORLD);
+        int rc = MPI_Allreduce(MPI_IN_PLACE, p, n, t, o, comm);
         if (rc != MPI_SUCCESS) return rc;
         p += (size_t)n * esize;
         count -= (size_t)n;
@@ -67,19 +67,58 @@ int cmpi_allreduce(void *buffer, size_t count, int dtype, int op) {
     return MPI_SUCCESS;
 }
 
-int cmpi_bcast(void *buffer, size_t count, int dtype, int root) {
+static int bcast_on(MPI_Comm comm, void *buffer, size_t count, int dtype, int root) {
     size_t esize = 0;
     MPI_Datatype t = cmpi_type(dtype, &esize);
     if (t == MPI_DATATYPE_NULL || (buffer == NULL && count > 0)) return CMPI_ERR_ARG;
     char *p = (char *)buffer;
     while (count > 0) {
         int n = (int)(count < cmpi_chunk ? count : cmpi_chunk);
-        int rc = MPI_Bcast(p, n, t, root, MPI_COMM_WORLD);
+        int rc = MPI_Bcast(p, n, t, root, comm);
         if (rc != MPI_SUCCESS) return rc;
         p += (size_t)n * esize;
         count -= (size_t)n;
     }
     return MPI_SUCCESS;
+}
+
+int cmpi_allreduce(void *buffer, size_t count, int dtype, int op) {
+    return allreduce_on(MPI_COMM_WORLD, buffer, count, dtype, op);
+}
+
+int cmpi_bcast(void *buffer, size_t count, int dtype, int root) {
+    return bcast_on(MPI_COMM_WORLD, buffer, count, dtype, root);
+}
+
+// ---------------------------------------------------------------- sub-communicators
+struct cmpi_comm { MPI_Comm comm; };
+
+int cmpi_comm_split(int color, int key, cmpi_comm **comm) {
+    if (comm == NULL || color < 0) return CMPI_ERR_ARG;
+    *comm = NULL;
+    cmpi_comm *c = calloc(1, sizeof *c);
+    if (c == NULL) return CMPI_ERR_NOMEM;
+    int rc = MPI_Comm_split(MPI_COMM_WORLD, color, key, &c->comm);
+    if (rc != MPI_SUCCESS) { free(c); return rc; }
+    MPI_Comm_set_errhandler(c->comm, MPI_ERRORS_RETURN);
+    *comm = c;
+    return MPI_SUCCESS;
+}
+
+int cmpi_comm_rank(cmpi_comm *comm, int *rank) { return comm ? MPI_Comm_rank(comm->comm, rank) : CMPI_ERR_ARG; }
+int cmpi_comm_size(cmpi_comm *comm, int *size) { return comm ? MPI_Comm_size(comm->comm, size) : CMPI_ERR_ARG; }
+int cmpi_comm_allreduce(cmpi_comm *comm, void *buffer, size_t count, int dtype, int op) {
+    return comm ? allreduce_on(comm->comm, buffer, count, dtype, op) : CMPI_ERR_ARG;
+}
+int cmpi_comm_bcast(cmpi_comm *comm, void *buffer, size_t count, int dtype, int root) {
+    return comm ? bcast_on(comm->comm, buffer, count, dtype, root) : CMPI_ERR_ARG;
+}
+int cmpi_comm_barrier(cmpi_comm *comm) { return comm ? MPI_Barrier(comm->comm) : CMPI_ERR_ARG; }
+int cmpi_comm_free(cmpi_comm *comm) {
+    if (comm == NULL) return CMPI_ERR_ARG;
+    int rc = MPI_Comm_free(&comm->comm);
+    free(comm);
+    return rc;
 }
 
 struct cmpi_request {
@@ -163,6 +202,32 @@ void cmpi_error_string(int code, char *buf, int buflen) {
     buf[buflen - 1] = 0;
 }
 
+// ---------------------------------------------------------------- topology
+int cmpi_topology(cmpi_topology_info *info) {
+    if (info == NULL) return CMPI_ERR_ARG;
+    memset(info, 0, sizeof *info);
+    MPI_Comm node;
+    int rc = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    if (rc != MPI_SUCCESS) return rc;
+    int world = 0, lead = 0, before = 0, sizes[2];
+    MPI_Comm_rank(MPI_COMM_WORLD, &world);
+    MPI_Comm_rank(node, &info->local_rank);
+    MPI_Comm_size(node, &info->local_size);
+    lead = info->local_rank == 0;
+    // A node's index = the number of node leaders (local rank 0, its lowest world rank) before its own leader.
+    rc = MPI_Exscan(&lead, &before, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    if (rc == MPI_SUCCESS) { if (world == 0) before = 0; rc = MPI_Bcast(&before, 1, MPI_INT, 0, node); }
+    if (rc == MPI_SUCCESS) rc = MPI_Allreduce(&lead, &info->node_count, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    sizes[0] = info->local_size; sizes[1] = -info->local_size;
+    if (rc == MPI_SUCCESS) rc = MPI_Allreduce(MPI_IN_PLACE, sizes, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Comm_free(&node);
+    if (rc != MPI_SUCCESS) return rc;
+    info->node = before;
+    info->max_local_size = sizes[0];
+    info->min_local_size = -sizes[1];
+    return MPI_SUCCESS;
+}
+
 // ---------------------------------------------------------------- node-shared memory
 struct cmpi_shm {
     MPI_Comm node;
@@ -172,7 +237,8 @@ struct cmpi_shm {
     size_t *bytes;    // per node rank, as asked for
 };
 
-int cmpi_shm_create(size_t bytes, cmpi_shm **shm, void **base) {
+// single_node_only: return *shm = NULL when the job spans nodes (every rank agrees); otherwise one window per node.
+static int shm_create(size_t bytes, cmpi_shm **shm, void **base, int single_node_only) {
     if (shm == NULL || base == NULL) return CMPI_ERR_ARG;
     *shm = NULL; *base = NULL;
     MPI_Comm node;
@@ -181,10 +247,12 @@ int cmpi_shm_create(size_t bytes, cmpi_shm **shm, void **base) {
     int nodeSize = 0, worldSize = 0, spans = 0, local = 0;
     MPI_Comm_size(node, &nodeSize);
     MPI_Comm_size(MPI_COMM_WORLD, &worldSize);
-    // Every rank must agree: one rank on a node of its own would otherwise wait in a window the others skip.
-    local = nodeSize != worldSize;
-    rc = MPI_Allreduce(&local, &spans, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-    if (rc != MPI_SUCCESS || spans) { MPI_Comm_free(&node); return rc; }
+    if (single_node_only) {
+        // Every rank must agree: one rank on a node of its own would otherwise wait in a window the others skip.
+        local = nodeSize != worldSize;
+        rc = MPI_Allreduce(&local, &spans, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        if (rc != MPI_SUCCESS || spans) { MPI_Comm_free(&node); return rc; }
+    }
     MPI_Comm_set_errhandler(node, MPI_ERRORS_RETURN);
     MPI_Info info;
     MPI_Info_create(&info);
@@ -216,6 +284,9 @@ int cmpi_shm_create(size_t bytes, cmpi_shm **shm, void **base) {
     *base = mine;
     return MPI_SUCCESS;
 }
+
+int cmpi_shm_create(size_t bytes, cmpi_shm **shm, void **base) { return shm_create(bytes, shm, base, 1); }
+int cmpi_shm_create_node(size_t bytes, cmpi_shm **shm, void **base) { return shm_create(bytes, shm, base, 0); }
 
 void *cmpi_shm_segment(cmpi_shm *shm, int rank) {
     if (shm == NULL || rank < 0 || rank >= shm->size) return NULL;

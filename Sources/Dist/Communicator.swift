@@ -3,6 +3,7 @@
 // needs no MPI at all. `MPICommunicator` (MPICommunicator.swift) goes through the C shim in Sources/CMPI;
 // `DebugCommunicator` (DebugCommunicator.swift) wraps either and cross-checks every call.
 // Deliberately not here: point-to-point messaging, sub-communicators, anything model-specific.
+// `topology` (NodeTopology.swift) says how the ranks are spread over nodes.
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -57,10 +58,32 @@ public protocol Communicator: AnyObject {
     /// rank can address (NodeSharedMemory), when all ranks share one node and the implementation supports it; nil
     /// otherwise (the default), and the caller passes messages.
     func makeNodeSharedMemory(segmentBytes: Int) throws -> NodeSharedMemory?
+    /// How the ranks are spread over nodes (one node holding every rank unless the implementation knows better).
+    var topology: NodeTopology { get }
+    /// Collective: for a job spanning several nodes with the same number of ranks on each, node-shared memory over
+    /// this rank's node (a segment of `segmentBytes` per local rank, indexed by local rank) and a communicator over
+    /// the ranks of the same local rank on every node (ordered by node); nil otherwise (the default).
+    func makeHierarchicalGroups(segmentBytes: Int) throws -> HierarchicalGroups?
+}
+
+/// What a hierarchical (two-level) reduction needs: the node's shared memory and the cross-node peers.
+public struct HierarchicalGroups {
+    /// Shared memory over the ranks of this node; `rank` is the local rank.
+    public let node: NodeSharedMemory
+    /// The ranks with this rank's local rank, one per node; `rank` is the node's index.
+    public let peers: Communicator
+    public init(node: NodeSharedMemory, peers: Communicator) {
+        self.node = node
+        self.peers = peers
+    }
 }
 
 extension Communicator {
     public func makeNodeSharedMemory(segmentBytes: Int) throws -> NodeSharedMemory? { nil }
+
+    public var topology: NodeTopology { NodeTopology.singleNode(rank: rank, worldSize: worldSize) }
+
+    public func makeHierarchicalGroups(segmentBytes: Int) throws -> HierarchicalGroups? { nil }
 
     public func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws -> PendingReduction {
         try allReduce(buffer, op: op)

@@ -13,6 +13,7 @@ public final class DebugCommunicator: Communicator {
 
     public var rank: Int { inner.rank }
     public var worldSize: Int { inner.worldSize }
+    public var topology: NodeTopology { inner.topology }
 
     /// Call kinds, numbered for the cross-check (the number is what travels; the name is for messages).
     enum Kind: Int64, CaseIterable {

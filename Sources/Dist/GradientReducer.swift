@@ -18,6 +18,13 @@
 // the dense ranges reduced (`ownedShares`) and of the rows of row-sparse tables that `rowOwner` assigns to it, and
 // updates just those parameters (in the trainer they live in one node-wide buffer, so nothing is sent back).
 //
+// Multi-node jobs (hierarchical): given `shared` over the ranks of this node and `crossNode`, the communicator of
+// the ranks with the same local rank on the other nodes, each local rank sums its share of a range over the node's
+// buffers in place as above, then all-reduces that share with its peers (one MPI all-reduce per share and bucket,
+// every local rank's shares in parallel, 1/L of the bytes each), then, after the second barrier, copies the other
+// shares as above. ZeRO-1 is not offered on this path yet: `scatterOnly` is ignored (every rank gets the whole
+// reduced gradient and runs the whole AdamW).
+//
 // Contract: every rank must call the same sequence of `reduceAsync` ranges (MPI matches collectives by order).
 // With world size 1 nothing is communicated; the buffer is only scaled.
 // The reducer also sums the squares of the reduced, scaled gradient while each bucket is still in cache, so the
@@ -42,6 +49,9 @@ public final class GradientReducer {
     public let strategy: Strategy
     /// Node-shared memory for the in-place path (nil: message passing only).
     public let shared: NodeSharedMemory?
+    /// Multi-node: the ranks of this rank's local rank on the other nodes; a share reduced in place on the node is
+    /// then all-reduced over it (nil: `shared` spans the whole job, or messages only).
+    public let crossNode: Communicator?
     /// Whether the open step reduces in place through `shared` (its buffer is the shared segment).
     public private(set) var sharedStep = false
     /// Every rank's copy of the open step's buffer (own included), by rank; sources for ck_sum_ranks.
@@ -102,12 +112,15 @@ public final class GradientReducer {
     ///   - strategy: how `reduce(_:scale:)` issues buckets (the async API is unaffected).
     ///   - shared: node-shared memory whose segments begin with the gradient buffer and are at least
     ///     `sharedBytes(elements:worldSize:)` long; a step whose buffer is this rank's segment reduces in place.
+    ///   - crossNode: with `shared` over this node's ranks only (HierarchicalGroups), the peers of this local rank
+    ///     on the other nodes: each in-place share is all-reduced across them too.
     public init(communicator: Communicator, bucketBytes: Int = 4 << 20, strategy: Strategy = .blocking,
-                shared: NodeSharedMemory? = nil) {
+                shared: NodeSharedMemory? = nil, crossNode: Communicator? = nil) {
         self.communicator = communicator
         self.strategy = strategy
         self.bucketElements = max(1, bucketBytes / MemoryLayout<Float>.stride)
         self.shared = shared
+        self.crossNode = shared == nil ? nil : crossNode
     }
 
     /// Bytes of node-shared memory per rank for a gradient of `elements` floats: the buffer, then two alternating
@@ -157,7 +170,7 @@ public final class GradientReducer {
         self.buffer = buffer
         self.scale = scale
         sharedStep = isShared(buffer)
-        self.scatterOnly = sharedStep && scatterOnly
+        self.scatterOnly = sharedStep && scatterOnly && crossNode == nil
         sharedRanges.removeAll(keepingCapacity: true)
         if sharedStep, let shared {
             peers = (0..<shared.worldSize).map { UnsafePointer(shared.segment(of: $0).assumingMemoryBound(to: Float.self)) }
@@ -260,7 +273,23 @@ public final class GradientReducer {
                 groups = (0..<W).map { q in rows[(rows.count * q / W)..<(rows.count * (q + 1) / W)] }
             }
             try shared.sync()
-            for r in groups[shared.rank] { stepSumSq += sumRanks(at: range.lowerBound + r * rowLength, count: rowLength) }
+            if let crossNode {
+                // Sum this rank's rows on the node, then across the nodes (packed, in buckets).
+                let mine = groups[shared.rank]
+                for r in mine { _ = sumRanks(at: range.lowerBound + r * rowLength, count: rowLength) }
+                let m = mine.count * rowLength
+                if packed.count < m { packed = [Float](repeating: 0, count: m) }
+                if m > 0 {   // no rows here: the peers (same local rank, same rows) skip the all-reduce too
+                    try packed.withUnsafeMutableBufferPointer { p in
+                        let dst = p.baseAddress!
+                        for (i, r) in mine.enumerated() { (dst + i * rowLength).update(from: base + r * rowLength, count: rowLength) }
+                        stepSumSq += try allReduceAcrossNodes(UnsafeMutableBufferPointer(rebasing: p[0..<m]), crossNode)
+                        for (i, r) in mine.enumerated() { (base + r * rowLength).update(from: dst + i * rowLength, count: rowLength) }
+                    }
+                }
+            } else {
+                for r in groups[shared.rank] { stepSumSq += sumRanks(at: range.lowerBound + r * rowLength, count: rowLength) }
+            }
             if byOwner == nil {
                 try shared.sync()
                 for q in 0..<W where q != shared.rank {
@@ -365,7 +394,14 @@ public final class GradientReducer {
         try shared.sync()
         for r in ranges {
             let mine = share(r, shared.rank, of: W)
-            if !mine.isEmpty { stepSumSq += sumRanks(at: mine.lowerBound, count: mine.count) }
+            guard !mine.isEmpty else { continue }
+            if let crossNode {
+                // The node's sum of this share, then the sum over the nodes: the same share on every node.
+                _ = sumRanks(at: mine.lowerBound, count: mine.count)
+                stepSumSq += try allReduceAcrossNodes(UnsafeMutableBufferPointer(rebasing: buffer[mine]), crossNode)
+            } else {
+                stepSumSq += sumRanks(at: mine.lowerBound, count: mine.count)
+            }
         }
         if scatterOnly { return }  // the owners keep their shares and update only those
         try shared.sync()
@@ -381,6 +417,19 @@ public final class GradientReducer {
                 if !theirs.isEmpty { (dst + theirs.lowerBound).update(from: peers[q]! + theirs.lowerBound, count: theirs.count) }
             }
         }
+    }
+
+    /// All-reduces `b` (already scaled) over the cross-node peers in buckets; returns Σ of the squares of the result.
+    private func allReduceAcrossNodes(_ b: UnsafeMutableBufferPointer<Float>, _ across: Communicator) throws -> Double {
+        var start = 0, sumSq = 0.0
+        while start < b.count {
+            let end = min(start + bucketElements, b.count)
+            let bucket = UnsafeMutableBufferPointer(rebasing: b[start..<end])
+            try across.allReduce(bucket, op: .sum)
+            sumSq += Self.scaleAndSumSquares(bucket, by: 1)
+            start = end
+        }
+        return sumSq
     }
 
     /// Rank q's two rows of norm slots, after the gradient in its segment.

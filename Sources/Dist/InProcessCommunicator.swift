@@ -11,6 +11,19 @@ import Foundation
 /// State shared by the ranks of one in-process group.
 final class InProcessGroupState: @unchecked Sendable {
     let size: Int
+    /// Ranks per emulated node (consecutive ranks share a node); `size` = one node.
+    let ranksPerNode: Int
+    /// Sub-groups (a node's ranks, a local rank's peers) by key, created by the first rank that asks.
+    private var subgroups: [String: InProcessGroupState] = [:]
+
+    func subgroup(_ key: String, size: Int) -> InProcessGroupState {
+        cond.lock()
+        defer { cond.unlock() }
+        if let g = subgroups[key] { return g }
+        let g = InProcessGroupState(size: size)
+        subgroups[key] = g
+        return g
+    }
     private let cond = NSCondition()
     private var arrived = 0
     private var generation = 0
@@ -29,8 +42,9 @@ final class InProcessGroupState: @unchecked Sendable {
 
     deinit { for p in segments { p.deallocate() } }
 
-    init(size: Int) {
+    init(size: Int, ranksPerNode: Int? = nil) {
         self.size = size
+        self.ranksPerNode = ranksPerNode ?? size
         slots = Array(repeating: nil, count: size)
         counts = Array(repeating: 0, count: size)
     }
@@ -164,6 +178,36 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
         return NodeSharedMemory(rank: rank, segments: segments, segmentBytes: sizes) { [state, rank] in try state.barrier(rank: rank) }
     }
 
+    /// Emulated nodes of `ranksPerNode` consecutive ranks (InProcessGroup.run(worldSize:ranksPerNode:)).
+    public var topology: NodeTopology {
+        let rpn = state.ranksPerNode
+        return NodeTopology(nodeCount: state.size / rpn, node: rank / rpn, localRank: rank % rpn, localSize: rpn,
+                            minLocalSize: rpn, maxLocalSize: rpn, hostname: "thread-node\(rank / rpn)")
+    }
+
+    private var hierarchicalGroups = 0
+
+    /// The emulated node's ranks share memory as `makeNodeSharedMemory` does; the peers are a group of their own.
+    public func makeHierarchicalGroups(segmentBytes bytes: Int) throws -> HierarchicalGroups? {
+        let t = topology
+        guard t.spansNodes else { return nil }
+        hierarchicalGroups += 1
+        let key = "hierarchical-\(hierarchicalGroups)"
+        let node: NodeSharedMemory
+        if t.localSize == 1 {
+            let size = max(bytes, 64)
+            let mine = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+            mine.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+            state.keep(mine)
+            node = NodeSharedMemory(rank: 0, segments: [mine], segmentBytes: [size]) {}
+        } else {
+            let group = InProcessCommunicator(rank: t.localRank, state: state.subgroup("\(key)-node\(t.node)", size: t.localSize))
+            node = try group.makeNodeSharedMemory(segmentBytes: bytes)!
+        }
+        let peers = InProcessCommunicator(rank: t.node, state: state.subgroup("\(key)-peers\(t.localRank)", size: t.nodeCount))
+        return HierarchicalGroups(node: node, peers: peers)
+    }
+
     public func abort(code: Int32) -> Never {
         state.fail("rank \(rank) called abort(\(code))")
         fatalError("InProcessCommunicator.abort(code: \(code)) on rank \(rank)")
@@ -173,10 +217,13 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
 public enum InProcessGroup {
     /// Runs `body` once per rank, each on its own thread with its own communicator, and waits for all of them.
     /// Returns the per-rank results in rank order; rethrows the first error (by rank) if any rank threw.
-    public static func run<R: Sendable>(worldSize: Int,
+    /// - Parameter ranksPerNode: emulate nodes of this many consecutive ranks (`topology`,
+    ///   `makeHierarchicalGroups`); must divide `worldSize`. Default: one node.
+    public static func run<R: Sendable>(worldSize: Int, ranksPerNode: Int? = nil,
                                         _ body: @escaping @Sendable (InProcessCommunicator) throws -> R) throws -> [R] {
         precondition(worldSize > 0)
-        let state = InProcessGroupState(size: worldSize)
+        precondition(ranksPerNode.map { $0 > 0 && worldSize % $0 == 0 } ?? true, "ranksPerNode must divide worldSize")
+        let state = InProcessGroupState(size: worldSize, ranksPerNode: ranksPerNode)
         let results = ResultTable<R>(count: worldSize)
         let done = DispatchGroup()
         for r in 0..<worldSize {

@@ -19,6 +19,8 @@ public final class MPICommunicator: Communicator {
     /// Number of collectives issued so far on this rank (the watchdog and error messages quote it).
     public private(set) var sequence = 0
     public let watchdog: Watchdog
+    /// How the job's ranks are spread over nodes (MPI_COMM_TYPE_SHARED), found once at start-up.
+    public let topology: NodeTopology
 
     /// Initialises MPI (once per process; a second call reuses the running instance) and queries rank and size.
     /// - Parameters:
@@ -44,7 +46,15 @@ public final class MPICommunicator: Communicator {
         rank = Int(r)
         worldSize = Int(s)
         providedThreadLevel = provided
-        watchdog = Watchdog(timeout: watchdogTimeout, rankLabel: "rank \(r) of \(s)") { _ in
+        var t = cmpi_topology_info()
+        try MPICommunicator.check(cmpi_topology(&t), "MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)", rank: Int(r), size: Int(s))
+        let host = NodeTopology.currentHostname()
+        topology = NodeTopology(nodeCount: Int(t.node_count), node: Int(t.node), localRank: Int(t.local_rank),
+                                localSize: Int(t.local_size), minLocalSize: Int(t.min_local_size),
+                                maxLocalSize: Int(t.max_local_size), hostname: host)
+        // The watchdog's message names the node too: on a multi-node job that is where one looks next.
+        let label = t.node_count > 1 ? "rank \(r) of \(s) (on \(host), node \(t.node) of \(t.node_count))" : "rank \(r) of \(s)"
+        watchdog = Watchdog(timeout: watchdogTimeout, rankLabel: label) { _ in
             // MPI_Abort from a non-main thread is outside FUNNELED's promise, but OpenMPI implements it by asking the
             // launcher to kill the job, which is exactly what is needed; _exit is the fallback if it ever returns.
             _ = cmpi_abort(Watchdog.abortCode)
@@ -65,7 +75,7 @@ public final class MPICommunicator: Communicator {
     }
 
     /// Runs one blocking collective under the watchdog.
-    private func collective(_ name: @autoclosure () -> String, _ body: () -> Int32) throws {
+    fileprivate func collective(_ name: @autoclosure () -> String, _ body: () -> Int32) throws {
         sequence += 1
         let label = watchdog.timeout > 0 ? name() : ""
         watchdog.enter(label, sequence: sequence)
@@ -147,6 +157,34 @@ public final class MPICommunicator: Communicator {
         }
     }
 
+    /// Multi-node jobs with the same number of ranks on every node: one shared-memory window per node and the
+    /// communicator of this rank's cross-node peers (same local rank, ordered by node). Collective; nil for a
+    /// single-node job (use `makeNodeSharedMemory`) or uneven ranks per node.
+    public func makeHierarchicalGroups(segmentBytes bytes: Int) throws -> HierarchicalGroups? {
+        let t = topology
+        guard t.spansNodes, t.ranksPerNode != nil else { return nil }
+        var handle: OpaquePointer?
+        var base: UnsafeMutableRawPointer?
+        try collective("MPI_Win_allocate_shared per node (\(bytes) bytes per rank)") { cmpi_shm_create_node(bytes, &handle, &base) }
+        guard let handle else { throw CommunicatorError("MPI_Win_allocate_shared gave no window on rank \(rank) of \(worldSize)") }
+        var segments: [UnsafeMutableRawPointer] = []
+        for r in 0..<t.localSize {
+            guard let p = cmpi_shm_segment(handle, Int32(r)) else {
+                throw CommunicatorError("MPI_Win_shared_query gave no segment for local rank \(r) on rank \(rank) of \(worldSize)")
+            }
+            segments.append(p)
+        }
+        let sizes = (0..<t.localSize).map { Int(cmpi_shm_segment_bytes(handle, Int32($0))) }
+        let node = NodeSharedMemory(rank: t.localRank, segments: segments, segmentBytes: sizes) { [self] in
+            try collective("node shared-memory barrier") { cmpi_shm_sync(handle) }
+        }
+        var peers: OpaquePointer?
+        try collective("MPI_Comm_split(local rank \(t.localRank))") { cmpi_comm_split(Int32(t.localRank), Int32(t.node), &peers) }
+        guard let peers else { throw CommunicatorError("MPI_Comm_split gave no communicator on rank \(rank) of \(worldSize)") }
+        return HierarchicalGroups(node: node, peers: try MPISubCommunicator(handle: peers, parent: self,
+                                                                            label: "ranks of local rank \(t.localRank)"))
+    }
+
     public func abort(code: Int32) -> Never {
         _ = cmpi_abort(code)
         _exit(code)  // MPI_Abort does not return on success; this only covers a broken MPI.
@@ -212,4 +250,58 @@ final class MPIPendingReduction: PendingReduction {
         // complete it instead (errors cannot be thrown from deinit, and the caller has given up on the result).
         if let r = request { _ = cmpi_wait(r) }
     }
+}
+
+/// A communicator over a split of MPI_COMM_WORLD (e.g. one rank per node). Its collectives are numbered and guarded
+/// by the parent's watchdog, and their errors name the group; abort ends the whole job.
+public final class MPISubCommunicator: Communicator {
+    public let rank: Int
+    public let worldSize: Int
+    private let handle: OpaquePointer
+    private let parent: MPICommunicator
+    private let label: String
+
+    init(handle: OpaquePointer, parent: MPICommunicator, label: String) throws {
+        self.handle = handle
+        self.parent = parent
+        self.label = label
+        var r: Int32 = 0, s: Int32 = 0
+        try MPICommunicator.check(cmpi_comm_rank(handle, &r), "MPI_Comm_rank(\(label))", rank: parent.rank, size: parent.worldSize)
+        try MPICommunicator.check(cmpi_comm_size(handle, &s), "MPI_Comm_size(\(label))", rank: parent.rank, size: parent.worldSize)
+        rank = Int(r)
+        worldSize = Int(s)
+    }
+
+    private func reduce(_ base: UnsafeMutableRawPointer?, _ count: Int, _ dtype: Int32, _ typeName: String, _ op: ReduceOp) throws {
+        guard count > 0 else { return }
+        try parent.collective("MPI_Allreduce(\(typeName) × \(count), \(op)) over the \(label)") {
+            cmpi_comm_allreduce(handle, base, count, dtype, MPICommunicator.cOp(op))
+        }
+    }
+
+    public func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws {
+        try reduce(buffer.baseAddress, buffer.count, Int32(CMPI_FLOAT), "float", op)
+    }
+    public func allReduce(_ buffer: UnsafeMutableBufferPointer<Double>, op: ReduceOp) throws {
+        try reduce(buffer.baseAddress, buffer.count, Int32(CMPI_DOUBLE), "double", op)
+    }
+    public func allReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws {
+        try reduce(buffer.baseAddress, buffer.count, Int32(CMPI_INT64), "int64", op)
+    }
+
+    public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
+        guard buffer.count > 0 else { return }
+        guard (0..<worldSize).contains(root) else {
+            throw CommunicatorError("MPI_Bcast over the \(label): root \(root) is not a rank (size \(worldSize))")
+        }
+        try parent.collective("MPI_Bcast(\(buffer.count) bytes from rank \(root)) over the \(label)") {
+            cmpi_comm_bcast(handle, buffer.baseAddress, buffer.count, Int32(CMPI_BYTE), Int32(root))
+        }
+    }
+
+    public func barrier() throws {
+        try parent.collective("MPI_Barrier over the \(label)") { cmpi_comm_barrier(handle) }
+    }
+
+    public func abort(code: Int32) -> Never { parent.abort(code: code) }
 }

@@ -2,7 +2,9 @@
 // A single-node job keeps its gradients in node-shared memory, where the reducer sums them in place, if every rank
 // sees room for all ranks' segments (a container's /dev/shm is often 64 MB): decided together. Under ZeRO-1 the node
 // also keeps one copy of the parameters, which every rank reads and each owner updates in place (rank 0's segment of
-// a second window). Otherwise (several nodes, no room, or one process) the reducer sends MPI messages, or nothing.
+// a second window). Several nodes with the same number of ranks each reduce hierarchically (in place within each
+// node, each share across the nodes; AdamW on every rank). Otherwise (no room, uneven nodes, or one process) the
+// reducer sends MPI messages, or nothing.
 // Used by the Trainer and by `bench` (ScalingBenchmark), so the benchmark measures the trainer's path.
 // Deliberately not here: the reduction itself (Dist's GradientReducer), the optimizer step (TrainStep).
 import Dist
@@ -28,7 +30,9 @@ struct NodeSharedSetup {
     /// be identical on every rank (after the start-up broadcast).
     static func make(comm: Communicator, store: ParameterStore, sharedMemory: Bool, shardOptimizer: Bool,
                      bucketBytes: Int = 4 << 20) throws -> NodeSharedSetup {
-        let plain = NodeSharedSetup(reducer: GradientReducer(communicator: comm, bucketBytes: bucketBytes), sharedValues: nil, notice: nil)
+        // Several ranks reducing with MPI messages: say so, with the topology (and why not hierarchically).
+        let messages = comm.worldSize > 1 ? "gradients all-reduced with MPI messages, AdamW on every rank (\(comm.topology)\(comm.topology.ranksPerNode == nil ? "; the hierarchical reduction needs the same number of ranks on every node" : ""))" : nil
+        let plain = NodeSharedSetup(reducer: GradientReducer(communicator: comm, bucketBytes: bucketBytes), sharedValues: nil, notice: messages)
         guard sharedMemory, comm.worldSize > 1 else { return plain }
         let shmBytes = GradientReducer.sharedBytes(elements: store.count, worldSize: comm.worldSize)
         let valueBytes = shardOptimizer ? store.count * MemoryLayout<Float>.stride : 0
@@ -38,7 +42,13 @@ struct NodeSharedSetup {
         if room[0] == 0 {
             return NodeSharedSetup(reducer: plain.reducer, sharedValues: nil, notice: "\(NodeSharedMemory.backingDirectory) has less than \(needed >> 20) MB free for node-shared gradients\(valueBytes > 0 ? " and parameters" : ""): all-reducing with MPI messages (enlarge it, e.g. docker --shm-size, for the in-place path)")
         }
-        guard let shm = try comm.makeNodeSharedMemory(segmentBytes: shmBytes) else { return plain }
+        guard let shm = try comm.makeNodeSharedMemory(segmentBytes: shmBytes) else {
+            // Several nodes: in place within each node, then each share across the nodes (GradientReducer).
+            guard let h = try comm.makeHierarchicalGroups(segmentBytes: GradientReducer.sharedBytes(elements: store.count, worldSize: comm.topology.localSize)) else { return plain }
+            store.adoptGradientBuffer(UnsafeMutableBufferPointer(start: h.node.base.assumingMemoryBound(to: Float.self), count: store.count), owner: h.node)
+            return NodeSharedSetup(reducer: GradientReducer(communicator: comm, bucketBytes: bucketBytes, shared: h.node, crossNode: h.peers), sharedValues: nil,
+                                   notice: "gradients reduced hierarchically: in place in node-shared memory within each node, each rank's share all-reduced with MPI messages across the \(comm.topology.nodeCount) nodes; AdamW on every rank (\(comm.topology); --no-shared-memory for MPI messages only)")
+        }
         store.adoptGradientBuffer(UnsafeMutableBufferPointer(start: shm.base.assumingMemoryBound(to: Float.self), count: store.count), owner: shm)
         let reducer = GradientReducer(communicator: comm, bucketBytes: bucketBytes, shared: shm)
         var sharedValues: NodeSharedMemory?

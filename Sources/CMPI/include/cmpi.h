@@ -1,6 +1,7 @@
 // cmpi.h: a plain-C interface over MPI for Swift. It deliberately does NOT include mpi.h: OpenMPI's
 // MPI_COMM_WORLD, MPI_FLOAT, MPI_SUM and MPI_IN_PLACE are cast macros that Swift cannot import, and MPI_Request
-// is an implementation-defined handle type. Everything here is MPI_COMM_WORLD-only and in-place.
+// is an implementation-defined handle type. Everything here is over MPI_COMM_WORLD and in-place, except the
+// cmpi_comm_* calls (over a split of it) and the per-node windows of cmpi_shm_create_node.
 // Every function that can fail returns an MPI error code (0 = MPI_SUCCESS); cmpi_error_string turns one into text.
 // It is deliberately NOT a general MPI binding: only what data-parallel training needs.
 #ifndef CMPI_H
@@ -67,6 +68,36 @@ size_t cmpi_shm_segment_bytes(cmpi_shm *shm, int rank);
 int cmpi_shm_sync(cmpi_shm *shm);
 /// Collective: frees the window and the handle.
 int cmpi_shm_free(cmpi_shm *shm);
+
+/// A communicator over a subset of MPI_COMM_WORLD's ranks (MPI_Comm_split), e.g. the ranks of the same local rank
+/// on every node. Opaque to Swift. Errors come back as codes (MPI_ERRORS_RETURN).
+typedef struct cmpi_comm cmpi_comm;
+/// Collective over MPI_COMM_WORLD: ranks passing the same `color` (>= 0) form one communicator, ordered by `key`.
+int cmpi_comm_split(int color, int key, cmpi_comm **comm);
+int cmpi_comm_rank(cmpi_comm *comm, int *rank);
+int cmpi_comm_size(cmpi_comm *comm, int *size);
+/// In-place all-reduce / broadcast / barrier over `comm`, chunked like their MPI_COMM_WORLD versions.
+int cmpi_comm_allreduce(cmpi_comm *comm, void *buffer, size_t count, int dtype, int op);
+int cmpi_comm_bcast(cmpi_comm *comm, void *buffer, size_t count, int dtype, int root);
+int cmpi_comm_barrier(cmpi_comm *comm);
+/// Collective over `comm`: frees it and the handle.
+int cmpi_comm_free(cmpi_comm *comm);
+
+/// Like cmpi_shm_create, but over the ranks of this rank's node only, whether or not the job spans nodes
+/// (collective over MPI_COMM_WORLD; each node gets its own window; segments are indexed by rank within the node).
+int cmpi_shm_create_node(size_t bytes, cmpi_shm **shm, void **base);
+
+/// Where this rank sits among the job's nodes as MPI sees them (MPI_COMM_TYPE_SHARED: the ranks that can share
+/// memory). Collective over MPI_COMM_WORLD. Nodes are numbered in the order of their lowest world rank.
+typedef struct cmpi_topology_info {
+    int node;            // this rank's node, 0..<node_count
+    int node_count;
+    int local_rank;      // rank within the node (ordered by world rank)
+    int local_size;      // ranks on this node
+    int min_local_size;  // fewest ranks on any node
+    int max_local_size;  // most ranks on any node
+} cmpi_topology_info;
+int cmpi_topology(cmpi_topology_info *info);
 
 /// Writes a human-readable message for an MPI (or CMPI_ERR_*) code into buf (always NUL-terminated).
 void cmpi_error_string(int code, char *buf, int buflen);

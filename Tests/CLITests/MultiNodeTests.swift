@@ -1,0 +1,288 @@
+// Multi-node training on an emulated cluster: real mpirun through cluster/emulate/run.sh, which gives each emulated
+// node a network namespace and hostname of its own, so MPI sees 2 nodes (TCP between them, shared memory within).
+// Needs root (network namespaces), iproute2 and util-linux; skipped without root. When the emulated cluster cannot
+// be set up the tests are skipped too, unless DISTTRAIN_REQUIRE_EMULATION=1 (set by .ci/run), which makes that a
+// failure.
+// What is checked: 2 nodes × 2 ranks train the same model as 1 process (per-step losses and final weights within
+// 1e-5) on the hierarchical path (in place within a node, shares across nodes) and on the message path, two runs of
+// the same topology end bit for bit identical, the start-up line names the topology and the reduction path, and
+// nothing of the emulated cluster is left behind; killing every rank of one node ends the job
+// naming that node, and the same command on 1 node resumes from the last checkpoint and ends with the same weights.
+import Foundation
+import XCTest
+
+final class MultiNodeTests: XCTestCase {
+    static let runScript = CLI.repoRoot.appendingPathComponent("cluster/emulate/run.sh")
+
+    /// Runs `disttrain args` on `nodes` emulated nodes × `ranksPerNode` ranks ("2", or one count per node: "2,1");
+    /// `whileRunning` is called on a background thread once the job started, with a flag that turns true when it ended.
+    func runEmulated(_ args: [String], nodes: Int, ranksPerNode: String, timeout: TimeInterval = 120,
+                     whileRunning: (@Sendable (DataBox) -> Void)? = nil) throws -> RunResult {
+        let bin = try CLI.binary()
+        let p = Process()
+        var env = ProcessInfo.processInfo.environment
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        p.environment = env
+        p.executableURL = Self.runScript
+        p.arguments = ["--nodes", String(nodes), "--ranks-per-node", ranksPerNode, "--", bin.path] + args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        let outBox = DataBox(), errBox = DataBox(), ended = DataBox()
+        let group = DispatchGroup()
+        group.enter(); DispatchQueue.global().async { outBox.data = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        group.enter(); DispatchQueue.global().async { errBox.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        if let whileRunning { group.enter(); DispatchQueue.global().async { whileRunning(ended); group.leave() } }
+        let deadline = Date().addingTimeInterval(timeout)
+        while p.isRunning && Date() < deadline { usleep(20_000) }
+        if p.isRunning {
+            p.terminate()   // run.sh forwards TERM to mpirun and tears the emulated cluster down
+            let grace = Date().addingTimeInterval(15)
+            while p.isRunning && Date() < grace { usleep(20_000) }
+            XCTFail("run.sh \(p.arguments!.joined(separator: " ")) did not finish within \(timeout) s")
+        }
+        p.waitUntilExit()
+        ended.data = Data([1])
+        group.wait()
+        let r = RunResult(status: p.terminationStatus, stdout: String(decoding: outBox.data, as: UTF8.self),
+                          stderr: String(decoding: errBox.data, as: UTF8.self))
+        assertTornDown(r)
+        return r
+    }
+
+    /// The invocation's namespaces are gone once run.sh has returned (other invocations may be running).
+    func assertTornDown(_ r: RunResult, file: StaticString = #filePath, line: UInt = #line) {
+        guard let m = Self.matches(r.stderr, #"invocation ([0-9a-f]+):"#) else { return }
+        let id = r.stderr[m].dropFirst("invocation ".count).dropLast()
+        let list = Self.shell("ip netns list")
+        XCTAssertFalse(list.contains("dtemu-\(id)-"), "namespaces of invocation \(id) left behind: \(list)", file: file, line: line)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "/run/disttrain-emulate/\(id)"), "state of invocation \(id) left behind",
+                       file: file, line: line)
+    }
+
+    static func shell(_ command: String) -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", command]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        guard (try? p.run()) != nil else { return "" }
+        let d = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return String(decoding: d, as: UTF8.self)
+    }
+
+    /// Skips (or, under DISTTRAIN_REQUIRE_EMULATION=1, fails) when this machine cannot emulate nodes.
+    func requireEmulation() throws {
+        let required = ProcessInfo.processInfo.environment["DISTTRAIN_REQUIRE_EMULATION"] == "1"
+        func unavailable(_ why: String) throws {
+            if required { XCTFail("emulated cluster required (DISTTRAIN_REQUIRE_EMULATION=1) but \(why)") }
+            throw XCTSkip("emulated cluster unavailable: \(why)")
+        }
+        if getuid() != 0 { try unavailable("not root (network namespaces need root)") }
+        let probe = Self.shell("'\(Self.runScript.path)' --nodes 2 --ranks-per-node 1 -- true 2>&1; echo \"rc=$?\"")
+        if !probe.hasSuffix("rc=0\n") { try unavailable("cluster/emulate/run.sh could not run a trivial job: \(probe)") }
+    }
+
+    /// The tiny BERT classifier fixture with dropout on (masks are keyed by sample, not rank), 44 training rows and
+    /// 13 eval rows of the bundled SMS-spam data.
+    func makeWorkspace() throws -> (model: URL, train: URL, eval: URL, dir: URL) {
+        let dir = try CLI.tempDir("multinode")
+        let fixture = CLI.repoRoot.appendingPathComponent("Tests/ModelTests/Fixtures/bert-tiny-cls")
+        let model = dir.appendingPathComponent("model")
+        try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
+        for f in ["model.safetensors", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"] {
+            try FileManager.default.copyItem(at: fixture.appendingPathComponent(f), to: model.appendingPathComponent(f))
+        }
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: fixture.appendingPathComponent("config.json"))) as! [String: Any]
+        config["hidden_dropout_prob"] = 0.1
+        config["attention_probs_dropout_prob"] = 0.1
+        try JSONSerialization.data(withJSONObject: config).write(to: model.appendingPathComponent("config.json"))
+        let lines = try String(contentsOf: CLI.repoRoot.appendingPathComponent("data/sms-spam/train.jsonl"), encoding: .utf8)
+            .split(separator: "\n")
+        let train = dir.appendingPathComponent("train.jsonl"), eval = dir.appendingPathComponent("eval.jsonl")
+        try (lines[0..<44].joined(separator: "\n") + "\n").write(to: train, atomically: true, encoding: .utf8)
+        try (lines[100..<113].joined(separator: "\n") + "\n").write(to: eval, atomically: true, encoding: .utf8)
+        return (model, train, eval, dir)
+    }
+
+    /// Global batch 8 (2 per rank at 4 ranks), 20 steps, a learning rate that moves the tiny model.
+    func trainArgs(_ w: (model: URL, train: URL, eval: URL, dir: URL), out: String) -> [String] {
+        ["train", "--model", w.model.path, "--train-file", w.train.path, "--eval-file", w.eval.path,
+         "--output-dir", w.dir.appendingPathComponent(out).path, "--batch-size", "8", "--max-steps", "20",
+         "--logging-steps", "1", "--learning-rate", "1e-3", "--weight-decay", "0.01", "--warmup-steps", "2",
+         "--max-length", "24", "--seed", "5", "--threads", "1"]
+    }
+
+    static func matches(_ text: String, _ pattern: String) -> Range<String.Index>? {
+        text.range(of: pattern, options: String.CompareOptions.regularExpression)
+    }
+
+    static func losses(_ dir: URL) throws -> [Double] {
+        try CLI.jsonLines(dir.appendingPathComponent("metrics.jsonl")).filter { $0["loss"] != nil }
+            .map { ($0["loss"] as! NSNumber).doubleValue }
+    }
+
+    /// The largest absolute difference over every tensor (and the tensor where it is), failing on a missing one.
+    static func maxDifference(_ a: [String: [Float]], _ b: [String: [Float]]) -> (Double, String) {
+        var worst = 0.0, name = ""
+        for (key, x) in a {
+            guard let y = b[key], y.count == x.count else { return (.infinity, "\(key) missing or resized") }
+            for i in 0..<x.count where Double(abs(x[i] - y[i])) > worst || x[i].isNaN != y[i].isNaN {
+                worst = x[i].isNaN != y[i].isNaN ? .infinity : Double(abs(x[i] - y[i])); name = key
+            }
+        }
+        return (worst, name)
+    }
+
+    func testTwoNodesTrainTheSameModelAsOneProcessAndRepeatBitForBit() throws {
+        try requireEmulation()
+        let w = try makeWorkspace()
+        defer { try? FileManager.default.removeItem(at: w.dir) }
+        let single = try CLI.run(trainArgs(w, out: "single"), timeout: 120)
+        XCTAssertEqual(single.status, 0, single.stderr)
+        var runs: [URL] = []
+        // Two runs of the default (hierarchical) path, one of the plain message path (--no-shared-memory).
+        let hierarchical = "gradients reduced hierarchically: in place in node-shared memory within each node, each rank's "
+            + "share all-reduced with MPI messages across the 2 nodes; AdamW on every rank (2 nodes × 2 ranks per node;"
+        let messages = "gradients all-reduced with MPI messages, AdamW on every rank (2 nodes × 2 ranks per node)"
+        for (name, extra) in [("nodes2-a", []), ("nodes2-b", []), ("nodes2-messages", ["--no-shared-memory"])] {
+            let r = try runEmulated(trainArgs(w, out: name) + extra, nodes: 2, ranksPerNode: "2")
+            XCTAssertEqual(r.status, 0, "\(name): \(r.stderr)")
+            guard r.status == 0 else { return }
+            let log = r.stdout + r.stderr
+            XCTAssertTrue(log.contains("2 node(s) × 2 rank(s) per node"), "\(name): run.sh names the topology: \(log)")
+            XCTAssertTrue(log.contains("world size 4,"), "\(name): \(log)")
+            // MPI itself must see 2 nodes: the trainer's start-up line says so and names the path it took.
+            XCTAssertTrue(log.contains(extra.isEmpty ? hierarchical : messages), "\(name): start-up line with topology and reduction path: \(log)")
+            XCTAssertFalse(log.contains("ZeRO-1"), "\(name): the single-node ZeRO-1 path must not run across nodes")
+            runs.append(w.dir.appendingPathComponent(name))
+        }
+        let ref = w.dir.appendingPathComponent("single")
+        let refLoss = try Self.losses(ref)
+        XCTAssertEqual(refLoss.count, 20)
+        // The loss must move, or agreement would prove nothing.
+        XCTAssertGreaterThan(abs(refLoss.first! - refLoss.last!), 1e-3, "training did not change the loss")
+        let refParams = try CLI.tensors(ref.appendingPathComponent("model.safetensors"))
+        for run in runs {
+            let losses = try Self.losses(run)
+            XCTAssertEqual(losses.count, refLoss.count, "\(run.lastPathComponent): one loss per step")
+            for (k, (a, b)) in zip(refLoss, losses).enumerated() {
+                XCTAssertEqual(a, b, accuracy: 1e-5 * abs(a), "\(run.lastPathComponent) step \(k + 1) loss vs 1 process")
+            }
+            let (worst, at) = Self.maxDifference(refParams, try CLI.tensors(run.appendingPathComponent("model.safetensors")))
+            XCTAssertLessThan(worst, 1e-5, "\(run.lastPathComponent): final weights differ from 1 process by \(worst) in \(at)")
+        }
+        // Same topology twice: the same bits (the reduction order is fixed by the topology, not by timing).
+        let a = try CLI.tensors(runs[0].appendingPathComponent("model.safetensors"))
+        let b = try CLI.tensors(runs[1].appendingPathComponent("model.safetensors"))
+        XCTAssertEqual(a.keys.sorted(), b.keys.sorted())
+        for (key, x) in a {
+            XCTAssertEqual(x.map(\.bitPattern), b[key]?.map(\.bitPattern), "two 2×2 runs differ in \(key)")
+        }
+    }
+
+    /// 2 ranks on node0 and 1 on node1: no hierarchical reduction (its shares need equal nodes); the message path
+    /// runs, the start-up line says why, and the model is still that of 1 process.
+    func testUnevenNodesTakeTheMessagePathAndSaySo() throws {
+        try requireEmulation()
+        let w = try makeWorkspace()
+        defer { try? FileManager.default.removeItem(at: w.dir) }
+        func args(_ out: String) -> [String] {
+            var a = trainArgs(w, out: out)
+            a[a.firstIndex(of: "--batch-size")! + 1] = "12"   // 4 per rank at 3 ranks
+            a[a.firstIndex(of: "--max-steps")! + 1] = "8"
+            return a
+        }
+        let single = try CLI.run(args("single"), timeout: 120)
+        XCTAssertEqual(single.status, 0, single.stderr)
+        let r = try runEmulated(args("uneven"), nodes: 2, ranksPerNode: "2,1")
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let log = r.stdout + r.stderr
+        XCTAssertTrue(log.contains("gradients all-reduced with MPI messages, AdamW on every rank (2 nodes, 1 to 2 ranks per node; "
+                                   + "the hierarchical reduction needs the same number of ranks on every node)"), log)
+        let (worst, at) = Self.maxDifference(try CLI.tensors(w.dir.appendingPathComponent("single/model.safetensors")),
+                                             try CLI.tensors(w.dir.appendingPathComponent("uneven/model.safetensors")))
+        XCTAssertLessThan(worst, 1e-5, "uneven nodes: final weights differ from 1 process by \(worst) in \(at)")
+    }
+
+    func testKillingOneNodeEndsTheJobNamingItAndOneNodeResumes() throws {
+        try requireEmulation()
+        let w = try makeWorkspace()
+        defer { try? FileManager.default.removeItem(at: w.dir) }
+        let out = w.dir.appendingPathComponent("faulty")
+        // A checkpoint every 2 steps; 0.3 s per step leaves several steps after checkpoint-6 to kill in.
+        let args = trainArgs(w, out: "faulty") + ["--save-steps", "2", "--step-delay-ms", "300", "--watchdog-timeout", "30"]
+        let killed = DataBox()
+        let started = Date()
+        let r = try runEmulated(args, nodes: 2, ranksPerNode: "2", timeout: 120) { ended in
+            let marker = out.appendingPathComponent("checkpoint-6/manifest.json").path
+            while ended.data.isEmpty && !FileManager.default.fileExists(atPath: marker) { usleep(20_000) }
+            guard ended.data.isEmpty else { return }
+            // Every rank of node1 (world ranks 2 and 3: 2 per node, mapped in order) of this job: SIGKILL.
+            var victims: [String] = []
+            for pid in Self.ranks(outputDir: out.path) where [2, 3].contains(pid.rank) {
+                kill(pid.pid, SIGKILL)
+                victims.append("rank \(pid.rank) pid \(pid.pid)")
+            }
+            killed.data = Data(victims.joined(separator: ", ").utf8)
+        }
+        let elapsed = Date().timeIntervalSince(started)
+        let victims = String(decoding: killed.data, as: UTF8.self)
+        XCTAssertTrue(victims.contains("rank 2") && victims.contains("rank 3"), "both ranks of node1 killed: \(victims)")
+        XCTAssertNotEqual(r.status, 0, "the job must fail: \(r.stderr)")
+        XCTAssertNotNil(Self.matches(r.stderr, #"process rank [23] with PID [0-9]+ on node node1 exited on signal 9"#),
+                        "the failure names node1: \(r.stderr)")
+        XCTAssertLessThan(elapsed, 60, "the job must end well within the watchdog")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.appendingPathComponent("model.safetensors").path),
+                       "the killed run must not have finished")
+
+        // The same command on 1 node × 2 ranks resumes from the newest checkpoint and finishes the run.
+        let resumed = try runEmulated(args, nodes: 1, ranksPerNode: "2", timeout: 120)
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        let log = resumed.stdout + resumed.stderr
+        let from = Self.matches(log, #"resuming from checkpoint-[0-9]+ \(step [0-9]+, saved with 4 rank\(s\), now 2\)"#)
+        XCTAssertNotNil(from, "resumed at the new world size: \(log)")
+        if let from, let step = Int(log[from].split(separator: "-")[1].prefix { $0.isNumber }) {
+            XCTAssertGreaterThanOrEqual(step, 6, "resumed from the checkpoint written before the kill (or a later one)")
+            XCTAssertLessThan(step, 20)
+        }
+        // Its weights and per-step losses are those of an uninterrupted single-process run.
+        let ref = try CLI.run(trainArgs(w, out: "reference"), timeout: 120)
+        XCTAssertEqual(ref.status, 0, ref.stderr)
+        let refDir = w.dir.appendingPathComponent("reference")
+        let (worst, at) = Self.maxDifference(try CLI.tensors(refDir.appendingPathComponent("model.safetensors")),
+                                             try CLI.tensors(out.appendingPathComponent("model.safetensors")))
+        XCTAssertLessThan(worst, 1e-5, "resumed run's final weights differ from an uninterrupted run by \(worst) in \(at)")
+        let refLoss = try Self.losses(refDir)
+        // metrics.jsonl of the resumed run holds every step once (the history is restored from the checkpoint).
+        let losses = try Self.losses(out)
+        XCTAssertEqual(losses.count, refLoss.count, "one loss per step after the resume")
+        for (k, (a, b)) in zip(refLoss, losses).enumerated() {
+            XCTAssertEqual(a, b, accuracy: 1e-5 * abs(a), "resumed run step \(k + 1) loss vs uninterrupted")
+        }
+    }
+
+    /// The ranks of the disttrain job writing to `outputDir`: (world rank, pid), from /proc.
+    static func ranks(outputDir: String) -> [(rank: Int, pid: Int32)] {
+        let procs = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        var found: [(Int, Int32)] = []
+        for name in procs {
+            guard let pid = Int32(name),
+                  let cmd = FileManager.default.contents(atPath: "/proc/\(name)/cmdline"),
+                  let env = FileManager.default.contents(atPath: "/proc/\(name)/environ") else { continue }
+            let argv = cmd.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            guard argv.first?.hasSuffix("/disttrain") == true,
+                  let i = argv.firstIndex(of: "--output-dir"), i + 1 < argv.count, argv[i + 1] == outputDir else { continue }
+            for v in env.split(separator: 0).map({ String(decoding: $0, as: UTF8.self) })
+            where v.hasPrefix("OMPI_COMM_WORLD_RANK=") {
+                if let r = Int(v.dropFirst("OMPI_COMM_WORLD_RANK=".count)) { found.append((r, pid)) }
+            }
+        }
+        return found.map { (rank: $0.0, pid: $0.1) }
+    }
+}
