@@ -80,6 +80,40 @@ public enum WeightLoader {
     }
 }
 
+extension EncoderClassifier {
+    /// The classifier head's parameter prefixes (`classifier.`, DistilBERT's `pre_classifier.`).
+    public static let headPrefixes = ["classifier.", "pre_classifier."]
+
+    /// Whether a layout entry belongs to the head a sequence classifier adds to a base encoder.
+    public static func isHead(_ name: String) -> Bool { headPrefixes.contains { name.hasPrefix($0) } }
+
+    /// Loads an encoder checkpoint into `store` (built from `makeLayout(config:)`): the base model under its prefix
+    /// or without it; a missing pooler or head is initialised from `seed`, and `reinitializeHead` re-initialises a
+    /// present head (trained for other labels).
+    public static func load(into store: ParameterStore, from file: SafeTensorsFile, config: ModelConfig,
+                            reinitializeHead: Bool, seed: UInt64) throws -> LoadReport {
+        let prefix = config.family == .bert ? "bert." : "distilbert."
+        return try WeightLoader.load(into: store, from: file, prefix: prefix,
+                                     isOptional: { $0.hasPrefix("bert.pooler.") || isHead($0) },
+                                     reinitialize: { reinitializeHead && isHead($0) },
+                                     seed: seed, initializerRange: config.initializerRange)
+    }
+}
+
+extension GPT2Layout {
+    /// The sequence classifier's head ([numLabels, C], not tied to wte).
+    public static let scoreHead = "score.weight"
+
+    /// Loads a GPT2ForSequenceClassification store: `headOptional` (training) lets a checkpoint without the head (an
+    /// LM) get a fresh one; `reinitializeHead` re-initialises a head trained for other labels.
+    public static func loadClassifier(into store: ParameterStore, from file: SafeTensorsFile, config: GPT2Config,
+                                      headOptional: Bool, reinitializeHead: Bool, seed: UInt64) throws -> LoadReport {
+        try WeightLoader.load(into: store, from: file, prefix: prefix,
+                              isOptional: { headOptional && $0 == scoreHead }, reinitialize: { reinitializeHead && $0 == scoreHead },
+                              seed: seed, initializerRange: config.initializerRange)
+    }
+}
+
 /// SplitMix64: a tiny, platform-independent generator for seeded initialisation (not for dropout masks, which are
 /// counter-based so that they do not depend on how samples are split over ranks).
 public struct SplitMix64: RandomNumberGenerator, Sendable {

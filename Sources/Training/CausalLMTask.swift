@@ -37,11 +37,12 @@ public final class CausalLMTask: TrainingTask, @unchecked Sendable {
     /// Fine-tuning: the model in `modelDir`, the training file and the optional eval file of `tc`. With `tc.lora` the
     /// model in `modelDir` is the frozen base, and `adapterDir` (a LoRA checkpoint) holds the adapter to continue from
     /// (nil: a fresh adapter from the seed).
-    public convenience init(modelDir: URL, adapterDir: URL? = nil, trainConfig tc: TrainConfig, microBatch: Int) throws {
+    public convenience init(folder: ModelFolder, adapterDir: URL? = nil, trainConfig tc: TrainConfig, microBatch: Int) throws {
         guard tc.matmulPrecision == .fp32 else {
             throw TrainingError("--bf16: bf16 matrix products are implemented for BERT-family encoders only; drop --bf16 for GPT-2", exitCode: 2)
         }
-        let m = try LoadedLM(modelDir: modelDir, seed: tc.seed)
+        let modelDir = folder.directory
+        let m = try LoadedLM(folder: folder, seed: tc.seed)
         let trainSet = try m.dataset(tc.trainFile, tc.lmData)
         guard !trainSet.examples.isEmpty else {
             throw TrainingError("\(tc.trainFile.path): no training examples with a target token; each line must be {\"text\": ...} or {\"prompt\": ..., \"response\": ...}")
@@ -56,8 +57,8 @@ public final class CausalLMTask: TrainingTask, @unchecked Sendable {
     /// Evaluation only (`disttrain eval`): the model in `modelDir` and `evalFile` prepared exactly as `train` prepares
     /// its eval file with the same `data` options, so that evaluate/metrics give the trainer's numbers. `adapterDir`: a
     /// PEFT LoRA adapter run unmerged on the base in `modelDir`.
-    public convenience init(modelDir: URL, adapterDir: URL? = nil, evalFile: URL, data: LMDataOptions, batchSize: Int) throws {
-        let m = try LoadedLM(modelDir: modelDir, seed: 0)
+    public convenience init(folder: ModelFolder, adapterDir: URL? = nil, evalFile: URL, data: LMDataOptions, batchSize: Int) throws {
+        let m = try LoadedLM(folder: folder, seed: 0)
         let evalSet = try m.dataset(evalFile, data)
         guard !evalSet.examples.isEmpty else {
             throw TrainingError("\(evalFile.path): no examples with a target token to evaluate; each line must be {\"text\": ...} or {\"prompt\": ..., \"response\": ...}")
@@ -162,7 +163,8 @@ extension TrainConfig {
     public var lmData: LMDataOptions { LMDataOptions(maxLength: maxLength, blockSize: blockSize, perRow: lmPerRow) }
 }
 
-/// A GPT-2 LM folder opened for training or evaluation: config, weights, tokenizer.
+/// A GPT-2 folder opened as a language model (training, evaluation, generation): config, weights, tokenizer.
+/// A GPT2ForSequenceClassification folder opens too (its score head is not used: the LM head is the tied wte).
 struct LoadedLM {
     let modelDir: URL
     let config: GPT2Config
@@ -171,9 +173,9 @@ struct LoadedLM {
     let initialized: [String]
     let eos: Int32
 
-    init(modelDir: URL, seed: UInt64) throws {
-        self.modelDir = modelDir
-        config = try GPT2Config.load(url: modelDir.appendingPathComponent("config.json"))
+    init(folder: ModelFolder, seed: UInt64) throws {
+        modelDir = folder.directory
+        config = try folder.gpt2Config(for: "a language model")
         let weights = modelDir.appendingPathComponent("model.safetensors")
         guard FileManager.default.fileExists(atPath: weights.path) else {
             throw TrainingError("\(weights.path): not found; the model folder needs model.safetensors")

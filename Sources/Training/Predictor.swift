@@ -22,10 +22,13 @@ public final class Predictor {
     /// Loads the trained classifier in `modelDir`; a GPT-2 language model folder is a usage error (exit 2) that
     /// points to `generate` and `eval`. `adapterDir`: a PEFT LoRA adapter run unmerged on the base in `modelDir` (its
     /// trained head too; a base without one, or with one for other labels, takes the adapter's labels).
-    public init(modelDir: URL, adapterDir: URL? = nil, maxLength: Int, batchSize: Int = 32) throws {
-        guard maxLength >= 2 else { throw TrainingError("--max-length \(maxLength) must be at least 2", exitCode: 2) }
+    /// `maxLength` nil: min(128, the model's positions).
+    public init(modelDir: URL, adapterDir: URL? = nil, maxLength: Int?, batchSize: Int = 32) throws {
+        if let maxLength, maxLength < 2 { throw TrainingError("--max-length \(maxLength) must be at least 2", exitCode: 2) }
+        let folder = try ModelFolder.open(modelDir)
+        let maxLength = try folder.maxLength(maxLength)
         let labels = try adapterDir.flatMap { try ClassifierBundle.labelsForAdapter(modelDir: modelDir, adapterDir: $0) }
-        backend = try ClassifierBackend.load(modelDir: modelDir, labels: labels, maxLength: maxLength, seed: 0, microBatch: batchSize)
+        backend = try ClassifierBackend.load(folder: folder, labels: labels, maxLength: maxLength, seed: 0, microBatch: batchSize)
         self.maxLength = maxLength
         self.batchSize = batchSize
         if let adapterDir {

@@ -8,10 +8,10 @@ enum TaskFactory {
     /// A full fine-tuning checkpoint is itself the model folder; a LoRA checkpoint holds only the adapter, and the
     /// base comes from --model.
     static func make(config: TrainConfig, checkpoint: URL?, microBatch: Int) throws -> TrainingTask {
-        let modelDir = config.lora == nil ? (checkpoint ?? config.modelDir) : config.modelDir
-        // GPT-2 language models train on text; everything else (GPT2ForSequenceClassification too) classifies.
-        if ModelKind.of(modelDir) == .gpt2LanguageModel {
-            return try CausalLMTask(modelDir: modelDir, adapterDir: config.lora == nil ? nil : checkpoint,
+        let folder = try ModelFolder.open(config.lora == nil ? (checkpoint ?? config.modelDir) : config.modelDir)
+        // GPT-2 language models train on text; the classifier kinds (GPT2ForSequenceClassification too) classify.
+        if !folder.kind.isClassifier {
+            return try CausalLMTask(folder: folder, adapterDir: config.lora == nil ? nil : checkpoint,
                                     trainConfig: config, microBatch: microBatch)
         }
         // Labels: from --labels, else from the training file.
@@ -28,7 +28,7 @@ enum TaskFactory {
             trainSet = parts.train
             evalSet = parts.validation
         }
-        return try ClassificationTask(modelDir: modelDir, adapterDir: config.lora == nil ? nil : checkpoint,
+        return try ClassificationTask(folder: folder, adapterDir: config.lora == nil ? nil : checkpoint,
                                       trainSet: trainSet, evalSet: evalSet, labels: labelSet.names,
                                       config: config, microBatch: microBatch)
     }

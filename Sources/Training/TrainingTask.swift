@@ -105,28 +105,29 @@ struct ClassifierBackend {
     let loraModel: any LoRAModel
     /// The class names in force (the head's rows, in class-id order).
     let labels: [String]
+    /// The model's sizes and parameter names (layer prefixes, word embeddings), as the Model target spells them.
+    let architecture: any ModelArchitecture
 
-    /// The classifier in `modelDir`, by its kind (BERT family or GPT-2), for sequences of at most `maxLength` tokens
+    /// The classifier in `folder`, by its kind (BERT family or GPT-2), for sequences of at most `maxLength` tokens
     /// in batches of at most `microBatch`. With `labels` (training), the head is sized for them and re-initialised
     /// from `seed` when the folder's labels differ; nil (inference) uses the folder's trained head, which must exist.
     /// The one place that turns a folder into a classifier: train, eval and predict all come through here.
-    static func load(modelDir: URL, labels: [String]?, maxLength: Int, seed: UInt64, microBatch: Int) throws -> ClassifierBackend {
-        switch ModelKind.of(modelDir) {
-        case .encoderClassifier:
-            return try encoder(modelDir: modelDir, labels: labels, maxLength: maxLength, seed: seed, microBatch: microBatch)
-        case .gpt2Classifier:
-            return try gpt2(modelDir: modelDir, labels: labels, maxLength: maxLength, seed: seed, microBatch: microBatch)
-        case .gpt2LanguageModel:
-            guard labels != nil else {
-                throw TrainingError("\(modelDir.appendingPathComponent("config.json").path): this is a GPT-2 language model (GPT2LMHeadModel), not a classifier; use `disttrain generate --model \(modelDir.path) --prompt TEXT` for text, or `disttrain eval --model \(modelDir.path) --eval-file FILE` for loss and perplexity", exitCode: 2)
+    static func load(folder: ModelFolder, labels: [String]?, maxLength: Int, seed: UInt64, microBatch: Int) throws -> ClassifierBackend {
+        switch folder.config {
+        case .encoder:
+            return try encoder(folder: folder, labels: labels, maxLength: maxLength, seed: seed, microBatch: microBatch)
+        case .gpt2(let config):
+            guard folder.kind == .gpt2Classifier || labels != nil else {
+                let dir = folder.directory.path
+                throw TrainingError("\(folder.configURL.path): this is a GPT-2 language model (\(folder.architecture ?? "GPT2LMHeadModel")), not a classifier; use `disttrain generate --model \(dir) --prompt TEXT` for text, or `disttrain eval --model \(dir) --eval-file FILE` for loss and perplexity", exitCode: 2)
             }
-            return try gpt2(modelDir: modelDir, labels: labels, maxLength: maxLength, seed: seed, microBatch: microBatch)
+            return try gpt2(folder: folder, config: config, labels: labels, maxLength: maxLength, seed: seed, microBatch: microBatch)
         }
     }
 
     /// BERT, DistilBERT, MiniLM: a head for `labels` (re-initialised when the checkpoint's labels differ).
-    static func encoder(modelDir: URL, labels: [String]?, maxLength: Int, seed: UInt64, microBatch: Int) throws -> ClassifierBackend {
-        let bundle = try ClassifierBundle(directory: modelDir, labels: labels, seed: seed)
+    static func encoder(folder: ModelFolder, labels: [String]?, maxLength: Int, seed: UInt64, microBatch: Int) throws -> ClassifierBackend {
+        let bundle = try ClassifierBundle(folder: folder, labels: labels, seed: seed)
         guard labels == nil || bundle.config.problemType == .singleLabel else {
             throw TrainingError("\(bundle.config.path): problem_type \(bundle.config.problemType!.rawValue) is not supported by `train` yet; use single_label_classification")
         }
@@ -138,13 +139,14 @@ struct ClassifierBackend {
                                  padId: Int32(bundle.config.padTokenId), configPath: bundle.config.path,
                                  initialized: bundle.report.initialized,
                                  save: { dir, w in try bundle.save(to: dir, weights: w) }, encoder: model, loraModel: model,
-                                 labels: bundle.config.id2label)
+                                 labels: bundle.config.id2label, architecture: bundle.config)
     }
 
     /// GPT2ForSequenceClassification (or, given `labels`, a GPT-2 LM checkpoint with a fresh `score` head), pooled
     /// at the last non-padding token; the config must name a pad token.
-    static func gpt2(modelDir: URL, labels: [String]?, maxLength: Int, seed: UInt64, microBatch: Int) throws -> ClassifierBackend {
-        var config = try GPT2Config.load(url: modelDir.appendingPathComponent("config.json"))
+    static func gpt2(folder: ModelFolder, config: GPT2Config, labels: [String]?, maxLength: Int, seed: UInt64, microBatch: Int) throws -> ClassifierBackend {
+        var config = config
+        let modelDir = folder.directory
         guard let pad = config.padTokenId else {
             throw TrainingError("\(config.path): GPT-2 classification needs pad_token_id in config.json (transformers pools at the last non-padding token); add \"pad_token_id\": 50256")
         }
@@ -161,11 +163,9 @@ struct ClassifierBackend {
         guard FileManager.default.fileExists(atPath: weights.path) else {
             throw TrainingError("\(weights.path): not found; the model folder needs model.safetensors")
         }
-        // Training may start a fresh head; inference needs the trained one (a missing score.weight is an error).
-        let training = labels != nil
-        let report = try WeightLoader.load(into: store, from: SafeTensorsFile(url: weights), prefix: GPT2Layout.prefix,
-                                           isOptional: { training && $0 == "score.weight" }, reinitialize: { reinit && $0 == "score.weight" },
-                                           seed: seed, initializerRange: config.initializerRange)
+        // Training may start a fresh head; inference needs the trained one (a missing head is an error).
+        let report = try GPT2Layout.loadClassifier(into: store, from: SafeTensorsFile(url: weights), config: config,
+                                                   headOptional: labels != nil, reinitializeHead: reinit, seed: seed)
         let tokenizer: any Tokenizer
         do { tokenizer = try loadTokenizer(directory: modelDir) } catch { throw TrainingError("\(error)") }
         let model: GPT2Classifier
@@ -177,7 +177,7 @@ struct ClassifierBackend {
                                  initialized: report.initialized, save: { dir, w in
             try GPT2Layout.save(w ?? store, config: frozen, classifier: true, to: dir)
             try FileIO.copyFiles(FileIO.companionFiles, from: modelDir, to: dir)
-        }, encoder: nil, loraModel: model, labels: frozen.id2label)
+        }, encoder: nil, loraModel: model, labels: frozen.id2label, architecture: frozen)
     }
 }
 
@@ -204,11 +204,19 @@ public final class ClassificationTask: TrainingTask, @unchecked Sendable {
     /// Loads the model from `modelDir` (a model folder or a checkpoint) sized for `labels`, and tokenizes the data.
     /// With `config.lora` the model in `modelDir` is the frozen base, and `adapterDir` (a LoRA checkpoint) holds the
     /// adapter to continue from (nil: a fresh adapter from the seed).
-    public init(modelDir: URL, adapterDir: URL? = nil, trainSet: TextDataset, evalSet: TextDataset?, labels: [String],
+    public convenience init(modelDir: URL, adapterDir: URL? = nil, trainSet: TextDataset, evalSet: TextDataset?, labels: [String],
+                            config: TrainConfig, microBatch: Int) throws {
+        try self.init(folder: ModelFolder.open(modelDir), adapterDir: adapterDir, trainSet: trainSet, evalSet: evalSet,
+                      labels: labels, config: config, microBatch: microBatch)
+    }
+
+    /// As `init(modelDir:…)`, for an opened folder.
+    public init(folder: ModelFolder, adapterDir: URL? = nil, trainSet: TextDataset, evalSet: TextDataset?, labels: [String],
                 config: TrainConfig, microBatch: Int) throws {
+        let modelDir = folder.directory
         self.labels = labels
         dataFingerprint = trainSet.fingerprint
-        backend = try .load(modelDir: modelDir, labels: labels, maxLength: config.maxLength, seed: config.seed, microBatch: microBatch)
+        backend = try .load(folder: folder, labels: labels, maxLength: config.maxLength, seed: config.seed, microBatch: microBatch)
         if config.matmulPrecision == .bf16 {
             guard let model = backend.encoder else {
                 throw TrainingError("--bf16: bf16 matrix products are implemented for BERT-family encoders only; drop --bf16 for GPT-2", exitCode: 2)

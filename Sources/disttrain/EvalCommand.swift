@@ -34,7 +34,8 @@ struct Eval: ParsableCommand {
     var adapter: String?
     @Option(help: "Labelled data: JSONL, CSV or TSV (the format follows the extension); for a GPT-2 LM, {\"text\"} or {\"prompt\", \"response\"} JSONL.")
     var evalFile: String
-    @Option(help: "Truncate inputs to this many tokens (special tokens included).") var maxLength: Int = 128
+    @Option(help: "Truncate inputs to this many tokens (special tokens included; default: 128, or the model's positions when fewer).")
+    var maxLength: Int?
     @Option(help: "Texts per forward pass.") var batchSize: Int = 32
     @Option(help: "Column holding the text.") var textColumn: String = "text"
     @Option(help: "Column holding the second text of a pair.") var textPairColumn: String?
@@ -45,7 +46,7 @@ struct Eval: ParsableCommand {
 
     func validate() throws {
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive (got \(batchSize))") }
-        guard maxLength >= 2 else { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
+        if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
     }
 
     func run() throws {
@@ -65,12 +66,12 @@ struct Eval: ParsableCommand {
     }
 
     func evaluate(comm: Communicator) throws {
-        let modelDir = URL(fileURLWithPath: model)
+        let folder = try ModelFolder.open(URL(fileURLWithPath: model))
         let result: [String: Any]
-        if ModelKind.of(modelDir) == .gpt2LanguageModel {
-            result = try evaluateLanguageModel(modelDir, comm: comm)
+        if folder.kind.isClassifier {
+            result = try evaluateClassifier(folder.directory, comm: comm)
         } else {
-            result = try evaluateClassifier(modelDir, comm: comm)
+            result = try evaluateLanguageModel(folder, comm: comm)
         }
         guard comm.isRoot else { return }
         let d = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .withoutEscapingSlashes])
@@ -84,9 +85,9 @@ struct Eval: ParsableCommand {
     }
 
     /// Loss and perplexity of a GPT-2 LM, through CausalLMTask (the trainer's evaluation).
-    func evaluateLanguageModel(_ modelDir: URL, comm: Communicator) throws -> [String: Any] {
-        let data = LMDataOptions(maxLength: maxLength, blockSize: blockSize, perRow: lmPerRow)
-        let task = try CausalLMTask(modelDir: modelDir, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
+    func evaluateLanguageModel(_ folder: ModelFolder, comm: Communicator) throws -> [String: Any] {
+        let data = LMDataOptions(maxLength: maxLength ?? 128, blockSize: blockSize, perRow: lmPerRow)
+        let task = try CausalLMTask(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
                                     evalFile: URL(fileURLWithPath: evalFile), data: data, batchSize: batchSize)
         if comm.isRoot && (task.evalTruncated > 0 || task.evalDropped > 0) {
             var msg = "warning: \(evalFile): \(task.evalTruncated) rows longer than \(data.limit(positions: task.maxPositions)) tokens (the smaller of --max-length and n_positions) were truncated at the end and scored on their first tokens"

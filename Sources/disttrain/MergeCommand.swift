@@ -1,7 +1,8 @@
 // `disttrain merge`: folds a PEFT LoRA adapter into its base model and writes a plain Hugging Face model folder
 // (config.json, model.safetensors, tokenizer files) that `from_pretrained` and `disttrain predict` load without peft.
-// BERT/DistilBERT go through the classifier loader (a headless base takes the adapter's head); other architectures
-// (GPT-2) are merged tensor file to tensor file.
+// The base folder is opened by ModelFolder (an unsupported architecture is refused by name). BERT/DistilBERT go through
+// the classifier loader (a headless base takes the adapter's head); GPT-2 (LM and classifier) is merged tensor file
+// to tensor file.
 // Deliberately not here: the merge arithmetic and PEFT file format (Model/LoRAFiles.swift); registering the command
 // (main.swift).
 import ArgumentParser
@@ -29,15 +30,15 @@ struct Merge: ParsableCommand {
     func run() throws {
         let adapterDir = URL(fileURLWithPath: adapter), modelDir = URL(fileURLWithPath: model)
         do {
-            let raw = try? JSONSerialization.jsonObject(with: Data(contentsOf: modelDir.appendingPathComponent("config.json"))) as? [String: Any]
-            if let type = raw?["model_type"] as? String, !["bert", "distilbert"].contains(type) {
-                try mergeFiles(modelDir: modelDir, adapterDir: adapterDir)   // e.g. GPT-2 (Conv1D, fan_in_fan_out)
+            let folder = try ModelFolder.open(modelDir)
+            guard case .encoder = folder.config else {
+                try mergeFiles(modelDir: modelDir, adapterDir: adapterDir)   // GPT-2 LM and classifier (Conv1D, fan_in_fan_out)
                 return
             }
             let config = try PEFTAdapter.readConfig(adapterDir)
             // A base without a head, or with a head for other labels, takes the adapter's trained classifier.
             let labels = try ClassifierBundle.labelsForAdapter(modelDir: modelDir, adapterDir: adapterDir)
-            let bundle = try ClassifierBundle(directory: modelDir, labels: labels, seed: 0)
+            let bundle = try ClassifierBundle(folder: folder, labels: labels, seed: 0)
             let plan = try LoRAPlan(config: config, model: bundle.config)
             let store = ParameterStore(layout: plan.layout)
             try PEFTAdapter.loadWeights(adapterDir, plan: plan, into: store)
