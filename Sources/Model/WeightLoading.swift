@@ -55,6 +55,25 @@ public enum WeightLoader {
         return report
     }
 
+    /// The checks `load` makes, without a store: every entry `isOptional` does not accept is in `file` with the
+    /// layout's shape, and so is every optional entry the file has. Run it before allocating a store for `layout`, so
+    /// that a config.json with absurd sizes is reported against the weights instead of exhausting memory.
+    public static func check(_ layout: ParameterLayout, against file: SafeTensorsFile, prefix: String,
+                             isOptional: (String) -> Bool, reinitialize: (String) -> Bool = { _ in false }) throws {
+        for entry in layout.entries where !reinitialize(entry.name) {
+            guard let fileName = candidates(for: entry.name, prefix: prefix).first(where: file.contains) else {
+                if isOptional(entry.name) { continue }
+                throw SafeTensorsError(path: file.url.path,
+                    "missing tensor '\(entry.name)' (expected shape \(entry.shape)); the weights do not match config.json — check that the folder's config.json belongs to this model.safetensors")
+            }
+            let info = file.info(fileName)!
+            guard info.shape == entry.shape else {
+                throw SafeTensorsError(path: file.url.path,
+                    "tensor '\(fileName)' has shape \(info.shape) but config.json implies \(entry.shape); the weights do not match config.json")
+            }
+        }
+    }
+
     /// File names that may hold a layout entry, most specific first.
     static func candidates(for name: String, prefix: String) -> [String] {
         var names = [name]
@@ -87,16 +106,20 @@ extension EncoderClassifier {
     /// Whether a layout entry belongs to the head a sequence classifier adds to a base encoder.
     public static func isHead(_ name: String) -> Bool { headPrefixes.contains { name.hasPrefix($0) } }
 
-    /// Loads an encoder checkpoint into `store` (built from `makeLayout(config:)`): the base model under its prefix
-    /// or without it; a missing pooler or head is initialised from `seed`, and `reinitializeHead` re-initialises a
-    /// present head (trained for other labels).
-    public static func load(into store: ParameterStore, from file: SafeTensorsFile, config: ModelConfig,
-                            reinitializeHead: Bool, seed: UInt64) throws -> LoadReport {
+    /// The parameters of an encoder checkpoint, in `makeLayout(config:)`: the base model under its prefix or without
+    /// it; a missing pooler or head is initialised from `seed`, and `reinitializeHead` re-initialises a present head
+    /// (trained for other labels). Shapes are checked against the file before anything is allocated.
+    public static func loadStore(from file: SafeTensorsFile, config: ModelConfig,
+                                 reinitializeHead: Bool, seed: UInt64) throws -> (ParameterStore, LoadReport) {
         let prefix = config.family == .bert ? "bert." : "distilbert."
-        return try WeightLoader.load(into: store, from: file, prefix: prefix,
-                                     isOptional: { $0.hasPrefix("bert.pooler.") || isHead($0) },
-                                     reinitialize: { reinitializeHead && isHead($0) },
-                                     seed: seed, initializerRange: config.initializerRange)
+        let layout = makeLayout(config: config)
+        let optional: (String) -> Bool = { $0.hasPrefix("bert.pooler.") || isHead($0) }
+        let reinit: (String) -> Bool = { reinitializeHead && isHead($0) }
+        try WeightLoader.check(layout, against: file, prefix: prefix, isOptional: optional, reinitialize: reinit)
+        let store = ParameterStore(layout: layout)
+        let report = try WeightLoader.load(into: store, from: file, prefix: prefix, isOptional: optional, reinitialize: reinit,
+                                           seed: seed, initializerRange: config.initializerRange)
+        return (store, report)
     }
 }
 
@@ -104,13 +127,27 @@ extension GPT2Layout {
     /// The sequence classifier's head ([numLabels, C], not tied to wte).
     public static let scoreHead = "score.weight"
 
-    /// Loads a GPT2ForSequenceClassification store: `headOptional` (training) lets a checkpoint without the head (an
-    /// LM) get a fresh one; `reinitializeHead` re-initialises a head trained for other labels.
-    public static func loadClassifier(into store: ParameterStore, from file: SafeTensorsFile, config: GPT2Config,
-                                      headOptional: Bool, reinitializeHead: Bool, seed: UInt64) throws -> LoadReport {
-        try WeightLoader.load(into: store, from: file, prefix: prefix,
-                              isOptional: { headOptional && $0 == scoreHead }, reinitialize: { reinitializeHead && $0 == scoreHead },
-                              seed: seed, initializerRange: config.initializerRange)
+    /// The parameters of a GPT2ForSequenceClassification: `headOptional` (training) lets a checkpoint without the
+    /// head (an LM) get a fresh one; `reinitializeHead` re-initialises a head trained for other labels. Shapes are
+    /// checked against the file before anything is allocated.
+    public static func loadClassifierStore(from file: SafeTensorsFile, config: GPT2Config, headOptional: Bool,
+                                           reinitializeHead: Bool, seed: UInt64) throws -> (ParameterStore, LoadReport) {
+        let layout = make(config: config, classifier: true)
+        let optional: (String) -> Bool = { headOptional && $0 == scoreHead }
+        let reinit: (String) -> Bool = { reinitializeHead && $0 == scoreHead }
+        try WeightLoader.check(layout, against: file, prefix: prefix, isOptional: optional, reinitialize: reinit)
+        let store = ParameterStore(layout: layout)
+        let report = try WeightLoader.load(into: store, from: file, prefix: prefix, isOptional: optional, reinitialize: reinit,
+                                           seed: seed, initializerRange: config.initializerRange)
+        return (store, report)
+    }
+
+    /// The parameters of a GPT-2 language model (`load`), checked against the file before anything is allocated.
+    public static func loadLMStore(from file: SafeTensorsFile, config: GPT2Config, seed: UInt64) throws -> (ParameterStore, LoadReport) {
+        let layout = make(config: config, classifier: false)
+        try WeightLoader.check(layout, against: file, prefix: prefix, isOptional: { $0 == scoreHead })
+        let store = ParameterStore(layout: layout)
+        return (store, try load(into: store, from: file, config: config, seed: seed))
     }
 }
 

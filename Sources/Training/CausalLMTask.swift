@@ -82,6 +82,7 @@ public final class CausalLMTask: TrainingTask, @unchecked Sendable {
         evalDropped = evalSet?.droppedNoTarget ?? 0
         dataFingerprint = fingerprint
         let maxSeq = max(train.map(\.inputIds.count).max() ?? 1, eval.map(\.inputIds.count).max() ?? 1)
+        try ModelFolder.checkArena(batch: microBatch, seq: maxSeq, architecture: m.config)
         model = GPT2LMHead(config: config, parameters: m.store, maxBatch: microBatch, maxSeq: maxSeq)
         if lc != nil || adapterDir != nil {
             lora = try attachLoRA(lc ?? LoRAConfig(r: 1, alpha: 1), to: model, adapterDir: adapterDir, seed: seed)
@@ -180,19 +181,32 @@ struct LoadedLM {
         guard FileManager.default.fileExists(atPath: weights.path) else {
             throw TrainingError("\(weights.path): not found; the model folder needs model.safetensors")
         }
-        store = ParameterStore(layout: GPT2LMHead.makeLayout(config: config))
-        initialized = try GPT2Layout.load(into: store, from: SafeTensorsFile(url: weights), config: config, seed: seed).initialized
+        let (store, report) = try GPT2Layout.loadLMStore(from: SafeTensorsFile(url: weights), config: config, seed: seed)
+        self.store = store
+        initialized = report.initialized
         do { tokenizer = try loadTokenizer(directory: modelDir) } catch { throw TrainingError("\(error)") }
+        guard config.eosTokenId != nil || config.vocabSize > 50256 else {
+            throw TrainingError("\(config.path): no eos_token_id, and GPT-2's 50256 is outside this vocabulary of \(config.vocabSize) tokens; add \"eos_token_id\" to config.json")
+        }
         eos = Int32(config.eosTokenId ?? 50256)
     }
 
     /// {"prompt", "response"} files (by their first row) or {"text"} files, tokenized; too-long rows truncated.
     func dataset(_ url: URL, _ o: LMDataOptions) throws -> LMDataset {
         let limit = o.limit(positions: config.maxPositions)
+        let data: LMDataset
         if try CausalLMTask.isPromptResponse(url) {
-            return try LMData.loadPromptResponse(url, tokenizer: tokenizer, eosId: eos, maxLength: limit)
+            data = try LMData.loadPromptResponse(url, tokenizer: tokenizer, eosId: eos, maxLength: limit)
+        } else {
+            let mode: LMTextMode = o.perRow ? .perRow : .packed(blockSize: o.blockSize ?? limit)
+            data = try LMData.loadText(url, tokenizer: tokenizer, eosId: eos, mode: mode, maxLength: o.perRow ? limit : config.maxPositions)
         }
-        let mode: LMTextMode = o.perRow ? .perRow : .packed(blockSize: o.blockSize ?? limit)
-        return try LMData.loadText(url, tokenizer: tokenizer, eosId: eos, mode: mode, maxLength: o.perRow ? limit : config.maxPositions)
+        // A tokenizer that does not belong to the model would index past its embedding table.
+        for ex in data.examples {
+            if let bad = ex.inputIds.first(where: { $0 < 0 || Int($0) >= config.vocabSize }) {
+                throw TrainingError("\(url.path):\(ex.line): the tokenizer produced token id \(bad), outside the model's vocab_size \(config.vocabSize) (\(config.path)); the tokenizer files do not belong to this model")
+            }
+        }
+        return data
     }
 }

@@ -144,6 +144,27 @@ public struct ModelFolder: @unchecked Sendable {
     }
 }
 
+extension ModelFolder {
+    /// Refuses a micro-batch × sequence length whose activation arena cannot exist: a size that overflows, or an upper
+    /// estimate (every layer's saved activations and attention probabilities) above 4× the machine's memory (the
+    /// arena is mapped lazily, so only absurd sizes are refused).
+    static func checkArena(batch: Int, seq: Int, architecture a: any ModelArchitecture) throws {
+        func mul(_ xs: Int...) -> Int? {
+            var p = 1
+            for x in xs { let (r, o) = p.multipliedReportingOverflow(by: max(x, 0)); if o { return nil }; p = r }
+            return p
+        }
+        let perRow = a.layers * (14 * a.hidden + 2 * a.intermediate) + 8 * a.hidden
+        let rows = mul(batch, seq, perRow), probs = mul(batch, a.heads, seq, seq, a.layers)
+        let (floats, o) = (rows ?? .max).addingReportingOverflow(probs ?? .max)
+        let memory = ProcessInfo.processInfo.physicalMemory
+        guard rows != nil, probs != nil, !o, floats <= Int.max / 4, UInt64(floats) <= memory else {
+            let gb = rows == nil || probs == nil || o ? "more than can be addressed" : String(format: "%.1f GB", 4 * Double(floats) / 1e9)
+            throw TrainingError("a batch of \(batch) × \(seq) tokens needs activation memory of \(gb), far more than this machine's \(String(format: "%.1f", Double(memory) / 1e9)) GB; lower --batch-size (train: raise --gradient-accumulation-steps instead) or --max-length", exitCode: 2)
+        }
+    }
+}
+
 /// A loaded classifier: config (with the label set in force), parameters, tokenizer.
 /// Sendable: after init only `save` reads it (from the checkpoint thread), and nothing mutates it.
 public final class ClassifierBundle: @unchecked Sendable {
@@ -186,8 +207,7 @@ public final class ClassifierBundle: @unchecked Sendable {
                 : "; the model folder needs model.safetensors"))
         }
         let file = try SafeTensorsFile(url: weights)
-        store = ParameterStore(layout: EncoderClassifier.makeLayout(config: config))
-        report = try EncoderClassifier.load(into: store, from: file, config: config, reinitializeHead: reinitHead, seed: seed)
+        (store, report) = try EncoderClassifier.loadStore(from: file, config: config, reinitializeHead: reinitHead, seed: seed)
         do {
             tokenizer = try loadTokenizer(directory: directory)
         } catch {

@@ -7,7 +7,8 @@
 //     code the trainer reports with, on the file prepared with the same --max-length/--block-size/--lm-per-row.
 // Under mpirun each rank scores a contiguous shard (EvalSharding, as in training); integer counts and the loss sums
 // are all-reduced, so the result equals the one-process result; rank 0 prints.
-// Deliberately not here: the metric definitions (Training/Metrics.swift), the forward passes (Predictor, CausalLMTask).
+// Deliberately not here: the metric definitions (Training/Metrics.swift), the evaluation itself (ClassificationTask and
+// CausalLMTask: the trainer's own code).
 import ArgumentParser
 import Dist
 import Foundation
@@ -69,7 +70,7 @@ struct Eval: ParsableCommand {
         let folder = try ModelFolder.open(URL(fileURLWithPath: model))
         let result: [String: Any]
         if folder.kind.isClassifier {
-            result = try evaluateClassifier(folder.directory, comm: comm)
+            result = try evaluateClassifier(folder, comm: comm)
         } else {
             result = try evaluateLanguageModel(folder, comm: comm)
         }
@@ -98,48 +99,19 @@ struct Eval: ParsableCommand {
         return task.metrics(stats)
     }
 
-    func evaluateClassifier(_ modelDir: URL, comm: Communicator) throws -> [String: Any] {
+    /// Accuracy, F1 and the rest through ClassificationTask's evaluation (the trainer's, on the same inference path as
+    /// `predict`), exact over ranks.
+    func evaluateClassifier(_ folder: ModelFolder, comm: Communicator) throws -> [String: Any] {
         if blockSize != nil || lmPerRow {
             throw TrainingError("--block-size and --lm-per-row apply to GPT-2 language models only; \(model) is a classifier", exitCode: 2)
         }
-        let predictor = try Predictor(modelDir: modelDir, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
-                                      maxLength: maxLength, batchSize: batchSize)
-        let names = predictor.labels
-        let labelSet = try LabelSet(names: names)
-        let (data, _) = try DataLoader.loadLabeled(URL(fileURLWithPath: evalFile),
-                                                   columns: ColumnOptions(text: textColumn, textPair: textPairColumn, label: labelColumn),
-                                                   labels: labelSet)
-        guard !data.examples.isEmpty else {
-            throw TrainingError("\(evalFile): no examples to evaluate; the file must hold one {\"text\", \"label\"} row per example")
-        }
-        let shard = EvalSharding.range(count: data.examples.count, rank: comm.rank, worldSize: comm.worldSize)
-        let mine = Array(data.examples[shard])
-        let preds = try predictor.predict(mine.map { ($0.text, $0.textPair) })
-        var (counts, lossSum) = Eval.counts(classCount: names.count, truth: mine.map { $0.label ?? 0 }, logits: preds.map(\.logits))
-        var loss = [lossSum]
-        try comm.allReduceSum(&counts.counts)
-        try comm.allReduceSum(&loss)
-        var result = ClassificationMetrics(confusion: counts.matrix, labels: names).asDictionary(prefix: "eval_")
-        result["eval_loss"] = loss[0] / Double(data.examples.count)
+        let task = try ClassificationTask(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
+                                          evalFile: URL(fileURLWithPath: evalFile),
+                                          columns: ColumnOptions(text: textColumn, textPair: textPairColumn, label: labelColumn),
+                                          maxLength: maxLength, batchSize: batchSize)
+        let stats = try task.evaluateAll(comm: comm, batchSize: batchSize)
+        var result = ClassificationMetrics(confusion: task.confusion(stats), labels: task.labels).asDictionary(prefix: "eval_")
+        result["eval_loss"] = stats.lossSum / max(stats.lossCount, 1)
         return result
-    }
-
-    /// Confusion counts and the summed cross-entropy for true class ids and logits rows (Loss.crossEntropy, the
-    /// trainer's loss).
-    static func counts(classCount C: Int, truth: [Int], logits: [[Float]]) -> (ConfusionCounts, Double) {
-        var counts = ConfusionCounts(classCount: C)
-        for (t, row) in zip(truth, logits) {
-            var best = 0
-            for c in 1..<max(C, 1) where row[c] > row[best] { best = c }
-            counts.add(truth: t, predicted: best)
-        }
-        let flat = logits.flatMap { $0 }
-        var scratch = [Float](repeating: 0, count: flat.count)
-        let lossSum = flat.withUnsafeBufferPointer { l in
-            scratch.withUnsafeMutableBufferPointer { d in
-                Loss.crossEntropy(logits: l, labels: truth.map { Int32($0) }, batch: truth.count, classes: C, scale: 0, dLogits: d)
-            }
-        }
-        return (counts, lossSum)
     }
 }

@@ -47,6 +47,8 @@ struct Inspect: ParsableCommand {
         let hasConfig = FileManager.default.fileExists(atPath: dir.appendingPathComponent("config.json").path)
         if !hasConfig && FileManager.default.fileExists(atPath: dir.appendingPathComponent(PEFTAdapter.configFileName).path) {
             out["adapter"] = try describeAdapter(dir)
+        } else if !hasConfig {
+            throw TrainingError("\(dir.appendingPathComponent("config.json").path): not found; inspect needs a model folder or a checkpoint folder (one with config.json, or adapter_config.json for a LoRA adapter)")
         } else {
             let folder = try ModelFolder.open(dir)
             let a: any ModelArchitecture = switch folder.config { case .encoder(let c): c; case .gpt2(let c): c }
