@@ -28,25 +28,16 @@ public enum WeightLoader {
         var used = Set<String>()
         var rng = SplitMix64(seed: seed)
         for entry in store.entries {
-            let found = reinitialize(entry.name) ? nil : candidates(for: entry.name, prefix: prefix).first(where: file.contains)
+            let found = reinitialize(entry.name) ? nil : try resolve(entry, in: file, prefix: prefix, isOptional: isOptional)
             guard let fileName = found else {
-                if isOptional(entry.name) || reinitialize(entry.name) {
-                    let v = store.value(entry.name)
-                    if entry.name.hasSuffix(".bias") || entry.shape.count == 1 {
-                        v.update(repeating: 0)
-                    } else {
-                        for i in 0..<v.count { v[i] = Float(rng.nextNormal()) * initializerRange }
-                    }
-                    report.initialized.append(entry.name)
-                    continue
+                let v = store.value(entry.name)
+                if entry.name.hasSuffix(".bias") || entry.shape.count == 1 {
+                    v.update(repeating: 0)
+                } else {
+                    for i in 0..<v.count { v[i] = Float(rng.nextNormal()) * initializerRange }
                 }
-                throw SafeTensorsError(path: file.url.path,
-                    "missing tensor '\(entry.name)' (expected shape \(entry.shape)); the weights do not match config.json — check that the folder's config.json belongs to this model.safetensors")
-            }
-            let info = file.info(fileName)!
-            guard info.shape == entry.shape else {
-                throw SafeTensorsError(path: file.url.path,
-                    "tensor '\(fileName)' has shape \(info.shape) but config.json implies \(entry.shape); the weights do not match config.json")
+                report.initialized.append(entry.name)
+                continue
             }
             try file.copyFloats(fileName, into: store.value(entry.name))
             used.insert(fileName)
@@ -61,17 +52,25 @@ public enum WeightLoader {
     public static func check(_ layout: ParameterLayout, against file: SafeTensorsFile, prefix: String,
                              isOptional: (String) -> Bool, reinitialize: (String) -> Bool = { _ in false }) throws {
         for entry in layout.entries where !reinitialize(entry.name) {
-            guard let fileName = candidates(for: entry.name, prefix: prefix).first(where: file.contains) else {
-                if isOptional(entry.name) { continue }
-                throw SafeTensorsError(path: file.url.path,
-                    "missing tensor '\(entry.name)' (expected shape \(entry.shape)); the weights do not match config.json — check that the folder's config.json belongs to this model.safetensors")
-            }
-            let info = file.info(fileName)!
-            guard info.shape == entry.shape else {
-                throw SafeTensorsError(path: file.url.path,
-                    "tensor '\(fileName)' has shape \(info.shape) but config.json implies \(entry.shape); the weights do not match config.json")
-            }
+            _ = try resolve(entry, in: file, prefix: prefix, isOptional: isOptional)
         }
+    }
+
+    /// The file's tensor for `entry` (checked to have its shape), nil for a missing optional entry; a missing
+    /// required entry or a shape mismatch is an error naming the tensor.
+    static func resolve(_ entry: ParameterEntry, in file: SafeTensorsFile, prefix: String,
+                        isOptional: (String) -> Bool) throws -> String? {
+        guard let fileName = candidates(for: entry.name, prefix: prefix).first(where: file.contains) else {
+            if isOptional(entry.name) { return nil }
+            throw SafeTensorsError(path: file.url.path,
+                "missing tensor '\(entry.name)' (expected shape \(entry.shape)); the weights do not match config.json — check that the folder's config.json belongs to this model.safetensors")
+        }
+        let info = file.info(fileName)!
+        guard info.shape == entry.shape else {
+            throw SafeTensorsError(path: file.url.path,
+                "tensor '\(fileName)' has shape \(info.shape) but config.json implies \(entry.shape); the weights do not match config.json")
+        }
+        return fileName
     }
 
     /// File names that may hold a layout entry, most specific first.

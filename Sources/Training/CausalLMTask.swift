@@ -7,7 +7,7 @@ import Foundation
 import Model
 import Tokenizers
 
-public final class CausalLMTask: TrainingTask, @unchecked Sendable {
+public final class CausalLMTask: FolderTrainingTask, @unchecked Sendable {
     let config: GPT2Config
     /// The full model's parameters (frozen under LoRA).
     let baseStore: ParameterStore
@@ -37,7 +37,7 @@ public final class CausalLMTask: TrainingTask, @unchecked Sendable {
     /// Fine-tuning: the model in `modelDir`, the training file and the optional eval file of `tc`. With `tc.lora` the
     /// model in `modelDir` is the frozen base, and `adapterDir` (a LoRA checkpoint) holds the adapter to continue from
     /// (nil: a fresh adapter from the seed).
-    public convenience init(folder: ModelFolder, adapterDir: URL? = nil, trainConfig tc: TrainConfig, microBatch: Int) throws {
+    public required convenience init(folder: ModelFolder, adapterDir: URL? = nil, trainConfig tc: TrainConfig, microBatch: Int) throws {
         guard tc.matmulPrecision == .fp32 else {
             throw TrainingError("--bf16: bf16 matrix products are implemented for BERT-family encoders only; drop --bf16 for GPT-2", exitCode: 2)
         }

@@ -9,7 +9,7 @@ import Model
 import Tokenizers
 
 /// Sequence classification with a BERT-family encoder (BERT, DistilBERT, MiniLM) or GPT-2.
-public final class ClassificationTask: TrainingTask, @unchecked Sendable {
+public final class ClassificationTask: FolderTrainingTask, @unchecked Sendable {
     let backend: ClassifierBackend
     var model: any SequenceClassifierModel { backend.model }
     let train: [EncodedExample]
@@ -27,6 +27,26 @@ public final class ClassificationTask: TrainingTask, @unchecked Sendable {
     public var trainLengths: [Int] { train.map(\.ids.count) }
     public var configPath: String { backend.configPath }
     public var initialized: [String] { backend.initialized }
+
+    /// Training: labels from --labels, else from the training file; the eval set from --eval-file, else a
+    /// --validation-split of the training file.
+    public convenience init(folder: ModelFolder, adapterDir: URL?, trainConfig config: TrainConfig, microBatch: Int) throws {
+        let fixedLabels = try config.labelsFile.map { try LabelSet.fromFile($0) }
+        var (trainSet, labelSet) = try DataLoader.loadLabeled(config.trainFile, columns: config.columns, labels: fixedLabels)
+        guard !trainSet.examples.isEmpty else {
+            throw TrainingError("\(config.trainFile.path): no training examples; the file must hold one {\"text\", \"label\"} object per line")
+        }
+        var evalSet: TextDataset?
+        if let evalFile = config.evalFile {
+            evalSet = try DataLoader.loadLabeled(evalFile, columns: config.columns, labels: labelSet).0
+        } else if config.validationSplit > 0 {
+            let parts = try DataLoader.split(trainSet, validationFraction: config.validationSplit, seed: config.seed)
+            trainSet = parts.train
+            evalSet = parts.validation
+        }
+        try self.init(folder: folder, adapterDir: adapterDir, trainSet: trainSet, evalSet: evalSet, labels: labelSet.names,
+                      config: config, microBatch: microBatch)
+    }
 
     /// Loads the model from `modelDir` (a model folder or a checkpoint) sized for `labels`, and tokenizes the data.
     /// With `config.lora` the model in `modelDir` is the frozen base, and `adapterDir` (a LoRA checkpoint) holds the

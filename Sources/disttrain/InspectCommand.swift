@@ -121,11 +121,7 @@ struct Inspect: ParsableCommand {
         if let ad = info["adapter"] as? [String: Any] {
             lines.append("  LoRA adapter (PEFT): r \(ad["r"] ?? "?"), alpha \(ad["lora_alpha"] ?? "?"), dropout \(ad["lora_dropout"] ?? "?"), targets \(ad["target_modules"] ?? "?"), task \(ad["task_type"] ?? "?")")
             lines.append("  base model: \(ad["base_model"] ?? "unknown")")
-            if let w = ad["weights_file"] as? [String: Any] {
-                lines.append("  \(PEFTAdapter.weightsFileName): \(w["tensors"] ?? 0) tensors, \(grouped(w["elements"] as? Int ?? 0)) elements, \((w["dtypes"] as? [String] ?? []).joined(separator: ", "))")
-            } else if let w = ad["weights_file"] as? String {
-                lines.append("  \(PEFTAdapter.weightsFileName): \(w)")
-            }
+            lines.append(weightsLine(PEFTAdapter.weightsFileName, ad["weights_file"]))
             let labels = ad["labels"] as? [String] ?? []
             lines.append("  labels: " + (labels.isEmpty ? "none recorded" : "\(labels.count) (\(labels.joined(separator: ", ")))"))
         } else {
@@ -143,15 +139,17 @@ struct Inspect: ParsableCommand {
         if let k = info["model_kind"] as? String { lines.append("  kind: \(k)" + ((info["architectures"] as? String).map { " (\($0))" } ?? "")) }
         lines.append("  architecture: \(a["family"] ?? "?"), \(a["layers"] ?? "?") layers, hidden \(a["hidden"] ?? "?"), \(a["heads"] ?? "?") heads, FFN \(a["intermediate"] ?? "?"), vocab \(a["vocab"] ?? "?"), max positions \(a["max_positions"] ?? "?"), \(a["activation"] ?? "?")")
         lines.append("  parameters: \(grouped(info["parameters"] as? Int ?? 0)) (\(grouped(info["parameters_non_embedding"] as? Int ?? 0)) non-embedding)")
-        if let w = info["weights_file"] as? [String: Any] {
-            lines.append("  model.safetensors: \(w["tensors"] ?? 0) tensors, \(grouped(w["elements"] as? Int ?? 0)) elements, \((w["dtypes"] as? [String] ?? []).joined(separator: ", "))")
-        } else if let w = info["weights_file"] as? String {
-            lines.append("  model.safetensors: \(w)")
-        }
+        lines.append(weightsLine("model.safetensors", info["weights_file"]))
         let labels = info["labels"] as? [String] ?? []
         lines.append("  labels: " + (labels.isEmpty ? "none" : "\(labels.count) (\(labels.joined(separator: ", ")))"))
         lines.append("  problem type: \(info["problem_type"] ?? "?")")
         return lines
+    }
+
+    /// "  FILE: N tensors, M elements, F32" (or why the file is missing), from `describeWeights`.
+    static func weightsLine(_ name: String, _ w: Any?) -> String {
+        guard let w = w as? [String: Any] else { return "  \(name): \(w ?? "?")" }
+        return "  \(name): \(w["tensors"] ?? 0) tensors, \(grouped(w["elements"] as? Int ?? 0)) elements, \((w["dtypes"] as? [String] ?? []).joined(separator: ", "))"
     }
 
     static func checkpointLines(_ ck: [String: Any]) -> [String] {
