@@ -152,4 +152,33 @@ final class ModelFolderTests: XCTestCase {
         assertOneErrorLine(try CLI.run(["generate", "--model", fixtures.appendingPathComponent("bert-tiny-cls").path, "--prompt", "Hi"]),
                            status: 2, mentions: ["BertForSequenceClassification", "GPT-2"])
     }
+
+    func testMergeAGPT2ClassifierAdapterTrainedForOtherLabels() throws {
+        // gpt2-tiny-cls has 3 labels (neg/neu/pos); an adapter trained on ham/spam carries a 2-row score head.
+        let base = fixtures.appendingPathComponent("gpt2-tiny-cls")
+        let data = try write("t.jsonl", (0..<16).map { "{\"text\": \"message number \($0) \(String(repeating: "win ", count: $0 % 3))\", \"label\": \"\($0 % 2 == 0 ? "ham" : "spam")\"}" }.joined(separator: "\n") + "\n")
+        let lora = dir.appendingPathComponent("lora"), merged = dir.appendingPathComponent("merged")
+        let t = try CLI.run(["train", "--model", base.path, "--train-file", data.path, "--output-dir", lora.path, "--max-steps", "2",
+                             "--lora-r", "2", "--max-length", "32", "--batch-size", "8", "--learning-rate", "1e-2", "--threads", "1"], timeout: 240)
+        XCTAssertEqual(t.status, 0, t.stderr)
+        let m = try CLI.run(["merge", "--model", base.path, "--adapter", lora.path, "--output", merged.path])
+        XCTAssertEqual(m.status, 0, m.stderr)
+        let info = try inspectJSON(merged)
+        XCTAssertEqual(info["labels"] as? [String], ["ham", "spam"])
+        // The merged folder predicts what the base with the adapter (unmerged) predicts.
+        let a = try CLI.run(["predict", "--model", merged.path, "--input", data.path])
+        let b = try CLI.run(["predict", "--model", base.path, "--adapter", lora.path, "--input", data.path])
+        XCTAssertEqual(a.status, 0, a.stderr)
+        XCTAssertEqual(b.status, 0, b.stderr)
+        let la = a.stdout.split(separator: "\n"), lb = b.stdout.split(separator: "\n")
+        XCTAssertEqual(la.count, 16)
+        for (x, y) in zip(la, lb) {
+            let px = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(x.utf8)) as? [String: Any])
+            let py = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(y.utf8)) as? [String: Any])
+            let lx = (px["logits"] as? [Double]) ?? [], ly = (py["logits"] as? [Double]) ?? []
+            XCTAssertEqual(lx.count, 2)
+            // W + s·(BA)ᵀ folded once vs applied as two products: float32 rounding apart.
+            for (u, v) in zip(lx, ly) { XCTAssertEqual(u, v, accuracy: 1e-4 * max(1, abs(v))) }
+        }
+    }
 }
