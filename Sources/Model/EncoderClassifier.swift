@@ -79,7 +79,7 @@ public final class EncoderClassifier {
     let wp: Int, bp: Int, wc: Int, bc: Int
 
     // arena
-    private var allocations: [(UnsafeMutableRawPointer, Int)] = []
+    private let arena = ActivationArena()
     public private(set) var activationBytes: Int = 0
     let keyMask: UnsafeMutablePointer<Float>       // [BT]
     let embSum: UnsafeMutablePointer<Float>        // [BT, C] LN input
@@ -225,19 +225,8 @@ public final class EncoderClassifier {
 
         // ---- the arena: every activation buffer, once (64-byte aligned, zeroed) ----
         let BT = maxBatch * maxSeq
-        var allocs: [(UnsafeMutableRawPointer, Int)] = []
-        var bytes = 0
-        // Anonymous mappings: zeroed, page-aligned, and resident only once written, so a buffer this run never needs
-        // (a frozen base's per-layer ctx/y1, see keepsInput) costs address space, not memory.
-        func buf(_ n: Int) -> UnsafeMutablePointer<Float> {
-            let size = max(n, 1) * 4
-            guard let raw = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), raw != MAP_FAILED else {
-                preconditionFailure("cannot map \(size) bytes for the activation arena (out of memory?)")
-            }
-            allocs.append((raw, size))
-            bytes += n * 4
-            return raw.bindMemory(to: Float.self, capacity: max(n, 1))
-        }
+        let arena = self.arena
+        func buf(_ n: Int) -> UnsafeMutablePointer<Float> { arena.floats(n) }
         keyMask = buf(BT)
         embSum = buf(BT * C); meanE = buf(BT); rstdE = buf(BT); hidden0 = buf(BT * C)
         var a: [EncoderLayerActs] = []
@@ -258,53 +247,40 @@ public final class EncoderClassifier {
         cDy = buf(maxBatch * C); cH2 = buf(maxBatch * C); cH1 = buf(maxBatch * C); cOutA = buf(maxBatch * C)
         cOutCtx = buf(maxBatch * C); cF = buf(maxBatch * FF)
         cM2 = buf(maxBatch); cR2 = buf(maxBatch); cM1 = buf(maxBatch); cR1 = buf(maxBatch)
-        allocations = allocs
-        activationBytes = bytes
+        activationBytes = arena.bytes
         nValid = [Int](repeating: 0, count: maxBatch)
     }
 
-    deinit { for (p, n) in allocations { munmap(p, n) } }
 
-    @inline(__always) private func P(_ off: Int) -> UnsafeMutablePointer<Float> {
-        if let a = adapter, let t = a.savedOffset[off] { return a.store.values.baseAddress! + t }
-        return parameters.values.baseAddress! + off
+    /// Weight reads, gradient writes and the LoRA hooks (LoRARoute, shared with GPT-2).
+    @inline(__always) private var route: LoRARoute {
+        LoRARoute(parameters: parameters, adapter: adapter, frozenBase: frozenBase, lnSink: lnSink, C: C)
     }
-    @inline(__always) private func G(_ off: Int) -> UnsafeMutablePointer<Float> {
-        if let a = adapter, let t = a.savedOffset[off] { return a.store.grads.baseAddress! + t }
-        return parameters.grads.baseAddress! + off
-    }
+    @inline(__always) private func P(_ off: Int) -> UnsafeMutablePointer<Float> { route.value(off) }
+    @inline(__always) private func G(_ off: Int) -> UnsafeMutablePointer<Float> { route.grad(off) }
     /// LayerNorm parameter gradient: a discarded sink when the base is frozen ([C] at 0 for dw, at C for db).
-    @inline(__always) private func GLN(_ off: Int, _ half: Int) -> UnsafeMutablePointer<Float> {
-        frozenBase ? lnSink + half * C : G(off)
-    }
+    @inline(__always) private func GLN(_ off: Int, _ half: Int) -> UnsafeMutablePointer<Float> { route.layerNormGrad(off, half) }
+    private var step: LoRAStep { LoRAStep(B: lastB, T: lastT, dropout: lastDropout, samples: lastBatch!.sampleIndices) }
 
     /// A linear layer's forward plus, at a LoRA target `site` (layer·6 + module), the adapter's update.
     private func linearForward(_ site: Int?, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: Int, b: Int,
                                n: Int, inC: Int, outC: Int) {
         Linear.forward(y: y, x: x, w: P(w), b: P(b), n: n, inC: inC, outC: outC, precision: matmulPrecision)
-        if let site, let a = adapter {
-            a.forward(site: site, y: y, x: x, B: lastB, T: lastT, dropout: lastDropout, samples: lastBatch!.sampleIndices)
-        }
+        if site != nil && adapter != nil { route.forward(site: site, y: y, x: x, step: step) }
     }
 
     /// A linear layer's backward: the adapter's dA/dB first (x may be overwritten by dx), dW/db only for trainable
     /// weights, then the adapter's share of dx.
     private func linearBackward(_ site: Int?, dx: UnsafeMutablePointer<Float>?, w: Int, b: Int, dy: UnsafePointer<Float>,
                                 x: UnsafePointer<Float>, n: Int, inC: Int, outC: Int, accumulateDx: Bool = false) {
-        let a = site.flatMap { s in adapter.flatMap { $0.hasSite(s) ? $0 : nil } }
-        if let a, let site {
-            a.backwardWeights(site: site, dy: dy, x: x, B: lastB, T: lastT, dropout: lastDropout, samples: lastBatch!.sampleIndices)
-        }
-        if !frozenBase || adapter?.savedOffset[w] != nil {
+        let precision = matmulPrecision
+        route.backward(site: site, w: w, dx: dx, dy: dy, x: x, step: adapter == nil ? LoRAStep(B: 0, T: 0, dropout: nil, samples: []) : step,
+                       full: {
             Linear.backward(dx: dx, dw: G(w), db: G(b), dy: dy, x: x, w: P(w), n: n, inC: inC, outC: outC, accumulateDx: accumulateDx,
-                            precision: matmulPrecision)
-        } else if let dx {
-            Linear.backwardInput(dx: dx, dy: dy, w: P(w), n: n, inC: inC, outC: outC, accumulateDx: accumulateDx,
-                                 precision: matmulPrecision)
-        }
-        if let a, let site, let dx {
-            a.backwardInput(site: site, dx: dx, B: lastB, T: lastT, dropout: lastDropout, samples: lastBatch!.sampleIndices)
-        }
+                            precision: precision)
+        }, inputOnly: { dx in
+            Linear.backwardInput(dx: dx, dy: dy, w: P(w), n: n, inC: inC, outC: outC, accumulateDx: accumulateDx, precision: precision)
+        })
     }
 
     private var hiddenDropout: Float { config.hiddenDropout }

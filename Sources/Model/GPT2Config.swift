@@ -60,27 +60,10 @@ public struct GPT2Config: @unchecked Sendable {
     public init(json: [String: Any], path: String) throws {
         raw = json
         self.path = path
-        func int(_ key: String) throws -> Int {
-            guard let v = json[key], !(v is NSNull) else { throw ConfigError(path: path, "missing field '\(key)' (GPT-2 config.json)") }
-            guard let n = v as? NSNumber, n.doubleValue == n.doubleValue.rounded() else {
-                throw ConfigError(path: path, "field '\(key)' must be an integer, found \(v)")
-            }
-            return n.intValue
-        }
-        func optionalInt(_ key: String) throws -> Int? {
-            guard let v = json[key], !(v is NSNull) else { return nil }
-            guard let n = v as? NSNumber, n.doubleValue == n.doubleValue.rounded() else {
-                throw ConfigError(path: path, "field '\(key)' must be an integer or null, found \(v)")
-            }
-            return n.intValue
-        }
-        func double(_ key: String, default def: Double) throws -> Double {
-            guard let v = json[key], !(v is NSNull) else { return def }
-            guard let n = v as? NSNumber else {
-                throw ConfigError(path: path, "field '\(key)' must be a number, found \(v)")
-            }
-            return n.doubleValue
-        }
+        let r = ConfigReader(json: json, path: path, missingHint: "(GPT-2 config.json)")
+        func int(_ key: String) throws -> Int { try r.int(key) }
+        func optionalInt(_ key: String) throws -> Int? { try r.optionalInt(key) }
+        func double(_ key: String, default def: Double) throws -> Double { try r.double(key, default: def) }
         guard let modelType = json["model_type"] as? String else {
             throw ConfigError(path: path, "missing field 'model_type' (expected \"gpt2\")")
         }
@@ -123,19 +106,11 @@ public struct GPT2Config: @unchecked Sendable {
         if (json["tie_word_embeddings"] as? Bool) == false {
             throw ConfigError(path: path, "'tie_word_embeddings': false is not supported (the LM head is wte)")
         }
-        if let m = json["id2label"] as? [String: Any], !m.isEmpty {
-            var names = [String](repeating: "", count: m.count)
-            for (k, v) in m {
-                guard let i = Int(k), i >= 0, i < m.count, let s = v as? String else {
-                    throw ConfigError(path: path, "id2label must map \"0\"..\"\(m.count - 1)\" to names; found key '\(k)'")
-                }
-                names[i] = s
+        id2label = try r.labels()
+        for (key, id) in [("pad_token_id", padTokenId), ("eos_token_id", eosTokenId), ("bos_token_id", bosTokenId)] {
+            if let id, id >= vocabSize {
+                throw ConfigError(path: path, "\(key) \(id) is outside the vocabulary of \(vocabSize) tokens")
             }
-            id2label = names
-        } else if let n = try optionalInt("num_labels"), n > 0 {
-            id2label = (0..<n).map { "LABEL_\($0)" }
-        } else {
-            id2label = []
         }
     }
 

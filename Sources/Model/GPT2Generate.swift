@@ -43,7 +43,7 @@ public final class GPT2Generator {
     public let config: GPT2Config
     let model: GPT2LMHead          // the no-cache reference path (maxBatch 1, maxSeq n_positions)
     let Tmax: Int, C: Int, NH: Int, FF: Int, V: Int
-    private var allocations: [UnsafeMutablePointer<Float>] = []
+    private let arena = ActivationArena()
     let x, y, qkv, ctx, tmp, mean, rstd, f, g, scores, logitsBuf: UnsafeMutablePointer<Float>
     let kCache, vCache: [UnsafeMutablePointer<Float>]
 
@@ -51,25 +51,15 @@ public final class GPT2Generator {
         self.config = config
         Tmax = config.maxPositions; C = config.hidden; NH = config.heads; FF = config.intermediate; V = config.vocabSize
         model = GPT2LMHead(config: config, parameters: parameters, maxBatch: 1, maxSeq: config.maxPositions)
-        var allocs: [UnsafeMutablePointer<Float>] = []
-        func buf(_ n: Int) -> UnsafeMutablePointer<Float> {
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
-            p.initialize(repeating: 0, count: max(n, 1))
-            allocs.append(p)
-            return p
-        }
+        let arena = self.arena
+        func buf(_ n: Int) -> UnsafeMutablePointer<Float> { arena.floats(n) }
         let T = config.maxPositions, C = config.hidden, FF = config.intermediate
         x = buf(T * C); y = buf(T * C); qkv = buf(T * 3 * C); ctx = buf(T * C); tmp = buf(T * C)
         mean = buf(T); rstd = buf(T); f = buf(T * FF); g = buf(T * FF); scores = buf(T * T)
         logitsBuf = buf(config.vocabSize)
         kCache = (0..<config.layers).map { _ in buf(T * C) }
         vCache = (0..<config.layers).map { _ in buf(T * C) }
-        allocations = allocs + []
-        allocations.append(contentsOf: kCache)
-        allocations.append(contentsOf: vCache)
     }
-
-    deinit { for p in Set(allocations) { p.deallocate() } }
 
     /// The new ids for `prompt` (not including it).
     public func generate(prompt: [Int32], options: GenerationOptions) throws -> [Int32] {

@@ -86,7 +86,7 @@ final class GPT2Transformer {
     let wte: Int, wpe: Int, lnfW: Int, lnfB: Int
     let blocks: [GPT2BlockParams]
 
-    private var allocations: [UnsafeMutableRawPointer] = []
+    private let arena = ActivationArena()
     private(set) var activationBytes = 0
     let keyMask: UnsafeMutablePointer<Float>        // [BT]
     let x0: UnsafeMutablePointer<Float>             // [BT, C] wte[ids] + wpe[t] (after embd dropout)
@@ -144,14 +144,8 @@ final class GPT2Transformer {
                 mlpW: off(p + "mlp.c_proj.weight"), mlpB: off(p + "mlp.c_proj.bias"))
         }
         let BT = maxBatch * maxSeq
-        var allocs: [UnsafeMutableRawPointer] = []
-        var bytes = 0
-        func buf(_ n: Int) -> UnsafeMutablePointer<Float> {
-            let raw = UnsafeMutableRawPointer.allocate(byteCount: max(n, 1) * 4, alignment: 64)
-            allocs.append(raw)
-            bytes += n * 4
-            return raw.initializeMemory(as: Float.self, repeating: 0, count: max(n, 1))
-        }
+        let arena = self.arena
+        func buf(_ n: Int) -> UnsafeMutablePointer<Float> { arena.floats(n) }
         keyMask = buf(BT); x0 = buf(BT * C)
         let C = config.hidden, NH = config.heads, FF = config.intermediate
         var a: [GPT2BlockActs] = []
@@ -166,50 +160,40 @@ final class GPT2Transformer {
         dQKV = buf(BT * 3 * C); ffScratch = buf(BT * FF)
         scratchP = buf(maxSeq * maxSeq); scratchDP = buf(maxSeq * maxSeq)
         lnSink = buf(2 * C)
-        allocations = allocs
-        activationBytes = bytes
+        activationBytes = arena.bytes
     }
 
-    deinit { for p in allocations { p.deallocate() } }
-
-    @inline(__always) func P(_ off: Int) -> UnsafeMutablePointer<Float> {
-        if let a = adapter, let t = a.savedOffset[off] { return a.store.values.baseAddress! + t }
-        return parameters.values.baseAddress! + off
+    /// Weight reads, gradient writes and the LoRA hooks (LoRARoute, shared with the encoder).
+    @inline(__always) var route: LoRARoute {
+        LoRARoute(parameters: parameters, adapter: adapter, frozenBase: frozenBase, lnSink: lnSink, C: C)
     }
-    @inline(__always) func G(_ off: Int) -> UnsafeMutablePointer<Float> {
-        if let a = adapter, let t = a.savedOffset[off] { return a.store.grads.baseAddress! + t }
-        return parameters.grads.baseAddress! + off
-    }
+    @inline(__always) func P(_ off: Int) -> UnsafeMutablePointer<Float> { route.value(off) }
+    @inline(__always) func G(_ off: Int) -> UnsafeMutablePointer<Float> { route.grad(off) }
     /// LayerNorm parameter gradient: a discarded sink when the base is frozen ([C] at 0 for dw, at C for db).
-    @inline(__always) func GLN(_ off: Int, _ half: Int) -> UnsafeMutablePointer<Float> {
-        frozenBase ? lnSink + half * C : G(off)
-    }
+    @inline(__always) func GLN(_ off: Int, _ half: Int) -> UnsafeMutablePointer<Float> { route.layerNormGrad(off, half) }
     /// A trainable base tensor: the base is not frozen, or the tensor is a modules_to_save copy.
-    @inline(__always) func trains(_ off: Int) -> Bool { !frozenBase || adapter?.savedOffset[off] != nil }
+    @inline(__always) func trains(_ off: Int) -> Bool { route.trains(off) }
+    private var step: LoRAStep {
+        adapter == nil ? LoRAStep(B: 0, T: 0, dropout: nil, samples: [])
+                       : LoRAStep(B: lastB, T: lastT, dropout: lastDropout, samples: lastBatch!.sampleIndices)
+    }
 
     /// Conv1D forward plus, at a LoRA target `site`, the adapter's update y += s·(x Aᵀ) Bᵀ.
     private func convForward(_ site: Int, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: Int, b: Int,
                              n: Int, inC: Int, outC: Int) {
         Conv1D.forward(y: y, x: x, w: P(w), b: P(b), n: n, inC: inC, outC: outC)
-        if let a = adapter {
-            a.forward(site: site, y: y, x: x, B: lastB, T: lastT, dropout: lastDropout, samples: lastBatch!.sampleIndices)
-        }
+        if adapter != nil { route.forward(site: site, y: y, x: x, step: step) }
     }
 
     /// Conv1D backward: the adapter's dA/dB first (dx may alias x), dW/db only for a trainable base, then the
     /// adapter's share of dx. dx nil: no input gradient wanted.
     private func convBackward(_ site: Int, dx: UnsafeMutablePointer<Float>?, w: Int, b: Int, dy: UnsafePointer<Float>,
                               x: UnsafePointer<Float>, n: Int, inC: Int, outC: Int) {
-        let a = adapter.flatMap { $0.hasSite(site) ? $0 : nil }
-        a?.backwardWeights(site: site, dy: dy, x: x, B: lastB, T: lastT, dropout: lastDropout, samples: lastBatch!.sampleIndices)
-        if trains(w) {
+        route.backward(site: site, w: w, dx: dx, dy: dy, x: x, step: step, full: {
             Conv1D.backward(dx: dx, dw: G(w), db: G(b), dy: dy, x: x, w: P(w), n: n, inC: inC, outC: outC)
-        } else if let dx {
+        }, inputOnly: { dx in
             Conv1D.backwardInput(dx: dx, dy: dy, w: P(w), n: n, inC: inC, outC: outC)
-        }
-        if let a, let dx {
-            a.backwardInput(site: site, dx: dx, B: lastB, T: lastT, dropout: lastDropout, samples: lastBatch!.sampleIndices)
-        }
+        })
     }
 
     /// Runs the body; xf holds the ln_f output [B*T, C] afterwards.

@@ -315,7 +315,7 @@ public final class LoRAAdapter: @unchecked Sendable {
     let slots: [Slot?]
     let u: UnsafeMutablePointer<Float>        // [BT, r] scaling · dy B of the target being back-propagated
     let scratch: UnsafeMutablePointer<Float>  // [BT, max(in)] dropout(x), or the input gradient before dropout
-    private var allocations: [UnsafeMutableRawPointer] = []
+    private let arena = ActivationArena()
 
     /// Dropout site keys of the adapters' inputs: disjoint from DropoutSite's (which stay below 16 + 4·layers).
     public static func dropoutSite(_ site: Int) -> Int { 1_000_000 + site }
@@ -344,12 +344,8 @@ public final class LoRAAdapter: @unchecked Sendable {
             for i in 0..<a.count { a[i] = Float((rng.nextUniform() * 2 - 1) * bound) }
         }
         let BT = model.loraMaxRows, r = plan.config.r
-        var allocs: [UnsafeMutableRawPointer] = []
-        func buf(_ n: Int) -> UnsafeMutablePointer<Float> {
-            let raw = UnsafeMutableRawPointer.allocate(byteCount: max(n, 1) * 4, alignment: 64)
-            allocs.append(raw)
-            return raw.initializeMemory(as: Float.self, repeating: 0, count: max(n, 1))
-        }
+        let arena = self.arena
+        func buf(_ n: Int) -> UnsafeMutablePointer<Float> { arena.floats(n) }
         var slots = [Slot?](repeating: nil, count: base.layers * base.sitesPerLayer)
         for t in plan.targets {
             slots[t.site] = Slot(a: plan.layout.entry(t.aName)!.offset, b: plan.layout.entry(t.bName)!.offset,
@@ -358,10 +354,7 @@ public final class LoRAAdapter: @unchecked Sendable {
         self.slots = slots
         u = buf(BT * r)
         scratch = buf(BT * max(1, base.widths.map { $0[0] }.max() ?? 1))
-        allocations = allocs
     }
-
-    deinit { for p in allocations { p.deallocate() } }
 
     @inline(__always) func hasSite(_ site: Int) -> Bool { slots[site] != nil }
 
@@ -435,5 +428,60 @@ extension EncoderClassifier: LoRAModel {
     public func detachLoRA() {
         adapter = nil
         frozenBase = false
+    }
+}
+
+/// The batch a model's last forward ran on, as the LoRA hooks need it (rows B·T, dropout masks keyed by sample).
+struct LoRAStep {
+    let B: Int, T: Int
+    let dropout: DropoutContext?
+    let samples: [Int]
+}
+
+/// Where a model's weight reads and gradient writes go when a LoRA adapter may be attached (modules_to_save copies
+/// live in the adapter's store; a frozen base's LayerNorm gradients go to a sink), and the adapter's hooks around each
+/// adapted product. One copy, shared by the BERT-family encoder (nn.Linear) and GPT-2 (Conv1D).
+struct LoRARoute {
+    let parameters: ParameterStore
+    let adapter: LoRAAdapter?
+    let frozenBase: Bool
+    /// [2C]: a frozen base's LayerNorm dw (at 0) and db (at C), discarded.
+    let lnSink: UnsafeMutablePointer<Float>
+    let C: Int
+
+    @inline(__always) func value(_ off: Int) -> UnsafeMutablePointer<Float> {
+        if let a = adapter, let t = a.savedOffset[off] { return a.store.values.baseAddress! + t }
+        return parameters.values.baseAddress! + off
+    }
+    @inline(__always) func grad(_ off: Int) -> UnsafeMutablePointer<Float> {
+        if let a = adapter, let t = a.savedOffset[off] { return a.store.grads.baseAddress! + t }
+        return parameters.grads.baseAddress! + off
+    }
+    /// LayerNorm parameter gradient: the sink when the base is frozen.
+    @inline(__always) func layerNormGrad(_ off: Int, _ half: Int) -> UnsafeMutablePointer<Float> {
+        frozenBase ? lnSink + half * C : grad(off)
+    }
+    /// A trainable base tensor: the base is not frozen, or the tensor is a modules_to_save copy.
+    @inline(__always) func trains(_ off: Int) -> Bool { !frozenBase || adapter?.savedOffset[off] != nil }
+
+    /// After the base product y = x W (+ b): the adapter's update at `site`, if any.
+    func forward(site: Int?, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, step: LoRAStep) {
+        if let site, let a = adapter {
+            a.forward(site: site, y: y, x: x, B: step.B, T: step.T, dropout: step.dropout, samples: step.samples)
+        }
+    }
+
+    /// A product's backward: the adapter's dA/dB first (dx may alias x), then `full()` (dW/db and dx) for a trainable
+    /// weight `w` or `inputOnly(dx)` for a frozen one, then the adapter's share of dx. dx nil: no input gradient wanted.
+    func backward(site: Int?, w: Int, dx: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                  step: LoRAStep, full: () -> Void, inputOnly: (UnsafeMutablePointer<Float>) -> Void) {
+        let a = site.flatMap { s in adapter.flatMap { $0.hasSite(s) ? $0 : nil } }
+        if let a, let site {
+            a.backwardWeights(site: site, dy: dy, x: x, B: step.B, T: step.T, dropout: step.dropout, samples: step.samples)
+        }
+        if trains(w) { full() } else if let dx { inputOnly(dx) }
+        if let a, let site, let dx {
+            a.backwardInput(site: site, dx: dx, B: step.B, T: step.T, dropout: step.dropout, samples: step.samples)
+        }
     }
 }

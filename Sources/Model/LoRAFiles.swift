@@ -16,6 +16,14 @@ public enum PEFTAdapter {
     /// The peft release whose adapter format (config fields and key names) we write; recorded as peft_version.
     public static let formatVersion = "0.21.2"
 
+    /// The class count of the trained classifier head an adapter file saves (modules_to_save: an encoder's
+    /// `classifier`, GPT-2's `score`), nil when it saves none.
+    public static func headRows(_ file: SafeTensorsFile) -> Int? {
+        guard let head = file.info("base_model.model.classifier.weight") ?? file.info("base_model.model.score.weight"),
+              head.shape.count == 2 else { return nil }
+        return head.shape[0]
+    }
+
     // MARK: config
 
     /// adapter_config.json as peft writes it: every LoraConfig field, most at peft's default (null, {}, false).

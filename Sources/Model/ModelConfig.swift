@@ -81,27 +81,10 @@ public struct ModelConfig: @unchecked Sendable {
     public init(json: [String: Any], path: String) throws {
         self.raw = json
         self.path = path
-        func int(_ key: String) throws -> Int {
-            guard let v = json[key] else { throw ConfigError(path: path, "missing field '\(key)'") }
-            // (No `is Bool` test: on Linux JSONSerialization's numbers 0 and 1 also answer `is Bool`.)
-            guard let n = v as? NSNumber, n.doubleValue == n.doubleValue.rounded() else {
-                throw ConfigError(path: path, "field '\(key)' must be an integer, found \(v)")
-            }
-            return n.intValue
-        }
-        func double(_ key: String, default def: Double? = nil) throws -> Double {
-            guard let v = json[key], !(v is NSNull) else {
-                if let def { return def }
-                throw ConfigError(path: path, "missing field '\(key)'")
-            }
-            guard let n = v as? NSNumber else { throw ConfigError(path: path, "field '\(key)' must be a number, found \(v)") }
-            return n.doubleValue
-        }
-        func optionalDouble(_ key: String) throws -> Double? {
-            guard let v = json[key], !(v is NSNull) else { return nil }
-            guard let n = v as? NSNumber else { throw ConfigError(path: path, "field '\(key)' must be a number or null, found \(v)") }
-            return n.doubleValue
-        }
+        let r = ConfigReader(json: json, path: path)
+        func int(_ key: String) throws -> Int { try r.int(key) }
+        func double(_ key: String, default def: Double? = nil) throws -> Double { try r.double(key, default: def) }
+        func optionalDouble(_ key: String) throws -> Double? { try r.optionalDouble(key) }
         guard let modelType = json["model_type"] as? String else {
             throw ConfigError(path: path, "missing field 'model_type' (expected \"bert\" or \"distilbert\")")
         }
@@ -152,7 +135,7 @@ public struct ModelConfig: @unchecked Sendable {
             throw ConfigError(path: path, "model_type '\(modelType)' is not supported; supported: bert, distilbert")
         }
         initializerRange = Float(try double("initializer_range", default: 0.02))
-        padTokenId = (json["pad_token_id"] as? NSNumber)?.intValue ?? 0
+        padTokenId = try r.optionalInt("pad_token_id") ?? 0
         guard hidden > 0, heads > 0, hidden % heads == 0 else {
             throw ConfigError(path: path, "hidden size \(hidden) is not divisible by the \(heads) attention heads")
         }
@@ -160,19 +143,9 @@ public struct ModelConfig: @unchecked Sendable {
             throw ConfigError(path: path, "layer count, vocab size, intermediate size and max positions must be positive")
         }
         // Labels: id2label has string keys "0".."n-1"; num_labels may be given alone.
-        if let m = json["id2label"] as? [String: Any], !m.isEmpty {
-            var names = [String](repeating: "", count: m.count)
-            for (k, v) in m {
-                guard let i = Int(k), i >= 0, i < m.count, let s = v as? String else {
-                    throw ConfigError(path: path, "id2label must map \"0\"..\"\(m.count - 1)\" to names; found key '\(k)'")
-                }
-                names[i] = s
-            }
-            id2label = names
-        } else if let n = (json["num_labels"] as? NSNumber)?.intValue, n > 0 {
-            id2label = (0..<n).map { "LABEL_\($0)" }
-        } else {
-            id2label = []
+        id2label = try r.labels()
+        guard padTokenId < vocabSize else {
+            throw ConfigError(path: path, "pad_token_id \(padTokenId) is outside the vocabulary of \(vocabSize) tokens")
         }
         if let pt = json["problem_type"] as? String {
             guard let p = ProblemType(rawValue: pt) else {

@@ -28,31 +28,49 @@ public enum WeightLoader {
         var used = Set<String>()
         var rng = SplitMix64(seed: seed)
         for entry in store.entries {
-            let found = reinitialize(entry.name) ? nil : candidates(for: entry.name, prefix: prefix).first(where: file.contains)
+            let found = reinitialize(entry.name) ? nil : try resolve(entry, in: file, prefix: prefix, isOptional: isOptional)
             guard let fileName = found else {
-                if isOptional(entry.name) || reinitialize(entry.name) {
-                    let v = store.value(entry.name)
-                    if entry.name.hasSuffix(".bias") || entry.shape.count == 1 {
-                        v.update(repeating: 0)
-                    } else {
-                        for i in 0..<v.count { v[i] = Float(rng.nextNormal()) * initializerRange }
-                    }
-                    report.initialized.append(entry.name)
-                    continue
+                let v = store.value(entry.name)
+                if entry.name.hasSuffix(".bias") || entry.shape.count == 1 {
+                    v.update(repeating: 0)
+                } else {
+                    for i in 0..<v.count { v[i] = Float(rng.nextNormal()) * initializerRange }
                 }
-                throw SafeTensorsError(path: file.url.path,
-                    "missing tensor '\(entry.name)' (expected shape \(entry.shape)); the weights do not match config.json — check that the folder's config.json belongs to this model.safetensors")
-            }
-            let info = file.info(fileName)!
-            guard info.shape == entry.shape else {
-                throw SafeTensorsError(path: file.url.path,
-                    "tensor '\(fileName)' has shape \(info.shape) but config.json implies \(entry.shape); the weights do not match config.json")
+                report.initialized.append(entry.name)
+                continue
             }
             try file.copyFloats(fileName, into: store.value(entry.name))
             used.insert(fileName)
         }
         report.unused = file.names.filter { !used.contains($0) && !reinitialize($0) }
         return report
+    }
+
+    /// The checks `load` makes, without a store: every entry `isOptional` does not accept is in `file` with the
+    /// layout's shape, and so is every optional entry the file has. Run it before allocating a store for `layout`, so
+    /// that a config.json with absurd sizes is reported against the weights instead of exhausting memory.
+    public static func check(_ layout: ParameterLayout, against file: SafeTensorsFile, prefix: String,
+                             isOptional: (String) -> Bool, reinitialize: (String) -> Bool = { _ in false }) throws {
+        for entry in layout.entries where !reinitialize(entry.name) {
+            _ = try resolve(entry, in: file, prefix: prefix, isOptional: isOptional)
+        }
+    }
+
+    /// The file's tensor for `entry` (checked to have its shape), nil for a missing optional entry; a missing
+    /// required entry or a shape mismatch is an error naming the tensor.
+    static func resolve(_ entry: ParameterEntry, in file: SafeTensorsFile, prefix: String,
+                        isOptional: (String) -> Bool) throws -> String? {
+        guard let fileName = candidates(for: entry.name, prefix: prefix).first(where: file.contains) else {
+            if isOptional(entry.name) { return nil }
+            throw SafeTensorsError(path: file.url.path,
+                "missing tensor '\(entry.name)' (expected shape \(entry.shape)); the weights do not match config.json — check that the folder's config.json belongs to this model.safetensors")
+        }
+        let info = file.info(fileName)!
+        guard info.shape == entry.shape else {
+            throw SafeTensorsError(path: file.url.path,
+                "tensor '\(fileName)' has shape \(info.shape) but config.json implies \(entry.shape); the weights do not match config.json")
+        }
+        return fileName
     }
 
     /// File names that may hold a layout entry, most specific first.
@@ -77,6 +95,58 @@ public enum WeightLoader {
             TensorToWrite(name: $0.name, shape: $0.shape, floats: UnsafeBufferPointer(store.value($0.name)))
         }
         try SafeTensorsWriter.write(tensors, to: url)
+    }
+}
+
+extension EncoderClassifier {
+    /// The classifier head's parameter prefixes (`classifier.`, DistilBERT's `pre_classifier.`).
+    public static let headPrefixes = ["classifier.", "pre_classifier."]
+
+    /// Whether a layout entry belongs to the head a sequence classifier adds to a base encoder.
+    public static func isHead(_ name: String) -> Bool { headPrefixes.contains { name.hasPrefix($0) } }
+
+    /// The parameters of an encoder checkpoint, in `makeLayout(config:)`: the base model under its prefix or without
+    /// it; a missing pooler or head is initialised from `seed`, and `reinitializeHead` re-initialises a present head
+    /// (trained for other labels). Shapes are checked against the file before anything is allocated.
+    public static func loadStore(from file: SafeTensorsFile, config: ModelConfig,
+                                 reinitializeHead: Bool, seed: UInt64) throws -> (ParameterStore, LoadReport) {
+        let prefix = config.family == .bert ? "bert." : "distilbert."
+        let layout = makeLayout(config: config)
+        let optional: (String) -> Bool = { $0.hasPrefix("bert.pooler.") || isHead($0) }
+        let reinit: (String) -> Bool = { reinitializeHead && isHead($0) }
+        try WeightLoader.check(layout, against: file, prefix: prefix, isOptional: optional, reinitialize: reinit)
+        let store = ParameterStore(layout: layout)
+        let report = try WeightLoader.load(into: store, from: file, prefix: prefix, isOptional: optional, reinitialize: reinit,
+                                           seed: seed, initializerRange: config.initializerRange)
+        return (store, report)
+    }
+}
+
+extension GPT2Layout {
+    /// The sequence classifier's head ([numLabels, C], not tied to wte).
+    public static let scoreHead = "score.weight"
+
+    /// The parameters of a GPT2ForSequenceClassification: `headOptional` (training) lets a checkpoint without the
+    /// head (an LM) get a fresh one; `reinitializeHead` re-initialises a head trained for other labels. Shapes are
+    /// checked against the file before anything is allocated.
+    public static func loadClassifierStore(from file: SafeTensorsFile, config: GPT2Config, headOptional: Bool,
+                                           reinitializeHead: Bool, seed: UInt64) throws -> (ParameterStore, LoadReport) {
+        let layout = make(config: config, classifier: true)
+        let optional: (String) -> Bool = { headOptional && $0 == scoreHead }
+        let reinit: (String) -> Bool = { reinitializeHead && $0 == scoreHead }
+        try WeightLoader.check(layout, against: file, prefix: prefix, isOptional: optional, reinitialize: reinit)
+        let store = ParameterStore(layout: layout)
+        let report = try WeightLoader.load(into: store, from: file, prefix: prefix, isOptional: optional, reinitialize: reinit,
+                                           seed: seed, initializerRange: config.initializerRange)
+        return (store, report)
+    }
+
+    /// The parameters of a GPT-2 language model (`load`), checked against the file before anything is allocated.
+    public static func loadLMStore(from file: SafeTensorsFile, config: GPT2Config, seed: UInt64) throws -> (ParameterStore, LoadReport) {
+        let layout = make(config: config, classifier: false)
+        try WeightLoader.check(layout, against: file, prefix: prefix, isOptional: { $0 == scoreHead })
+        let store = ParameterStore(layout: layout)
+        return (store, try load(into: store, from: file, config: config, seed: seed))
     }
 }
 

@@ -7,7 +7,7 @@ import Foundation
 import Model
 import Tokenizers
 
-public final class CausalLMTask: TrainingTask, @unchecked Sendable {
+public final class CausalLMTask: FolderTrainingTask, @unchecked Sendable {
     let config: GPT2Config
     /// The full model's parameters (frozen under LoRA).
     let baseStore: ParameterStore
@@ -37,11 +37,12 @@ public final class CausalLMTask: TrainingTask, @unchecked Sendable {
     /// Fine-tuning: the model in `modelDir`, the training file and the optional eval file of `tc`. With `tc.lora` the
     /// model in `modelDir` is the frozen base, and `adapterDir` (a LoRA checkpoint) holds the adapter to continue from
     /// (nil: a fresh adapter from the seed).
-    public convenience init(modelDir: URL, adapterDir: URL? = nil, trainConfig tc: TrainConfig, microBatch: Int) throws {
+    public required convenience init(folder: ModelFolder, adapterDir: URL? = nil, trainConfig tc: TrainConfig, microBatch: Int) throws {
         guard tc.matmulPrecision == .fp32 else {
             throw TrainingError("--bf16: bf16 matrix products are implemented for BERT-family encoders only; drop --bf16 for GPT-2", exitCode: 2)
         }
-        let m = try LoadedLM(modelDir: modelDir, seed: tc.seed)
+        let modelDir = folder.directory
+        let m = try LoadedLM(folder: folder, seed: tc.seed)
         let trainSet = try m.dataset(tc.trainFile, tc.lmData)
         guard !trainSet.examples.isEmpty else {
             throw TrainingError("\(tc.trainFile.path): no training examples with a target token; each line must be {\"text\": ...} or {\"prompt\": ..., \"response\": ...}")
@@ -56,8 +57,8 @@ public final class CausalLMTask: TrainingTask, @unchecked Sendable {
     /// Evaluation only (`disttrain eval`): the model in `modelDir` and `evalFile` prepared exactly as `train` prepares
     /// its eval file with the same `data` options, so that evaluate/metrics give the trainer's numbers. `adapterDir`: a
     /// PEFT LoRA adapter run unmerged on the base in `modelDir`.
-    public convenience init(modelDir: URL, adapterDir: URL? = nil, evalFile: URL, data: LMDataOptions, batchSize: Int) throws {
-        let m = try LoadedLM(modelDir: modelDir, seed: 0)
+    public convenience init(folder: ModelFolder, adapterDir: URL? = nil, evalFile: URL, data: LMDataOptions, batchSize: Int) throws {
+        let m = try LoadedLM(folder: folder, seed: 0)
         let evalSet = try m.dataset(evalFile, data)
         guard !evalSet.examples.isEmpty else {
             throw TrainingError("\(evalFile.path): no examples with a target token to evaluate; each line must be {\"text\": ...} or {\"prompt\": ..., \"response\": ...}")
@@ -81,6 +82,7 @@ public final class CausalLMTask: TrainingTask, @unchecked Sendable {
         evalDropped = evalSet?.droppedNoTarget ?? 0
         dataFingerprint = fingerprint
         let maxSeq = max(train.map(\.inputIds.count).max() ?? 1, eval.map(\.inputIds.count).max() ?? 1)
+        try ModelFolder.checkArena(batch: microBatch, seq: maxSeq, architecture: m.config)
         model = GPT2LMHead(config: config, parameters: m.store, maxBatch: microBatch, maxSeq: maxSeq)
         if lc != nil || adapterDir != nil {
             lora = try attachLoRA(lc ?? LoRAConfig(r: 1, alpha: 1), to: model, adapterDir: adapterDir, seed: seed)
@@ -162,7 +164,8 @@ extension TrainConfig {
     public var lmData: LMDataOptions { LMDataOptions(maxLength: maxLength, blockSize: blockSize, perRow: lmPerRow) }
 }
 
-/// A GPT-2 LM folder opened for training or evaluation: config, weights, tokenizer.
+/// A GPT-2 folder opened as a language model (training, evaluation, generation): config, weights, tokenizer.
+/// A GPT2ForSequenceClassification folder opens too (its score head is not used: the LM head is the tied wte).
 struct LoadedLM {
     let modelDir: URL
     let config: GPT2Config
@@ -171,26 +174,39 @@ struct LoadedLM {
     let initialized: [String]
     let eos: Int32
 
-    init(modelDir: URL, seed: UInt64) throws {
-        self.modelDir = modelDir
-        config = try GPT2Config.load(url: modelDir.appendingPathComponent("config.json"))
+    init(folder: ModelFolder, seed: UInt64) throws {
+        modelDir = folder.directory
+        config = try folder.gpt2Config(for: "a language model")
         let weights = modelDir.appendingPathComponent("model.safetensors")
         guard FileManager.default.fileExists(atPath: weights.path) else {
             throw TrainingError("\(weights.path): not found; the model folder needs model.safetensors")
         }
-        store = ParameterStore(layout: GPT2LMHead.makeLayout(config: config))
-        initialized = try GPT2Layout.load(into: store, from: SafeTensorsFile(url: weights), config: config, seed: seed).initialized
+        let (store, report) = try GPT2Layout.loadLMStore(from: SafeTensorsFile(url: weights), config: config, seed: seed)
+        self.store = store
+        initialized = report.initialized
         do { tokenizer = try loadTokenizer(directory: modelDir) } catch { throw TrainingError("\(error)") }
+        guard config.eosTokenId != nil || config.vocabSize > 50256 else {
+            throw TrainingError("\(config.path): no eos_token_id, and GPT-2's 50256 is outside this vocabulary of \(config.vocabSize) tokens; add \"eos_token_id\" to config.json")
+        }
         eos = Int32(config.eosTokenId ?? 50256)
     }
 
     /// {"prompt", "response"} files (by their first row) or {"text"} files, tokenized; too-long rows truncated.
     func dataset(_ url: URL, _ o: LMDataOptions) throws -> LMDataset {
         let limit = o.limit(positions: config.maxPositions)
+        let data: LMDataset
         if try CausalLMTask.isPromptResponse(url) {
-            return try LMData.loadPromptResponse(url, tokenizer: tokenizer, eosId: eos, maxLength: limit)
+            data = try LMData.loadPromptResponse(url, tokenizer: tokenizer, eosId: eos, maxLength: limit)
+        } else {
+            let mode: LMTextMode = o.perRow ? .perRow : .packed(blockSize: o.blockSize ?? limit)
+            data = try LMData.loadText(url, tokenizer: tokenizer, eosId: eos, mode: mode, maxLength: o.perRow ? limit : config.maxPositions)
         }
-        let mode: LMTextMode = o.perRow ? .perRow : .packed(blockSize: o.blockSize ?? limit)
-        return try LMData.loadText(url, tokenizer: tokenizer, eosId: eos, mode: mode, maxLength: o.perRow ? limit : config.maxPositions)
+        // A tokenizer that does not belong to the model would index past its embedding table.
+        for ex in data.examples {
+            if let bad = ex.inputIds.first(where: { $0 < 0 || Int($0) >= config.vocabSize }) {
+                throw TrainingError("\(url.path):\(ex.line): the tokenizer produced token id \(bad), outside the model's vocab_size \(config.vocabSize) (\(config.path)); the tokenizer files do not belong to this model")
+            }
+        }
+        return data
     }
 }

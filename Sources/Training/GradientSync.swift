@@ -67,28 +67,18 @@ public struct GradientSyncLayout: Sendable {
 
 extension ClassificationTask {
     /// Full fine-tuning of an encoder: its layers as stages and the word embeddings row-sparse; a GPT-2 classifier:
-    /// its blocks as stages and `wte` row-sparse (its head is `score`, not tied to `wte`). LoRA: the adapter is small,
-    /// reduced in one go.
+    /// its blocks as stages and its word embeddings row-sparse (its head is `score`, not tied to them). LoRA: the
+    /// adapter is small, reduced in one go.
     public var gradientSync: GradientSyncLayout {
         guard lora == nil else { return GradientSyncLayout() }
-        let s = backend.store
-        if let enc = backend.encoder {
-            let layer = isBert ? "bert.encoder.layer." : "distilbert.transformer.layer."
-            let prefixes = (0..<enc.config.layers).reversed().map { "\(layer)\($0)." }
-            return GradientSyncLayout(stages: GradientSyncLayout.layerStages(store: s, prefixes: prefixes), sparseTables: wordTable)
-        }
-        let blocks = (backend.model as? GPT2Classifier)?.config.layers ?? 0
-        return GradientSyncLayout(stages: GradientSyncLayout.gpt2Stages(store: s, layers: blocks), sparseTables: wordTable)
+        return GradientSyncLayout(stages: GradientSyncLayout.layerStages(store: backend.store, architecture: backend.architecture),
+                                  sparseTables: wordTable)
     }
-
-    private var isBert: Bool { backend.store.layout.entry("bert.embeddings.word_embeddings.weight") != nil }
 
     /// The row-sparse word-embedding table of full fine-tuning (an O(1) lookup: called every step).
     private var wordTable: [(range: Range<Int>, rowLength: Int)] {
         guard lora == nil else { return [] }
-        let name = backend.encoder == nil ? "transformer.wte.weight"
-            : (isBert ? "bert" : "distilbert") + ".embeddings.word_embeddings.weight"
-        return GradientSyncLayout.table(backend.store, name)
+        return GradientSyncLayout.table(backend.store, backend.architecture.wordEmbeddingName)
     }
 
     public func touchedRows(_ indices: [Int]) -> [[Int]] {
@@ -114,9 +104,9 @@ extension ClassificationTask {
 }
 
 extension GradientSyncLayout {
-    /// GPT-2 blocks `transformer.h.N.` as stages, last block first.
-    static func gpt2Stages(store: ParameterStore, layers: Int) -> [Range<Int>] {
-        layerStages(store: store, prefixes: (0..<layers).reversed().map { "transformer.h.\($0)." })
+    /// The model's layers as stages, last layer first (empty if any layer is not contiguous in `store`).
+    static func layerStages(store: ParameterStore, architecture: any ModelArchitecture) -> [Range<Int>] {
+        layerStages(store: store, prefixes: architecture.layerPrefixes.reversed())
     }
 }
 
@@ -125,7 +115,7 @@ extension CausalLMTask {
     /// gradient is written (the head's softmax touches the whole vocabulary). LoRA: one small buffer.
     public var gradientSync: GradientSyncLayout {
         guard lora == nil else { return GradientSyncLayout() }
-        return GradientSyncLayout(stages: GradientSyncLayout.gpt2Stages(store: store, layers: model.config.layers))
+        return GradientSyncLayout(stages: GradientSyncLayout.layerStages(store: store, architecture: model.config))
     }
 
     public func setBackwardHook(_ hook: ((Int) -> Void)?) {

@@ -13,23 +13,155 @@ public struct TrainingError: Error, CustomStringConvertible {
     public var description: String { message }
 }
 
-/// What a model folder holds, read from its config.json: it decides which loader opens the folder (train, eval, predict).
-public enum ModelKind: Sendable, Equatable {
-    /// BERT, DistilBERT, MiniLM, and anything that is not GPT-2 (its loader then names what is wrong).
-    case encoderClassifier
-    /// A GPT-2 config whose architectures name GPT2ForSequenceClassification.
-    case gpt2Classifier
-    /// Any other GPT-2 config (GPT2LMHeadModel, or no architectures field).
-    case gpt2LanguageModel
+/// What a model folder holds, decided from its config.json (`architectures`, else `model_type`). This file is the
+/// one place that decides it: train, eval, predict, generate, inspect, merge and bench all open folders through
+/// `ModelFolder`. To add a model kind: a case here, its row in `ModelFolder.architectures`, and its loader.
+public enum ModelKind: String, Sendable, Equatable, CaseIterable {
+    /// BERT, DistilBERT, MiniLM: a sequence classifier, or a base encoder (BertModel, …ForMaskedLM) that gets a head.
+    case encoderClassifier = "BERT-family sequence classifier"
+    /// GPT2ForSequenceClassification.
+    case gpt2Classifier = "GPT-2 sequence classifier"
+    /// GPT2LMHeadModel or GPT2Model (the LM head is tied to wte).
+    case gpt2LanguageModel = "GPT-2 language model"
 
-    /// Never throws: an unreadable or missing config.json is left to the loader, whose error names the file.
-    public static func of(_ modelDir: URL) -> ModelKind {
-        guard let data = try? Data(contentsOf: modelDir.appendingPathComponent("config.json")),
-              let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any], GPT2Config.isGPT2(json) else {
-            return .encoderClassifier
+    /// True for the kinds that answer with class labels (train on labelled data, predict, eval with accuracy).
+    public var isClassifier: Bool { self != .gpt2LanguageModel }
+
+    /// The kind of the folder's config.json; throws for a folder without a readable config or an architecture we do
+    /// not support (named).
+    public static func of(_ modelDir: URL) throws -> ModelKind { try ModelFolder.open(modelDir).kind }
+}
+
+/// A model folder's config.json, decoded once by the config type of its family.
+public enum ModelFolderConfig: @unchecked Sendable {
+    case encoder(ModelConfig)
+    case gpt2(GPT2Config)
+}
+
+/// A Hugging Face model folder (or a full fine-tuning checkpoint) whose config.json has been read and whose kind is
+/// known. Opening reads only config.json; the loaders (ClassifierBackend, LoadedLM) read the weights and tokenizer.
+public struct ModelFolder: @unchecked Sendable {
+    public let directory: URL
+    public let kind: ModelKind
+    public let config: ModelFolderConfig
+    /// The architecture named in config.json (nil when it names none and model_type decided).
+    public let architecture: String?
+
+    public var configURL: URL { directory.appendingPathComponent("config.json") }
+    /// max_position_embeddings / n_positions: the longest input the model takes.
+    public var maxPositions: Int {
+        switch config { case .encoder(let c): c.maxPositions; case .gpt2(let c): c.maxPositions }
+    }
+    /// The class names of a trained head (empty for a base model or a language model).
+    public var labels: [String] {
+        switch config { case .encoder(let c): c.id2label; case .gpt2(let c): c.id2label }
+    }
+
+    /// The length inputs are truncated to when --max-length is not given: 128, or the model's positions when fewer
+    /// (as a tokenizer's model_max_length would be). An explicit length above the model's positions is a usage error.
+    public func maxLength(_ requested: Int?) throws -> Int {
+        guard let requested else { return min(128, maxPositions) }
+        guard requested <= maxPositions else {
+            let field = kind == .encoderClassifier ? "max_position_embeddings" : "n_positions"
+            throw TrainingError("--max-length \(requested) exceeds the model's \(field) \(maxPositions); use --max-length \(maxPositions) or less", exitCode: 2)
         }
-        let arch = (json["architectures"] as? [String]) ?? []
-        return arch.contains("GPT2ForSequenceClassification") ? .gpt2Classifier : .gpt2LanguageModel
+        return requested
+    }
+
+    /// The supported `architectures` values and the kind each opens as. Anything else is refused by name.
+    public static let architectures: [String: ModelKind] = [
+        "BertForSequenceClassification": .encoderClassifier, "BertModel": .encoderClassifier,
+        "BertForMaskedLM": .encoderClassifier, "BertForPreTraining": .encoderClassifier,
+        "DistilBertForSequenceClassification": .encoderClassifier, "DistilBertModel": .encoderClassifier,
+        "DistilBertForMaskedLM": .encoderClassifier,
+        "GPT2ForSequenceClassification": .gpt2Classifier,
+        "GPT2LMHeadModel": .gpt2LanguageModel, "GPT2Model": .gpt2LanguageModel,
+    ]
+    /// The supported model_type values.
+    static let modelTypes = ["bert", "distilbert", "gpt2"]
+
+    /// The model_type an architecture class belongs to, from its name.
+    static func modelType(ofArchitecture name: String) -> String? {
+        name.hasPrefix("DistilBert") ? "distilbert" : name.hasPrefix("Bert") ? "bert" : name.hasPrefix("GPT2") ? "gpt2" : nil
+    }
+
+    /// Opens `directory`: it must exist and hold a config.json of a supported architecture.
+    public static func open(_ directory: URL) throws -> ModelFolder {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDir), isDir.boolValue else {
+            throw TrainingError("model folder '\(directory.path)' does not exist; pass --model a Hugging Face model folder (config.json, model.safetensors, vocab.txt or tokenizer.json)", exitCode: 2)
+        }
+        let url = directory.appendingPathComponent("config.json")
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            let adapter = FileManager.default.fileExists(atPath: directory.appendingPathComponent(PEFTAdapter.configFileName).path)
+            throw TrainingError("\(url.path): not found; " + (adapter
+                ? "this is a LoRA adapter folder: pass the base model as --model and this folder as --adapter"
+                : "pass --model a Hugging Face model folder (config.json, model.safetensors, vocab.txt or tokenizer.json)"))
+        }
+        return try read(configFile: url, directory: directory)
+    }
+
+    /// Reads one config.json (`bench --config` takes a file, not a folder); `directory` defaults to its folder.
+    public static func read(configFile url: URL, directory: URL? = nil) throws -> ModelFolder {
+        let json = try ModelConfig.readJSONObject(url, hint: "a Hugging Face model folder containing config.json")
+        let (kind, arch) = try kind(of: json, path: url.path)
+        let config: ModelFolderConfig = kind == .encoderClassifier
+            ? .encoder(try ModelConfig(json: json, path: url.path)) : .gpt2(try GPT2Config(json: json, path: url.path))
+        return ModelFolder(directory: directory ?? url.deletingLastPathComponent(), kind: kind, config: config, architecture: arch)
+    }
+
+    /// The kind a decoded config.json describes: its first `architectures` entry, else its `model_type`.
+    public static func kind(of json: [String: Any], path: String) throws -> (ModelKind, String?) {
+        guard let type = json["model_type"] as? String else {
+            throw ConfigError(path: path, "missing field 'model_type' (expected \"bert\", \"distilbert\" or \"gpt2\")")
+        }
+        guard modelTypes.contains(type) else {
+            throw ConfigError(path: path, "model_type '\(type)' is not supported; supported: bert, distilbert (MiniLM), gpt2")
+        }
+        if let arch = (json["architectures"] as? [Any])?.first {
+            guard let name = arch as? String else {
+                throw ConfigError(path: path, "field 'architectures' must be a list of class names, found \(arch)")
+            }
+            guard let kind = architectures[name], modelType(ofArchitecture: name) == type else {
+                let supported = architectures.keys.filter { modelType(ofArchitecture: $0) == type }.sorted()
+                throw ConfigError(path: path, "architecture \(name) is not supported (model_type '\(type)'); supported: \(supported.joined(separator: ", "))")
+            }
+            return (kind, name)
+        }
+        return (type == "gpt2" ? .gpt2LanguageModel : .encoderClassifier, nil)
+    }
+
+    /// The BERT-family config, or a usage error naming what this folder is instead.
+    public func encoderConfig(for command: String) throws -> ModelConfig {
+        if case .encoder(let c) = config { return c }
+        throw TrainingError("\(configURL.path): this is a \(kind.rawValue); \(command) needs a BERT-family model (bert, distilbert)", exitCode: 2)
+    }
+
+    /// The GPT-2 config, or a usage error naming what this folder is instead.
+    public func gpt2Config(for command: String) throws -> GPT2Config {
+        if case .gpt2(let c) = config { return c }
+        throw TrainingError("\(configURL.path): this is a \(kind.rawValue) (\(architecture ?? "BERT family")); \(command) needs a GPT-2 model (model_type gpt2)", exitCode: 2)
+    }
+}
+
+extension ModelFolder {
+    /// Refuses a micro-batch × sequence length whose activation arena cannot exist: a size that overflows, or an upper
+    /// estimate (every layer's saved activations and attention probabilities) above 4× the machine's memory (the
+    /// arena is mapped lazily, so only absurd sizes are refused).
+    static func checkArena(batch: Int, seq: Int, architecture a: any ModelArchitecture) throws {
+        func mul(_ xs: Int...) -> Int? {
+            var p = 1
+            for x in xs { let (r, o) = p.multipliedReportingOverflow(by: max(x, 0)); if o { return nil }; p = r }
+            return p
+        }
+        let perRow = a.layers * (14 * a.hidden + 2 * a.intermediate) + 8 * a.hidden
+        let rows = mul(batch, seq, perRow), probs = mul(batch, a.heads, seq, seq, a.layers)
+        let (floats, o) = (rows ?? .max).addingReportingOverflow(probs ?? .max)
+        let memory = ProcessInfo.processInfo.physicalMemory
+        guard rows != nil, probs != nil, !o, floats <= Int.max / 4, UInt64(floats) <= memory else {
+            let gb = rows == nil || probs == nil || o ? "more than can be addressed" : String(format: "%.1f GB", 4 * Double(floats) / 1e9)
+            throw TrainingError("a batch of \(batch) × \(seq) tokens needs activation memory of \(gb), far more than this machine's \(String(format: "%.1f", Double(memory) / 1e9)) GB; lower --batch-size (train: raise --gradient-accumulation-steps instead) or --max-length", exitCode: 2)
+        }
     }
 }
 
@@ -44,13 +176,15 @@ public final class ClassifierBundle: @unchecked Sendable {
 
     /// Loads `directory`. With `labels`, the classifier head is sized for them: a checkpoint whose id2label has the
     /// same names keeps its trained head; otherwise the head is (re)initialised from `seed`.
-    public init(directory: URL, labels: [String]?, problemType: ProblemType? = nil, seed: UInt64) throws {
+    public convenience init(directory: URL, labels: [String]?, problemType: ProblemType? = nil, seed: UInt64) throws {
+        try self.init(folder: ModelFolder.open(directory), labels: labels, problemType: problemType, seed: seed)
+    }
+
+    /// Loads an opened BERT-family folder (see `init(directory:labels:problemType:seed:)`).
+    public init(folder: ModelFolder, labels: [String]?, problemType: ProblemType? = nil, seed: UInt64) throws {
+        let directory = folder.directory
         self.directory = directory
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDir), isDir.boolValue else {
-            throw TrainingError("model folder '\(directory.path)' does not exist; pass --model a Hugging Face model folder (config.json, model.safetensors, vocab.txt or tokenizer.json)", exitCode: 2)
-        }
-        var config = try ModelConfig.load(url: directory.appendingPathComponent("config.json"))
+        var config = try folder.encoderConfig(for: "a BERT-family classifier")
         var reinitHead = false
         if let labels {
             if config.id2label != labels {
@@ -73,17 +207,7 @@ public final class ClassifierBundle: @unchecked Sendable {
                 : "; the model folder needs model.safetensors"))
         }
         let file = try SafeTensorsFile(url: weights)
-        let layout = EncoderClassifier.makeLayout(config: config)
-        store = ParameterStore(layout: layout)
-        let prefix = config.family == .bert ? "bert." : "distilbert."
-        let headPrefixes = ["classifier.", "pre_classifier."]
-        let optional: (String) -> Bool = { name in
-            name.hasPrefix("bert.pooler.") || headPrefixes.contains { name.hasPrefix($0) }
-        }
-        let isHead: (String) -> Bool = { name in headPrefixes.contains { name.hasPrefix($0) } }
-        report = try WeightLoader.load(into: store, from: file, prefix: prefix, isOptional: optional,
-                                       reinitialize: { reinitHead && isHead($0) },
-                                       seed: seed, initializerRange: config.initializerRange)
+        (store, report) = try EncoderClassifier.loadStore(from: file, config: config, reinitializeHead: reinitHead, seed: seed)
         do {
             tokenizer = try loadTokenizer(directory: directory)
         } catch {
@@ -114,15 +238,11 @@ extension ClassifierBundle {
                 throw LoRAError("\(weights.path): not found; a PEFT adapter folder holds adapter_model.safetensors (adapter_model.bin is not supported)")
             }
         } catch let e as LoRAError { throw TrainingError(e.message, exitCode: 2) }
-        let configURL = modelDir.appendingPathComponent("config.json")
-        let baseLabels = ModelKind.of(modelDir) == .encoderClassifier ? try ModelConfig.load(url: configURL).id2label
-                                                                       : try GPT2Config.load(url: configURL).id2label
-        let file = try SafeTensorsFile(url: weights)
-        let headInfo = file.info("base_model.model.classifier.weight") ?? file.info("base_model.model.score.weight")
-        if let head = headInfo, head.shape.count == 2, head.shape[0] != baseLabels.count {
+        let baseLabels = try ModelFolder.open(modelDir).labels
+        if let rows = PEFTAdapter.headRows(try SafeTensorsFile(url: weights)), rows != baseLabels.count {
             let names = (try? String(contentsOf: adapterDir.appendingPathComponent("labels.txt"), encoding: .utf8))?
                 .split(separator: "\n").map(String.init) ?? []
-            return names.count == head.shape[0] ? names : (0..<head.shape[0]).map { "LABEL_\($0)" }
+            return names.count == rows ? names : (0..<rows).map { "LABEL_\($0)" }
         }
         if baseLabels.isEmpty {
             throw TrainingError("\(adapterDir.path): the adapter has no trained classifier and the base model has no labels; there is no classifier to run")

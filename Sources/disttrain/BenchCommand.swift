@@ -40,7 +40,15 @@ struct Bench: ParsableCommand {
     func run() throws {
         if table { return try BenchTable(runs: runs, steps: steps, model: model, trainFile: trainFile).run() }
         let cfg: ModelConfig
-        if let config { cfg = try ModelConfig.load(url: URL(fileURLWithPath: config)) } else { cfg = ModelBenchmark.miniLMConfig() }
+        if let config {
+            var c = try ModelFolder.read(configFile: URL(fileURLWithPath: config))
+                .encoderConfig(for: "bench --config (use `generate --bench` for GPT-2)")
+            // A base model's config names no labels: transformers' sequence classifier defaults to 2.
+            if c.id2label.isEmpty { c.id2label = ["LABEL_0", "LABEL_1"] }
+            cfg = c
+        } else {
+            cfg = ModelBenchmark.miniLMConfig()
+        }
         guard seqLen <= cfg.maxPositions else {
             throw ValidationError("--seq-len \(seqLen) exceeds max_position_embeddings \(cfg.maxPositions)")
         }

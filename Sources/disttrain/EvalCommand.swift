@@ -7,7 +7,8 @@
 //     code the trainer reports with, on the file prepared with the same --max-length/--block-size/--lm-per-row.
 // Under mpirun each rank scores a contiguous shard (EvalSharding, as in training); integer counts and the loss sums
 // are all-reduced, so the result equals the one-process result; rank 0 prints.
-// Deliberately not here: the metric definitions (Training/Metrics.swift), the forward passes (Predictor, CausalLMTask).
+// Deliberately not here: the metric definitions (Training/Metrics.swift), the evaluation itself (ClassificationTask and
+// CausalLMTask: the trainer's own code).
 import ArgumentParser
 import Dist
 import Foundation
@@ -34,7 +35,8 @@ struct Eval: ParsableCommand {
     var adapter: String?
     @Option(help: "Labelled data: JSONL, CSV or TSV (the format follows the extension); for a GPT-2 LM, {\"text\"} or {\"prompt\", \"response\"} JSONL.")
     var evalFile: String
-    @Option(help: "Truncate inputs to this many tokens (special tokens included).") var maxLength: Int = 128
+    @Option(help: "Truncate inputs to this many tokens (special tokens included; default: 128, or the model's positions when fewer).")
+    var maxLength: Int?
     @Option(help: "Texts per forward pass.") var batchSize: Int = 32
     @Option(help: "Column holding the text.") var textColumn: String = "text"
     @Option(help: "Column holding the second text of a pair.") var textPairColumn: String?
@@ -45,7 +47,7 @@ struct Eval: ParsableCommand {
 
     func validate() throws {
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive (got \(batchSize))") }
-        guard maxLength >= 2 else { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
+        if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
     }
 
     func run() throws {
@@ -65,12 +67,12 @@ struct Eval: ParsableCommand {
     }
 
     func evaluate(comm: Communicator) throws {
-        let modelDir = URL(fileURLWithPath: model)
+        let folder = try ModelFolder.open(URL(fileURLWithPath: model))
         let result: [String: Any]
-        if ModelKind.of(modelDir) == .gpt2LanguageModel {
-            result = try evaluateLanguageModel(modelDir, comm: comm)
+        if folder.kind.isClassifier {
+            result = try evaluateClassifier(folder, comm: comm)
         } else {
-            result = try evaluateClassifier(modelDir, comm: comm)
+            result = try evaluateLanguageModel(folder, comm: comm)
         }
         guard comm.isRoot else { return }
         let d = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .withoutEscapingSlashes])
@@ -84,9 +86,9 @@ struct Eval: ParsableCommand {
     }
 
     /// Loss and perplexity of a GPT-2 LM, through CausalLMTask (the trainer's evaluation).
-    func evaluateLanguageModel(_ modelDir: URL, comm: Communicator) throws -> [String: Any] {
-        let data = LMDataOptions(maxLength: maxLength, blockSize: blockSize, perRow: lmPerRow)
-        let task = try CausalLMTask(modelDir: modelDir, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
+    func evaluateLanguageModel(_ folder: ModelFolder, comm: Communicator) throws -> [String: Any] {
+        let data = LMDataOptions(maxLength: maxLength ?? 128, blockSize: blockSize, perRow: lmPerRow)
+        let task = try CausalLMTask(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
                                     evalFile: URL(fileURLWithPath: evalFile), data: data, batchSize: batchSize)
         if comm.isRoot && (task.evalTruncated > 0 || task.evalDropped > 0) {
             var msg = "warning: \(evalFile): \(task.evalTruncated) rows longer than \(data.limit(positions: task.maxPositions)) tokens (the smaller of --max-length and n_positions) were truncated at the end and scored on their first tokens"
@@ -97,48 +99,19 @@ struct Eval: ParsableCommand {
         return task.metrics(stats)
     }
 
-    func evaluateClassifier(_ modelDir: URL, comm: Communicator) throws -> [String: Any] {
+    /// Accuracy, F1 and the rest through ClassificationTask's evaluation (the trainer's, on the same inference path as
+    /// `predict`), exact over ranks.
+    func evaluateClassifier(_ folder: ModelFolder, comm: Communicator) throws -> [String: Any] {
         if blockSize != nil || lmPerRow {
             throw TrainingError("--block-size and --lm-per-row apply to GPT-2 language models only; \(model) is a classifier", exitCode: 2)
         }
-        let predictor = try Predictor(modelDir: modelDir, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
-                                      maxLength: maxLength, batchSize: batchSize)
-        let names = predictor.labels
-        let labelSet = try LabelSet(names: names)
-        let (data, _) = try DataLoader.loadLabeled(URL(fileURLWithPath: evalFile),
-                                                   columns: ColumnOptions(text: textColumn, textPair: textPairColumn, label: labelColumn),
-                                                   labels: labelSet)
-        guard !data.examples.isEmpty else {
-            throw TrainingError("\(evalFile): no examples to evaluate; the file must hold one {\"text\", \"label\"} row per example")
-        }
-        let shard = EvalSharding.range(count: data.examples.count, rank: comm.rank, worldSize: comm.worldSize)
-        let mine = Array(data.examples[shard])
-        let preds = try predictor.predict(mine.map { ($0.text, $0.textPair) })
-        var (counts, lossSum) = Eval.counts(classCount: names.count, truth: mine.map { $0.label ?? 0 }, logits: preds.map(\.logits))
-        var loss = [lossSum]
-        try comm.allReduceSum(&counts.counts)
-        try comm.allReduceSum(&loss)
-        var result = ClassificationMetrics(confusion: counts.matrix, labels: names).asDictionary(prefix: "eval_")
-        result["eval_loss"] = loss[0] / Double(data.examples.count)
+        let task = try ClassificationTask(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
+                                          evalFile: URL(fileURLWithPath: evalFile),
+                                          columns: ColumnOptions(text: textColumn, textPair: textPairColumn, label: labelColumn),
+                                          maxLength: maxLength, batchSize: batchSize)
+        let stats = try task.evaluateAll(comm: comm, batchSize: batchSize)
+        var result = ClassificationMetrics(confusion: task.confusion(stats), labels: task.labels).asDictionary(prefix: "eval_")
+        result["eval_loss"] = stats.lossSum / max(stats.lossCount, 1)
         return result
-    }
-
-    /// Confusion counts and the summed cross-entropy for true class ids and logits rows (Loss.crossEntropy, the
-    /// trainer's loss).
-    static func counts(classCount C: Int, truth: [Int], logits: [[Float]]) -> (ConfusionCounts, Double) {
-        var counts = ConfusionCounts(classCount: C)
-        for (t, row) in zip(truth, logits) {
-            var best = 0
-            for c in 1..<max(C, 1) where row[c] > row[best] { best = c }
-            counts.add(truth: t, predicted: best)
-        }
-        let flat = logits.flatMap { $0 }
-        var scratch = [Float](repeating: 0, count: flat.count)
-        let lossSum = flat.withUnsafeBufferPointer { l in
-            scratch.withUnsafeMutableBufferPointer { d in
-                Loss.crossEntropy(logits: l, labels: truth.map { Int32($0) }, batch: truth.count, classes: C, scale: 0, dLogits: d)
-            }
-        }
-        return (counts, lossSum)
     }
 }

@@ -7,7 +7,6 @@
 import ArgumentParser
 import Foundation
 import Model
-import Tokenizers
 import Training
 
 struct Generate: ParsableCommand {
@@ -54,30 +53,16 @@ struct Generate: ParsableCommand {
     func run() throws {
         if bench { return try runBench() }
         let dir = URL(fileURLWithPath: model!)
-        let config = try GPT2Config.load(url: dir.appendingPathComponent("config.json"))
-        if ModelKind.of(dir) == .gpt2Classifier {
+        ComputeThreads.set(threads)
+        let gen = try TextGenerator(modelDir: dir, adapterDir: adapter.map { URL(fileURLWithPath: $0) })
+        if gen.folder.kind == .gpt2Classifier {
             // What transformers does when GPT2LMHeadModel loads this folder; said, so that nobody mistakes it for
             // the classifier's output.
             FileHandle.standardError.write(Data("note: \(dir.path) is a GPT2ForSequenceClassification checkpoint: generating with its tied word embeddings as the language-model head (its score head is not used); to classify, use `disttrain predict --model \(dir.path)`\n".utf8))
         }
-        ComputeThreads.set(threads)
-        let store = ParameterStore(layout: GPT2Layout.make(config: config, classifier: false))
-        _ = try GPT2Layout.load(into: store, from: SafeTensorsFile(url: dir.appendingPathComponent("model.safetensors")), config: config)
-        let tokenizer = try loadTokenizer(directory: dir)
-        let promptIds = try tokenizer.encode(prompt!, pair: nil, addSpecialTokens: true, maxLength: nil).ids
-        let gen = GPT2Generator(config: config, parameters: store)
-        if let adapter {
-            do { try PEFTAdapter.load(URL(fileURLWithPath: adapter), into: gen, freezeBase: true) } catch let e as LoRAError {
-                throw TrainingError("--adapter \(adapter): \(e.message)", exitCode: 2)
-            }
-        }
         let options = GenerationOptions(maxNewTokens: maxNewTokens, temperature: temperature, topK: topK, topP: topP, seed: seed,
-                                        stopToken: stopAtEos ? config.eosTokenId.map { Int32($0) } : nil, useCache: !noCache)
-        let newIds: [Int32]
-        do { newIds = try gen.generate(prompt: promptIds, options: options) } catch let e as GenerationError {
-            throw ValidationError(e.message)
-        }
-        let newText = tokenizer.decode(newIds, skipSpecialTokens: false)
+                                        stopToken: stopAtEos ? gen.eosTokenId.map { Int32($0) } : nil, useCache: !noCache)
+        let (_, newIds, newText) = try gen.generate(prompt: prompt!, options: options)
         if json {
             let obj: [String: Any] = ["prompt": prompt!, "new_ids": newIds.map { Int($0) }, "new_text": newText]
             let d = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])

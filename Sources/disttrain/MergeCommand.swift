@@ -1,12 +1,10 @@
 // `disttrain merge`: folds a PEFT LoRA adapter into its base model and writes a plain Hugging Face model folder
 // (config.json, model.safetensors, tokenizer files) that `from_pretrained` and `disttrain predict` load without peft.
-// BERT/DistilBERT go through the classifier loader (a headless base takes the adapter's head); other architectures
-// (GPT-2) are merged tensor file to tensor file.
-// Deliberately not here: the merge arithmetic and PEFT file format (Model/LoRAFiles.swift); registering the command
-// (main.swift).
+// Every kind ModelFolder opens (BERT-family and GPT-2 classifiers, GPT-2 LMs); the work is Training's AdapterMerge.
+// Deliberately not here: the merge itself (Training/AdapterMerge.swift, Model/LoRAFiles.swift); registering the
+// command (main.swift).
 import ArgumentParser
 import Foundation
-import Model
 import Training
 
 struct Merge: ParsableCommand {
@@ -27,37 +25,7 @@ struct Merge: ParsableCommand {
     }
 
     func run() throws {
-        let adapterDir = URL(fileURLWithPath: adapter), modelDir = URL(fileURLWithPath: model)
-        do {
-            let raw = try? JSONSerialization.jsonObject(with: Data(contentsOf: modelDir.appendingPathComponent("config.json"))) as? [String: Any]
-            if let type = raw?["model_type"] as? String, !["bert", "distilbert"].contains(type) {
-                try mergeFiles(modelDir: modelDir, adapterDir: adapterDir)   // e.g. GPT-2 (Conv1D, fan_in_fan_out)
-                return
-            }
-            let config = try PEFTAdapter.readConfig(adapterDir)
-            // A base without a head, or with a head for other labels, takes the adapter's trained classifier.
-            let labels = try ClassifierBundle.labelsForAdapter(modelDir: modelDir, adapterDir: adapterDir)
-            let bundle = try ClassifierBundle(directory: modelDir, labels: labels, seed: 0)
-            let plan = try LoRAPlan(config: config, model: bundle.config)
-            let store = ParameterStore(layout: plan.layout)
-            try PEFTAdapter.loadWeights(adapterDir, plan: plan, into: store)
-            PEFTAdapter.merge(plan: plan, adapter: store, into: bundle.store)
-            try bundle.save(to: URL(fileURLWithPath: output))
-        } catch let error as LoRAError {
-            throw TrainingError(error.message)
-        }
-    }
-
-    /// Any other architecture: merge at the tensor-file level and copy the folder's config and tokenizer files.
-    func mergeFiles(modelDir: URL, adapterDir: URL) throws {
-        let weights = modelDir.appendingPathComponent("model.safetensors")
-        guard FileManager.default.fileExists(atPath: weights.path) else {
-            throw TrainingError("\(weights.path): not found; the base model folder needs model.safetensors")
-        }
-        let tensors = try PEFTAdapter.mergeTensors(base: try SafeTensorsFile(url: weights), adapterDir: adapterDir)
-        let out = URL(fileURLWithPath: output)
-        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
-        try SafeTensorsWriter.write(tensors, to: out.appendingPathComponent("model.safetensors"))
-        try FileIO.copyFiles(["config.json"] + FileIO.companionFiles, from: modelDir, to: out)
+        try AdapterMerge.merge(modelDir: URL(fileURLWithPath: model), adapterDir: URL(fileURLWithPath: adapter),
+                               output: URL(fileURLWithPath: output))
     }
 }

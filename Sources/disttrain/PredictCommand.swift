@@ -21,7 +21,7 @@ struct Predict: ParsableCommand {
     @Option(help: "Input format when the extension does not say (standard input defaults to jsonl): jsonl, csv or tsv.")
     var inputFormat: DataFormat?
     @Option(help: "Output JSONL file (default: standard output).") var output: String?
-    @Option(help: "Truncate inputs to this many tokens.") var maxLength: Int = 128
+    @Option(help: "Truncate inputs to this many tokens (default: 128, or the model's positions when fewer).") var maxLength: Int?
     @Option(help: "Texts per forward pass.") var batchSize: Int = 32
     @Option(help: "Column holding the text.") var textColumn: String = "text"
     @Option(help: "Column holding the second text of a pair.") var textPairColumn: String?
@@ -29,7 +29,7 @@ struct Predict: ParsableCommand {
 
     func validate() throws {
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive (got \(batchSize))") }
-        guard maxLength >= 2 else { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
+        if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
     }
 
     func run() throws {

@@ -1,0 +1,172 @@
+// ClassifierInference: a sequence classifier (BERT-family encoder or GPT2ForSequenceClassification) loaded from its
+// folder, and the one inference path over it: examples batched by similar length (longest first), padded, run
+// forward. Training-time evaluation (ClassificationTask.evaluate), `eval` and `predict` all score through
+// `ClassifierBackend.forEachBatch`, so the three agree to the bit.
+// Deliberately not here: the loss and metrics (ClassificationTask, Metrics.swift), file formats (the CLI).
+import Foundation
+import Model
+import Tokenizers
+
+/// A classifier's forward/backward: BERT-family encoders and GPT-2 alike.
+public protocol SequenceClassifierModel: AnyObject {
+    func forward(_ batch: TokenBatch, dropout: DropoutContext?) -> UnsafeBufferPointer<Float>
+    func backward(dLogits: UnsafeBufferPointer<Float>)
+}
+extension EncoderClassifier: SequenceClassifierModel {}
+extension GPT2Classifier: SequenceClassifierModel {}
+
+/// The model-specific half of a classification task.
+struct ClassifierBackend {
+    let model: any SequenceClassifierModel
+    /// The full model's parameters (frozen under LoRA).
+    let store: ParameterStore
+    let tokenizer: any Tokenizer
+    let padId: Int32
+    let configPath: String
+    let initialized: [String]
+    /// Writes a loadable Hugging Face folder with the given (or live) weights.
+    let save: @Sendable (URL, ParameterStore?) throws -> Void
+    /// Set for BERT-family encoders (per-layer all-reduce hooks and the debug probe live there).
+    let encoder: EncoderClassifier?
+    /// The same model, as LoRA attaches to it.
+    let loraModel: any LoRAModel
+    /// The class names in force (the head's rows, in class-id order).
+    let labels: [String]
+    /// The model's sizes and parameter names (layer prefixes, word embeddings), as the Model target spells them.
+    let architecture: any ModelArchitecture
+
+    /// The classifier in `folder`, by its kind (BERT family or GPT-2), for sequences of at most `maxLength` tokens
+    /// in batches of at most `microBatch`. With `labels` (training), the head is sized for them and re-initialised
+    /// from `seed` when the folder's labels differ; nil (inference) uses the folder's trained head, which must exist.
+    /// The one place that turns a folder into a classifier: train, eval and predict all come through here.
+    static func load(folder: ModelFolder, labels: [String]?, maxLength: Int, seed: UInt64, microBatch: Int) throws -> ClassifierBackend {
+        let a: any ModelArchitecture = switch folder.config { case .encoder(let c): c; case .gpt2(let c): c }
+        try ModelFolder.checkArena(batch: microBatch, seq: min(maxLength, a.maxPositions), architecture: a)
+        switch folder.config {
+        case .encoder:
+            return try encoder(folder: folder, labels: labels, maxLength: maxLength, seed: seed, microBatch: microBatch)
+        case .gpt2(let config):
+            guard folder.kind == .gpt2Classifier || labels != nil else {
+                let dir = folder.directory.path
+                throw TrainingError("\(folder.configURL.path): this is a GPT-2 language model (\(folder.architecture ?? "GPT2LMHeadModel")), not a classifier; use `disttrain generate --model \(dir) --prompt TEXT` for text, or `disttrain eval --model \(dir) --eval-file FILE` for loss and perplexity", exitCode: 2)
+            }
+            return try gpt2(folder: folder, config: config, labels: labels, maxLength: maxLength, seed: seed, microBatch: microBatch)
+        }
+    }
+
+    /// BERT, DistilBERT, MiniLM: a head for `labels` (re-initialised when the checkpoint's labels differ).
+    static func encoder(folder: ModelFolder, labels: [String]?, maxLength: Int, seed: UInt64, microBatch: Int) throws -> ClassifierBackend {
+        let bundle = try ClassifierBundle(folder: folder, labels: labels, seed: seed)
+        guard labels == nil || bundle.config.problemType == .singleLabel else {
+            throw TrainingError("\(bundle.config.path): problem_type \(bundle.config.problemType!.rawValue) is not supported by `train` yet; use single_label_classification")
+        }
+        guard maxLength <= bundle.config.maxPositions else {
+            throw TrainingError("--max-length \(maxLength) exceeds the model's max_position_embeddings \(bundle.config.maxPositions); use --max-length \(bundle.config.maxPositions) or less", exitCode: 2)
+        }
+        let model = EncoderClassifier(config: bundle.config, parameters: bundle.store, maxBatch: microBatch, maxSeq: maxLength)
+        return ClassifierBackend(model: model, store: bundle.store, tokenizer: bundle.tokenizer,
+                                 padId: Int32(bundle.config.padTokenId), configPath: bundle.config.path,
+                                 initialized: bundle.report.initialized,
+                                 save: { dir, w in try bundle.save(to: dir, weights: w) }, encoder: model, loraModel: model,
+                                 labels: bundle.config.id2label, architecture: bundle.config)
+    }
+
+    /// GPT2ForSequenceClassification (or, given `labels`, a GPT-2 LM checkpoint with a fresh `score` head), pooled
+    /// at the last non-padding token; the config must name a pad token.
+    static func gpt2(folder: ModelFolder, config: GPT2Config, labels: [String]?, maxLength: Int, seed: UInt64, microBatch: Int) throws -> ClassifierBackend {
+        var config = config
+        let modelDir = folder.directory
+        guard let pad = config.padTokenId else {
+            throw TrainingError("\(config.path): GPT-2 classification needs pad_token_id in config.json (transformers pools at the last non-padding token); add \"pad_token_id\": 50256")
+        }
+        guard maxLength <= config.maxPositions else {
+            throw TrainingError("--max-length \(maxLength) exceeds the model's n_positions \(config.maxPositions); use --max-length \(config.maxPositions) or less", exitCode: 2)
+        }
+        if labels == nil && config.id2label.isEmpty {
+            throw TrainingError("\(config.path): the model has no id2label or num_labels, so it is not a trained classifier; train one with `disttrain train` first")
+        }
+        let reinit = labels.map { config.id2label != $0 } ?? false
+        if let labels { config.id2label = labels }
+        let weights = modelDir.appendingPathComponent("model.safetensors")
+        guard FileManager.default.fileExists(atPath: weights.path) else {
+            throw TrainingError("\(weights.path): not found; the model folder needs model.safetensors")
+        }
+        // Training may start a fresh head; inference needs the trained one (a missing head is an error).
+        let (store, report) = try GPT2Layout.loadClassifierStore(from: SafeTensorsFile(url: weights), config: config,
+                                                                 headOptional: labels != nil, reinitializeHead: reinit, seed: seed)
+        let tokenizer: any Tokenizer
+        do { tokenizer = try loadTokenizer(directory: modelDir) } catch { throw TrainingError("\(error)") }
+        let model: GPT2Classifier
+        do { model = try GPT2Classifier(config: config, parameters: store, maxBatch: microBatch, maxSeq: maxLength) } catch {
+            throw TrainingError("\(error)")
+        }
+        let frozen = config
+        return ClassifierBackend(model: model, store: store, tokenizer: tokenizer, padId: Int32(pad), configPath: config.path,
+                                 initialized: report.initialized, save: { dir, w in
+            try GPT2Layout.save(w ?? store, config: frozen, classifier: true, to: dir)
+            try FileIO.copyFiles(FileIO.companionFiles, from: modelDir, to: dir)
+        }, encoder: nil, loraModel: model, labels: frozen.id2label, architecture: frozen)
+    }
+
+    /// Pads `indices` of `examples` into a TokenBatch (dynamic padding to the longest example).
+    func makeBatch(_ indices: [Int], from examples: [EncodedExample]) -> TokenBatch {
+        let T = indices.map { examples[$0].ids.count }.max() ?? 1
+        let B = indices.count
+        let pad = padId
+        var ids = [Int32](repeating: pad, count: B * T)
+        var mask = [Int32](repeating: 0, count: B * T)
+        var types = [Int32](repeating: 0, count: B * T)
+        for (b, i) in indices.enumerated() {
+            let e = examples[i]
+            for t in 0..<e.ids.count {
+                ids[b * T + t] = e.ids[t]
+                mask[b * T + t] = 1
+                types[b * T + t] = t < e.typeIds.count ? e.typeIds[t] : 0
+            }
+        }
+        return TokenBatch(batchSize: B, seqLen: T, inputIds: ids, attentionMask: mask, tokenTypeIds: types, sampleIndices: indices)
+    }
+
+    /// An encoding the model can embed, or an error naming the tokenizer: token ids within vocab_size (and token type
+    /// ids within type_vocab_size) — a tokenizer that does not belong to the model would otherwise index past its tables.
+    func checked(_ e: Encoding) throws -> EncodedExample {
+        let vocab = architecture.vocabSize
+        if let bad = e.ids.first(where: { $0 < 0 || Int($0) >= vocab }) {
+            throw TrainingError("\(configPath): the tokenizer produced token id \(bad), outside the model's vocab_size \(vocab); the tokenizer files do not belong to this model")
+        }
+        if let enc = encoder, enc.config.family == .bert,
+           let bad = e.typeIds.first(where: { $0 < 0 || Int($0) >= enc.config.typeVocabSize }) {
+            throw TrainingError("\(configPath): token type id \(bad) (a text pair) is outside the model's type_vocab_size \(enc.config.typeVocabSize); drop the second text or use a model with token types")
+        }
+        return EncodedExample(ids: e.ids, typeIds: e.typeIds, label: 0)
+    }
+
+    /// The one inference path: runs the model over `examples[indices]` in batches of at most `batchSize` examples of
+    /// similar length (longest first, ties in index order: far less padding than file order, and results do not depend
+    /// on the order the caller lists them in), calling `body(batchIndices, logits [B, numLabels])` for each batch.
+    func forEachBatch(_ examples: [EncodedExample], _ indices: [Int], batchSize: Int,
+                      _ body: ([Int], UnsafeBufferPointer<Float>) -> Void) {
+        let order = indices.sorted {
+            examples[$0].ids.count != examples[$1].ids.count ? examples[$0].ids.count > examples[$1].ids.count : $0 < $1
+        }
+        var i = 0
+        while i < order.count {
+            let idx = Array(order[i..<min(i + batchSize, order.count)])
+            i += idx.count
+            body(idx, model.forward(makeBatch(idx, from: examples), dropout: nil))
+        }
+    }
+
+    /// The trained classifier in `folder` for inference, with the PEFT adapter in `adapterDir` (if any) attached
+    /// unmerged; a base without a head, or with a head for other labels, takes the adapter's labels.
+    static func forInference(folder: ModelFolder, adapterDir: URL?, maxLength: Int, batchSize: Int) throws -> ClassifierBackend {
+        let labels = try adapterDir.flatMap { try ClassifierBundle.labelsForAdapter(modelDir: folder.directory, adapterDir: $0) }
+        let backend = try ClassifierBackend.load(folder: folder, labels: labels, maxLength: maxLength, seed: 0, microBatch: batchSize)
+        if let adapterDir {
+            do { try PEFTAdapter.load(adapterDir, into: backend.loraModel, freezeBase: true) } catch let e as LoRAError {
+                throw TrainingError("--adapter \(adapterDir.path): \(e.message)", exitCode: 2)
+            }
+        }
+        return backend
+    }
+}
