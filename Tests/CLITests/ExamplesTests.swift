@@ -1,5 +1,5 @@
 // Every recipe in examples/ runs: its train.yaml goes through the built binary for 3 optimizer steps (flags after
-// --config override the file: --max-steps, --output-dir, a 32-row eval slice), so a renamed flag, a moved data file
+// --config override the file: --max-steps, --output-dir, a small slice of the eval file), so a renamed flag, a moved data file
 // or a broken preparation script fails here instead of in a user's hands.
 // Models: always an in-repo stand-in of the config's model family (--model on the command line), so the test is the
 // same on a fresh clone and on a machine that fetched the real weights, and stays quick in a debug build: the tiny
@@ -75,11 +75,21 @@ final class ExamplesTests: XCTestCase {
         let out = dir.appendingPathComponent("out")
         var args = ["train", "--config", "examples/\(name)/train.yaml", "--max-steps", "3", "--logging-steps", "1",
                     "--output-dir", out.path, "--threads", "1"]
-        args += ["--model", try modelOverride ?? Self.standIn(for: try XCTUnwrap(config["model"]), in: dir).path]
+        let model = try modelOverride ?? Self.standIn(for: try XCTUnwrap(config["model"]), in: dir)
+        args += ["--model", model.path]
+        // The tiny BERT fixture has 40 positions; the configs' --max-length is for the real model's 512.
+        if model.lastPathComponent == "bert-tiny-cls", let n = config["max-length"].flatMap(Int.init), n > 40 {
+            args += ["--max-length", "40"]
+        }
         if let evalFile = config["eval-file"] {
             let slice = dir.appendingPathComponent("eval.jsonl")
-            let rows = try String(contentsOf: CLI.repoRoot.appendingPathComponent(evalFile), encoding: .utf8)
-                .split(separator: "\n").prefix(32)
+            // At most 32 rows and ~4 KB (4 chunks of Hamlet, 32 tweets): a debug build evaluates slowly.
+            var rows: [Substring] = [], bytes = 0
+            for row in try String(contentsOf: CLI.repoRoot.appendingPathComponent(evalFile), encoding: .utf8)
+                .split(separator: "\n") where rows.count < 32 && (rows.isEmpty || bytes + row.utf8.count <= 4096) {
+                rows.append(row)
+                bytes += row.utf8.count
+            }
             try (rows.joined(separator: "\n") + "\n").write(to: slice, atomically: true, encoding: .utf8)
             args += ["--eval-file", slice.path]
         }
