@@ -38,6 +38,8 @@ public struct TrainingSummary: Sendable {
     public var allReduceBytes: Int
     public var initialized: [String]
     public var truncated: Int
+    /// The truncation limit was the model's positions (n_positions), not --max-length: raising it does not help.
+    public var truncatedAtPositions: Bool = false
     /// What the resume logic decided (and warnings about skipped checkpoints).
     public var notices: [String]
 }
@@ -126,6 +128,8 @@ public struct TrainingResult: Sendable {
     public var globalStep: Int
     public var best: (step: Int, metric: Double)?
     public var epoch: Double
+    /// `--load-best-model-at-end`: the step whose checkpoint's model the final folder holds (nil: the last step's).
+    public var finalModelStep: Int? = nil
 
     /// The eval_results.json object (without the confusion matrix).
     public var metrics: [String: Double] {
@@ -138,6 +142,7 @@ public struct TrainingResult: Sendable {
         r["global_step"] = Double(globalStep)
         if let b = best { r["best_step"] = Double(b.step); r["best_metric"] = b.metric }
         r["epoch"] = epoch
+        if let f = finalModelStep { r["final_model_step"] = Double(f) }
         return r
     }
 }
