@@ -24,6 +24,7 @@ struct ResumePlan {
     /// other ranks only read, and with that flag they read nothing of it).
     static func decide(config: TrainConfig, worldSize: Int, isRoot: Bool = true) throws -> (plan: ResumePlan?, notices: [String]) {
         var notes: [String] = []
+        try checkInputs(config)
         let folder = try OutputFolder.check(config)
         if case .path(let url) = config.resume, !FileManager.default.fileExists(atPath: url.path) {
             throw TrainingError("--resume \(url.path): no such checkpoint folder; give a checkpoint-N folder, or --resume auto", exitCode: 2)
@@ -102,6 +103,20 @@ struct ResumePlan {
 }
 
 extension ResumePlan {
+    /// Input paths a user can get wrong, found before anything is loaded. A missing --train-file or --eval-file
+    /// exits 2, as a missing --model does (a usage error: the path given is wrong; docs/run-folders.md).
+    static func checkInputs(_ config: TrainConfig) throws {
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        if fm.fileExists(atPath: config.modelDir.path, isDirectory: &isDir), !isDir.boolValue {
+            throw TrainingError("--model \(config.modelDir.path) is a file; pass the model folder that holds it (\(config.modelDir.deletingLastPathComponent().path))", exitCode: 2)
+        }
+        for (flag, url) in [("--train-file", config.trainFile), ("--eval-file", config.evalFile)] {
+            guard let url, url.relativePath != "-", !fm.fileExists(atPath: url.path) else { continue }
+            throw TrainingError("\(flag) \(url.relativePath) does not exist; check the path", exitCode: 2)
+        }
+    }
+
     /// A checkpoint continues the model it was trained from: a different `--model` (its config.json or
     /// model.safetensors differs from the sha256 the checkpoint recorded) is refused, naming both. A checkpoint
     /// without the record (older disttrain) or a model folder without the files (reported later) is not checked.

@@ -107,6 +107,9 @@ public struct TrainConfig: Sendable {
         if matmulPrecision == .bf16 && !MatmulPrecision.bf16Supported {
             throw usage("--bf16 needs a CPU with AVX512-BF16 (Intel Cooper Lake/Sapphire Rapids, AMD Zen 4 or later; `grep avx512_bf16 /proc/cpuinfo` finds nothing here); drop --bf16 to train in fp32")
         }
+        if worldSize > 1, trainFile.relativePath == "-" || evalFile?.relativePath == "-" {
+            throw usage("--train-file - / --eval-file - (standard input) needs a single process: mpirun gives stdin to rank 0 only; write the data to a file and pass its path")
+        }
         guard maxSteps >= 0 else { throw usage("--max-steps must be 0 (train --num-train-epochs) or positive (got \(maxSteps))") }
         if loadBestModelAtEnd {
             // The best evaluation must have a checkpoint: every evaluation step is a save step.

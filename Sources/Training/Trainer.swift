@@ -303,9 +303,9 @@ public final class Trainer {
     var skippedRowsNotice: [String] {
         guard let lm = task as? CausalLMTask, lm.trainDropped + lm.evalDropped > 0 else { return [] }
         let limit = min(config.maxLength, lm.maxPositions)
-        return ["warning: \(lm.trainDropped) prompt→response rows of \(config.trainFile.lastPathComponent)"
+        return ["warning: \(lm.trainDropped) prompt→response row\(lm.trainDropped == 1 ? "" : "s") of \(config.trainFile.lastPathComponent)"
                 + (lm.evalDropped > 0 ? " and \(lm.evalDropped) of \(config.evalFile?.lastPathComponent ?? "the eval file")" : "")
-                + " left no response token within \(limit) tokens and were skipped"
+                + " left no response token within \(limit) tokens and \(lm.trainDropped + lm.evalDropped == 1 ? "was" : "were") skipped"
                 + (config.maxLength < lm.maxPositions ? "; raise --max-length to keep them" : " (the model's n_positions); shorten their prompts to keep them")]
     }
 

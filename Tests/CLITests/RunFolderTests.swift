@@ -274,4 +274,45 @@ final class RunFolderTests: XCTestCase {
         assertOneLine(two, status: 2, contains: ["--eval-steps needs evaluation data"], ranks: 2)
         XCTAssertTrue(checkpoints("a").isEmpty)
     }
+
+    func testModelGivenAsItsWeightsFileSaysPassTheFolder() throws {
+        let r = try CLI.run(args("a", steps: 2, model: model.appendingPathComponent("model.safetensors")))
+        assertOneLine(r, status: 2, contains: ["--model \(model.path)/model.safetensors is a file; pass the model folder that holds it (\(model.path))"])
+    }
+
+    /// A wrong --train-file path is a usage error like a wrong --model path: both exit 2.
+    func testMissingTrainFileExitsLikeAMissingModel() throws {
+        let noModel = try CLI.run(args("a", steps: 2, model: out("no-model")))
+        XCTAssertEqual(noModel.status, 2, noModel.stderr)
+        var a = args("a", steps: 2)
+        a[a.firstIndex(of: "--train-file")! + 1] = out("missing.jsonl").path
+        assertOneLine(try CLI.run(a), status: 2, contains: ["--train-file \(out("missing.jsonl").path) does not exist"])
+    }
+
+    func testStdinTrainFileUnderMpirunIsRefused() throws {
+        var a = args("a", steps: 2)
+        a[a.firstIndex(of: "--train-file")! + 1] = "-"
+        let r = try CLI.run(a, ranks: 2, stdin: try String(contentsOf: train, encoding: .utf8))
+        assertOneLine(r, status: 2, contains: ["--train-file -", "needs a single process", "write the data to a file"], ranks: 2)
+    }
+
+    // MARK: point 9 and the LM summary
+
+    /// GPT-2 (n_positions 40), --max-length 16: a prompt of 30 words leaves no response token, and `train` says so
+    /// (as `eval` does). A language model has no labels (no empty `labels:`); one step is "1 step".
+    func testLanguageModelTrainReportsSkippedPromptResponseRows() throws {
+        let rows = [["prompt": String(repeating: "the ", count: 30), "response": " end"], ["prompt": "hi", "response": " there friend"],
+                    ["prompt": "a b", "response": " c d"]]
+        let data = out("pr.jsonl")
+        try (rows.map { String(decoding: try! JSONSerialization.data(withJSONObject: $0, options: .sortedKeys), as: UTF8.self) }
+            .joined(separator: "\n") + "\n").write(to: data, atomically: true, encoding: .utf8)
+        let lm = CLI.repoRoot.appendingPathComponent("Tests/ModelTests/Fixtures/gpt2-tiny-lm")
+        let r = try CLI.run(["train", "--model", lm.path, "--train-file", data.path, "--output-dir", out("lm").path, "--max-steps", "1",
+                             "--batch-size", "1", "--max-length", "16", "--threads", "1"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("warning: 1 prompt→response row of pr.jsonl left no response token within 16 tokens and was skipped; raise --max-length"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("train: 2 examples, eval: 0\n"), r.stderr)
+        XCTAssertFalse(r.stderr.contains("labels:"), r.stderr)
+        XCTAssertTrue(r.stderr.contains(", 1 step (2/epoch)"), r.stderr)
+    }
 }
