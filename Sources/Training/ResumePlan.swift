@@ -34,7 +34,9 @@ struct ResumePlan {
             if case .path(let url) = config.resume, OutputFolder.isInside(url, config.outputDir) {
                 throw TrainingError("--overwrite-output-dir would delete the checkpoint --resume \(url.path) names; copy it elsewhere first, or drop one of the two flags", exitCode: 2)
             }
-            if isRoot { try folder.clear() }
+            if isRoot, try folder.clear() {
+                notes.append("--overwrite-output-dir: deleted what an earlier run wrote in \(config.outputDir.path) (\(folder.entries.count) entr\(folder.entries.count == 1 ? "y" : "ies"))")
+            }
         }
         switch config.resume {
         case .never:
@@ -178,10 +180,11 @@ struct OutputFolder {
     /// `--overwrite-output-dir`: empties the folder, all or nothing. Anything disttrain does not write is named and
     /// nothing is deleted; otherwise the folder is renamed away in one step (so it is never seen half-cleared), an
     /// empty one takes its place, and the renamed one is deleted.
-    func clear() throws {
+    /// Returns whether there was anything to delete.
+    func clear() throws -> Bool {
         let fm = FileManager.default
         let all = (try? fm.contentsOfDirectory(atPath: url.path)) ?? []
-        guard !all.isEmpty else { return }
+        guard !all.isEmpty else { return false }
         let foreign = all.filter { !(Self.written.contains($0) || Self.isCheckpoint($0) || ($0.hasPrefix(".") && $0.hasSuffix(".publish-tmp"))) }.sorted()
         if !foreign.isEmpty {
             throw TrainingError("--overwrite-output-dir: \(url.path) also holds files disttrain did not write (\(foreign.prefix(4).joined(separator: ", "))\(foreign.count > 4 ? ", …" : "")); nothing was deleted: move them away or give another --output-dir", exitCode: 2)
@@ -192,6 +195,7 @@ struct OutputFolder {
         }
         try fm.createDirectory(at: url, withIntermediateDirectories: true)
         try? fm.removeItem(at: trash)
+        return true
     }
 
     static func canonical(_ u: URL) -> [String] { u.standardizedFileURL.resolvingSymlinksInPath().pathComponents }

@@ -104,6 +104,7 @@ final class RunFolderTests: XCTestCase {
         let over = try CLI.run(args("a", steps: 2, ["--resume", "never", "--overwrite-output-dir"]))
         XCTAssertEqual(over.status, 0, over.stderr)
         XCTAssertFalse(over.stderr.contains("resuming"), over.stderr)
+        XCTAssertTrue(over.stderr.contains("--overwrite-output-dir: deleted what an earlier run wrote in \(out("a").path)"), over.stderr)
         XCTAssertEqual(checkpoints("a"), ["checkpoint-2"], "the earlier run's checkpoint-4 is gone")
         XCTAssertEqual(try bytes(out("a/model.safetensors")), try bytes(out("fresh/model.safetensors")))
         XCTAssertEqual(try results("a")["global_step"] as? Int, 2)
