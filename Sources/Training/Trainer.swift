@@ -77,7 +77,7 @@ public final class Trainer {
                 // Its weights are step N's: relabelling them as an earlier step would report a wrong result.
                 throw TrainingError("\(r.ref.url.path) is at step \(r.state.globalStep), past the end of this run (\(total) step\(total == 1 ? "" : "s")\(config.maxSteps > 0 ? ", --max-steps \(config.maxSteps)" : "")); give --max-steps \(r.state.globalStep) or more to continue that run, another --output-dir, or --overwrite-output-dir to start over", exitCode: 2)
             }
-            bestMetric = try Self.resolveMetric(config.metricForBestModel, task: task)
+            bestMetric = try BestModelTracker.metricName(config.metricForBestModel, task: task)
             if task.evalCount == 0 {
                 for (flag, given) in [("--eval-steps", config.evalSteps > 0), ("--early-stopping-patience", config.earlyStoppingPatience > 0),
                                       ("--load-best-model-at-end", config.loadBestModelAtEnd)] where given {
@@ -145,21 +145,6 @@ public final class Trainer {
 
     static func configFingerprint(_ modelDir: URL) -> String? {
         try? Checkpoint.sha256(of: modelDir.appendingPathComponent("config.json"))
-    }
-
-    /// Hugging Face's `metric_for_best_model`: a metric the task reports, `eval_` prefixed if it is not (`accuracy`
-    /// → `eval_accuracy`); any other name is refused, listing the task's names. nil: the task's default.
-    static func resolveMetric(_ name: String?, task: TrainingTask) throws -> String {
-        let classification = task is ClassificationTask
-        guard let name else { return classification ? "eval_accuracy" : "eval_loss" }
-        let key = name.hasPrefix("eval_") ? name : "eval_" + name
-        let valid = classification
-            ? ["accuracy", "loss", "macro_f1", "weighted_f1"] + task.labels.flatMap { ["f1_\($0)", "precision_\($0)", "recall_\($0)"] }
-            : ["loss", "perplexity"]
-        guard valid.contains(String(key.dropFirst("eval_".count))) else {
-            throw TrainingError("--metric-for-best-model \(name) is not a metric of \(classification ? "sequence classification" : "causal language modelling"); use one of \(valid.joined(separator: ", ")) (the eval_ prefix is optional)", exitCode: 2)
-        }
-        return key
     }
 
     /// Whether AdamW is sharded over the ranks (ZeRO stage 1; NodeSharedSetup).

@@ -162,6 +162,21 @@ public struct BestModelTracker: Sendable {
         self.metric = metric; self.patience = patience; self.totalSteps = totalSteps; self.best = best
     }
 
+    /// Hugging Face's `metric_for_best_model`: a metric the task reports, `eval_` prefixed if it is not (`accuracy`
+    /// → `eval_accuracy`); any other name is refused, listing the task's names. nil: the task's default.
+    static func metricName(_ name: String?, task: TrainingTask) throws -> String {
+        let classification = task is ClassificationTask
+        guard let name else { return classification ? "eval_accuracy" : "eval_loss" }
+        let key = name.hasPrefix("eval_") ? name : "eval_" + name
+        let valid = classification
+            ? ["accuracy", "loss", "macro_f1", "weighted_f1"] + task.labels.flatMap { ["f1_\($0)", "precision_\($0)", "recall_\($0)"] }
+            : ["loss", "perplexity"]
+        guard valid.contains(String(key.dropFirst("eval_".count))) else {
+            throw TrainingError("--metric-for-best-model \(name) is not a metric of \(classification ? "sequence classification" : "causal language modelling"); use one of \(valid.joined(separator: ", ")) (the eval_ prefix is optional)", exitCode: 2)
+        }
+        return key
+    }
+
     public mutating func observe(_ event: TrainingEvent) -> LoopControl {
         guard case .evaluated(let e) = event else { return .continue }
         let key = e[metric] != nil ? metric : "eval_loss"
