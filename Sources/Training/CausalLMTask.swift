@@ -24,6 +24,8 @@ public final class CausalLMTask: FolderTrainingTask, @unchecked Sendable {
     /// Eval rows truncated (longer than `LMDataOptions.limit`), and prompt→response eval rows dropped because
     /// truncation left no response token.
     public let evalTruncated: Int, evalDropped: Int
+    /// Prompt→response training rows dropped because truncation left no response token (reported by `train`).
+    public let trainDropped: Int
     public let initialized: [String]
 
     public var labels: [String] { [] }
@@ -80,6 +82,7 @@ public final class CausalLMTask: FolderTrainingTask, @unchecked Sendable {
         truncated = trainSet.truncated + (evalSet?.truncated ?? 0)
         evalTruncated = evalSet?.truncated ?? 0
         evalDropped = evalSet?.droppedNoTarget ?? 0
+        trainDropped = trainSet.droppedNoTarget
         dataFingerprint = fingerprint
         let maxSeq = max(train.map(\.inputIds.count).max() ?? 1, eval.map(\.inputIds.count).max() ?? 1)
         try ModelFolder.checkArena(batch: microBatch, seq: maxSeq, architecture: m.config)

@@ -43,6 +43,13 @@ public struct TrainerState: Codable, Sendable, Equatable {
     public var logHistory: [[String: Double]]
     /// Sum of every step's loss so far (for the whole run's train_loss after a resume).
     public var trainLossSum: Double? = nil
+    /// Identifies the run (a fresh start makes one; a resume keeps it), so `--resume auto` never continues another
+    /// run's checkpoint left in the same folder. Absent in checkpoints of older versions.
+    public var runId: String? = nil
+    /// sha256 of the base model's config.json and the `--model` it was given (with `modelFingerprint`, the weights'
+    /// sha256: the model's identity, checked on resume).
+    public var modelConfigFingerprint: String? = nil
+    public var modelPath: String? = nil
 }
 
 let disttrainVersion = trainerVersion
@@ -194,6 +201,9 @@ public enum Checkpoint {
             guard rename(tmp.path, dst.path) == 0 else {
                 throw CheckpointError("\(dst.path): rename failed: \(String(cString: strerror(errno)))")
             }
+            // rename(2) does nothing when both names are links to the same file (a rerun publishing again): the
+            // temporary name would stay behind.
+            if fm.fileExists(atPath: tmp.path) { unlink(tmp.path) }
         }
         FileIO.fsyncDirectory(dir)
     }
@@ -251,13 +261,49 @@ public enum Checkpoint {
         }
     }
 
-    /// Deletes old checkpoints beyond the newest `keep`, never deleting `protect` (the best one).
+    /// `--save-total-limit` (Hugging Face semantics): keeps at most `keep` checkpoints, the best (`protect`) among
+    /// them: it takes the place of the newest but one, so the newest (the one a resume needs) always stays. With
+    /// `keep` 1 and a best that is not the newest, both stay (as in transformers).
     public static func rotate(_ outputDir: URL, keep: Int, protect: Int?) {
         guard keep > 0 else { return }
-        let all = list(outputDir)
-        for ref in all.dropFirst(keep) where ref.step != protect {
+        var order = list(outputDir)
+        guard let newest = order.first else { return }
+        if let p = protect, let i = order.firstIndex(where: { $0.step == p }), i > 0 {
+            let best = order.remove(at: i)
+            order.insert(best, at: 1)
+        }
+        let limit = keep == 1 && protect != nil && protect != newest.step ? 2 : keep
+        for ref in order.dropFirst(limit) {
             try? FileManager.default.removeItem(at: ref.url)
         }
+    }
+
+    /// `--resume auto`: the run that `latest` names (else the run of the newest checkpoint whose state reads), and
+    /// that run's newest checkpoint whose manifest verifies. A checkpoint newer than `latest` (a crash between the
+    /// rename and the pointer update) is taken; `warn` hears about every newer one that does not verify and about
+    /// checkpoints another run left in the folder.
+    public static func newestValidOfLatestRun(in outputDir: URL, warn: (String) -> Void) -> CheckpointRef? {
+        let all = list(outputDir)
+        // "" for a checkpoint of an older version (no run id); nil when the state does not read.
+        func runId(_ r: CheckpointRef) -> String? { (try? readState(r.url)).map { $0.runId ?? "" } }
+        var run: String?
+        if let name = try? String(contentsOf: outputDir.appendingPathComponent("latest"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines), let r = all.first(where: { $0.url.lastPathComponent == name }) {
+            run = runId(r)
+        }
+        if run == nil { run = all.lazy.compactMap(runId).first }
+        for ref in all {
+            if let run, let id = runId(ref), id != run {
+                warn("skipping \(ref.url.lastPathComponent): written by another run than \(outputDir.appendingPathComponent("latest").path) names")
+                continue
+            }
+            if let problem = verify(ref.url) {
+                warn("skipping \(ref.url.lastPathComponent): \(problem)")
+                continue
+            }
+            return ref
+        }
+        return nil
     }
 }
 

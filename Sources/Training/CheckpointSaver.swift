@@ -154,10 +154,17 @@ final class CheckpointSaver {
     }
 
     /// Rank 0, after the loop: waits for a background save, then writes the final model into the output folder (as
-    /// links to the checkpoint of `step`, if one was committed in the foreground then) and metrics.jsonl.
-    func publishFinal(step: Int, history: [[String: Double]]) throws {
+    /// links to the checkpoint of `step`, if one was committed in the foreground then; `--load-best-model-at-end`:
+    /// links to the checkpoint of the `best` step) and metrics.jsonl.
+    func publishFinal(step: Int, best: Int? = nil, history: [[String: Double]]) throws {
         try writer.wait()
-        if let c = lastSynchronousCheckpoint, c.step == step {
+        if let b = best {
+            let url = outputDir.appendingPathComponent("checkpoint-\(b)")
+            guard FileManager.default.fileExists(atPath: url.path) else {
+                throw TrainingError("--load-best-model-at-end: the best checkpoint \(url.path) is missing (deleted during the run?); its model cannot be published")
+            }
+            try Checkpoint.publishModel(from: url, to: outputDir)
+        } else if let c = lastSynchronousCheckpoint, c.step == step {
             // The weights have not moved since that checkpoint: link its model files instead of rewriting them.
             try Checkpoint.publishModel(from: c.url, to: outputDir)
         } else {

@@ -53,8 +53,15 @@ public struct TrainConfig: Sendable {
     public var saveTotalLimit: Int = 0
     /// Where to resume from.
     public var resume: ResumeMode = .auto
-    /// The eval metric that picks the best checkpoint and drives early stopping (lower is better for "*loss*").
-    public var metricForBestModel: String = "eval_accuracy"
+    /// Empty a non-empty output folder before training (only files disttrain writes; docs/run-folders.md). Without
+    /// it such a folder is refused unless the run continues it.
+    public var overwriteOutputDir: Bool = false
+    /// The eval metric that picks the best checkpoint and drives early stopping (lower is better for "*loss*" and
+    /// "*perplexity*"), with or without Hugging Face's `eval_` prefix; nil: eval_accuracy for classification,
+    /// eval_loss for language modelling. A name the task does not report is refused before training.
+    public var metricForBestModel: String?
+    /// The final folder holds the best checkpoint's model (by `metricForBestModel`) instead of the last step's.
+    public var loadBestModelAtEnd: Bool = false
     /// Stop after this many evaluations without improvement of `metricForBestModel` (0 = never).
     public var earlyStoppingPatience: Int = 0
     /// LoRA fine-tuning (PEFT format) instead of full fine-tuning; nil = full.
@@ -99,6 +106,17 @@ public struct TrainConfig: Sendable {
         guard (0...1).contains(warmupRatio) else { throw usage("--warmup-ratio must be in [0, 1] (got \(warmupRatio))") }
         if matmulPrecision == .bf16 && !MatmulPrecision.bf16Supported {
             throw usage("--bf16 needs a CPU with AVX512-BF16 (Intel Cooper Lake/Sapphire Rapids, AMD Zen 4 or later; `grep avx512_bf16 /proc/cpuinfo` finds nothing here); drop --bf16 to train in fp32")
+        }
+        if worldSize > 1, trainFile.relativePath == "-" || evalFile?.relativePath == "-" {
+            throw usage("--train-file - / --eval-file - (standard input) needs a single process: mpirun gives stdin to rank 0 only; write the data to a file and pass its path")
+        }
+        guard maxSteps >= 0 else { throw usage("--max-steps must be 0 (train --num-train-epochs) or positive (got \(maxSteps))") }
+        if loadBestModelAtEnd {
+            // The best evaluation must have a checkpoint: every evaluation step is a save step.
+            let ok = evalSteps == 0 ? saveSteps == 0 : (saveSteps > 0 && evalSteps % saveSteps == 0)
+            guard ok else {
+                throw usage("--load-best-model-at-end needs a checkpoint at every evaluation: give --save-steps \(evalSteps == 0 ? "0 (save at each epoch end, where evaluation runs)" : "\(evalSteps) (the --eval-steps)")")
+            }
         }
         let micro = microBatchSize ?? (batchSize / max(worldSize, 1))
         guard micro > 0, batchSize % (worldSize * micro) == 0 else {

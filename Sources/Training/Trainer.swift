@@ -33,6 +33,12 @@ public final class Trainer {
     var modelFingerprint: String { modelFingerprintFuture.value }
     /// The checkpoint this run resumes from, and its state.
     let resumed: ResumePlan?
+    /// The run's identity, recorded in every checkpoint: a fresh start makes one, a resume keeps the checkpoint's.
+    let runId: String?
+    /// sha256 of the base model's config.json and the `--model` path (recorded with the weights' sha256).
+    let modelConfigFingerprint: String?
+    /// `--metric-for-best-model` as the task reports it (`eval_` prefixed; the task's default when not given).
+    let bestMetric: String
     /// Messages about the resume decision and the all-reduce path, reported at start.
     var notices: [String] = []
     /// Every logged and evaluated record (restored on resume), written to metrics.jsonl.
@@ -52,7 +58,7 @@ public final class Trainer {
         // usually fails alike on every rank: one all-reduce then tells every rank who failed, so the job prints one
         // message and ends cleanly with its exit code instead of one copy per rank and an MPI abort.
         do {
-            let decision = try ResumePlan.decide(config: config, worldSize: comm.worldSize)
+            let decision = try ResumePlan.decide(config: config, worldSize: comm.worldSize, isRoot: comm.isRoot)
             resumed = decision.plan
             notices = decision.notices
             // Weights: the checkpoint folder is itself a model folder.
@@ -66,13 +72,29 @@ public final class Trainer {
             } catch {
                 throw TrainingError("\(error)", exitCode: 2)
             }
+            let total = Self.totalSteps(config: config, stepsPerEpoch: plan.stepsPerEpoch)
+            if let r = resumed, r.state.globalStep > total {
+                // Its weights are step N's: relabelling them as an earlier step would report a wrong result.
+                throw TrainingError("\(r.ref.url.path) is at step \(r.state.globalStep), past the end of this run (\(total) step\(total == 1 ? "" : "s")\(config.maxSteps > 0 ? ", --max-steps \(config.maxSteps)" : "")); give --max-steps \(r.state.globalStep) or more to continue that run, another --output-dir, or --overwrite-output-dir to start over", exitCode: 2)
+            }
+            bestMetric = try BestModelTracker.metricName(config.metricForBestModel, task: task)
+            if task.evalCount == 0 {
+                for (flag, given) in [("--eval-steps", config.evalSteps > 0), ("--early-stopping-patience", config.earlyStoppingPatience > 0),
+                                      ("--load-best-model-at-end", config.loadBestModelAtEnd)] where given {
+                    throw TrainingError("\(flag) needs evaluation data: give --eval-file or --validation-split", exitCode: 2)
+                }
+            }
             ComputeThreads.set(config.threads)
             optimizer = TrainStep.makeOptimizer(task, config: config)
             if let r = resumed {
                 try r.restore(optimizer, store: task.store)
                 history = r.state.logHistory
                 modelFingerprintFuture = BackgroundValue(ready: r.state.modelFingerprint)
+                runId = r.state.runId
+                modelConfigFingerprint = r.state.modelConfigFingerprint ?? Self.configFingerprint(config.modelDir)
             } else {
+                runId = UUID().uuidString
+                modelConfigFingerprint = Self.configFingerprint(config.modelDir)
                 let weights = config.modelDir.appendingPathComponent("model.safetensors")
                 modelFingerprintFuture = comm.isRoot ? BackgroundValue { (try? Checkpoint.sha256(of: weights)) ?? "" } : BackgroundValue(ready: "")
             }
@@ -101,8 +123,28 @@ public final class Trainer {
 
     var stepsPerEpoch: Int { plan.stepsPerEpoch }
 
-    var totalSteps: Int {
+    var totalSteps: Int { Self.totalSteps(config: config, stepsPerEpoch: stepsPerEpoch) }
+
+    static func totalSteps(config: TrainConfig, stepsPerEpoch: Int) -> Int {
         config.maxSteps > 0 ? config.maxSteps : Int((Double(stepsPerEpoch) * config.numTrainEpochs).rounded(.up))
+    }
+
+    /// The step this run already finished at, when it is a rerun of a finished run with nothing left to train (its
+    /// last checkpoint is at the end and eval_results.json records that step): the caller then leaves the folder
+    /// untouched. nil when there is training (or the final publishing, after a crash) left to do.
+    public var finishedStep: Int? {
+        guard let r = resumed, r.state.globalStep == totalSteps else { return nil }
+        let results = config.outputDir.appendingPathComponent("eval_results.json")
+        guard let d = try? Data(contentsOf: results), let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any],
+              (o["global_step"] as? NSNumber)?.intValue == totalSteps else { return nil }
+        return totalSteps
+    }
+
+    /// What the resume decision reported (for a caller that does not run the loop: `finishedStep`).
+    public var resumeNotices: [String] { notices }
+
+    static func configFingerprint(_ modelDir: URL) -> String? {
+        try? Checkpoint.sha256(of: modelDir.appendingPathComponent("config.json"))
     }
 
     /// Whether AdamW is sharded over the ranks (ZeRO stage 1; NodeSharedSetup).
@@ -128,12 +170,14 @@ public final class Trainer {
     /// step with a checkpoint, as early stopping does.
     public func run(onEvent: (TrainingEvent) -> LoopControl = { _ in .continue }) throws -> TrainingResult {
         let total = totalSteps, schedule = schedule(), firstStep = resumed?.state.globalStep ?? 0
-        var tracker = BestModelTracker(metric: config.metricForBestModel, patience: config.earlyStoppingPatience,
+        var tracker = BestModelTracker(metric: bestMetric, patience: config.earlyStoppingPatience,
                                        totalSteps: total, best: resumed?.best)
         // Every event goes to the history (metrics.jsonl), to best-model tracking and early stopping, and to the caller.
+        var bestEval: EvalRecord?
         func emit(_ event: TrainingEvent) -> LoopControl {
             if let record = event.metricsRecord { history.append(record) }
             let mine = tracker.observe(event), theirs = onEvent(event)
+            if case .evaluated(let e) = event, tracker.best?.step == e.step { bestEval = e }
             return mine == .stop || theirs == .stop ? .stop : .continue
         }
         _ = emit(.started(summary(total: total)))
@@ -194,10 +238,18 @@ public final class Trainer {
         }
         // Nothing left to train (resumed a finished run): report the final evaluation again.
         if firstStep >= total, task.evalCount > 0 { lastEval = try evaluate(step: total) }
-        let result = finalResult(lastEval: lastEval, lossSum: lossSum, tokens: tokens, since: start, firstStep: firstStep,
+        // --load-best-model-at-end: the final folder holds the best checkpoint's model, and the results are its
+        // evaluation (a best found before this resume: its record in the history, without the confusion matrix).
+        let finalStep = config.loadBestModelAtEnd ? tracker.best?.step : nil
+        if let b = finalStep, b != lastEval?.step {
+            lastEval = bestEval ?? history.last { $0["step"] == Double(b) && $0.keys.contains { $0.hasPrefix("eval_") } }
+                .map { EvalRecord(step: b, epoch: $0["epoch"] ?? 0, values: $0.filter { $0.key.hasPrefix("eval_") }, confusion: nil) }
+        }
+        var result = finalResult(lastEval: lastEval, lossSum: lossSum, tokens: tokens, since: start, firstStep: firstStep,
                                  lastStep: stoppedEarly ? step : total, launchToFirstStep: launchToFirstStep, best: tracker.best)
+        result.finalModelStep = finalStep
         if comm.isRoot {
-            try saver.publishFinal(step: result.globalStep, history: history)
+            try saver.publishFinal(step: result.globalStep, best: finalStep, history: history)
             _ = emit(.saved(config.outputDir))
         }
         try comm.barrier()
@@ -226,7 +278,20 @@ public final class Trainer {
             trainExamples: task.trainCount, evalExamples: task.evalCount, labels: task.labels, totalSteps: total,
             stepsPerEpoch: stepsPerEpoch, worldSize: comm.worldSize, microBatch: micro, accumulationSteps: accum,
             parameters: task.store.parameterCount, allReduceBytes: task.store.count * 4,
-            initialized: resumed == nil ? task.initialized : [], truncated: task.truncated, notices: notices)
+            initialized: resumed == nil ? task.initialized : [], truncated: task.truncated,
+            truncatedAtPositions: (task as? CausalLMTask).map { config.maxLength >= $0.maxPositions } ?? false,
+            notices: notices + skippedRowsNotice)
+    }
+
+    /// Causal LM: the prompt→response rows truncation left without a response token, which were skipped (as `eval`
+    /// reports them).
+    var skippedRowsNotice: [String] {
+        guard let lm = task as? CausalLMTask, lm.trainDropped + lm.evalDropped > 0 else { return [] }
+        let limit = min(config.maxLength, lm.maxPositions)
+        return ["warning: \(lm.trainDropped) prompt→response row\(lm.trainDropped == 1 ? "" : "s") of \(config.trainFile.lastPathComponent)"
+                + (lm.evalDropped > 0 ? " and \(lm.evalDropped) of \(config.evalFile?.lastPathComponent ?? "the eval file")" : "")
+                + " left no response token within \(limit) tokens and \(lm.trainDropped + lm.evalDropped == 1 ? "was" : "were") skipped"
+                + (config.maxLength < lm.maxPositions ? "; raise --max-length to keep them" : " (the model's n_positions); shorten their prompts to keep them")]
     }
 
     /// Collective: whether any rank asks to stop, and the preemption signal any rank received (0: none).
@@ -252,7 +317,8 @@ public final class Trainer {
             adamStep: optimizer.stepCount, seed: config.seed, worldSize: comm.worldSize, globalBatch: config.batchSize,
             totalSteps: total, schedule: schedule, dataFingerprint: task.dataFingerprint, modelFingerprint: modelFingerprint,
             hyperparameters: config.hyperparameterSummary, labels: task.labels, bestMetric: best?.metric, bestStep: best?.step,
-            logHistory: history, trainLossSum: lossSum)
+            logHistory: history, trainLossSum: lossSum, runId: runId, modelConfigFingerprint: modelConfigFingerprint,
+            modelPath: config.modelDir.path)
     }
 
     /// Exact metrics over the eval set at `step` (collective): each rank evaluates a contiguous shard (no duplicates),

@@ -38,6 +38,8 @@ public struct TrainingSummary: Sendable {
     public var allReduceBytes: Int
     public var initialized: [String]
     public var truncated: Int
+    /// The truncation limit was the model's positions (n_positions), not --max-length: raising it does not help.
+    public var truncatedAtPositions: Bool = false
     /// What the resume logic decided (and warnings about skipped checkpoints).
     public var notices: [String]
 }
@@ -126,6 +128,8 @@ public struct TrainingResult: Sendable {
     public var globalStep: Int
     public var best: (step: Int, metric: Double)?
     public var epoch: Double
+    /// `--load-best-model-at-end`: the step whose checkpoint's model the final folder holds (nil: the last step's).
+    public var finalModelStep: Int? = nil
 
     /// The eval_results.json object (without the confusion matrix).
     public var metrics: [String: Double] {
@@ -138,6 +142,7 @@ public struct TrainingResult: Sendable {
         r["global_step"] = Double(globalStep)
         if let b = best { r["best_step"] = Double(b.step); r["best_metric"] = b.metric }
         r["epoch"] = epoch
+        if let f = finalModelStep { r["final_model_step"] = Double(f) }
         return r
     }
 }
@@ -155,6 +160,21 @@ public struct BestModelTracker: Sendable {
 
     public init(metric: String, patience: Int, totalSteps: Int, best: (metric: Double, step: Int)? = nil) {
         self.metric = metric; self.patience = patience; self.totalSteps = totalSteps; self.best = best
+    }
+
+    /// Hugging Face's `metric_for_best_model`: a metric the task reports, `eval_` prefixed if it is not (`accuracy`
+    /// → `eval_accuracy`); any other name is refused, listing the task's names. nil: the task's default.
+    static func metricName(_ name: String?, task: TrainingTask) throws -> String {
+        let classification = task is ClassificationTask
+        guard let name else { return classification ? "eval_accuracy" : "eval_loss" }
+        let key = name.hasPrefix("eval_") ? name : "eval_" + name
+        let valid = classification
+            ? ["accuracy", "loss", "macro_f1", "weighted_f1"] + task.labels.flatMap { ["f1_\($0)", "precision_\($0)", "recall_\($0)"] }
+            : ["loss", "perplexity"]
+        guard valid.contains(String(key.dropFirst("eval_".count))) else {
+            throw TrainingError("--metric-for-best-model \(name) is not a metric of \(classification ? "sequence classification" : "causal language modelling"); use one of \(valid.joined(separator: ", ")) (the eval_ prefix is optional)", exitCode: 2)
+        }
+        return key
     }
 
     public mutating func observe(_ event: TrainingEvent) -> LoopControl {

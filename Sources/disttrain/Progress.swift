@@ -92,11 +92,14 @@ final class ProgressReporter {
         guard enabled else { return .continue }
         switch event {
         case .started(let s):
-            logger.info("train: \(s.trainExamples) examples, eval: \(s.evalExamples), labels: \(s.labels.joined(separator: ", "))")
-            logger.info("world size \(s.worldSize), micro-batch \(s.microBatch) × \(s.accumulationSteps) accumulation, \(s.totalSteps) steps (\(s.stepsPerEpoch)/epoch), \(s.parameters) trainable parameters, \(s.allReduceBytes) gradient bytes to all-reduce per step at most (allreduce_mb in metrics.jsonl: what moved)")
+            // A language model has no labels: say nothing about them rather than `labels:` with nothing after it.
+            logger.info("train: \(plural(s.trainExamples, "example")), eval: \(s.evalExamples)\(s.labels.isEmpty ? "" : ", labels: " + s.labels.joined(separator: ", "))")
+            logger.info("world size \(s.worldSize), micro-batch \(s.microBatch) × \(s.accumulationSteps) accumulation, \(plural(s.totalSteps, "step")) (\(s.stepsPerEpoch)/epoch), \(s.parameters) trainable parameters, \(s.allReduceBytes) gradient bytes to all-reduce per step at most (allreduce_mb in metrics.jsonl: what moved)")
             if !s.initialized.isEmpty { logger.notice("initialised (not in the checkpoint): \(s.initialized.joined(separator: ", "))") }
             if s.truncated > 0 {
-                logger.notice("\(s.truncated) examples longer than --max-length (or the model's positions) truncated at the end and kept; raise --max-length to keep more of them")
+                logger.notice(s.truncatedAtPositions
+                    ? "\(plural(s.truncated, "example")) longer than the model's positions (n_positions) truncated at the end and kept; a longer --max-length cannot help"
+                    : "\(plural(s.truncated, "example")) longer than --max-length (or the model's positions) truncated at the end and kept; raise --max-length to keep more of them")
             }
             for n in s.notices {
                 if n.hasPrefix("warning: ") { logger.warning("\(n.dropFirst("warning: ".count))") } else { logger.notice("\(n)") }
@@ -119,8 +122,11 @@ final class ProgressReporter {
             logger.notice("stopped early after step \(r.step)\(best)")
         case .saved(let url):
             logger.info("saved \(url.path)")
-        case .finished:
+        case .finished(let r):
             terminal.finish()
+            if let f = r.finalModelStep {
+                logger.notice("final model: checkpoint-\(f)'s, the best evaluation (--load-best-model-at-end\(r.best.map { String(format: "; best_metric %.4g", $0.metric) } ?? ""))")
+            }
         }
         return .continue
     }
@@ -156,3 +162,6 @@ final class ProgressReporter {
         return "\(t)s"
     }
 }
+
+/// "1 step", "2 steps".
+func plural(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }

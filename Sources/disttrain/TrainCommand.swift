@@ -13,7 +13,7 @@ import Glibc
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Fine-tune a sequence classifier on labelled JSONL/CSV data.",
+        abstract: "Fine-tune a sequence classifier (BERT-family or GPT-2, labelled JSONL/CSV) or a GPT-2 causal language model (text or prompt/response JSONL), fully or with LoRA.",
         discussion: """
         --batch-size is the GLOBAL batch (samples per optimizer step over all ranks); each rank runs
         --micro-batch-size samples per forward/backward and gradients accumulate to the global batch.
@@ -37,7 +37,8 @@ struct Train: ParsableCommand {
     @Option(help: "Folder for the trained model, eval_results.json and metrics.jsonl.")
     var outputDir: String
     @Option(help: "Passes over the training data.") var numTrainEpochs: Double = 1
-    @Option(help: "Stop after this many optimizer steps (overrides --num-train-epochs when > 0).") var maxSteps: Int = 0
+    // .unconditional: `--max-steps -1` reaches validate() (a clear message) instead of reading as a missing value.
+    @Option(parsing: .unconditional, help: "Stop after this many optimizer steps (overrides --num-train-epochs when > 0).") var maxSteps: Int = 0
     @Option(help: "Global batch: samples per optimizer step, summed over all ranks.") var batchSize: Int = 32
     @Option(name: [.customLong("micro-batch-size"), .customLong("per-device-train-batch-size")],
             help: "Samples per rank per forward/backward (default: batch-size / world size).")
@@ -71,7 +72,10 @@ struct Train: ParsableCommand {
     @Flag(help: "Rank-stabilised LoRA scaling alpha/sqrt(r).") var useRslora = false
     @Option(help: "Causal LM: tokens per packed block (default: --max-length).") var blockSize: Int?
     @Flag(help: "Causal LM: one example per text row instead of packed blocks.") var lmPerRow = false
-    @Option(help: "Eval metric that picks the best checkpoint (lower is better for *loss*).") var metricForBestModel: String = "eval_accuracy"
+    @Option(help: ArgumentHelp("Eval metric that picks the best checkpoint, as Hugging Face names it (`accuracy` or `eval_accuracy`; lower is better for loss and perplexity). Default: accuracy for classification, loss for language modelling.", valueName: "name"))
+    var metricForBestModel: String?
+    @Flag(help: "The final folder holds the best checkpoint's model (by --metric-for-best-model) instead of the last step's; needs evaluation data and a checkpoint at every evaluation.")
+    var loadBestModelAtEnd = false
     @Option(help: "Stop after this many evaluations without improvement (0 = never).") var earlyStoppingPatience: Int = 0
     @Flag(help: "Plain random batches instead of grouping similar lengths (grouping cuts padding).") var noGroupByLength = false
     @Flag(help: "Check every collective's sequence and size across ranks, and activations/gradients for NaN/Inf.")
@@ -86,8 +90,10 @@ struct Train: ParsableCommand {
     @Flag(help: "With node-shared memory: run the whole AdamW step on every rank instead of 1/W of it each (ZeRO-1, the default; same results).")
     var noShardOptimizer = false
     @Option(help: "Save a checkpoint every N steps (0 = at the end of each epoch and of training).") var saveSteps: Int = 0
-    @Option(help: "Keep at most K checkpoints: the newest plus the best by --metric-for-best-model (0 = all).") var saveTotalLimit: Int = 0
-    @Option(help: "auto (newest valid checkpoint in --output-dir, if any), never, or a checkpoint folder.") var resume: String = "auto"
+    @Option(help: "Keep at most K checkpoints, the newest and the best by --metric-for-best-model among them (0 = all).") var saveTotalLimit: Int = 0
+    @Option(help: "auto (continue the run in --output-dir from its newest valid checkpoint, if any), never (start over: --output-dir must be empty, or give --overwrite-output-dir), or a checkpoint folder.") var resume: String = "auto"
+    @Flag(help: "Delete what an earlier run wrote in a non-empty --output-dir and start over (refused if it holds files disttrain did not write).")
+    var overwriteOutputDir = false
     @Flag(help: "Resume even if the data or the global batch differ from the checkpoint's.") var resumeIgnoreMismatch = false
     // Testing hooks, hidden from help: crash at a checkpoint phase, slow steps down, log sample indices.
     @Option(help: .hidden) var faultInject: String?
@@ -131,6 +137,8 @@ struct Train: ParsableCommand {
         c.groupByLength = !noGroupByLength
         c.saveSteps = saveSteps
         c.saveTotalLimit = saveTotalLimit
+        c.overwriteOutputDir = overwriteOutputDir
+        c.loadBestModelAtEnd = loadBestModelAtEnd
         switch resume {
         case "auto": c.resume = .auto
         case "never", "none", "false": c.resume = .never
@@ -193,6 +201,16 @@ struct Train: ParsableCommand {
         let trainer = try Trainer(config: config, comm: comm)
         let reporter = ProgressReporter(enabled: comm.isRoot, level: logLevel.level,
                                         terminal: Terminal(isTTY: isatty(STDERR_FILENO) == 1))
+        if let step = trainer.finishedStep {
+            // A rerun of a finished command: nothing to train, and the folder's results stay as they are.
+            if comm.isRoot {
+                for n in trainer.resumeNotices {
+                    if n.hasPrefix("warning: ") { reporter.logger.warning("\(n.dropFirst("warning: ".count))") } else { reporter.logger.notice("\(n)") }
+                }
+                reporter.logger.notice("already finished at step \(step): \(config.outputDir.path) holds its model and eval_results.json; nothing was written (raise --max-steps or --num-train-epochs to train further, or --overwrite-output-dir to start over)")
+            }
+            return
+        }
         let result: TrainingResult
         do { result = try trainer.run(onEvent: reporter.handle) } catch let e as PreemptedError {
             if comm.isRoot { FileHandle.standardError.write(Data("\(e)\n".utf8)) }

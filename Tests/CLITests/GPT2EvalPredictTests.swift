@@ -169,7 +169,9 @@ final class GPT2EvalPredictTests: XCTestCase {
         let t = try CLI.run(["train", "--model", lm.path, "--train-file", long.path, "--output-dir", dir.appendingPathComponent("out").path,
                              "--batch-size", "1", "--max-steps", "1", "--max-length", "128", "--lm-per-row", "--threads", "1"])
         XCTAssertEqual(t.status, 0, t.stderr)
-        XCTAssertTrue(t.stderr.contains("1 examples longer than --max-length (or the model's positions) truncated at the end"), t.stderr)
+        // n_positions (40) is the limit, not --max-length 128: the hint must not say "raise --max-length".
+        XCTAssertTrue(t.stderr.contains("1 example longer than the model's positions (n_positions) truncated at the end"), t.stderr)
+        XCTAssertFalse(t.stderr.contains("raise --max-length"), t.stderr)
     }
 
     func testGPT2ClassifierWithoutAPadTokenIsAClearError() throws {
