@@ -24,14 +24,16 @@ let package = Package(
         // Hot element-wise kernels in C (vectorised, run-time dispatched by CPU feature).
         .target(name: "CKernels"),
         // Communicator protocol, MPI and world-size-1 implementations, data sharding, gradient all-reduce.
-        .target(name: "Dist", dependencies: ["CMPI", "CKernels"]),
+        // The one seeded generator (SplitMix64), shared by every target that draws random numbers.
+        .target(name: "SplitMix"),
+        .target(name: "Dist", dependencies: ["CMPI", "CKernels", "SplitMix"]),
         // WordPiece and byte-level BPE tokenizers, identical to Hugging Face `tokenizers`.
         .target(name: "Tokenizers"),
         // Layers with forward/backward, BERT/DistilBERT assemblies, losses, AdamW, safetensors and config I/O.
-        .target(name: "Model", dependencies: ["CBLAS", "CKernels"]),
+        .target(name: "Model", dependencies: ["CBLAS", "CKernels", "SplitMix"]),
         // Data loading, the training loop, evaluation, metrics, prediction.
         .target(name: "Training", dependencies: [
-            "Model", "Dist", "Tokenizers",
+            "Model", "Dist", "Tokenizers", "SplitMix",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
@@ -44,13 +46,13 @@ let package = Package(
         ]),
         // What the test targets share: repository paths, the binary locator, fixture copies, temp folders, a seeded
         // RNG and assertClose (imports XCTest; only test targets depend on it).
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
-        .testTarget(name: "DistTests", dependencies: ["Dist"]),
-        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "TestSupport"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "ModelTests", dependencies: ["Model", "TestSupport"], resources: [.copy("Fixtures")]),
+        .target(name: "TestSupport", dependencies: ["SplitMix"], path: "Tests/TestSupport"),
+        .testTarget(name: "DistTests", dependencies: ["Dist", "SplitMix"]),
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "TestSupport", "SplitMix"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "TestSupport", "SplitMix"], resources: [.copy("Fixtures")]),
         // The loop on thread-ranks reads the model fixtures of ModelTests from the repository (TestSupport.TestPaths).
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Dist", "Tokenizers", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Dist", "Tokenizers", "TestSupport", "SplitMix"]),
         // End-to-end: runs the built `disttrain` binary (and real `mpirun`) as a subprocess.
-        .testTarget(name: "CLITests", dependencies: ["disttrain", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["disttrain", "TestSupport", "SplitMix"]),
     ]
 )

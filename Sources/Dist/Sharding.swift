@@ -22,44 +22,9 @@
 //
 // Deliberately not here: reading data (indices only), and any use of Swift's SystemRandomNumberGenerator (its
 // sequence is not specified, so it could differ between platforms or Swift versions).
+import SplitMix
 
-/// SplitMix64 (Steele, Lea, Flood 2014): a tiny, fully specified 64-bit generator. Same output on every platform.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    public private(set) var state: UInt64
-    public init(state: UInt64) { self.state = state }
-
-    /// A generator keyed by several values (e.g. seed, epoch), each mixed in so that nearby keys give unrelated streams.
-    public init(keys: UInt64...) {
-        var s: UInt64 = 0x6A09_E667_F3BC_C908  // arbitrary non-zero start (first 64 bits of sqrt(2)'s fraction)
-        for k in keys { s = SplitMix64.mix(s ^ SplitMix64.mix(k &+ 0x9E37_79B9_7F4A_7C15)) }
-        state = s
-    }
-
-    /// The SplitMix64 output function, also usable as a 64-bit hash finaliser.
-    public static func mix(_ x: UInt64) -> UInt64 {
-        var z = x
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        return SplitMix64.mix(state)
-    }
-
-    /// Uniform integer in 0..<bound without modulo bias (Lemire's multiply-shift with rejection). Specified here
-    /// rather than via Swift's `random(in:using:)`, whose algorithm is not part of the language's contract.
-    public mutating func next(below bound: UInt64) -> UInt64 {
-        precondition(bound > 0, "bound must be positive")
-        var m = next().multipliedFullWidth(by: bound)
-        if m.low < bound {
-            let threshold = (0 &- bound) % bound
-            while m.low < threshold { m = next().multipliedFullWidth(by: bound) }
-        }
-        return m.high
-    }
-
+extension SplitMix64 {
     /// A per-sample stream, e.g. for dropout masks keyed by (seed, step, global sample index): the mask of a sample
     /// does not depend on which rank or micro-batch processed it.
     public static func forSample(seed: UInt64, step: Int, sample: Int) -> SplitMix64 {

@@ -7,6 +7,7 @@
 // Deliberately not here: printing or CLI flags (the executable does that).
 import CBLAS
 import Foundation
+import SplitMix
 
 public struct BenchmarkResult: Sendable, Codable {
     public var batch: Int

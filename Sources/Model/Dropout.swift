@@ -5,6 +5,7 @@
 // channel / key index, so the key never depends on T or C of the batch layout.
 // Deliberately not here: applying masks to tensors (the CKernels row kernels do that), RNG for initialisation.
 import CKernels
+import SplitMix
 
 /// The training-mode switch of `forward`: nil means eval mode (no dropout).
 public struct DropoutContext: Sendable {
@@ -26,12 +27,7 @@ public enum DropoutSite {
 public enum DropoutKey {
     /// SplitMix64 finaliser (Steele, Lea, Flood 2014): a bijective 64-bit mixer.
     @inline(__always)
-    public static func mix(_ z0: UInt64) -> UInt64 {
-        var z = z0 &+ 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    public static func mix(_ z0: UInt64) -> UInt64 { SplitMix64.mix(z0 &+ 0x9E37_79B9_7F4A_7C15) }
     /// Key of one (seed, step, sample, site): chained mixing so that every field changes every bit.
     public static func sample(_ ctx: DropoutContext, sample: Int, site: Int) -> UInt64 {
         var k = mix(ctx.seed)

@@ -7,6 +7,7 @@
 // Generation: greedy tokens/s for one prompt, with the KV cache and with full recompute.
 // Deliberately not here: printing or CLI flags (the executable and the gated test do that).
 import Foundation
+import SplitMix
 
 public struct GPT2GenerationBenchmark: Sendable, Codable {
     public var prompt_tokens: Int

@@ -8,6 +8,7 @@
 import CBLAS
 import CKernels
 import Foundation
+import SplitMix
 
 /// How to pick each next token.
 public struct GenerationOptions: Sendable {

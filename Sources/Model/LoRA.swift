@@ -11,6 +11,7 @@
 // GPT2Transformer call the hooks at each target), the optimizer (AdamW over `store`).
 import CKernels
 import Foundation
+import SplitMix
 
 /// A user-facing LoRA error: one line naming the module, tensor or field, and the fix.
 public struct LoRAError: Error, CustomStringConvertible {

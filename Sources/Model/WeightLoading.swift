@@ -8,6 +8,7 @@
 // or mis-shaped tensor is an error naming it and its expected shape.
 // Deliberately not here: LoRA adapters, sharded checkpoints (model.safetensors.index.json), PyTorch pickles.
 import Foundation
+import SplitMix
 
 /// What a load did besides copying tensors.
 public struct LoadReport: Sendable {
@@ -147,26 +148,5 @@ extension GPT2Layout {
         try WeightLoader.check(layout, against: file, prefix: prefix, isOptional: { $0 == scoreHead })
         let store = ParameterStore(layout: layout)
         return (store, try load(into: store, from: file, config: config, seed: seed))
-    }
-}
-
-/// SplitMix64: a tiny, platform-independent generator for seeded initialisation (not for dropout masks, which are
-/// counter-based so that they do not depend on how samples are split over ranks).
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    public var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1) with 53 random bits.
-    public mutating func nextUniform() -> Double { Double(next() >> 11) * 0x1.0p-53 }
-    /// Standard normal by Box-Muller.
-    public mutating func nextNormal() -> Double {
-        let u1 = max(nextUniform(), 0x1.0p-60), u2 = nextUniform()
-        return (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * Double.pi * u2)
     }
 }

@@ -8,6 +8,7 @@
 
 import Crypto
 import Foundation
+import SplitMix
 
 public enum DataLoader {
     /// Labeled data for train/eval. Every row needs the text column (and the pair column when configured) and a label.
@@ -408,29 +409,11 @@ public enum DataLoader {
     }
 }
 
-/// SplitMix64 (Steele, Lea & Flood 2014): tiny, seedable, and defined by integer arithmetic alone, so a seed gives
-/// the same stream on every platform (unlike `SystemRandomNumberGenerator` or Foundation's generators).
-/// Named for its one use rather than `SplitMix64`: Model and Dist export public types of that name, and a
-/// module-internal one here would shadow them in every other file of this target.
+/// The validation split's generator: SplitMix64 from `seed`, bounded integers by `next(belowByModulo:)` (the stream
+/// the split's recorded goldens were made with).
 struct DataSplitRNG: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in 0..<bound without modulo bias (rejection of the short final bucket); bound > 0.
-    /// Written out rather than using `Int.random(in:using:)`, whose algorithm the standard library may change.
-    mutating func next(below bound: UInt64) -> UInt64 {
-        let threshold = (0 &- bound) % bound  // = 2^64 mod bound
-        while true {
-            let r = next()
-            if r >= threshold { return r % bound }
-        }
-    }
+    private var g: SplitMix64
+    init(seed: UInt64) { g = SplitMix64(seed: seed) }
+    mutating func next() -> UInt64 { g.next() }
+    mutating func next(below bound: UInt64) -> UInt64 { g.next(belowByModulo: bound) }
 }

@@ -14,6 +14,7 @@
 import Dist
 import Foundation
 import Model
+import SplitMix
 
 public struct ScalingBenchmarkResult: Sendable, Codable {
     public var world_size: Int

@@ -6,17 +6,13 @@
 // their weights are random: this checks input handling, not numerics.
 import Foundation
 import XCTest
+import SplitMix
 
-/// SplitMix64 (the test's own copy: this target links only the binary).
+/// The fuzzer's choices: SplitMix64 from a seed, picked by modulo (the recorded seeds' inputs depend on it).
 struct FuzzRNG {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    var g: SplitMix64
+    init(state: UInt64) { g = SplitMix64(state: state) }
+    mutating func next() -> UInt64 { g.next() }
     mutating func int(_ n: Int) -> Int { Int(next() % UInt64(max(n, 1))) }
     mutating func pick<T>(_ a: [T]) -> T { a[int(a.count)] }
 }

@@ -3,6 +3,7 @@
 // of algorithm, or a platform difference, fails here rather than silently changing which samples a run sees.
 import XCTest
 @testable import Dist
+import SplitMix
 
 final class ShardingTests: XCTestCase {
     // Python: reference splitmix64 (Vigna), state 0:

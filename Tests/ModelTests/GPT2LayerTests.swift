@@ -6,6 +6,7 @@ import Foundation
 import XCTest
 import CKernels
 @testable import Model
+import SplitMix
 
 final class GPT2LayerTests: XCTestCase {
     /// Double reference of causal attention with key mask: returns ctx [B*T*C].

@@ -4,6 +4,7 @@
 // Deliberately not here: anything one target alone needs (its own fixture decoding, its own assertions).
 import Foundation
 import XCTest
+import SplitMix
 
 public enum TestPaths {
     /// The repository root, from this file's path (Tests/TestSupport/TestSupport.swift).
@@ -94,15 +95,9 @@ public func assertClose(_ a: [Float], _ ref: [Float], atol: Double, rtol: Double
 
 /// Seeded generator for test inputs (SplitMix64; normals by Box-Muller).
 public struct TestRNG {
-    public var state: UInt64
-    public init(_ seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    public var g: SplitMix64
+    public init(_ seed: UInt64) { g = SplitMix64(seed: seed) }
+    public mutating func next() -> UInt64 { g.next() }
     public mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
     public mutating func normal() -> Double {
         let u1 = max(uniform(), 1e-300), u2 = uniform()

@@ -5,6 +5,7 @@
 import Foundation
 import XCTest
 import Tokenizers
+import SplitMix
 
 final class APITests: XCTestCase {
     func testPairWithoutSpecialTokensKeepsTemplateTypeIds() throws {

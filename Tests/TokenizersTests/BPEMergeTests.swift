@@ -3,6 +3,7 @@
 import Foundation
 import XCTest
 @testable import Tokenizers
+import SplitMix
 
 final class BPEMergeTests: XCTestCase {
     func testScanAndHeapAgree() throws {

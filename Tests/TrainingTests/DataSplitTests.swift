@@ -5,6 +5,7 @@
 import Foundation
 import XCTest
 @testable import Training
+import SplitMix
 
 final class DataSplitTests: XCTestCase {
     private func dataset(_ n: Int, fingerprint: String = "f00d") -> TextDataset {
