@@ -27,6 +27,7 @@ final class PlanCommandTests: XCTestCase {
         try assertUsageError(["--batch-size", "64", "--batch-per-rank", "8"], mentions: "--batch-size")
         try assertUsageError(["--config", "/nonexistent/config.json"], mentions: "/nonexistent/config.json")
         try assertUsageError(["--seq-len", "4096"], mentions: "--seq-len 4096")
+        try assertUsageError(["--measure", "--tokens-per-s-per-rank", "100"], mentions: "--tokens-per-s-per-rank")
     }
 
     func testJSONRowsForEachLinkAndRankCount() throws {
@@ -60,5 +61,18 @@ final class PlanCommandTests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("link 10gbit each way"), r.stdout)
         // 1, 2, ..., 512 ranks.
         XCTAssertTrue(r.stdout.contains("\n  512  "), r.stdout)
+    }
+
+    /// --measure runs a short bench at the given shape (the tiny BERT fixture: fast) and uses its tokens/s.
+    func testMeasureUsesABenchRunAtTheShape() throws {
+        let config = CLI.repoRoot.appendingPathComponent("Tests/ModelTests/Fixtures/bert-tiny-cls/config.json").path
+        let r = try CLI.run(["plan", "--measure", "--config", config, "--seq-len", "16", "--nodes", "1,2",
+                             "--bandwidth", "1gbit", "--json"], timeout: 120)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let rows = try r.stdout.split(separator: "\n").map {
+            try XCTUnwrap(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+        }
+        XCTAssertEqual(rows.count, 2)
+        XCTAssertGreaterThan(rows[0]["compute_s"] as? Double ?? 0, 0)
     }
 }
