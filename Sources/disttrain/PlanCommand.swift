@@ -44,8 +44,12 @@ struct Plan: ParsableCommand {
         if batchSize != nil && batchPerRank != nil { throw ValidationError("pass --batch-size (global) or --batch-per-rank, not both") }
         if let b = batchSize, b <= 0 { throw ValidationError("--batch-size must be positive (got \(b))") }
         if let b = batchPerRank, b <= 0 { throw ValidationError("--batch-per-rank must be positive (got \(b))") }
-        guard seqLen > 1 else { throw ValidationError("--seq-len must be at least 2 (got \(seqLen))") }
-        guard ranksPerNode > 0 else { throw ValidationError("--ranks-per-node must be positive (got \(ranksPerNode))") }
+        guard seqLen > 1, seqLen <= 1 << 20 else { throw ValidationError("--seq-len must be between 2 and \(1 << 20) (got \(seqLen))") }
+        guard ranksPerNode > 0, ranksPerNode <= 4096 else {
+            throw ValidationError("--ranks-per-node must be between 1 and 4096 (got \(ranksPerNode))")
+        }
+        // Bounds keep every product (ranks × batch × tokens) far from overflow.
+        if let b = batchSize ?? batchPerRank, b > 1 << 20 { throw ValidationError("--batch-size/--batch-per-rank must be at most \(1 << 20) (got \(b))") }
         guard threads > 0 else { throw ValidationError("--threads must be positive (got \(threads))") }
         guard memoryGbps > 0, memoryGbps.isFinite else { throw ValidationError("--memory-gbps must be positive (got \(memoryGbps))") }
         if let t = tokensPerSPerRank, !(t > 0 && t.isFinite) {
@@ -65,8 +69,8 @@ struct Plan: ParsableCommand {
         guard let nodes else { return nil }
         let parts = nodes.split(separator: ",", omittingEmptySubsequences: false)
         let counts = parts.compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard !parts.isEmpty, counts.count == parts.count, counts.allSatisfy({ $0 > 0 }) else {
-            throw ValidationError("--nodes \(nodes): expected positive node counts separated by commas, e.g. 1,2,4,8")
+        guard !parts.isEmpty, counts.count == parts.count, counts.allSatisfy({ $0 > 0 && $0 <= 1 << 20 }) else {
+            throw ValidationError("--nodes \(nodes): expected node counts from 1 to \(1 << 20) separated by commas, e.g. 1,2,4,8")
         }
         return counts
     }
@@ -112,6 +116,11 @@ struct Plan: ParsableCommand {
         guard seqLen <= cfg.maxPositions else {
             throw ValidationError("--seq-len \(seqLen) exceeds max_position_embeddings \(cfg.maxPositions) of \(cfg.path)")
         }
+        // Bounds that keep the parameter counts far from Int overflow (any real model is well inside them).
+        let wide = [cfg.vocabSize, cfg.maxPositions, cfg.typeVocabSize, cfg.numLabels]
+        guard cfg.hidden <= 1 << 20, cfg.intermediate <= 1 << 20, cfg.layers <= 1 << 12, wide.allSatisfy({ $0 <= 1 << 24 }) else {
+            throw ValidationError("\(cfg.path): sizes beyond what plan models (hidden and intermediate ≤ \(1 << 20), layers ≤ \(1 << 12), vocabulary, positions and labels ≤ \(1 << 24))")
+        }
         let shape = ScalingShape(config: cfg)
         let perRank = batchPerRank ?? (batchSize == nil ? 32 : nil)
         var tps: Double
@@ -119,7 +128,7 @@ struct Plan: ParsableCommand {
         if let t = tokensPerSPerRank {
             tps = t; source = "given"
         } else if measure {
-            let r = ModelBenchmark.run(config: cfg, batch: min(perRank ?? batchSize!, 8), seq: seqLen, steps: 3, warmup: 1,
+            let r = ModelBenchmark.run(config: cfg, batch: min(perRank ?? batchSize ?? 32, 8), seq: seqLen, steps: 3, warmup: 1,
                                        threads: threads)
             tps = r.tokens_per_s; source = "measured (bench, batch \(r.batch), \(threads) thread(s))"
         } else {
@@ -136,7 +145,7 @@ struct Plan: ParsableCommand {
             print(String(format: "shape: %@ (%d layers, %.1fM parameters), %@, seq %d; %.0f tokens/s per rank, %@; "
                          + "%d ranks per node; α %@; overlap %@; node memory %.0f GB/s",
                          cfg.path, shape.layers, Double(shape.totalParams) / 1e6,
-                         perRank.map { "batch \($0) per rank" } ?? "global batch \(batchSize!)",
+                         perRank.map { "batch \($0) per rank" } ?? "global batch \(batchSize ?? 0)",
                          seqLen, tps, source, ranksPerNode, latency, overlap, memoryGbps))
         }
         for rateString in bandwidth.split(separator: ",") {

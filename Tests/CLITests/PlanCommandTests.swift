@@ -21,6 +21,8 @@ final class PlanCommandTests: XCTestCase {
         try assertUsageError(["--bandwidth", "10gbit,"], mentions: "--bandwidth")
         try assertUsageError(["--latency", "fast"], mentions: "--latency fast")
         try assertUsageError(["--nodes", "1,0,4"], mentions: "--nodes 1,0,4")
+        try assertUsageError(["--nodes", "9223372036854775807"], mentions: "--nodes")   // would overflow ranks
+        try assertUsageError(["--batch-per-rank", "9223372036854775807"], mentions: "--batch-size/--batch-per-rank")
         try assertUsageError(["--overlap", "maybe"], mentions: "--overlap maybe")
         try assertUsageError(["--ranks-per-node", "0"], mentions: "--ranks-per-node")
         try assertUsageError(["--tokens-per-s-per-rank", "0"], mentions: "--tokens-per-s-per-rank")
