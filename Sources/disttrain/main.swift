@@ -19,7 +19,7 @@ struct Disttrain: ParsableCommand {
           disttrain inspect runs/spam/checkpoint-100
         """,
         subcommands: [Train.self, Eval.self, Predict.self, Generate.self, Inspect.self, Tokenize.self, Merge.self,
-                      Bench.self, CommCheck.self])
+                      Bench.self, CommCheck.self, Plan.self])
 }
 
 /// Runs the root command with our exit-code policy and never prints a crash trace for user errors.

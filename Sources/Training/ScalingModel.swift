@@ -1,0 +1,236 @@
+// ScalingModel: predicts one optimizer step of the hierarchical data-parallel algorithm (GradientReducer's
+// multi-node path) from a model shape, a global batch, a topology (nodes × ranks per node), a link (bandwidth β⁻¹,
+// latency α) and a compute rate (tokens/s per rank). `disttrain plan` prints it; the assumptions are in
+// cluster/README.md ("Predicting scale").
+//
+// The step, as TrainStep runs it, per stage in backward order (each encoder layer, last first; then the touched rows
+// of the word-embedding table; then the tail: position/type embeddings, LayerNorms, pooler, classifier):
+//   1. intra-node: each of the L local ranks sums its 1/L share of the stage over the node's L buffers in
+//      node-shared memory and, after the cross-node phase, copies the other L−1 shares back. Node memory traffic
+//      4n(3L−1) bytes for n floats (reads L·n + writes n, then reads and writes (L−1)·n), at `memoryBytesPerS`.
+//      It runs on the compute cores, so it is never hidden.
+//   2. inter-node (N > 1): each local rank all-reduces its share (4n/L bytes) with its N−1 peers, in buckets of
+//      `bucketBytes`; the L shares go in parallel over one link, so each sees B/L. Per bucket of m bytes, OpenMPI's
+//      fixed decision for a commutative sum (coll/tuned): m < 10,000 bytes → recursive doubling,
+//      ⌈log2 N⌉·(α + m·L/B); otherwise ring (segmented ring above N MiB, same cost here),
+//      2(N−1)·α + 2(N−1)/N · m·L/B.
+//   3. overlap (`overlap == .layers`): a stage's inter-node transfer starts when backward has finished that stage
+//      and its intra-node part is done, and the link carries one stage at a time; backward of the next layers goes
+//      on meanwhile. Only what is still on the link when backward ends (the last layer's stage, the rows and the
+//      tail, plus any queue) is exposed. `.none`: every transfer blocks (GradientReducer.reduceNow today: on 2 busy
+//      cores MPI makes no progress in the background), so all of it is exposed.
+// Compute: the rank's tokens / `tokensPerSecondPerRank`; backward is `backwardFraction` of it (2/3: twice the
+// forward's FLOPs), split evenly over the identical encoder layers. AdamW runs on every rank over every dense
+// parameter and the touched table rows (no ZeRO-1 across nodes yet): 28 bytes per parameter (read p, g, m, v; write
+// p, m, v) at `memoryBytesPerS / L` per rank (the node's bandwidth is shared).
+// Deliberately not here: measuring anything (the command measures the compute figure with `bench`), flags.
+import Model
+
+/// The gradient sizes of a model, as the reducer sees them (Float elements).
+public struct ScalingShape: Sendable, Equatable {
+    /// Encoder layers (stages reduced during backward).
+    public var layers: Int
+    /// Floats per encoder layer: 4(H²+H) attention + 2H LayerNorm + (HF+F) + (FH+H) FFN + 2H LayerNorm.
+    public var layerParams: Int
+    /// Word-embedding rows (row-sparse: only the rows a step touches are reduced) and their length (H).
+    public var tableRows: Int
+    public var rowLength: Int
+    /// Everything else, reduced in `finish()`: position and type embeddings, embedding LayerNorm, pooler, classifier.
+    public var tailParams: Int
+
+    public init(layers: Int, layerParams: Int, tableRows: Int, rowLength: Int, tailParams: Int) {
+        self.layers = layers; self.layerParams = layerParams; self.tableRows = tableRows
+        self.rowLength = rowLength; self.tailParams = tailParams
+    }
+
+    /// A BERT-family classifier of `config`'s shape (DistilBERT has no type embeddings and no pooler).
+    public init(config c: ModelConfig) {
+        let h = c.hidden, f = c.intermediate
+        layers = c.layers
+        layerParams = 4 * (h * h + h) + 2 * h + (h * f + f) + (f * h + h) + 2 * h
+        tableRows = c.vocabSize
+        rowLength = h
+        let pooler = c.family == .bert ? h * h + h : 0
+        let preClassifier = c.family == .distilbert ? h * h + h : 0
+        tailParams = c.maxPositions * h + c.typeVocabSize * h + 2 * h + pooler + preClassifier + h * c.numLabels + c.numLabels
+    }
+
+    /// Every trainable parameter.
+    public var totalParams: Int { layers * layerParams + tableRows * rowLength + tailParams }
+}
+
+/// A network link: bytes per second each way, and the per-message latency α in seconds.
+public struct ScalingLink: Sendable, Equatable {
+    public var bytesPerSecond: Double
+    public var latency: Double
+    public init(bytesPerSecond: Double, latency: Double) { self.bytesPerSecond = bytesPerSecond; self.latency = latency }
+}
+
+public enum ScalingOverlap: String, Sendable, CaseIterable {
+    /// Each stage's inter-node transfer proceeds while backward continues (the goal).
+    case layers
+    /// Every transfer blocks the rank (today's reduceNow on busy cores).
+    case none
+}
+
+/// Everything but the topology.
+public struct ScalingSettings: Sendable {
+    /// Forward + backward tokens per second of one rank (from `bench`, or a given figure).
+    public var tokensPerSecondPerRank: Double
+    public var seqLen: Int
+    /// Node memory bandwidth for the in-place reduction and AdamW (bytes/s, shared by the node's ranks).
+    public var memoryBytesPerSecond: Double
+    /// GradientReducer's bucket (4 MiB).
+    public var bucketBytes: Int = 4 << 20
+    /// Backward's share of the compute time.
+    public var backwardFraction: Double = 2.0 / 3.0
+    public var overlap: ScalingOverlap = .layers
+    /// Word-embedding rows a step touches (nil: `defaultTouchedRows` for the step's global batch).
+    public var touchedRows: Int?
+
+    public init(tokensPerSecondPerRank: Double, seqLen: Int, memoryBytesPerSecond: Double) {
+        self.tokensPerSecondPerRank = tokensPerSecondPerRank; self.seqLen = seqLen
+        self.memoryBytesPerSecond = memoryBytesPerSecond
+    }
+}
+
+/// One predicted step.
+public struct ScalingPrediction: Sendable, Equatable {
+    public var nodes: Int
+    public var ranksPerNode: Int
+    public var ranks: Int { nodes * ranksPerNode }
+    public var globalBatch: Int
+    /// Forward + backward of this rank's samples.
+    public var computeS: Double
+    /// AdamW on every rank.
+    public var optimizerS: Double
+    /// In-place reduction within the node, all stages.
+    public var intraS: Double
+    /// Cross-node all-reduce of this rank's shares, all stages (0 on one node).
+    public var interS: Double
+    /// OpenMPI's algorithm for the largest inter-node bucket ("-" on one node).
+    public var interAlgorithm: String
+    /// Communication (intra + inter) not hidden behind backward.
+    public var exposedS: Double
+    public var hiddenS: Double { intraS + interS - exposedS }
+    public var stepS: Double
+    /// Tokens per second of the whole job.
+    public var tokensPerS: Double
+    /// throughput / (ranks × the 1-rank throughput), filled in by `table`.
+    public var efficiency: Double
+}
+
+public enum ScalingModel {
+    /// Default touched rows: a quarter of the batch's tokens are distinct (SMS spam, batch 32: ~1,000 rows, the
+    /// 1–2 MB the reducer's header reports), at most the table.
+    public static func defaultTouchedRows(batch: Int, seqLen: Int, tableRows: Int) -> Int {
+        min(tableRows, max(1, batch * seqLen / 4))
+    }
+
+    /// α–β time of one MPI all-reduce of `bytes` among `peers` ranks whose link is shared by `streams` concurrent
+    /// all-reduces, and the algorithm OpenMPI's tuned component picks for it.
+    public static func allReduce(bytes: Int, peers p: Int, link: ScalingLink, streams: Int = 1) -> (seconds: Double, algorithm: String) {
+        guard p > 1, bytes > 0 else { return (0, "-") }
+        let perByte = Double(streams) / link.bytesPerSecond
+        if bytes < 10_000 {
+            let rounds = Double(Int.bitWidth - (p - 1).leadingZeroBitCount)  // ⌈log2 p⌉
+            return (rounds * (link.latency + Double(bytes) * perByte), "recursive doubling")
+        }
+        let t = 2 * Double(p - 1) * link.latency + 2 * Double(p - 1) / Double(p) * Double(bytes) * perByte
+        return (t, bytes > p << 20 ? "segmented ring" : "ring")
+    }
+
+    /// Cross-node time of one stage of `n` floats: each local rank's share, in buckets.
+    static func interStage(floats n: Int, nodes: Int, local L: Int, link: ScalingLink, bucketBytes: Int) -> (seconds: Double, algorithm: String, largest: Int) {
+        var share = (4 * n + L - 1) / L
+        var t = 0.0, alg = "-", largest = 0
+        while share > 0 {
+            let m = min(share, bucketBytes)
+            let r = allReduce(bytes: m, peers: nodes, link: link, streams: L)
+            t += r.seconds
+            if m > largest { largest = m; alg = r.algorithm }
+            share -= m
+        }
+        return (t, alg, largest)
+    }
+
+    /// Intra-node time of one stage of `n` floats (see the file header); 0 for a single rank.
+    static func intraStage(floats n: Int, local L: Int, ranks: Int, memoryBytesPerSecond: Double) -> Double {
+        guard ranks > 1, n > 0 else { return 0 }
+        return 4 * Double(n) * Double(3 * L - 1) / memoryBytesPerSecond
+    }
+
+    /// One step at `nodes` × `ranksPerNode` with `globalBatch` sequences (efficiency left 0).
+    public static func predict(shape: ScalingShape, globalBatch: Int, nodes: Int, ranksPerNode L: Int,
+                               link: ScalingLink, settings s: ScalingSettings) -> ScalingPrediction {
+        let P = nodes * L
+        let tokensPerRank = Double(globalBatch) / Double(P) * Double(s.seqLen)
+        let compute = tokensPerRank / s.tokensPerSecondPerRank
+        let rows = s.touchedRows.map { min($0, shape.tableRows) }
+            ?? defaultTouchedRows(batch: globalBatch, seqLen: s.seqLen, tableRows: shape.tableRows)
+        let optimizer = 28 * Double(shape.layers * shape.layerParams + shape.tailParams + rows * shape.rowLength)
+            / (s.memoryBytesPerSecond / Double(L))
+        // Stages in the order the reducer sees them: layers (during backward), then rows and tail (after it).
+        var stages = [Int](repeating: shape.layerParams, count: shape.layers)
+        stages.append(rows * shape.rowLength)
+        stages.append(shape.tailParams)
+        let backward = compute * s.backwardFraction
+        let perLayer = shape.layers > 0 ? backward / Double(shape.layers) : 0
+        var intraTotal = 0.0, interTotal = 0.0, algorithm = "-", largest = 0
+        var cpu = compute - backward   // forward done; backward starts
+        var link0 = 0.0                // when the link is free
+        for (k, n) in stages.enumerated() {
+            if k < shape.layers { cpu += perLayer } else if k == shape.layers { cpu += backward - perLayer * Double(shape.layers) }
+            let intra = intraStage(floats: n, local: L, ranks: P, memoryBytesPerSecond: s.memoryBytesPerSecond)
+            let inter = nodes > 1 ? interStage(floats: n, nodes: nodes, local: L, link: link, bucketBytes: s.bucketBytes)
+                                  : (seconds: 0.0, algorithm: "-", largest: 0)
+            if inter.largest > largest { largest = inter.largest; algorithm = inter.algorithm }
+            intraTotal += intra
+            interTotal += inter.seconds
+            cpu += intra
+            switch s.overlap {
+            case .layers:
+                let start = max(cpu, link0)
+                link0 = start + inter.seconds
+            case .none:
+                cpu += inter.seconds
+                link0 = cpu
+            }
+        }
+        let end = max(cpu, link0)
+        let exposed = end - compute
+        let step = end + optimizer
+        return ScalingPrediction(nodes: nodes, ranksPerNode: L, globalBatch: globalBatch, computeS: compute,
+                                 optimizerS: optimizer, intraS: intraTotal, interS: interTotal,
+                                 interAlgorithm: algorithm, exposedS: exposed, stepS: step,
+                                 tokensPerS: Double(globalBatch * s.seqLen) / step, efficiency: 0)
+    }
+
+    /// The topology for `ranks` ranks with at most `ranksPerNode` per node: one partial node below that.
+    public static func topology(ranks: Int, ranksPerNode: Int) -> (nodes: Int, local: Int)? {
+        guard ranks > 0, ranksPerNode > 0 else { return nil }
+        if ranks <= ranksPerNode { return (1, ranks) }
+        guard ranks % ranksPerNode == 0 else { return nil }
+        return (ranks / ranksPerNode, ranksPerNode)
+    }
+
+    /// Predictions for each rank count, with efficiency against 1 rank: with `batchPerRank` the global batch grows
+    /// with the ranks (weak scaling), else `globalBatch` is fixed (strong scaling; counts that do not divide it are
+    /// left out).
+    public static func table(shape: ScalingShape, ranks: [Int], ranksPerNode: Int, globalBatch: Int?, batchPerRank: Int?,
+                             link: ScalingLink, settings: ScalingSettings) -> [ScalingPrediction] {
+        func batch(_ p: Int) -> Int? {
+            if let b = batchPerRank { return b * p }
+            guard let g = globalBatch, g % p == 0 else { return nil }
+            return g
+        }
+        guard let b1 = batch(1) else { return [] }
+        let base = predict(shape: shape, globalBatch: b1, nodes: 1, ranksPerNode: 1, link: link, settings: settings)
+        return ranks.compactMap { p in
+            guard let g = batch(p), let t = topology(ranks: p, ranksPerNode: ranksPerNode) else { return nil }
+            var r = predict(shape: shape, globalBatch: g, nodes: t.nodes, ranksPerNode: t.local, link: link, settings: settings)
+            r.efficiency = r.tokensPerS / (Double(p) * base.tokensPerS)
+            return r
+        }
+    }
+}

@@ -1,0 +1,190 @@
+// `disttrain plan`: prints ScalingModel's predicted step (compute, intra-node reduction, inter-node all-reduce,
+// exposed communication, step time, scaling efficiency) for a range of rank counts and link speeds. Flags only;
+// the arithmetic is in Training/ScalingModel.swift and the assumptions in cluster/README.md ("Predicting scale").
+import ArgumentParser
+import Foundation
+import Model
+import Training
+
+struct Plan: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Predict step time, exposed communication and scaling efficiency of multi-node training.",
+        discussion: """
+        An α–β model of the hierarchical reduction (in place within a node, each rank's share all-reduced across \
+        nodes, overlapped with backward layer by layer). Default: the all-MiniLM-L6-v2 shape, 32 samples of 128 \
+        tokens per rank, 2 ranks per node, 1 to 512 ranks at 10, 25 and 100 Gb/s, α 30 µs, \
+        \(Int(Plan.defaultTokensPerS)) tokens/s per rank (MiniLM fp32, 1 thread, this machine's bench) scaled by \
+        FLOPs per token for other shapes. Assumptions: cluster/README.md, "Predicting scale".
+        """)
+    /// `bench` at the MiniLM shape, 32×128, fp32, 1 thread (README's benchmark table).
+    static let defaultTokensPerS = 1681.0
+
+    @Option(help: "A model folder (its config.json gives the shape).") var model: String?
+    @Option(help: "A config.json to take the shape from.") var config: String?
+    @Option(help: "Global batch (fixed: strong scaling; rank counts that do not divide it are left out).") var batchSize: Int?
+    @Option(help: "Samples per rank (the global batch grows with the ranks: weak scaling). Default 32 unless --batch-size.")
+    var batchPerRank: Int?
+    @Option(help: "Sequence length.") var seqLen: Int = 128
+    @Option(help: "Ranks per node.") var ranksPerNode: Int = 2
+    @Option(help: "Node counts, comma-separated (default: 1 to 512 ranks in powers of two).") var nodes: String?
+    @Option(help: "Link bandwidths each way, comma-separated (tc units: 1gbit, 500mbit; gbps/mbps are bytes/s).")
+    var bandwidth: String = "10gbit,25gbit,100gbit"
+    @Option(help: "Per-message latency α (e.g. 30us, 0.1ms).") var latency: String = "30us"
+    @Option(help: "Forward+backward tokens per second of one rank.") var tokensPerSPerRank: Double?
+    @Flag(help: "Measure tokens/s per rank with a short bench run at the shape (--threads) instead.") var measure = false
+    @Option(help: "Compute threads per rank for --measure.") var threads: Int = 1
+    @Option(help: "Node memory bandwidth in GB/s for the in-place reduction and AdamW.") var memoryGbps: Double = 60
+    @Option(help: "Overlap of inter-node transfers with backward: layers or none (every transfer blocks).")
+    var overlap: String = "layers"
+    @Option(help: "Word-embedding rows a step touches (default: a quarter of the global batch's tokens).") var touchedRows: Int?
+    @Flag(help: "One JSON object per row instead of the table.") var json = false
+
+    func validate() throws {
+        if model != nil && config != nil { throw ValidationError("pass --model or --config, not both") }
+        if batchSize != nil && batchPerRank != nil { throw ValidationError("pass --batch-size (global) or --batch-per-rank, not both") }
+        if let b = batchSize, b <= 0 { throw ValidationError("--batch-size must be positive (got \(b))") }
+        if let b = batchPerRank, b <= 0 { throw ValidationError("--batch-per-rank must be positive (got \(b))") }
+        guard seqLen > 1, seqLen <= 1 << 20 else { throw ValidationError("--seq-len must be between 2 and \(1 << 20) (got \(seqLen))") }
+        guard ranksPerNode > 0, ranksPerNode <= 4096 else {
+            throw ValidationError("--ranks-per-node must be between 1 and 4096 (got \(ranksPerNode))")
+        }
+        // Bounds keep every product (ranks × batch × tokens) far from overflow.
+        if let b = batchSize ?? batchPerRank, b > 1 << 20 { throw ValidationError("--batch-size/--batch-per-rank must be at most \(1 << 20) (got \(b))") }
+        guard threads > 0 else { throw ValidationError("--threads must be positive (got \(threads))") }
+        guard memoryGbps > 0, memoryGbps.isFinite else { throw ValidationError("--memory-gbps must be positive (got \(memoryGbps))") }
+        if let t = tokensPerSPerRank, !(t > 0 && t.isFinite) {
+            throw ValidationError("--tokens-per-s-per-rank must be positive (got \(t))")
+        }
+        if tokensPerSPerRank != nil && measure { throw ValidationError("pass --tokens-per-s-per-rank or --measure, not both") }
+        if let r = touchedRows, r <= 0 { throw ValidationError("--touched-rows must be positive (got \(r))") }
+        guard ScalingOverlap(rawValue: overlap) != nil else {
+            throw ValidationError("--overlap \(overlap): expected layers or none")
+        }
+        _ = try nodeCounts()
+        _ = try Self.rates(bandwidth)
+        _ = try Self.seconds(latency)
+    }
+
+    func nodeCounts() throws -> [Int]? {
+        guard let nodes else { return nil }
+        let parts = nodes.split(separator: ",", omittingEmptySubsequences: false)
+        let counts = parts.compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parts.isEmpty, counts.count == parts.count, counts.allSatisfy({ $0 > 0 && $0 <= 1 << 20 }) else {
+            throw ValidationError("--nodes \(nodes): expected node counts from 1 to \(1 << 20) separated by commas, e.g. 1,2,4,8")
+        }
+        return counts
+    }
+
+    /// Bytes per second for "10gbit", "500mbit", "1.5gbps" (tc: bit units are bits, bps units are bytes).
+    static func rate(_ s: String) throws -> Double {
+        let t = s.trimmingCharacters(in: .whitespaces).lowercased()
+        let units: [(String, Double)] = [("tbit", 1e12 / 8), ("gbit", 1e9 / 8), ("mbit", 1e6 / 8), ("kbit", 1e3 / 8),
+                                         ("gbps", 1e9), ("mbps", 1e6), ("kbps", 1e3)]
+        for (u, f) in units where t.hasSuffix(u) {
+            if let v = Double(t.dropLast(u.count)), v > 0, v.isFinite { return v * f }
+        }
+        throw ValidationError("--bandwidth \(s): expected a rate like 10gbit, 25gbit or 500mbit")
+    }
+
+    static func rates(_ list: String) throws -> [Double] {
+        let parts = list.split(separator: ",", omittingEmptySubsequences: false)
+        guard !parts.isEmpty else { throw ValidationError("--bandwidth is empty: expected e.g. 10gbit,25gbit") }
+        return try parts.map { try rate(String($0)) }
+    }
+
+    /// Seconds for "30us", "0.1ms", "1s", "500ns".
+    static func seconds(_ s: String) throws -> Double {
+        let t = s.trimmingCharacters(in: .whitespaces).lowercased()
+        for (u, f) in [("ns", 1e-9), ("us", 1e-6), ("ms", 1e-3), ("s", 1.0)] where t.hasSuffix(u) {
+            if let v = Double(t.dropLast(u.count)), v >= 0, v.isFinite { return v * f }
+        }
+        throw ValidationError("--latency \(s): expected a time like 30us or 0.1ms")
+    }
+
+    /// Training FLOPs per token (6 × layer parameters, plus attention's 12·T·H per layer).
+    static func flopsPerToken(_ s: ScalingShape, seq: Int) -> Double {
+        Double(s.layers) * (6 * Double(s.layerParams) + 12 * Double(seq * s.rowLength))
+    }
+
+    func run() throws {
+        let cfg: ModelConfig
+        do {
+            if let model { cfg = try ModelConfig.load(url: URL(fileURLWithPath: model).appendingPathComponent("config.json")) }
+            else if let config { cfg = try ModelConfig.load(url: URL(fileURLWithPath: config)) }
+            else { cfg = ModelBenchmark.miniLMConfig() }
+        } catch let e as ConfigError { throw ValidationError(e.description) }
+        guard seqLen <= cfg.maxPositions else {
+            throw ValidationError("--seq-len \(seqLen) exceeds max_position_embeddings \(cfg.maxPositions) of \(cfg.path)")
+        }
+        // Bounds that keep the parameter counts far from Int overflow (any real model is well inside them).
+        let wide = [cfg.vocabSize, cfg.maxPositions, cfg.typeVocabSize, cfg.numLabels]
+        guard cfg.hidden <= 1 << 20, cfg.intermediate <= 1 << 20, cfg.layers <= 1 << 12, wide.allSatisfy({ $0 <= 1 << 24 }) else {
+            throw ValidationError("\(cfg.path): sizes beyond what plan models (hidden and intermediate ≤ \(1 << 20), layers ≤ \(1 << 12), vocabulary, positions and labels ≤ \(1 << 24))")
+        }
+        let shape = ScalingShape(config: cfg)
+        let perRank = batchPerRank ?? (batchSize == nil ? 32 : nil)
+        var tps: Double
+        var source: String
+        if let t = tokensPerSPerRank {
+            tps = t; source = "given"
+        } else if measure {
+            let r = ModelBenchmark.run(config: cfg, batch: min(perRank ?? batchSize ?? 32, 8), seq: seqLen, steps: 3, warmup: 1,
+                                       threads: threads)
+            tps = r.tokens_per_s; source = "measured (bench, batch \(r.batch), \(threads) thread(s))"
+        } else {
+            let mini = ScalingShape(config: ModelBenchmark.miniLMConfig())
+            tps = Self.defaultTokensPerS * Self.flopsPerToken(mini, seq: 128) / Self.flopsPerToken(shape, seq: seqLen)
+            source = "default (MiniLM bench figure scaled by FLOPs per token)"
+        }
+        var settings = ScalingSettings(tokensPerSecondPerRank: tps, seqLen: seqLen, memoryBytesPerSecond: memoryGbps * 1e9)
+        settings.overlap = ScalingOverlap(rawValue: overlap) ?? .layers
+        settings.touchedRows = touchedRows
+        let alpha = try Self.seconds(latency)
+        let ranks = try nodeCounts().map { $0.map { $0 * ranksPerNode } } ?? (0...9).map { 1 << $0 }
+        if !json {
+            print(String(format: "shape: %@ (%d layers, %.1fM parameters), %@, seq %d; %.0f tokens/s per rank, %@; "
+                         + "%d ranks per node; α %@; overlap %@; node memory %.0f GB/s",
+                         cfg.path, shape.layers, Double(shape.totalParams) / 1e6,
+                         perRank.map { "batch \($0) per rank" } ?? "global batch \(batchSize ?? 0)",
+                         seqLen, tps, source, ranksPerNode, latency, overlap, memoryGbps))
+        }
+        for rateString in bandwidth.split(separator: ",") {
+            let bps = try Self.rate(String(rateString))
+            let link = ScalingLink(bytesPerSecond: bps, latency: alpha)
+            let rows = ScalingModel.table(shape: shape, ranks: ranks, ranksPerNode: ranksPerNode, globalBatch: batchSize,
+                                          batchPerRank: perRank, link: link, settings: settings)
+            if json {
+                for r in rows { print(Self.jsonRow(r, link: rateString.trimmingCharacters(in: .whitespaces), bps: bps)) }
+                continue
+            }
+            print("\nlink \(rateString.trimmingCharacters(in: .whitespaces)) each way")
+            print("ranks  nodes×local  batch  compute_ms  intra_ms  inter_ms  allreduce           exposed_ms  step_ms  tokens/s  efficiency")
+            for r in rows {
+                let topo = "\(r.nodes)×\(r.ranksPerNode)"
+                print(String(format: "%5d  ", r.ranks) + Self.pad(topo, 11) + String(format: "  %5d  %10.1f  %8.1f  %8.1f  ",
+                             r.globalBatch, r.computeS * 1e3, r.intraS * 1e3, r.interS * 1e3)
+                      + Self.pad(r.interAlgorithm, 18, left: true)
+                      + String(format: "  %10.1f  %7.1f  %8.0f  %9.0f%%", r.exposedS * 1e3, r.stepS * 1e3, r.tokensPerS,
+                               r.efficiency * 100))
+            }
+            if rows.isEmpty { print("(no rank count divides the global batch \(batchSize ?? 0))") }
+        }
+    }
+
+    /// `s` padded with spaces to `width` characters (right-aligned unless `left`).
+    static func pad(_ s: String, _ width: Int, left: Bool = false) -> String {
+        let fill = String(repeating: " ", count: max(0, width - s.count))
+        return left ? s + fill : fill + s
+    }
+
+    static func jsonRow(_ r: ScalingPrediction, link: String, bps: Double) -> String {
+        let obj: [String: Any] = [
+            "link": link, "link_bytes_per_s": bps, "ranks": r.ranks, "nodes": r.nodes, "ranks_per_node": r.ranksPerNode,
+            "global_batch": r.globalBatch, "compute_s": r.computeS, "optimizer_s": r.optimizerS, "intra_s": r.intraS,
+            "inter_s": r.interS, "inter_algorithm": r.interAlgorithm, "exposed_s": r.exposedS, "hidden_s": r.hiddenS,
+            "step_s": r.stepS, "tokens_per_s": r.tokensPerS, "efficiency": r.efficiency,
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data()
+        return String(decoding: data, as: UTF8.self)
+    }
+}

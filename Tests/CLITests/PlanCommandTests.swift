@@ -1,0 +1,80 @@
+// `disttrain plan` through the built binary: bad flags are one line naming the flag, exit 2, no trace; a good run
+// prints one JSON row per rank count and link whose figures are consistent with each other and with the library
+// model (ScalingModelTests checks the arithmetic by hand).
+import Foundation
+import XCTest
+
+final class PlanCommandTests: XCTestCase {
+    func assertUsageError(_ args: [String], mentions needle: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let r = try CLI.run(["plan"] + args, timeout: 60)
+        XCTAssertEqual(r.status, 2, "plan \(args): \(r.stderr)", file: file, line: line)
+        let lines = r.stderr.split(separator: "\n")
+        XCTAssertTrue(lines.first?.contains(needle) ?? false, "plan \(args): first line lacks '\(needle)': \(r.stderr)", file: file, line: line)
+        // One error line (ArgumentParser may add its "Help:" pointer), never a Swift trace.
+        XCTAssertLessThanOrEqual(lines.count, 2, r.stderr, file: file, line: line)
+        XCTAssertFalse(r.stderr.contains("Fatal error") || r.stderr.contains("Stack dump"), r.stderr, file: file, line: line)
+        XCTAssertTrue(r.stdout.isEmpty, "plan \(args) printed a table: \(r.stdout)", file: file, line: line)
+    }
+
+    func testBadFlagsAreOneLineAndExit2() throws {
+        try assertUsageError(["--bandwidth", "10gigs"], mentions: "--bandwidth 10gigs")
+        try assertUsageError(["--bandwidth", "10gbit,"], mentions: "--bandwidth")
+        try assertUsageError(["--latency", "fast"], mentions: "--latency fast")
+        try assertUsageError(["--nodes", "1,0,4"], mentions: "--nodes 1,0,4")
+        try assertUsageError(["--nodes", "9223372036854775807"], mentions: "--nodes")   // would overflow ranks
+        try assertUsageError(["--batch-per-rank", "9223372036854775807"], mentions: "--batch-size/--batch-per-rank")
+        try assertUsageError(["--overlap", "maybe"], mentions: "--overlap maybe")
+        try assertUsageError(["--ranks-per-node", "0"], mentions: "--ranks-per-node")
+        try assertUsageError(["--tokens-per-s-per-rank", "0"], mentions: "--tokens-per-s-per-rank")
+        try assertUsageError(["--batch-size", "64", "--batch-per-rank", "8"], mentions: "--batch-size")
+        try assertUsageError(["--config", "/nonexistent/config.json"], mentions: "/nonexistent/config.json")
+        try assertUsageError(["--seq-len", "4096"], mentions: "--seq-len 4096")
+        try assertUsageError(["--measure", "--tokens-per-s-per-rank", "100"], mentions: "--tokens-per-s-per-rank")
+    }
+
+    func testJSONRowsForEachLinkAndRankCount() throws {
+        let r = try CLI.run(["plan", "--json", "--nodes", "1,2,4", "--ranks-per-node", "2", "--bandwidth", "1gbit,10gbit",
+                             "--tokens-per-s-per-rank", "1000", "--latency", "50us"], timeout: 60)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let rows = try r.stdout.split(separator: "\n").map {
+            try XCTUnwrap(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+        }
+        XCTAssertEqual(rows.count, 6)
+        XCTAssertEqual(rows.map { $0["ranks"] as? Int }, [2, 4, 8, 2, 4, 8])
+        XCTAssertEqual(rows.map { $0["link"] as? String }, ["1gbit", "1gbit", "1gbit", "10gbit", "10gbit", "10gbit"])
+        for row in rows {
+            let d = { (k: String) in row[k] as? Double ?? .nan }
+            // 32 samples × 128 tokens per rank at 1000 tokens/s.
+            XCTAssertEqual(d("compute_s"), 4.096, accuracy: 1e-9)
+            XCTAssertEqual(d("step_s"), d("compute_s") + d("exposed_s") + d("optimizer_s"), accuracy: 1e-9)
+            XCTAssertEqual(d("hidden_s"), d("intra_s") + d("inter_s") - d("exposed_s"), accuracy: 1e-9)
+            XCTAssertGreaterThan(d("efficiency"), 0)
+            XCTAssertLessThanOrEqual(d("efficiency"), 1.000001)
+            if row["nodes"] as? Int == 1 { XCTAssertEqual(d("inter_s"), 0) } else { XCTAssertGreaterThan(d("inter_s"), 0) }
+        }
+        // The same topology is slower on the slower link.
+        XCTAssertGreaterThan(rows[2]["inter_s"] as? Double ?? 0, rows[5]["inter_s"] as? Double ?? .infinity)
+    }
+
+    func testTableNamesTheAssumptions() throws {
+        let r = try CLI.run(["plan", "--bandwidth", "10gbit"], timeout: 60)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("1681 tokens/s per rank"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("link 10gbit each way"), r.stdout)
+        // 1, 2, ..., 512 ranks.
+        XCTAssertTrue(r.stdout.contains("\n  512  "), r.stdout)
+    }
+
+    /// --measure runs a short bench at the given shape (the tiny BERT fixture: fast) and uses its tokens/s.
+    func testMeasureUsesABenchRunAtTheShape() throws {
+        let config = CLI.repoRoot.appendingPathComponent("Tests/ModelTests/Fixtures/bert-tiny-cls/config.json").path
+        let r = try CLI.run(["plan", "--measure", "--config", config, "--seq-len", "16", "--nodes", "1,2",
+                             "--bandwidth", "1gbit", "--json"], timeout: 120)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let rows = try r.stdout.split(separator: "\n").map {
+            try XCTUnwrap(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+        }
+        XCTAssertEqual(rows.count, 2)
+        XCTAssertGreaterThan(rows[0]["compute_s"] as? Double ?? 0, 0)
+    }
+}

@@ -1,0 +1,143 @@
+// ScalingModelTests: the arithmetic of `disttrain plan` against cases computed by hand (in the comments), and the
+// gradient sizes against the real parameter layouts of the BERT and DistilBERT fixtures and the MiniLM shape.
+import Foundation
+import Model
+import TestSupport
+import XCTest
+@testable import Training
+
+final class ScalingModelTests: XCTestCase {
+    // Absolute tolerance for times in seconds: the hand values are exact decimals, the model adds a few doubles.
+    let eps = 1e-12
+
+    func testRecursiveDoublingBelowTenThousandBytes() {
+        let link = ScalingLink(bytesPerSecond: 1e9, latency: 1e-5)
+        // 8,000 B among 4 peers: ⌈log2 4⌉ = 2 rounds of (1e-5 + 8000/1e9) = 2 × 1.8e-5.
+        let r = ScalingModel.allReduce(bytes: 8000, peers: 4, link: link)
+        XCTAssertEqual(r.algorithm, "recursive doubling")
+        XCTAssertEqual(r.seconds, 3.6e-5, accuracy: eps)
+        // 5 peers: ⌈log2 5⌉ = 3 rounds.
+        XCTAssertEqual(ScalingModel.allReduce(bytes: 8000, peers: 5, link: link).seconds, 5.4e-5, accuracy: eps)
+        // One peer: nothing to do.
+        XCTAssertEqual(ScalingModel.allReduce(bytes: 8000, peers: 1, link: link).seconds, 0)
+    }
+
+    func testRingAboveTenThousandBytes() {
+        let link = ScalingLink(bytesPerSecond: 1e9, latency: 1e-5)
+        // 1 MB among 4 peers: 2·3·1e-5 + 2·3/4 · 1e6/1e9 = 6e-5 + 1.5e-3.
+        let r = ScalingModel.allReduce(bytes: 1_000_000, peers: 4, link: link)
+        XCTAssertEqual(r.algorithm, "ring")
+        XCTAssertEqual(r.seconds, 1.56e-3, accuracy: eps)
+        // Two concurrent all-reduces share the link: the bandwidth term doubles, the latency term does not.
+        XCTAssertEqual(ScalingModel.allReduce(bytes: 1_000_000, peers: 4, link: link, streams: 2).seconds, 3.06e-3, accuracy: eps)
+        // Above p MiB OpenMPI segments the ring (1 MiB segments); the cost is the same here.
+        let big = ScalingModel.allReduce(bytes: 5 << 20, peers: 4, link: link)
+        XCTAssertEqual(big.algorithm, "segmented ring")
+        XCTAssertEqual(big.seconds, 6e-5 + 1.5 * Double(5 << 20) / 1e9, accuracy: eps)
+    }
+
+    /// The shape's sizes against the layouts the trainer really allocates (independent code: EncoderClassifier).
+    func testShapeMatchesTheParameterLayouts() throws {
+        for fixture in ["bert-tiny-cls", "distilbert-tiny-cls"] {
+            let config = try ModelConfig.load(url: TestPaths.fixture(fixture).appendingPathComponent("config.json"))
+            let layout = EncoderClassifier.makeLayout(config: config)
+            let shape = ScalingShape(config: config)
+            let total = layout.entries.reduce(0) { $0 + $1.count }
+            XCTAssertEqual(shape.totalParams, total, fixture)
+            let prefix = config.family == .bert ? "bert.encoder.layer." : "distilbert.transformer.layer."
+            for l in 0..<config.layers {
+                let n = layout.entries.filter { $0.name.hasPrefix("\(prefix)\(l).") }.reduce(0) { $0 + $1.count }
+                XCTAssertEqual(shape.layerParams, n, "\(fixture) layer \(l)")
+            }
+            let table = layout.entries.first { $0.name.hasSuffix("word_embeddings.weight") }!
+            XCTAssertEqual(shape.tableRows * shape.rowLength, table.count, fixture)
+        }
+        // MiniLM: 4(384²+384) + 768 + (384·1536+1536) + (1536·384+384) + 768 = 1,774,464 per layer; 22,713,986 in all
+        // (all-MiniLM-L6-v2's 22.7M parameters with a 2-label head and the pooler).
+        let mini = ScalingShape(config: ModelBenchmark.miniLMConfig())
+        XCTAssertEqual(mini.layerParams, 1_774_464)
+        XCTAssertEqual(mini.totalParams, 22_713_986)
+    }
+
+    /// A small case worked by hand: 2 layers of 1,000 floats, 5 touched rows of 10 (50 floats), a tail of 100;
+    /// 2 nodes × 2 ranks, global batch 4 of 10 tokens, 1,000 tokens/s per rank, backward half the compute, node memory
+    /// 1 GB/s, link 1 MB/s with α 100 µs.
+    func smallCase(_ overlap: ScalingOverlap, nodes: Int = 2) -> ScalingPrediction {
+        let shape = ScalingShape(layers: 2, layerParams: 1000, tableRows: 10, rowLength: 10, tailParams: 100)
+        var s = ScalingSettings(tokensPerSecondPerRank: 1000, seqLen: 10, memoryBytesPerSecond: 1e9)
+        s.backwardFraction = 0.5
+        s.touchedRows = 5
+        s.overlap = overlap
+        return ScalingModel.predict(shape: shape, globalBatch: 4, nodes: nodes, ranksPerNode: 2,
+                                    link: ScalingLink(bytesPerSecond: 1e6, latency: 1e-4), settings: s)
+    }
+
+    func testBlockingStepByHand() {
+        let p = smallCase(.none)
+        XCTAssertEqual(p.ranks, 4)
+        // 1 sample × 10 tokens per rank at 1,000 tokens/s.
+        XCTAssertEqual(p.computeS, 0.01, accuracy: eps)
+        // Intra: 4n(3·2−1)/1e9 = 20n ns for n = 1000, 1000, 50, 100 → 2e-5 + 2e-5 + 1e-6 + 2e-6.
+        XCTAssertEqual(p.intraS, 4.3e-5, accuracy: eps)
+        // Inter: shares of 2n bytes (2000, 2000, 100, 200) < 10,000 → recursive doubling, 1 round of α + 2n·2/1e6:
+        // 4.1e-3 + 4.1e-3 + 3e-4 + 5e-4.
+        XCTAssertEqual(p.interS, 9.0e-3, accuracy: eps)
+        XCTAssertEqual(p.interAlgorithm, "recursive doubling")
+        // AdamW: 28 B × (2000 + 100 + 50) parameters at 1e9/2 B/s per rank.
+        XCTAssertEqual(p.optimizerS, 1.204e-4, accuracy: eps)
+        // Nothing overlaps: all communication is exposed.
+        XCTAssertEqual(p.exposedS, 9.043e-3, accuracy: eps)
+        XCTAssertEqual(p.stepS, 0.01 + 9.043e-3 + 1.204e-4, accuracy: eps)
+        XCTAssertEqual(p.tokensPerS, 40 / p.stepS, accuracy: 1e-9)
+    }
+
+    func testOverlappedStepByHand() {
+        let p = smallCase(.layers)
+        // Forward 5 ms, then each layer's backward 2.5 ms. Layer stage 0: cores at 7.5 ms + 0.02 ms intra = 7.52 ms,
+        // link busy until 7.52 + 4.1 = 11.62 ms. Stage 1: cores 7.52 + 2.5 + 0.02 = 10.04 ms, link starts at 11.62,
+        // ends 15.72. Rows: cores 10.041, link 15.72 → 16.02. Tail: cores 10.043, link 16.02 → 16.52 ms.
+        // Exposed: 16.52 − 10 = 6.52 ms; hidden 0.043 + 9.0 − 6.52 = 2.523 ms.
+        XCTAssertEqual(p.exposedS, 6.52e-3, accuracy: eps)
+        XCTAssertEqual(p.hiddenS, 2.523e-3, accuracy: eps)
+        XCTAssertEqual(p.stepS, 16.52e-3 + 1.204e-4, accuracy: eps)
+        XCTAssertLessThan(p.stepS, smallCase(.none).stepS)
+    }
+
+    func testOneNodeHasOnlyTheInPlaceReduction() {
+        let p = smallCase(.layers, nodes: 1)
+        XCTAssertEqual(p.ranks, 2)
+        XCTAssertEqual(p.computeS, 0.02, accuracy: eps)   // 2 samples per rank
+        XCTAssertEqual(p.interS, 0)
+        XCTAssertEqual(p.interAlgorithm, "-")
+        XCTAssertEqual(p.exposedS, 4.3e-5, accuracy: eps)  // the in-place reduction runs on the cores
+    }
+
+    func testEfficiencyAndStrongScalingRows() {
+        let shape = ScalingShape(layers: 2, layerParams: 1000, tableRows: 10, rowLength: 10, tailParams: 100)
+        var s = ScalingSettings(tokensPerSecondPerRank: 1000, seqLen: 10, memoryBytesPerSecond: 1e9)
+        s.backwardFraction = 0.5
+        s.touchedRows = 5
+        let link = ScalingLink(bytesPerSecond: 1e6, latency: 1e-4)
+        // Weak scaling, 2 samples per rank. 1 rank: compute 0.02, AdamW 28·2150/1e9 = 6.02e-5, no communication.
+        // 2 ranks on one node: compute 0.02, intra 4.3e-5, AdamW 1.204e-4 (the node's bandwidth shared by 2).
+        // Efficiency = (40/step2) / (2 · 20/step1) = step1/step2.
+        let weak = ScalingModel.table(shape: shape, ranks: [1, 2], ranksPerNode: 2, globalBatch: nil, batchPerRank: 2,
+                                      link: link, settings: s)
+        XCTAssertEqual(weak.map(\.ranks), [1, 2])
+        XCTAssertEqual(weak[0].efficiency, 1, accuracy: 1e-12)
+        XCTAssertEqual(weak[1].efficiency, (0.02 + 6.02e-5) / (0.02 + 4.3e-5 + 1.204e-4), accuracy: 1e-9)
+        // Strong scaling with a global batch of 6: 4 ranks do not divide it and 3 ranks do not fill 2-rank nodes.
+        let strong = ScalingModel.table(shape: shape, ranks: [1, 2, 3, 4, 6], ranksPerNode: 2, globalBatch: 6,
+                                        batchPerRank: nil, link: link, settings: s)
+        XCTAssertEqual(strong.map(\.ranks), [1, 2, 6])
+        XCTAssertEqual(strong.map(\.globalBatch), [6, 6, 6])
+        XCTAssertEqual(strong[2].nodes, 3)
+        XCTAssertNil(ScalingModel.topology(ranks: 3, ranksPerNode: 2))
+        XCTAssertEqual(ScalingModel.topology(ranks: 1, ranksPerNode: 4)?.local, 1)
+    }
+
+    func testDefaultTouchedRowsIsAQuarterOfTheTokensAtMostTheTable() {
+        XCTAssertEqual(ScalingModel.defaultTouchedRows(batch: 32, seqLen: 128, tableRows: 30522), 1024)
+        XCTAssertEqual(ScalingModel.defaultTouchedRows(batch: 4096, seqLen: 128, tableRows: 30522), 30522)
+    }
+}
