@@ -236,17 +236,28 @@ public final class Trainer {
                 try save(background: step != total)
             }
         }
+        return try finish(lastEval: lastEval, bestEval: bestEval, best: tracker.best, lossSum: lossSum, tokens: tokens,
+                          since: start, firstStep: firstStep, lastStep: stoppedEarly ? step : total, total: total,
+                          launchToFirstStep: launchToFirstStep, emit: emit)
+    }
+
+    /// The end of a run: the final evaluation again when nothing was left to train, the final model published (the
+    /// best checkpoint's with --load-best-model-at-end), the result reported (identical on every rank).
+    func finish(lastEval: EvalRecord?, bestEval: EvalRecord?, best: (metric: Double, step: Int)?, lossSum: Double,
+                tokens: Int64, since start: Date, firstStep: Int, lastStep: Int, total: Int, launchToFirstStep: Double?,
+                emit: (TrainingEvent) -> LoopControl) throws -> TrainingResult {
+        var lastEval = lastEval
         // Nothing left to train (resumed a finished run): report the final evaluation again.
         if firstStep >= total, task.evalCount > 0 { lastEval = try evaluate(step: total) }
         // --load-best-model-at-end: the final folder holds the best checkpoint's model, and the results are its
         // evaluation (a best found before this resume: its record in the history, without the confusion matrix).
-        let finalStep = config.loadBestModelAtEnd ? tracker.best?.step : nil
+        let finalStep = config.loadBestModelAtEnd ? best?.step : nil
         if let b = finalStep, b != lastEval?.step {
             lastEval = bestEval ?? history.last { $0["step"] == Double(b) && $0.keys.contains { $0.hasPrefix("eval_") } }
                 .map { EvalRecord(step: b, epoch: $0["epoch"] ?? 0, values: $0.filter { $0.key.hasPrefix("eval_") }, confusion: nil) }
         }
         var result = finalResult(lastEval: lastEval, lossSum: lossSum, tokens: tokens, since: start, firstStep: firstStep,
-                                 lastStep: stoppedEarly ? step : total, launchToFirstStep: launchToFirstStep, best: tracker.best)
+                                 lastStep: lastStep, launchToFirstStep: launchToFirstStep, best: best)
         result.finalModelStep = finalStep
         if comm.isRoot {
             try saver.publishFinal(step: result.globalStep, best: finalStep, history: history)

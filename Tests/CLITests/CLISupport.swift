@@ -140,3 +140,38 @@ enum CLI {
 
 final class DataBox: @unchecked Sendable { var data = Data() }
 final class PidBox: @unchecked Sendable { var pid: Int32? }
+
+/// The rank-count tests' workspace (single node and emulated multi-node alike): a copy of the tiny BERT fixture with
+/// dropout switched on (masks are keyed by sample, never by rank), 44 training rows and 13 eval rows of the bundled
+/// SMS-spam data.
+enum DropoutWorkspace {
+    /// A copy of the tiny BERT fixture with dropout switched on, plus small train/eval sets from the bundled data.
+    static func make(tag: String) throws -> (model: URL, train: URL, eval: URL, dir: URL) {
+        let dir = try CLI.tempDir(tag)
+        let fixture = CLI.repoRoot.appendingPathComponent("Tests/ModelTests/Fixtures/bert-tiny-cls")
+        let model = dir.appendingPathComponent("model")
+        try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
+        for f in ["model.safetensors", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"] {
+            try FileManager.default.copyItem(at: fixture.appendingPathComponent(f), to: model.appendingPathComponent(f))
+        }
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: fixture.appendingPathComponent("config.json"))) as! [String: Any]
+        config["hidden_dropout_prob"] = 0.1
+        config["attention_probs_dropout_prob"] = 0.1
+        try JSONSerialization.data(withJSONObject: config).write(to: model.appendingPathComponent("config.json"))
+        let lines = try String(contentsOf: CLI.repoRoot.appendingPathComponent("data/sms-spam/train.jsonl"), encoding: .utf8)
+            .split(separator: "\n")
+        let train = dir.appendingPathComponent("train.jsonl"), eval = dir.appendingPathComponent("eval.jsonl")
+        try (lines[0..<44].joined(separator: "\n") + "\n").write(to: train, atomically: true, encoding: .utf8)
+        // 13 eval rows: not a multiple of 2, 4 or 8, so shards are uneven.
+        try (lines[100..<113].joined(separator: "\n") + "\n").write(to: eval, atomically: true, encoding: .utf8)
+        return (model, train, eval, dir)
+    }
+
+    /// Global batch 8 (2 per rank at 4 ranks), 20 steps, a learning rate that moves the tiny model.
+    static func trainArgs(_ w: (model: URL, train: URL, eval: URL, dir: URL), out: String) -> [String] {
+        ["train", "--model", w.model.path, "--train-file", w.train.path, "--eval-file", w.eval.path,
+         "--output-dir", w.dir.appendingPathComponent(out).path, "--batch-size", "8", "--max-steps", "20",
+         "--logging-steps", "1", "--learning-rate", "1e-3", "--weight-decay", "0.01", "--warmup-steps", "2",
+         "--max-length", "24", "--seed", "5", "--threads", "1"]
+    }
+}

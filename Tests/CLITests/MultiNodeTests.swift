@@ -88,35 +88,8 @@ final class MultiNodeTests: XCTestCase {
         if !probe.hasSuffix("rc=0\n") { try unavailable("cluster/emulate/run.sh could not run a trivial job: \(probe)") }
     }
 
-    /// The tiny BERT classifier fixture with dropout on (masks are keyed by sample, not rank), 44 training rows and
-    /// 13 eval rows of the bundled SMS-spam data.
-    func makeWorkspace() throws -> (model: URL, train: URL, eval: URL, dir: URL) {
-        let dir = try CLI.tempDir("multinode")
-        let fixture = CLI.repoRoot.appendingPathComponent("Tests/ModelTests/Fixtures/bert-tiny-cls")
-        let model = dir.appendingPathComponent("model")
-        try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
-        for f in ["model.safetensors", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"] {
-            try FileManager.default.copyItem(at: fixture.appendingPathComponent(f), to: model.appendingPathComponent(f))
-        }
-        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: fixture.appendingPathComponent("config.json"))) as! [String: Any]
-        config["hidden_dropout_prob"] = 0.1
-        config["attention_probs_dropout_prob"] = 0.1
-        try JSONSerialization.data(withJSONObject: config).write(to: model.appendingPathComponent("config.json"))
-        let lines = try String(contentsOf: CLI.repoRoot.appendingPathComponent("data/sms-spam/train.jsonl"), encoding: .utf8)
-            .split(separator: "\n")
-        let train = dir.appendingPathComponent("train.jsonl"), eval = dir.appendingPathComponent("eval.jsonl")
-        try (lines[0..<44].joined(separator: "\n") + "\n").write(to: train, atomically: true, encoding: .utf8)
-        try (lines[100..<113].joined(separator: "\n") + "\n").write(to: eval, atomically: true, encoding: .utf8)
-        return (model, train, eval, dir)
-    }
-
-    /// Global batch 8 (2 per rank at 4 ranks), 20 steps, a learning rate that moves the tiny model.
-    func trainArgs(_ w: (model: URL, train: URL, eval: URL, dir: URL), out: String) -> [String] {
-        ["train", "--model", w.model.path, "--train-file", w.train.path, "--eval-file", w.eval.path,
-         "--output-dir", w.dir.appendingPathComponent(out).path, "--batch-size", "8", "--max-steps", "20",
-         "--logging-steps", "1", "--learning-rate", "1e-3", "--weight-decay", "0.01", "--warmup-steps", "2",
-         "--max-length", "24", "--seed", "5", "--threads", "1"]
-    }
+    func makeWorkspace() throws -> (model: URL, train: URL, eval: URL, dir: URL) { try DropoutWorkspace.make(tag: "multinode") }
+    func trainArgs(_ w: (model: URL, train: URL, eval: URL, dir: URL), out: String) -> [String] { DropoutWorkspace.trainArgs(w, out: out) }
 
     static func matches(_ text: String, _ pattern: String) -> Range<String.Index>? {
         text.range(of: pattern, options: String.CompareOptions.regularExpression)
