@@ -3,7 +3,7 @@
 # interleaved (PyTorch, disttrain, disttrain, PyTorch, ... : the order flips every round so that neither side always
 # runs first), RUNS rounds, then one table of medians with the ratio disttrain/PyTorch per row. Not part of CI or
 # `swift test`. The PyTorch side (bench/torch_step.py) runs in a venv made here: .venv-bench/ (git-ignored) with
-# torch==2.13.0+cpu and transformers==5.23.* (pip's find-links holds the CPU wheel).
+# torch==2.13.0+cpu, transformers==5.23.* and accelerate (the Trainer needs it; pip's find-links holds the CPU wheel).
 #   bench/vs_pytorch.sh                     (env: RUNS=3 STEPS=6 ROWS="..." QUICK=1 E2E=1 BIN=... VENV=...)
 #   ROWS="minilm-1t minilm-2t"   pick rows (ids below);  QUICK=1: 1 round of 1 timed step, a smoke run
 #   ROWS=none E2E=1              only the end-to-end pair
@@ -45,10 +45,10 @@ for r in $ROWS; do
 done
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import torch, transformers" 2>/dev/null; then
-    echo "making $VENV (torch==2.13.0+cpu, transformers==5.23.*)" >&2
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import torch, transformers, accelerate" 2>/dev/null; then
+    echo "making $VENV (torch==2.13.0+cpu, transformers==5.23.*, accelerate for the Trainer)" >&2
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q "torch==2.13.0+cpu" "transformers==5.23.*"
+    "$VENV/bin/pip" install -q "torch==2.13.0+cpu" "transformers==5.23.*" "accelerate>=1.1.0"
 fi
 PY="$VENV/bin/python"
 if [ -z "${BIN:-}" ]; then
