@@ -8,6 +8,7 @@
 #   ROWS="minilm-1t minilm-2t"   pick rows (ids below);  QUICK=1: 1 round of 1 timed step, a smoke run
 #   ROWS=none E2E=1              only the end-to-end pair
 #   E2E=1                        also the end-to-end pair: Hugging Face Trainer vs `disttrain train` on SMS spam
+#                                (E2E_MODES="1p-on 1p-off 2r-on 2r-off": 1 process / 2 ranks, group by length on/off)
 # Rows (id: disttrain command | PyTorch):
 #   minilm-1t, minilm-2t         MiniLM 32x128 fp32, 1 / 2 threads: `bench --data-parallel` | BertForSequenceClassification
 #   minilm-1t-bf16, minilm-2t-bf16   the same with --bf16 | torch.autocast("cpu", dtype=torch.bfloat16)
@@ -142,52 +143,60 @@ fi
 
 [ "$E2E" = 1 ] || exit 0
 # End to end: whole-process wall (launch to exit, tokenisation, model load and the final test evaluation included)
-# and test accuracy, SMS spam, all-MiniLM-L6-v2, the README's settings, one process with E2E_THREADS threads, with
-# and without grouping by length (Trainer: train_sampling_strategy="group_by_length"; disttrain groups by default,
-# --no-group-by-length turns it off). QUICK=1 stops both after 3 optimizer steps.
+# and test accuracy, SMS spam, all-MiniLM-L6-v2, the README's settings (global batch 32), with and without grouping by
+# length (Trainer: train_sampling_strategy="group_by_length"; disttrain groups by default, --no-group-by-length turns
+# it off), in one process with E2E_THREADS threads and as 2 ranks x 1 thread (`mpirun -n 2 --bind-to core` vs
+# `torchrun --standalone --nproc-per-node 2`, gloo, 16 per rank). QUICK=1 stops both after 3 optimizer steps.
 [ -f models/all-MiniLM-L6-v2/model.safetensors ] || { echo "vs_pytorch.sh: E2E needs models/all-MiniLM-L6-v2 (./launch.sh demo fetches it)" >&2; exit 1; }
-MAXSTEPS=(); HFMAX=()
-[ "$QUICK" = 1 ] && { MAXSTEPS=(--max-steps 3); HFMAX=(--max-steps 3); }
-e2e_dt() {  # $1 = on|off
-    local g=(); [ "$1" = off ] && g=(--no-group-by-length)
-    local t0 t1; t0=$(date +%s.%N)
-    "$BIN" train --model models/all-MiniLM-L6-v2 --train-file data/sms-spam/train.jsonl --eval-file data/sms-spam/test.jsonl \
+MAXSTEPS=()
+[ "$QUICK" = 1 ] && MAXSTEPS=(--max-steps 3)
+E2E_MODES=${E2E_MODES:-"1p-on 1p-off 2r-on 2r-off"}
+record() {  # $1 = output file, $2 = start time; reads $tmp/e2e.json
+    python3 -c 'import json,sys,time; d=json.load(open(sys.argv[1])); print(json.dumps({"wall_s": time.time() - float(sys.argv[2]), "eval_accuracy": d["eval_accuracy"]}))' \
+        "$tmp/e2e.json" "$2" >> "$1"
+}
+e2e_dt() {  # $1 = mode: 1p|2r-on|off
+    local g=() launch=("$BIN") threads=$E2E_THREADS t0
+    case $1 in *-off) g=(--no-group-by-length) ;; esac
+    case $1 in 2r-*) launch=(mpirun -n 2 --bind-to core "$BIN"); threads=1 ;; esac
+    t0=$(date +%s.%N)
+    "${launch[@]}" train --model models/all-MiniLM-L6-v2 --train-file data/sms-spam/train.jsonl --eval-file data/sms-spam/test.jsonl \
         --output-dir "$tmp/dt-run" --num-train-epochs 1 --batch-size 32 --learning-rate 1e-4 --warmup-ratio 0.1 --seed 42 \
-        --max-length 128 --threads "$E2E_THREADS" --resume never --no-report --log-level warning "${g[@]}" "${MAXSTEPS[@]}" \
+        --max-length 128 --threads "$threads" --resume never --no-report --log-level warning "${g[@]}" "${MAXSTEPS[@]}" \
         2>>"$tmp/stderr" | grep '"eval_accuracy"' | tail -1 > "$tmp/e2e.json" \
-        || { echo "vs_pytorch.sh: disttrain train failed" >&2; tail -5 "$tmp/stderr" >&2; exit 1; }
-    t1=$(date +%s.%N); rm -rf "$tmp/dt-run"
-    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(json.dumps({"wall_s": float(sys.argv[2]), "eval_accuracy": d["eval_accuracy"]}))' \
-        "$tmp/e2e.json" "$(python3 -c "print($t1 - $t0)")" >> "$tmp/e2e-dt-$1"
+        || { echo "vs_pytorch.sh: disttrain train ($1) failed" >&2; tail -5 "$tmp/stderr" >&2; exit 1; }
+    record "$tmp/e2e-dt-$1" "$t0"; rm -rf "$tmp/dt-run"
 }
 e2e_hf() {
-    local g=(); [ "$1" = on ] && g=(--group-by-length)
-    local t0 t1; t0=$(date +%s.%N)
-    OMP_NUM_THREADS=$E2E_THREADS MKL_NUM_THREADS=$E2E_THREADS "$PY" bench/hf_train.py --threads "$E2E_THREADS" "${g[@]}" "${HFMAX[@]}" \
+    local g=() launch=("$PY") threads=$E2E_THREADS t0
+    case $1 in *-on) g=(--group-by-length) ;; esac
+    case $1 in 2r-*) launch=("$VENV/bin/torchrun" --standalone --nproc-per-node 2); threads=1 ;; esac
+    t0=$(date +%s.%N)
+    OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads "${launch[@]}" bench/hf_train.py --threads "$threads" "${g[@]}" "${MAXSTEPS[@]}" \
         2>>"$tmp/stderr" | grep '^{' | tail -1 > "$tmp/e2e.json" \
-        || { echo "vs_pytorch.sh: Hugging Face Trainer run failed" >&2; tail -5 "$tmp/stderr" >&2; exit 1; }
-    t1=$(date +%s.%N)
-    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(json.dumps({"wall_s": float(sys.argv[2]), "eval_accuracy": d["eval_accuracy"]}))' \
-        "$tmp/e2e.json" "$(python3 -c "print($t1 - $t0)")" >> "$tmp/e2e-hf-$1"
+        || { echo "vs_pytorch.sh: Hugging Face Trainer run ($1) failed" >&2; tail -5 "$tmp/stderr" >&2; exit 1; }
+    record "$tmp/e2e-hf-$1" "$t0"
 }
-echo "vs_pytorch: end to end, $RUNS round(s), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+echo "vs_pytorch: end to end [$E2E_MODES], $RUNS round(s), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for round in $(seq "$RUNS"); do
-    for g in on off; do
-        echo "  [$round/$RUNS] SMS spam, group by length $g" >&2
-        if [ $((round % 2)) = 1 ]; then e2e_hf $g; e2e_dt $g; else e2e_dt $g; e2e_hf $g; fi
+    for m in $E2E_MODES; do
+        echo "  [$round/$RUNS] SMS spam $m" >&2
+        if [ $((round % 2)) = 1 ]; then e2e_hf "$m"; e2e_dt "$m"; else e2e_dt "$m"; e2e_hf "$m"; fi
     done
 done
 echo
 [ "$QUICK" = 1 ] && echo "QUICK=1: 3 optimizer steps only, loaded machine, smoke run: not results"
-"$PY" - "$tmp" "$RUNS" "$E2E_THREADS" <<'PY'
+"$PY" - "$tmp" "$RUNS" "$E2E_THREADS" $E2E_MODES <<'PY'
 import json, statistics, sys
-tmp, runs, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+tmp, runs, threads, modes = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 def load(p): return [json.loads(l) for l in open(p)]
-print(f"| SMS spam, 1 process x {threads} threads (medians of {runs}) | disttrain wall s | Trainer wall s | disttrain / Trainer | accuracy disttrain / Trainer |")
+med = statistics.median
+print(f"| SMS spam, 1 epoch (medians of {runs}) | disttrain wall s | Trainer wall s | disttrain / Trainer | accuracy disttrain / Trainer |")
 print("|---|---:|---:|---:|---|")
-for g in ("on", "off"):
-    d, h = load(f"{tmp}/e2e-dt-{g}"), load(f"{tmp}/e2e-hf-{g}")
-    dw, hw = statistics.median([r["wall_s"] for r in d]), statistics.median([r["wall_s"] for r in h])
-    print(f"| group by length {g} | {dw:.1f} | {hw:.1f} | {dw / hw:.2f}x | "
-          f"{statistics.median([r['eval_accuracy'] for r in d]):.4f} / {statistics.median([r['eval_accuracy'] for r in h]):.4f} |")
+for m in modes:
+    d, h = load(f"{tmp}/e2e-dt-{m}"), load(f"{tmp}/e2e-hf-{m}")
+    dw, hw = med([r["wall_s"] for r in d]), med([r["wall_s"] for r in h])
+    how = f"1 process x {threads} threads" if m.startswith("1p") else "2 ranks x 1 thread"
+    print(f"| {how}, group by length {m.split('-')[1]} | {dw:.1f} | {hw:.1f} | {dw / hw:.2f}x | "
+          f"{med([r['eval_accuracy'] for r in d]):.4f} / {med([r['eval_accuracy'] for r in h]):.4f} |")
 PY
