@@ -55,6 +55,9 @@ PY="$VENV/bin/python"
 if [ -z "${BIN:-}" ]; then
     swift build -c release --product disttrain >/dev/null
     BIN=.build/release/disttrain
+    DT_WHAT="disttrain $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- Sources Package.swift || echo '+local changes')"
+else
+    DT_WHAT="disttrain binary $BIN (BIN=, not built here)"
 fi
 [ -x "$BIN" ] || { echo "vs_pytorch.sh: no disttrain binary at $BIN" >&2; exit 1; }
 if [ -n "$(echo "$ROWS" | grep -o bf16 || true)" ] && ! grep -q avx512_bf16 /proc/cpuinfo; then
@@ -120,7 +123,7 @@ for id in $ROWS; do row "$id"; echo "$id	$LABEL"; done > "$tmp/labels"
 echo
 echo "$(date -u +%Y-%m-%dT%H:%MZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores;" \
      "$("$PY" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)');" \
-     "disttrain $(git rev-parse --short HEAD); load $load_before -> $load_after"
+     "$DT_WHAT; load $load_before -> $load_after"
 [ "$QUICK" = 1 ] && echo "QUICK=1: loaded machine, smoke run (1 timed step): these figures are not results"
 "$PY" - "$tmp" "$RUNS" <<'PY'
 import json, os, statistics, sys
