@@ -24,6 +24,18 @@ public enum LaunchMode: Equatable, Sendable {
     }
 }
 
+extension LaunchMode {
+    /// This process's rank as the launcher numbered it (OMPI_COMM_WORLD_RANK, PMI_RANK, PMIX_RANK, or SLURM_PROCID in
+    /// a multi-task step), read without initialising MPI; nil when no launcher started it.
+    public static func launcherRank(environment env: [String: String]) -> Int? {
+        guard detect(environment: env) != .single else { return nil }
+        for key in ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"] {
+            if let s = env[key], let r = Int(s) { return r }
+        }
+        return nil
+    }
+}
+
 /// Creates the communicator for this process: MPI under a launcher, `LocalCommunicator` otherwise.
 /// - Parameters:
 ///   - watchdogTimeout: seconds a collective may block before the job is aborted (MPI only; 0 = off).

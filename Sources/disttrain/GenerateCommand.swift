@@ -51,6 +51,7 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
+        if OutputRank.isSecondary() { return }   // under mpirun/srun: rank 0 generates and prints, once
         if bench { return try runBench() }
         let dir = URL(fileURLWithPath: model!)
         ComputeThreads.set(threads)

@@ -33,6 +33,7 @@ struct Predict: ParsableCommand {
     }
 
     func run() throws {
+        if OutputRank.isSecondary() { return }   // under mpirun/srun: rank 0 predicts and prints, once
         let predictor = try Predictor(modelDir: URL(fileURLWithPath: model), adapterDir: adapter.map { URL(fileURLWithPath: $0) },
                                       maxLength: maxLength, batchSize: batchSize)
         let data = try DataLoader.loadTexts(URL(fileURLWithPath: input),

@@ -6,6 +6,7 @@
 import ArgumentParser
 import Foundation
 import Tokenizers
+import Training
 
 struct Tokenize: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -36,6 +37,7 @@ struct Tokenize: ParsableCommand {
     }
 
     func run() throws {
+        if OutputRank.isSecondary() { return }   // under mpirun/srun: rank 0 tokenizes and prints, once
         do {
             if bench { try runBenchmark() } else { try runTokenize() }
         } catch let error as TokenizerError {
