@@ -99,7 +99,7 @@ public final class Watchdog: Sendable {
         let message = "disttrain watchdog: \(rankLabel) has waited \(String(format: "%.1f", seconds)) s "
             + "(timeout \(a.limit) s) in collective #\(a.sequence) \(a.name); another rank probably died or is "
             + "executing a different collective. Aborting the job. HINT: rerun with --debug to cross-check "
-            + "collectives, or raise the watchdog timeout if a step legitimately takes this long."
+            + "collectives, or raise --watchdog-timeout (seconds; 0 turns it off) if a step legitimately takes this long."
         FileHandle.standardError.write(Data((message + "\n").utf8))
         state.withLock { $0.stopped = true }
         onTimeout(message)

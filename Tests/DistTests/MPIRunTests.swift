@@ -208,6 +208,7 @@ final class MPIRunTests: XCTestCase {
         XCTAssertLessThan(r.seconds, 15)
         XCTAssertTrue(r.stderr.contains("rank 0 of 2 has waited"), r.stderr)
         XCTAssertTrue(r.stderr.contains("collective #1 MPI_Barrier"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("raise --watchdog-timeout"), "the message names the flag that changes it: \(r.stderr)")
         // The wait on a non-blocking all-reduce is covered too.
         let w = try run(["--mode", "watchdog", "--target-rank", "1", "--sleep", "60", "--watchdog-timeout", "2",
                          "--stuck-in", "iallreduce"], ranks: 2, timeout: 20)
