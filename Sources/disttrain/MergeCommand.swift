@@ -22,10 +22,14 @@ struct Merge: ParsableCommand {
         guard URL(fileURLWithPath: output).standardizedFileURL != URL(fileURLWithPath: model).standardizedFileURL else {
             throw ValidationError("--output must differ from --model (the base model folder is not overwritten)")
         }
+        guard URL(fileURLWithPath: output).standardizedFileURL != URL(fileURLWithPath: adapter).standardizedFileURL else {
+            throw ValidationError("--output must differ from --adapter (the adapter folder is not overwritten); name a new folder")
+        }
     }
 
     func run() throws {
         try AdapterMerge.merge(modelDir: URL(fileURLWithPath: model), adapterDir: URL(fileURLWithPath: adapter),
                                output: URL(fileURLWithPath: output))
+        FileHandle.standardError.write(Data("merged \(adapter) into \(model): wrote \(output)\n".utf8))
     }
 }

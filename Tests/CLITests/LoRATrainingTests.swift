@@ -52,6 +52,11 @@ final class LoRATrainingTests: XCTestCase {
         let merged = dir.appendingPathComponent("merged")
         let m = try CLI.run(["merge", "--model", base.path, "--adapter", refDir.path, "--output", merged.path])
         XCTAssertEqual(m.status, 0, m.stderr)
+        XCTAssertTrue(m.stderr.contains("wrote \(merged.path)"), "merge says what it wrote: \(m.stderr)")
+        // The adapter folder is never the output (it would be overwritten by the merged model).
+        let same = try CLI.run(["merge", "--model", base.path, "--adapter", refDir.path, "--output", refDir.path])
+        XCTAssertEqual(same.status, 2, same.stderr)
+        XCTAssertTrue(same.stderr.contains("--output must differ from --adapter"), same.stderr)
         let p = try CLI.run(["predict", "--model", merged.path, "--input", train.path, "--max-length", "32"])
         XCTAssertEqual(p.status, 0, p.stderr)
         XCTAssertEqual(p.stdout.split(separator: "\n").count, 40)
