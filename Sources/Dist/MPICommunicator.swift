@@ -10,7 +10,7 @@ import CMPI
 import Glibc
 #endif
 
-public final class MPICommunicator: Communicator {
+public final class MPICommunicator: Communicator, MPITypedReduce {
     public let rank: Int
     public let worldSize: Int
     /// The MPI thread level granted (CMPI_THREAD_*); FUNNELED is what is requested by default: all MPI calls come
@@ -92,23 +92,14 @@ public final class MPICommunicator: Communicator {
         }
     }
 
-    private func reduce(_ base: UnsafeMutableRawPointer?, _ count: Int, _ dtype: Int32, _ typeName: String,
-                        _ op: ReduceOp) throws {
+    func reduce(_ base: UnsafeMutableRawPointer?, _ count: Int, _ dtype: Int32, _ typeName: String,
+                _ op: ReduceOp) throws {
         guard count > 0 else { return }
         try collective("MPI_Allreduce(\(typeName) × \(count), \(op))") {
             cmpi_allreduce(base, count, dtype, Self.cOp(op))
         }
     }
 
-    public func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws {
-        try reduce(buffer.baseAddress, buffer.count, Int32(CMPI_FLOAT), "float", op)
-    }
-    public func allReduce(_ buffer: UnsafeMutableBufferPointer<Double>, op: ReduceOp) throws {
-        try reduce(buffer.baseAddress, buffer.count, Int32(CMPI_DOUBLE), "double", op)
-    }
-    public func allReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws {
-        try reduce(buffer.baseAddress, buffer.count, Int32(CMPI_INT64), "int64", op)
-    }
 
     public func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws -> PendingReduction {
         guard buffer.count > 0 else { return CompletedReduction() }
@@ -254,7 +245,7 @@ final class MPIPendingReduction: PendingReduction {
 
 /// A communicator over a split of MPI_COMM_WORLD (e.g. one rank per node). Its collectives are numbered and guarded
 /// by the parent's watchdog, and their errors name the group; abort ends the whole job.
-public final class MPISubCommunicator: Communicator {
+public final class MPISubCommunicator: Communicator, MPITypedReduce {
     public let rank: Int
     public let worldSize: Int
     private let handle: OpaquePointer
@@ -272,22 +263,13 @@ public final class MPISubCommunicator: Communicator {
         worldSize = Int(s)
     }
 
-    private func reduce(_ base: UnsafeMutableRawPointer?, _ count: Int, _ dtype: Int32, _ typeName: String, _ op: ReduceOp) throws {
+    func reduce(_ base: UnsafeMutableRawPointer?, _ count: Int, _ dtype: Int32, _ typeName: String, _ op: ReduceOp) throws {
         guard count > 0 else { return }
         try parent.collective("MPI_Allreduce(\(typeName) × \(count), \(op)) over the \(label)") {
             cmpi_comm_allreduce(handle, base, count, dtype, MPICommunicator.cOp(op))
         }
     }
 
-    public func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws {
-        try reduce(buffer.baseAddress, buffer.count, Int32(CMPI_FLOAT), "float", op)
-    }
-    public func allReduce(_ buffer: UnsafeMutableBufferPointer<Double>, op: ReduceOp) throws {
-        try reduce(buffer.baseAddress, buffer.count, Int32(CMPI_DOUBLE), "double", op)
-    }
-    public func allReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws {
-        try reduce(buffer.baseAddress, buffer.count, Int32(CMPI_INT64), "int64", op)
-    }
 
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) throws {
         guard buffer.count > 0 else { return }
@@ -304,4 +286,22 @@ public final class MPISubCommunicator: Communicator {
     }
 
     public func abort(code: Int32) -> Never { parent.abort(code: code) }
+}
+
+/// The world and its sub-communicators reduce the same three element types through one untyped `reduce` each
+/// (MPI_Allreduce on their own handle, under the watchdog); the typed entry points are written once, here.
+protocol MPITypedReduce {
+    func reduce(_ base: UnsafeMutableRawPointer?, _ count: Int, _ dtype: Int32, _ typeName: String, _ op: ReduceOp) throws
+}
+
+extension MPITypedReduce {
+    public func allReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws {
+        try reduce(buffer.baseAddress, buffer.count, Int32(CMPI_FLOAT), "float", op)
+    }
+    public func allReduce(_ buffer: UnsafeMutableBufferPointer<Double>, op: ReduceOp) throws {
+        try reduce(buffer.baseAddress, buffer.count, Int32(CMPI_DOUBLE), "double", op)
+    }
+    public func allReduce(_ buffer: UnsafeMutableBufferPointer<Int64>, op: ReduceOp) throws {
+        try reduce(buffer.baseAddress, buffer.count, Int32(CMPI_INT64), "int64", op)
+    }
 }

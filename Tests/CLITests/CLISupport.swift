@@ -9,6 +9,8 @@ struct RunResult {
     var status: Int32
     var stdout: String
     var stderr: String
+    /// Ended by a signal (a crash, or killed) rather than by exit().
+    var signaled = false
 }
 
 enum CLI {
@@ -20,9 +22,10 @@ enum CLI {
 
     /// Runs `disttrain args` directly, or under `mpirun -n ranks` when ranks is given. Times out after `timeout` s.
     static func run(_ args: [String], ranks: Int? = nil, stdin: String? = nil, timeout: TimeInterval = 120,
-                    onStart: (Int32) -> Void = { _ in }) throws -> RunResult {
+                    in directory: URL? = nil, onStart: (Int32) -> Void = { _ in }) throws -> RunResult {
         let bin = try binary()
         let p = Process()
+        if let directory { p.currentDirectoryURL = directory }
         var env = ProcessInfo.processInfo.environment
         env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
         env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
@@ -62,7 +65,8 @@ enum CLI {
         group.wait()
         return RunResult(status: p.terminationStatus,
                          stdout: String(decoding: outBox.data, as: UTF8.self),
-                         stderr: String(decoding: errBox.data, as: UTF8.self))
+                         stderr: String(decoding: errBox.data, as: UTF8.self),
+                         signaled: p.terminationReason == .uncaughtSignal)
     }
 
     /// Starts `disttrain args` under mpirun, SIGKILLs one rank (chosen by `pickRank` among mpirun's children)

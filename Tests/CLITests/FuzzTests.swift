@@ -17,12 +17,8 @@ struct FuzzRNG {
     mutating func pick<T>(_ a: [T]) -> T { a[int(a.count)] }
 }
 
-/// One subprocess outcome, with how it ended.
-struct FuzzOutcome {
-    var status: Int32
-    var signaled: Bool
-    var stderr: String
-}
+/// One subprocess outcome, with how it ended (CLI.run's result).
+typealias FuzzOutcome = RunResult
 
 final class FuzzTests: XCTestCase {
     var root: URL!
@@ -277,25 +273,8 @@ final class FuzzTests: XCTestCase {
     func runBinary(_ args: [String]) -> FuzzOutcome { Self.runBinary(args, in: root) }
 
     static func runBinary(_ args: [String], in root: URL) -> FuzzOutcome {
-        do {
-            let p = Process()
-            p.executableURL = try CLI.binary()
-            p.arguments = args
-            p.currentDirectoryURL = root
-            var env = ProcessInfo.processInfo.environment
-            env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-            p.environment = env
-            let err = Pipe()
-            p.standardError = err
-            p.standardOutput = FileHandle.nullDevice
-            p.standardInput = FileHandle.nullDevice
-            try p.run()
-            let data = err.fileHandleForReading.readDataToEndOfFile()
-            p.waitUntilExit()
-            return FuzzOutcome(status: p.terminationStatus, signaled: p.terminationReason == .uncaughtSignal,
-                               stderr: String(decoding: data, as: UTF8.self))
-        } catch {
-            return FuzzOutcome(status: -1, signaled: false, stderr: "could not run: \(error)")
+        do { return try CLI.run(args, timeout: 60, in: root) } catch {
+            return FuzzOutcome(status: -1, stdout: "", stderr: "could not run: \(error)")
         }
     }
 
