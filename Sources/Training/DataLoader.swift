@@ -188,6 +188,41 @@ public enum DataLoader {
         let file = source.file
         let shape = "each line must be one JSON object like {\"\(columns.text)\": ..., \"\(columns.label)\": ...}"
         var rows: [RawRow] = []
+        try forEachJSONObject(source, shape: shape) { object, lineNo in
+            // Only built for an error message.
+            var keys: String { object.keys.sorted().map(LabelSet.quote).joined(separator: ", ") }
+            func text(_ key: String, flag: String) throws -> String {
+                guard let v = object[key] else {
+                    throw DataError(file: file, line: lineNo, problem: "missing column \"\(key)\" (keys on this line: \(keys))",
+                                    fix: "add \"\(key)\" to every line, or pass \(flag) naming the key that holds the text")
+                }
+                guard let s = v as? String else {
+                    throw DataError(file: file, line: lineNo, problem: "\"\(key)\" is \(describeJSONType(v)), not a string",
+                                    fix: "give every row a JSON string there, e.g. \"\(key)\": \"some text\"")
+                }
+                return s
+            }
+            let t = try text(columns.text, flag: "--text-column")
+            let p = try columns.textPair.map { try text($0, flag: "--text-pair-column") }
+            var label: String? = nil
+            if wantLabel {
+                guard let v = object[columns.label] else {
+                    throw DataError(file: file, line: lineNo, problem: "missing label column \"\(columns.label)\" (keys on this line: \(keys))",
+                                    fix: "add \"\(columns.label)\" to every line, or pass --label-column naming the key that holds the label")
+                }
+                label = try jsonLabel(v, key: columns.label, file: file, line: lineNo)
+            }
+            rows.append(RawRow(text: t, pair: p, label: label, line: lineNo))
+        }
+        return rows
+    }
+
+    /// Calls `body(object, line)` for each non-blank line of a JSONL source, in order. A line that is not a JSON
+    /// object, and a file with no object at all, are `DataError`s naming file:line (`shape` says what a line must be).
+    static func forEachJSONObject(_ source: Source, shape: String,
+                                  _ body: (_ object: [String: Any], _ line: Int) throws -> Void) throws {
+        let file = source.file
+        var seen = 0
         try source.body.withUnsafeBufferPointer { b in
             let n = b.count
             var start = 0
@@ -207,7 +242,7 @@ public enum DataLoader {
                     value = try JSONSerialization.jsonObject(with: Data(slice), options: [.fragmentsAllowed])
                 } catch {
                     let head = slice.drop(while: isSpace)
-                    if rows.isEmpty, head.first == UInt8(ascii: "[") {
+                    if seen == 0, head.first == UInt8(ascii: "[") {
                         throw arrayFileError(file: file, line: lineNo)
                     }
                     // `str(dict)` / `print(row)` from Python is the usual way to produce this.
@@ -219,41 +254,18 @@ public enum DataLoader {
                     throw DataError(file: file, line: lineNo, problem: "not valid JSON (\(jsonReason(error)))", fix: shape)
                 }
                 guard let object = value as? [String: Any] else {
-                    if rows.isEmpty, let array = value as? [Any], array.first is [String: Any] {
+                    if seen == 0, let array = value as? [Any], array.first is [String: Any] {
                         throw arrayFileError(file: file, line: lineNo)
                     }
                     throw DataError(file: file, line: lineNo, problem: "line is \(describeJSONType(value)), not a JSON object", fix: shape)
                 }
-                // Only built for an error message.
-                var keys: String { object.keys.sorted().map(LabelSet.quote).joined(separator: ", ") }
-                func text(_ key: String, flag: String) throws -> String {
-                    guard let v = object[key] else {
-                        throw DataError(file: file, line: lineNo, problem: "missing column \"\(key)\" (keys on this line: \(keys))",
-                                        fix: "add \"\(key)\" to every line, or pass \(flag) naming the key that holds the text")
-                    }
-                    guard let s = v as? String else {
-                        throw DataError(file: file, line: lineNo, problem: "\"\(key)\" is \(describeJSONType(v)), not a string",
-                                        fix: "give every row a JSON string there, e.g. \"\(key)\": \"some text\"")
-                    }
-                    return s
-                }
-                let t = try text(columns.text, flag: "--text-column")
-                let p = try columns.textPair.map { try text($0, flag: "--text-pair-column") }
-                var label: String? = nil
-                if wantLabel {
-                    guard let v = object[columns.label] else {
-                        throw DataError(file: file, line: lineNo, problem: "missing label column \"\(columns.label)\" (keys on this line: \(keys))",
-                                        fix: "add \"\(columns.label)\" to every line, or pass --label-column naming the key that holds the label")
-                    }
-                    label = try jsonLabel(v, key: columns.label, file: file, line: lineNo)
-                }
-                rows.append(RawRow(text: t, pair: p, label: label, line: lineNo))
+                seen += 1
+                try body(object, lineNo)
             }
         }
-        if rows.isEmpty {
+        if seen == 0 {
             throw DataError(file: file, line: nil, problem: "file has only blank lines", fix: shape)
         }
-        return rows
     }
 
     /// A whole-file JSON array (`[{...}, {...}]`) is a common near miss for JSON lines; say so instead of
