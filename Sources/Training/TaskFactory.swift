@@ -1,6 +1,6 @@
 // TaskFactory: which training task a run gets, from its model folder. The one place the trainer learns what it
 // trains (the trainer itself only drives `TrainingTask`), and the one registration a new task needs: a case in
-// `taskType(for:)`. Each task builds itself from the opened folder and the run's settings (its data included).
+// `taskType(for:kind:modelDir:)` (and a `TaskKind` case for `--task`). Each task builds itself from the opened folder and the run's settings (its data included).
 import Foundation
 import Model
 
@@ -12,11 +12,16 @@ public protocol FolderTrainingTask: TrainingTask {
 }
 
 enum TaskFactory {
-    /// The task that trains a folder of this kind.
-    static func taskType(for kind: ModelKind) -> any FolderTrainingTask.Type {
-        switch kind {
-        case .encoderClassifier, .gpt2Classifier: ClassificationTask.self   // sequence classification
-        case .gpt2LanguageModel: CausalLMTask.self                          // causal LM on text or prompt→response
+    /// The task that trains `kind` as `task` asks; a task the folder cannot train is a usage error naming both.
+    static func taskType(for task: TaskKind, kind: ModelKind, modelDir: URL) throws -> any FolderTrainingTask.Type {
+        switch (task, kind) {
+        case (.auto, .encoderClassifier), (.auto, .gpt2Classifier),
+             (.classification, .encoderClassifier), (.classification, .gpt2Classifier):
+            return ClassificationTask.self   // sequence classification
+        case (.auto, .gpt2LanguageModel), (.causalLM, .gpt2LanguageModel):
+            return CausalLMTask.self         // causal LM on text or prompt→response
+        case (.classification, _), (.causalLM, _):
+            throw TrainingError("--task \(task.rawValue) needs \(task == .causalLM ? "a GPT-2 language model" : "a sequence classifier or a base encoder") folder, but \(modelDir.relativePath) is a \(kind.rawValue); pass such a --model, or leave --task out to train what the folder is", exitCode: 2)
         }
     }
 
@@ -24,7 +29,7 @@ enum TaskFactory {
     /// the adapter, and the base comes from --model.
     static func make(config: TrainConfig, checkpoint: URL?, microBatch: Int) throws -> TrainingTask {
         let folder = try ModelFolder.open(config.lora == nil ? (checkpoint ?? config.modelDir) : config.modelDir)
-        return try taskType(for: folder.kind).init(folder: folder, adapterDir: config.lora == nil ? nil : checkpoint,
+        return try taskType(for: config.task, kind: folder.kind, modelDir: config.modelDir).init(folder: folder, adapterDir: config.lora == nil ? nil : checkpoint,
                                                    trainConfig: config, microBatch: microBatch)
     }
 }

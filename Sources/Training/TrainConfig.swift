@@ -9,7 +9,20 @@ public enum ResumeMode: Sendable, Equatable {
     case path(URL)
 }
 
+/// `--task`: what a run trains. `auto` takes it from the model folder (a classifier folder: classification; a GPT-2
+/// LM folder: causal language modelling); the others are asked for by name and checked against the folder's kind by
+/// `TaskFactory`. A new task adds a case here and a row in `TaskFactory.taskType`.
+public enum TaskKind: String, Sendable, Equatable, CaseIterable {
+    case auto
+    case classification
+    case causalLM = "causal-lm"
+
+    public static var names: String { allCases.map(\.rawValue).joined(separator: ", ") }
+}
+
 public struct TrainConfig: Sendable {
+    /// What to train (default: what the model folder is).
+    public var task: TaskKind = .auto
     public var modelDir: URL
     public var trainFile: URL
     public var evalFile: URL?

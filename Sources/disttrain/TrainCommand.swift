@@ -28,6 +28,8 @@ struct Train: ParsableCommand {
                                valueName: "file.yaml"))
     var config: String?
 
+    @Option(help: ArgumentHelp("What to train: \(TaskKind.names) (default: auto, what the model folder is — a classifier or base encoder: classification; a GPT-2 LM: causal-lm).", valueName: "task"))
+    var task: String = "auto"
     @Option(help: "Hugging Face model folder (config.json, model.safetensors, vocab.txt or tokenizer.json).")
     var model: String
     @Option(help: "Training data: JSONL with {\"text\", \"label\"} per line, or CSV/TSV with a header.")
@@ -109,11 +111,15 @@ struct Train: ParsableCommand {
         }
         guard maxLength >= 2 else { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
         if let t = threads, t <= 0 { throw ValidationError("--threads must be positive (got \(t))") }
+        guard TaskKind(rawValue: task) != nil else {
+            throw ValidationError("--task '\(task)' is unknown; use one of \(TaskKind.names)")
+        }
     }
 
     var trainConfig: TrainConfig {
         var c = TrainConfig(modelDir: URL(fileURLWithPath: model), trainFile: URL(fileURLWithPath: trainFile),
                             evalFile: evalFile.map { URL(fileURLWithPath: $0) }, outputDir: URL(fileURLWithPath: outputDir))
+        c.task = TaskKind(rawValue: task) ?? .auto
         c.numTrainEpochs = numTrainEpochs; c.maxSteps = maxSteps; c.batchSize = batchSize
         c.microBatchSize = microBatchSize; c.learningRate = learningRate; c.weightDecay = weightDecay
         c.warmupSteps = warmupSteps; c.warmupRatio = warmupRatio
