@@ -21,7 +21,13 @@ public struct BenchmarkResult: Sendable, Codable {
     public var flops_per_step: Double
     public var achieved_gflops: Double
     public var sgemm_gflops: Double
+    /// achieved_gflops over the GEMM rate of the step's own precision: cblas_sgemm for fp32, the bf16 kernel
+    /// (`gemm_gflops`) for bf16 — so a bf16 step is not reported above 1 against the fp32 rate.
     public var mfu: Double
+    /// bf16 only: the bf16 GEMM kernel's rate at the probe shape (the basis of `mfu`), and achieved_gflops over the
+    /// fp32 sgemm rate (how much faster than an fp32 GEMM-bound step it runs).
+    public var gemm_gflops: Double? = nil
+    public var over_fp32_sgemm: Double? = nil
     public var peak_rss_mb: Double
     public var activation_bytes: Int
     /// "fp32" or "bf16" (the Linear products).
@@ -87,8 +93,10 @@ public enum ModelBenchmark {
         // The sgemm rate is sampled between the steps (two calls after each), not only before or after, so that
         // MFU compares like with like on a machine whose load changes during the run.
         let probe = SgemmProbe(m: batch * seq, n: max(config.intermediate, config.hidden), k: config.hidden)
-        _ = probe.measure()
+        let bf16Probe = precision == .bf16 ? SgemmProbe(m: batch * seq, n: max(config.intermediate, config.hidden), k: config.hidden, bf16: true) : nil
+        _ = probe.measure(); _ = bf16Probe?.measure()
         var rates: [Double] = [probe.measure(), probe.measure()]
+        var bf16Rates: [Double] = bf16Probe.map { [$0.measure(), $0.measure()] } ?? []
         for step in 0..<(warmup + steps) {
             let ids = (0..<(batch * seq)).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) }
             let labels = (0..<batch).map { _ in Int32(rng.next() % UInt64(NL)) }
@@ -103,9 +111,12 @@ public enum ModelBenchmark {
             }
             dLogits.withUnsafeBufferPointer { model.backward(dLogits: $0) }
             let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
-            if step >= warmup { times.append(dt); rates.append(probe.measure()); rates.append(probe.measure()) }
+            if step >= warmup {
+                times.append(dt); rates.append(probe.measure()); rates.append(probe.measure())
+                if let bf16Probe { bf16Rates.append(bf16Probe.measure()); bf16Rates.append(bf16Probe.measure()) }
+            }
         }
-        rates.sort()
+        rates.sort(); bf16Rates.sort()
         times.sort()
         let median = times.isEmpty ? 0 : times[times.count / 2]
         let tokens = Double(batch * seq)
@@ -115,10 +126,13 @@ public enum ModelBenchmark {
         let flops = 6 * nonEmb * tokens + 12 * Double(config.layers * config.hidden * seq) * tokens
         let achieved = median > 0 ? flops / median / 1e9 : 0
         let peak = rates[rates.count / 2]
+        let bf16Peak = bf16Rates.isEmpty ? nil : bf16Rates[bf16Rates.count / 2]
+        let basis = bf16Peak ?? peak
         return BenchmarkResult(batch: batch, seq: seq, threads: threads, steps: steps,
                                tokens_per_s: median > 0 ? tokens / median : 0, step_s_median: median,
                                step_s_min: times.first ?? 0, step_s_max: times.last ?? 0, flops_per_step: flops,
-                               achieved_gflops: achieved, sgemm_gflops: peak, mfu: peak > 0 ? achieved / peak : 0,
+                               achieved_gflops: achieved, sgemm_gflops: peak, mfu: basis > 0 ? achieved / basis : 0,
+                               gemm_gflops: bf16Peak, over_fp32_sgemm: bf16Peak == nil ? nil : (peak > 0 ? achieved / peak : 0),
                                peak_rss_mb: peakRSSMegabytes(), activation_bytes: model.activationBytes,
                                precision: precision.rawValue)
     }
@@ -254,12 +268,13 @@ public enum ModelBenchmark {
     }
 }
 
-/// Buffers for timing the model's largest matmul shape, allocated once.
+/// Buffers for timing the model's largest matmul shape, allocated once; `bf16`: the bf16 kernel instead of sgemm.
 final class SgemmProbe {
     let m: Int, n: Int, k: Int
+    let bf16: Bool
     let a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>, c: UnsafeMutablePointer<Float>
-    init(m: Int, n: Int, k: Int) {
-        self.m = m; self.n = n; self.k = k
+    init(m: Int, n: Int, k: Int, bf16: Bool = false) {
+        self.m = m; self.n = n; self.k = k; self.bf16 = bf16
         a = .allocate(capacity: m * k); b = .allocate(capacity: n * k); c = .allocate(capacity: m * n)
         var rng = SplitMix64(seed: 7)
         for i in 0..<(m * k) { a[i] = Float(rng.nextUniform() - 0.5) }
@@ -270,7 +285,11 @@ final class SgemmProbe {
     /// GFLOP/s of one call.
     func measure() -> Double {
         let t0 = DispatchTime.now().uptimeNanoseconds
-        sgemm(transA: false, transB: true, m: m, n: n, k: k, alpha: 1, a, lda: k, b, ldb: k, beta: 0, c, ldc: n)
+        if bf16 {
+            _ = bf16Gemm(transA: false, transB: true, m: m, n: n, k: k, alpha: 1, a, lda: k, b, ldb: k, beta: 0, c, ldc: n)
+        } else {
+            sgemm(transA: false, transB: true, m: m, n: n, k: k, alpha: 1, a, lda: k, b, ldb: k, beta: 0, c, ldc: n)
+        }
         let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
         return 2 * Double(m) * Double(n) * Double(k) / dt / 1e9
     }

@@ -14,7 +14,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Batch size.") var batchSize: Int = 32
     @Option(help: "Sequence length.") var seqLen: Int = 128
     @Option(help: "Timed steps (after 2 warm-up steps).") var steps: Int = 10
-    @Option(help: "A config.json to take the shape from (default: the MiniLM shape).") var config: String?
+    @Option(help: "A config.json to take the shape from (default: the MiniLM shape; or --model's config.json).") var config: String?
     @Option(help: "Compare full fine-tuning with LoRA of this rank (query,value; alpha 2r): alternating training steps with AdamW in one process.")
     var loraR: Int = 0
     @Flag(help: "Data-parallel step (all-reduce, clipping, AdamW) with --batch-size per rank; implied under mpirun.")
@@ -27,20 +27,43 @@ struct Bench: ParsableCommand {
     var gemm = false
     @Flag(help: "Run every configuration (fp32/bf16, 1/2 threads, 1 process vs 2 MPI ranks, GPT-2, start-up) in fresh processes and print a table of medians.")
     var table = false
-    @Option(help: "With --table: rounds of runs (medians are reported).") var runs: Int = 3
-    @Option(help: "With --table: a model folder and training file for the launch → first step row.") var model: String?
+    @Option(help: "With --table: rounds of runs (medians are reported; default 3).") var runs: Int?
+    @Option(help: "A model folder: without --table, bench its config.json's shape (as --config); with --table, with --train-file, also time launch → first step.") var model: String?
     @Option(help: "With --table: the training file for the launch → first step row.") var trainFile: String?
 
     func validate() throws {
         guard threads > 0, batchSize > 0, seqLen > 1, steps > 0 else {
             throw ValidationError("--threads, --batch-size and --steps must be positive and --seq-len at least 2")
         }
+        // A flag that does not apply to the chosen mode is refused, never silently ignored.
+        if table {
+            let other = [(config != nil, "--config"), (loraR != 0, "--lora-r"), (dataParallel, "--data-parallel"),
+                         (noSharedMemory, "--no-shared-memory"), (bf16, "--bf16"), (gemm, "--gemm")].filter(\.0).map(\.1)
+            if let f = other.first {
+                throw ValidationError("--table runs its own fixed set of configurations (fp32/bf16, 1/2 threads, 1 process vs 2 ranks, GPT-2); \(f) does not apply to it: drop \(f), or drop --table to bench that one configuration")
+            }
+            if let r = runs, r <= 0 { throw ValidationError("--runs must be positive (got \(r))") }
+            if trainFile != nil, model == nil { throw ValidationError("--train-file needs --model (the launch → first step row trains that model on that file)") }
+            return
+        }
+        if runs != nil { throw ValidationError("--runs applies to --table only (a single configuration already reports the median of --steps steps)") }
+        if trainFile != nil { throw ValidationError("--train-file applies to --table only (the launch → first step row); drop it, or add --table") }
+        if model != nil, config != nil { throw ValidationError("give either --model (its config.json) or --config, not both") }
+        if gemm {
+            let other = [(loraR != 0, "--lora-r"), (dataParallel, "--data-parallel"), (noSharedMemory, "--no-shared-memory"),
+                         (bf16, "--bf16")].filter(\.0).map(\.1)
+            if let f = other.first {
+                throw ValidationError("--gemm times the bf16 GEMM kernel against cblas_sgemm at the step's shapes (no training step); \(f) does not apply to it: drop \(f)")
+            }
+        }
+        if loraR != 0, bf16 { throw ValidationError("--lora-r compares full and LoRA steps in fp32; drop --bf16 (or --lora-r)") }
+        if loraR != 0, dataParallel || noSharedMemory { throw ValidationError("--lora-r compares steps in one process; drop --data-parallel/--no-shared-memory") }
     }
 
     func run() throws {
-        if table { return try BenchTable(runs: runs, steps: steps, model: model, trainFile: trainFile).run() }
+        if table { return try BenchTable(runs: runs ?? 3, steps: steps, model: model, trainFile: trainFile).run() }
         let cfg: ModelConfig
-        if let config {
+        if let config = config ?? model.map({ URL(fileURLWithPath: $0).appendingPathComponent("config.json").path }) {
             var c = try ModelFolder.read(configFile: URL(fileURLWithPath: config))
                 .encoderConfig(for: "bench --config (use `generate --bench` for GPT-2)")
             // A base model's config names no labels: transformers' sequence classifier defaults to 2.
@@ -62,7 +85,14 @@ struct Bench: ParsableCommand {
             return
         }
         let env = ProcessInfo.processInfo.environment
-        if dataParallel || LaunchMode.detect(environment: env) != .single {
+        let underLauncher = LaunchMode.detect(environment: env) != .single
+        if noSharedMemory, !(dataParallel || underLauncher) {
+            throw ValidationError("--no-shared-memory applies to the data-parallel step: add --data-parallel, or run under mpirun")
+        }
+        if loraR != 0, underLauncher {
+            throw ValidationError("--lora-r compares full and LoRA steps in one process: run it without mpirun")
+        }
+        if dataParallel || underLauncher {
             // With --bf16 the data-parallel step runs in bf16 only (compare with a --bf16 run of one process).
             let comm = try makeCommunicator(environment: env)
             let r = try ScalingBenchmark.run(config: cfg, batch: batchSize, seq: seqLen, steps: steps, warmup: 2,
@@ -80,6 +110,8 @@ struct Bench: ParsableCommand {
             } catch let e as LoRAError { throw ValidationError(e.message) }
             return
         }
+        // A step at the default shape takes seconds: say what is running rather than sit silent.
+        FileHandle.standardError.write(Data("bench: \(config ?? model ?? "MiniLM shape"), batch \(batchSize) × seq \(seqLen), \(threads) thread\(threads == 1 ? "" : "s"): 2 warm-up + \(steps) timed steps\(bf16 ? ", fp32 then bf16" : "")\n".utf8))
         let r = ModelBenchmark.run(config: cfg, batch: batchSize, seq: seqLen, steps: steps, warmup: 2, threads: threads)
         print(r.json)
         if bf16 {

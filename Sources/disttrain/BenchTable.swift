@@ -74,7 +74,8 @@ struct BenchTable {
             }))
         }
         var results = [[[String: Any]]](repeating: [], count: rows.count)
-        FileHandle.standardError.write(Data("bench --table: \(rows.count) rows × \(runs) runs, load \(loadAverage())\n".utf8))
+        let loadBefore = loadAverage()
+        FileHandle.standardError.write(Data("bench --table: \(rows.count) rows × \(runs) runs, load \(loadBefore)\n".utf8))
         for round in 0..<runs {
             for (i, row) in rows.enumerated() {
                 for cmd in row.commands {
@@ -83,7 +84,7 @@ struct BenchTable {
                 }
             }
         }
-        print("| what | median of \(runs) runs (load before: \(loadAverage())) |")
+        print("| what | median of \(runs) runs (load before: \(loadBefore)) |")
         print("|---|---|")
         for (i, row) in rows.enumerated() { print("| \(row.name) | \(row.summarise(results[i])) |") }
         print("load after: \(loadAverage())")

@@ -37,7 +37,16 @@ struct Generate: ParsableCommand {
     @Option(help: "With --bench: timed training steps (the median is reported).") var benchSteps: Int = 5
 
     func validate() throws {
-        if bench { return }
+        if bench {
+            // The benchmark has a fixed shape and random weights: flags of a generation run would be silently ignored.
+            let other = [(model != nil, "--model"), (adapter != nil, "--adapter"), (prompt != nil, "--prompt"), (json, "--json"),
+                         (noCache, "--no-cache"), (stopAtEos, "--stop-at-eos")].filter(\.0).map(\.1)
+            if let f = other.first {
+                throw ValidationError("--bench runs the fixed GPT-2 6x384 benchmark on random weights; \(f) does not apply to it: drop \(f), or drop --bench to generate")
+            }
+            guard threads > 0, benchSteps > 0 else { throw ValidationError("--threads and --bench-steps must be positive") }
+            return
+        }
         guard model != nil else { throw ValidationError("--model is required (a GPT-2 model folder)") }
         guard prompt != nil else { throw ValidationError("--prompt is required") }
         guard maxNewTokens > 0 else { throw ValidationError("--max-new-tokens must be positive (got \(maxNewTokens))") }

@@ -1,0 +1,48 @@
+// `bench` and `generate --bench` refuse flags that do not apply to the chosen mode (issue 22 point 8): each case was
+// silently ignored before. Each refusal is one line, exit 2, and names the flag; nothing is benchmarked.
+import XCTest
+
+final class BenchFlagsTests: XCTestCase {
+    private func assertRefused(_ args: [String], naming flag: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let r = try CLI.run(args, timeout: 30)
+        XCTAssertEqual(r.status, 2, "\(args): \(r.stderr)", file: file, line: line)
+        XCTAssertTrue(r.stderr.contains(flag), "\(args) should name \(flag): \(r.stderr)", file: file, line: line)
+        XCTAssertEqual(r.stdout, "", "\(args) must not print figures", file: file, line: line)
+        XCTAssertFalse(r.stderr.contains("Fatal error"), file: file, line: line)
+    }
+
+    func testFlagsOutsideTheirModeAreRefused() throws {
+        try assertRefused(["bench", "--runs", "2"], naming: "--runs")
+        try assertRefused(["bench", "--train-file", "x.jsonl"], naming: "--train-file")
+        try assertRefused(["bench", "--table", "--bf16"], naming: "--bf16")
+        try assertRefused(["bench", "--table", "--lora-r", "4"], naming: "--lora-r")
+        try assertRefused(["bench", "--gemm", "--lora-r", "4"], naming: "--lora-r")
+        try assertRefused(["bench", "--gemm", "--bf16"], naming: "--bf16")
+        try assertRefused(["bench", "--lora-r", "4", "--bf16"], naming: "--bf16")
+        try assertRefused(["bench", "--no-shared-memory"], naming: "--no-shared-memory")
+        try assertRefused(["bench", "--model", "m", "--config", "c.json"], naming: "--config")
+        try assertRefused(["generate", "--bench", "--model", "m"], naming: "--model")
+        try assertRefused(["generate", "--bench", "--prompt", "hi"], naming: "--prompt")
+    }
+
+    /// `bench --model DIR` without --table benchmarks DIR's shape (it used to bench MiniLM whatever DIR was): the
+    /// tiny BERT fixture's shape gives a different FLOP count from the default MiniLM shape.
+    func testModelWithoutTableBenchesThatModelsShape() throws {
+        let tiny = TestPaths.fixture("bert-tiny-cls").path
+        let common = ["bench", "--steps", "1", "--batch-size", "2", "--seq-len", "8"]
+        let a = try CLI.run(common + ["--model", tiny], timeout: 60)
+        XCTAssertEqual(a.status, 0, a.stderr)
+        let b = try CLI.run(common + ["--config", tiny + "/config.json"], timeout: 60)
+        XCTAssertEqual(b.status, 0, b.stderr)
+        func flops(_ s: String) throws -> Double {
+            let line = try XCTUnwrap(s.split(separator: "\n").first { $0.hasPrefix("{") })
+            let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            return try XCTUnwrap((o["flops_per_step"] as? NSNumber)?.doubleValue)
+        }
+        XCTAssertEqual(try flops(a.stdout), try flops(b.stdout))
+        let miniLM = try CLI.run(common, timeout: 120)
+        XCTAssertEqual(miniLM.status, 0, miniLM.stderr)
+        XCTAssertNotEqual(try flops(a.stdout), try flops(miniLM.stdout))
+        XCTAssertTrue(a.stderr.contains("2 warm-up + 1 timed steps"), "bench says what it runs: \(a.stderr)")
+    }
+}
