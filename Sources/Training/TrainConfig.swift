@@ -16,6 +16,8 @@ public enum TaskKind: String, Sendable, Equatable, CaseIterable {
     case auto
     case classification
     case causalLM = "causal-lm"
+    /// A reward model (one-output sequence classifier) on preference pairs (RewardTask).
+    case reward
 
     public static var names: String { allCases.map(\.rawValue).joined(separator: ", ") }
 }

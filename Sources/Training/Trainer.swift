@@ -297,6 +297,11 @@ public final class Trainer {
     /// Causal LM: the prompt→response rows truncation left without a response token, which were skipped (as `eval`
     /// reports them).
     var skippedRowsNotice: [String] {
+        if let rm = task as? RewardTask, rm.trainSkipped + rm.evalSkipped > 0 {
+            return ["warning: \(rm.trainSkipped) preference pair\(rm.trainSkipped == 1 ? "" : "s") of \(config.trainFile.lastPathComponent)"
+                    + (rm.evalSkipped > 0 ? " and \(rm.evalSkipped) of \(config.evalFile?.lastPathComponent ?? "the eval split")" : "")
+                    + " had a chosen or rejected text longer than --max-length \(rm.maxLength) tokens and \(rm.trainSkipped + rm.evalSkipped == 1 ? "was" : "were") skipped (TRL's RewardTrainer filters such pairs); raise --max-length to keep them"]
+        }
         guard let lm = task as? CausalLMTask, lm.trainDropped + lm.evalDropped > 0 else { return [] }
         let limit = min(config.maxLength, lm.maxPositions)
         return ["warning: \(lm.trainDropped) prompt→response row\(lm.trainDropped == 1 ? "" : "s") of \(config.trainFile.lastPathComponent)"
