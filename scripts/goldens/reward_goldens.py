@@ -24,7 +24,7 @@ What it does, for each of the tiny fixtures bert-tiny-cls and gpt2-tiny-cls (Tes
   3. Records the token ids TRL's dataset holds, and for one batch of all kept pairs (TRL's collator): the rewards,
      trainer.compute_loss (train mode) and its metrics, every parameter gradient (the word-embedding table only in the
      rows the batch uses, with the row ids), trainer.evaluate() on the same set.
-  4. Runs trainer.train() for 3 steps (batch = all pairs, lr 1e-3 linear, no warmup, AdamW, max_grad_norm 1.0) and
+  4. Runs trainer.train() for 3 steps (batch = all pairs, lr 1e-3 linear, no warmup, AdamW eps 1e-6, max_grad_norm 1.0) and
      records the logged per-step loss and grad_norm, the learning rates, and the final parameters (tables: used rows).
 """
 import copy
@@ -48,6 +48,11 @@ OUT = os.path.join(FIX, "reward-golden")
 MAX_LENGTH = 24
 STEPS = 3
 LR = 1e-3
+# Adam's first steps are lr·sign(g) for any |g| >> eps. Several parameters have an exactly zero true gradient here (the
+# head bias and GPT-2's ln_f bias: r_chosen − r_rejected does not depend on them; attention key biases), so with the
+# default eps 1e-8 float rounding noise (~1e-9) would move them by ±lr and the comparison would test the noise.
+# eps 1e-6 keeps noise-sized gradients from moving anything measurably and leaves real gradients (>= 1e-4) sign-like.
+ADAM_EPS = 1e-6
 
 EXPLICIT = [
     {"prompt": "The movie was", "chosen": " great fun.", "rejected": " boring.", "margin": 0.5},
@@ -96,7 +101,7 @@ def trainer_for(model, tok, data, out_dir, steps=0):
     args = RewardConfig(output_dir=out_dir, max_length=MAX_LENGTH, bf16=False, fp16=False, gradient_checkpointing=False,
                         per_device_train_batch_size=len(data), per_device_eval_batch_size=len(data),
                         learning_rate=LR, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
-                        max_grad_norm=1.0, max_steps=max(steps, 1), logging_steps=1, report_to=[], save_strategy="no",
+                        max_grad_norm=1.0, adam_epsilon=ADAM_EPS, max_steps=max(steps, 1), logging_steps=1, report_to=[], save_strategy="no",
                         seed=42, disable_dropout=True, use_cpu=True, dataloader_drop_last=False)
     return RewardTrainer(model=model, args=args, train_dataset=data, eval_dataset=data, processing_class=tok)
 
@@ -182,7 +187,7 @@ def main():
     tensors, golden = {}, {}
     golden["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__}
     golden["settings"] = {"max_length": MAX_LENGTH, "steps": STEPS, "learning_rate": LR, "schedule": "linear, no warmup",
-                          "weight_decay": 0.0, "max_grad_norm": 1.0, "adam": [0.9, 0.999, 1e-8],
+                          "weight_decay": 0.0, "max_grad_norm": 1.0, "adam": [0.9, 0.999, ADAM_EPS],
                           "batch": "all kept pairs of the set, one micro-batch", "dropout": "off"}
     golden["data"] = {"explicit": EXPLICIT, "implicit": IMPLICIT}
     record("bert", os.path.join(FIX, "bert-tiny-cls"), tensors, golden)
