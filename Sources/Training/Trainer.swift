@@ -298,9 +298,11 @@ public final class Trainer {
     /// reports them).
     var skippedRowsNotice: [String] {
         if let rm = task as? RewardTask, rm.trainSkipped + rm.evalSkipped > 0 {
-            return ["warning: \(rm.trainSkipped) preference pair\(rm.trainSkipped == 1 ? "" : "s") of \(config.trainFile.lastPathComponent)"
-                    + (rm.evalSkipped > 0 ? " and \(rm.evalSkipped) of \(config.evalFile?.lastPathComponent ?? "the eval split")" : "")
-                    + " had a chosen or rejected text longer than --max-length \(rm.maxLength) tokens and \(rm.trainSkipped + rm.evalSkipped == 1 ? "was" : "were") skipped (TRL's RewardTrainer filters such pairs); raise --max-length to keep them"]
+            let n = rm.trainSkipped + rm.evalSkipped
+            let evalName = config.evalFile?.lastPathComponent ?? "the validation split"
+            let parts = (rm.trainSkipped > 0 ? ["\(rm.trainSkipped) of \(config.trainFile.lastPathComponent)"] : [])
+                + (rm.evalSkipped > 0 ? ["\(rm.evalSkipped) of \(evalName)"] : [])
+            return ["warning: preference pairs with a chosen or rejected text longer than --max-length \(rm.maxLength) tokens were skipped (as TRL's RewardTrainer filters them): \(parts.joined(separator: " and ")); raise --max-length to keep \(n == 1 ? "it" : "them")"]
         }
         guard let lm = task as? CausalLMTask, lm.trainDropped + lm.evalDropped > 0 else { return [] }
         let limit = min(config.maxLength, lm.maxPositions)

@@ -184,7 +184,7 @@ final class RewardCLITests: XCTestCase {
         """.write(to: file, atomically: true, encoding: .utf8)
         let r = try CLI.run(trainArgs(model: "bert-tiny-cls", train: file, eval: nil, out: "out", ["--max-steps", "1", "--batch-size", "2"]))
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertTrue(r.stderr.contains("1 preference pair of long.jsonl had a chosen or rejected text longer than --max-length 24 tokens and was skipped"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("preference pairs with a chosen or rejected text longer than --max-length 24 tokens were skipped (as TRL's RewardTrainer filters them): 1 of long.jsonl"), r.stderr)
         let summary = try JSONSerialization.jsonObject(with: Data(r.stdout.split(separator: "\n").last.map(String.init)!.utf8)) as! [String: Any]
         XCTAssertEqual(summary["train_samples"] as? Int, 2, "the two kept pairs: \(r.stdout)")
         // Every pair too long: one line, nothing written.
