@@ -33,7 +33,9 @@ enum TaskFactory {
     /// the adapter, and the base comes from --model.
     static func make(config: TrainConfig, checkpoint: URL?, microBatch: Int) throws -> TrainingTask {
         let folder = try ModelFolder.open(config.lora == nil ? (checkpoint ?? config.modelDir) : config.modelDir)
-        return try taskType(for: config.task, kind: folder.kind, modelDir: config.modelDir).init(folder: folder, adapterDir: config.lora == nil ? nil : checkpoint,
+        // A reward model (one output, problem_type absent or regression) continues as one.
+        let task = config.task == .auto && folder.isRewardModel ? .reward : config.task
+        return try taskType(for: task, kind: folder.kind, modelDir: config.modelDir).init(folder: folder, adapterDir: config.lora == nil ? nil : checkpoint,
                                                    trainConfig: config, microBatch: microBatch)
     }
 }

@@ -28,7 +28,7 @@ struct Train: ParsableCommand {
                                valueName: "file.yaml"))
     var config: String?
 
-    @Option(help: ArgumentHelp("What to train: \(TaskKind.names) (default: auto, what the model folder is — a classifier or base encoder: classification; a GPT-2 LM: causal-lm).", valueName: "task"))
+    @Option(help: ArgumentHelp("What to train: \(TaskKind.names) (default: auto, what the model folder is — a classifier or base encoder: classification; a GPT-2 LM: causal-lm; a reward model: reward).", valueName: "task"))
     var task: String = "auto"
     @Option(help: "Hugging Face model folder (config.json, model.safetensors, vocab.txt or tokenizer.json).")
     var model: String

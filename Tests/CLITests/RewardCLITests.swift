@@ -77,6 +77,13 @@ final class RewardCLITests: XCTestCase {
             XCTAssertEqual((m["eval_accuracy"] as! NSNumber).doubleValue, (results["eval_accuracy"] as! NSNumber).doubleValue, model)
             XCTAssertEqual((m["eval_loss"] as! NSNumber).doubleValue, (results["eval_loss"] as! NSNumber).doubleValue, accuracy: 1e-6, model)
             XCTAssertEqual((m["eval_margin"] as! NSNumber).doubleValue, (results["eval_margin"] as! NSNumber).doubleValue, accuracy: 1e-6, model)
+            // A reward folder keeps training as a reward model without --task (auto), its head kept.
+            let more = try CLI.run(["train", "--model", out.path, "--train-file", train.path, "--eval-file", eval.path,
+                                    "--output-dir", dir.appendingPathComponent("\(model)-more").path, "--max-length", "24",
+                                    "--batch-size", "4", "--max-steps", "1"])
+            XCTAssertEqual(more.status, 0, more.stderr)
+            XCTAssertFalse(more.stderr.contains("initialised (not in the checkpoint)"), more.stderr)
+            XCTAssertNotNil(try json(dir.appendingPathComponent("\(model)-more/eval_results.json"))["eval_margin"], model)
         }
     }
 
