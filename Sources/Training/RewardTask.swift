@@ -52,6 +52,9 @@ public final class RewardTask: FolderTrainingTask, @unchecked Sendable {
 
     /// Training: pairs from --train-file; the eval pairs from --eval-file, else a --validation-split of the train pairs.
     public convenience init(folder: ModelFolder, adapterDir: URL?, trainConfig config: TrainConfig, microBatch: Int) throws {
+        if config.labelsFile != nil || config.columns != ColumnOptions() {
+            throw TrainingError("--labels, --text-column, --text-pair-column and --label-column do not apply to --task reward: a preference file has \"chosen\" and \"rejected\" (and optionally \"prompt\" and \"margin\") on every line", exitCode: 2)
+        }
         var trainSet = try PreferenceData.load(config.trainFile)
         guard !trainSet.pairs.isEmpty else {
             throw TrainingError("\(config.trainFile.path): no preference pairs; the file must hold one {\"prompt\", \"chosen\", \"rejected\"} or {\"chosen\", \"rejected\"} object per line")

@@ -205,5 +205,8 @@ final class RewardCLITests: XCTestCase {
         let r = try CLI.run(trainArgs(model: "gpt2-tiny-lm", train: train, eval: nil, out: "out", ["--max-steps", "1"]))
         assertCleanFailure(r, status: 2, mentions: ["--task reward", "GPT-2 language model"])
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("out").path), "no output folder for a refused run")
+        // Classification-only flags are refused, not ignored.
+        let labels = try CLI.run(trainArgs(model: "bert-tiny-cls", train: train, eval: nil, out: "out3", ["--max-steps", "1", "--text-column", "body"]))
+        assertCleanFailure(labels, status: 2, mentions: ["--text-column", "--task reward"], out: "out3")
     }
 }
