@@ -1,7 +1,8 @@
 // RewardTask: a reward model trained on human-preference pairs, as TRL 1.16.0's RewardTrainer trains one: a sequence
 // classifier with ONE output (BERT family, a base encoder with a fresh head, or GPT2ForSequenceClassification) scores
 // the chosen and the rejected text of each pair, and the loss is −log σ(r_chosen − r_rejected − margin) (margin: the
-// row's optional "margin", else 0; TRL's optional center_rewards_coefficient term is off by default and not offered).
+// row's optional "margin", else 0), plus TRL's optional centring term c·(r_chosen + r_rejected)² (--center-rewards-
+// coefficient; off by default, as in TRL).
 //
 // Data as TRL prepares it (trl/trainer/reward_trainer.py, `_prepare_dataset`):
 //   - the tokenizer's EOS token text is appended to chosen and to rejected unless it already ends them; the prompt (if
@@ -39,6 +40,8 @@ public final class RewardTask: FolderTrainingTask, @unchecked Sendable {
     public let labels = ["LABEL_0"]
     public let dataFingerprint: String
     public let truncated = 0
+    /// TRL's center_rewards_coefficient (0: off).
+    let center: Double
     private var dLogits: [Float]
     /// With LoRA: the adapter's plan and its trainable store (the head is trained as modules_to_save, as peft does).
     let lora: (plan: LoRAPlan, store: ParameterStore)?
@@ -79,6 +82,7 @@ public final class RewardTask: FolderTrainingTask, @unchecked Sendable {
                             microBatch: 2 * microBatch, reward: true)
         backend.encoder?.matmulPrecision = config.matmulPrecision
         maxLength = config.maxLength
+        center = config.centerRewardsCoefficient ?? 0
         dataFingerprint = trainSet.fingerprint
         let eos = Self.eosText(folder: folder, tokenizer: backend.tokenizer)
         (train, trainMargins, trainSkipped) = try Self.encode(trainSet, backend: backend, eos: eos, maxLength: maxLength)
@@ -116,6 +120,7 @@ public final class RewardTask: FolderTrainingTask, @unchecked Sendable {
             throw TrainingError("\(data.file): no preference pairs to evaluate" + (evalSkipped > 0 ? " (all \(evalSkipped) are longer than --max-length \(limit) tokens; raise --max-length)" : "; the file must hold one {\"prompt\", \"chosen\", \"rejected\"} or {\"chosen\", \"rejected\"} object per line"), exitCode: 2)
         }
         train = []; trainMargins = []; trainSkipped = 0
+        center = 0
         dataFingerprint = ""
         dLogits = []
         lora = nil
@@ -199,10 +204,13 @@ public final class RewardTask: FolderTrainingTask, @unchecked Sendable {
         let rewards = model.forward(backend.makeBatch(seq, from: train), dropout: dropout)
         var lossSum = 0.0
         for (b, i) in indices.enumerated() {
-            let (loss, g) = Self.pairLoss(Double(rewards[b]) - Double(rewards[k + b]) - trainMargins[i])
-            lossSum += loss
-            dLogits[b] = Float(g) * scale
-            dLogits[k + b] = -Float(g) * scale
+            let rc = Double(rewards[b]), rr = Double(rewards[k + b])
+            let (loss, g) = Self.pairLoss(rc - rr - trainMargins[i])
+            // TRL's centring term c·(r_chosen + r_rejected)² per pair (its mean over the batch is TRL's term).
+            let sum = rc + rr
+            lossSum += loss + center * sum * sum
+            dLogits[b] = Float((g + 2 * center * sum) * Double(scale))
+            dLogits[k + b] = Float((-g + 2 * center * sum) * Double(scale))
         }
         dLogits.withUnsafeBufferPointer { model.backward(dLogits: UnsafeBufferPointer(rebasing: $0[0..<(2 * k)])) }
         return (lossSum, seq.reduce(0) { $0 + train[$1].ids.count })
@@ -227,7 +235,7 @@ public final class RewardTask: FolderTrainingTask, @unchecked Sendable {
         let r = rewards(pairs, batchSize: batchSize)
         for (j, p) in pairs.enumerated() {
             let rc = Double(r[2 * j]), rr = Double(r[2 * j + 1])
-            stats.lossSum += Self.pairLoss(rc - rr - evalMargins[p]).loss
+            stats.lossSum += Self.pairLoss(rc - rr - evalMargins[p]).loss + center * (rc + rr) * (rc + rr)
             stats.lossCount += 1
             if rc > rr { stats.counts[0] += 1 }
             stats.sums[0] += rc - rr

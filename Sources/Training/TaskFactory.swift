@@ -35,7 +35,11 @@ enum TaskFactory {
         let folder = try ModelFolder.open(config.lora == nil ? (checkpoint ?? config.modelDir) : config.modelDir)
         // A reward model (one output, problem_type absent or regression) continues as one.
         let task = config.task == .auto && folder.isRewardModel ? .reward : config.task
-        return try taskType(for: task, kind: folder.kind, modelDir: config.modelDir).init(folder: folder, adapterDir: config.lora == nil ? nil : checkpoint,
+        let type = try taskType(for: task, kind: folder.kind, modelDir: config.modelDir)
+        if config.centerRewardsCoefficient != nil && !(type is RewardTask.Type) {
+            throw TrainingError("--center-rewards-coefficient applies to --task reward only; drop it", exitCode: 2)
+        }
+        return try type.init(folder: folder, adapterDir: config.lora == nil ? nil : checkpoint,
                                                    trainConfig: config, microBatch: microBatch)
     }
 }

@@ -208,5 +208,13 @@ final class RewardCLITests: XCTestCase {
         // Classification-only flags are refused, not ignored.
         let labels = try CLI.run(trainArgs(model: "bert-tiny-cls", train: train, eval: nil, out: "out3", ["--max-steps", "1", "--text-column", "body"]))
         assertCleanFailure(labels, status: 2, mentions: ["--text-column", "--task reward"], out: "out3")
+        let negative = try CLI.run(trainArgs(model: "bert-tiny-cls", train: train, eval: nil, out: "out4", ["--max-steps", "1", "--center-rewards-coefficient=-1"]))
+        assertCleanFailure(negative, status: 2, mentions: ["--center-rewards-coefficient"], out: "out4")
+        let classify = dir.appendingPathComponent("cls.jsonl")
+        try "{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": \"b\", \"label\": \"y\"}\n".write(to: classify, atomically: true, encoding: .utf8)
+        let wrongTask = try CLI.run(["train", "--model", Self.fixture("bert-tiny-cls").path, "--train-file", classify.path, "--output-dir",
+                                     dir.appendingPathComponent("out5").path, "--max-steps", "1", "--batch-size", "2", "--max-length", "16",
+                                     "--center-rewards-coefficient", "0.01"])
+        assertCleanFailure(wrongTask, status: 2, mentions: ["--center-rewards-coefficient applies to --task reward only"], out: "out5")
     }
 }

@@ -1,6 +1,6 @@
 // RewardTask against TRL 1.16.0's RewardTrainer (Fixtures/reward-golden, from scripts/goldens/reward_goldens.py):
 // for the tiny BERT and GPT-2 classifiers with a one-output head, on an explicit-prompt set with margins and an
-// implicit-prompt set with one over-long pair: the token ids TRL's dataset holds (EOS appended for GPT-2, prompt +
+// implicit-prompt set with one over-long pair, and the first again with TRL's center_rewards_coefficient 0.1: the token ids TRL's dataset holds (EOS appended for GPT-2, prompt +
 // response joined, the long pair filtered), the rewards, the loss, TRL's metrics (accuracy, margin, mean reward, eval
 // loss), every parameter gradient (the word table in the rows the batch uses, the rest of it zero), and 3 AdamW steps
 // (loss, pre-clip gradient norm, learning rate, final parameters; Adam eps 1e-6, see the generator: several parameters
@@ -51,12 +51,13 @@ final class RewardTaskTests: XCTestCase {
         return dir
     }
 
-    func task(_ folder: URL, set: String, microBatch: Int) throws -> RewardTask {
-        let data = try PreferenceData.load(Self.goldenDir.appendingPathComponent("\(set).jsonl"))
-        var config = TrainConfig(modelDir: folder, trainFile: Self.goldenDir.appendingPathComponent("\(set).jsonl"),
+    func task(_ folder: URL, file: String, center: Double?, microBatch: Int) throws -> RewardTask {
+        let data = try PreferenceData.load(Self.goldenDir.appendingPathComponent(file))
+        var config = TrainConfig(modelDir: folder, trainFile: Self.goldenDir.appendingPathComponent(file),
                                  evalFile: nil, outputDir: try TestPaths.tempDir("reward-out"))
         config.maxLength = 24
         config.dropout = false
+        config.centerRewardsCoefficient = center
         return try RewardTask(folder: ModelFolder.open(folder), trainSet: data, evalSet: data, config: config, microBatch: microBatch)
     }
 
@@ -69,11 +70,11 @@ final class RewardTaskTests: XCTestCase {
         let tables = Set(entry["tables"] as! [String])
         let folder = try rewardFolder(model, golden: golden)
         XCTAssertTrue(try ModelFolder.open(folder).isRewardModel)
-        for set in ["explicit", "implicit"] {
+        for set in ["explicit", "implicit", "center"] {
             let g = (entry["datasets"] as! [String: Any])[set] as! [String: Any]
             let what = "\(model)/\(set)"
             let n = g["kept"] as! Int
-            let t = try task(folder, set: set, microBatch: n)
+            let t = try task(folder, file: g["file"] as! String, center: (g["center_rewards_coefficient"] as? NSNumber)?.doubleValue, microBatch: n)
             // Token ids exactly as TRL's dataset holds them, and the over-long pair dropped and counted.
             XCTAssertEqual(t.trainCount, n, what)
             XCTAssertEqual(t.trainSkipped, (g["rows"] as! Int) - n, "\(what) skipped pairs")

@@ -15,7 +15,8 @@ What it does, for each of the tiny fixtures bert-tiny-cls and gpt2-tiny-cls (Tes
      test builds the same reward folder from the fixture's word table plus these.
   2. Builds TRL's RewardTrainer (dropout off: RewardConfig.disable_dropout=True, fp32, max_length=24) on two fixed
      preference sets: "explicit" (prompt/chosen/rejected with a margin column) and "implicit" (chosen/rejected,
-     no margin, one pair longer than max_length that TRL filters out).
+     no margin, one pair longer than max_length that TRL filters out), and "center": the explicit set with
+     center_rewards_coefficient=0.1.
      TRL appends the tokenizer's eos_token to chosen/rejected (unless already there), joins prompt + response, and
      tokenizes with the tokenizer's special tokens; it drops (does not truncate) pairs longer than max_length.
      BERT tokenizers have no eos_token, and TRL 1.16.0 then fails (`str.endswith(None)`: checked below); for them
@@ -59,12 +60,16 @@ EXPLICIT = [
     {"prompt": "Q: capital of France? A:", "chosen": " Paris", "rejected": " Berlin", "margin": 0.0},
     {"prompt": "Say hi:", "chosen": " hello there friend", "rejected": " go away", "margin": 1.0},
 ]
+# (name, rows, center_rewards_coefficient): the third set is the first with TRL's centring term on.
+SETS = None
 IMPLICIT = [
     {"chosen": "I love this phone.", "rejected": "I hate this phone."},
     {"chosen": "Thanks for the help!<|endoftext|>", "rejected": "whatever"},
     {"chosen": "a b c d e f g h i j k l m n o p q r s t u v w x y z a b c d e f", "rejected": "short"},
     {"chosen": "good answer", "rejected": "bad answer that rambles on"},
 ]
+
+SETS = [("explicit", EXPLICIT, None), ("implicit", IMPLICIT, None), ("center", EXPLICIT, 0.1)]
 
 torch.set_num_threads(1)
 torch.use_deterministic_algorithms(True)
@@ -97,12 +102,13 @@ def load_reward_model(src):
     return model, head
 
 
-def trainer_for(model, tok, data, out_dir, steps=0):
+def trainer_for(model, tok, data, out_dir, steps=0, center=None):
     args = RewardConfig(output_dir=out_dir, max_length=MAX_LENGTH, bf16=False, fp16=False, gradient_checkpointing=False,
                         per_device_train_batch_size=len(data), per_device_eval_batch_size=len(data),
                         learning_rate=LR, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
                         max_grad_norm=1.0, adam_epsilon=ADAM_EPS, max_steps=max(steps, 1), logging_steps=1, report_to=[], save_strategy="no",
-                        seed=42, disable_dropout=True, use_cpu=True, dataloader_drop_last=False)
+                        seed=42, disable_dropout=True, use_cpu=True, dataloader_drop_last=False,
+                        center_rewards_coefficient=center)
     return RewardTrainer(model=model, args=args, train_dataset=data, eval_dataset=data, processing_class=tok)
 
 
@@ -141,12 +147,13 @@ def record(name, src, tensors, golden):
     with tempfile.TemporaryDirectory() as tmp:
         if bert:
             entry["trl_without_eos_token"] = check_trl_refuses_bert_without_eos(base, tok, tmp)
-        for setname, rows in [("explicit", EXPLICIT), ("implicit", IMPLICIT)]:
+        for setname, rows, center in SETS:
             model = copy.deepcopy(base)
-            trainer = trainer_for(model, tok, dataset_for(rows, tok, bert), tmp, steps=STEPS)
+            trainer = trainer_for(model, tok, dataset_for(rows, tok, bert), tmp, steps=STEPS, center=center)
             ds = trainer.train_dataset
             d = {"chosen_ids": [list(x) for x in ds["chosen_ids"]], "rejected_ids": [list(x) for x in ds["rejected_ids"]],
-                 "kept": len(ds), "rows": len(rows)}
+                 "kept": len(ds), "rows": len(rows), "file": f"{'explicit' if rows is EXPLICIT else 'implicit'}.jsonl",
+                 "center_rewards_coefficient": center}
             if "margin" in ds.column_names:
                 d["margin"] = list(ds["margin"])
             # One batch of every kept pair, as TRL's collator builds it (chosen first, then rejected).
