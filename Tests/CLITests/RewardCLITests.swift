@@ -110,10 +110,12 @@ final class RewardCLITests: XCTestCase {
     func testSameLossesAtOneTwoAndFourRanks() throws {
         let train = try pairs("train.jsonl", n: 16, explicit: false), eval = try pairs("eval.jsonl", n: 6, explicit: false, seed: 3)
         var runs: [(String, [Double], [String: Any])] = []
-        for ranks in [nil, 2, 4] as [Int?] {
-            let name = ranks.map { "mpi\($0)" } ?? "single"
+        // One process; mpirun with 1, 2 and 4 ranks; one process accumulating 4 micro-batches of one pair.
+        let variants: [(Int?, [String])] = [(nil, []), (1, []), (2, []), (4, []), (nil, ["--micro-batch-size", "1"])]
+        for (ranks, extra) in variants {
+            let name = (ranks.map { "mpi\($0)" } ?? "single") + (extra.isEmpty ? "" : "-accumulate")
             // GPT-2: the tiny BERT's untrained encoder scores every text almost alike, so its loss would hardly move.
-            let r = try CLI.run(trainArgs(model: "gpt2-tiny-cls", train: train, eval: eval, out: name, ["--max-steps", "8"]),
+            let r = try CLI.run(trainArgs(model: "gpt2-tiny-cls", train: train, eval: eval, out: name, ["--max-steps", "8"] + extra),
                                 ranks: ranks, timeout: 240)
             XCTAssertEqual(r.status, 0, "\(name): \(r.stderr)")
             guard r.status == 0 else { return }
