@@ -182,6 +182,45 @@ final class RewardCLITests: XCTestCase {
         }
     }
 
+    /// Seeded mutations of a valid preference file (bytes flipped, cut, JSON-ish fragments and odd Unicode inserted,
+    /// lines duplicated or dropped) fed to `train --task reward`: no run ends by a signal or prints a trace, a failing
+    /// run prints one `error:` line (exit 1 or 2) and writes no model.
+    func testFuzzedPreferenceFilesFailCleanly() throws {
+        let base = Array(try Data(contentsOf: try pairs("base.jsonl", n: 6, explicit: true, seed: 9)))
+        let fragments = ["\"", "{", "}", ",", ":", "null", "\"margin\": \"x\"", "\"margin\": 1e999", "\\u0000", "\u{FFFF}", "é", "\n", "[]", "\"prompt\": 3", "\u{1F600}"]
+        var rng = TestRNG(2026)
+        for i in 0..<40 {
+            var bytes = base
+            for _ in 0..<(1 + rng.below(3)) {
+                let at = rng.below(max(bytes.count, 1))
+                switch rng.below(4) {
+                case 0: bytes[at] = UInt8(rng.below(256))
+                case 1: bytes = Array(bytes[..<at])
+                case 2: bytes.insert(contentsOf: Array(fragments[rng.below(fragments.count)].utf8), at: at)
+                default:
+                    var lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).map(Array.init)
+                    let j = rng.below(lines.count)
+                    if rng.below(2) == 0 { lines.insert(lines[j], at: j) } else { lines.remove(at: j) }
+                    bytes = Array(lines.joined(separator: [UInt8(ascii: "\n")]))
+                }
+            }
+            let file = dir.appendingPathComponent("fuzz\(i).jsonl")
+            try Data(bytes).write(to: file)
+            let out = "fuzz-out\(i)"
+            let r = try CLI.run(trainArgs(model: "bert-tiny-cls", train: file, eval: nil, out: out, ["--max-steps", "1", "--batch-size", "2"]))
+            let what = "case \(i) (\(file.path))"
+            XCTAssertFalse(r.signaled, "\(what) ended by a signal: \(r.stderr)")
+            XCTAssertFalse(r.stderr.contains("Fatal error") || r.stderr.contains("Stack dump"), "\(what): \(r.stderr)")
+            if r.status != 0 {
+                XCTAssertTrue([1, 2].contains(r.status), "\(what) exit \(r.status)")
+                let lines = r.stderr.split(separator: "\n").filter { !$0.isEmpty }
+                XCTAssertEqual(lines.count, 1, "\(what): \(r.stderr)")
+                XCTAssertTrue(lines.first?.hasPrefix("error: ") == true, "\(what): \(r.stderr)")
+                XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent(out).appendingPathComponent("model.safetensors").path), what)
+            }
+        }
+    }
+
     func testOverlongPairIsSkippedAndCounted() throws {
         let file = dir.appendingPathComponent("long.jsonl")
         let long = Array(repeating: "word", count: 40).joined(separator: " ")
