@@ -39,25 +39,29 @@ struct ClassifierBackend {
     /// in batches of at most `microBatch`. With `labels` (training), the head is sized for them and re-initialised
     /// from `seed` when the folder's labels differ; nil (inference) uses the folder's trained head, which must exist.
     /// The one place that turns a folder into a classifier: train, eval and predict all come through here.
-    static func load(folder: ModelFolder, labels: [String]?, maxLength: Int, seed: UInt64, microBatch: Int) throws -> ClassifierBackend {
+    /// `reward`: training a reward model (one output, saved with problem_type "regression", as transformers infers
+    /// for num_labels 1).
+    static func load(folder: ModelFolder, labels: [String]?, maxLength: Int, seed: UInt64, microBatch: Int,
+                     reward: Bool = false) throws -> ClassifierBackend {
         let a: any ModelArchitecture = switch folder.config { case .encoder(let c): c; case .gpt2(let c): c }
         try ModelFolder.checkArena(batch: microBatch, seq: min(maxLength, a.maxPositions), architecture: a)
         switch folder.config {
         case .encoder:
-            return try encoder(folder: folder, labels: labels, maxLength: maxLength, seed: seed, microBatch: microBatch)
+            return try encoder(folder: folder, labels: labels, maxLength: maxLength, seed: seed, microBatch: microBatch, reward: reward)
         case .gpt2(let config):
             guard folder.kind == .gpt2Classifier || labels != nil else {
                 let dir = folder.directory.path
                 throw TrainingError("\(folder.configURL.path): this is a GPT-2 language model (\(folder.architecture ?? "GPT2LMHeadModel")), not a classifier; use `disttrain generate --model \(dir) --prompt TEXT` for text, or `disttrain eval --model \(dir) --eval-file FILE` for loss and perplexity", exitCode: 2)
             }
-            return try gpt2(folder: folder, config: config, labels: labels, maxLength: maxLength, seed: seed, microBatch: microBatch)
+            return try gpt2(folder: folder, config: config, labels: labels, maxLength: maxLength, seed: seed, microBatch: microBatch, reward: reward)
         }
     }
 
     /// BERT, DistilBERT, MiniLM: a head for `labels` (re-initialised when the checkpoint's labels differ).
-    static func encoder(folder: ModelFolder, labels: [String]?, maxLength: Int, seed: UInt64, microBatch: Int) throws -> ClassifierBackend {
-        let bundle = try ClassifierBundle(folder: folder, labels: labels, seed: seed)
-        guard labels == nil || bundle.config.problemType == .singleLabel else {
+    static func encoder(folder: ModelFolder, labels: [String]?, maxLength: Int, seed: UInt64, microBatch: Int,
+                        reward: Bool = false) throws -> ClassifierBackend {
+        let bundle = try ClassifierBundle(folder: folder, labels: labels, problemType: reward ? .regression : nil, seed: seed)
+        guard labels == nil || bundle.config.problemType == (reward ? .regression : .singleLabel) else {
             throw TrainingError("\(bundle.config.path): problem_type \(bundle.config.problemType!.rawValue) is not supported by `train` yet; use single_label_classification")
         }
         guard maxLength <= bundle.config.maxPositions else {
@@ -73,8 +77,10 @@ struct ClassifierBackend {
 
     /// GPT2ForSequenceClassification (or, given `labels`, a GPT-2 LM checkpoint with a fresh `score` head), pooled
     /// at the last non-padding token; the config must name a pad token.
-    static func gpt2(folder: ModelFolder, config: GPT2Config, labels: [String]?, maxLength: Int, seed: UInt64, microBatch: Int) throws -> ClassifierBackend {
+    static func gpt2(folder: ModelFolder, config: GPT2Config, labels: [String]?, maxLength: Int, seed: UInt64, microBatch: Int,
+                     reward: Bool = false) throws -> ClassifierBackend {
         var config = config
+        if reward { config.raw["problem_type"] = ProblemType.regression.rawValue }
         let modelDir = folder.directory
         guard let pad = config.padTokenId else {
             throw TrainingError("\(config.path): GPT-2 classification needs pad_token_id in config.json (transformers pools at the last non-padding token); add \"pad_token_id\": 50256")

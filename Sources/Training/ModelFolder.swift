@@ -57,6 +57,18 @@ public struct ModelFolder: @unchecked Sendable {
         switch config { case .encoder(let c): c.id2label; case .gpt2(let c): c.id2label }
     }
 
+    /// A reward model: a sequence classifier with one output whose problem_type is absent or "regression" (what TRL's
+    /// RewardTrainer and `train --task reward` write). `predict` prints its score as {"reward"}; `eval` takes
+    /// preference pairs.
+    public var isRewardModel: Bool {
+        guard kind.isClassifier, labels.count == 1 else { return false }
+        let problemType: String? = switch config {
+        case .encoder(let c): c.problemType?.rawValue
+        case .gpt2(let c): c.raw["problem_type"] as? String
+        }
+        return problemType == nil || problemType == "regression"
+    }
+
     /// The length inputs are truncated to when --max-length is not given: 128, or the model's positions when fewer
     /// (as a tokenizer's model_max_length would be). An explicit length above the model's positions is a usage error.
     public func maxLength(_ requested: Int?) throws -> Int {

@@ -18,6 +18,11 @@ public final class Predictor {
     let batchSize: Int
     /// The class names, in class-id order (the folder's id2label).
     public var labels: [String] { backend.labels }
+    /// A reward model (RewardTask.isRewardModel): its one output is the reward, and each text is tokenized as reward
+    /// training tokenizes a response (TRL's EOS appended for GPT-2).
+    public let isReward: Bool
+    /// The EOS text appended to reward-model inputs (nil: none, BERT family).
+    let rewardEOS: String?
 
     /// Loads the trained classifier in `modelDir`; a GPT-2 language model folder is a usage error (exit 2) that
     /// points to `generate` and `eval`. `adapterDir`: a PEFT LoRA adapter run unmerged on the base in `modelDir` (its
@@ -28,6 +33,8 @@ public final class Predictor {
         let folder = try ModelFolder.open(modelDir)
         let maxLength = try folder.maxLength(maxLength)
         backend = try .forInference(folder: folder, adapterDir: adapterDir, maxLength: maxLength, batchSize: batchSize)
+        isReward = try RewardTask.isRewardModel(folder: folder, adapterDir: adapterDir)
+        rewardEOS = isReward ? RewardTask.eosText(folder: folder, tokenizer: backend.tokenizer) : nil
         self.maxLength = maxLength
         self.batchSize = batchSize
     }
@@ -38,7 +45,8 @@ public final class Predictor {
         let names = labels
         let C = names.count
         let all = try texts.map { t -> EncodedExample in
-            try backend.checked(backend.tokenizer.encode(t.0, pair: t.1, addSpecialTokens: true, maxLength: maxLength))
+            let text = isReward && t.1 == nil ? RewardTask.text(prompt: nil, response: t.0, eos: rewardEOS) : t.0
+            return try backend.checked(backend.tokenizer.encode(text, pair: t.1, addSpecialTokens: true, maxLength: maxLength))
         }
         var slots = [Prediction?](repeating: nil, count: texts.count)
         backend.forEachBatch(all, Array(all.indices), batchSize: batchSize) { idx, logits in

@@ -20,6 +20,10 @@ enum TaskFactory {
             return ClassificationTask.self   // sequence classification
         case (.auto, .gpt2LanguageModel), (.causalLM, .gpt2LanguageModel):
             return CausalLMTask.self         // causal LM on text or prompt→response
+        case (.reward, .encoderClassifier), (.reward, .gpt2Classifier):
+            return RewardTask.self           // reward model on preference pairs
+        case (.reward, _):
+            throw TrainingError("--task reward needs a sequence classifier or a base encoder folder (BERT family, GPT2ForSequenceClassification), but \(modelDir.relativePath) is a \(kind.rawValue); a reward model scores whole texts with one output: pass such a --model, or use --task causal-lm to train this language model", exitCode: 2)
         case (.classification, _), (.causalLM, _):
             throw TrainingError("--task \(task.rawValue) needs \(task == .causalLM ? "a GPT-2 language model" : "a sequence classifier or a base encoder") folder, but \(modelDir.relativePath) is a \(kind.rawValue); pass such a --model, or leave --task out to train what the folder is", exitCode: 2)
         }
@@ -29,7 +33,13 @@ enum TaskFactory {
     /// the adapter, and the base comes from --model.
     static func make(config: TrainConfig, checkpoint: URL?, microBatch: Int) throws -> TrainingTask {
         let folder = try ModelFolder.open(config.lora == nil ? (checkpoint ?? config.modelDir) : config.modelDir)
-        return try taskType(for: config.task, kind: folder.kind, modelDir: config.modelDir).init(folder: folder, adapterDir: config.lora == nil ? nil : checkpoint,
+        // A reward model (one output, problem_type absent or regression) continues as one.
+        let task = config.task == .auto && folder.isRewardModel ? .reward : config.task
+        let type = try taskType(for: task, kind: folder.kind, modelDir: config.modelDir)
+        if config.centerRewardsCoefficient != nil && !(type is RewardTask.Type) {
+            throw TrainingError("--center-rewards-coefficient applies to --task reward only; drop it", exitCode: 2)
+        }
+        return try type.init(folder: folder, adapterDir: config.lora == nil ? nil : checkpoint,
                                                    trainConfig: config, microBatch: microBatch)
     }
 }

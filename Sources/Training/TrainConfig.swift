@@ -16,6 +16,8 @@ public enum TaskKind: String, Sendable, Equatable, CaseIterable {
     case auto
     case classification
     case causalLM = "causal-lm"
+    /// A reward model (one-output sequence classifier) on preference pairs (RewardTask).
+    case reward
 
     public static var names: String { allCases.map(\.rawValue).joined(separator: ", ") }
 }
@@ -79,6 +81,9 @@ public struct TrainConfig: Sendable {
     public var earlyStoppingPatience: Int = 0
     /// LoRA fine-tuning (PEFT format) instead of full fine-tuning; nil = full.
     public var lora: LoRAConfig?
+    /// Reward models: TRL's center_rewards_coefficient c, adding c · mean((r_chosen + r_rejected)²) to the loss so the
+    /// rewards stay near zero (nil: off, TRL's default; TRL recommends 0.01).
+    public var centerRewardsCoefficient: Double?
     /// Causal LM: tokens per packed block (default: --max-length, capped at n_positions).
     public var blockSize: Int?
     /// Causal LM: one example per text row (padded) instead of packed blocks.
@@ -123,6 +128,9 @@ public struct TrainConfig: Sendable {
         if worldSize > 1, trainFile.relativePath == "-" || evalFile?.relativePath == "-" {
             throw usage("--train-file - / --eval-file - (standard input) needs a single process: mpirun gives stdin to rank 0 only; write the data to a file and pass its path")
         }
+        if let c = centerRewardsCoefficient, !(c >= 0 && c.isFinite) {
+            throw usage("--center-rewards-coefficient must be a non-negative number (got \(c))")
+        }
         guard maxSteps >= 0 else { throw usage("--max-steps must be 0 (train --num-train-epochs) or positive (got \(maxSteps))") }
         if loadBestModelAtEnd {
             // The best evaluation must have a checkpoint: every evaluation step is a save step.
@@ -141,13 +149,15 @@ public struct TrainConfig: Sendable {
 
     /// The settings a resumed run must share with the checkpoint, in a stable text form.
     public var hyperparameterSummary: [String: String] {
-        ["batch_size": "\(batchSize)", "learning_rate": "\(learningRate)", "weight_decay": "\(weightDecay)",
+        var summary = ["batch_size": "\(batchSize)", "learning_rate": "\(learningRate)", "weight_decay": "\(weightDecay)",
          "warmup_steps": "\(warmupSteps)", "warmup_ratio": "\(warmupRatio)", "lr_scheduler_type": lrSchedule.rawValue,
          "max_grad_norm": "\(maxGradNorm)", "adam_beta1": "\(adamBeta1)", "adam_beta2": "\(adamBeta2)",
          "adam_epsilon": "\(adamEpsilon)", "max_length": "\(maxLength)", "seed": "\(seed)",
          "num_train_epochs": "\(numTrainEpochs)", "max_steps": "\(maxSteps)", "dropout": "\(dropout)", "group_by_length": "\(groupByLength)",
          "precision": matmulPrecision.rawValue,
          "lora": lora.map { "r=\($0.r) alpha=\($0.alpha) dropout=\($0.dropout) rslora=\($0.useRSLoRA) targets=\($0.targetModules ?? [])" } ?? "none"]
+        if let c = centerRewardsCoefficient { summary["center_rewards_coefficient"] = "\(c)" }   // only when set: older runs match
+        return summary
     }
 
     /// Micro-batch per rank and accumulation steps for `worldSize`.

@@ -297,6 +297,13 @@ public final class Trainer {
     /// Causal LM: the prompt→response rows truncation left without a response token, which were skipped (as `eval`
     /// reports them).
     var skippedRowsNotice: [String] {
+        if let rm = task as? RewardTask, rm.trainSkipped + rm.evalSkipped > 0 {
+            let n = rm.trainSkipped + rm.evalSkipped
+            let evalName = config.evalFile?.lastPathComponent ?? "the validation split"
+            let parts = (rm.trainSkipped > 0 ? ["\(rm.trainSkipped) of \(config.trainFile.lastPathComponent)"] : [])
+                + (rm.evalSkipped > 0 ? ["\(rm.evalSkipped) of \(evalName)"] : [])
+            return ["warning: preference pairs with a chosen or rejected text longer than --max-length \(rm.maxLength) tokens were skipped (as TRL's RewardTrainer filters them): \(parts.joined(separator: " and ")); raise --max-length to keep \(n == 1 ? "it" : "them")"]
+        }
         guard let lm = task as? CausalLMTask, lm.trainDropped + lm.evalDropped > 0 else { return [] }
         let limit = min(config.maxLength, lm.maxPositions)
         return ["warning: \(lm.trainDropped) prompt→response row\(lm.trainDropped == 1 ? "" : "s") of \(config.trainFile.lastPathComponent)"

@@ -165,6 +165,14 @@ public struct BestModelTracker: Sendable {
     /// Hugging Face's `metric_for_best_model`: a metric the task reports, `eval_` prefixed if it is not (`accuracy`
     /// → `eval_accuracy`); any other name is refused, listing the task's names. nil: the task's default.
     static func metricName(_ name: String?, task: TrainingTask) throws -> String {
+        if task is RewardTask {
+            guard let name else { return "eval_accuracy" }
+            let key = name.hasPrefix("eval_") ? name : "eval_" + name
+            guard RewardTask.metricNames.contains(String(key.dropFirst("eval_".count))) else {
+                throw TrainingError("--metric-for-best-model \(name) is not a metric of reward modelling; use one of \(RewardTask.metricNames.joined(separator: ", ")) (the eval_ prefix is optional)", exitCode: 2)
+            }
+            return key
+        }
         let classification = task is ClassificationTask
         guard let name else { return classification ? "eval_accuracy" : "eval_loss" }
         let key = name.hasPrefix("eval_") ? name : "eval_" + name

@@ -14,8 +14,10 @@ public struct EvalStats: Sendable {
     public var lossCount: Double = 0
     /// Task-specific integer counts (the flattened confusion matrix for classification).
     public var counts: [Int64] = []
-    public init(lossSum: Double = 0, lossCount: Double = 0, counts: [Int64] = []) {
-        self.lossSum = lossSum; self.lossCount = lossCount; self.counts = counts
+    /// Task-specific real-valued sums (the reward task's margin and reward sums); all-reduced like the loss sum.
+    public var sums: [Double] = []
+    public init(lossSum: Double = 0, lossCount: Double = 0, counts: [Int64] = [], sums: [Double] = []) {
+        self.lossSum = lossSum; self.lossCount = lossCount; self.counts = counts; self.sums = sums
     }
 }
 
@@ -72,10 +74,10 @@ extension TrainingTask {
     public func evaluateAll(comm: Communicator, batchSize: Int) throws -> EvalStats {
         let shard = EvalSharding.range(count: evalCount, rank: comm.rank, worldSize: comm.worldSize)
         var stats = evaluate(shard, batchSize: batchSize)
-        var sums = [stats.lossSum, stats.lossCount]
+        var sums = [stats.lossSum, stats.lossCount] + stats.sums
         try comm.allReduceSum(&sums)
         try comm.allReduceSum(&stats.counts)
-        stats.lossSum = sums[0]; stats.lossCount = sums[1]
+        stats.lossSum = sums[0]; stats.lossCount = sums[1]; stats.sums = Array(sums[2...])
         return stats
     }
 }

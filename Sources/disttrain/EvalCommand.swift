@@ -2,6 +2,8 @@
 // --output is given.
 //   - A classifier (BERT family, GPT2ForSequenceClassification) on labelled data: accuracy, macro/weighted F1,
 //     per-class precision/recall/F1/support, the confusion matrix, eval_loss.
+//   - A reward model (one output) on preference pairs: eval_accuracy (pairwise), eval_margin, eval_loss,
+//     eval_mean_reward, eval_samples (RewardTask's evaluation).
 //   - A GPT-2 language model on {"text"} or {"prompt", "response"} JSONL: eval_loss (mean over the counted target
 //     tokens; prompt tokens masked), eval_perplexity, eval_tokens, eval_samples: CausalLMTask's evaluation, the very
 //     code the trainer reports with, on the file prepared with the same --max-length/--block-size/--lm-per-row.
@@ -25,6 +27,8 @@ struct Eval: ParsableCommand {
         GPT-2 language models: {"text"} or {"prompt", "response"} JSONL; prints eval_loss (mean over counted tokens),
         eval_perplexity, eval_tokens, eval_samples. Pass the --max-length/--block-size/--lm-per-row used in `train`
         to get its numbers; rows longer than min(--max-length, n_positions) are truncated and counted on stderr.
+        Reward models (`train --task reward`): preference JSONL ({"prompt", "chosen", "rejected"} or {"chosen",
+        "rejected"}); prints eval_accuracy (share of pairs scored chosen > rejected), eval_margin, eval_loss.
           disttrain eval --model runs/spam --eval-file data/sms-spam/test.jsonl
           disttrain eval --model runs/lm --eval-file data/hamlet-lm/pairs.jsonl --max-length 128
           mpirun -n 2 disttrain eval ...   (each rank scores a shard; one line from rank 0, same numbers)
@@ -69,7 +73,9 @@ struct Eval: ParsableCommand {
     func evaluate(comm: Communicator) throws {
         let folder = try ModelFolder.open(URL(fileURLWithPath: model))
         let result: [String: Any]
-        if folder.kind.isClassifier {
+        if try RewardTask.isRewardModel(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) }) {
+            result = try evaluateReward(folder, comm: comm)
+        } else if folder.kind.isClassifier {
             result = try evaluateClassifier(folder, comm: comm)
         } else {
             result = try evaluateLanguageModel(folder, comm: comm)
@@ -97,6 +103,20 @@ struct Eval: ParsableCommand {
         }
         let stats = try task.evaluateAll(comm: comm, batchSize: batchSize)
         return task.metrics(stats)
+    }
+
+    /// A reward model on preference pairs: pairwise accuracy, mean margin, loss and mean reward through RewardTask's
+    /// evaluation (the trainer's); pairs longer than --max-length are skipped and counted on stderr, as in training.
+    func evaluateReward(_ folder: ModelFolder, comm: Communicator) throws -> [String: Any] {
+        if blockSize != nil || lmPerRow || textPairColumn != nil {
+            throw TrainingError("--block-size, --lm-per-row and --text-pair-column do not apply to a reward model; \(model) takes a preference file ({\"prompt\", \"chosen\", \"rejected\"} lines)", exitCode: 2)
+        }
+        let task = try RewardTask(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
+                                  evalFile: URL(fileURLWithPath: evalFile), maxLength: maxLength, batchSize: batchSize)
+        if comm.isRoot && task.evalSkipped > 0 {
+            FileHandle.standardError.write(Data("warning: \(evalFile): \(task.evalSkipped) pair\(task.evalSkipped == 1 ? "" : "s") with a chosen or rejected text longer than \(task.maxLength) tokens skipped (as TRL filters them); raise --max-length to score them\n".utf8))
+        }
+        return task.metrics(try task.evaluateAll(comm: comm, batchSize: batchSize))
     }
 
     /// Accuracy, F1 and the rest through ClassificationTask's evaluation (the trainer's, on the same inference path as

@@ -1,5 +1,6 @@
 // `disttrain predict`: JSONL/CSV/TSV texts in (a file or standard input), one JSON line per input out, in input
-// order: {"text", "label", "probs": {label: p}, "logits": [...]} ("logits" dropped with --no-logits). Batched.
+// order: {"text", "label", "probs": {label: p}, "logits": [...]} ("logits" dropped with --no-logits); for a reward
+// model (one output) {"text", "reward"}. Batched.
 // Deliberately not here: metrics (that is `eval`), streaming of unbounded input (the input is read whole).
 import ArgumentParser
 import Foundation
@@ -10,7 +11,7 @@ struct Predict: ParsableCommand {
         abstract: "Classify texts with a trained model.",
         discussion: """
         Reads {"text"} lines (or CSV/TSV with a header); writes {"text", "label", "probs": {...}} per input,
-        and "logits": [...] unless --no-logits.
+        and "logits": [...] unless --no-logits. A reward model (`train --task reward`) writes {"text", "reward"}.
           disttrain predict --model runs/spam --input new.jsonl --output predictions.jsonl
           cat texts.csv | disttrain predict --model runs/spam --input - --input-format csv
         """)
@@ -43,9 +44,11 @@ struct Predict: ParsableCommand {
         var lines: [String] = []
         lines.reserveCapacity(preds.count)
         for (ex, p) in zip(data.examples, preds) {
-            var obj: [String: Any] = ["text": ex.text, "label": p.label, "probs": p.probs]
+            // A reward model (one output, e.g. from `train --task reward`): its score.
+            var obj: [String: Any] = predictor.isReward ? ["text": ex.text, "reward": Double(p.logits[0])]
+                                                         : ["text": ex.text, "label": p.label, "probs": p.probs]
             if let pair = ex.textPair { obj["text_pair"] = pair }
-            if logits { obj["logits"] = p.logits.map(Double.init) }
+            if logits && !predictor.isReward { obj["logits"] = p.logits.map(Double.init) }
             let d = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])
             lines.append(String(decoding: d, as: UTF8.self))
         }

@@ -112,6 +112,8 @@ final class ProgressReporter {
         case .evaluated(let e):
             if let ppl = e["eval_perplexity"] {
                 logger.info("\(String(format: "eval step %d: loss %.4f perplexity %.2f", e.step, e["eval_loss"] ?? 0, ppl))")
+            } else if let margin = e["eval_margin"] {   // a reward model: pairwise accuracy
+                logger.info("\(String(format: "eval step %d: accuracy %.4f loss %.4f margin %.4f", e.step, e["eval_accuracy"] ?? 0, e["eval_loss"] ?? 0, margin))")
             } else {
                 logger.info("\(String(format: "eval step %d: accuracy %.4f loss %.4f macro_f1 %.4f", e.step, e["eval_accuracy"] ?? 0, e["eval_loss"] ?? 0, e["eval_macro_f1"] ?? 0))")
             }

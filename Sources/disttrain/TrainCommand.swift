@@ -28,7 +28,7 @@ struct Train: ParsableCommand {
                                valueName: "file.yaml"))
     var config: String?
 
-    @Option(help: ArgumentHelp("What to train: \(TaskKind.names) (default: auto, what the model folder is — a classifier or base encoder: classification; a GPT-2 LM: causal-lm).", valueName: "task"))
+    @Option(help: ArgumentHelp("What to train: \(TaskKind.names) (default: auto, what the model folder is — a classifier or base encoder: classification; a GPT-2 LM: causal-lm; a reward model: reward).", valueName: "task"))
     var task: String = "auto"
     @Option(help: "Hugging Face model folder (config.json, model.safetensors, vocab.txt or tokenizer.json).")
     var model: String
@@ -65,6 +65,8 @@ struct Train: ParsableCommand {
     @Flag(help: "Turn dropout off during training.") var noDropout = false
     @Flag(help: "Matrix products of the encoder layers in bfloat16 with fp32 accumulation (needs AVX512-BF16); fp32 weights and optimizer.")
     var bf16 = false
+    @Option(help: ArgumentHelp("--task reward: add c·mean((r_chosen + r_rejected)²) to the loss to keep rewards centred at 0 (TRL's center_rewards_coefficient; off by default, TRL suggests 0.01).", valueName: "c"))
+    var centerRewardsCoefficient: Double?
     @Option(help: "LoRA rank: train a PEFT LoRA adapter (frozen base) instead of every weight (0 = full fine-tuning).")
     var loraR: Int = 0
     @Option(help: "LoRA alpha (scaling alpha/r).") var loraAlpha: Double = 8
@@ -131,6 +133,7 @@ struct Train: ParsableCommand {
         c.validationSplit = validationSplit
         c.threads = threads ?? availableCores()
         c.dropout = !noDropout
+        c.centerRewardsCoefficient = centerRewardsCoefficient
         c.matmulPrecision = bf16 ? .bf16 : .fp32
         if loraR != 0 {
             c.lora = LoRAConfig(r: loraR, alpha: loraAlpha, dropout: loraDropout, useRSLoRA: useRslora,
