@@ -20,8 +20,10 @@ enum TaskFactory {
             return ClassificationTask.self   // sequence classification
         case (.auto, .gpt2LanguageModel), (.causalLM, .gpt2LanguageModel):
             return CausalLMTask.self         // causal LM on text or prompt→response
-        case (.classification, _), (.causalLM, _):
-            throw TrainingError("--task \(task.rawValue) needs \(task == .causalLM ? "a GPT-2 language model" : "a sequence classifier or a base encoder") folder, but \(modelDir.relativePath) is a \(kind.rawValue); pass such a --model, or leave --task out to train what the folder is", exitCode: 2)
+        case (.dpo, .gpt2LanguageModel):
+            return DPOTask.self              // preference pairs, policy vs frozen reference
+        case (.classification, _), (.causalLM, _), (.dpo, _):
+            throw TrainingError("--task \(task.rawValue) needs \(task == .classification ? "a sequence classifier or a base encoder" : "a GPT-2 language model") folder, but \(modelDir.relativePath) is a \(kind.rawValue); pass such a --model, or leave --task out to train what the folder is", exitCode: 2)
         }
     }
 

@@ -14,8 +14,10 @@ public struct EvalStats: Sendable {
     public var lossCount: Double = 0
     /// Task-specific integer counts (the flattened confusion matrix for classification).
     public var counts: [Int64] = []
-    public init(lossSum: Double = 0, lossCount: Double = 0, counts: [Int64] = []) {
-        self.lossSum = lossSum; self.lossCount = lossCount; self.counts = counts
+    /// Task-specific real-valued sums (DPO: the rewards and log-probabilities summed over pairs), all-reduced too.
+    public var sums: [Double] = []
+    public init(lossSum: Double = 0, lossCount: Double = 0, counts: [Int64] = [], sums: [Double] = []) {
+        self.lossSum = lossSum; self.lossCount = lossCount; self.counts = counts; self.sums = sums
     }
 }
 
@@ -75,6 +77,7 @@ extension TrainingTask {
         var sums = [stats.lossSum, stats.lossCount]
         try comm.allReduceSum(&sums)
         try comm.allReduceSum(&stats.counts)
+        try comm.allReduceSum(&stats.sums)
         stats.lossSum = sums[0]; stats.lossCount = sums[1]
         return stats
     }
