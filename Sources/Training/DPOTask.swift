@@ -229,6 +229,9 @@ public final class DPOTask: FolderTrainingTask, @unchecked Sendable {
     public static let cacheFileName = ".dpo-ref-logps"
 
     public convenience init(folder: ModelFolder, adapterDir: URL?, trainConfig tc: TrainConfig, microBatch: Int) throws {
+        if tc.matmulPrecision == .bf16 {
+            throw TrainingError("--bf16: bf16 matrix products are implemented for BERT-family encoders only; drop --bf16 for GPT-2", exitCode: 2)
+        }
         let m = try LoadedLM(folder: folder, seed: tc.seed)
         let limit = min(tc.maxLength, m.config.maxPositions)
         let s = tc.dpo

@@ -170,9 +170,9 @@ public struct BestModelTracker: Sendable {
         let key = name.hasPrefix("eval_") ? name : "eval_" + name
         let valid = classification
             ? ["accuracy", "loss", "macro_f1", "weighted_f1"] + task.labels.flatMap { ["f1_\($0)", "precision_\($0)", "recall_\($0)"] }
-            : ["loss", "perplexity"]
+            : task is DPOTask ? ["loss", "rewards/accuracies", "rewards/margins"] : ["loss", "perplexity"]
         guard valid.contains(String(key.dropFirst("eval_".count))) else {
-            throw TrainingError("--metric-for-best-model \(name) is not a metric of \(classification ? "sequence classification" : "causal language modelling"); use one of \(valid.joined(separator: ", ")) (the eval_ prefix is optional)", exitCode: 2)
+            throw TrainingError("--metric-for-best-model \(name) is not a metric of \(classification ? "sequence classification" : task is DPOTask ? "DPO" : "causal language modelling"); use one of \(valid.joined(separator: ", ")) (the eval_ prefix is optional)", exitCode: 2)
         }
         return key
     }

@@ -99,6 +99,15 @@ final class DPOCLITests: XCTestCase {
         for step in 1...6 {
             XCTAssertEqual(got[step] ?? .nan, want[step]!, accuracy: 1e-5 * abs(want[step]!), "step \(step) loss after resume")
         }
+        // On the fly (TRL's default), the reference after a resume is still --model's weights, not the checkpoint's.
+        let crashed2 = try CLI.run(args("f", ["--save-steps", "2", "--fault-inject", "before-latest:4"]))
+        XCTAssertNotEqual(crashed2.status, 0)
+        let resumed2 = try CLI.run(args("f", ["--save-steps", "2"]), ranks: 4, timeout: 180)
+        XCTAssertEqual(resumed2.status, 0, resumed2.stderr)
+        let fly = try losses("f")
+        for step in 1...6 {
+            XCTAssertEqual(fly[step] ?? .nan, want[step]!, accuracy: 1e-5 * abs(want[step]!), "step \(step) loss, on-the-fly reference, resumed")
+        }
         // A cache that no longer matches (here: corrupted) is recomputed, not trusted.
         let cache = dir.appendingPathComponent("w/.dpo-ref-logps")
         try "disttrain DPO reference log-probs v1\nkey 0\n".write(to: cache, atomically: true, encoding: .utf8)
@@ -112,7 +121,8 @@ final class DPOCLITests: XCTestCase {
     }
 
     func testLoRARunWritesAnAdapterThatGenerateLoads() throws {
-        let r = try CLI.run(args("lora", ["--lora-r", "4", "--learning-rate", "5e-2"]), ranks: 2, timeout: 180)
+        let r = try CLI.run(args("lora", ["--lora-r", "4", "--learning-rate", "5e-2", "--metric-for-best-model", "rewards/accuracies"]),
+                            ranks: 2, timeout: 180)
         XCTAssertEqual(r.status, 0, r.stderr)
         let out = dir.appendingPathComponent("lora")
         XCTAssertTrue(FileManager.default.fileExists(atPath: out.appendingPathComponent("adapter_config.json").path))
@@ -120,6 +130,8 @@ final class DPOCLITests: XCTestCase {
         let l = try losses("lora")
         XCTAssertEqual(l[1]!, 0.6931471805599453, accuracy: 1e-6, "a fresh adapter (B = 0) is the reference")
         XCTAssertLessThan(l[6]!, l[1]!, "the adapter learns")
+        let res = try results("lora")
+        XCTAssertEqual((res["best_metric"] as! NSNumber).doubleValue, (res["eval_rewards/accuracies"] as! NSNumber).doubleValue)
         let g = try CLI.run(["generate", "--model", model.path, "--adapter", out.path, "--prompt", "The food was", "--max-new-tokens", "2"])
         XCTAssertEqual(g.status, 0, g.stderr)
     }
