@@ -217,6 +217,9 @@ public final class DPOTask: FolderTrainingTask, @unchecked Sendable {
     public let skipped: (train: Int, eval: Int)
     /// What preparation did, for the start-of-run notices (skipped pairs, the reference log-probs cache).
     public let notices: [String]
+    /// This step's sums so far (takeStepSums): rewards chosen, rewards rejected, accurate pairs, margins, logps
+    /// chosen, logps rejected.
+    private var stepSums = [Double](repeating: 0, count: 6)
 
     public var store: ParameterStore { lora?.store ?? baseStore }
     public var trainCount: Int { train.count }
@@ -384,6 +387,11 @@ public final class DPOTask: FolderTrainingTask, @unchecked Sendable {
             scales[n + k] = Float(-Double(scale) * s.dRejected)
         }
         model.backward(rowScales: scales)
+        for s in stats {
+            let rc = settings.beta * (s.chosen - s.refChosen), rr = settings.beta * (s.rejected - s.refRejected)
+            stepSums[0] += rc; stepSums[1] += rr; stepSums[2] += rc > rr ? 1 : 0; stepSums[3] += rc - rr
+            stepSums[4] += s.chosen; stepSums[5] += s.rejected
+        }
         let tokens = indices.reduce(0) { $0 + train[$1].chosen.inputIds.count + train[$1].rejected.inputIds.count }
         return (stats.reduce(0) { $0 + $1.loss }, tokens)
     }
@@ -406,6 +414,19 @@ public final class DPOTask: FolderTrainingTask, @unchecked Sendable {
             }
         }
         return stats
+    }
+
+    public func takeStepSums() -> [Double] {
+        defer { stepSums = [Double](repeating: 0, count: 6) }
+        return stepSums
+    }
+
+    /// TRL's training-log names (no eval_ prefix), means over the step's pairs on all ranks.
+    public func stepMetrics(_ sums: [Double], count: Int) -> [String: Double] {
+        guard sums.count == 6, count > 0 else { return [:] }
+        let n = Double(count)
+        return ["rewards/chosen": sums[0] / n, "rewards/rejected": sums[1] / n, "rewards/accuracies": sums[2] / n,
+                "rewards/margins": sums[3] / n, "logps/chosen": sums[4] / n, "logps/rejected": sums[5] / n]
     }
 
     public func metrics(_ stats: EvalStats) -> [String: Double] {

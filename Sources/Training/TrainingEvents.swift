@@ -66,6 +66,8 @@ public struct StepRecord: Sendable, Equatable {
     public var launchToFirstStep: Double?
     /// A background checkpoint that finished since the previous record: seconds and MB/s.
     public var checkpointWrite: (seconds: Double, megabytesPerSecond: Double)?
+    /// The task's own training metrics (DPO: rewards/chosen, ... as TRL logs them), averaged over the window.
+    public var taskMetrics: [String: Double] = [:]
 
     public static func == (a: StepRecord, b: StepRecord) -> Bool { a.metrics == b.metrics }
 
@@ -79,6 +81,7 @@ public struct StepRecord: Sendable, Equatable {
         }
         if let t = launchToFirstStep { m["launch_to_first_step_s"] = t }
         if let c = checkpointWrite { m["checkpoint_write_s"] = c.seconds; m["checkpoint_mb_per_s"] = c.megabytesPerSecond }
+        m.merge(taskMetrics) { a, _ in a }
         return m
     }
 }

@@ -57,6 +57,11 @@ public protocol TrainingTask: AnyObject, Sendable {
     func setBackwardHook(_ hook: ((Int) -> Void)?)
     /// `--debug`: call `probe(name, values)` with each layer's output in forward and its gradient in backward.
     func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?)
+    /// Task-specific sums accumulated by `trainMicroBatch` since the last call (DPO: rewards, log-probs), then reset.
+    /// The same length on every rank (zeros without samples): the trainer all-reduces them with the step's loss.
+    func takeStepSums() -> [Double]
+    /// Training-log metrics (metrics.jsonl) from a step's all-reduced `takeStepSums` over the step's `count` loss units.
+    func stepMetrics(_ sums: [Double], count: Int) -> [String: Double]
 }
 
 /// Defaults: the whole trainable buffer is reduced in one go after backward, and there is nothing to probe.
@@ -65,6 +70,8 @@ extension TrainingTask {
     public func touchedRows(_ indices: [Int]) -> [[Int]] { [] }
     public func setBackwardHook(_ hook: ((Int) -> Void)?) {}
     public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) {}
+    public func takeStepSums() -> [Double] { [] }
+    public func stepMetrics(_ sums: [Double], count: Int) -> [String: Double] { [:] }
 }
 
 extension TrainingTask {

@@ -45,6 +45,15 @@ final class DPOCLITests: XCTestCase {
         return byStep
     }
 
+    /// TRL's training metric `key` per logged step.
+    func stepMetric(_ out: String, _ key: String) throws -> [Int: Double] {
+        var byStep: [Int: Double] = [:]
+        for l in try CLI.jsonLines(dir.appendingPathComponent(out).appendingPathComponent("metrics.jsonl")) where l["loss"] != nil {
+            if let v = l[key] as? NSNumber { byStep[l["step"] as! Int] = v.doubleValue }
+        }
+        return byStep
+    }
+
     func results(_ out: String) throws -> [String: Any] {
         try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent(out).appendingPathComponent("eval_results.json"))) as! [String: Any]
     }
@@ -67,7 +76,12 @@ final class DPOCLITests: XCTestCase {
             XCTAssertNotNil(refResult[key], "eval_results.json has \(key): \(refResult.keys.sorted())")
         }
         XCTAssertEqual(refResult["eval_samples"] as? Int, 5)
+        let margins = try stepMetric("single", "rewards/margins")
+        XCTAssertEqual(margins.count, 6, "rewards/margins logged at every step")
+        XCTAssertEqual(try stepMetric("single", "rewards/accuracies").count, 6)
         for (name, l, result) in runs.dropFirst() {
+            let m = try stepMetric(name, "rewards/margins")
+            for step in 2...6 { XCTAssertEqual(m[step] ?? .nan, margins[step]!, accuracy: 1e-4 * abs(margins[step]!) + 1e-9, "\(name) step \(step) rewards/margins") }
             for step in 1...6 {
                 let a = ref[step]!, b = l[step] ?? .nan
                 XCTAssertEqual(b, a, accuracy: 1e-5 * abs(a), "\(name) step \(step) loss")

@@ -187,6 +187,15 @@ final class DPOTaskTests: XCTestCase {
             t.store.zeroGrads()
             let r = t.trainMicroBatch(all, dropout: nil, scale: Float(1.0 / Double(all.count)))
             assertNear(r.lossSum / Double(all.count), Self.num(entry["loss"]), atol: 1e-7, rtol: 2e-5, "\(key) step \(k + 1) loss")
+            // The training-log metrics, under TRL's names.
+            let sm = t.stepMetrics(t.takeStepSums(), count: all.count)
+            for name in ["rewards/chosen", "rewards/rejected", "rewards/margins"] {
+                assertNear(sm[name] ?? .nan, Self.num(m[name]), atol: 2e-6, rtol: 2e-4, "\(key) step \(k + 1) \(name)")
+            }
+            assertNear(sm["rewards/accuracies"] ?? .nan, Self.num(m["rewards/accuracies"]), atol: 1e-7, rtol: 0, "\(key) step \(k + 1) rewards/accuracies")
+            for name in ["logps/chosen", "logps/rejected"] {
+                assertNear(sm[name] ?? .nan, Self.num(m[name]), atol: 2e-4, rtol: 1e-5, "\(key) step \(k + 1) \(name)")
+            }
             let norm = t.store.grads.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
             assertNear(norm, Self.num(entry["grad_norm"]), atol: 1e-7, rtol: 1e-4, "\(key) step \(k + 1) grad norm")
             XCTAssertEqual(schedule.lr(forStep: k), Self.num(entry["lr"]), accuracy: 1e-12)
