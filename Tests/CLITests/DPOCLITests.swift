@@ -188,4 +188,46 @@ final class DPOCLITests: XCTestCase {
             assertCleanFailure(try CLI.run(args("m\(k)")), status: 1, out: "m\(k)", mentions: ["train.jsonl:2", message])
         }
     }
+
+    /// Seeded mutations of a preference file (missing keys, wrong types, empty and huge texts, special tokens,
+    /// combining characters, layouts mixed, broken JSON): every run ends normally, with status 0 or one error line.
+    func testSeededFuzzOfPreferenceFiles() throws {
+        var rng = TestRNG(16)
+        let texts = ["", " ", "a", "<|endoftext|>", "x<|endoftext|>y", "e\u{301}\u{301}", "😀 emoji", String(repeating: "long ", count: 60),
+                     "The food was", " fine.", "\n\t", "\u{0}"]
+        let values: [Any] = [1, 2.5, true, NSNull(), ["a"], ["role": "user"]]
+        var outcomes: [Int32: Int] = [:]
+        for k in 0..<24 {
+            var lines: [String] = []
+            for _ in 0..<(1 + rng.below(4)) {
+                var row: [String: Any] = [:]
+                let explicit = k % 3 != 0
+                if explicit { row["prompt"] = texts[rng.below(texts.count)] }
+                row["chosen"] = texts[rng.below(texts.count)] + (rng.below(2) == 0 ? " yes" : "")
+                row["rejected"] = texts[rng.below(texts.count)] + " no"
+                switch rng.below(8) {
+                case 0: row.removeValue(forKey: ["prompt", "chosen", "rejected"][rng.below(3)])
+                case 1: row[["prompt", "chosen", "rejected", "margin"][rng.below(4)]] = values[rng.below(values.count)]
+                case 2: row["rejected"] = row["chosen"]
+                default: break
+                }
+                var line = String(data: try JSONSerialization.data(withJSONObject: row, options: [.sortedKeys]), encoding: .utf8)!
+                if rng.below(10) == 0 { line = String(line.prefix(rng.below(line.count + 1))) }
+                lines.append(line)
+            }
+            try (lines.joined(separator: "\n") + "\n").write(to: train, atomically: true, encoding: .utf8)
+            let r = try CLI.run(args("fuzz\(k)", ["--max-steps", "1", "--batch-size", "2"] + (k % 2 == 0 ? ["--max-prompt-length", "4"] : [])),
+                                timeout: 60)
+            let what = "case \(k): \(lines)\nstderr: \(r.stderr)"
+            outcomes[r.status, default: 0] += 1
+            XCTAssertFalse(r.signaled, what)
+            XCTAssertFalse(r.stderr.contains("Fatal error") || r.stderr.contains("Stack dump"), what)
+            if r.status != 0 {
+                XCTAssertEqual(r.stderr.split(separator: "\n").filter { $0.hasPrefix("error:") }.count, 1, what)
+                XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("fuzz\(k)/model.safetensors").path), what)
+            }
+        }
+        XCTAssertGreaterThan(outcomes[0] ?? 0, 2, "some mutated files still train: \(outcomes)")
+        XCTAssertGreaterThan(outcomes[1] ?? 0, 2, "some are refused as bad data: \(outcomes)")
+    }
 }

@@ -77,6 +77,24 @@ final class DPOTaskTests: XCTestCase {
         XCTAssertEqual(try task().truncated, 1, "the dragon story is cut at max_length")
     }
 
+    /// Ours beyond TRL 1.16: --max-prompt-length keeps the last N prompt tokens, so the pair TRL drops is kept.
+    func testMaxPromptLengthKeepsTheEndOfThePrompt() throws {
+        var tc = config("train.jsonl")
+        tc.dpo.maxPromptLength = 4
+        let t = try DPOTask(folder: ModelFolder.open(tc.modelDir), adapterDir: nil, trainConfig: tc, microBatch: 8)
+        XCTAssertEqual(t.trainCount, 7)
+        XCTAssertEqual(t.skipped.train, 0)
+        let rows = ((golden["tokenized"] as! [String: Any])["explicit"] as! [String: Any])["rows"] as! [[String: [Int]]]
+        for (k, r) in rows.enumerated() {
+            let prompt = Array(r["prompt_ids"]!.suffix(4))
+            let want = Array((prompt + r["chosen_ids"]!).prefix(24))
+            XCTAssertEqual(t.train[k].chosen.inputIds.map(Int.init), want, "pair \(k) chosen")
+            XCTAssertEqual(t.train[k].chosen.labels.prefix(prompt.count).allSatisfy { $0 == -100 }, true, "pair \(k) prompt masked")
+            XCTAssertEqual(t.train[k].rejected.inputIds.map(Int.init), Array((prompt + r["rejected_ids"]!).prefix(24)), "pair \(k) rejected")
+        }
+        XCTAssertEqual(t.train[6].chosen.inputIds.count, 4 + 2, "the last pair: 4 prompt tokens, \" yes\" and EOS")
+    }
+
     func testImplicitPromptExtractionKeepsTRLQuirks() {
         XCTAssertTrue(DPOData.extractPrompt(chosen: "I liked it a lot", rejected: "I liked nothing") == ("I liked", " it a lot", " nothing"))
         // No differing character: the split is at the shorter text's last index (Python's leftover loop variable).
