@@ -251,6 +251,15 @@ final class DPOTaskTests: XCTestCase {
         XCTAssertTrue(c.notices.contains { $0.contains("computed for") }, "\(c.notices)")
     }
 
+    /// Why `--label-smoothing` with sigmoid is refused: TRL 1.16 computes the same loss with and without it (the
+    /// generator records both); its smoothing-aware loss is robust.
+    func testTRLSigmoidIgnoresLabelSmoothingButRobustUsesIt() {
+        let cases = golden["cases"] as! [String: Any]
+        func loss(_ k: String) -> Double { Self.num((cases[k] as! [String: Any])["loss"]) }
+        XCTAssertEqual(loss("lora_sigmoid_label_smoothing"), loss("lora_sigmoid"))
+        XCTAssertNotEqual(loss("lora_robust"), loss("lora_sigmoid"))
+    }
+
     func testSettingsValidation() {
         var s = DPOSettings()
         s.maxPromptLength = 24
