@@ -150,6 +150,16 @@ final class DPOCLITests: XCTestCase {
         XCTAssertEqual(g.status, 0, g.stderr)
     }
 
+    func testPairWhosePromptFillsMaxLengthIsSkippedAndReportedOnce() throws {
+        let long = String(data: try JSONSerialization.data(withJSONObject: ["prompt": String(repeating: "word ", count: 30), "chosen": " a", "rejected": " b"]), encoding: .utf8)!
+        try (try String(contentsOf: train, encoding: .utf8) + long + "\n").write(to: train, atomically: true, encoding: .utf8)
+        let r = try CLI.run(args("skip", ["--max-steps", "1"]), ranks: 2)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let note = "warning: 1 pair of train.jsonl left no response token within 16 tokens"
+        XCTAssertEqual(r.stderr.components(separatedBy: note).count - 1, 1, "reported once (rank 0): \(r.stderr)")
+        XCTAssertTrue(r.stderr.contains("train: 8 examples"), r.stderr)
+    }
+
     // MARK: - Bad input
 
     func assertCleanFailure(_ r: RunResult, status: Int32, out: String, mentions: [String], line: UInt = #line) {
