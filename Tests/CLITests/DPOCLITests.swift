@@ -58,11 +58,12 @@ final class DPOCLITests: XCTestCase {
         try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent(out).appendingPathComponent("eval_results.json"))) as! [String: Any]
     }
 
-    func testSameLossesAtOneTwoAndFourRanksAndGenerateLoadsTheResult() throws {
+    func testSameLossesAtOneTwoAndFourRanksAndWithAccumulationAndGenerateLoadsTheResult() throws {
         var runs: [(String, [Int: Double], [String: Any])] = []
-        for ranks in [nil, 1, 2, 4] as [Int?] {
-            let name = ranks.map { "mpi\($0)" } ?? "single"
-            let r = try CLI.run(args(name), ranks: ranks, timeout: 240)
+        // "accum": one process, micro-batches of one pair accumulated to the global batch of 4.
+        for (ranks, extra) in [(nil, []), (1, []), (2, []), (4, []), (nil, ["--micro-batch-size", "1"])] as [(Int?, [String])] {
+            let name = extra.isEmpty ? (ranks.map { "mpi\($0)" } ?? "single") : "accum"
+            let r = try CLI.run(args(name, extra), ranks: ranks, timeout: 240)
             XCTAssertEqual(r.status, 0, "\(name): \(r.stderr)")
             guard r.status == 0 else { return }
             runs.append((name, try losses(name), try results(name)))
