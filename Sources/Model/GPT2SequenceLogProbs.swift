@@ -5,6 +5,8 @@
 //     log-probability, so dLoss/dlogits of row b is w_b · (softmax − onehot) with a weight w_b known only after the
 //     forward of every row. The head's logits are recomputed chunk by chunk from the saved ln_f output (the body's
 //     activations are intact after an evaluation forward), then the body's backward runs as usual;
+//     With a frozen head (LoRA) no recompute is needed: the unit-scale training forward leaves each row's input
+//     gradient in place, and the rows are scaled before the body's backward;
 //   - running a forward with the LoRA adapter switched off (the base model: DPO's reference under LoRA, as peft's
 //     `disable_adapter()`), with no second copy of the weights.
 // Deliberately not here: the DPO loss itself and its data (Training/DPOTask.swift).
@@ -44,6 +46,24 @@ extension GPT2LMHead {
                 }
                 r0 += R
             }
+        }
+        body.backward()
+    }
+
+    /// Whether the tied head's weight (wte) takes no gradient (a frozen base under LoRA): then `forward` with
+    /// gradientScale 1 already gives every row's unit input gradient, and `backward(scalingRows:)` needs no recompute.
+    public var headIsFrozen: Bool { !body.trains(body.wte) }
+
+    /// For a frozen head only: after `forward(batch, labels:, gradientScale: 1, …)` (dLoss/d(ln_f output) of each row's
+    /// summed NLL is in place), scales row b's input gradient by rowScales[b] and runs the body's backward: the
+    /// gradients of Σ_b rowScales[b] · NLL_b, without recomputing the logits.
+    public func backward(scalingRows rowScales: [Float]) {
+        let B = body.lastB, T = body.lastT, C = config.hidden
+        precondition(headIsFrozen, "backward(scalingRows:) needs a frozen LM head; use backward(rowScales:)")
+        precondition(rowScales.count == B, "one scale per row: \(rowScales.count) for \(B) rows")
+        for b in 0..<B {
+            let p = body.dXf + b * T * C, s = rowScales[b]
+            for i in 0..<(T * C) { p[i] *= s }
         }
         body.backward()
     }

@@ -358,11 +358,20 @@ public final class DPOTask: FolderTrainingTask, @unchecked Sendable {
         var loss: Double, dChosen: Double, dRejected: Double
     }
 
-    /// The policy forward (no gradient yet) and the loss of each pair of `indices`.
-    func forwardPairs(_ indices: [Int], _ pairs: [DPOPair], precomputed: [(Double, Double)]?) -> [PairStats] {
+    /// The policy forward and the loss of each pair of `indices`. `training` with a frozen head (LoRA): the forward
+    /// also leaves each row's unit input gradient for `backward(scalingRows:)`; otherwise no gradient is formed yet.
+    func forwardPairs(_ indices: [Int], _ pairs: [DPOPair], precomputed: [(Double, Double)]?, training: Bool = false) -> [PairStats] {
         let ref = referenceLogProbs(indices, pairs, precomputed: precomputed)
         let sel = indices.map { pairs[$0] }
-        let pol = Self.logProbs(model, sel)
+        let pol: [(Double, Double)]
+        if training && model.headIsFrozen {
+            let (b, labels) = Self.batch(sel, eos: eos, indices: indices)
+            model.forward(b, labels: labels, gradientScale: 1, dropout: nil)
+            let lp = model.rowLogProbs()
+            pol = (0..<sel.count).map { (lp[$0], lp[sel.count + $0]) }
+        } else {
+            pol = Self.logProbs(model, sel)
+        }
         return sel.indices.map { k in
             let (c, r) = pol[k], (rc, rr) = ref[k]
             let l = lossFn(chosen: c, rejected: r, refChosen: rc, refRejected: rr,
@@ -378,7 +387,7 @@ public final class DPOTask: FolderTrainingTask, @unchecked Sendable {
     /// Dropout stays off (TRL's disable_dropout default), whatever `dropout` says.
     public func trainMicroBatch(_ indices: [Int], dropout: DropoutContext?, scale: Float) -> (lossSum: Double, tokens: Int) {
         guard !indices.isEmpty else { return (0, 0) }
-        let stats = forwardPairs(indices, train, precomputed: refTrain)
+        let stats = forwardPairs(indices, train, precomputed: refTrain, training: true)
         // Row b's NLL gets weight −scale·dLoss/dlogπ (NLL = −log π), chosen rows first as in the batch.
         let n = indices.count
         var scales = [Float](repeating: 0, count: 2 * n)
@@ -386,7 +395,7 @@ public final class DPOTask: FolderTrainingTask, @unchecked Sendable {
             scales[k] = Float(-Double(scale) * s.dChosen)
             scales[n + k] = Float(-Double(scale) * s.dRejected)
         }
-        model.backward(rowScales: scales)
+        if model.headIsFrozen { model.backward(scalingRows: scales) } else { model.backward(rowScales: scales) }
         for s in stats {
             let rc = settings.beta * (s.chosen - s.refChosen), rr = settings.beta * (s.rejected - s.refRejected)
             stepSums[0] += rc; stepSums[1] += rr; stepSums[2] += rc > rr ? 1 : 0; stepSums[3] += rc - rr
