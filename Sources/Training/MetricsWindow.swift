@@ -11,12 +11,15 @@ struct MetricsWindow {
     private var start = Date()
     private var reduce: GradientReducer.Stats
     private var loggedStartup = false
+    /// The task's step metrics summed over the window (averaged in the record, as TRL averages its logged metrics).
+    private var taskMetrics: [String: Double] = [:]
 
     init(reducerStats: GradientReducer.Stats) { reduce = reducerStats }
 
     mutating func add(_ r: StepResult) {
         loss += r.loss; steps += 1; tokens += Int64(r.tokens)
         optimizerSeconds += r.optimizerSeconds
+        for (k, v) in r.taskMetrics { taskMetrics[k, default: 0] += v }
     }
 
     /// The record of the window ending with `last` at `step` (1-based), and a fresh window.
@@ -34,6 +37,8 @@ struct MetricsWindow {
             let bytes = Double(red.bytes - reduce.bytes)
             rec.allReduce = (secs / n, bytes / n / 1e6, secs > 0 ? bytes * 2 * Double(world - 1) / Double(world) / secs / 1e9 : 0)
         }
+        rec.taskMetrics = taskMetrics.mapValues { $0 / Double(max(steps, 1)) }
+        taskMetrics = [:]
         reduce = red
         if !loggedStartup, let t = launchToFirstStep {
             rec.launchToFirstStep = t

@@ -169,7 +169,8 @@ struct OutputFolder {
 
     /// Names disttrain writes into an output folder (besides `checkpoint-N` folders and hidden temporary files).
     static let written: Set<String> = Set(["latest", "metrics.jsonl", "eval_results.json", "report.html", "config.json",
-                                           "model.safetensors", PEFTAdapter.configFileName, PEFTAdapter.weightsFileName]
+                                           "model.safetensors", PEFTAdapter.configFileName, PEFTAdapter.weightsFileName,
+                                           DPOTask.cacheFileName]
                                           + FileIO.companionFiles)
 
     static func isCheckpoint(_ name: String) -> Bool {

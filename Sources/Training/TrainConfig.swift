@@ -18,6 +18,8 @@ public enum TaskKind: String, Sendable, Equatable, CaseIterable {
     case causalLM = "causal-lm"
     /// A reward model (one-output sequence classifier) on preference pairs (RewardTask).
     case reward
+    /// Direct Preference Optimization of a GPT-2 LM on preference pairs (DPOTask.swift).
+    case dpo
 
     public static var names: String { allCases.map(\.rawValue).joined(separator: ", ") }
 }
@@ -88,6 +90,8 @@ public struct TrainConfig: Sendable {
     public var blockSize: Int?
     /// Causal LM: one example per text row (padded) instead of packed blocks.
     public var lmPerRow: Bool = false
+    /// DPO (`--task dpo`): β, loss type, label smoothing, prompt truncation, reference log-probabilities.
+    public var dpo: DPOSettings = DPOSettings()
     /// Group samples of similar length into the same batches (less padding; see GlobalBatchPlan).
     public var groupByLength: Bool = true
     /// Testing hooks (hidden flags): kill the process with _exit(137) at a checkpoint phase of a given step,
@@ -131,6 +135,7 @@ public struct TrainConfig: Sendable {
         if let c = centerRewardsCoefficient, !(c >= 0 && c.isFinite) {
             throw usage("--center-rewards-coefficient must be a non-negative number (got \(c))")
         }
+        if task == .dpo { try dpo.validate(maxLength: maxLength, validationSplit: validationSplit) }
         guard maxSteps >= 0 else { throw usage("--max-steps must be 0 (train --num-train-epochs) or positive (got \(maxSteps))") }
         if loadBestModelAtEnd {
             // The best evaluation must have a checkpoint: every evaluation step is a save step.
@@ -155,6 +160,7 @@ public struct TrainConfig: Sendable {
          "adam_epsilon": "\(adamEpsilon)", "max_length": "\(maxLength)", "seed": "\(seed)",
          "num_train_epochs": "\(numTrainEpochs)", "max_steps": "\(maxSteps)", "dropout": "\(dropout)", "group_by_length": "\(groupByLength)",
          "precision": matmulPrecision.rawValue,
+         "dpo": task == .dpo ? dpo.summary : "none",
          "lora": lora.map { "r=\($0.r) alpha=\($0.alpha) dropout=\($0.dropout) rslora=\($0.useRSLoRA) targets=\($0.targetModules ?? [])" } ?? "none"]
         if let c = centerRewardsCoefficient { summary["center_rewards_coefficient"] = "\(c)" }   // only when set: older runs match
         return summary

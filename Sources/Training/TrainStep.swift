@@ -20,6 +20,8 @@ struct StepResult {
     var gradNorm: Double
     /// Seconds in the AdamW update and, under ZeRO-1, the barrier that publishes it (this rank).
     var optimizerSeconds: Double
+    /// The task's own training metrics of the step (DPO: TRL's rewards/*, logps/*), from all-reduced sums.
+    var taskMetrics: [String: Double] = [:]
 }
 
 final class TrainStep {
@@ -109,6 +111,7 @@ final class TrainStep {
         }
         dirtyRows = rows
         try reducer.finish()
+        stats += task.takeStepSums()
         try comm.allReduceSum(&stats)
         // The norm was summed while each bucket was reduced; the clipping factor goes into the AdamW update
         // (torch's clip_grad_norm_ scales the same float32 gradients by the same factor first).
@@ -126,6 +129,7 @@ final class TrainStep {
         guard loss.isFinite else {
             throw TrainingError("the loss became \(loss) at step \(step + 1); lower --learning-rate or check the data")
         }
-        return StepResult(loss: loss, tokens: Int(stats[1]), gradNorm: norm, optimizerSeconds: optimizerSeconds)
+        return StepResult(loss: loss, tokens: Int(stats[1]), gradNorm: norm, optimizerSeconds: optimizerSeconds,
+                          taskMetrics: task.stepMetrics(Array(stats.dropFirst(2)), count: normaliser))
     }
 }

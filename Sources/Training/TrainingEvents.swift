@@ -66,6 +66,8 @@ public struct StepRecord: Sendable, Equatable {
     public var launchToFirstStep: Double?
     /// A background checkpoint that finished since the previous record: seconds and MB/s.
     public var checkpointWrite: (seconds: Double, megabytesPerSecond: Double)?
+    /// The task's own training metrics (DPO: rewards/chosen, ... as TRL logs them), averaged over the window.
+    public var taskMetrics: [String: Double] = [:]
 
     public static func == (a: StepRecord, b: StepRecord) -> Bool { a.metrics == b.metrics }
 
@@ -79,6 +81,7 @@ public struct StepRecord: Sendable, Equatable {
         }
         if let t = launchToFirstStep { m["launch_to_first_step_s"] = t }
         if let c = checkpointWrite { m["checkpoint_write_s"] = c.seconds; m["checkpoint_mb_per_s"] = c.megabytesPerSecond }
+        m.merge(taskMetrics) { a, _ in a }
         return m
     }
 }
@@ -178,9 +181,9 @@ public struct BestModelTracker: Sendable {
         let key = name.hasPrefix("eval_") ? name : "eval_" + name
         let valid = classification
             ? ["accuracy", "loss", "macro_f1", "weighted_f1"] + task.labels.flatMap { ["f1_\($0)", "precision_\($0)", "recall_\($0)"] }
-            : ["loss", "perplexity"]
+            : task is DPOTask ? ["loss", "rewards/accuracies", "rewards/margins"] : ["loss", "perplexity"]
         guard valid.contains(String(key.dropFirst("eval_".count))) else {
-            throw TrainingError("--metric-for-best-model \(name) is not a metric of \(classification ? "sequence classification" : "causal language modelling"); use one of \(valid.joined(separator: ", ")) (the eval_ prefix is optional)", exitCode: 2)
+            throw TrainingError("--metric-for-best-model \(name) is not a metric of \(classification ? "sequence classification" : task is DPOTask ? "DPO" : "causal language modelling"); use one of \(valid.joined(separator: ", ")) (the eval_ prefix is optional)", exitCode: 2)
         }
         return key
     }

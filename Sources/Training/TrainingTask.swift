@@ -14,7 +14,8 @@ public struct EvalStats: Sendable {
     public var lossCount: Double = 0
     /// Task-specific integer counts (the flattened confusion matrix for classification).
     public var counts: [Int64] = []
-    /// Task-specific real-valued sums (the reward task's margin and reward sums); all-reduced like the loss sum.
+    /// Task-specific real-valued sums (reward: margin and reward sums; DPO: rewards and log-probabilities summed over
+    /// pairs); all-reduced like the loss sum.
     public var sums: [Double] = []
     public init(lossSum: Double = 0, lossCount: Double = 0, counts: [Int64] = [], sums: [Double] = []) {
         self.lossSum = lossSum; self.lossCount = lossCount; self.counts = counts; self.sums = sums
@@ -57,6 +58,11 @@ public protocol TrainingTask: AnyObject, Sendable {
     func setBackwardHook(_ hook: ((Int) -> Void)?)
     /// `--debug`: call `probe(name, values)` with each layer's output in forward and its gradient in backward.
     func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?)
+    /// Task-specific sums accumulated by `trainMicroBatch` since the last call (DPO: rewards, log-probs), then reset.
+    /// The same length on every rank (zeros without samples): the trainer all-reduces them with the step's loss.
+    func takeStepSums() -> [Double]
+    /// Training-log metrics (metrics.jsonl) from a step's all-reduced `takeStepSums` over the step's `count` loss units.
+    func stepMetrics(_ sums: [Double], count: Int) -> [String: Double]
 }
 
 /// Defaults: the whole trainable buffer is reduced in one go after backward, and there is nothing to probe.
@@ -65,6 +71,8 @@ extension TrainingTask {
     public func touchedRows(_ indices: [Int]) -> [[Int]] { [] }
     public func setBackwardHook(_ hook: ((Int) -> Void)?) {}
     public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) {}
+    public func takeStepSums() -> [Double] { [] }
+    public func stepMetrics(_ sums: [Double], count: Int) -> [String: Double] { [:] }
 }
 
 extension TrainingTask {

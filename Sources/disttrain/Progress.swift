@@ -110,7 +110,9 @@ final class ProgressReporter {
             let text = ProgressReporter.progressText(m, eta: eta(m), bar: usesBar)
             if usesBar { terminal.bar(text) } else { logger.info("\(text)") }
         case .evaluated(let e):
-            if let ppl = e["eval_perplexity"] {
+            if let acc = e["eval_rewards/accuracies"] {   // DPO, with TRL's metric names
+                logger.info("\(String(format: "eval step %d: loss %.4f rewards/accuracies %.4f rewards/margins %.4f logps/chosen %.2f logps/rejected %.2f", e.step, e["eval_loss"] ?? 0, acc, e["eval_rewards/margins"] ?? 0, e["eval_logps/chosen"] ?? 0, e["eval_logps/rejected"] ?? 0))")
+            } else if let ppl = e["eval_perplexity"] {
                 logger.info("\(String(format: "eval step %d: loss %.4f perplexity %.2f", e.step, e["eval_loss"] ?? 0, ppl))")
             } else if let margin = e["eval_margin"] {   // a reward model: pairwise accuracy
                 logger.info("\(String(format: "eval step %d: accuracy %.4f loss %.4f margin %.4f", e.step, e["eval_accuracy"] ?? 0, e["eval_loss"] ?? 0, margin))")

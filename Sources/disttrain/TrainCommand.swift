@@ -76,6 +76,14 @@ struct Train: ParsableCommand {
     @Flag(help: "Rank-stabilised LoRA scaling alpha/sqrt(r).") var useRslora = false
     @Option(help: "Causal LM: tokens per packed block (default: --max-length).") var blockSize: Int?
     @Flag(help: "Causal LM: one example per text row instead of packed blocks.") var lmPerRow = false
+    @Option(help: "DPO (--task dpo): beta, how far the policy may move from the reference (default 0.1).") var beta: Double?
+    @Option(help: ArgumentHelp("DPO: loss type, one of \(DPOLossType.names) (default sigmoid), as TRL 1.16 defines them.", valueName: "type"))
+    var lossType: String?
+    @Option(help: "DPO: label smoothing epsilon of --loss-type robust, in [0, 0.5).") var labelSmoothing: Double?
+    @Option(help: "DPO: keep only the last N prompt tokens (prompt truncated from the left; must be < --max-length). Default: no prompt truncation, as TRL 1.16.")
+    var maxPromptLength: Int?
+    @Option(help: ArgumentHelp("DPO: compute the reference log-probabilities once before training and cache them in --output-dir (true), or each step (false, TRL's default).", valueName: "bool"))
+    var precomputeRefLogProbs: Bool?
     @Option(help: ArgumentHelp("Eval metric that picks the best checkpoint, as Hugging Face names it (`accuracy` or `eval_accuracy`; lower is better for loss and perplexity). Default: accuracy for classification, loss for language modelling.", valueName: "name"))
     var metricForBestModel: String?
     @Flag(help: "The final folder holds the best checkpoint's model (by --metric-for-best-model) instead of the last step's; needs evaluation data and a checkpoint at every evaluation.")
@@ -116,6 +124,16 @@ struct Train: ParsableCommand {
         guard TaskKind(rawValue: task) != nil else {
             throw ValidationError("--task '\(task)' is unknown; use one of \(TaskKind.names)")
         }
+        if let l = lossType, DPOLossType(rawValue: l) == nil {
+            throw ValidationError("--loss-type '\(l)' is unknown; use one of \(DPOLossType.names)")
+        }
+        if task != TaskKind.dpo.rawValue {
+            let given = [("--beta", beta != nil), ("--loss-type", lossType != nil), ("--label-smoothing", labelSmoothing != nil),
+                         ("--max-prompt-length", maxPromptLength != nil), ("--precompute-ref-log-probs", precomputeRefLogProbs != nil)]
+            if let flag = given.first(where: { $0.1 })?.0 {
+                throw ValidationError("\(flag) applies to --task dpo only; add --task dpo, or drop \(flag)")
+            }
+        }
     }
 
     var trainConfig: TrainConfig {
@@ -141,6 +159,11 @@ struct Train: ParsableCommand {
         }
         c.blockSize = blockSize
         c.lmPerRow = lmPerRow
+        if let beta { c.dpo.beta = beta }
+        if let l = lossType.flatMap(DPOLossType.init(rawValue:)) { c.dpo.lossType = l }
+        if let labelSmoothing { c.dpo.labelSmoothing = labelSmoothing }
+        c.dpo.maxPromptLength = maxPromptLength
+        if let precomputeRefLogProbs { c.dpo.precomputeRefLogProbs = precomputeRefLogProbs }
         c.metricForBestModel = metricForBestModel
         c.earlyStoppingPatience = earlyStoppingPatience
         c.groupByLength = !noGroupByLength
