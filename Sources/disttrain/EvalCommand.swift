@@ -44,6 +44,10 @@ struct Eval: ParsableCommand {
     @Option(help: "Also write the JSON object to this file.") var output: String?
     @Option(help: "GPT-2 LM: tokens per packed block of {\"text\"} data (default: --max-length).") var blockSize: Int?
     @Flag(help: "GPT-2 LM: one example per {\"text\"} row instead of packed blocks.") var lmPerRow = false
+    @Option(help: ArgumentHelp("Token classifier: entity metrics in seqeval's default mode, or strict mode with a scheme: \(TagScheme.names).", valueName: "scheme"))
+    var tagScheme: String = "default"
+    @Option(help: ArgumentHelp("Token classifier data: jsonl or conll (default: conll for .conll/.txt/.iob/.bio files, else jsonl).", valueName: "format"))
+    var dataFormat: String?
 
     func validate() throws {
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive (got \(batchSize))") }
@@ -69,7 +73,9 @@ struct Eval: ParsableCommand {
     func evaluate(comm: Communicator) throws {
         let folder = try ModelFolder.open(URL(fileURLWithPath: model))
         let result: [String: Any]
-        if folder.kind.isClassifier {
+        if folder.kind == .encoderTokenClassifier || (adapter.map { TokenPredictor.isTokenAdapter(URL(fileURLWithPath: $0)) } ?? false) {
+            result = try evaluateTokenClassifier(folder, comm: comm)
+        } else if folder.kind.isClassifier {
             result = try evaluateClassifier(folder, comm: comm)
         } else {
             result = try evaluateLanguageModel(folder, comm: comm)
@@ -97,6 +103,22 @@ struct Eval: ParsableCommand {
         }
         let stats = try task.evaluateAll(comm: comm, batchSize: batchSize)
         return task.metrics(stats)
+    }
+
+    /// seqeval entity precision/recall/F1 (overall and per type), token accuracy and eval_loss through
+    /// TokenClassificationTask's evaluation (the trainer's), exact over ranks.
+    func evaluateTokenClassifier(_ folder: ModelFolder, comm: Communicator) throws -> [String: Any] {
+        guard let scheme = TagScheme(rawValue: tagScheme.lowercased()) else {
+            throw TrainingError("--tag-scheme '\(tagScheme)' is unknown; use one of \(TagScheme.names)", exitCode: 2)
+        }
+        let format = try dataFormat.map { f -> TokenDataFormat in
+            guard let v = TokenDataFormat(rawValue: f.lowercased()) else { throw TrainingError("--data-format '\(f)' is unknown; use jsonl or conll", exitCode: 2) }
+            return v
+        }
+        let task = try TokenClassificationTask(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
+                                               evalFile: URL(fileURLWithPath: evalFile), format: format, scheme: scheme,
+                                               maxLength: maxLength, batchSize: batchSize)
+        return task.metrics(try task.evaluateAll(comm: comm, batchSize: batchSize))
     }
 
     /// Accuracy, F1 and the rest through ClassificationTask's evaluation (the trainer's, on the same inference path as
