@@ -176,6 +176,7 @@ public struct ModelConfig: @unchecked Sendable {
         j["label2id"] = l2i
         j.removeValue(forKey: "num_labels")
         if let p = problemType, head == .sequence { j["problem_type"] = p.rawValue }
+        if head == .token { j.removeValue(forKey: "problem_type") }   // a sequence classifier's; token heads have none
         j.removeValue(forKey: "_name_or_path")
         return j
     }

@@ -225,7 +225,7 @@ def golden_seqeval():
                 rec["default_report"] = classification_report(y_true, y_pred, output_dict=True, zero_division=0)
                 rec["strict_report"] = classification_report(y_true, y_pred, output_dict=True, mode="strict", scheme=cls, zero_division=0)
             for r in ("default_report", "strict_report"):
-                rec[r] = {k: {kk: float(vv) for kk, vv in v.items()} for k, v in rec[r].items()}
+                rec[r] = {k: {kk: (float(vv) if np.isfinite(vv) else None) for kk, vv in v.items()} for k, v in rec[r].items()}
             groups.append(rec)
         out["schemes"][name] = groups
     return out
