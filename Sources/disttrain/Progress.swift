@@ -110,7 +110,9 @@ final class ProgressReporter {
             let text = ProgressReporter.progressText(m, eta: eta(m), bar: usesBar)
             if usesBar { terminal.bar(text) } else { logger.info("\(text)") }
         case .evaluated(let e):
-            if let ppl = e["eval_perplexity"] {
+            if let f1 = e["eval_f1"] {   // token classification: seqeval entity scores
+                logger.info("\(String(format: "eval step %d: entity f1 %.4f precision %.4f recall %.4f accuracy %.4f loss %.4f", e.step, f1, e["eval_precision"] ?? 0, e["eval_recall"] ?? 0, e["eval_accuracy"] ?? 0, e["eval_loss"] ?? 0))")
+            } else if let ppl = e["eval_perplexity"] {
                 logger.info("\(String(format: "eval step %d: loss %.4f perplexity %.2f", e.step, e["eval_loss"] ?? 0, ppl))")
             } else {
                 logger.info("\(String(format: "eval step %d: accuracy %.4f loss %.4f macro_f1 %.4f", e.step, e["eval_accuracy"] ?? 0, e["eval_loss"] ?? 0, e["eval_macro_f1"] ?? 0))")

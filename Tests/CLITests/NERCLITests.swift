@@ -57,6 +57,17 @@ final class NERCLITests: XCTestCase {
     func testTrainOneAndTwoRanksEvalAndPredict() throws {
         let w = try workspace()
         defer { try? FileManager.default.removeItem(at: w.dir) }
+        // Dropout on (0.1 everywhere, the token head's included): masks are keyed by sample and token, never by rank.
+        let model = try TestPaths.copyFixture("bert-tiny-cls")
+        defer { try? FileManager.default.removeItem(at: model) }
+        var cfg = try json(String(contentsOf: model.appendingPathComponent("config.json"), encoding: .utf8))
+        for k in ["hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"] { cfg[k] = 0.1 }
+        try JSONSerialization.data(withJSONObject: cfg).write(to: model.appendingPathComponent("config.json"))
+        func trainArgs(_ w: (dir: URL, train: URL, eval: URL), out: String) -> [String] {
+            var a = self.trainArgs(w, out: out)
+            a[a.firstIndex(of: "--model")! + 1] = model.path
+            return a
+        }
         var runs: [(losses: [Double], params: [String: [Float]], result: [String: Any])] = []
         for ranks in [nil, 2] as [Int?] {
             let name = ranks == nil ? "one" : "two"
@@ -148,6 +159,19 @@ final class NERCLITests: XCTestCase {
         let p = try CLI.run(["predict", "--model", fixture.path, "--adapter", out.path, "--input", input.path])
         XCTAssertEqual(p.status, 0, p.stderr)
         XCTAssertNotNil(try json(p.stdout)["entities"])
+        // merge folds the adapter into a BertForTokenClassification that predicts the same
+        let merged = w.dir.appendingPathComponent("merged")
+        let m = try CLI.run(["merge", "--model", fixture.path, "--adapter", out.path, "--output", merged.path])
+        XCTAssertEqual(m.status, 0, m.stderr)
+        let cfg2 = try json(String(contentsOf: merged.appendingPathComponent("config.json"), encoding: .utf8))
+        XCTAssertEqual(cfg2["architectures"] as? [String], ["BertForTokenClassification"])
+        let q = try CLI.run(["predict", "--model", merged.path, "--input", input.path])
+        XCTAssertEqual(q.status, 0, q.stderr)
+        let a = try json(p.stdout), b = try json(q.stdout)
+        XCTAssertEqual(a["tags"] as? [String], b["tags"] as? [String], "merged model tags = adapter tags")
+        let sa = (a["entities"] as? [[String: Any]] ?? []).map { number($0, "score") }, sb = (b["entities"] as? [[String: Any]] ?? []).map { number($0, "score") }
+        XCTAssertEqual(sa.count, sb.count)
+        for (x, y) in zip(sa, sb) { XCTAssertEqual(x, y, accuracy: 1e-5) }
     }
 
     func testBadInputIsOneLineNamingFileAndLineExitTwoNothingWritten() throws {
