@@ -59,7 +59,8 @@ def metrics(p):
 
 
 args = TrainingArguments(output_dir=out, num_train_epochs=epochs, per_device_train_batch_size=16, per_device_eval_batch_size=64,
-                         learning_rate=lr, warmup_ratio=0.1, weight_decay=0.0, seed=42, logging_steps=20, save_strategy="no",
+                         learning_rate=lr, warmup_steps=0.1,   # transformers 5: a float < 1 is the warmup ratio
+                         weight_decay=0.0, seed=42, logging_steps=20, save_strategy="no",
                          eval_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0)
 torch.set_num_threads(2)
 trainer = Trainer(model=model, args=args, train_dataset=encode(train), eval_dataset=encode(test),
