@@ -3,6 +3,7 @@
 ner_interop.py -- checks that a token-classification folder written by `disttrain train --task token-classification`
 loads in transformers' AutoModelForTokenClassification with no missing or unexpected tensors, and that its loss on a
 CoNLL file (run_ner alignment, no truncation) equals `disttrain eval`'s eval_loss on the same file.
+Works both ways: FOLDER may also be one transformers' save_pretrained wrote (our `eval` must then match its loss).
 Not run by the tests (they never call Python); run by hand and quote the output:
     disttrain eval --model FOLDER --eval-file FILE.conll --max-length 40   # prints eval_loss
     /work/venv/bin/python scripts/goldens/ner_interop.py FOLDER FILE.conll
