@@ -75,8 +75,11 @@ public final class EncoderClassifier {
     // parameter offsets
     let wte: Int, wpe: Int, tte: Int?, lnEw: Int, lnEb: Int
     let layers: [EncoderLayerParams]
-    /// BERT: pooler (wp, bp); DistilBERT: pre_classifier. Then the classifier.
+    /// BERT: pooler (wp, bp); DistilBERT: pre_classifier (-1 under a token head, which has neither). Then the classifier.
     let wp: Int, bp: Int, wc: Int, bc: Int
+    /// Token head (TokenClassifierHead.swift): its input after dropout [BT, C] and its logits [BT, NL] (1-float stubs
+    /// under the sequence head).
+    let tokDrop, tokLogits: UnsafeMutablePointer<Float>
 
     // arena
     private let arena = ActivationArena()
@@ -148,7 +151,7 @@ public final class EncoderClassifier {
                 L.add(p + "output.dense.weight", [C, FF]); L.add(p + "output.dense.bias", [C])
                 L.add(p + "output.LayerNorm.weight", [C]); L.add(p + "output.LayerNorm.bias", [C])
             }
-            L.add("bert.pooler.dense.weight", [C, C]); L.add("bert.pooler.dense.bias", [C])
+            if config.head == .sequence { L.add("bert.pooler.dense.weight", [C, C]); L.add("bert.pooler.dense.bias", [C]) }
         case .distilbert:
             L.add("distilbert.embeddings.word_embeddings.weight", [config.vocabSize, C])
             L.add("distilbert.embeddings.position_embeddings.weight", [config.maxPositions, C])
@@ -164,7 +167,7 @@ public final class EncoderClassifier {
                 L.add(p + "ffn.lin2.weight", [C, FF]); L.add(p + "ffn.lin2.bias", [C])
                 L.add(p + "output_layer_norm.weight", [C]); L.add(p + "output_layer_norm.bias", [C])
             }
-            L.add("pre_classifier.weight", [C, C]); L.add("pre_classifier.bias", [C])
+            if config.head == .sequence { L.add("pre_classifier.weight", [C, C]); L.add("pre_classifier.bias", [C]) }
         }
         L.add("classifier.weight", [NL, C]); L.add("classifier.bias", [NL])
         return L
@@ -202,7 +205,7 @@ public final class EncoderClassifier {
                     w2: off(p + "output.dense.weight"), b2: off(p + "output.dense.bias"),
                     ln2w: off(p + "output.LayerNorm.weight"), ln2b: off(p + "output.LayerNorm.bias"))
             }
-            wp = off("bert.pooler.dense.weight"); bp = off("bert.pooler.dense.bias")
+            (wp, bp) = config.head == .token ? (-1, -1) : (off("bert.pooler.dense.weight"), off("bert.pooler.dense.bias"))
         } else {
             wte = off("distilbert.embeddings.word_embeddings.weight"); wpe = off("distilbert.embeddings.position_embeddings.weight")
             tte = nil
@@ -219,7 +222,7 @@ public final class EncoderClassifier {
                     w2: off(p + "ffn.lin2.weight"), b2: off(p + "ffn.lin2.bias"),
                     ln2w: off(p + "output_layer_norm.weight"), ln2b: off(p + "output_layer_norm.bias"))
             }
-            wp = off("pre_classifier.weight"); bp = off("pre_classifier.bias")
+            (wp, bp) = config.head == .token ? (-1, -1) : (off("pre_classifier.weight"), off("pre_classifier.bias"))
         }
         wc = off("classifier.weight"); bc = off("classifier.bias")
 
@@ -244,6 +247,7 @@ public final class EncoderClassifier {
         cls = buf(maxBatch * C); pooled = buf(maxBatch * C); pooledDrop = buf(maxBatch * C); logits = buf(maxBatch * NL)
         dHead1 = buf(maxBatch * C); dHead2 = buf(maxBatch * C); dCls = buf(maxBatch * C)
         lnSink = buf(2 * C)
+        tokDrop = buf(config.head == .token ? BT * C : 1); tokLogits = buf(config.head == .token ? BT * NL : 1)
         cDy = buf(maxBatch * C); cH2 = buf(maxBatch * C); cH1 = buf(maxBatch * C); cOutA = buf(maxBatch * C)
         cOutCtx = buf(maxBatch * C); cF = buf(maxBatch * FF)
         cM2 = buf(maxBatch); cR2 = buf(maxBatch); cM1 = buf(maxBatch); cR1 = buf(maxBatch)
@@ -256,14 +260,14 @@ public final class EncoderClassifier {
     @inline(__always) private var route: LoRARoute {
         LoRARoute(parameters: parameters, adapter: adapter, frozenBase: frozenBase, lnSink: lnSink, C: C)
     }
-    @inline(__always) private func P(_ off: Int) -> UnsafeMutablePointer<Float> { route.value(off) }
+    @inline(__always) func P(_ off: Int) -> UnsafeMutablePointer<Float> { route.value(off) }
     @inline(__always) private func G(_ off: Int) -> UnsafeMutablePointer<Float> { route.grad(off) }
     /// LayerNorm parameter gradient: a discarded sink when the base is frozen ([C] at 0 for dw, at C for db).
     @inline(__always) private func GLN(_ off: Int, _ half: Int) -> UnsafeMutablePointer<Float> { route.layerNormGrad(off, half) }
     private var step: LoRAStep { LoRAStep(B: lastB, T: lastT, dropout: lastDropout, samples: lastBatch!.sampleIndices) }
 
     /// A linear layer's forward plus, at a LoRA target `site` (layer·6 + module), the adapter's update.
-    private func linearForward(_ site: Int?, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: Int, b: Int,
+    func linearForward(_ site: Int?, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: Int, b: Int,
                                n: Int, inC: Int, outC: Int) {
         Linear.forward(y: y, x: x, w: P(w), b: P(b), n: n, inC: inC, outC: outC, precision: matmulPrecision)
         if site != nil && adapter != nil { route.forward(site: site, y: y, x: x, step: step) }
@@ -271,7 +275,7 @@ public final class EncoderClassifier {
 
     /// A linear layer's backward: the adapter's dA/dB first (x may be overwritten by dx), dW/db only for trainable
     /// weights, then the adapter's share of dx.
-    private func linearBackward(_ site: Int?, dx: UnsafeMutablePointer<Float>?, w: Int, b: Int, dy: UnsafePointer<Float>,
+    func linearBackward(_ site: Int?, dx: UnsafeMutablePointer<Float>?, w: Int, b: Int, dy: UnsafePointer<Float>,
                                 x: UnsafePointer<Float>, n: Int, inC: Int, outC: Int, accumulateDx: Bool = false) {
         let precision = matmulPrecision
         route.backward(site: site, w: w, dx: dx, dy: dy, x: x, step: adapter == nil ? LoRAStep(B: 0, T: 0, dropout: nil, samples: []) : step,
@@ -292,7 +296,7 @@ public final class EncoderClassifier {
     /// The last layer of a frozen base with no adapter after its attention: backward from LN2 down to the output
     /// projection runs on the CLS rows only (see backward).
     private func clsRowsSuffice(_ l: Int) -> Bool {
-        frozenBase && l == layers.count - 1 && !(3...5).contains { keepsInput(6 * l + $0) }
+        config.head == .sequence && frozenBase && l == layers.count - 1 && !(3...5).contains { keepsInput(6 * l + $0) }
     }
 
     /// Layer l's activation buffers for this run. Under a frozen base, ctx (the attention output, input of the output
@@ -399,6 +403,7 @@ public final class EncoderClassifier {
             x = UnsafePointer(s.y2)
             probe?("output of " + layerName(l), UnsafeBufferPointer(start: s.y2, count: BT * C))
         }
+        if config.head == .token { return tokenHeadForward(x, B: B, T: T, dropout: dropout, samples: samples) }
         // head on the first token of every row
         for b in 0..<B { cls.advanced(by: b * C).update(from: x + b * T * C, count: C) }
         Linear.forward(y: pooled, x: cls, w: P(wp), b: P(bp), n: B, inC: C, outC: C)
@@ -427,18 +432,23 @@ public final class EncoderClassifier {
         let pHidden = config.hiddenDropout, pAttn = config.attentionDropout
         let dropH = dropout != nil && pHidden > 0
         let dl = dLogits.baseAddress!
-        // head
-        let head: UnsafePointer<Float> = (dropout != nil && config.classifierDropout > 0) ? UnsafePointer(pooledDrop) : UnsafePointer(pooled)
-        linearBackward(nil, dx: dHead1, w: wc, b: bc, dy: dl, x: head, n: B, inC: C, outC: NL)
-        if let d = dropout, config.classifierDropout > 0 {
-            dropoutRows(dHead1, dHead1, B: B, T: 1, C: C, ctx: d, samples: samples, site: DropoutSite.classifier,
-                        p: config.classifierDropout)
+        if config.head == .token {
+            precondition(dLogits.count >= BT * NL)
+            tokenHeadBackward(dl, B: B, T: T, dropout: dropout, samples: samples)   // writes dA
+        } else {
+            // head
+            let head: UnsafePointer<Float> = (dropout != nil && config.classifierDropout > 0) ? UnsafePointer(pooledDrop) : UnsafePointer(pooled)
+            linearBackward(nil, dx: dHead1, w: wc, b: bc, dy: dl, x: head, n: B, inC: C, outC: NL)
+            if let d = dropout, config.classifierDropout > 0 {
+                dropoutRows(dHead1, dHead1, B: B, T: 1, C: C, ctx: d, samples: samples, site: DropoutSite.classifier,
+                            p: config.classifierDropout)
+            }
+            if isBert { ck_tanh_bwd_inplace(pooled, dHead1, B * C) } else { ck_act_bwd_inplace(2, pooled, dHead1, B * C) }
+            linearBackward(nil, dx: dCls, w: wp, b: bp, dy: dHead1, x: cls, n: B, inC: C, outC: C)
+            dA.update(repeating: 0, count: BT * C)
+            for b in 0..<B { (dA + b * T * C).update(from: dCls + b * C, count: C) }
+            probe?("gradient out of the classifier head (backward)", UnsafeBufferPointer(start: dCls, count: B * C))
         }
-        if isBert { ck_tanh_bwd_inplace(pooled, dHead1, B * C) } else { ck_act_bwd_inplace(2, pooled, dHead1, B * C) }
-        linearBackward(nil, dx: dCls, w: wp, b: bp, dy: dHead1, x: cls, n: B, inC: C, outC: C)
-        dA.update(repeating: 0, count: BT * C)
-        for b in 0..<B { (dA + b * T * C).update(from: dCls + b * C, count: C) }
-        probe?("gradient out of the classifier head (backward)", UnsafeBufferPointer(start: dCls, count: B * C))
         // layers, last to first; dA holds dLoss/d(layer output)
         for l in stride(from: layers.count - 1, through: 0, by: -1) {
             let w = layers[l], s = savedActs(l)

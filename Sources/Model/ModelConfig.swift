@@ -31,6 +31,13 @@ public enum Activation: String, Sendable {
     case relu
 }
 
+/// Which head sits on the encoder: `.sequence` (*ForSequenceClassification: BERT's pooler or DistilBERT's
+/// pre_classifier, then `classifier`, on the first token) or `.token` (*ForTokenClassification: `classifier` over
+/// every token's last hidden state, no pooler). Decided by the folder's architecture or the task (TokenClassifierHead.swift).
+public enum EncoderHead: String, Sendable {
+    case sequence, token
+}
+
 /// The normalised architecture description the model code uses, whatever the family's field names.
 public struct ModelConfig: @unchecked Sendable {
     public var family: ModelFamily
@@ -54,6 +61,8 @@ public struct ModelConfig: @unchecked Sendable {
     /// Class names by id; `numLabels == id2label.count`.
     public var id2label: [String]
     public var problemType: ProblemType?
+    /// The head on the encoder (parameter layout, forward, saved architecture).
+    public var head: EncoderHead = .sequence
     /// The decoded config.json (for round-tripping fields we do not model).
     public var raw: [String: Any]
     public var path: String
@@ -160,13 +169,14 @@ public struct ModelConfig: @unchecked Sendable {
     /// The config.json to save for a sequence classifier: the original fields plus architecture, labels and problem type.
     public func classifierJSON() -> [String: Any] {
         var j = raw
-        j["architectures"] = [family == .bert ? "BertForSequenceClassification" : "DistilBertForSequenceClassification"]
+        j["architectures"] = [(family == .bert ? "Bert" : "DistilBert") + (head == .token ? "ForTokenClassification" : "ForSequenceClassification")]
         var id2 = [String: String](), l2i = [String: Int]()
         for (i, n) in id2label.enumerated() { id2[String(i)] = n; l2i[n] = i }
         j["id2label"] = id2
         j["label2id"] = l2i
         j.removeValue(forKey: "num_labels")
-        if let p = problemType { j["problem_type"] = p.rawValue }
+        if let p = problemType, head == .sequence { j["problem_type"] = p.rawValue }
+        if head == .token { j.removeValue(forKey: "problem_type") }   // a sequence classifier's; token heads have none
         j.removeValue(forKey: "_name_or_path")
         return j
     }

@@ -19,7 +19,9 @@ public enum AdapterMerge {
             switch folder.config {
             case .encoder:
                 let config = try PEFTAdapter.readConfig(adapterDir)
-                let bundle = try ClassifierBundle(folder: folder, labels: labels, seed: 0)
+                // A TOKEN_CLS adapter (train --task token-classification) folds into a …ForTokenClassification.
+                let bundle = try ClassifierBundle(folder: folder, labels: labels, seed: 0,
+                                                  head: config.taskType == "TOKEN_CLS" ? .token : nil)
                 let plan = try LoRAPlan(config: config, model: bundle.config)
                 let store = ParameterStore(layout: plan.layout)
                 try PEFTAdapter.loadWeights(adapterDir, plan: plan, into: store)

@@ -19,6 +19,8 @@ public struct TrainingError: Error, CustomStringConvertible {
 public enum ModelKind: String, Sendable, Equatable, CaseIterable {
     /// BERT, DistilBERT, MiniLM: a sequence classifier, or a base encoder (BertModel, …ForMaskedLM) that gets a head.
     case encoderClassifier = "BERT-family sequence classifier"
+    /// BertForTokenClassification, DistilBertForTokenClassification: a label per token (named-entity recognition).
+    case encoderTokenClassifier = "BERT-family token classifier"
     /// GPT2ForSequenceClassification.
     case gpt2Classifier = "GPT-2 sequence classifier"
     /// GPT2LMHeadModel or GPT2Model (the LM head is tied to wte).
@@ -26,6 +28,8 @@ public enum ModelKind: String, Sendable, Equatable, CaseIterable {
 
     /// True for the kinds that answer with class labels (train on labelled data, predict, eval with accuracy).
     public var isClassifier: Bool { self != .gpt2LanguageModel }
+    /// True for the BERT-family kinds (config decoded as ModelConfig).
+    public var isEncoder: Bool { self == .encoderClassifier || self == .encoderTokenClassifier }
 
     /// The kind of the folder's config.json; throws for a folder without a readable config or an architecture we do
     /// not support (named).
@@ -74,7 +78,7 @@ public struct ModelFolder: @unchecked Sendable {
     public func maxLength(_ requested: Int?) throws -> Int {
         guard let requested else { return min(128, maxPositions) }
         guard requested <= maxPositions else {
-            let field = kind == .encoderClassifier ? "max_position_embeddings" : "n_positions"
+            let field = kind.isEncoder ? "max_position_embeddings" : "n_positions"
             throw TrainingError("--max-length \(requested) exceeds the model's \(field) \(maxPositions); use --max-length \(maxPositions) or less", exitCode: 2)
         }
         return requested
@@ -86,6 +90,7 @@ public struct ModelFolder: @unchecked Sendable {
         "BertForMaskedLM": .encoderClassifier, "BertForPreTraining": .encoderClassifier,
         "DistilBertForSequenceClassification": .encoderClassifier, "DistilBertModel": .encoderClassifier,
         "DistilBertForMaskedLM": .encoderClassifier,
+        "BertForTokenClassification": .encoderTokenClassifier, "DistilBertForTokenClassification": .encoderTokenClassifier,
         "GPT2ForSequenceClassification": .gpt2Classifier,
         "GPT2LMHeadModel": .gpt2LanguageModel, "GPT2Model": .gpt2LanguageModel,
     ]
@@ -117,8 +122,14 @@ public struct ModelFolder: @unchecked Sendable {
     public static func read(configFile url: URL, directory: URL? = nil) throws -> ModelFolder {
         let json = try ModelConfig.readJSONObject(url, hint: "a Hugging Face model folder containing config.json")
         let (kind, arch) = try kind(of: json, path: url.path)
-        let config: ModelFolderConfig = kind == .encoderClassifier
-            ? .encoder(try ModelConfig(json: json, path: url.path)) : .gpt2(try GPT2Config(json: json, path: url.path))
+        let config: ModelFolderConfig
+        if kind.isEncoder {
+            var c = try ModelConfig(json: json, path: url.path)
+            if kind == .encoderTokenClassifier { c.head = .token }
+            config = .encoder(c)
+        } else {
+            config = .gpt2(try GPT2Config(json: json, path: url.path))
+        }
         return ModelFolder(directory: directory ?? url.deletingLastPathComponent(), kind: kind, config: config, architecture: arch)
     }
 
@@ -192,23 +203,34 @@ public final class ClassifierBundle: @unchecked Sendable {
         try self.init(folder: ModelFolder.open(directory), labels: labels, problemType: problemType, seed: seed)
     }
 
+    /// A token classifier (`head: .token`, TokenClassifierHead.swift) or a sequence classifier from an opened
+    /// BERT-family folder: a head of the other kind (or a base encoder's) is not reused but freshly initialised.
+    public convenience init(folder: ModelFolder, head: EncoderHead, labels: [String]?, seed: UInt64) throws {
+        try self.init(folder: folder, labels: labels, problemType: nil, seed: seed, head: head)
+    }
+
     /// Loads an opened BERT-family folder (see `init(directory:labels:problemType:seed:)`).
-    public init(folder: ModelFolder, labels: [String]?, problemType: ProblemType? = nil, seed: UInt64) throws {
+    public init(folder: ModelFolder, labels: [String]?, problemType: ProblemType? = nil, seed: UInt64, head: EncoderHead? = nil) throws {
         let directory = folder.directory
         self.directory = directory
         var config = try folder.encoderConfig(for: "a BERT-family classifier")
         var reinitHead = false
+        if let head, head != config.head {
+            // A sequence head's classifier is not a token head's (and vice versa): start the asked-for head fresh.
+            reinitHead = !config.id2label.isEmpty
+            config.head = head
+        }
         if let labels {
             if config.id2label != labels {
                 // A head trained for other labels cannot be reused; a fresh head for the data's labels is.
-                reinitHead = !config.id2label.isEmpty
+                reinitHead = reinitHead || !config.id2label.isEmpty
                 config.id2label = labels
             }
         } else if config.id2label.isEmpty {
             throw TrainingError("\(config.path): the model has no id2label, so it is not a trained classifier; train one with `disttrain train` first", exitCode: 1)
         }
         if let problemType { config.problemType = problemType }
-        if config.problemType == nil { config.problemType = config.numLabels == 1 ? .regression : .singleLabel }
+        if config.problemType == nil && config.head == .sequence { config.problemType = config.numLabels == 1 ? .regression : .singleLabel }
         self.config = config
 
         let weights = directory.appendingPathComponent("model.safetensors")

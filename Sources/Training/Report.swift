@@ -106,6 +106,7 @@ public enum TrainingReport {
         body += lineChart(title: "Eval metrics", yLabel: "score", yRange: 0...1, series: [
             Series(name: "accuracy", color: "#ff7f0e", points: points(input.evals, "eval_accuracy")),
             Series(name: "macro-F1", color: "#17becf", points: points(input.evals, "eval_macro_f1")),
+            Series(name: "entity F1", color: "#d62728", points: points(input.evals, "eval_f1")),
         ])
         body += "</div>\n"
 
@@ -203,7 +204,7 @@ public enum TrainingReport {
     }
 
     static func summaryTable(_ m: [String: Double]) -> String {
-        let keys = ["eval_accuracy", "eval_macro_f1", "eval_weighted_f1", "eval_loss", "eval_samples", "train_loss",
+        let keys = ["eval_accuracy", "eval_macro_f1", "eval_weighted_f1", "eval_f1", "eval_precision", "eval_recall", "eval_loss", "eval_samples", "train_loss",
                     "train_runtime_s", "train_tokens_per_s", "train_samples", "global_step", "epoch"]
         let rows = keys.compactMap { k in m[k].map { "<tr><td class=\"name\">\(k)</td><td>\(value($0))</td></tr>" } }
         guard !rows.isEmpty else { return "<p class=\"placeholder\">no final metrics recorded</p>\n" }

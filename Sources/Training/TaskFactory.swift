@@ -20,6 +20,11 @@ enum TaskFactory {
             return ClassificationTask.self   // sequence classification
         case (.auto, .gpt2LanguageModel), (.causalLM, .gpt2LanguageModel):
             return CausalLMTask.self         // causal LM on text or prompt→response
+        case (.auto, .encoderTokenClassifier), (.tokenClassification, .encoderTokenClassifier),
+             (.tokenClassification, .encoderClassifier):
+            return TokenClassificationTask.self   // a label per word (NER); a base encoder gets a fresh token head
+        case (.tokenClassification, _):
+            throw TrainingError("--task token-classification needs a BERT-family encoder folder (BertModel, DistilBertModel, MiniLM, or a …ForTokenClassification), but \(modelDir.relativePath) is a \(kind.rawValue); pass such a --model", exitCode: 2)
         case (.reward, .encoderClassifier), (.reward, .gpt2Classifier):
             return RewardTask.self           // reward model on preference pairs
         case (.reward, _):

@@ -20,6 +20,7 @@ public enum TaskKind: String, Sendable, Equatable, CaseIterable {
     case reward
     /// Direct Preference Optimization of a GPT-2 LM on preference pairs (DPOTask.swift).
     case dpo
+    case tokenClassification = "token-classification"
 
     public static var names: String { allCases.map(\.rawValue).joined(separator: ", ") }
 }
@@ -92,6 +93,12 @@ public struct TrainConfig: Sendable {
     public var lmPerRow: Bool = false
     /// DPO (`--task dpo`): β, loss type, label smoothing, prompt truncation, reference log-probabilities.
     public var dpo: DPOSettings = DPOSettings()
+    /// Token classification: later sub-tokens of a word carry its tag too (B- as I-), as run_ner's label_all_tokens.
+    public var labelAllTokens: Bool = false
+    /// Token classification: seqeval's default mode, or strict mode with a scheme (`--tag-scheme`).
+    public var tagScheme: TagScheme = .default
+    /// Token classification: the data format (nil: from the extension; .conll/.txt are CoNLL columns).
+    public var tokenDataFormat: TokenDataFormat?
     /// Group samples of similar length into the same batches (less padding; see GlobalBatchPlan).
     public var groupByLength: Bool = true
     /// Testing hooks (hidden flags): kill the process with _exit(137) at a checkpoint phase of a given step,

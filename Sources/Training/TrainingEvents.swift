@@ -176,6 +176,15 @@ public struct BestModelTracker: Sendable {
             }
             return key
         }
+        if let t = task as? TokenClassificationTask {   // entity F1 by default, as run_ner
+            guard let name else { return "eval_f1" }
+            let key = name.hasPrefix("eval_") ? name : "eval_" + name
+            let valid = ["f1", "precision", "recall", "accuracy", "loss"] + t.typeNames.flatMap { ["\($0)_f1", "\($0)_precision", "\($0)_recall"] }
+            guard valid.contains(String(key.dropFirst("eval_".count))) else {
+                throw TrainingError("--metric-for-best-model \(name) is not a metric of token classification; use one of \(valid.joined(separator: ", ")) (the eval_ prefix is optional)", exitCode: 2)
+            }
+            return key
+        }
         let classification = task is ClassificationTask
         guard let name else { return classification ? "eval_accuracy" : "eval_loss" }
         let key = name.hasPrefix("eval_") ? name : "eval_" + name

@@ -48,6 +48,10 @@ struct Eval: ParsableCommand {
     @Option(help: "Also write the JSON object to this file.") var output: String?
     @Option(help: "GPT-2 LM: tokens per packed block of {\"text\"} data (default: --max-length).") var blockSize: Int?
     @Flag(help: "GPT-2 LM: one example per {\"text\"} row instead of packed blocks.") var lmPerRow = false
+    @Option(help: ArgumentHelp("Token classifier: entity metrics in seqeval's default mode, or strict mode with a scheme: \(TagScheme.names).", valueName: "scheme"))
+    var tagScheme: String = "default"
+    @Option(help: ArgumentHelp("Token classifier data: jsonl or conll (default: conll for .conll/.txt/.iob/.bio files, else jsonl).", valueName: "format"))
+    var dataFormat: String?
 
     func validate() throws {
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive (got \(batchSize))") }
@@ -75,6 +79,8 @@ struct Eval: ParsableCommand {
         let result: [String: Any]
         if try RewardTask.isRewardModel(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) }) {
             result = try evaluateReward(folder, comm: comm)
+        } else if folder.kind == .encoderTokenClassifier || (adapter.map { TokenPredictor.isTokenAdapter(URL(fileURLWithPath: $0)) } ?? false) {
+            result = try evaluateTokenClassifier(folder, comm: comm)
         } else if folder.kind.isClassifier {
             result = try evaluateClassifier(folder, comm: comm)
         } else {
@@ -116,6 +122,22 @@ struct Eval: ParsableCommand {
         if comm.isRoot && task.evalSkipped > 0 {
             FileHandle.standardError.write(Data("warning: \(evalFile): \(task.evalSkipped) pair\(task.evalSkipped == 1 ? "" : "s") with a chosen or rejected text longer than \(task.maxLength) tokens skipped (as TRL filters them); raise --max-length to score them\n".utf8))
         }
+        return task.metrics(try task.evaluateAll(comm: comm, batchSize: batchSize))
+    }
+
+    /// seqeval entity precision/recall/F1 (overall and per type), token accuracy and eval_loss through
+    /// TokenClassificationTask's evaluation (the trainer's), exact over ranks.
+    func evaluateTokenClassifier(_ folder: ModelFolder, comm: Communicator) throws -> [String: Any] {
+        guard let scheme = TagScheme(rawValue: tagScheme.lowercased()) else {
+            throw TrainingError("--tag-scheme '\(tagScheme)' is unknown; use one of \(TagScheme.names)", exitCode: 2)
+        }
+        let format = try dataFormat.map { f -> TokenDataFormat in
+            guard let v = TokenDataFormat(rawValue: f.lowercased()) else { throw TrainingError("--data-format '\(f)' is unknown; use jsonl or conll", exitCode: 2) }
+            return v
+        }
+        let task = try TokenClassificationTask(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
+                                               evalFile: URL(fileURLWithPath: evalFile), format: format, scheme: scheme,
+                                               maxLength: maxLength, batchSize: batchSize)
         return task.metrics(try task.evaluateAll(comm: comm, batchSize: batchSize))
     }
 

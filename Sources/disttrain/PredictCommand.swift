@@ -35,6 +35,10 @@ struct Predict: ParsableCommand {
 
     func run() throws {
         if OutputRank.isSecondary() { return }   // under mpirun/srun: rank 0 predicts and prints, once
+        let folder = try ModelFolder.open(URL(fileURLWithPath: model))
+        if folder.kind == .encoderTokenClassifier || (adapter.map { TokenPredictor.isTokenAdapter(URL(fileURLWithPath: $0)) } ?? false) {
+            return try predictTokens(folder)
+        }
         let predictor = try Predictor(modelDir: URL(fileURLWithPath: model), adapterDir: adapter.map { URL(fileURLWithPath: $0) },
                                       maxLength: maxLength, batchSize: batchSize)
         let data = try DataLoader.loadTexts(URL(fileURLWithPath: input),
@@ -52,6 +56,36 @@ struct Predict: ParsableCommand {
             let d = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])
             lines.append(String(decoding: d, as: UTF8.self))
         }
+        try write(lines)
+    }
+
+    /// A token classifier: {"text"} or {"tokens"} in; {"text" | "tokens", "tags", "entities": [{"type", "start",
+    /// "end", "text", "score"}]} out, grouped as transformers' token-classification pipeline (aggregation "first").
+    func predictTokens(_ folder: ModelFolder) throws {
+        let predictor = try TokenPredictor(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
+                                           maxLength: maxLength, batchSize: batchSize)
+        let inputs = try TokenClassificationData.loadPredictInputs(URL(fileURLWithPath: input))
+        let preds = try predictor.predict(inputs.map(\.text))
+        var lines: [String] = []
+        for (inp, p) in zip(inputs, preds) {
+            var obj: [String: Any] = [:]
+            switch inp {
+            case .text(let t):
+                obj["text"] = t
+                obj["words"] = p.words.map { r in var s = ""; s.unicodeScalars.append(contentsOf: Array(t.unicodeScalars)[r]); return s }
+                obj["tags"] = p.tags.map { $0 ?? NSNull() as Any }
+            case .tokens(let w):
+                obj["tokens"] = w
+                obj["tags"] = p.tags(forTokens: w).map { $0 ?? NSNull() as Any }
+            }
+            obj["entities"] = p.entities.map { ["type": $0.type, "start": $0.start, "end": $0.end, "text": $0.text, "score": $0.score] as [String: Any] }
+            let d = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])
+            lines.append(String(decoding: d, as: UTF8.self))
+        }
+        try write(lines)
+    }
+
+    func write(_ lines: [String]) throws {
         let text = lines.joined(separator: "\n") + (lines.isEmpty ? "" : "\n")
         if let output {
             let url = URL(fileURLWithPath: output)

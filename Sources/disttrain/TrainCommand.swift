@@ -108,6 +108,12 @@ struct Train: ParsableCommand {
     var overwriteOutputDir = false
     @Flag(help: "Resume even if the data or the global batch differ from the checkpoint's.") var resumeIgnoreMismatch = false
     // Testing hooks, hidden from help: crash at a checkpoint phase, slow steps down, log sample indices.
+    @Flag(help: "Token classification: later sub-tokens of a word carry its tag too (B-X as I-X), as run_ner's --label_all_tokens (default: only the first).")
+    var labelAllTokens = false
+    @Option(help: ArgumentHelp("Token classification: entity metrics in seqeval's default mode, or strict mode with a scheme: \(TagScheme.names).", valueName: "scheme"))
+    var tagScheme: String = "default"
+    @Option(help: ArgumentHelp("Token classification data format: jsonl ({\"tokens\", \"tags\"} per line) or conll (word … tag columns); default: conll for .conll/.txt/.iob/.bio files, else jsonl.", valueName: "format"))
+    var dataFormat: String?
     @Option(help: .hidden) var faultInject: String?
     @Option(help: .hidden) var stepDelayMs: Int = 0
     @Option(help: .hidden) var logSamples: String?
@@ -134,12 +140,21 @@ struct Train: ParsableCommand {
                 throw ValidationError("\(flag) applies to --task dpo only; add --task dpo, or drop \(flag)")
             }
         }
+        guard TagScheme(rawValue: tagScheme.lowercased()) != nil else {
+            throw ValidationError("--tag-scheme '\(tagScheme)' is unknown; use one of \(TagScheme.names)")
+        }
+        if let f = dataFormat, TokenDataFormat(rawValue: f.lowercased()) == nil {
+            throw ValidationError("--data-format '\(f)' is unknown; use jsonl or conll")
+        }
     }
 
     var trainConfig: TrainConfig {
         var c = TrainConfig(modelDir: URL(fileURLWithPath: model), trainFile: URL(fileURLWithPath: trainFile),
                             evalFile: evalFile.map { URL(fileURLWithPath: $0) }, outputDir: URL(fileURLWithPath: outputDir))
         c.task = TaskKind(rawValue: task) ?? .auto
+        c.labelAllTokens = labelAllTokens
+        c.tagScheme = TagScheme(rawValue: tagScheme.lowercased()) ?? .default
+        c.tokenDataFormat = dataFormat.flatMap { TokenDataFormat(rawValue: $0.lowercased()) }
         c.numTrainEpochs = numTrainEpochs; c.maxSteps = maxSteps; c.batchSize = batchSize
         c.microBatchSize = microBatchSize; c.learningRate = learningRate; c.weightDecay = weightDecay
         c.warmupSteps = warmupSteps; c.warmupRatio = warmupRatio

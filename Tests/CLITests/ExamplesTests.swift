@@ -14,7 +14,7 @@ final class ExamplesTests: XCTestCase {
     static let examplesDir = CLI.repoRoot.appendingPathComponent("examples")
     /// Model folders the configs may name: fetched by ./launch.sh fetch-model, or written by scripts/init_gpt2.py.
     static let knownModels: Set = ["models/all-MiniLM-L6-v2", "models/gpt2-mini", "models/gpt2-mini-cls"]
-    static let expected = ["causal-lm", "gpt2-prompt-response", "lora-classifier", "review-sentiment", "topic-routing",
+    static let expected = ["causal-lm", "gpt2-prompt-response", "lora-classifier", "ner", "review-sentiment", "topic-routing",
                            "tweet-sentiment-gpt2"]
 
     /// Each example folder holds a train.yaml and a README that gives the command and a measured figure.
@@ -48,6 +48,18 @@ final class ExamplesTests: XCTestCase {
         let out = try runExample("lora-classifier", expectLabels: 2)
         XCTAssertTrue(FileManager.default.fileExists(atPath: out.appendingPathComponent("adapter_config.json").path),
                       "a LoRA run saves a PEFT adapter")
+    }
+
+    /// Token classification: its data is made from the repository's Hamlet text by examples/ner/prepare.py (stdlib only).
+    func testNER() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", CLI.repoRoot.appendingPathComponent("examples/ner/prepare.py").path]
+        p.standardOutput = Pipe()
+        try p.run()
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0, "examples/ner/prepare.py failed")
+        try runExample("ner", expectLabels: 3)
     }
 
     /// The GPT-2 classifier recipe, also under real mpirun with 2 ranks.
