@@ -1,9 +1,13 @@
 // `disttrain predict`: JSONL/CSV/TSV texts in (a file or standard input), one JSON line per input out, in input
 // order: {"text", "label", "probs": {label: p}, "logits": [...]} ("logits" dropped with --no-logits); for a reward
-// model (one output) {"text", "reward"}. Batched.
+// model (one output) {"text", "reward"}. Batched. Output line N answers JSONL input line N: a blank line gets
+// {"line": N, "error": "empty input"} (CSV/TSV: blank lines are not rows, as pandas reads them; output row N answers
+// data row N). Inputs cut at --max-length are counted in one stderr line at the end.
 // Deliberately not here: metrics (that is `eval`), streaming of unbounded input (the input is read whole).
 import ArgumentParser
+import Dist
 import Foundation
+import Model
 import Training
 
 struct Predict: ParsableCommand {
@@ -43,7 +47,13 @@ struct Predict: ParsableCommand {
         let preds = try predictor.predict(data.examples.map { ($0.text, $0.textPair) })
         var lines: [String] = []
         lines.reserveCapacity(preds.count)
+        var nextLine = 1   // JSONL: the input line the next output line answers
         for (ex, p) in zip(data.examples, preds) {
+            if data.format == .jsonl {
+                // Blank lines (skipped by the loader) keep their place, so output line N answers input line N.
+                while nextLine < ex.line { lines.append("{\"error\":\"empty input\",\"line\":\(nextLine)}"); nextLine += 1 }
+                nextLine = ex.line + 1
+            }
             // A reward model (one output, e.g. from `train --task reward`): its score.
             var obj: [String: Any] = predictor.isReward ? ["text": ex.text, "reward": Double(p.logits[0])]
                                                          : ["text": ex.text, "label": p.label, "probs": p.probs]
@@ -60,6 +70,14 @@ struct Predict: ParsableCommand {
             }
         } else {
             FileHandle.standardOutput.write(Data(text.utf8))
+        }
+        let cut = preds.filter(\.truncated).count
+        if cut > 0 {
+            let limit = predictor.maxLength
+            let advice = limit < predictor.maxPositions
+                ? "raise --max-length (the model takes up to \(predictor.maxPositions)) to keep more"
+                : "\(limit) is the model's position limit, so they cannot be scored whole"
+            FileHandle.standardError.write(Data("warning: \(input == "-" ? "<stdin>" : input): \(cut) of \(preds.count) input\(preds.count == 1 ? "" : "s") longer than \(limit) tokens \(cut == 1 ? "was" : "were") truncated (the model saw the first \(limit)); \(advice)\n".utf8))
         }
     }
 }
