@@ -45,6 +45,8 @@ struct Eval: ParsableCommand {
     @Option(help: "Column holding the text.") var textColumn: String = "text"
     @Option(help: "Column holding the second text of a pair.") var textPairColumn: String?
     @Option(help: "Column holding the label.") var labelColumn: String = "label"
+    @Option(help: "Format of --eval-file when the extension does not say: jsonl, csv or tsv (classifier data).")
+    var dataFormat: DataFormat?
     @Option(help: "Also write the JSON object to this file.") var output: String?
     @Option(help: "GPT-2 LM: tokens per packed block of {\"text\"} data (default: --max-length).") var blockSize: Int?
     @Flag(help: "GPT-2 LM: one example per {\"text\"} row instead of packed blocks.") var lmPerRow = false
@@ -93,6 +95,7 @@ struct Eval: ParsableCommand {
 
     /// Loss and perplexity of a GPT-2 LM, through CausalLMTask (the trainer's evaluation).
     func evaluateLanguageModel(_ folder: ModelFolder, comm: Communicator) throws -> [String: Any] {
+        try jsonlOnly("a GPT-2 language model's data")
         let data = LMDataOptions(maxLength: maxLength ?? 128, blockSize: blockSize, perRow: lmPerRow)
         let task = try CausalLMTask(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
                                     evalFile: URL(fileURLWithPath: evalFile), data: data, batchSize: batchSize)
@@ -111,6 +114,7 @@ struct Eval: ParsableCommand {
         if blockSize != nil || lmPerRow || textPairColumn != nil {
             throw TrainingError("--block-size, --lm-per-row and --text-pair-column do not apply to a reward model; \(model) takes a preference file ({\"prompt\", \"chosen\", \"rejected\"} lines)", exitCode: 2)
         }
+        try jsonlOnly("a reward model's preference data")
         let task = try RewardTask(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
                                   evalFile: URL(fileURLWithPath: evalFile), maxLength: maxLength, batchSize: batchSize)
         if comm.isRoot && task.evalSkipped > 0 {
@@ -119,16 +123,30 @@ struct Eval: ParsableCommand {
         return task.metrics(try task.evaluateAll(comm: comm, batchSize: batchSize))
     }
 
+    /// --data-format csv/tsv applies to classifier data only.
+    func jsonlOnly(_ what: String) throws {
+        if let dataFormat, dataFormat != .jsonl {
+            throw TrainingError("--data-format \(dataFormat.rawValue): \(what) is JSON lines only; drop --data-format (or give jsonl)", exitCode: 2)
+        }
+    }
+
     /// Accuracy, F1 and the rest through ClassificationTask's evaluation (the trainer's, on the same inference path as
     /// `predict`), exact over ranks.
     func evaluateClassifier(_ folder: ModelFolder, comm: Communicator) throws -> [String: Any] {
         if blockSize != nil || lmPerRow {
             throw TrainingError("--block-size and --lm-per-row apply to GPT-2 language models only; \(model) is a classifier", exitCode: 2)
         }
-        let task = try ClassificationTask(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
+        let task: ClassificationTask
+        do {
+            task = try ClassificationTask(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
                                           evalFile: URL(fileURLWithPath: evalFile),
                                           columns: ColumnOptions(text: textColumn, textPair: textPairColumn, label: labelColumn),
-                                          maxLength: maxLength, batchSize: batchSize)
+                                          maxLength: maxLength, batchSize: batchSize, format: dataFormat)
+        } catch let e as DataError where e.fix.contains("--labels") {
+            // The loader's advice is train's (`--labels FILE`); eval has no such flag: the classes are the model's.
+            throw DataError(file: e.file, line: e.line, problem: e.problem,
+                            fix: "correct the label; \(model) knows only the classes of its config.json id2label (data with other classes needs a model trained on them)")
+        }
         let stats = try task.evaluateAll(comm: comm, batchSize: batchSize)
         var result = ClassificationMetrics(confusion: task.confusion(stats), labels: task.labels).asDictionary(prefix: "eval_")
         result["eval_loss"] = stats.lossSum / max(stats.lossCount, 1)

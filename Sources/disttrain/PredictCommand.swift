@@ -23,7 +23,8 @@ struct Predict: ParsableCommand {
     @Option(help: "A PEFT LoRA adapter folder (from `train --lora-r`) to run unmerged on --model (the base it was trained on).")
     var adapter: String?
     @Option(help: "Input file (JSONL, CSV or TSV by extension); '-' for standard input.") var input: String
-    @Option(help: "Input format when the extension does not say (standard input defaults to jsonl): jsonl, csv or tsv.")
+    @Option(name: [.customLong("data-format"), .customLong("input-format")],
+            help: "Input format when the extension does not say (standard input defaults to jsonl): jsonl, csv or tsv.")
     var inputFormat: DataFormat?
     @Option(help: "Output JSONL file (default: standard output).") var output: String?
     @Option(help: "Truncate inputs to this many tokens (default: 128, or the model's positions when fewer).") var maxLength: Int?

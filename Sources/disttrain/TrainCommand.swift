@@ -58,6 +58,8 @@ struct Train: ParsableCommand {
     @Option(help: "Column holding the text.") var textColumn: String = "text"
     @Option(help: "Column holding the second text of a pair.") var textPairColumn: String?
     @Option(help: "Column holding the label.") var labelColumn: String = "label"
+    @Option(help: "Format of --train-file and --eval-file when the extension does not say: jsonl, csv or tsv (classification data).")
+    var dataFormat: DataFormat?
     @Option(help: "File with one label name per line (default: the labels of the training file).") var labels: String?
     @Option(help: "Hold out this fraction of the training data for evaluation when no --eval-file is given.")
     var validationSplit: Double = 0
@@ -148,6 +150,7 @@ struct Train: ParsableCommand {
         c.loggingSteps = loggingSteps; c.evalSteps = evalSteps
         c.columns = ColumnOptions(text: textColumn, textPair: textPairColumn, label: labelColumn)
         c.labelsFile = labels.map { URL(fileURLWithPath: $0) }
+        c.dataFormat = dataFormat
         c.validationSplit = validationSplit
         c.threads = threads ?? availableCores()
         c.dropout = !noDropout
