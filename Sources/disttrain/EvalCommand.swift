@@ -74,6 +74,7 @@ struct Eval: ParsableCommand {
 
     func evaluate(comm: Communicator) throws {
         let folder = try ModelFolder.open(URL(fileURLWithPath: model))
+        if let adapter { try AdapterBase.check(folder: folder, adapterDir: URL(fileURLWithPath: adapter)) }
         let result: [String: Any]
         if try RewardTask.isRewardModel(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) }) {
             result = try evaluateReward(folder, comm: comm)
