@@ -50,10 +50,12 @@ struct Eval: ParsableCommand {
     @Option(help: "Also write the JSON object to this file.") var output: String?
     @Option(help: "GPT-2 LM: tokens per packed block of {\"text\"} data (default: --max-length).") var blockSize: Int?
     @Flag(help: "GPT-2 LM: one example per {\"text\"} row instead of packed blocks.") var lmPerRow = false
+    @Option(help: "Compute threads per rank (default: the cores available to the rank).") var threads: Int?
 
     func validate() throws {
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive (got \(batchSize))") }
         if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
+        if let threads, threads <= 0 { throw ValidationError("--threads must be positive (got \(threads))") }
     }
 
     func run() throws {
@@ -73,6 +75,7 @@ struct Eval: ParsableCommand {
     }
 
     func evaluate(comm: Communicator) throws {
+        ComputeThreads.set(threads ?? availableCores())
         let folder = try ModelFolder.open(URL(fileURLWithPath: model))
         if let adapter { try AdapterBase.check(folder: folder, adapterDir: URL(fileURLWithPath: adapter)) }
         let result: [String: Any]

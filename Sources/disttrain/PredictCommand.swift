@@ -32,14 +32,17 @@ struct Predict: ParsableCommand {
     @Option(help: "Column holding the text.") var textColumn: String = "text"
     @Option(help: "Column holding the second text of a pair.") var textPairColumn: String?
     @Flag(inversion: .prefixedNo, help: "Include the raw logits in each output line.") var logits = true
+    @Option(help: "Compute threads (default: the cores available).") var threads: Int?
 
     func validate() throws {
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive (got \(batchSize))") }
         if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
+        if let threads, threads <= 0 { throw ValidationError("--threads must be positive (got \(threads))") }
     }
 
     func run() throws {
         if OutputRank.isSecondary() { return }   // under mpirun/srun: rank 0 predicts and prints, once
+        ComputeThreads.set(threads ?? availableCores())
         let predictor = try Predictor(modelDir: URL(fileURLWithPath: model), adapterDir: adapter.map { URL(fileURLWithPath: $0) },
                                       maxLength: maxLength, batchSize: batchSize)
         let data = try DataLoader.loadTexts(URL(fileURLWithPath: input),
