@@ -30,8 +30,10 @@ struct Eval: ParsableCommand {
         Reward models (`train --task reward`): preference JSONL ({"prompt", "chosen", "rejected"} or {"chosen",
         "rejected"}); prints eval_accuracy (share of pairs scored chosen > rejected), eval_margin, eval_loss.
           disttrain eval --model runs/spam --eval-file data/sms-spam/test.jsonl
-          disttrain eval --model runs/lm --eval-file data/hamlet-lm/pairs.jsonl --max-length 128
-          mpirun -n 2 disttrain eval ...   (each rank scores a shard; one line from rank 0, same numbers)
+          disttrain eval --model runs/lm --eval-file data/hamlet-lm/pairs.jsonl \\
+              --max-length 128
+        Under mpirun each rank scores a shard; rank 0 prints one line, the same numbers:
+          mpirun -n 2 disttrain eval ...
         """)
 
     @Option(help: "A trained model folder (as written by `disttrain train`) or a checkpoint folder.") var model: String

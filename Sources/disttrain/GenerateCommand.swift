@@ -14,10 +14,14 @@ struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate text with a GPT-2 model.",
         discussion: """
-          disttrain generate --model runs/hamlet --prompt "To be, or not" --max-new-tokens 40
-          disttrain generate --model runs/hamlet --prompt "To be" --temperature 0.8 --top-p 0.9 --seed 1 --json
-          disttrain generate --model gpt2 --adapter runs/hamlet-lora --prompt "To be"   (LoRA adapter, unmerged)
-          disttrain generate --bench            (GPT-2 6x384, batch 16, seq 128: step MFU and generation tokens/s)
+          disttrain generate --model runs/hamlet --prompt "To be, or not" \\
+              --max-new-tokens 40
+          disttrain generate --model runs/hamlet --prompt "To be" \\
+              --temperature 0.8 --top-p 0.9 --seed 1 --json
+        A LoRA adapter, run unmerged on its base:
+          disttrain generate --model gpt2 --adapter runs/hamlet-lora --prompt "To be"
+        The GPT-2 6x384 benchmarks (batch 16, seq 128: step MFU, generation tokens/s):
+          disttrain generate --bench
         """)
     @Option(help: "A GPT-2 model folder: config.json, model.safetensors, vocab.json + merges.txt (or tokenizer.json).")
     var model: String?

@@ -16,8 +16,12 @@ struct Predict: ParsableCommand {
         discussion: """
         Reads {"text"} lines (or CSV/TSV with a header); writes {"text", "label", "probs": {...}} per input,
         and "logits": [...] unless --no-logits. A reward model (`train --task reward`) writes {"text", "reward"}.
-          disttrain predict --model runs/spam --input new.jsonl --output predictions.jsonl
-          cat texts.csv | disttrain predict --model runs/spam --input - --input-format csv
+        Output line N answers JSONL line N: a blank input line gets {"line": N, "error": "empty input"}.
+        Inputs longer than --max-length are truncated and counted on stderr.
+          disttrain predict --model runs/spam --input new.jsonl \\
+              --output predictions.jsonl
+          cat texts.csv | disttrain predict --model runs/spam --input - \\
+              --data-format csv
         """)
     @Option(help: "A trained model folder (as written by `disttrain train`).") var model: String
     @Option(help: "A PEFT LoRA adapter folder (from `train --lora-r`) to run unmerged on --model (the base it was trained on).")

@@ -18,8 +18,9 @@ struct Train: ParsableCommand {
         --batch-size is the GLOBAL batch (samples per optimizer step over all ranks); each rank runs
         --micro-batch-size samples per forward/backward and gradients accumulate to the global batch.
         Example:
-          disttrain train --model models/all-MiniLM-L6-v2 --train-file train.jsonl --eval-file test.jsonl \\
-              --output-dir runs/spam --num-train-epochs 1 --batch-size 32 --learning-rate 1e-4
+          disttrain train --model models/all-MiniLM-L6-v2 --train-file train.jsonl \\
+              --eval-file test.jsonl --output-dir runs/spam --num-train-epochs 1 \\
+              --batch-size 32 --learning-rate 1e-4
         With a config file (keys are the long flag names, - or _; flags on the command line win):
           disttrain train --config run.yaml --learning-rate 2e-5
         """)
