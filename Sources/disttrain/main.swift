@@ -21,6 +21,7 @@ struct Disttrain: ParsableCommand {
           disttrain eval --model runs/spam --eval-file data/sms-spam/test.jsonl
           disttrain inspect runs/spam/checkpoint-100
         """,
+        version: trainerVersion,   // defined once (Training/Checkpoint.swift); checkpoints record the same string
         subcommands: [Train.self, Eval.self, Predict.self, Generate.self, Inspect.self, Tokenize.self, Merge.self,
                       Bench.self, CommCheck.self, Plan.self])
 }
