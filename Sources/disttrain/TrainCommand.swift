@@ -243,7 +243,11 @@ struct Train: ParsableCommand {
                 for n in trainer.resumeNotices {
                     if n.hasPrefix("warning: ") { reporter.logger.warning("\(n.dropFirst("warning: ".count))") } else { reporter.logger.notice("\(n)") }
                 }
-                reporter.logger.notice("already finished at step \(step): \(config.outputDir.path) holds its model and eval_results.json; nothing was written (raise --max-steps or --num-train-epochs to train further, or --overwrite-output-dir to start over)")
+                if trainer.stoppedEarlyAt != nil {
+                    reporter.logger.notice("already finished (early-stopped at step \(step)): \(config.outputDir.path) holds its model and eval_results.json; nothing was written (--overwrite-output-dir to start over)")
+                } else {
+                    reporter.logger.notice("already finished at step \(step): \(config.outputDir.path) holds its model and eval_results.json; nothing was written (raise --max-steps or --num-train-epochs to train further, or --overwrite-output-dir to start over)")
+                }
             }
             return
         }
