@@ -2,8 +2,9 @@
 // into. `predict`, `eval`, `generate` and `merge` all call it before loading weights, so an adapter trained on another
 // base is refused with the same line and the same exit code (2, a usage error: the fix is another --model) everywhere.
 // What it compares: every lora_A/lora_B pair must find its base module's weight in --model's model.safetensors, with
-// the shape the pair implies ([out, in]; [in, out] for GPT-2's Conv1D). PEFT records the base only by name
-// (base_model_name_or_path), so an adapter for another model of the very same shapes cannot be told apart here.
+// the shape the pair implies ([out, in]; [in, out] for GPT-2's Conv1D), and every layer of the base must have the
+// adapter's weights for that target (a deeper base of the same widths is another model). PEFT records the base only
+// by name (base_model_name_or_path), so an adapter for another model of the very same shapes cannot be told apart.
 // Deliberately not here: loading or merging the adapter (Model/LoRAFiles.swift, AdapterMerge.swift).
 import Foundation
 import Model
@@ -27,6 +28,7 @@ public enum AdapterBase {
         }
         let conv1D: Bool = if case .gpt2 = folder.config { true } else { false }
         let prefix = "base_model.model.", suffixA = ".lora_A.weight"
+        var adapted = Set<String>()   // the base weights the adapter's pairs belong to
         func refuse(_ detail: String) -> TrainingError {
             let recorded = config.baseModelNameOrPath.map { " (the adapter records base_model_name_or_path \($0))" } ?? ""
             return TrainingError("--adapter \(adapterDir.path) was trained on another base model than --model \(folder.directory.path): \(detail)\(recorded); pass the --model the adapter was trained on", exitCode: 2)
@@ -44,7 +46,20 @@ public enum AdapterBase {
             guard have == want else {
                 throw refuse("its '\(module)' is \(inC)→\(outC) but the base's '\(weight)' has shape \(have)")
             }
+            adapted.insert(weight)
         }
+        // A deeper base of the same widths: the adapter covers a target in some layers and the base has more of them
+        // (PEFT adapts every layer unless layers_to_transform says otherwise; we write and read no such subsets).
+        let patterns = Set(adapted.map(layerPattern))
+        if let extra = base.names.filter({ !adapted.contains($0) && patterns.contains(layerPattern($0)) }).min() {
+            throw refuse("the base has '\(extra)', a layer the adapter holds no weights for (the base is deeper)")
+        }
+    }
+
+    /// A tensor name with its layer numbers replaced ("h.3.attn.c_attn.weight" → "h.#.attn.c_attn.weight").
+    static func layerPattern(_ name: String) -> String {
+        name.split(separator: ".", omittingEmptySubsequences: false).map { $0.allSatisfy(\.isNumber) && !$0.isEmpty ? "#" : String($0) }
+            .joined(separator: ".")
     }
 
     /// The base tensor an adapter module's weight names: exactly, without the model prefix (hub layouts without

@@ -169,11 +169,52 @@ final class CommandFrictionTests: XCTestCase {
                                                    "pass the --model the adapter was trained on"])
             XCTAssertFalse(fm.fileExists(atPath: merged.path), "\(name): nothing written")
         }
+        // Same widths, one layer more: the adapter covers layers 0-1 only, so it belongs to another model.
+        let deeper = try deeperCopy(of: "bert-tiny-cls")
+        for args in [["predict", "--model", deeper.path, "--adapter", bertAdapter, "--input", input.path],
+                     ["merge", "--model", deeper.path, "--adapter", bertAdapter, "--output", merged.path]] {
+            assertOneLine(try CLI.run(args), status: 2, contains: ["was trained on another base model than --model",
+                                                                 "encoder.layer.2.attention.self.query.weight", "the base is deeper"])
+        }
+        XCTAssertFalse(fm.fileExists(atPath: merged.path))
         // The right base still works (and merge says what it wrote).
         let ok = try CLI.run(["merge", "--model", bert, "--adapter", bertAdapter, "--output", merged.path])
         XCTAssertEqual(ok.status, 0, ok.stderr)
         let gen = try CLI.run(["generate", "--model", gpt2, "--adapter", gpt2Adapter, "--prompt", "hi", "--max-new-tokens", "2"])
         XCTAssertEqual(gen.status, 0, gen.stderr)
+    }
+
+    /// A copy of a BERT fixture with one more encoder layer (a copy of its last): the same widths, another model.
+    func deeperCopy(of name: String) throws -> URL {
+        let src = TestPaths.fixture(name), dst = dir.appendingPathComponent("deeper")
+        try fm.createDirectory(at: dst, withIntermediateDirectories: true)
+        for f in ["vocab.txt", "tokenizer_config.json", "special_tokens_map.json"] {
+            try fm.copyItem(at: src.appendingPathComponent(f), to: dst.appendingPathComponent(f))
+        }
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: src.appendingPathComponent("config.json"))) as! [String: Any]
+        let layers = config["num_hidden_layers"] as! Int
+        config["num_hidden_layers"] = layers + 1
+        try JSONSerialization.data(withJSONObject: config).write(to: dst.appendingPathComponent("config.json"))
+        // safetensors: 8-byte header length, JSON header, data; the new layer's tensors are appended to the data.
+        let d = try Data(contentsOf: src.appendingPathComponent("model.safetensors"))
+        let n = Int(d.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        var header = try JSONSerialization.jsonObject(with: d[8..<(8 + n)]) as! [String: Any]
+        var body = Data(d[(8 + n)...])
+        let last = ".layer.\(layers - 1).", new = ".layer.\(layers)."
+        for (k, v) in header where k.contains(last) {
+            var t = v as! [String: Any]
+            let offs = t["data_offsets"] as! [Int]
+            let start = body.count
+            body.append(d[(8 + n + offs[0])..<(8 + n + offs[1])])
+            t["data_offsets"] = [start, body.count]
+            header[k.replacingOccurrences(of: last, with: new)] = t
+        }
+        var h = try JSONSerialization.data(withJSONObject: header)
+        while h.count % 8 != 0 { h.append(0x20) }
+        var out = Data(withUnsafeBytes(of: UInt64(h.count).littleEndian) { Data($0) })
+        out.append(h); out.append(body)
+        try out.write(to: dst.appendingPathComponent("model.safetensors"))
+        return dst
     }
 
     // MARK: 6. --version
