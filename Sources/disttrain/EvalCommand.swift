@@ -81,7 +81,11 @@ struct Eval: ParsableCommand {
         let folder = try ModelFolder.open(URL(fileURLWithPath: model))
         if let adapter { try AdapterBase.check(folder: folder, adapterDir: URL(fileURLWithPath: adapter)) }
         let result: [String: Any]
-        if try RewardTask.isRewardModel(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) }) {
+        // A GPT-2 LM with an LM adapter (no head) is no classifier: isRewardModel's "no classifier to run" does not apply.
+        let adapterDir = adapter.map { URL(fileURLWithPath: $0) }
+        let isReward = folder.kind.isClassifier ? try RewardTask.isRewardModel(folder: folder, adapterDir: adapterDir)
+                                                : (try? RewardTask.isRewardModel(folder: folder, adapterDir: adapterDir)) ?? false
+        if isReward {
             result = try evaluateReward(folder, comm: comm)
         } else if folder.kind.isClassifier {
             result = try evaluateClassifier(folder, comm: comm)
