@@ -277,6 +277,13 @@ final class CommandFrictionTests: XCTestCase {
         XCTAssertTrue(again.stderr.contains("already finished (early-stopped at step \(stopped))"), again.stderr)
         XCTAssertEqual(again.stdout, "", "no new results line")
         XCTAssertEqual(try snapshot(out), before, "nothing rewritten, nothing left behind")
+        // More steps do not reopen it: patience ran out.
+        var more = args
+        more[more.firstIndex(of: "--max-steps")! + 1] = "12"
+        let longer = try CLI.run(more)
+        XCTAssertEqual(longer.status, 0, longer.stderr)
+        XCTAssertTrue(longer.stderr.contains("already finished (early-stopped at step \(stopped))"), longer.stderr)
+        XCTAssertEqual(try snapshot(out), before)
     }
 
     /// Every file under `url` (relative path → modification date and bytes).
