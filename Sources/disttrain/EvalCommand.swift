@@ -21,14 +21,17 @@ struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Evaluate a trained classifier on labelled data, or a GPT-2 language model's loss and perplexity.",
         discussion: """
-        Classifiers: labels in the data must be among the model's id2label names (or class ids 0...n-1).
-        Prints one JSON line; keys follow `train`'s eval_results.json (eval_accuracy, eval_macro_f1, eval_loss,
+        Classifiers: labels in the data must be among the model's id2label names (or class ids 0...n-1). \
+        Prints one JSON line; keys follow `train`'s eval_results.json (eval_accuracy, eval_macro_f1, eval_loss, \
         eval_precision_<label>, eval_recall_<label>, eval_f1_<label>, eval_support_<label>, eval_confusion_matrix).
-        GPT-2 language models: {"text"} or {"prompt", "response"} JSONL; prints eval_loss (mean over counted tokens),
-        eval_perplexity, eval_tokens, eval_samples. Pass the --max-length/--block-size/--lm-per-row used in `train`
+
+        GPT-2 language models: {"text"} or {"prompt", "response"} JSONL; prints eval_loss (mean over counted tokens), \
+        eval_perplexity, eval_tokens, eval_samples. Pass the --max-length/--block-size/--lm-per-row used in `train` \
         to get its numbers; rows longer than min(--max-length, n_positions) are truncated and counted on stderr.
-        Reward models (`train --task reward`): preference JSONL ({"prompt", "chosen", "rejected"} or {"chosen",
+
+        Reward models (`train --task reward`): preference JSONL ({"prompt", "chosen", "rejected"} or {"chosen", \
         "rejected"}); prints eval_accuracy (share of pairs scored chosen > rejected), eval_margin, eval_loss.
+
           disttrain eval --model runs/spam --eval-file data/sms-spam/test.jsonl
           disttrain eval --model runs/lm --eval-file data/hamlet-lm/pairs.jsonl \\
               --max-length 128

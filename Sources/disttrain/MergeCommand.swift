@@ -11,7 +11,8 @@ struct Merge: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Merge a LoRA adapter (PEFT format) into its base model.",
         discussion: """
-        Writes W + (lora_alpha/r)·B·A for every adapted layer and the adapter's trained head (modules_to_save):
+        Writes W + (lora_alpha/r)·B·A for every adapted layer and the adapter's trained head \
+        (modules_to_save):
           disttrain merge --model models/all-MiniLM-L6-v2 --adapter runs/spam-lora \\
               --output runs/spam-merged
         (--adapter: the --output-dir of `train --lora-r`, or one of its checkpoint-N folders.)

@@ -14,10 +14,11 @@ struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Classify texts with a trained model.",
         discussion: """
-        Reads {"text"} lines (or CSV/TSV with a header); writes {"text", "label", "probs": {...}} per input,
-        and "logits": [...] unless --no-logits. A reward model (`train --task reward`) writes {"text", "reward"}.
-        Output line N answers JSONL line N: a blank input line gets {"line": N, "error": "empty input"}.
+        Reads {"text"} lines (or CSV/TSV with a header); writes {"text", "label", "probs": {...}} per input, \
+        and "logits": [...] unless --no-logits. A reward model (`train --task reward`) writes {"text", "reward"}. \
+        Output line N answers JSONL line N: a blank input line gets {"line": N, "error": "empty input"}. \
         Inputs longer than --max-length are truncated and counted on stderr.
+
           disttrain predict --model runs/spam --input new.jsonl \\
               --output predictions.jsonl
           cat texts.csv | disttrain predict --model runs/spam --input - \\

@@ -15,8 +15,9 @@ struct Tokenize: ParsableCommand {
         commandName: "tokenize",
         abstract: "Tokenize a JSON-lines file with a Hugging Face tokenizer folder; one JSON line out per line in.",
         discussion: """
-        Each line holds what `tokenizer(text, text_pair)` returns in transformers: input_ids, attention_mask, and
+        Each line holds what `tokenizer(text, text_pair)` returns in transformers: input_ids, attention_mask, and \
         token_type_ids for tokenizers that return them (BERT's; not GPT-2's); plus the token strings as "tokens".
+
           disttrain tokenize --tokenizer models/all-MiniLM-L6-v2 --input texts.jsonl
         """)
 

@@ -15,12 +15,14 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Fine-tune a sequence classifier (BERT-family or GPT-2, labelled JSONL/CSV) or a GPT-2 causal language model (text or prompt/response JSONL), fully or with LoRA.",
         discussion: """
-        --batch-size is the GLOBAL batch (samples per optimizer step over all ranks); each rank runs
+        --batch-size is the GLOBAL batch (samples per optimizer step over all ranks); each rank runs \
         --micro-batch-size samples per forward/backward and gradients accumulate to the global batch.
+
         Example:
           disttrain train --model models/all-MiniLM-L6-v2 --train-file train.jsonl \\
               --eval-file test.jsonl --output-dir runs/spam --num-train-epochs 1 \\
               --batch-size 32 --learning-rate 1e-4
+
         With a config file (keys are the long flag names, - or _; flags on the command line win):
           disttrain train --config run.yaml --learning-rate 2e-5
         """)

@@ -18,6 +18,7 @@ struct Disttrain: ParsableCommand {
           mpirun -n 2 disttrain train ...
         A YAML file of flag values (keys are flag names; flags on the command line win):
           disttrain train --config run.yaml --learning-rate 1e-4
+        Then score and inspect the result:
           disttrain eval --model runs/spam --eval-file data/sms-spam/test.jsonl
           disttrain inspect runs/spam/checkpoint-100
         """,
