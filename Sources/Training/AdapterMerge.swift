@@ -14,6 +14,7 @@ public enum AdapterMerge {
     public static func merge(modelDir: URL, adapterDir: URL, output: URL) throws {
         do {
             let folder = try ModelFolder.open(modelDir)
+            try AdapterBase.check(folder: folder, adapterDir: adapterDir)
             let labels = folder.kind.isClassifier
                 ? try ClassifierBundle.labelsForAdapter(modelDir: modelDir, adapterDir: adapterDir) : nil
             switch folder.config {
@@ -37,7 +38,8 @@ public enum AdapterMerge {
                 try mergeFiles(modelDir: modelDir, adapterDir: adapterDir, output: output)   // Conv1D, fan_in_fan_out
             }
         } catch let error as LoRAError {
-            throw TrainingError(error.message)
+            // As predict and generate name an adapter they cannot use: a usage error, fixed by another --adapter/--model.
+            throw TrainingError("--adapter \(adapterDir.path): \(error.message)", exitCode: 2)
         }
     }
 

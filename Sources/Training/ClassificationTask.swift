@@ -32,13 +32,14 @@ public final class ClassificationTask: FolderTrainingTask, @unchecked Sendable {
     /// --validation-split of the training file.
     public convenience init(folder: ModelFolder, adapterDir: URL?, trainConfig config: TrainConfig, microBatch: Int) throws {
         let fixedLabels = try config.labelsFile.map { try LabelSet.fromFile($0) }
-        var (trainSet, labelSet) = try DataLoader.loadLabeled(config.trainFile, columns: config.columns, labels: fixedLabels)
+        var (trainSet, labelSet) = try DataLoader.loadLabeled(config.trainFile, columns: config.columns, labels: fixedLabels,
+                                                                format: config.dataFormat)
         guard !trainSet.examples.isEmpty else {
             throw TrainingError("\(config.trainFile.path): no training examples; the file must hold one {\"text\", \"label\"} object per line")
         }
         var evalSet: TextDataset?
         if let evalFile = config.evalFile {
-            evalSet = try DataLoader.loadLabeled(evalFile, columns: config.columns, labels: labelSet).0
+            evalSet = try DataLoader.loadLabeled(evalFile, columns: config.columns, labels: labelSet, format: config.dataFormat).0
         } else if config.validationSplit > 0 {
             let parts = try DataLoader.split(trainSet, validationFraction: config.validationSplit, seed: config.seed)
             trainSet = parts.train
@@ -88,11 +89,12 @@ public final class ClassificationTask: FolderTrainingTask, @unchecked Sendable {
     /// Evaluation only (`disttrain eval`): the trained classifier in `folder` (with the PEFT adapter in `adapterDir` run
     /// unmerged, as `predict` runs it) on the labelled `evalFile`, whose labels must be among the model's; inputs are
     /// truncated to `maxLength` (nil: min(128, the model's positions)). evaluate/metrics then give the trainer's numbers.
-    public init(folder: ModelFolder, adapterDir: URL?, evalFile: URL, columns: ColumnOptions, maxLength: Int?, batchSize: Int) throws {
+    public init(folder: ModelFolder, adapterDir: URL?, evalFile: URL, columns: ColumnOptions, maxLength: Int?, batchSize: Int,
+                format: DataFormat? = nil) throws {
         let maxLength = try folder.maxLength(maxLength)
         backend = try .forInference(folder: folder, adapterDir: adapterDir, maxLength: maxLength, batchSize: batchSize)
         labels = backend.labels
-        let (data, _) = try DataLoader.loadLabeled(evalFile, columns: columns, labels: LabelSet(names: labels))
+        let (data, _) = try DataLoader.loadLabeled(evalFile, columns: columns, labels: LabelSet(names: labels), format: format)
         guard !data.examples.isEmpty else {
             throw TrainingError("\(evalFile.path): no examples to evaluate; the file must hold one {\"text\", \"label\"} row per example")
         }

@@ -166,6 +166,7 @@ struct ClassifierBackend {
     /// The trained classifier in `folder` for inference, with the PEFT adapter in `adapterDir` (if any) attached
     /// unmerged; a base without a head, or with a head for other labels, takes the adapter's labels.
     static func forInference(folder: ModelFolder, adapterDir: URL?, maxLength: Int, batchSize: Int) throws -> ClassifierBackend {
+        if let adapterDir { try AdapterBase.check(folder: folder, adapterDir: adapterDir) }
         let labels = try adapterDir.flatMap { try ClassifierBundle.labelsForAdapter(modelDir: folder.directory, adapterDir: $0) }
         let backend = try ClassifierBackend.load(folder: folder, labels: labels, maxLength: maxLength, seed: 0, microBatch: batchSize)
         if let adapterDir {

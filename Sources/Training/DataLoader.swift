@@ -152,7 +152,7 @@ public enum DataLoader {
             guard let format = explicit ?? DataFormat.infer(from: url) ?? (isStdin ? .jsonl : nil) else {
                 throw DataError(file: file, line: nil,
                                 problem: "cannot tell the data format from the extension \"\(url.pathExtension)\"",
-                                fix: "name the file .jsonl, .csv or .tsv, or give the format explicitly")
+                                fix: "name the file .jsonl, .csv or .tsv, or pass --data-format jsonl|csv|tsv")
             }
             let fingerprint = hex(SHA256.hash(data: data))
             var body = [UInt8](data)

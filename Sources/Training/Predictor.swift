@@ -10,11 +10,16 @@ public struct Prediction: Sendable {
     public var label: String
     public var probs: [String: Double]
     public var logits: [Float]
+    /// The input was longer than `--max-length` tokens and was cut (the model saw its first tokens only).
+    public var truncated = false
 }
 
 public final class Predictor {
     let backend: ClassifierBackend
-    let maxLength: Int
+    /// Inputs are truncated to this many tokens (special tokens included).
+    public let maxLength: Int
+    /// The model's position limit (max_position_embeddings or n_positions): the largest `--max-length` it takes.
+    public let maxPositions: Int
     let batchSize: Int
     /// The class names, in class-id order (the folder's id2label).
     public var labels: [String] { backend.labels }
@@ -36,6 +41,7 @@ public final class Predictor {
         isReward = try RewardTask.isRewardModel(folder: folder, adapterDir: adapterDir)
         rewardEOS = isReward ? RewardTask.eosText(folder: folder, tokenizer: backend.tokenizer) : nil
         self.maxLength = maxLength
+        maxPositions = folder.maxPositions
         self.batchSize = batchSize
     }
 
@@ -44,9 +50,15 @@ public final class Predictor {
     public func predict(_ texts: [(String, String?)]) throws -> [Prediction] {
         let names = labels
         let C = names.count
-        let all = try texts.map { t -> EncodedExample in
+        var cut = [Bool](repeating: false, count: texts.count)
+        let all = try texts.enumerated().map { (i, t) -> EncodedExample in
             let text = isReward && t.1 == nil ? RewardTask.text(prompt: nil, response: t.0, eos: rewardEOS) : t.0
-            return try backend.checked(backend.tokenizer.encode(text, pair: t.1, addSpecialTokens: true, maxLength: maxLength))
+            let e = try backend.tokenizer.encode(text, pair: t.1, addSpecialTokens: true, maxLength: maxLength)
+            // At the limit: encode once more without it to tell "exactly maxLength tokens" from "cut".
+            if e.ids.count >= maxLength {
+                cut[i] = try backend.tokenizer.encode(text, pair: t.1, addSpecialTokens: true, maxLength: nil).ids.count > maxLength
+            }
+            return try backend.checked(e)
         }
         var slots = [Prediction?](repeating: nil, count: texts.count)
         backend.forEachBatch(all, Array(all.indices), batchSize: batchSize) { idx, logits in
@@ -58,7 +70,7 @@ public final class Predictor {
                 var probs: [String: Double] = [:]
                 for c in 0..<C { probs[names[c]] = ex[c] / z }
                 let best = row.indices.max { row[$0] < row[$1] } ?? 0
-                slots[j] = Prediction(label: names[best], probs: probs, logits: row)
+                slots[j] = Prediction(label: names[best], probs: probs, logits: row, truncated: cut[j])
             }
         }
         return slots.map { $0! }

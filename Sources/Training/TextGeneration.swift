@@ -16,6 +16,12 @@ public final class TextGenerator {
     /// transformers' GPT2LMHeadModel would load it) and attaches the adapter in `adapterDir`, if any.
     public init(modelDir: URL, adapterDir: URL?) throws {
         folder = try ModelFolder.open(modelDir)
+        guard case .gpt2 = folder.config else {
+            // The mirror of `predict` on a language model: say what the folder is and which command fits it.
+            let dir = folder.directory.path
+            throw TrainingError("\(folder.configURL.path): this is a BERT-family classifier (\(folder.architecture ?? "no architectures field")), not a GPT-2 language model, so it cannot generate text; use `disttrain predict --model \(dir) --input FILE` to classify, or `disttrain eval --model \(dir) --eval-file FILE` to score it", exitCode: 2)
+        }
+        if let adapterDir { try AdapterBase.check(folder: folder, adapterDir: adapterDir) }
         lm = try LoadedLM(folder: folder, seed: 0)
         generator = GPT2Generator(config: lm.config, parameters: lm.store)
         if let adapterDir {

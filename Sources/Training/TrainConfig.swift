@@ -34,6 +34,8 @@ public struct TrainConfig: Sendable {
     public var outputDir: URL
     public var columns: ColumnOptions = ColumnOptions()
     public var labelsFile: URL?
+    /// Format of --train-file/--eval-file for classification data (`--data-format`); nil: by extension.
+    public var dataFormat: DataFormat?
     /// Fraction of the training file held out for evaluation when no eval file is given (0 = none).
     public var validationSplit: Double = 0
     public var numTrainEpochs: Double = 1

@@ -132,12 +132,22 @@ public final class Trainer {
     /// The step this run already finished at, when it is a rerun of a finished run with nothing left to train (its
     /// last checkpoint is at the end and eval_results.json records that step): the caller then leaves the folder
     /// untouched. nil when there is training (or the final publishing, after a crash) left to do.
+    /// An early-stopped run counts as finished at its stop step (its checkpoint there records the stop).
     public var finishedStep: Int? {
-        guard let r = resumed, r.state.globalStep == totalSteps else { return nil }
+        guard let r = resumed, r.state.globalStep == totalSteps || stoppedEarlyAt != nil else { return nil }
+        let step = r.state.globalStep
         let results = config.outputDir.appendingPathComponent("eval_results.json")
         guard let d = try? Data(contentsOf: results), let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any],
-              (o["global_step"] as? NSNumber)?.intValue == totalSteps else { return nil }
-        return totalSteps
+              (o["global_step"] as? NSNumber)?.intValue == step else { return nil }
+        return step
+    }
+
+    /// The step early stopping ended the resumed run at, when its checkpoint is that stop's (before the requested end).
+    public var stoppedEarlyAt: Int? {
+        guard let r = resumed, r.state.globalStep < totalSteps,
+              r.state.logHistory.contains(where: { $0["early_stopped"] == 1 && $0["step"] == Double(r.state.globalStep) })
+        else { return nil }
+        return r.state.globalStep
     }
 
     /// What the resume decision reported (for a caller that does not run the loop: `finishedStep`).

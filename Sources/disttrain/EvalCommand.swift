@@ -21,17 +21,22 @@ struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Evaluate a trained classifier on labelled data, or a GPT-2 language model's loss and perplexity.",
         discussion: """
-        Classifiers: labels in the data must be among the model's id2label names (or class ids 0...n-1).
-        Prints one JSON line; keys follow `train`'s eval_results.json (eval_accuracy, eval_macro_f1, eval_loss,
+        Classifiers: labels in the data must be among the model's id2label names (or class ids 0...n-1). \
+        Prints one JSON line; keys follow `train`'s eval_results.json (eval_accuracy, eval_macro_f1, eval_loss, \
         eval_precision_<label>, eval_recall_<label>, eval_f1_<label>, eval_support_<label>, eval_confusion_matrix).
-        GPT-2 language models: {"text"} or {"prompt", "response"} JSONL; prints eval_loss (mean over counted tokens),
-        eval_perplexity, eval_tokens, eval_samples. Pass the --max-length/--block-size/--lm-per-row used in `train`
+
+        GPT-2 language models: {"text"} or {"prompt", "response"} JSONL; prints eval_loss (mean over counted tokens), \
+        eval_perplexity, eval_tokens, eval_samples. Pass the --max-length/--block-size/--lm-per-row used in `train` \
         to get its numbers; rows longer than min(--max-length, n_positions) are truncated and counted on stderr.
-        Reward models (`train --task reward`): preference JSONL ({"prompt", "chosen", "rejected"} or {"chosen",
+
+        Reward models (`train --task reward`): preference JSONL ({"prompt", "chosen", "rejected"} or {"chosen", \
         "rejected"}); prints eval_accuracy (share of pairs scored chosen > rejected), eval_margin, eval_loss.
+
           disttrain eval --model runs/spam --eval-file data/sms-spam/test.jsonl
-          disttrain eval --model runs/lm --eval-file data/hamlet-lm/pairs.jsonl --max-length 128
-          mpirun -n 2 disttrain eval ...   (each rank scores a shard; one line from rank 0, same numbers)
+          disttrain eval --model runs/lm --eval-file data/hamlet-lm/pairs.jsonl \\
+              --max-length 128
+        Under mpirun each rank scores a shard; rank 0 prints one line, the same numbers:
+          mpirun -n 2 disttrain eval ...
         """)
 
     @Option(help: "A trained model folder (as written by `disttrain train`) or a checkpoint folder.") var model: String
@@ -45,17 +50,19 @@ struct Eval: ParsableCommand {
     @Option(help: "Column holding the text.") var textColumn: String = "text"
     @Option(help: "Column holding the second text of a pair.") var textPairColumn: String?
     @Option(help: "Column holding the label.") var labelColumn: String = "label"
+    @Option(help: "Format of --eval-file when the extension does not say: jsonl, csv or tsv (classifier data), or conll (token classification).")
+    var dataFormat: DataFormatOption?
     @Option(help: "Also write the JSON object to this file.") var output: String?
     @Option(help: "GPT-2 LM: tokens per packed block of {\"text\"} data (default: --max-length).") var blockSize: Int?
     @Flag(help: "GPT-2 LM: one example per {\"text\"} row instead of packed blocks.") var lmPerRow = false
     @Option(help: ArgumentHelp("Token classifier: entity metrics in seqeval's default mode, or strict mode with a scheme: \(TagScheme.names).", valueName: "scheme"))
     var tagScheme: String = "default"
-    @Option(help: ArgumentHelp("Token classifier data: jsonl or conll (default: conll for .conll/.txt/.iob/.bio files, else jsonl).", valueName: "format"))
-    var dataFormat: String?
+    @Option(help: "Compute threads per rank (default: the cores available to the rank).") var threads: Int?
 
     func validate() throws {
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive (got \(batchSize))") }
         if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
+        if let threads, threads <= 0 { throw ValidationError("--threads must be positive (got \(threads))") }
     }
 
     func run() throws {
@@ -75,9 +82,15 @@ struct Eval: ParsableCommand {
     }
 
     func evaluate(comm: Communicator) throws {
+        ComputeThreads.set(threads ?? availableCores())
         let folder = try ModelFolder.open(URL(fileURLWithPath: model))
+        if let adapter { try AdapterBase.check(folder: folder, adapterDir: URL(fileURLWithPath: adapter)) }
         let result: [String: Any]
-        if try RewardTask.isRewardModel(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) }) {
+        // A GPT-2 LM with an LM adapter (no head) is no classifier: isRewardModel's "no classifier to run" does not apply.
+        let adapterDir = adapter.map { URL(fileURLWithPath: $0) }
+        let isReward = folder.kind.isClassifier ? try RewardTask.isRewardModel(folder: folder, adapterDir: adapterDir)
+                                                : (try? RewardTask.isRewardModel(folder: folder, adapterDir: adapterDir)) ?? false
+        if isReward {
             result = try evaluateReward(folder, comm: comm)
         } else if folder.kind == .encoderTokenClassifier || (adapter.map { TokenPredictor.isTokenAdapter(URL(fileURLWithPath: $0)) } ?? false) {
             result = try evaluateTokenClassifier(folder, comm: comm)
@@ -99,6 +112,7 @@ struct Eval: ParsableCommand {
 
     /// Loss and perplexity of a GPT-2 LM, through CausalLMTask (the trainer's evaluation).
     func evaluateLanguageModel(_ folder: ModelFolder, comm: Communicator) throws -> [String: Any] {
+        try jsonlOnly("a GPT-2 language model's data")
         let data = LMDataOptions(maxLength: maxLength ?? 128, blockSize: blockSize, perRow: lmPerRow)
         let task = try CausalLMTask(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
                                     evalFile: URL(fileURLWithPath: evalFile), data: data, batchSize: batchSize)
@@ -117,6 +131,7 @@ struct Eval: ParsableCommand {
         if blockSize != nil || lmPerRow || textPairColumn != nil {
             throw TrainingError("--block-size, --lm-per-row and --text-pair-column do not apply to a reward model; \(model) takes a preference file ({\"prompt\", \"chosen\", \"rejected\"} lines)", exitCode: 2)
         }
+        try jsonlOnly("a reward model's preference data")
         let task = try RewardTask(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
                                   evalFile: URL(fileURLWithPath: evalFile), maxLength: maxLength, batchSize: batchSize)
         if comm.isRoot && task.evalSkipped > 0 {
@@ -131,14 +146,30 @@ struct Eval: ParsableCommand {
         guard let scheme = TagScheme(rawValue: tagScheme.lowercased()) else {
             throw TrainingError("--tag-scheme '\(tagScheme)' is unknown; use one of \(TagScheme.names)", exitCode: 2)
         }
-        let format = try dataFormat.map { f -> TokenDataFormat in
-            guard let v = TokenDataFormat(rawValue: f.lowercased()) else { throw TrainingError("--data-format '\(f)' is unknown; use jsonl or conll", exitCode: 2) }
-            return v
+        if let d = dataFormat, d.token == nil {
+            throw TrainingError("--data-format \(d.rawValue): token-classification data is jsonl or conll; drop --data-format or give one of those", exitCode: 2)
         }
+        let format = dataFormat?.token
         let task = try TokenClassificationTask(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
                                                evalFile: URL(fileURLWithPath: evalFile), format: format, scheme: scheme,
                                                maxLength: maxLength, batchSize: batchSize)
         return task.metrics(try task.evaluateAll(comm: comm, batchSize: batchSize))
+    }
+
+    /// --data-format for classifier data: jsonl, csv or tsv (conll is token-classification data).
+    func tableFormat() throws -> DataFormat? {
+        guard let d = dataFormat else { return nil }
+        guard let f = d.table else {
+            throw TrainingError("--data-format \(d.rawValue) applies to token-classification data; \(model) is a sequence classifier: give jsonl, csv or tsv", exitCode: 2)
+        }
+        return f
+    }
+
+    /// --data-format csv/tsv applies to classifier data only.
+    func jsonlOnly(_ what: String) throws {
+        if let dataFormat, dataFormat != .jsonl {
+            throw TrainingError("--data-format \(dataFormat.rawValue): \(what) is JSON lines only; drop --data-format (or give jsonl)", exitCode: 2)
+        }
     }
 
     /// Accuracy, F1 and the rest through ClassificationTask's evaluation (the trainer's, on the same inference path as
@@ -147,10 +178,17 @@ struct Eval: ParsableCommand {
         if blockSize != nil || lmPerRow {
             throw TrainingError("--block-size and --lm-per-row apply to GPT-2 language models only; \(model) is a classifier", exitCode: 2)
         }
-        let task = try ClassificationTask(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
+        let task: ClassificationTask
+        do {
+            task = try ClassificationTask(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
                                           evalFile: URL(fileURLWithPath: evalFile),
                                           columns: ColumnOptions(text: textColumn, textPair: textPairColumn, label: labelColumn),
-                                          maxLength: maxLength, batchSize: batchSize)
+                                          maxLength: maxLength, batchSize: batchSize, format: try tableFormat())
+        } catch let e as DataError where e.fix.contains("--labels") {
+            // The loader's advice is train's (`--labels FILE`); eval has no such flag: the classes are the model's.
+            throw DataError(file: e.file, line: e.line, problem: e.problem,
+                            fix: "correct the label; \(model) knows only the classes of its config.json id2label (data with other classes needs a model trained on them)")
+        }
         let stats = try task.evaluateAll(comm: comm, batchSize: batchSize)
         var result = ClassificationMetrics(confusion: task.confusion(stats), labels: task.labels).asDictionary(prefix: "eval_")
         result["eval_loss"] = stats.lossSum / max(stats.lossCount, 1)

@@ -6,6 +6,7 @@
 // Deliberately not here: the generation algorithm (Model/GPT2Generate.swift), batching several prompts.
 import ArgumentParser
 import Foundation
+import Dist
 import Model
 import Training
 
@@ -13,10 +14,14 @@ struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate text with a GPT-2 model.",
         discussion: """
-          disttrain generate --model runs/hamlet --prompt "To be, or not" --max-new-tokens 40
-          disttrain generate --model runs/hamlet --prompt "To be" --temperature 0.8 --top-p 0.9 --seed 1 --json
-          disttrain generate --model gpt2 --adapter runs/hamlet-lora --prompt "To be"   (LoRA adapter, unmerged)
-          disttrain generate --bench            (GPT-2 6x384, batch 16, seq 128: step MFU and generation tokens/s)
+          disttrain generate --model runs/hamlet --prompt "To be, or not" \\
+              --max-new-tokens 40
+          disttrain generate --model runs/hamlet --prompt "To be" \\
+              --temperature 0.8 --top-p 0.9 --seed 1 --json
+        A LoRA adapter, run unmerged on its base:
+          disttrain generate --model gpt2 --adapter runs/hamlet-lora --prompt "To be"
+        The GPT-2 6x384 benchmarks (batch 16, seq 128: step MFU, generation tokens/s):
+          disttrain generate --bench
         """)
     @Option(help: "A GPT-2 model folder: config.json, model.safetensors, vocab.json + merges.txt (or tokenizer.json).")
     var model: String?
@@ -31,7 +36,7 @@ struct Generate: ParsableCommand {
     @Flag(help: "Recompute the whole sequence at every step instead of using the key/value cache.") var noCache = false
     @Flag(help: "Stop after the model emits eos_token_id.") var stopAtEos = false
     @Flag(help: "Print one JSON line {\"prompt\", \"new_ids\", \"new_text\"}.") var json = false
-    @Option(help: "OpenBLAS threads.") var threads: Int = 1
+    @Option(help: "Compute threads (default: the cores available; with --bench: 1, for comparable figures).") var threads: Int?
     @Flag(help: "Run the GPT-2 6x384 benchmarks (training step MFU; generation tokens/s with and without the cache).")
     var bench = false
     @Option(help: "With --bench: timed training steps (the median is reported).") var benchSteps: Int = 5
@@ -44,7 +49,7 @@ struct Generate: ParsableCommand {
             if let f = other.first {
                 throw ValidationError("--bench runs the fixed GPT-2 6x384 benchmark on random weights; \(f) does not apply to it: drop \(f), or drop --bench to generate")
             }
-            guard threads > 0, benchSteps > 0 else { throw ValidationError("--threads and --bench-steps must be positive") }
+            guard (threads ?? 1) > 0, benchSteps > 0 else { throw ValidationError("--threads and --bench-steps must be positive") }
             return
         }
         guard model != nil else { throw ValidationError("--model is required (a GPT-2 model folder)") }
@@ -53,7 +58,7 @@ struct Generate: ParsableCommand {
         guard temperature >= 0 else { throw ValidationError("--temperature must be >= 0 (got \(temperature))") }
         guard topK >= 0 else { throw ValidationError("--top-k must be >= 0 (got \(topK))") }
         guard topP > 0 && topP <= 1 else { throw ValidationError("--top-p must be in (0, 1] (got \(topP))") }
-        guard threads > 0 else { throw ValidationError("--threads must be positive") }
+        if let threads, threads <= 0 { throw ValidationError("--threads must be positive (got \(threads))") }
         if temperature == 0 && (topK > 0 || topP < 1) {
             throw ValidationError("--top-k/--top-p apply only when sampling; pass --temperature > 0 (e.g. 0.8), or drop them for greedy decoding")
         }
@@ -63,7 +68,7 @@ struct Generate: ParsableCommand {
         if OutputRank.isSecondary() { return }   // under mpirun/srun: rank 0 generates and prints, once
         if bench { return try runBench() }
         let dir = URL(fileURLWithPath: model!)
-        ComputeThreads.set(threads)
+        ComputeThreads.set(threads ?? availableCores())
         let gen = try TextGenerator(modelDir: dir, adapterDir: adapter.map { URL(fileURLWithPath: $0) })
         if gen.folder.kind == .gpt2Classifier {
             // What transformers does when GPT2LMHeadModel loads this folder; said, so that nobody mistakes it for
@@ -84,6 +89,7 @@ struct Generate: ParsableCommand {
 
     func runBench() throws {
         let config = GPT2Benchmark.smallConfig()
+        let threads = self.threads ?? 1
         let r = GPT2Benchmark.runTraining(config: config, batch: 16, seq: 128, steps: benchSteps, warmup: 1, threads: threads)
         print(r.json)
         let g = try GPT2Benchmark.runGeneration(config: config, promptTokens: 16, newTokens: 64, repeats: 3, threads: threads)

@@ -11,8 +11,11 @@ struct Merge: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Merge a LoRA adapter (PEFT format) into its base model.",
         discussion: """
-        Writes W + (lora_alpha/r)·B·A for every adapted layer and the adapter's trained head (modules_to_save):
-          disttrain merge --model models/all-MiniLM-L6-v2 --adapter runs/spam-lora/adapter --output runs/spam-merged
+        Writes W + (lora_alpha/r)·B·A for every adapted layer and the adapter's trained head \
+        (modules_to_save):
+          disttrain merge --model models/all-MiniLM-L6-v2 --adapter runs/spam-lora \\
+              --output runs/spam-merged
+        (--adapter: the --output-dir of `train --lora-r`, or one of its checkpoint-N folders.)
         """)
     @Option(help: "The base model folder the adapter was trained on.") var model: String
     @Option(help: "The adapter folder (adapter_config.json + adapter_model.safetensors).") var adapter: String

@@ -1,25 +1,35 @@
 // `disttrain predict`: JSONL/CSV/TSV texts in (a file or standard input), one JSON line per input out, in input
 // order: {"text", "label", "probs": {label: p}, "logits": [...]} ("logits" dropped with --no-logits); for a reward
-// model (one output) {"text", "reward"}. Batched.
+// model (one output) {"text", "reward"}. Batched. Output line N answers JSONL input line N: a blank line gets
+// {"line": N, "error": "empty input"} (CSV/TSV: blank lines are not rows, as pandas reads them; output row N answers
+// data row N). Inputs cut at --max-length are counted in one stderr line at the end.
 // Deliberately not here: metrics (that is `eval`), streaming of unbounded input (the input is read whole).
 import ArgumentParser
+import Dist
 import Foundation
+import Model
 import Training
 
 struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Classify texts with a trained model.",
         discussion: """
-        Reads {"text"} lines (or CSV/TSV with a header); writes {"text", "label", "probs": {...}} per input,
-        and "logits": [...] unless --no-logits. A reward model (`train --task reward`) writes {"text", "reward"}.
-          disttrain predict --model runs/spam --input new.jsonl --output predictions.jsonl
-          cat texts.csv | disttrain predict --model runs/spam --input - --input-format csv
+        Reads {"text"} lines (or CSV/TSV with a header); writes {"text", "label", "probs": {...}} per input, \
+        and "logits": [...] unless --no-logits. A reward model (`train --task reward`) writes {"text", "reward"}. \
+        Output line N answers JSONL line N: a blank input line gets {"line": N, "error": "empty input"}. \
+        Inputs longer than --max-length are truncated and counted on stderr.
+
+          disttrain predict --model runs/spam --input new.jsonl \\
+              --output predictions.jsonl
+          cat texts.csv | disttrain predict --model runs/spam --input - \\
+              --data-format csv
         """)
     @Option(help: "A trained model folder (as written by `disttrain train`).") var model: String
     @Option(help: "A PEFT LoRA adapter folder (from `train --lora-r`) to run unmerged on --model (the base it was trained on).")
     var adapter: String?
     @Option(help: "Input file (JSONL, CSV or TSV by extension); '-' for standard input.") var input: String
-    @Option(help: "Input format when the extension does not say (standard input defaults to jsonl): jsonl, csv or tsv.")
+    @Option(name: [.customLong("data-format"), .customLong("input-format")],
+            help: "Input format when the extension does not say (standard input defaults to jsonl): jsonl, csv or tsv.")
     var inputFormat: DataFormat?
     @Option(help: "Output JSONL file (default: standard output).") var output: String?
     @Option(help: "Truncate inputs to this many tokens (default: 128, or the model's positions when fewer).") var maxLength: Int?
@@ -27,14 +37,17 @@ struct Predict: ParsableCommand {
     @Option(help: "Column holding the text.") var textColumn: String = "text"
     @Option(help: "Column holding the second text of a pair.") var textPairColumn: String?
     @Flag(inversion: .prefixedNo, help: "Include the raw logits in each output line.") var logits = true
+    @Option(help: "Compute threads (default: the cores available).") var threads: Int?
 
     func validate() throws {
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive (got \(batchSize))") }
         if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
+        if let threads, threads <= 0 { throw ValidationError("--threads must be positive (got \(threads))") }
     }
 
     func run() throws {
         if OutputRank.isSecondary() { return }   // under mpirun/srun: rank 0 predicts and prints, once
+        ComputeThreads.set(threads ?? availableCores())
         let folder = try ModelFolder.open(URL(fileURLWithPath: model))
         if folder.kind == .encoderTokenClassifier || (adapter.map { TokenPredictor.isTokenAdapter(URL(fileURLWithPath: $0)) } ?? false) {
             return try predictTokens(folder)
@@ -47,7 +60,13 @@ struct Predict: ParsableCommand {
         let preds = try predictor.predict(data.examples.map { ($0.text, $0.textPair) })
         var lines: [String] = []
         lines.reserveCapacity(preds.count)
+        var nextLine = 1   // JSONL: the input line the next output line answers
         for (ex, p) in zip(data.examples, preds) {
+            if data.format == .jsonl {
+                // Blank lines (skipped by the loader) keep their place, so output line N answers input line N.
+                while nextLine < ex.line { lines.append("{\"error\":\"empty input\",\"line\":\(nextLine)}"); nextLine += 1 }
+                nextLine = ex.line + 1
+            }
             // A reward model (one output, e.g. from `train --task reward`): its score.
             var obj: [String: Any] = predictor.isReward ? ["text": ex.text, "reward": Double(p.logits[0])]
                                                          : ["text": ex.text, "label": p.label, "probs": p.probs]
@@ -57,6 +76,14 @@ struct Predict: ParsableCommand {
             lines.append(String(decoding: d, as: UTF8.self))
         }
         try write(lines)
+        let cut = preds.filter(\.truncated).count
+        if cut > 0 {
+            let limit = predictor.maxLength
+            let advice = limit < predictor.maxPositions
+                ? "raise --max-length (the model takes up to \(predictor.maxPositions)) to keep more"
+                : "\(limit) is the model's position limit, so they cannot be scored whole"
+            FileHandle.standardError.write(Data("warning: \(input == "-" ? "<stdin>" : input): \(cut) of \(preds.count) input\(preds.count == 1 ? "" : "s") longer than \(limit) tokens \(cut == 1 ? "was" : "were") truncated (the model saw the first \(limit)); \(advice)\n".utf8))
+        }
     }
 
     /// A token classifier: {"text"} or {"tokens"} in; {"text" | "tokens", "tags", "entities": [{"type", "start",
@@ -99,3 +126,12 @@ struct Predict: ParsableCommand {
 }
 
 extension DataFormat: ExpressibleByArgument {}
+
+/// `--data-format` of train and eval: the table formats of classification data, or CoNLL columns of token data.
+enum DataFormatOption: String, ExpressibleByArgument, CaseIterable {
+    case jsonl, csv, tsv, conll
+    /// As classification data (nil for conll).
+    var table: DataFormat? { DataFormat(rawValue: rawValue) }
+    /// As token-classification data (nil for csv/tsv).
+    var token: TokenDataFormat? { TokenDataFormat(rawValue: rawValue) }
+}

@@ -15,11 +15,14 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Fine-tune a sequence classifier (BERT-family or GPT-2, labelled JSONL/CSV) or a GPT-2 causal language model (text or prompt/response JSONL), fully or with LoRA.",
         discussion: """
-        --batch-size is the GLOBAL batch (samples per optimizer step over all ranks); each rank runs
+        --batch-size is the GLOBAL batch (samples per optimizer step over all ranks); each rank runs \
         --micro-batch-size samples per forward/backward and gradients accumulate to the global batch.
+
         Example:
-          disttrain train --model models/all-MiniLM-L6-v2 --train-file train.jsonl --eval-file test.jsonl \\
-              --output-dir runs/spam --num-train-epochs 1 --batch-size 32 --learning-rate 1e-4
+          disttrain train --model models/all-MiniLM-L6-v2 --train-file train.jsonl \\
+              --eval-file test.jsonl --output-dir runs/spam --num-train-epochs 1 \\
+              --batch-size 32 --learning-rate 1e-4
+
         With a config file (keys are the long flag names, - or _; flags on the command line win):
           disttrain train --config run.yaml --learning-rate 2e-5
         """)
@@ -58,6 +61,8 @@ struct Train: ParsableCommand {
     @Option(help: "Column holding the text.") var textColumn: String = "text"
     @Option(help: "Column holding the second text of a pair.") var textPairColumn: String?
     @Option(help: "Column holding the label.") var labelColumn: String = "label"
+    @Option(help: "Format of --train-file and --eval-file when the extension does not say: jsonl, csv or tsv (classification data), or conll (token classification: word … tag columns; the default for .conll/.txt/.iob/.bio files).")
+    var dataFormat: DataFormatOption?
     @Option(help: "File with one label name per line (default: the labels of the training file).") var labels: String?
     @Option(help: "Hold out this fraction of the training data for evaluation when no --eval-file is given.")
     var validationSplit: Double = 0
@@ -112,8 +117,6 @@ struct Train: ParsableCommand {
     var labelAllTokens = false
     @Option(help: ArgumentHelp("Token classification: entity metrics in seqeval's default mode, or strict mode with a scheme: \(TagScheme.names).", valueName: "scheme"))
     var tagScheme: String = "default"
-    @Option(help: ArgumentHelp("Token classification data format: jsonl ({\"tokens\", \"tags\"} per line) or conll (word … tag columns); default: conll for .conll/.txt/.iob/.bio files, else jsonl.", valueName: "format"))
-    var dataFormat: String?
     @Option(help: .hidden) var faultInject: String?
     @Option(help: .hidden) var stepDelayMs: Int = 0
     @Option(help: .hidden) var logSamples: String?
@@ -143,8 +146,13 @@ struct Train: ParsableCommand {
         guard TagScheme(rawValue: tagScheme.lowercased()) != nil else {
             throw ValidationError("--tag-scheme '\(tagScheme)' is unknown; use one of \(TagScheme.names)")
         }
-        if let f = dataFormat, TokenDataFormat(rawValue: f.lowercased()) == nil {
-            throw ValidationError("--data-format '\(f)' is unknown; use jsonl or conll")
+        if let d = dataFormat {
+            if task == TaskKind.tokenClassification.rawValue, d.token == nil {
+                throw ValidationError("--data-format \(d.rawValue): token-classification data is jsonl or conll")
+            }
+            if d == .conll, task != TaskKind.tokenClassification.rawValue, task != TaskKind.auto.rawValue {
+                throw ValidationError("--data-format conll is token-classification data; --task \(task) reads jsonl, csv or tsv")
+            }
         }
     }
 
@@ -154,7 +162,7 @@ struct Train: ParsableCommand {
         c.task = TaskKind(rawValue: task) ?? .auto
         c.labelAllTokens = labelAllTokens
         c.tagScheme = TagScheme(rawValue: tagScheme.lowercased()) ?? .default
-        c.tokenDataFormat = dataFormat.flatMap { TokenDataFormat(rawValue: $0.lowercased()) }
+        c.tokenDataFormat = dataFormat?.token
         c.numTrainEpochs = numTrainEpochs; c.maxSteps = maxSteps; c.batchSize = batchSize
         c.microBatchSize = microBatchSize; c.learningRate = learningRate; c.weightDecay = weightDecay
         c.warmupSteps = warmupSteps; c.warmupRatio = warmupRatio
@@ -163,6 +171,7 @@ struct Train: ParsableCommand {
         c.loggingSteps = loggingSteps; c.evalSteps = evalSteps
         c.columns = ColumnOptions(text: textColumn, textPair: textPairColumn, label: labelColumn)
         c.labelsFile = labels.map { URL(fileURLWithPath: $0) }
+        c.dataFormat = dataFormat?.table
         c.validationSplit = validationSplit
         c.threads = threads ?? availableCores()
         c.dropout = !noDropout
@@ -254,7 +263,11 @@ struct Train: ParsableCommand {
                 for n in trainer.resumeNotices {
                     if n.hasPrefix("warning: ") { reporter.logger.warning("\(n.dropFirst("warning: ".count))") } else { reporter.logger.notice("\(n)") }
                 }
-                reporter.logger.notice("already finished at step \(step): \(config.outputDir.path) holds its model and eval_results.json; nothing was written (raise --max-steps or --num-train-epochs to train further, or --overwrite-output-dir to start over)")
+                if trainer.stoppedEarlyAt != nil {
+                    reporter.logger.notice("already finished (early-stopped at step \(step)): \(config.outputDir.path) holds its model and eval_results.json; nothing was written (--overwrite-output-dir to start over)")
+                } else {
+                    reporter.logger.notice("already finished at step \(step): \(config.outputDir.path) holds its model and eval_results.json; nothing was written (raise --max-steps or --num-train-epochs to train further, or --overwrite-output-dir to start over)")
+                }
             }
             return
         }

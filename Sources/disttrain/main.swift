@@ -11,13 +11,18 @@ struct Disttrain: ParsableCommand {
         abstract: "Fine-tune Hugging Face transformer models data-parallel over MPI on CPU clusters.",
         discussion: """
         Run one process for debugging, or the same command under mpirun for data parallelism:
-          disttrain train --model models/all-MiniLM-L6-v2 --train-file data/sms-spam/train.jsonl \\
+          disttrain train --model models/all-MiniLM-L6-v2 \\
+              --train-file data/sms-spam/train.jsonl \\
               --eval-file data/sms-spam/test.jsonl --output-dir runs/spam
-          mpirun -n 2 disttrain train ...   (same flags; --batch-size stays the global batch)
-          disttrain train --config run.yaml --learning-rate 1e-4   (YAML keys are flag names; flags win)
+        The same flags under mpirun (--batch-size stays the global batch):
+          mpirun -n 2 disttrain train ...
+        A YAML file of flag values (keys are flag names; flags on the command line win):
+          disttrain train --config run.yaml --learning-rate 1e-4
+        Then score and inspect the result:
           disttrain eval --model runs/spam --eval-file data/sms-spam/test.jsonl
           disttrain inspect runs/spam/checkpoint-100
         """,
+        version: trainerVersion,   // defined once (Training/Checkpoint.swift); checkpoints record the same string
         subcommands: [Train.self, Eval.self, Predict.self, Generate.self, Inspect.self, Tokenize.self, Merge.self,
                       Bench.self, CommCheck.self, Plan.self])
 }

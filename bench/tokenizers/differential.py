@@ -55,12 +55,13 @@ for name, folder, tj in [("bert", "bert-base-uncased", "bert-base-uncased/tokeni
         mism = 0
         for r, line in zip(records, out):
             got = json.loads(line)
+            got.setdefault("token_type_ids", [0] * len(got["input_ids"]))  # GPT-2's: transformers returns none
             e = tok.encode(r["text"], r.get("text_pair"), add_special_tokens=True)
-            if got["ids"] != e.ids or got["tokens"] != e.tokens or got["token_type_ids"] != e.type_ids:
+            if got["input_ids"] != e.ids or got["tokens"] != e.tokens or got["token_type_ids"] != e.type_ids:
                 mism += 1
                 if mism <= 5:
                     print(name, extra, "MISMATCH", ascii(r)[:300])
-                    for k, h in [("ids", e.ids), ("tokens", e.tokens), ("token_type_ids", e.type_ids)]:
+                    for k, h in [("input_ids", e.ids), ("tokens", e.tokens), ("token_type_ids", e.type_ids)]:
                         if got[k] != h:
                             i = next((j for j, (x, y) in enumerate(zip(got[k], h)) if x != y), min(len(got[k]), len(h)))
                             print("  ", k, "first difference at", i, "swift", got[k][max(0, i - 3):i + 8], "hf", h[max(0, i - 3):i + 8],
