@@ -10,19 +10,8 @@ public enum JSONLines {
         var out: [(text: String, pair: String?)] = []
         let decoder = JSONDecoder()
         try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-            let bytes = raw.bindMemory(to: UInt8.self)
-            var lineNo = 0
-            var start = 0
-            while start < bytes.count {
-                var end = start
-                while end < bytes.count && bytes[end] != 0x0A { end += 1 }
-                lineNo += 1
-                var lineEnd = end
-                if lineEnd > start && bytes[lineEnd - 1] == 0x0D { lineEnd -= 1 }
-                let line = UnsafeBufferPointer(rebasing: bytes[start..<lineEnd])
-                start = end + 1
-                if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
-                if let bad = firstInvalidUTF8(line) {
+            try forEachLine(raw.bindMemory(to: UInt8.self)) { line, lineNo in
+                if let bad = UTF8Check.firstInvalidOffset(line) {
                     throw TokenizerError(file: "\(path):\(lineNo)", message: "invalid UTF-8 at byte \(bad + 1) of the line",
                                          hint: "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)")
                 }
@@ -44,6 +33,36 @@ public enum JSONLines {
     private struct Record: Decodable {
         var text: String
         var text_pair: String?
+    }
+
+    /// The JSON-lines line loop every reader shares (this one, Training's data readers): calls `body(line, number)`
+    /// for each line of `bytes` (split at LF, the LF not included, numbered from 1) that holds anything besides
+    /// spaces, tabs and CRs. A CR before the LF stays in the line (JSON parsers take it as white space).
+    public static func forEachLine(_ bytes: UnsafeBufferPointer<UInt8>,
+                                   _ body: (_ line: UnsafeBufferPointer<UInt8>, _ number: Int) throws -> Void) rethrows {
+        var start = 0
+        var number = 0
+        while start < bytes.count {
+            var end = start
+            while end < bytes.count && bytes[end] != 0x0A { end += 1 }
+            number += 1
+            let line = UnsafeBufferPointer(rebasing: bytes[start..<end])
+            start = end + 1
+            if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
+            try body(line, number)
+        }
+    }
+
+    /// The lines of `data` that parse as JSON objects, in order; every other line is skipped. For reading back
+    /// files this program wrote (metrics.jsonl, bench output), where a torn line must not fail the reader.
+    public static func lenientObjects(_ data: Data) -> [[String: Any]] {
+        var out: [[String: Any]] = []
+        data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+            forEachLine(raw.bindMemory(to: UInt8.self)) { line, _ in
+                if let o = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any] { out.append(o) }
+            }
+        }
+        return out
     }
 
     /// One output line (no trailing newline).
@@ -78,30 +97,5 @@ public enum JSONLines {
             }
         }
         s += "\""
-    }
-
-    /// Offset of the first byte that starts an invalid UTF-8 sequence, or nil.
-    static func firstInvalidUTF8(_ p: UnsafeBufferPointer<UInt8>) -> Int? {
-        var i = 0
-        let n = p.count
-        while i < n {
-            let b = p[i]
-            if b < 0x80 { i += 1; continue }
-            let len: Int, lo: UInt8, hi: UInt8   // allowed range of the second byte
-            switch b {
-            case 0xC2...0xDF: len = 2; lo = 0x80; hi = 0xBF
-            case 0xE0: len = 3; lo = 0xA0; hi = 0xBF
-            case 0xE1...0xEC, 0xEE...0xEF: len = 3; lo = 0x80; hi = 0xBF
-            case 0xED: len = 3; lo = 0x80; hi = 0x9F          // no surrogates
-            case 0xF0: len = 4; lo = 0x90; hi = 0xBF
-            case 0xF1...0xF3: len = 4; lo = 0x80; hi = 0xBF
-            case 0xF4: len = 4; lo = 0x80; hi = 0x8F
-            default: return i
-            }
-            if i + len > n || p[i + 1] < lo || p[i + 1] > hi { return i }
-            for k in 2..<len where p[i + k] & 0xC0 != 0x80 { return i }
-            i += len
-        }
-        return nil
     }
 }
