@@ -78,7 +78,28 @@ public enum JSONLines {
         return s
     }
 
-    static func appendJSONString(_ t: String, to s: inout String) {
+    /// The one JSON-line encoder for number records (metrics.jsonl, eval_results.json, the log): sorted keys, `": "`
+    /// and `", "` separators, integral values without a fraction, non-finite values as null; then the `raw` fields,
+    /// each value already JSON (e.g. a confusion matrix), in the order given. No trailing newline.
+    public static func objectLine(_ m: [String: Double], appending raw: [(key: String, json: String)] = []) -> String {
+        var s = "{"
+        for (i, (k, json)) in (m.keys.sorted().map { ($0, number(m[$0]!)) } + raw.map { ($0.key, $0.json) }).enumerated() {
+            if i > 0 { s += ", " }
+            appendJSONString(k, to: &s)
+            s += ": " + json
+        }
+        return s + "}"
+    }
+
+    /// A number as `objectLine` writes it: integral values below 1e15 without a fraction, non-finite values as null.
+    public static func number(_ v: Double) -> String {
+        if !v.isFinite { return "null" }
+        if v == v.rounded(), abs(v) < 1e15 { return String(Int64(v)) }
+        return "\(v)"
+    }
+
+    /// Appends `t` as a JSON string literal (quotes, backslash and control characters escaped; the rest verbatim).
+    public static func appendJSONString(_ t: String, to s: inout String) {
         s += "\""
         for u in t.unicodeScalars {
             switch u {
