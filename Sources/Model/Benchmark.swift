@@ -248,15 +248,6 @@ public enum ModelBenchmark {
                                    lora_step_s_median: lm, lora_over_full: lm / fm)
     }
 
-    /// Median GFLOP/s of C[m,n] = A[m,k]·B[n,k]ᵀ (the Linear forward form) over `reps` timed calls after one warm-up.
-    public static func sgemmGflops(m: Int, n: Int, k: Int, reps: Int = 5) -> Double {
-        let probe = SgemmProbe(m: m, n: n, k: k)
-        _ = probe.measure()
-        var g = (0..<reps).map { _ in probe.measure() }
-        g.sort()
-        return g[g.count / 2]
-    }
-
     /// Peak resident set size (VmHWM) in MB, 0 when /proc is unavailable.
     public static func peakRSSMegabytes() -> Double {
         guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }

@@ -242,18 +242,6 @@ public enum Checkpoint {
         }.sorted { $0.step > $1.step }
     }
 
-    /// The newest checkpoint whose manifest verifies; `warn` hears about every newer one that does not.
-    public static func newestValid(in outputDir: URL, warn: (String) -> Void) -> CheckpointRef? {
-        for ref in list(outputDir) {
-            if let problem = verify(ref.url) {
-                warn("skipping \(ref.url.lastPathComponent): \(problem)")
-                continue
-            }
-            return ref
-        }
-        return nil
-    }
-
     public static func readState(_ dir: URL) throws -> TrainerState {
         let u = dir.appendingPathComponent(stateName)
         do { return try JSONDecoder().decode(TrainerState.self, from: Data(contentsOf: u)) } catch {

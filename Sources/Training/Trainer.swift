@@ -14,13 +14,6 @@ import Tokenizers
 import Glibc
 #endif
 
-/// One tokenized example.
-struct EncodedExample {
-    var ids: [Int32]
-    var typeIds: [Int32]
-    var label: Int
-}
-
 public final class Trainer {
     public let config: TrainConfig
     public let comm: Communicator
