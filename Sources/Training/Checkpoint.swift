@@ -50,6 +50,8 @@ public struct TrainerState: Codable, Sendable, Equatable {
     /// sha256: the model's identity, checked on resume).
     public var modelConfigFingerprint: String? = nil
     public var modelPath: String? = nil
+    /// The metric `bestMetric` is a value of (`--metric-for-best-model`, e.g. "eval_loss"); absent in older checkpoints.
+    public var bestMetricName: String? = nil
 }
 
 let disttrainVersion = trainerVersion

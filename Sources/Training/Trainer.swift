@@ -329,7 +329,7 @@ public final class Trainer {
             totalSteps: total, schedule: schedule, dataFingerprint: task.dataFingerprint, modelFingerprint: modelFingerprint,
             hyperparameters: config.hyperparameterSummary, labels: task.labels, bestMetric: best?.metric, bestStep: best?.step,
             logHistory: history, trainLossSum: lossSum, runId: runId, modelConfigFingerprint: modelConfigFingerprint,
-            modelPath: config.modelDir.path)
+            modelPath: config.modelDir.path, bestMetricName: best == nil ? nil : bestMetric)
     }
 
     /// Exact metrics over the eval set at `step` (collective): each rank evaluates a contiguous shard (no duplicates),
