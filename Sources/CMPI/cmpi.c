@@ -44,7 +44,6 @@ int cmpi_init(int required_level, int *provided_level) {
 int cmpi_finalize(void) { return MPI_Finalize(); }
 int cmpi_rank(int *rank) { return MPI_Comm_rank(MPI_COMM_WORLD, rank); }
 int cmpi_size(int *size) { return MPI_Comm_size(MPI_COMM_WORLD, size); }
-double cmpi_wtime(void) { return MPI_Wtime(); }
 int cmpi_barrier(void) { return MPI_Barrier(MPI_COMM_WORLD); }
 int cmpi_abort(int code) { return MPI_Abort(MPI_COMM_WORLD, code); }
 

@@ -87,7 +87,6 @@ public final class GradientReducer {
         }
     }
     public private(set) var stats = Stats()
-    public func resetStats() { stats = Stats() }
 
     private var buffer: UnsafeMutableBufferPointer<Float>?
     private var scale: Float = 1

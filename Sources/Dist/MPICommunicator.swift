@@ -181,9 +181,6 @@ public final class MPICommunicator: Communicator, MPITypedReduce {
         _exit(code)  // MPI_Abort does not return on success; this only covers a broken MPI.
     }
 
-    /// Seconds since an arbitrary point, from MPI_Wtime.
-    public func wallTime() -> Double { cmpi_wtime() }
-
     /// MPI_Finalize. Call once, at the end of the program, after the last collective. Never in tests.
     public func finalize() throws {
         watchdog.stop()

@@ -9,7 +9,19 @@ import CBLAS
 import Foundation
 import SplitMix
 
-public struct BenchmarkResult: Sendable, Codable {
+/// A result that `bench` prints as one JSON line: JSONEncoder's compact form with sorted keys.
+public protocol JSONLineResult: Encodable {}
+
+extension JSONLineResult {
+    /// One JSON line with sorted keys (no trailing newline).
+    public var json: String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return String(decoding: (try? e.encode(self)) ?? Data(), as: UTF8.self)
+    }
+}
+
+public struct BenchmarkResult: Sendable, Codable, JSONLineResult {
     public var batch: Int
     public var seq: Int
     public var threads: Int
@@ -32,16 +44,10 @@ public struct BenchmarkResult: Sendable, Codable {
     public var activation_bytes: Int
     /// "fp32" or "bf16" (the Linear products).
     public var precision: String = "fp32"
-    /// One JSON line with sorted keys.
-    public var json: String {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        return String(decoding: (try? e.encode(self)) ?? Data(), as: UTF8.self)
-    }
 }
 
 /// `bench --lora-r`: medians of alternating full and LoRA training steps (see runLoRAComparison).
-public struct LoRABenchmarkResult: Sendable, Codable {
+public struct LoRABenchmarkResult: Sendable, Codable, JSONLineResult {
     public var batch: Int
     public var seq: Int
     public var threads: Int
@@ -52,11 +58,6 @@ public struct LoRABenchmarkResult: Sendable, Codable {
     public var full_step_s_median: Double
     public var lora_step_s_median: Double
     public var lora_over_full: Double
-    public var json: String {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        return String(decoding: (try? e.encode(self)) ?? Data(), as: UTF8.self)
-    }
 }
 
 public enum ModelBenchmark {
@@ -138,18 +139,13 @@ public enum ModelBenchmark {
     }
 
     /// One GEMM shape timed in bf16 (ck_bf16_gemm) and fp32 (cblas_sgemm), alternating, median of `reps` each.
-    public struct GemmShapeResult: Sendable, Codable {
+    public struct GemmShapeResult: Sendable, Codable, JSONLineResult {
         public var use: String
         public var transA: Bool, transB: Bool
         public var m: Int, n: Int, k: Int
         public var bf16_gflops: Double
         public var sgemm_gflops: Double
         public var speedup: Double
-        public var json: String {
-            let e = JSONEncoder()
-            e.outputFormatting = [.sortedKeys]
-            return String(decoding: (try? e.encode(self)) ?? Data(), as: UTF8.self)
-        }
     }
 
     /// The products of one encoder training step at (tokens = batch·seq, hidden, ffn, seq, head size): the Linear
@@ -246,15 +242,6 @@ public enum ModelBenchmark {
                                    targets: lora.targetModules ?? LoRAConfig.defaultTargets(config.family),
                                    trainable_parameters: trainable.parameterCount, full_step_s_median: fm,
                                    lora_step_s_median: lm, lora_over_full: lm / fm)
-    }
-
-    /// Median GFLOP/s of C[m,n] = A[m,k]·B[n,k]ᵀ (the Linear forward form) over `reps` timed calls after one warm-up.
-    public static func sgemmGflops(m: Int, n: Int, k: Int, reps: Int = 5) -> Double {
-        let probe = SgemmProbe(m: m, n: n, k: k)
-        _ = probe.measure()
-        var g = (0..<reps).map { _ in probe.measure() }
-        g.sort()
-        return g[g.count / 2]
     }
 
     /// Peak resident set size (VmHWM) in MB, 0 when /proc is unavailable.

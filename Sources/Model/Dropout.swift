@@ -39,6 +39,20 @@ public enum DropoutKey {
     @inline(__always)
     public static func row(_ sampleKey: UInt64, _ row: Int) -> UInt64 { mix(sampleKey ^ UInt64(row)) }
 
+    /// Key of row `row` of head `head`'s [T, T] attention probabilities (encoder and GPT-2 alike).
+    @inline(__always)
+    static func attentionRow(_ sampleKey: UInt64, head: Int, row: Int) -> UInt64 { self.row(sampleKey, (head << 20) | row) }
+
+    /// Dropout of head `head`'s [T, T] attention rows (probabilities in forward, their gradient in backward):
+    /// row i of `out` = row i of `x` masked by `attentionRow` and scaled; `out` may be `x`.
+    @inline(__always)
+    static func dropAttentionRows(_ x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, T: Int,
+                                  sampleKey: UInt64, head: Int, threshold: UInt32, scale: Float) {
+        for i in 0..<T {
+            ck_dropout_row(x + i * T, out + i * T, T, attentionRow(sampleKey, head: head, row: i), threshold, scale)
+        }
+    }
+
     /// The 32-bit threshold below which an element is dropped: P(drop) = threshold / 2^32 ≈ p.
     public static func threshold(p: Float) -> UInt32 {
         if p <= 0 { return 0 }

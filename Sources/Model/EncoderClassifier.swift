@@ -3,9 +3,10 @@
 // names exactly as *ForSequenceClassification.save_pretrained writes them.
 // Forward lines and backward lines mirror each other in reverse order.
 // Arena size (floats), BT = maxBatch·maxSeq: per layer 8·BT·C (q, k, v, ctx, h1, y1, h2, y2) + BT·FF (pre-activation)
-// + maxBatch·NH·maxSeq² (probabilities) + 4·BT; shared: 10·BT·C (embeddings and backward buffers) + BT·FF (activation
-// output / its gradient) + 2·maxSeq² + small. The activation output and the dropped-out probabilities are recomputed
-// in backward instead of kept (MiniLM, 32×128: 687 MB, peak RSS ~900 MB with parameters and gradients). The arena is
+// + 4·BT, plus maxBatch·NH·maxSeq² (probabilities) only when attention is not recomputed (`recomputesAttention`, on
+// by default); shared: 9·BT·C (embeddings and backward buffers) + BT·FF (activation output / its gradient) + 3·maxSeq²
+// (attention scratch) + small. The activation output and the dropped-out probabilities are recomputed in backward
+// instead of kept (MiniLM, 32×128: 536 MB by default, 687 MB when the probabilities are kept). The arena is
 // anonymous mappings, resident as written: a frozen base (LoRA) keeps no per-layer ctx/y1 and no probabilities (see
 // savedActs).
 // Deliberately not here: losses (Loss.swift), weight loading/aliases (WeightLoading.swift), the optimizer.

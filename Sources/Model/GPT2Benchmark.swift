@@ -9,17 +9,12 @@
 import Foundation
 import SplitMix
 
-public struct GPT2GenerationBenchmark: Sendable, Codable {
+public struct GPT2GenerationBenchmark: Sendable, Codable, JSONLineResult {
     public var prompt_tokens: Int
     public var new_tokens: Int
     public var threads: Int
     public var cached_tokens_per_s: Double
     public var recompute_tokens_per_s: Double
-    public var json: String {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        return String(decoding: (try? e.encode(self)) ?? Data(), as: UTF8.self)
-    }
 }
 
 public enum GPT2Benchmark {

@@ -48,9 +48,6 @@ public struct GPT2Config: @unchecked Sendable {
     /// The activation code of the CKernels `ck_act_*` functions.
     var actCode: Int32 { switch activation { case .gelu: 0; case .geluNew: 1; case .relu: 2 } }
 
-    /// Whether a config.json object describes a GPT-2 model (model_type "gpt2").
-    public static func isGPT2(_ json: [String: Any]) -> Bool { (json["model_type"] as? String) == "gpt2" }
-
     /// Reads and validates `config.json` at `url`.
     public static func load(url: URL) throws -> GPT2Config {
         try GPT2Config(json: ModelConfig.readJSONObject(url, hint: "a Hugging Face GPT-2 folder containing config.json"),

@@ -66,9 +66,7 @@ public enum CausalAttention {
                 var pv = UnsafePointer(p)
                 if let d = dropout, let sk {
                     let thr = DropoutKey.threshold(p: d.p), sc = DropoutKey.scale(p: d.p)
-                    for i in 0..<T {
-                        ck_dropout_row(p + i * T, scratch + i * T, T, DropoutKey.row(sk, (h << 20) | i), thr, sc)
-                    }
+                    DropoutKey.dropAttentionRows(p, into: scratch, T: T, sampleKey: sk, head: h, threshold: thr, scale: sc)
                     pv = UnsafePointer(scratch)
                 }
                 // O[T, HS] = P' V
@@ -97,9 +95,7 @@ public enum CausalAttention {
                 let p = probs + (b * NH + h) * T * T
                 var pv = p
                 if let sk {   // regenerate P' (cheaper than keeping it)
-                    for i in 0..<T {
-                        ck_dropout_row(p + i * T, scratchP + i * T, T, DropoutKey.row(sk, (h << 20) | i), thr, sc)
-                    }
+                    DropoutKey.dropAttentionRows(p, into: scratchP, T: T, sampleKey: sk, head: h, threshold: thr, scale: sc)
                     pv = UnsafePointer(scratchP)
                 }
                 // dP'[T, T] = dO Vᵀ ; dV = P'ᵀ dO
@@ -108,10 +104,7 @@ public enum CausalAttention {
                 sgemm(transA: true, transB: false, m: T, n: HS, k: T, alpha: 1, pv, lda: T, dO, ldb: C,
                       beta: 0, dv, ldc: ld)
                 if let sk {
-                    for i in 0..<T {
-                        let r = scratchDP + i * T
-                        ck_dropout_row(r, r, T, DropoutKey.row(sk, (h << 20) | i), thr, sc)
-                    }
+                    DropoutKey.dropAttentionRows(scratchDP, into: scratchDP, T: T, sampleKey: sk, head: h, threshold: thr, scale: sc)
                 }
                 // dS = P ⊙ (dP − rowsum(P ⊙ dP)); zero where P is zero (future and padded keys)
                 ck_softmax_bwd_inplace(p, scratchDP, T, T)

@@ -84,9 +84,7 @@ public enum Attention {
                 var pv = UnsafePointer(p)
                 if let d = dropout, let sk {
                     let thr = DropoutKey.threshold(p: d.p), sc = DropoutKey.scale(p: d.p)
-                    for i in 0..<T {
-                        ck_dropout_row(p + i * T, scratch + i * T, T, DropoutKey.row(sk, (h << 20) | i), thr, sc)
-                    }
+                    DropoutKey.dropAttentionRows(p, into: scratch, T: T, sampleKey: sk, head: h, threshold: thr, scale: sc)
                     pv = UnsafePointer(scratch)
                 }
                 // O_bh[T, HS] = P' V_bh
@@ -135,7 +133,7 @@ public enum Attention {
                 if let sk {   // regenerate P' (cheaper than keeping it) and form dP = dP' ⊙ mask/(1-p), one hash each
                     for i in 0..<T {
                         ck_dropout_pair_row(p + i * T, scratchP + i * T, scratchDP + i * T, T,
-                                            DropoutKey.row(sk, (h << 20) | i), thr, sc)
+                                            DropoutKey.attentionRow(sk, head: h, row: i), thr, sc)
                     }
                     pv = UnsafePointer(scratchP)
                 }

@@ -2,7 +2,7 @@
 // kernel ck_bf16_gemm when the model's MatmulPrecision says so), with the naive reference implementation next to
 // it that the tests compare against, and the thread-count switch.
 // Layout follows PyTorch nn.Linear: weight W is [OC, IC] row-major, y = x Wᵀ + b.
-// Deliberately not here: activations, attention (Attention.swift), any allocation (callers pass arena buffers).
+// Deliberately not here: activations, attention (Layers.swift, GPT2Layers.swift), any allocation (callers pass arena buffers).
 import CBLAS
 import CKernels
 

@@ -181,12 +181,6 @@ public final class SafeTensorsFile: @unchecked Sendable {
         return i
     }
 
-    /// Raw bytes of a tensor (valid while this object lives).
-    public func rawBytes(_ name: String) throws -> UnsafeRawBufferPointer {
-        let i = try require(name)
-        return UnsafeRawBufferPointer(start: base + dataStart + i.range.lowerBound, count: i.range.count)
-    }
-
     /// Converts a floating-point tensor to Float and writes it into `out` (whose count must equal the element count).
     public func copyFloats(_ name: String, into out: UnsafeMutableBufferPointer<Float>) throws {
         let i = try require(name)

@@ -10,19 +10,8 @@ public enum JSONLines {
         var out: [(text: String, pair: String?)] = []
         let decoder = JSONDecoder()
         try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-            let bytes = raw.bindMemory(to: UInt8.self)
-            var lineNo = 0
-            var start = 0
-            while start < bytes.count {
-                var end = start
-                while end < bytes.count && bytes[end] != 0x0A { end += 1 }
-                lineNo += 1
-                var lineEnd = end
-                if lineEnd > start && bytes[lineEnd - 1] == 0x0D { lineEnd -= 1 }
-                let line = UnsafeBufferPointer(rebasing: bytes[start..<lineEnd])
-                start = end + 1
-                if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
-                if let bad = firstInvalidUTF8(line) {
+            try forEachLine(raw.bindMemory(to: UInt8.self)) { line, lineNo in
+                if let bad = UTF8Check.firstInvalidOffset(line) {
                     throw TokenizerError(file: "\(path):\(lineNo)", message: "invalid UTF-8 at byte \(bad + 1) of the line",
                                          hint: "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)")
                 }
@@ -46,6 +35,36 @@ public enum JSONLines {
         var text_pair: String?
     }
 
+    /// The JSON-lines line loop every reader shares (this one, Training's data readers): calls `body(line, number)`
+    /// for each line of `bytes` (split at LF, the LF not included, numbered from 1) that holds anything besides
+    /// spaces, tabs and CRs. A CR before the LF stays in the line (JSON parsers take it as white space).
+    public static func forEachLine(_ bytes: UnsafeBufferPointer<UInt8>,
+                                   _ body: (_ line: UnsafeBufferPointer<UInt8>, _ number: Int) throws -> Void) rethrows {
+        var start = 0
+        var number = 0
+        while start < bytes.count {
+            var end = start
+            while end < bytes.count && bytes[end] != 0x0A { end += 1 }
+            number += 1
+            let line = UnsafeBufferPointer(rebasing: bytes[start..<end])
+            start = end + 1
+            if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
+            try body(line, number)
+        }
+    }
+
+    /// The lines of `data` that parse as JSON objects, in order; every other line is skipped. For reading back
+    /// files this program wrote (metrics.jsonl, bench output), where a torn line must not fail the reader.
+    public static func lenientObjects(_ data: Data) -> [[String: Any]] {
+        var out: [[String: Any]] = []
+        data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+            forEachLine(raw.bindMemory(to: UInt8.self)) { line, _ in
+                if let o = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any] { out.append(o) }
+            }
+        }
+        return out
+    }
+
     /// One output line (no trailing newline).
     public static func render(_ e: Encoding) -> String {
         var s = "{\"ids\": ["
@@ -59,7 +78,28 @@ public enum JSONLines {
         return s
     }
 
-    static func appendJSONString(_ t: String, to s: inout String) {
+    /// The one JSON-line encoder for number records (metrics.jsonl, eval_results.json, the log): sorted keys, `": "`
+    /// and `", "` separators, integral values without a fraction, non-finite values as null; then the `raw` fields,
+    /// each value already JSON (e.g. a confusion matrix), in the order given. No trailing newline.
+    public static func objectLine(_ m: [String: Double], appending raw: [(key: String, json: String)] = []) -> String {
+        var s = "{"
+        for (i, (k, json)) in (m.keys.sorted().map { ($0, number(m[$0]!)) } + raw.map { ($0.key, $0.json) }).enumerated() {
+            if i > 0 { s += ", " }
+            appendJSONString(k, to: &s)
+            s += ": " + json
+        }
+        return s + "}"
+    }
+
+    /// A number as `objectLine` writes it: integral values below 1e15 without a fraction, non-finite values as null.
+    public static func number(_ v: Double) -> String {
+        if !v.isFinite { return "null" }
+        if v == v.rounded(), abs(v) < 1e15 { return String(Int64(v)) }
+        return "\(v)"
+    }
+
+    /// Appends `t` as a JSON string literal (quotes, backslash and control characters escaped; the rest verbatim).
+    public static func appendJSONString(_ t: String, to s: inout String) {
         s += "\""
         for u in t.unicodeScalars {
             switch u {
@@ -78,30 +118,5 @@ public enum JSONLines {
             }
         }
         s += "\""
-    }
-
-    /// Offset of the first byte that starts an invalid UTF-8 sequence, or nil.
-    static func firstInvalidUTF8(_ p: UnsafeBufferPointer<UInt8>) -> Int? {
-        var i = 0
-        let n = p.count
-        while i < n {
-            let b = p[i]
-            if b < 0x80 { i += 1; continue }
-            let len: Int, lo: UInt8, hi: UInt8   // allowed range of the second byte
-            switch b {
-            case 0xC2...0xDF: len = 2; lo = 0x80; hi = 0xBF
-            case 0xE0: len = 3; lo = 0xA0; hi = 0xBF
-            case 0xE1...0xEC, 0xEE...0xEF: len = 3; lo = 0x80; hi = 0xBF
-            case 0xED: len = 3; lo = 0x80; hi = 0x9F          // no surrogates
-            case 0xF0: len = 4; lo = 0x90; hi = 0xBF
-            case 0xF1...0xF3: len = 4; lo = 0x80; hi = 0xBF
-            case 0xF4: len = 4; lo = 0x80; hi = 0x8F
-            default: return i
-            }
-            if i + len > n || p[i + 1] < lo || p[i + 1] > hi { return i }
-            for k in 2..<len where p[i + k] & 0xC0 != 0x80 { return i }
-            i += len
-        }
-        return nil
     }
 }

@@ -94,19 +94,6 @@ public final class CausalLMTask: FolderTrainingTask, @unchecked Sendable {
         }
     }
 
-    /// A file whose first object has a "prompt" or a "response" key holds prompt→response pairs (so a first row
-    /// missing one of the two is reported as such, not as a missing "text").
-    static func isPromptResponse(_ url: URL) throws -> Bool {
-        guard let h = FileHandle(forReadingAtPath: url.path) else {
-            throw TrainingError("\(url.path): cannot open; check the path", exitCode: 1)
-        }
-        defer { try? h.close() }
-        let head = String(decoding: h.readData(ofLength: 1 << 16), as: UTF8.self)
-        guard let line = head.split(separator: "\n").first(where: { !$0.trimmingCharacters(in: .whitespaces).isEmpty }),
-              let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return false }
-        return obj["prompt"] != nil || obj["response"] != nil
-    }
-
     public func lossCount(_ indices: [Int]) -> Int { indices.reduce(0) { $0 + train[$1].targetCount } }
 
     public func trainMicroBatch(_ indices: [Int], dropout: DropoutContext?, scale: Float) -> (lossSum: Double, tokens: Int) {
@@ -198,11 +185,13 @@ struct LoadedLM {
     func dataset(_ url: URL, _ o: LMDataOptions) throws -> LMDataset {
         let limit = o.limit(positions: config.maxPositions)
         let data: LMDataset
-        if try CausalLMTask.isPromptResponse(url) {
-            data = try LMData.loadPromptResponse(url, tokenizer: tokenizer, eosId: eos, maxLength: limit)
+        let rows = try LMData.readObjects(url)
+        if LMData.isPromptResponse(rows) {
+            data = try LMData.loadPromptResponse(rows, file: url.relativePath, tokenizer: tokenizer, eosId: eos, maxLength: limit)
         } else {
             let mode: LMTextMode = o.perRow ? .perRow : .packed(blockSize: o.blockSize ?? limit)
-            data = try LMData.loadText(url, tokenizer: tokenizer, eosId: eos, mode: mode, maxLength: o.perRow ? limit : config.maxPositions)
+            data = try LMData.loadText(rows, file: url.relativePath, tokenizer: tokenizer, eosId: eos, mode: mode,
+                                       maxLength: o.perRow ? limit : config.maxPositions)
         }
         // A tokenizer that does not belong to the model would index past its embedding table.
         for ex in data.examples {

@@ -50,6 +50,8 @@ public struct TrainerState: Codable, Sendable, Equatable {
     /// sha256: the model's identity, checked on resume).
     public var modelConfigFingerprint: String? = nil
     public var modelPath: String? = nil
+    /// The metric `bestMetric` is a value of (`--metric-for-best-model`, e.g. "eval_loss"); absent in older checkpoints.
+    public var bestMetricName: String? = nil
 }
 
 let disttrainVersion = trainerVersion
@@ -240,18 +242,6 @@ public enum Checkpoint {
             guard n.hasPrefix("checkpoint-"), !n.hasSuffix(".partial"), let s = Int(n.dropFirst("checkpoint-".count)) else { return nil }
             return CheckpointRef(url: outputDir.appendingPathComponent(n), step: s)
         }.sorted { $0.step > $1.step }
-    }
-
-    /// The newest checkpoint whose manifest verifies; `warn` hears about every newer one that does not.
-    public static func newestValid(in outputDir: URL, warn: (String) -> Void) -> CheckpointRef? {
-        for ref in list(outputDir) {
-            if let problem = verify(ref.url) {
-                warn("skipping \(ref.url.lastPathComponent): \(problem)")
-                continue
-            }
-            return ref
-        }
-        return nil
     }
 
     public static func readState(_ dir: URL) throws -> TrainerState {

@@ -10,6 +10,7 @@
 import Dist
 import Foundation
 import Model
+import Tokenizers
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -178,7 +179,7 @@ final class CheckpointSaver {
 
     /// Writes metrics.jsonl (one record per line) into `outputDir`, atomically.
     static func writeHistory(_ history: [[String: Double]], to outputDir: URL) throws {
-        let lines = history.map(jsonObjectLine).joined(separator: "\n") + "\n"
+        let lines = history.map { JSONLines.objectLine($0) }.joined(separator: "\n") + "\n"
         try FileManager.default.createDirectory(at: outputDir, withIntermediateDirectories: true)
         try FileIO.writeAtomically(Data(lines.utf8), to: outputDir.appendingPathComponent("metrics.jsonl"))
     }

@@ -7,6 +7,14 @@ import Foundation
 import Model
 import Tokenizers
 
+/// One tokenized example of a sequence-level task (classification, reward pairs): what `ClassifierBackend`
+/// batches; `label` is the class id (0 where there is none, as in prediction).
+struct EncodedExample {
+    var ids: [Int32]
+    var typeIds: [Int32]
+    var label: Int
+}
+
 /// A classifier's forward/backward: BERT-family encoders and GPT-2 alike.
 public protocol SequenceClassifierModel: AnyObject {
     func forward(_ batch: TokenBatch, dropout: DropoutContext?) -> UnsafeBufferPointer<Float>

@@ -9,6 +9,7 @@
 import Crypto
 import Foundation
 import SplitMix
+import Tokenizers
 
 public enum DataLoader {
     /// Labeled data for train/eval. Every row needs the text column (and the pair column when configured) and a label.
@@ -224,18 +225,7 @@ public enum DataLoader {
         let file = source.file
         var seen = 0
         try source.body.withUnsafeBufferPointer { b in
-            let n = b.count
-            var start = 0
-            var lineNo = 0
-            while start < n {
-                var end = start
-                while end < n, b[end] != UInt8(ascii: "\n") { end += 1 }
-                lineNo += 1
-                let next = end + 1
-                defer { start = next }
-                let slice = UnsafeBufferPointer(rebasing: b[start..<end])
-                if slice.allSatisfy(isSpace) { continue }  // blank lines are allowed anywhere
-
+            try JSONLines.forEachLine(b) { slice, lineNo in   // blank lines are allowed anywhere
                 let value: Any
                 do {
                     // JSONSerialization needs Data; one small copy per line is cheap next to parsing it.

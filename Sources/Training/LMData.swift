@@ -55,8 +55,13 @@ public enum LMData {
     /// Causal-LM text JSONL. `maxLength` is the model's n_positions; a packed blockSize must not exceed it.
     public static func loadText(_ url: URL, tokenizer: any Tokenizer, eosId: Int32, mode: LMTextMode, maxLength: Int,
                                 textKey: String = "text") throws -> LMDataset {
-        let file = url.relativePath
-        let rows = try readObjects(url)
+        try loadText(readObjects(url), file: url.relativePath, tokenizer: tokenizer, eosId: eosId, mode: mode,
+                     maxLength: maxLength, textKey: textKey)
+    }
+
+    /// `loadText` on rows already read by `readObjects`.
+    static func loadText(_ rows: [(Int, [String: Any])], file: String, tokenizer: any Tokenizer, eosId: Int32,
+                         mode: LMTextMode, maxLength: Int, textKey: String = "text") throws -> LMDataset {
         var docs: [(ids: [Int32], line: Int)] = []
         for (line, obj) in rows {
             let text = try field(obj, textKey, file: file, line: line, shape: "{\"\(textKey)\": \"...\"}")
@@ -92,11 +97,18 @@ public enum LMData {
     /// Prompt→response JSONL: ids = prompt + response + EOS; labels -100 on the prompt.
     public static func loadPromptResponse(_ url: URL, tokenizer: any Tokenizer, eosId: Int32, maxLength: Int,
                                           promptKey: String = "prompt", responseKey: String = "response") throws -> LMDataset {
-        let file = url.relativePath
+        try loadPromptResponse(readObjects(url), file: url.relativePath, tokenizer: tokenizer, eosId: eosId,
+                               maxLength: maxLength, promptKey: promptKey, responseKey: responseKey)
+    }
+
+    /// `loadPromptResponse` on rows already read by `readObjects`.
+    static func loadPromptResponse(_ rows: [(Int, [String: Any])], file: String, tokenizer: any Tokenizer, eosId: Int32,
+                                   maxLength: Int, promptKey: String = "prompt",
+                                   responseKey: String = "response") throws -> LMDataset {
         let shape = "{\"\(promptKey)\": \"...\", \"\(responseKey)\": \"...\"}"
         var ex: [LMExample] = []
         var truncated = 0, dropped = 0
-        for (line, obj) in try readObjects(url) {
+        for (line, obj) in rows {
             let p = try encode(tokenizer, try field(obj, promptKey, file: file, line: line, shape: shape), file: file, line: line)
             let r = try encode(tokenizer, try field(obj, responseKey, file: file, line: line, shape: shape), file: file, line: line) + [eosId]
             var ids = p + r
@@ -127,30 +139,21 @@ public enum LMData {
 
     // MARK: - JSONL
 
-    /// Non-blank lines parsed as JSON objects, with their 1-based line numbers.
+    /// Non-blank lines parsed as JSON objects, with their 1-based line numbers (DataLoader's JSON-lines reader:
+    /// `-` is standard input; errors name file:line).
     static func readObjects(_ url: URL) throws -> [(Int, [String: Any])] {
-        let file = url.relativePath
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw DataError(file: file, line: nil, problem: "cannot read the file", fix: "check the path and permissions")
-        }
-        guard let text = String(data: data, encoding: .utf8) else {
-            throw DataError(file: file, line: nil, problem: "not UTF-8 text", fix: "re-save the file as UTF-8")
-        }
         var out: [(Int, [String: Any])] = []
-        for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let s = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-            if s.isEmpty { continue }
-            guard let v = try? JSONSerialization.jsonObject(with: Data(s.utf8), options: [.fragmentsAllowed]) else {
-                throw DataError(file: file, line: i + 1, problem: "not valid JSON", fix: "write one JSON object per line (json.dumps(row))")
-            }
-            guard let obj = v as? [String: Any] else {
-                throw DataError(file: file, line: i + 1, problem: "line is not a JSON object", fix: "write one JSON object per line")
-            }
-            out.append((i + 1, obj))
+        try DataLoader.forEachJSONObject(DataLoader.Source.read(url, format: .jsonl), shape: "write one JSON object per line") {
+            out.append(($1, $0))
         }
-        guard !out.isEmpty else { throw DataError(file: file, line: nil, problem: "file has no rows", fix: "add JSON lines") }
         return out
+    }
+
+    /// A file whose first object has a "prompt" or a "response" key holds prompt→response pairs (so a first row
+    /// missing one of the two is reported as such, not as a missing "text").
+    static func isPromptResponse(_ rows: [(Int, [String: Any])]) -> Bool {
+        guard let first = rows.first?.1 else { return false }
+        return first["prompt"] != nil || first["response"] != nil
     }
 
     static func field(_ obj: [String: Any], _ key: String, file: String, line: Int, shape: String) throws -> String {

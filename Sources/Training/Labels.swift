@@ -4,6 +4,7 @@
 // and config.json's id2label/label2id (the model layer writes those from `names`).
 
 import Foundation
+import Tokenizers
 
 /// Ordered, duplicate-free class names; the index of a name is its class id.
 ///

@@ -113,30 +113,3 @@ public struct ClassificationMetrics: Sendable, Codable, Equatable {
         return d
     }
 }
-
-/// The counts behind a confusion matrix, kept flat so the trainer can all-reduce them in one call
-/// (`comm.allReduceSum(&counts.counts)`) before rank 0 builds `ClassificationMetrics(confusion: counts.matrix, ...)`.
-/// Integer counts make the reduced matrix exact and independent of the rank count.
-public struct ConfusionCounts: Sendable, Equatable {
-    public let classCount: Int
-    /// Row-major `classCount × classCount`: `counts[trueClass * classCount + predictedClass]`.
-    public var counts: [Int64]
-
-    public init(classCount: Int) {
-        precondition(classCount > 0, "ConfusionCounts: classCount must be positive")
-        self.classCount = classCount
-        self.counts = [Int64](repeating: 0, count: classCount * classCount)
-    }
-
-    /// Counts one example. Ids come from the model and the label set, so out-of-range ids are a programming error.
-    public mutating func add(truth: Int, predicted: Int) {
-        precondition((0..<classCount).contains(truth) && (0..<classCount).contains(predicted),
-                     "ConfusionCounts: class id out of range (truth \(truth), predicted \(predicted), \(classCount) classes)")
-        counts[truth * classCount + predicted] += 1
-    }
-
-    /// `matrix[true][pred]`, the shape `ClassificationMetrics` takes.
-    public var matrix: [[Int64]] {
-        (0..<classCount).map { Array(counts[($0 * classCount)..<(($0 + 1) * classCount)]) }
-    }
-}

@@ -6,6 +6,7 @@
 // (the confusion matrix comes from `eval_confusion_matrix` when the records carry it, is derived exactly for two
 // classes from per-class recall and support, and is a placeholder otherwise), JavaScript, and external assets.
 import Foundation
+import Tokenizers
 
 /// Everything the report shows.
 public struct ReportInput: Sendable {
@@ -60,12 +61,7 @@ public struct ReportInput: Sendable {
     /// Reads `metrics.jsonl`, `eval_results.json` and config.json's id2label from a finished output folder.
     /// Unreadable lines are skipped: the report must never fail a run that has already succeeded.
     public static func load(outputDir: URL) -> ReportInput {
-        var records: [[String: Any]] = []
-        if let text = try? String(contentsOf: outputDir.appendingPathComponent("metrics.jsonl"), encoding: .utf8) {
-            for line in text.split(separator: "\n") {
-                if let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] { records.append(o) }
-            }
-        }
+        let records = (try? Data(contentsOf: outputDir.appendingPathComponent("metrics.jsonl"))).map(JSONLines.lenientObjects) ?? []
         var final: [String: Any] = [:]
         if let d = try? Data(contentsOf: outputDir.appendingPathComponent("eval_results.json")),
            let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] { final = o }

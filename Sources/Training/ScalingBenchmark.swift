@@ -16,7 +16,7 @@ import Foundation
 import Model
 import SplitMix
 
-public struct ScalingBenchmarkResult: Sendable, Codable {
+public struct ScalingBenchmarkResult: Sendable, Codable, JSONLineResult {
     public var world_size: Int
     public var batch_per_rank: Int
     public var seq: Int
@@ -45,11 +45,6 @@ public struct ScalingBenchmarkResult: Sendable, Codable {
     public var precision: String
     /// "shared-memory" (the trainer's in-place path on one node), "mpi" (messages), or "none" (one process).
     public var allreduce_path: String
-    public var json: String {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        return String(decoding: (try? e.encode(self)) ?? Data(), as: UTF8.self)
-    }
 }
 
 public enum ScalingBenchmark {

@@ -14,13 +14,6 @@ import Tokenizers
 import Glibc
 #endif
 
-/// One tokenized example.
-struct EncodedExample {
-    var ids: [Int32]
-    var typeIds: [Int32]
-    var label: Int
-}
-
 public final class Trainer {
     public let config: TrainConfig
     public let comm: Communicator
@@ -346,7 +339,7 @@ public final class Trainer {
             totalSteps: total, schedule: schedule, dataFingerprint: task.dataFingerprint, modelFingerprint: modelFingerprint,
             hyperparameters: config.hyperparameterSummary, labels: task.labels, bestMetric: best?.metric, bestStep: best?.step,
             logHistory: history, trainLossSum: lossSum, runId: runId, modelConfigFingerprint: modelConfigFingerprint,
-            modelPath: config.modelDir.path)
+            modelPath: config.modelDir.path, bestMetricName: best == nil ? nil : bestMetric)
     }
 
     /// Exact metrics over the eval set at `step` (collective): each rank evaluates a contiguous shard (no duplicates),
@@ -383,21 +376,10 @@ final class SampleLog {
     deinit { try? handle.close() }
 
     func write(step: Int, samples: [Int], loss: Double) {
-        handle.write(Data("{\"step\": \(step), \"samples\": [\(samples.map(String.init).joined(separator: ","))], \"loss\": \(loss)}\n".utf8))
+        let line = JSONLines.objectLine(["step": Double(step), "loss": loss],
+                                        appending: [("samples", "[" + samples.map(String.init).joined(separator: ",") + "]")])
+        handle.write(Data((line + "\n").utf8))
     }
-}
-
-/// One JSON object per line with sorted keys; integral values print without a fraction.
-public func jsonObjectLine(_ m: [String: Double]) -> String {
-    let parts = m.keys.sorted().map { k -> String in
-        let v = m[k] ?? .nan
-        let s: String
-        if !v.isFinite { s = "null" }
-        else if v == v.rounded(), abs(v) < 1e15 { s = String(Int64(v)) }
-        else { s = "\(v)" }
-        return "\"\(k)\": \(s)"
-    }
-    return "{" + parts.joined(separator: ", ") + "}"
 }
 
 /// A value computed once on a background thread; `value` waits for it. For start-up work nothing needs at once.

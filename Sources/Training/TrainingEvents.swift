@@ -5,6 +5,7 @@
 // Records serialise to exactly the keys and values metrics.jsonl has always had (report.html and tests read them).
 // Deliberately not here: when to log, evaluate or save (Trainer), how to print (the executable).
 import Foundation
+import Tokenizers
 
 /// What the loop reports. `step`, `evaluated` and `stopped` are the records written to metrics.jsonl.
 public enum TrainingEvent {
@@ -211,4 +212,10 @@ public struct BestModelTracker: Sendable {
         }
         return patience > 0 && evalsWithoutImprovement >= patience && e.step < totalSteps ? .stop : .continue
     }
+}
+
+/// One JSON object per line with sorted keys; integral values print without a fraction (`JSONLines.objectLine`,
+/// named here so that the CLI needs only Training).
+public func jsonObjectLine(_ m: [String: Double], appending raw: [(key: String, json: String)] = []) -> String {
+    JSONLines.objectLine(m, appending: raw)
 }

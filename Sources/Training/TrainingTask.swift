@@ -2,7 +2,9 @@
 // one loop serves sequence classification and causal language modelling alike. A task owns the trainable parameters,
 // the tokenized data, and the model's forward/backward; the Trainer owns the data order, the all-reduce, the
 // optimizer, checkpoints and events.
-// Deliberately not here: anything about ranks (a task sees only the sample indices it is given).
+// Ranks reach a task only through `evaluateAll` (the eval shard and the all-reduce of its statistics); training
+// sees only the sample indices it is given.
+// Deliberately not here: the data order, sharding of the training data, gradient reduction (the Trainer, Dist).
 import Dist
 import Foundation
 import Model

@@ -7,6 +7,7 @@
 // ScalingBenchmark, the trainer's launch_to_first_step_s); this file only runs and summarises them.
 import Foundation
 import Model
+import Tokenizers
 
 struct BenchTable {
     let runs: Int
@@ -107,9 +108,7 @@ struct BenchTable {
         guard p.terminationStatus == 0 else {
             throw BenchTableError("`\(cmd.joined(separator: " "))` exited with \(p.terminationStatus)")
         }
-        return String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap {
-            (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
-        }
+        return JSONLines.lenientObjects(data)
     }
 
     func median(_ x: [Double]) -> Double {

@@ -86,7 +86,9 @@ struct Inspect: ParsableCommand {
                 "verified": problem == nil,
             ]
             if let problem { ck["verify_problem"] = problem }
-            if let b = state.bestMetric { ck["best_eval_accuracy"] = b }
+            // The metric `--metric-for-best-model` chose (recorded since this field exists; older checkpoints: unnamed).
+            if let b = state.bestMetric { ck["best_metric"] = b }
+            if let n = state.bestMetricName { ck["best_metric_name"] = n }
             if let s = state.bestStep { ck["best_step"] = s }
             out["checkpoint"] = ck
         }
@@ -156,7 +158,9 @@ struct Inspect: ParsableCommand {
         var lines: [String] = []
         lines.append("  training state: step \(ck["step"] ?? "?")/\(ck["total_steps"] ?? "?"), epoch \(String(format: "%.3f", ck["epoch"] as? Double ?? 0)), saved with world size \(ck["world_size_at_save"] ?? "?") and global batch \(ck["global_batch_at_save"] ?? "?"), seed \(ck["seed"] ?? "?")")
         lines.append("  data fingerprint: \(ck["data_fingerprint"] ?? "?")…")
-        if let b = ck["best_eval_accuracy"] as? Double { lines.append("  best eval accuracy: \(String(format: "%.4f", b)) at step \(ck["best_step"] ?? "?")") }
+        if let b = ck["best_metric"] as? Double {
+            lines.append("  best \(ck["best_metric_name"] as? String ?? "metric"): \(String(format: "%.4f", b)) at step \(ck["best_step"] ?? "?")")
+        }
         if ck["verified"] as? Bool == true {
             lines.append("  manifest: verified (every file's size and sha256 match)")
         } else {

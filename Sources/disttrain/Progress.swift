@@ -106,7 +106,7 @@ final class ProgressReporter {
             }
         case .step(let r):
             let m = r.metrics
-            logger.debug("\(jsonLine(m))")
+            logger.debug("\(jsonObjectLine(m))")
             let text = ProgressReporter.progressText(m, eta: eta(m), bar: usesBar)
             if usesBar { terminal.bar(text) } else { logger.info("\(text)") }
         case .evaluated(let e):
@@ -121,9 +121,9 @@ final class ProgressReporter {
             } else {
                 logger.info("\(String(format: "eval step %d: accuracy %.4f loss %.4f macro_f1 %.4f", e.step, e["eval_accuracy"] ?? 0, e["eval_loss"] ?? 0, e["eval_macro_f1"] ?? 0))")
             }
-            logger.debug("\(jsonLine(e.metrics))")
+            logger.debug("\(jsonObjectLine(e.metrics))")
         case .stopped(let r):
-            logger.debug("\(jsonLine(r.metrics))")
+            logger.debug("\(jsonObjectLine(r.metrics))")
             let best = r.bestStep.map { " (best evaluation at step \($0): \(r.bestMetric ?? 0))" } ?? ""
             logger.notice("stopped early after step \(r.step)\(best)")
         case .saved(let url):

@@ -277,10 +277,8 @@ struct Train: ParsableCommand {
             throw ExitCode(Preemption.exitCode)
         }
         if comm.isRoot {
-            var line = jsonLine(result.metrics)
-            if let cm = result.confusion {  // [[Int64]] prints as a JSON array of arrays
-                line = String(line.dropLast()) + ", \"eval_confusion_matrix\": \(cm)}"
-            }
+            // [[Int64]] prints as a JSON array of arrays.
+            let line = jsonObjectLine(result.metrics, appending: result.confusion.map { [("eval_confusion_matrix", "\($0)")] } ?? [])
             print(line)
             try FileIO.writeAtomically(Data((line + "\n").utf8), to: config.outputDir.appendingPathComponent("eval_results.json"))
             if !noReport {
@@ -302,5 +300,3 @@ func finalizeMPI(_ comm: Communicator) throws {
     if let mpi = comm as? MPICommunicator { try mpi.finalize() }
     if let dbg = comm as? DebugCommunicator, let mpi = dbg.inner as? MPICommunicator { try mpi.finalize() }
 }
-
-func jsonLine(_ m: [String: Double]) -> String { jsonObjectLine(m) }

@@ -210,6 +210,15 @@ final class RunFolderTests: XCTestCase {
         XCTAssertEqual(checkpoints("a"), ["checkpoint-\(best)", "checkpoint-6"].sorted(), "at most 2: the best and the newest")
         XCTAssertEqual(try inode(out("a/model.safetensors")), try inode(out("a/checkpoint-6/model.safetensors")), "default: the last step's model")
         XCTAssertNil(try results("a")["final_model_step"])
+        // inspect names the metric --metric-for-best-model chose (not "accuracy" whatever decided).
+        let ck = try CLI.run(["inspect", out("a/checkpoint-6").path])
+        XCTAssertEqual(ck.status, 0, ck.stderr)
+        XCTAssertTrue(ck.stdout.contains("best eval_loss: "), ck.stdout)
+        XCTAssertTrue(ck.stdout.contains(" at step \(best)"), ck.stdout)
+        let ckJSON = try CLI.run(["inspect", out("a/checkpoint-6").path, "--json"])
+        let state = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(ckJSON.stdout.utf8)) as? [String: Any])?["checkpoint"] as? [String: Any])
+        XCTAssertEqual(state["best_metric_name"] as? String, "eval_loss")
+        XCTAssertEqual((state["best_metric"] as? NSNumber)?.doubleValue, (try results("a")["best_metric"] as? NSNumber)?.doubleValue)
 
         let b = try CLI.run(args("b", steps: 6, extra + ["--load-best-model-at-end"]))
         XCTAssertEqual(b.status, 0, b.stderr)

@@ -100,6 +100,22 @@ final class BadInputTests: XCTestCase {
         XCTAssertNil(records[1].pair)
     }
 
+    /// The shared line loop: lines split at LF and numbered from 1, lines of only spaces, tabs and CRs skipped, a CR
+    /// before the LF kept (JSON takes it as white space); the lenient reader keeps only the lines that are objects.
+    func testJSONLinesLineLoopAndLenientReader() {
+        let bytes = Array("a\r\n \t\r\n\nb c\n\r\nd".utf8)
+        var seen: [(String, Int)] = []
+        bytes.withUnsafeBufferPointer { b in
+            JSONLines.forEachLine(b) { line, n in seen.append((String(decoding: line, as: UTF8.self), n)) }
+        }
+        XCTAssertEqual(seen.map(\.0), ["a\r", "b c", "d"])
+        XCTAssertEqual(seen.map(\.1), [1, 4, 6])
+        let objects = JSONLines.lenientObjects(Data("{\"a\": 1}\r\n{torn\n[1]\n\n{\"b\": \"x\"}".utf8))
+        XCTAssertEqual(objects.count, 2)
+        XCTAssertEqual(objects[0]["a"] as? Int, 1)
+        XCTAssertEqual(objects[1]["b"] as? String, "x")
+    }
+
     func testMaxLengthBelowSpecialTokenCountThrows() throws {
         let bert = try Fixtures.bertFromJSON()
         assertTokenizerError(["maxLength 2", "3 special tokens"]) {

@@ -3,6 +3,7 @@
 // Deliberately not here: JSONL (DataJSONLTests) and label-set ordering (LabelsTests).
 
 import Foundation
+import Tokenizers
 import XCTest
 @testable import Training
 

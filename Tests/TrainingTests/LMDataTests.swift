@@ -88,6 +88,20 @@ final class LMDataTests: XCTestCase {
                         contains: ["bad.jsonl:3", "not valid JSON"])
     }
 
+    /// LMData reads through DataLoader's JSON-lines reader: CRLF line ends (one grapheme in a Swift String, which
+    /// once merged two rows into one bad line), blank lines and a UTF-8 byte-order mark are fine; line numbers count
+    /// every physical line.
+    func testCRLFBlankLinesAndByteOrderMark() throws {
+        let dir = try TempFolder()
+        let f = try dir.write("crlf.jsonl", "\u{FEFF}{\"prompt\": \"w1\", \"response\": \"w2\"}\r\n\r\n{\"prompt\": \"w3\", \"response\": \"w4 w5\"}\r\n")
+        let ds = try LMData.loadPromptResponse(f, tokenizer: tok, eosId: 99, maxLength: 8)
+        XCTAssertEqual(ds.examples.map(\.line), [1, 3])
+        XCTAssertEqual(ds.examples.map(\.targetCount), [2, 3])
+        let g = try dir.write("bad-crlf.jsonl", "{\"text\": \"w1\"}\r\n{\"text\": 5}\r\n")
+        assertDataError(try LMData.loadText(g, tokenizer: tok, eosId: 99, mode: .perRow, maxLength: 8), line: 2,
+                        contains: ["bad-crlf.jsonl:2", "\"text\" is not a string"])
+    }
+
     /// End to end on a tiny random GPT-2 (vocab 100): prompt→response batches, loss normalised by the counted tokens,
     /// AdamW; the loss on the training rows must fall well below its start (memorisation of 3 rows).
     func testTinyGPT2LossFallsOnPromptResponseData() throws {

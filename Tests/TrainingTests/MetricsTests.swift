@@ -72,23 +72,6 @@ final class MetricsTests: XCTestCase {
                        [[1, 1, 0], [0, 2, 0], [1, 0, 1]])
     }
 
-    func testConfusionCountsAddUpLikeAnAllReduce() {
-        // Two "ranks" count disjoint halves; summing their flat buffers (what the all-reduce does) must equal
-        // counting everything in one place.
-        let truth = [0, 0, 1, 2, 2, 1, 0, 2]
-        let pred = [0, 1, 1, 2, 0, 1, 0, 1]
-        var rank0 = ConfusionCounts(classCount: 3), rank1 = ConfusionCounts(classCount: 3), all = ConfusionCounts(classCount: 3)
-        for i in truth.indices {
-            if i % 2 == 0 { rank0.add(truth: truth[i], predicted: pred[i]) } else { rank1.add(truth: truth[i], predicted: pred[i]) }
-            all.add(truth: truth[i], predicted: pred[i])
-        }
-        var reduced = rank0
-        for k in reduced.counts.indices { reduced.counts[k] += rank1.counts[k] }
-        XCTAssertEqual(reduced, all)
-        XCTAssertEqual(all.matrix, [[2, 1, 0], [0, 2, 0], [1, 1, 1]])
-        XCTAssertEqual(all.matrix, ClassificationMetrics.confusionMatrix(truth: truth, predicted: pred, classCount: 3))
-    }
-
     func testDictionaryKeysAndJSONSafety() throws {
         let m = ClassificationMetrics(confusion: [[5, 1], [2, 3]], labels: ["ham", "spam"])
         let d = m.asDictionary(prefix: "eval")

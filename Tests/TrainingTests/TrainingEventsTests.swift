@@ -26,6 +26,17 @@ final class TrainingEventsTests: XCTestCase {
                        "{\"best_metric\": 0, \"best_step\": 7, \"early_stopped\": 1, \"step\": 7}")
     }
 
+    /// The one JSON-line encoder: sorted keys, integral values below 1e15 without a fraction, non-finite as null, raw fields
+    /// (the confusion matrix of eval_results.json) after the numbers, keys escaped.
+    func testJSONObjectLineFormatting() {
+        XCTAssertEqual(jsonObjectLine(["b": 0.25, "a": 3, "c": .nan, "d": 1e15]),
+                       "{\"a\": 3, \"b\": 0.25, \"c\": null, \"d\": 1000000000000000.0}")
+        XCTAssertEqual(jsonObjectLine(["eval_loss": 0.5], appending: [("eval_confusion_matrix", "\([[1, 2], [3, 4]] as [[Int64]])")]),
+                       "{\"eval_loss\": 0.5, \"eval_confusion_matrix\": [[1, 2], [3, 4]]}")
+        XCTAssertEqual(jsonObjectLine(["q\"k": -2]), "{\"q\\\"k\": -2}")
+        XCTAssertEqual(jsonObjectLine([:]), "{}")
+    }
+
     func testEarlyStoppingAfterPatienceEvaluationsWithoutImprovement() {
         func eval(_ step: Int, _ loss: Double) -> TrainingEvent { .evaluated(EvalRecord(step: step, epoch: 0, values: ["eval_loss": loss])) }
         // --metric-for-best-model eval_accuracy is not reported by this task: eval_loss decides (lower is better).

@@ -29,7 +29,6 @@ int cmpi_init(int required_level, int *provided_level);
 int cmpi_finalize(void);
 int cmpi_rank(int *rank);
 int cmpi_size(int *size);
-double cmpi_wtime(void);
 int cmpi_barrier(void);
 int cmpi_abort(int code);
 /// In-place all-reduce over MPI_COMM_WORLD; counts above INT_MAX are sent in chunks.

@@ -1,12 +1,13 @@
-// DataUTF8: strict UTF-8 validation that reports *where* the first bad byte is, so a data error can name the line.
+// UTF8Check: strict UTF-8 validation that reports *where* the first bad byte is, so an error can name the line
+// (the tokenizer's JSON-lines reader, Training's data and label files).
 //
 // Deliberately not a decoder: once a buffer passes, callers build Strings with `String(decoding:as:)`, which is
 // then lossless. Swift's own validating initialisers only say yes or no, which is why this exists.
 
-enum UTF8Check {
+public enum UTF8Check {
     /// Offset of the first byte that is not part of a well-formed UTF-8 sequence (Unicode §3.9, table 3-7:
     /// no overlong forms, no surrogates, nothing above U+10FFFF), or nil if the whole buffer is valid.
-    static func firstInvalidOffset(_ bytes: some Collection<UInt8>) -> Int? {
+    public static func firstInvalidOffset(_ bytes: some Collection<UInt8>) -> Int? {
         // Work on contiguous storage when available; the loops below are the hot path for large files.
         if let r = bytes.withContiguousStorageIfAvailable({ scan($0) }) { return r }
         return Array(bytes).withUnsafeBufferPointer { scan($0) }
@@ -40,7 +41,7 @@ enum UTF8Check {
     }
 
     /// 1-based line number of byte `offset` (count of LF bytes before it, plus one).
-    static func line(at offset: Int, in bytes: some Collection<UInt8>) -> Int {
+    public static func line(at offset: Int, in bytes: some Collection<UInt8>) -> Int {
         var line = 1
         for (k, c) in bytes.enumerated() {
             if k >= offset { break }
