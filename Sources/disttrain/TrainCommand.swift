@@ -30,8 +30,10 @@ struct Train: ParsableCommand {
 
     @Option(help: ArgumentHelp("What to train: \(TaskKind.names) (default: auto, what the model folder is — a classifier or base encoder: classification; a GPT-2 LM: causal-lm).", valueName: "task"))
     var task: String = "auto"
-    @Option(help: "Hugging Face model folder (config.json, model.safetensors, vocab.txt or tokenizer.json).")
-    var model: String
+    @Option(help: "Hugging Face model folder (config.json, model.safetensors, vocab.txt or tokenizer.json); with --init-from-config, the folder holding that config (default: its folder).")
+    var model: String?
+    @Option(help: ArgumentHelp("Pre-train from scratch: build the model of this config.json (any name, or a folder holding config.json) with every weight initialised from --seed as transformers initialises a new model; the tokenizer files are read beside it. A resumed run continues its checkpoint instead.", valueName: "config.json"))
+    var initFromConfig: String?
     @Option(help: "Training data: JSONL with {\"text\", \"label\"} per line, or CSV/TSV with a header.")
     var trainFile: String
     @Option(help: "Evaluation data in the same format (labels must be among the training labels).")
@@ -111,13 +113,29 @@ struct Train: ParsableCommand {
         }
         guard maxLength >= 2 else { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
         if let t = threads, t <= 0 { throw ValidationError("--threads must be positive (got \(t))") }
+        if model == nil && initFromConfig == nil {
+            throw ValidationError("Missing expected argument '--model <model>' (or --init-from-config <config.json> to pre-train from scratch)")
+        }
+        if let m = model, let c = initFromConfig {
+            let cfg = URL(fileURLWithPath: c), dir = URL(fileURLWithPath: m).standardizedFileURL
+            var isDir: ObjCBool = false
+            let cfgDir = FileManager.default.fileExists(atPath: cfg.path, isDirectory: &isDir) && isDir.boolValue ? cfg.standardizedFileURL : cfg.deletingLastPathComponent().standardizedFileURL
+            guard cfgDir.path == dir.path else {
+                throw ValidationError("--init-from-config \(c) is not in --model \(m): the tokenizer is read beside the config, so give the config inside the model folder, or leave --model out")
+            }
+        }
         guard TaskKind(rawValue: task) != nil else {
             throw ValidationError("--task '\(task)' is unknown; use one of \(TaskKind.names)")
         }
     }
 
     var trainConfig: TrainConfig {
-        var c = TrainConfig(modelDir: URL(fileURLWithPath: model), trainFile: URL(fileURLWithPath: trainFile),
+        let initConfig = initFromConfig.map { URL(fileURLWithPath: $0) }
+        let modelDir = model.map { URL(fileURLWithPath: $0) } ?? initConfig.map { url in
+            var isDir: ObjCBool = false
+            return FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) && isDir.boolValue ? url : url.deletingLastPathComponent()
+        } ?? URL(fileURLWithPath: ".")
+        var c = TrainConfig(modelDir: modelDir, trainFile: URL(fileURLWithPath: trainFile),
                             evalFile: evalFile.map { URL(fileURLWithPath: $0) }, outputDir: URL(fileURLWithPath: outputDir))
         c.task = TaskKind(rawValue: task) ?? .auto
         c.numTrainEpochs = numTrainEpochs; c.maxSteps = maxSteps; c.batchSize = batchSize
@@ -136,6 +154,7 @@ struct Train: ParsableCommand {
             c.lora = LoRAConfig(r: loraR, alpha: loraAlpha, dropout: loraDropout, useRSLoRA: useRslora,
                                 targetModules: loraTargetModules.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } })
         }
+        c.initFromConfig = initConfig
         c.blockSize = blockSize
         c.lmPerRow = lmPerRow
         c.metricForBestModel = metricForBestModel
