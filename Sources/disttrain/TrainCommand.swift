@@ -113,9 +113,6 @@ struct Train: ParsableCommand {
         }
         guard maxLength >= 2 else { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
         if let t = threads, t <= 0 { throw ValidationError("--threads must be positive (got \(t))") }
-        if model == nil && initFromConfig == nil {
-            throw ValidationError("Missing expected argument '--model <model>' (or --init-from-config <config.json> to pre-train from scratch)")
-        }
         if let m = model, let c = initFromConfig {
             let cfg = URL(fileURLWithPath: c), dir = URL(fileURLWithPath: m).standardizedFileURL
             var isDir: ObjCBool = false
@@ -193,7 +190,13 @@ struct Train: ParsableCommand {
         }
         // Flag checks that depend only on the arguments and the world size fail identically on every rank, so every
         // rank can end MPI cleanly and exit 2, with rank 0 alone printing the one line (no MPI_ABORT banner).
-        do { try trainConfig.validate(worldSize: comm.worldSize) } catch let e as TrainingError {
+        do {
+            // Checked here, not in validate(): ConfigFile parses an instance without --model to learn the flag types.
+            guard model != nil || initFromConfig != nil else {
+                throw TrainingError("missing --model <folder> (or --init-from-config <config.json> to pre-train from scratch)", exitCode: 2)
+            }
+            try trainConfig.validate(worldSize: comm.worldSize)
+        } catch let e as TrainingError {
             // Rank 0 prints before MPI_Finalize (a fence in OpenMPI): no rank can exit, and make mpirun kill the job,
             // before the line is out.
             if comm.isRoot { FileHandle.standardError.write(Data("error: \(e.message)\n".utf8)) }
