@@ -167,13 +167,20 @@ struct LoadedLM {
     init(folder: ModelFolder, seed: UInt64) throws {
         modelDir = folder.directory
         config = try folder.gpt2Config(for: "a language model")
-        let weights = modelDir.appendingPathComponent("model.safetensors")
-        guard FileManager.default.fileExists(atPath: weights.path) else {
-            throw TrainingError("\(weights.path): not found; the model folder needs model.safetensors")
+        if let initSeed = folder.initSeed {
+            // train --init-from-config: every weight from the config, as transformers initialises GPT2LMHeadModel.
+            try ModelFolder.checkParameters(of: config, path: config.path)
+            store = GPT2Layout.initializedStore(config: config, classifier: false, seed: initSeed)
+            initialized = []
+        } else {
+            let weights = modelDir.appendingPathComponent("model.safetensors")
+            guard FileManager.default.fileExists(atPath: weights.path) else {
+                throw TrainingError("\(weights.path): not found; the model folder needs model.safetensors")
+            }
+            let (store, report) = try GPT2Layout.loadLMStore(from: SafeTensorsFile(url: weights), config: config, seed: seed)
+            self.store = store
+            initialized = report.initialized
         }
-        let (store, report) = try GPT2Layout.loadLMStore(from: SafeTensorsFile(url: weights), config: config, seed: seed)
-        self.store = store
-        initialized = report.initialized
         do { tokenizer = try loadTokenizer(directory: modelDir) } catch { throw TrainingError("\(error)") }
         guard config.eosTokenId != nil || config.vocabSize > 50256 else {
             throw TrainingError("\(config.path): no eos_token_id, and GPT-2's 50256 is outside this vocabulary of \(config.vocabSize) tokens; add \"eos_token_id\" to config.json")

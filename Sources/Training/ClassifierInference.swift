@@ -101,13 +101,20 @@ struct ClassifierBackend {
         }
         let reinit = labels.map { config.id2label != $0 } ?? false
         if let labels { config.id2label = labels }
-        let weights = modelDir.appendingPathComponent("model.safetensors")
-        guard FileManager.default.fileExists(atPath: weights.path) else {
-            throw TrainingError("\(weights.path): not found; the model folder needs model.safetensors")
-        }
-        // Training may start a fresh head; inference needs the trained one (a missing head is an error).
-        let (store, report) = try GPT2Layout.loadClassifierStore(from: SafeTensorsFile(url: weights), config: config,
+        let store: ParameterStore, report: LoadReport
+        if let initSeed = folder.initSeed {
+            // train --init-from-config: every weight (score included) as transformers initialises the classifier.
+            try ModelFolder.checkParameters(of: config, path: config.path)
+            (store, report) = (GPT2Layout.initializedStore(config: config, classifier: true, seed: initSeed), LoadReport.fromConfig)
+        } else {
+            let weights = modelDir.appendingPathComponent("model.safetensors")
+            guard FileManager.default.fileExists(atPath: weights.path) else {
+                throw TrainingError("\(weights.path): not found; the model folder needs model.safetensors")
+            }
+            // Training may start a fresh head; inference needs the trained one (a missing head is an error).
+            (store, report) = try GPT2Layout.loadClassifierStore(from: SafeTensorsFile(url: weights), config: config,
                                                                  headOptional: labels != nil, reinitializeHead: reinit, seed: seed)
+        }
         let tokenizer: any Tokenizer
         do { tokenizer = try loadTokenizer(directory: modelDir) } catch { throw TrainingError("\(error)") }
         let model: GPT2Classifier

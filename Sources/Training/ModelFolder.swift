@@ -50,6 +50,15 @@ public struct ModelFolder: @unchecked Sendable {
     public let config: ModelFolderConfig
     /// The architecture named in config.json (nil when it names none and model_type decided).
     public let architecture: String?
+    /// `train --init-from-config`: the loaders build every weight from the config, initialised from this seed as
+    /// transformers initialises a model built from its config (Model's WeightInit), instead of reading
+    /// model.safetensors; nil: the weights are read from the folder.
+    public var initSeed: UInt64?
+
+    /// Whether the folder holds weights (model.safetensors) to load.
+    public var hasWeights: Bool {
+        FileManager.default.fileExists(atPath: directory.appendingPathComponent("model.safetensors").path)
+    }
 
     public var configURL: URL { directory.appendingPathComponent("config.json") }
     /// max_position_embeddings / n_positions: the longest input the model takes.
@@ -133,6 +142,27 @@ public struct ModelFolder: @unchecked Sendable {
         return ModelFolder(directory: directory ?? url.deletingLastPathComponent(), kind: kind, config: config, architecture: arch)
     }
 
+    /// `train --init-from-config CONFIG`: the config (a config.json file, or a folder holding one) read as a model
+    /// folder whose weights are initialised from `seed`; the tokenizer files are read beside the config.
+    public static func forInitialization(config path: URL, seed: UInt64) throws -> ModelFolder {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path.path, isDirectory: &isDir) else {
+            throw TrainingError("--init-from-config \(path.relativePath) does not exist; pass a Hugging Face config.json (with the tokenizer files beside it)", exitCode: 2)
+        }
+        let file = isDir.boolValue ? path.appendingPathComponent("config.json") : path
+        guard FileManager.default.fileExists(atPath: file.path) else {
+            throw TrainingError("--init-from-config \(path.relativePath): the folder holds no config.json; pass the config file itself", exitCode: 2)
+        }
+        var folder = try read(configFile: file)
+        let dir = folder.directory
+        let tokenizerFiles = ["tokenizer.json", "vocab.json", "vocab.txt"]
+        guard tokenizerFiles.contains(where: { FileManager.default.fileExists(atPath: dir.appendingPathComponent($0).path) }) else {
+            throw TrainingError("--init-from-config \(file.relativePath): no tokenizer beside it; put the tokenizer files (vocab.json and merges.txt, or tokenizer.json; vocab.txt for BERT) in \(dir.relativePath)", exitCode: 2)
+        }
+        folder.initSeed = seed
+        return folder
+    }
+
     /// The kind a decoded config.json describes: its first `architectures` entry, else its `model_type`.
     public static func kind(of json: [String: Any], path: String) throws -> (ModelKind, String?) {
         guard let type = json["model_type"] as? String else {
@@ -168,6 +198,18 @@ public struct ModelFolder: @unchecked Sendable {
 }
 
 extension ModelFolder {
+    /// `--init-from-config`: refuses a config whose parameters could not be allocated (there is no weights file to
+    /// check its sizes against): more floats than can be addressed, or more than the machine's memory.
+    static func checkParameters(of a: any ModelArchitecture, path: String) throws {
+        // Estimated in Double (no overflow for absurd sizes): embeddings plus per layer four C×C and two C×FF matrices.
+        let C = Double(a.hidden), FF = Double(a.intermediate)
+        let n = (Double(a.vocabSize) + Double(a.maxPositions) + 2) * C + Double(a.layers) * (4 * C * C + 2 * C * FF + 10 * C + FF)
+        let memory = Double(ProcessInfo.processInfo.physicalMemory)
+        guard n * 4 <= memory else {
+            throw TrainingError("\(path): this config has about \(String(format: "%.3g", n)) parameters (\(String(format: "%.1f", 4 * n / 1e9)) GB in fp32), more than this machine's \(String(format: "%.1f", memory / 1e9)) GB; check its sizes (vocab_size, n_embd or hidden_size, n_layer)", exitCode: 2)
+        }
+    }
+
     /// Refuses a micro-batch × sequence length whose activation arena cannot exist: a size that overflows, or an upper
     /// estimate (every layer's saved activations and attention probabilities) above 4× the machine's memory (the
     /// arena is mapped lazily, so only absurd sizes are refused).
@@ -234,6 +276,12 @@ public final class ClassifierBundle: @unchecked Sendable {
         self.config = config
 
         let weights = directory.appendingPathComponent("model.safetensors")
+        if let initSeed = folder.initSeed {
+            // train --init-from-config: every weight (head included) as transformers initialises the model.
+            try ModelFolder.checkParameters(of: config, path: config.path)
+            store = EncoderClassifier.initializedStore(config: config, seed: initSeed)
+            report = LoadReport.fromConfig
+        } else {
         guard FileManager.default.fileExists(atPath: weights.path) else {
             let hasBin = FileManager.default.fileExists(atPath: directory.appendingPathComponent("pytorch_model.bin").path)
             throw TrainingError("\(weights.path): not found" + (hasBin
@@ -242,6 +290,7 @@ public final class ClassifierBundle: @unchecked Sendable {
         }
         let file = try SafeTensorsFile(url: weights)
         (store, report) = try EncoderClassifier.loadStore(from: file, config: config, reinitializeHead: reinitHead, seed: seed)
+        }
         do {
             tokenizer = try loadTokenizer(directory: directory)
         } catch {

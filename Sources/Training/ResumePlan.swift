@@ -126,7 +126,7 @@ extension ResumePlan {
         let dir = config.modelDir
         var differs: String?
         if let want = state.modelConfigFingerprint,
-           let now = try? Checkpoint.sha256(of: dir.appendingPathComponent("config.json")), now != want {
+           let now = try? Checkpoint.sha256(of: config.modelConfigFile), now != want {
             differs = "config.json"
         } else if !state.modelFingerprint.isEmpty,
                   let now = try? Checkpoint.sha256(of: dir.appendingPathComponent("model.safetensors")), now != state.modelFingerprint {

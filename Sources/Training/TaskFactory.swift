@@ -38,8 +38,18 @@ enum TaskFactory {
 
     /// The task for this run. A full fine-tuning checkpoint is itself the model folder; a LoRA checkpoint holds only
     /// the adapter, and the base comes from --model.
+    /// With `--init-from-config` a fresh run builds the model from the config with initialised weights; a resumed run
+    /// loads its checkpoint (never re-initialised). A folder with a config but no weights needs that flag.
     static func make(config: TrainConfig, checkpoint: URL?, microBatch: Int) throws -> TrainingTask {
-        let folder = try ModelFolder.open(config.lora == nil ? (checkpoint ?? config.modelDir) : config.modelDir)
+        let folder: ModelFolder
+        if let initConfig = config.initFromConfig, checkpoint == nil {
+            folder = try ModelFolder.forInitialization(config: initConfig, seed: config.seed)
+        } else {
+            folder = try ModelFolder.open(config.lora == nil ? (checkpoint ?? config.modelDir) : config.modelDir)
+            if !folder.hasWeights && !FileManager.default.fileExists(atPath: folder.directory.appendingPathComponent("pytorch_model.bin").path) {
+                throw TrainingError("\(folder.directory.relativePath) has config.json but no model.safetensors: to pre-train this model from scratch (every weight initialised from --seed), pass --init-from-config \(folder.configURL.relativePath); otherwise point --model at a folder with weights", exitCode: 2)
+            }
+        }
         // A reward model (one output, problem_type absent or regression) continues as one.
         let task = config.task == .auto && folder.isRewardModel ? .reward : config.task
         let type = try taskType(for: task, kind: folder.kind, modelDir: config.modelDir)

@@ -89,6 +89,11 @@ public struct TrainConfig: Sendable {
     /// Reward models: TRL's center_rewards_coefficient c, adding c · mean((r_chosen + r_rejected)²) to the loss so the
     /// rewards stay near zero (nil: off, TRL's default; TRL recommends 0.01).
     public var centerRewardsCoefficient: Double?
+    /// `--init-from-config`: a config.json (any file name, or a folder holding config.json) whose model is built with
+    /// every weight initialised from `seed` as transformers initialises a model built from its config (pre-training
+    /// from scratch); the tokenizer files are read beside it, and `modelDir` is its folder. nil: load `modelDir`'s
+    /// weights. A resumed run loads its checkpoint's weights and never re-initialises.
+    public var initFromConfig: URL?
     /// Causal LM: tokens per packed block (default: --max-length, capped at n_positions).
     public var blockSize: Int?
     /// Causal LM: one example per text row (padded) instead of packed blocks.
@@ -153,12 +158,22 @@ public struct TrainConfig: Sendable {
                 throw usage("--load-best-model-at-end needs a checkpoint at every evaluation: give --save-steps \(evalSteps == 0 ? "0 (save at each epoch end, where evaluation runs)" : "\(evalSteps) (the --eval-steps)")")
             }
         }
+        if initFromConfig != nil && lora != nil {
+            throw usage("--init-from-config with --lora-r: LoRA trains adapters on a frozen pre-trained base, and a freshly initialised base has learned nothing; train every weight (drop --lora-r), then add LoRA to the result")
+        }
         let micro = microBatchSize ?? (batchSize / max(worldSize, 1))
         guard micro > 0, batchSize % (worldSize * micro) == 0 else {
             let perRank = Double(batchSize) / Double(worldSize)
             throw usage("--batch-size \(batchSize) (the global batch) must be a multiple of world size \(worldSize) × --micro-batch-size \(micro)"
                         + (perRank.rounded() == perRank ? "" : "; with \(worldSize) ranks use a global batch divisible by \(worldSize), e.g. \(batchSize / worldSize * worldSize + worldSize)"))
         }
+    }
+
+    /// The model's config file: the `--init-from-config` file, else `modelDir`/config.json.
+    public var modelConfigFile: URL {
+        guard let c = initFromConfig else { return modelDir.appendingPathComponent("config.json") }
+        var isDir: ObjCBool = false
+        return FileManager.default.fileExists(atPath: c.path, isDirectory: &isDir) && isDir.boolValue ? c.appendingPathComponent("config.json") : c
     }
 
     /// The settings a resumed run must share with the checkpoint, in a stable text form.

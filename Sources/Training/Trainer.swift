@@ -84,12 +84,18 @@ public final class Trainer {
                 history = r.state.logHistory
                 modelFingerprintFuture = BackgroundValue(ready: r.state.modelFingerprint)
                 runId = r.state.runId
-                modelConfigFingerprint = r.state.modelConfigFingerprint ?? Self.configFingerprint(config.modelDir)
+                modelConfigFingerprint = r.state.modelConfigFingerprint ?? Self.configFingerprint(config)
             } else {
                 runId = UUID().uuidString
-                modelConfigFingerprint = Self.configFingerprint(config.modelDir)
+                modelConfigFingerprint = Self.configFingerprint(config)
                 let weights = config.modelDir.appendingPathComponent("model.safetensors")
-                modelFingerprintFuture = comm.isRoot ? BackgroundValue { (try? Checkpoint.sha256(of: weights)) ?? "" } : BackgroundValue(ready: "")
+                if let initConfig = config.initFromConfig {
+                    // No weights were read: the run starts from the config's initialisation.
+                    modelFingerprintFuture = BackgroundValue(ready: "")
+                    notices.append("initialised every weight from \(initConfig.relativePath) as transformers initialises a new model (seed \(config.seed))")
+                } else {
+                    modelFingerprintFuture = comm.isRoot ? BackgroundValue { (try? Checkpoint.sha256(of: weights)) ?? "" } : BackgroundValue(ready: "")
+                }
             }
         } catch {
             throw try StartupFailure.agreed(error, comm: comm)
@@ -146,8 +152,8 @@ public final class Trainer {
     /// What the resume decision reported (for a caller that does not run the loop: `finishedStep`).
     public var resumeNotices: [String] { notices }
 
-    static func configFingerprint(_ modelDir: URL) -> String? {
-        try? Checkpoint.sha256(of: modelDir.appendingPathComponent("config.json"))
+    static func configFingerprint(_ config: TrainConfig) -> String? {
+        try? Checkpoint.sha256(of: config.modelConfigFile)
     }
 
     /// Whether AdamW is sharded over the ranks (ZeRO stage 1; NodeSharedSetup).

@@ -33,8 +33,10 @@ struct Train: ParsableCommand {
 
     @Option(help: ArgumentHelp("What to train: \(TaskKind.names) (default: auto, what the model folder is — a classifier or base encoder: classification; a GPT-2 LM: causal-lm; a reward model: reward).", valueName: "task"))
     var task: String = "auto"
-    @Option(help: "Hugging Face model folder (config.json, model.safetensors, vocab.txt or tokenizer.json).")
-    var model: String
+    @Option(help: "Hugging Face model folder (config.json, model.safetensors, vocab.txt or tokenizer.json); with --init-from-config, the folder holding that config (default: its folder).")
+    var model: String?
+    @Option(help: ArgumentHelp("Pre-train from scratch: build the model of this config.json (any name, or a folder holding config.json) with every weight initialised from --seed as transformers initialises a new model; the tokenizer files are read beside it. A resumed run continues its checkpoint instead.", valueName: "config.json"))
+    var initFromConfig: String?
     @Option(help: "Training data: JSONL with {\"text\", \"label\"} per line, or CSV/TSV with a header.")
     var trainFile: String
     @Option(help: "Evaluation data in the same format (labels must be among the training labels).")
@@ -130,6 +132,14 @@ struct Train: ParsableCommand {
         }
         guard maxLength >= 2 else { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
         if let t = threads, t <= 0 { throw ValidationError("--threads must be positive (got \(t))") }
+        if let m = model, let c = initFromConfig {
+            let cfg = URL(fileURLWithPath: c), dir = URL(fileURLWithPath: m).standardizedFileURL
+            var isDir: ObjCBool = false
+            let cfgDir = FileManager.default.fileExists(atPath: cfg.path, isDirectory: &isDir) && isDir.boolValue ? cfg.standardizedFileURL : cfg.deletingLastPathComponent().standardizedFileURL
+            guard cfgDir.path == dir.path else {
+                throw ValidationError("--init-from-config \(c) is not in --model \(m): the tokenizer is read beside the config, so give the config inside the model folder, or leave --model out")
+            }
+        }
         guard TaskKind(rawValue: task) != nil else {
             throw ValidationError("--task '\(task)' is unknown; use one of \(TaskKind.names)")
         }
@@ -157,7 +167,12 @@ struct Train: ParsableCommand {
     }
 
     var trainConfig: TrainConfig {
-        var c = TrainConfig(modelDir: URL(fileURLWithPath: model), trainFile: URL(fileURLWithPath: trainFile),
+        let initConfig = initFromConfig.map { URL(fileURLWithPath: $0) }
+        let modelDir = model.map { URL(fileURLWithPath: $0) } ?? initConfig.map { url in
+            var isDir: ObjCBool = false
+            return FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) && isDir.boolValue ? url : url.deletingLastPathComponent()
+        } ?? URL(fileURLWithPath: ".")
+        var c = TrainConfig(modelDir: modelDir, trainFile: URL(fileURLWithPath: trainFile),
                             evalFile: evalFile.map { URL(fileURLWithPath: $0) }, outputDir: URL(fileURLWithPath: outputDir))
         c.task = TaskKind(rawValue: task) ?? .auto
         c.labelAllTokens = labelAllTokens
@@ -181,6 +196,7 @@ struct Train: ParsableCommand {
             c.lora = LoRAConfig(r: loraR, alpha: loraAlpha, dropout: loraDropout, useRSLoRA: useRslora,
                                 targetModules: loraTargetModules.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } })
         }
+        c.initFromConfig = initConfig
         c.blockSize = blockSize
         c.lmPerRow = lmPerRow
         if let beta { c.dpo.beta = beta }
@@ -224,7 +240,13 @@ struct Train: ParsableCommand {
         }
         // Flag checks that depend only on the arguments and the world size fail identically on every rank, so every
         // rank can end MPI cleanly and exit 2, with rank 0 alone printing the one line (no MPI_ABORT banner).
-        do { try trainConfig.validate(worldSize: comm.worldSize) } catch let e as TrainingError {
+        do {
+            // Checked here, not in validate(): ConfigFile parses an instance without --model to learn the flag types.
+            guard model != nil || initFromConfig != nil else {
+                throw TrainingError("missing --model <folder> (or --init-from-config <config.json> to pre-train from scratch)", exitCode: 2)
+            }
+            try trainConfig.validate(worldSize: comm.worldSize)
+        } catch let e as TrainingError {
             // Rank 0 prints before MPI_Finalize (a fence in OpenMPI): no rank can exit, and make mpirun kill the job,
             // before the line is out.
             if comm.isRoot { FileHandle.standardError.write(Data("error: \(e.message)\n".utf8)) }
