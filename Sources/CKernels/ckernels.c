@@ -20,6 +20,18 @@ int ck_has_avx512bf16(void) {
 #endif
 }
 
+int ck_cpu_supports(const char *feature) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    if (strcmp(feature, "avx512f") == 0) return __builtin_cpu_supports("avx512f") ? 1 : 0;
+    if (strcmp(feature, "avx512bf16") == 0) return __builtin_cpu_supports("avx512bf16") ? 1 : 0;
+    if (strcmp(feature, "avx2") == 0) return __builtin_cpu_supports("avx2") ? 1 : 0;
+    if (strcmp(feature, "fma") == 0) return __builtin_cpu_supports("fma") ? 1 : 0;
+#endif
+    (void)feature;
+    return 0;
+}
+
 #define INL static inline __attribute__((always_inline))
 typedef float v8f __attribute__((vector_size(32)));
 

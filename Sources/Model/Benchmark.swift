@@ -44,6 +44,8 @@ public struct BenchmarkResult: Sendable, Codable, JSONLineResult {
     public var activation_bytes: Int
     /// "fp32" or "bf16" (the Linear products).
     public var precision: String = "fp32"
+    /// The kernel family OpenBLAS runs (ComputeThreads.blasCore).
+    public var blas_core: String = ComputeThreads.blasCore
 }
 
 /// `bench --lora-r`: medians of alternating full and LoRA training steps (see runLoRAComparison).

@@ -3,6 +3,7 @@
 // failed collectives). `train --config FILE.yaml` is expanded into flags here, before parsing (ConfigFile.swift).
 import ArgumentParser
 import Foundation
+import Model
 import Training
 
 struct Disttrain: ParsableCommand {
@@ -25,6 +26,16 @@ struct Disttrain: ParsableCommand {
         version: trainerVersion,   // defined once (Training/Checkpoint.swift); checkpoints record the same string
         subcommands: [Train.self, Eval.self, Predict.self, Generate.self, Inspect.self, Tokenize.self, Merge.self,
                       Bench.self, CommCheck.self, Plan.self])
+}
+
+/// OpenBLAS chose its generic kernels on a CPU it does not know (ComputeThreads.betterBLASCoretype): start this same
+/// command again with OPENBLAS_CORETYPE naming kernels this CPU runs, before anything else (MPI included). execv keeps
+/// the process id, arguments and environment, so mpirun and srun see the same rank. If it fails, carry on as we are.
+func reexecWithBetterBLASKernels() {
+    guard let core = ComputeThreads.betterBLASCoretype(environment: ProcessInfo.processInfo.environment) else { return }
+    setenv("OPENBLAS_CORETYPE", core, 1)
+    _ = execv("/proc/self/exe", CommandLine.unsafeArgv)
+    unsetenv("OPENBLAS_CORETYPE")
 }
 
 /// Runs the root command with our exit-code policy and never prints a crash trace for user errors.
@@ -55,4 +66,5 @@ func runMain() -> Never {
     }
 }
 
+reexecWithBetterBLASKernels()
 runMain()

@@ -45,4 +45,25 @@ final class BenchFlagsTests: XCTestCase {
         XCTAssertNotEqual(try flops(a.stdout), try flops(miniLM.stdout))
         XCTAssertTrue(a.stderr.contains("2 warm-up + 1 timed steps"), "bench says what it runs: \(a.stderr)")
     }
+
+    /// OpenBLAS 0.3.21 falls back to its generic SSE3 kernels ("Prescott") on CPUs it does not know; the binary then
+    /// re-executes itself with kernels the CPU runs (ComputeThreads.betterBLASCoretype: 31 → 148 GFLOP/s sgemm on
+    /// an Intel Xeon VM). On a CPU with AVX2+FMA or AVX-512 the kernels reported must not be a generic family; a
+    /// user's own OPENBLAS_CORETYPE is kept.
+    func testBLASKernelsAreNotTheGenericFallback() throws {
+        let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+            .split(separator: "\n").first { $0.hasPrefix("flags") }.map { Set($0.split(separator: " ").map(String.init)) } ?? []
+        try XCTSkipUnless(flags.contains("avx512f") || (flags.contains("avx2") && flags.contains("fma")), "no AVX2/AVX-512 here")
+        func core(_ env: [String: String]) throws -> String {
+            let r = try CLI.run(["bench", "--steps", "1", "--batch-size", "1", "--seq-len", "8"], timeout: 60, environment: env)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let line = try XCTUnwrap(r.stdout.split(separator: "\n").first { $0.hasPrefix("{") })
+            let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            return try XCTUnwrap(o["blas_core"] as? String)
+        }
+        let chosen = try core([:])
+        XCTAssertFalse(["prescott", "core2", "penryn", "nehalem", "unknown"].contains(chosen.lowercased()),
+                       "OpenBLAS runs its generic \(chosen) kernels on a CPU with AVX2/AVX-512")
+        XCTAssertEqual(try core(["OPENBLAS_CORETYPE": "PRESCOTT"]), "Prescott", "a user's OPENBLAS_CORETYPE is kept")
+    }
 }

@@ -22,7 +22,8 @@ enum CLI {
 
     /// Runs `disttrain args` directly, or under `mpirun -n ranks` when ranks is given. Times out after `timeout` s.
     static func run(_ args: [String], ranks: Int? = nil, stdin: String? = nil, timeout: TimeInterval = 120,
-                    in directory: URL? = nil, onStart: (Int32) -> Void = { _ in }) throws -> RunResult {
+                    in directory: URL? = nil, environment extra: [String: String] = [:],
+                    onStart: (Int32) -> Void = { _ in }) throws -> RunResult {
         let bin = try binary()
         let p = Process()
         if let directory { p.currentDirectoryURL = directory }
@@ -32,6 +33,7 @@ enum CLI {
         env["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
         // Keep OpenMPI quiet about missing high-speed transports on a laptop or CI box.
         env["OMPI_MCA_btl"] = "self,vader,tcp"
+        env.merge(extra) { _, new in new }
         p.environment = env
         if let ranks {
             p.executableURL = URL(fileURLWithPath: "/usr/bin/env")

@@ -81,6 +81,43 @@ final class ExamplesTests: XCTestCase {
         try runExample("preference-pipeline", expectLabels: nil)
     }
 
+    /// The preference pipeline's reward and DPO configs (run.sh's steps b and d) for 2 steps each, on pairs made by
+    /// scripts/vader_pairs.py, with the in-repo stand-ins: the tiny BERT for MiniLM, the tiny GPT-2 LM for the SFT policy.
+    func testPreferencePipelineRewardAndDPOConfigs() throws {
+        let dir = try CLI.tempDir("example-preference")
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        let data = dir.appendingPathComponent("data")
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", CLI.repoRoot.appendingPathComponent("scripts/vader_pairs.py").path, data.path, "--max-pairs", "16"]
+        p.currentDirectoryURL = CLI.repoRoot
+        p.standardOutput = Pipe()
+        try p.run()
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0, "scripts/vader_pairs.py failed")
+        // A debug build evaluates slowly: 16 test pairs are enough to see the metrics.
+        let testPairs = try String(contentsOf: data.appendingPathComponent("pairs-test.jsonl"), encoding: .utf8)
+            .split(separator: "\n").prefix(16).joined(separator: "\n") + "\n"
+        let evalFile = dir.appendingPathComponent("pairs-eval.jsonl")
+        try testPairs.write(to: evalFile, atomically: true, encoding: .utf8)
+        let previous = FileManager.default.currentDirectoryPath
+        FileManager.default.changeCurrentDirectoryPath(CLI.repoRoot.path)
+        defer { FileManager.default.changeCurrentDirectoryPath(previous) }
+        for (step, model, metric) in [("reward", TestPaths.fixture("bert-tiny-cls"), "eval_accuracy"),
+                                      ("dpo", TestPaths.fixture("gpt2-tiny-lm"), "eval_rewards/accuracies")] {
+            let out = dir.appendingPathComponent(step)
+            let r = try CLI.run(["train", "--config", "examples/preference-pipeline/\(step).yaml", "--model", model.path,
+                                 "--train-file", data.appendingPathComponent("pairs-train.jsonl").path, "--eval-file", evalFile.path,
+                                 "--output-dir", out.path, "--max-steps", "2", "--batch-size", "4", "--max-length", "40",
+                                 "--logging-steps", "1", "--threads", "1"], timeout: 240)
+            XCTAssertEqual(r.status, 0, "preference-pipeline/\(step).yaml failed:\n\(r.stderr)")
+            let results = try XCTUnwrap(JSONSerialization.jsonObject(
+                with: Data(contentsOf: out.appendingPathComponent("eval_results.json"))) as? [String: Any])
+            let value = try XCTUnwrap((results[metric] as? NSNumber)?.doubleValue, "\(step): \(results.keys.sorted())")
+            XCTAssertTrue((0...1).contains(value), "\(step): \(metric) \(value)")
+        }
+    }
+
     /// Causal LM from scratch, then prompt → response fine-tuning starting from its output (as the READMEs chain them).
     func testCausalLMThenPromptResponse() throws {
         let lm = try runExample("causal-lm", expectLabels: nil)

@@ -11,6 +11,8 @@
 
 /// Returns 1 when the CPU supports AVX512-BF16 (vdpbf16ps), else 0.
 int ck_has_avx512bf16(void);
+/// Returns 1 when the CPU supports `feature` ("avx512f", "avx512bf16", "avx2", "fma"), else 0 (unknown names: 0).
+int ck_cpu_supports(const char *feature);
 
 // ---- scalar-per-element maths (vectorised internally; n = element count) ----
 /// y[i] = erf(x[i]); max abs error ~1.1e-7 (float32 rounding is 3e-8). Reference for tests.
