@@ -177,10 +177,7 @@ public final class ClassificationTask: FolderTrainingTask, @unchecked Sendable {
     /// adapter_model.safetensors, which `peft` loads and `disttrain merge` folds into the base).
     public func save(to dir: URL, weights: ParameterStore?) throws {
         if let lora {
-            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-            try PEFTAdapter.save(plan: lora.plan, store: weights ?? lora.store, to: dir)
-            // PEFT keeps no label names; `merge` and users read them from here (one per line, in class-id order).
-            try FileIO.writeAtomically(Data((labels.joined(separator: "\n") + "\n").utf8), to: dir.appendingPathComponent("labels.txt"))
+            try saveAdapterWithLabels(plan: lora.plan, store: weights ?? lora.store, labels: labels, to: dir)
         } else {
             try backend.save(dir, weights)
         }

@@ -192,3 +192,27 @@ struct ClassifierBackend {
         return backend
     }
 }
+
+/// A LoRA checkpoint of a task with class names: the PEFT adapter plus labels.txt (PEFT keeps no label names; `merge`
+/// and users read them from there, one per line in class-id order). Shared by classification, reward and token tasks.
+func saveAdapterWithLabels(plan: LoRAPlan, store: ParameterStore, labels: [String], to dir: URL) throws {
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    try PEFTAdapter.save(plan: plan, store: store, to: dir)
+    try FileIO.writeAtomically(Data((labels.joined(separator: "\n") + "\n").utf8), to: dir.appendingPathComponent("labels.txt"))
+}
+
+extension ClassifierBackend {
+    /// Calls `hook(k)` as each layer's gradient is final (full fine-tuning of an encoder or a GPT-2 classifier).
+    func setBackwardHook(_ hook: ((Int) -> Void)?) {
+        if let enc = encoder {
+            enc.onLayerBackward = GradientSyncLayout.stageHook(hook, layers: enc.config.layers)
+        } else if let gpt = model as? GPT2Classifier {
+            gpt.onLayerBackward = GradientSyncLayout.stageHook(hook, layers: gpt.config.layers)
+        }
+    }
+
+    func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) {
+        encoder?.probe = probe
+        (model as? GPT2Classifier)?.probe = probe
+    }
+}

@@ -90,17 +90,10 @@ extension ClassificationTask {
 
     public func setBackwardHook(_ hook: ((Int) -> Void)?) {
         guard lora == nil else { return }
-        if let enc = backend.encoder {
-            enc.onLayerBackward = GradientSyncLayout.stageHook(hook, layers: enc.config.layers)
-        } else if let gpt = backend.model as? GPT2Classifier {
-            gpt.onLayerBackward = GradientSyncLayout.stageHook(hook, layers: gpt.config.layers)
-        }
+        backend.setBackwardHook(hook)
     }
 
-    public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) {
-        backend.encoder?.probe = probe
-        (backend.model as? GPT2Classifier)?.probe = probe
-    }
+    public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) { backend.setProbe(probe) }
 }
 
 extension GradientSyncLayout {

@@ -258,9 +258,7 @@ public final class RewardTask: FolderTrainingTask, @unchecked Sendable {
     /// with the head as modules_to_save (and labels.txt, as classification writes it).
     public func save(to dir: URL, weights: ParameterStore?) throws {
         if let lora {
-            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-            try PEFTAdapter.save(plan: lora.plan, store: weights ?? lora.store, to: dir)
-            try FileIO.writeAtomically(Data((labels.joined(separator: "\n") + "\n").utf8), to: dir.appendingPathComponent("labels.txt"))
+            try saveAdapterWithLabels(plan: lora.plan, store: weights ?? lora.store, labels: labels, to: dir)
         } else {
             try backend.save(dir, weights)
         }
@@ -288,15 +286,8 @@ public final class RewardTask: FolderTrainingTask, @unchecked Sendable {
 
     public func setBackwardHook(_ hook: ((Int) -> Void)?) {
         guard lora == nil else { return }
-        if let enc = backend.encoder {
-            enc.onLayerBackward = GradientSyncLayout.stageHook(hook, layers: enc.config.layers)
-        } else if let gpt = backend.model as? GPT2Classifier {
-            gpt.onLayerBackward = GradientSyncLayout.stageHook(hook, layers: gpt.config.layers)
-        }
+        backend.setBackwardHook(hook)
     }
 
-    public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) {
-        backend.encoder?.probe = probe
-        (backend.model as? GPT2Classifier)?.probe = probe
-    }
+    public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) { backend.setProbe(probe) }
 }

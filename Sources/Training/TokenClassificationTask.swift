@@ -260,9 +260,7 @@ public final class TokenClassificationTask: FolderTrainingTask, @unchecked Senda
     /// Full fine-tuning writes a …ForTokenClassification folder; LoRA the PEFT adapter (with labels.txt).
     public func save(to dir: URL, weights: ParameterStore?) throws {
         if let lora {
-            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-            try PEFTAdapter.save(plan: lora.plan, store: weights ?? lora.store, to: dir)
-            try FileIO.writeAtomically(Data((labels.joined(separator: "\n") + "\n").utf8), to: dir.appendingPathComponent("labels.txt"))
+            try saveAdapterWithLabels(plan: lora.plan, store: weights ?? lora.store, labels: labels, to: dir)
         } else {
             try bundle.save(to: dir, weights: weights)
         }
