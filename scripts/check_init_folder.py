@@ -5,7 +5,7 @@ are distributed as transformers' own initialisation of that config.
 
   disttrain train --init-from-config examples/gpt2-configs/gpt2-4x256.json --train-file data/hamlet-lm/lm-train.jsonl \
       --output-dir runs/init-step0 --max-steps 1 --learning-rate 0 --batch-size 2 --no-report
-  /work/venv/bin/python scripts/check_init_folder.py runs/init-step0
+  python3 scripts/check_init_folder.py runs/init-step0
 
 Prints transformers' loading report (missing / unexpected / mismatched keys must all be empty), whether every tensor
 transformers holds equals the file's bytes, and per tensor our std against a model transformers builds from the same

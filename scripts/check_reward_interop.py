@@ -13,7 +13,7 @@ one-output head), then
      compares with `disttrain eval`.
 Needs torch and transformers (the reference venv); not part of CI. Exit status 1 on any mismatch.
 
-    /work/venv/bin/python scripts/check_reward_interop.py [--binary .build/debug/disttrain] [MODEL_DIR ...]
+    python3 scripts/check_reward_interop.py [--binary .build/debug/disttrain] [MODEL_DIR ...]
 """
 import argparse
 import json

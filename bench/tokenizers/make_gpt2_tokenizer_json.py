@@ -2,8 +2,8 @@
 
 The fixture Tests/TokenizersTests/Fixtures/gpt2-tokenizer-json/tokenizer.json was written by this script, so the
 Swift loader is tested on HF's own serialization (not one we wrote by hand). Run in a scratch virtualenv:
-    python3 -m venv /tmp/tokvenv && /tmp/tokvenv/bin/pip install tokenizers
-    /tmp/tokvenv/bin/python bench/tokenizers/make_gpt2_tokenizer_json.py SRC_DIR OUT_DIR
+    VENV=$(mktemp -d) && python3 -m venv "$VENV" && "$VENV/bin/pip" install tokenizers
+    "$VENV/bin/python" bench/tokenizers/make_gpt2_tokenizer_json.py SRC_DIR OUT_DIR
 It builds exactly what transformers' GPT2 converter builds: BPE (no unk, no dropout), ByteLevel pre-tokenizer
 with add_prefix_space=False, ByteLevel post-processor and decoder, <|endoftext|> as a special added token.
 """

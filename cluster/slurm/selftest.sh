@@ -86,7 +86,7 @@ teardown() {
 }
 trap teardown EXIT
 [ "$(id -u)" = 0 ] || die "must run as root (it installs packages and starts slurmctld/slurmd)"
-case "$ROOT" in /|/tmp|/root|/home|/work|"$REPO") die "ROOT=$ROOT is too broad";; esac
+{ [ "$(dirname "$ROOT")" = / ] || [ "$ROOT" = "$REPO" ]; } && die "ROOT=$ROOT is too broad (give a folder at least two levels below /)"
 if [ -d "$ROOT" ] && [ -n "$(ls -A "$ROOT")" ] && [ ! -e "$ROOT/.disttrain-slurm-selftest" ]; then
   die "$ROOT exists and was not made by this script; pick another ROOT"
 fi

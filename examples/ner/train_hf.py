@@ -3,7 +3,7 @@
 train_hf.py -- the Hugging Face Trainer side of the side-by-side run (examples/ner/README.md): the same data, model
 and settings as `disttrain train --task token-classification` there, with run_ner's preprocessing (is_split_into_words,
 first sub-token labelled, -100 elsewhere, max_length truncation) and run_ner's seqeval metrics (default mode).
-Usage: /work/venv/bin/python examples/ner/train_hf.py OUTPUT_DIR [EPOCHS] [LR]
+Usage: python3 examples/ner/train_hf.py OUTPUT_DIR [EPOCHS] [LR]
 Not a test dependency: run by hand to quote its eval_f1 next to disttrain's.
 """
 import json

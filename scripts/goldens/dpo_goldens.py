@@ -2,7 +2,7 @@
 """
 dpo_goldens.py -- DPO goldens for disttrain, recorded from TRL 1.16.0's DPOTrainer itself.
 
-Run:   /work/venv/bin/python scripts/goldens/dpo_goldens.py      (from the repository root)
+Run:   python3 scripts/goldens/dpo_goldens.py      (from the repository root)
 Needs: torch 2.13 (CPU), transformers 5.23, peft 0.21, trl 1.16.0, safetensors. No network.
 Writes Tests/ModelTests/Fixtures/dpo-golden/{golden.json, golden.safetensors, train.jsonl}.
 

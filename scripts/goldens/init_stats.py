@@ -12,7 +12,7 @@ Models (transformers 5.23, torch 2.13 CPU, fp32), each over seeds 0, 1, 2 (torch
   gpt2-cls  GPT2ForSequenceClassification, 2 layers x 64, 3 labels (the `score` head)
   bert-cls  BertForSequenceClassification, 2 layers x 64, 3 labels, pad_token_id 0 (its word-embedding row is zero)
 
-  /work/venv/bin/python scripts/goldens/init_stats.py   # writes Tests/ModelTests/Fixtures/init-stats/init_stats.json
+  python3 scripts/goldens/init_stats.py   # writes Tests/ModelTests/Fixtures/init-stats/init_stats.json
 """
 import json
 import os

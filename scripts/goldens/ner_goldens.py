@@ -2,7 +2,7 @@
 """
 ner_goldens.py -- golden fixtures for token classification (NER), from torch + transformers + seqeval themselves.
 
-Run:   /work/venv/bin/python scripts/goldens/ner_goldens.py     (from the repo root; no network)
+Run:   python3 scripts/goldens/ner_goldens.py     (from the repo root; no network)
 Needs: torch, transformers (5.23 used), seqeval 1.2.2, safetensors, numpy.
 Reads: Tests/ModelTests/Fixtures/{bert,distilbert}-tiny-cls (the tiny encoders and their tokenizer).
 Writes Tests/ModelTests/Fixtures/ner-golden/:

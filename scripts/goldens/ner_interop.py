@@ -6,7 +6,7 @@ CoNLL file (run_ner alignment, no truncation) equals `disttrain eval`'s eval_los
 Works both ways: FOLDER may also be one transformers' save_pretrained wrote (our `eval` must then match its loss).
 Not run by the tests (they never call Python); run by hand and quote the output:
     disttrain eval --model FOLDER --eval-file FILE.conll --max-length 40   # prints eval_loss
-    /work/venv/bin/python scripts/goldens/ner_interop.py FOLDER FILE.conll
+    python3 scripts/goldens/ner_interop.py FOLDER FILE.conll
 """
 import sys
 

@@ -3,7 +3,7 @@
 reward_goldens.py -- goldens for `disttrain train --task reward`, computed by TRL 1.16.0's RewardTrainer itself.
 
 Run (from the repo root, with the reference venv):
-    /work/venv/bin/python scripts/goldens/reward_goldens.py
+    python3 scripts/goldens/reward_goldens.py
 Writes Tests/ModelTests/Fixtures/reward-golden/{golden.json, golden.safetensors}. Needs torch, transformers 5.23,
 trl 1.16.0, datasets, safetensors. No network.
 

@@ -1,7 +1,7 @@
 # Golden for `disttrain tokenize` (CommandFrictionTests): what a transformers tokenizer call returns
 # (input_ids, attention_mask, token_type_ids when the tokenizer's model_input_names has it) for each line of
 # input.jsonl, with the fixture tokenizers of bert-tiny-cls and gpt2-tiny-lm, untruncated and at max_length 6.
-# Run from the repository root: /work/venv/bin/python Tests/ModelTests/Fixtures/tokenize-hf/generate.py
+# Run from the repository root: python3 Tests/ModelTests/Fixtures/tokenize-hf/generate.py
 import json, os
 from transformers import AutoTokenizer
 
