@@ -47,7 +47,11 @@ let package = Package(
         // What the test targets share: repository paths, the binary locator, fixture copies, temp folders, a seeded
         // RNG and assertClose (imports XCTest; only test targets depend on it).
         .target(name: "TestSupport", dependencies: ["SplitMix"], path: "Tests/TestSupport"),
-        .testTarget(name: "DistTests", dependencies: ["Dist", "SplitMix"]),
+        // Test-only: exercises Dist under real mpirun for DistTests/MPIRunTests (not a product, not in `disttrain`).
+        .executableTarget(name: "disttrain-comm-check", dependencies: [
+            "Dist", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Tests/CommCheck"),
+        .testTarget(name: "DistTests", dependencies: ["Dist", "SplitMix", "disttrain-comm-check"]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "TestSupport", "SplitMix"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "TestSupport", "SplitMix"], resources: [.copy("Fixtures")]),
         // The loop on thread-ranks reads the model fixtures of ModelTests from the repository (TestSupport.TestPaths).

@@ -25,7 +25,7 @@ struct Disttrain: ParsableCommand {
         """,
         version: trainerVersion,   // defined once (Training/Checkpoint.swift); checkpoints record the same string
         subcommands: [Train.self, Eval.self, Predict.self, Generate.self, Inspect.self, Tokenize.self, Merge.self,
-                      Bench.self, CommCheck.self, Plan.self])
+                      Bench.self, Plan.self])
 }
 
 /// OpenBLAS chose its generic kernels on a CPU it does not know (ComputeThreads.betterBLASCoretype): start this same

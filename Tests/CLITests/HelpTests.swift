@@ -13,7 +13,7 @@ final class HelpTests: XCTestCase {
             XCTAssertTrue(help.contains("  \(sub)"), "root help lacks '\(sub)':\n\(help)")
         }
         XCTAssertTrue(help.contains("mpirun -n 2 disttrain train"), help)
-        XCTAssertFalse(help.contains("  comm-check"), "comm-check is a hidden diagnostic")
+        XCTAssertFalse(help.contains("comm-check"), "comm-check is a test-only executable, not in the shipped binary")
     }
 
     /// The issue-2 flag names are a contract; they must all appear in `train --help`.
@@ -49,10 +49,16 @@ final class HelpTests: XCTestCase {
         XCTAssertTrue(help.contains("manifest"), help)
     }
 
-    func testBenchTokenizeAndCommCheckHelp() {
+    func testBenchAndTokenizeHelp() {
         XCTAssertTrue(Disttrain.helpMessage(for: Bench.self).contains("--seq-len"))
         XCTAssertTrue(Disttrain.helpMessage(for: Tokenize.self).contains("USAGE: disttrain tokenize"))
-        XCTAssertTrue(Disttrain.helpMessage(for: CommCheck.self).contains("USAGE: disttrain comm-check"))
+    }
+
+    /// The comm-check harness is a test-only executable (Tests/CommCheck): the shipped binary does not know it.
+    func testCommCheckIsNotInTheShippedBinary() throws {
+        let r = try CLI.run(["comm-check", "--mode", "collectives"])
+        XCTAssertEqual(r.status, 2, r.stderr)
+        XCTAssertTrue(r.stderr.contains("comm-check"), r.stderr)
     }
 
     /// `--help` is not an error: the binary prints the subcommand's help on stdout and exits 0 (main.swift's policy).

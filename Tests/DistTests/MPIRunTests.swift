@@ -1,5 +1,5 @@
 // MPIRunTests: real `mpirun` jobs. XCTest cannot be an MPI rank itself (and MPI may be initialised only once per
-// process), so these tests launch the built `disttrain comm-check` under `mpirun --allow-run-as-root --oversubscribe
+// process), so these tests launch the built test-only `disttrain-comm-check` under `mpirun --allow-run-as-root --oversubscribe
 // -n K` with Foundation.Process and assert on its JSON and exit status. Expected values are computed here, from the
 // formula the command uses for each rank's data, never taken from the command's own verdict.
 // Deliberately not here: training (Training/CLI tests), bandwidth assertions (timing depends on the machine's load).
@@ -23,18 +23,19 @@ final class MPIRunTests: XCTestCase {
         }
     }
 
-    /// The `disttrain` executable built next to this test bundle (.build/<triple>/debug/), or via the
-    /// `.build/debug` symlink relative to this source file.
+    /// The test-only `disttrain-comm-check` executable built next to this test bundle (.build/<triple>/debug/), or
+    /// via the `.build/debug` symlink relative to this source file.
     static func disttrainPath() throws -> String {
-        var candidates = [Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("disttrain").path,
+        let name = "disttrain-comm-check"
+        var candidates = [Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent(name).path,
                           Bundle(for: MPIRunTests.self).bundleURL.deletingLastPathComponent()
-                              .appendingPathComponent("disttrain").path]
+                              .appendingPathComponent(name).path]
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
-        candidates.append(root.appendingPathComponent(".build/debug/disttrain").path)
+        candidates.append(root.appendingPathComponent(".build/debug/\(name)").path)
         if let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) { return found }
-        throw CommunicatorError("disttrain executable not found (looked at \(candidates.joined(separator: ", "))). "
-                                + "HINT: run `swift build` (or `swift test`, which builds it for CLITests) first.")
+        throw CommunicatorError("\(name) executable not found (looked at \(candidates.joined(separator: ", "))). "
+                                + "HINT: run `swift build` (or `swift build --build-tests`) first.")
     }
 
     static func mpirunPath() throws -> String {
@@ -50,10 +51,10 @@ final class MPIRunTests: XCTestCase {
         let p = Process()
         if let k = ranks {
             p.executableURL = URL(fileURLWithPath: try Self.mpirunPath())
-            p.arguments = ["--allow-run-as-root", "--oversubscribe", "-n", "\(k)"] + extraMPI + [bin, "comm-check"] + args
+            p.arguments = ["--allow-run-as-root", "--oversubscribe", "-n", "\(k)"] + extraMPI + [bin] + args
         } else {
             p.executableURL = URL(fileURLWithPath: bin)
-            p.arguments = ["comm-check"] + args
+            p.arguments = args
         }
         var env = ProcessInfo.processInfo.environment
         env["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
@@ -172,7 +173,7 @@ final class MPIRunTests: XCTestCase {
         XCTAssertEqual(same.status, 0, same.stderr)
         XCTAssertNotNil(try same.json["hash"] as? String)
         // MPMD (mpirun's `:` syntax): ranks 0 and 1 with seed 1, rank 2 with seed 2.
-        let mismatch = try run(["--mode", "consistency", "--seed", "1", ":", "-n", "1", bin, "comm-check",
+        let mismatch = try run(["--mode", "consistency", "--seed", "1", ":", "-n", "1", bin,
                                 "--mode", "consistency", "--seed", "2"], ranks: 2)
         XCTAssertNotEqual(mismatch.status, 0)
         XCTAssertTrue(mismatch.stderr.contains("rank(s) 2 were started with a different configuration"),

@@ -1,6 +1,7 @@
-// CommCheckCommand: `disttrain comm-check`, a hidden subcommand that exercises the Dist API under a real `mpirun`
-// and prints one JSON object on rank 0. XCTest cannot start MPI ranks itself, so Tests/DistTests launches this
-// with Foundation.Process and asserts on the JSON (and on exit codes for the failure modes).
+// CommCheck: `disttrain-comm-check`, a test-only executable (not in the shipped `disttrain` binary, not a product) that
+// exercises the Dist API under a real `mpirun` and prints one JSON object on rank 0. XCTest cannot start MPI ranks
+// itself, so Tests/DistTests launches this with Foundation.Process and asserts on the JSON (and on exit codes for the
+// failure modes).
 // Deliberately not a user tool: no training, no files written; modes that abort the job are meant for tests.
 import ArgumentParser
 import Dist
@@ -8,9 +9,8 @@ import Foundation
 
 struct CommCheck: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "comm-check",
-        abstract: "Exercise collectives, sharding, consistency check, bandwidth and failure handling (for tests).",
-        shouldDisplay: false)
+        commandName: "disttrain-comm-check",
+        abstract: "Exercise collectives, sharding, consistency check, bandwidth and failure handling (for tests).")
 
     enum Mode: String, ExpressibleByArgument, CaseIterable {
         /// All-reduce (f32/f64/i64 sum/max/min), broadcast, GradientReducer sync/async, core count.

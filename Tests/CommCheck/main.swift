@@ -1,0 +1,2 @@
+// The entry point of the test-only `disttrain-comm-check` executable (CommCheck.swift).
+CommCheck.main()
