@@ -14,7 +14,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Batch size.") var batchSize: Int = 32
     @Option(help: "Sequence length.") var seqLen: Int = 128
     @Option(help: "Timed steps (after 2 warm-up steps).") var steps: Int = 10
-    @Option(help: "A config.json to take the shape from (default: the MiniLM shape; or --model's config.json).") var config: String?
+    @Option(help: ArgumentHelp("A config.json to take the shape from (default: the MiniLM shape; or --model's config.json). A .yaml/.yml file is read as flag values instead, as --config of the other commands (keys are flag names; flags given here override it).", valueName: "config.json|file.yaml"))
+    var config: String?
     @Option(help: "Compare full fine-tuning with LoRA of this rank (query,value; alpha 2r): alternating training steps with AdamW in one process.")
     var loraR: Int = 0
     @Flag(help: "Data-parallel step (all-reduce, clipping, AdamW) with --batch-size per rank; implied under mpirun.")
@@ -32,9 +33,10 @@ struct Bench: ParsableCommand {
     @Option(help: "With --table: the training file for the launch → first step row.") var trainFile: String?
 
     func validate() throws {
-        guard threads > 0, batchSize > 0, seqLen > 1, steps > 0 else {
-            throw ValidationError("--threads, --batch-size and --steps must be positive and --seq-len at least 2")
-        }
+        try Check.positive(threads, "--threads")
+        try Check.positive(batchSize, "--batch-size")
+        try Check.positive(steps, "--steps")
+        try Check.maxLength(seqLen, flag: "--seq-len")
         // A flag that does not apply to the chosen mode is refused, never silently ignored.
         if table {
             let other = [(config != nil, "--config"), (loraR != 0, "--lora-r"), (dataParallel, "--data-parallel"),

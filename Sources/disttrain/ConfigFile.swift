@@ -1,7 +1,9 @@
-// ConfigFile: `--config FILE.yaml` for a subcommand. The YAML's keys are the command's long flag names (`learning-rate`
-// or `learning_rate`); the file is turned into `--flag value` arguments placed BEFORE the command-line ones, so every
-// flag is available in YAML without being declared twice, and a flag given on the command line wins (ArgumentParser
-// keeps the last value of a repeated option).
+// ConfigFile: `--config FILE.yaml` for every subcommand that takes flags (train, eval, predict, generate, bench,
+// tokenize, merge). The YAML's keys are the command's long flag names (`learning-rate` or `learning_rate`); the file is
+// turned into `--flag value` arguments placed BEFORE the command-line ones, so every flag is available in YAML without
+// being declared twice, and a flag given on the command line wins (ArgumentParser keeps the last value of a repeated
+// option). `bench --config` also takes a model's config.json (its older meaning): only a .yaml/.yml file is expanded
+// there, and that `--config` is then dropped from the command line (a `config:` key may name the config.json).
 // Known flags and their value types come from the command itself (its dump-help JSON for the names, a Mirror of a
 // parsed instance for the Swift types), so a new flag needs no change here.
 // Deliberately not here: any setting that is not a flag (the file is not a second configuration language), nested
@@ -12,7 +14,50 @@ import Foundation
 import Training
 import Yams
 
+/// A command whose default instance cannot be parsed from its required options alone (its validate() wants more)
+/// names the extra arguments that let ConfigFile parse one to learn its flags' value types.
+protocol ConfigFileTypeProbe {
+    static var typeProbeArguments: [String] { get }
+}
+
 enum ConfigFile {
+    /// The subcommands whose `--config` is expanded, by name.
+    static let commands: [String: any ParsableCommand.Type] = [
+        "train": Train.self, "eval": Eval.self, "predict": Predict.self, "generate": Generate.self, "bench": Bench.self,
+        "tokenize": Tokenize.self, "merge": Merge.self,
+    ]
+
+    /// `args` (without the program name) with the `--config FILE` of its subcommand expanded in front of the command
+    /// line's own flags; unchanged for other subcommands and without --config.
+    static func expand(_ args: [String]) throws -> [String] {
+        guard let sub = args.first, let command = commands[sub] else { return args }
+        var rest = Array(args.dropFirst())
+        guard let path = configPath(in: rest) else { return args }
+        if command == Bench.self {
+            guard isYAML(path) else { return args }   // bench --config config.json: the model shape
+            rest = removingConfig(rest)
+        }
+        return [sub] + (try yamlArguments(path: path, for: command)) + rest
+    }
+
+    static func isYAML(_ path: String) -> Bool {
+        ["yaml", "yml"].contains(URL(fileURLWithPath: path).pathExtension.lowercased())
+    }
+
+    /// `args` without `--config X` / `--config=X` (before a `--`).
+    static func removingConfig(_ args: [String]) -> [String] {
+        var out: [String] = []
+        var i = 0
+        while i < args.count {
+            let a = args[i]
+            if a == "--" { out += args[i...]; break }
+            if a == "--config", i + 1 < args.count { i += 2; continue }
+            if !a.hasPrefix("--config=") { out.append(a) }
+            i += 1
+        }
+        return out
+    }
+
     /// What one flag accepts, for type checks and messages.
     enum ValueKind: Equatable {
         case flag, integer, unsignedInteger, number, string
@@ -28,12 +73,9 @@ enum ConfigFile {
         }
     }
 
-    /// `args` with the `--config FILE` of `command` expanded in front of the command line's own flags.
-    /// `args` excludes the program name and starts with the subcommand name, e.g. ["train", "--config", "run.yaml"].
+    /// The same, for one command (the older spelling; `expand(_:)` knows every command by its name).
     static func expand<C: ParsableCommand>(_ args: [String], for command: C.Type, subcommand: String) throws -> [String] {
-        guard args.first == subcommand, let path = configPath(in: Array(args.dropFirst())) else { return args }
-        let flags = try yamlArguments(path: path, for: command)
-        return [subcommand] + flags + args.dropFirst()
+        try expand(args)
     }
 
     /// The value of `--config X` or `--config=X`, if present (the last one wins, like any option).
@@ -67,6 +109,8 @@ enum ConfigFile {
             throw usage("\(path): the top level must be a mapping of flag names to values, like `learning-rate: 5e-5`")
         }
         let known = try knownFlags(of: command)
+        // `config` is the YAML itself, except for bench, whose --config may also name a config.json.
+        let reserved: Set<String> = command == Bench.self ? ["help"] : ["config", "help"]
         var out: [String] = []
         var seen: [String: String] = [:]
         for key in map.keys.sorted() {
@@ -75,8 +119,8 @@ enum ConfigFile {
                 throw usage("\(path): keys '\(other)' and '\(key)' set the same flag --\(name); keep one of them")
             }
             seen[name] = key
-            guard let kind = known[name], name != "config", name != "help" else {
-                let close = closeMatches(name, in: Array(known.keys.filter { $0 != "config" && $0 != "help" }))
+            guard let kind = known[name], !reserved.contains(name) else {
+                let close = closeMatches(name, in: Array(known.keys.filter { !reserved.contains($0) }))
                 throw usage("\(path): unknown key '\(key)'"
                             + (close.isEmpty ? "" : "; did you mean \(close.map { "'\($0)'" }.joined(separator: " or "))?")
                             + " (keys are the long flag names of `disttrain \(command._commandName)`, see --help)")
@@ -120,11 +164,9 @@ enum ConfigFile {
         }
         // Swift value types from a Mirror of the default instance (labels are `_camelCase` property names).
         var types: [String: String] = [:]
-        if let instance = try? command.parse(requiredDummies(args)) {
-            for child in Mirror(reflecting: instance).children {
-                guard let label = child.label, label.hasPrefix("_") else { continue }
-                types[kebab(String(label.dropFirst()))] = String(describing: type(of: child.value))
-            }
+        let probe = (command as? ConfigFileTypeProbe.Type)?.typeProbeArguments ?? []
+        if let instance = try? command.parse(requiredDummies(args) + probe) {
+            collectTypes(of: instance, into: &types)
         }
         var out: [String: ValueKind] = [:]
         for a in args {
@@ -147,12 +189,33 @@ enum ConfigFile {
         return out
     }
 
-    /// Placeholder values for the required options, so a default instance can be parsed for its property types.
+    /// `_camelCase` property label → Swift type name, for the flags of `instance` and of its option groups.
+    static func collectTypes(of instance: Any, into types: inout [String: String]) {
+        for child in Mirror(reflecting: instance).children {
+            guard let label = child.label, label.hasPrefix("_") else { continue }
+            let t = String(describing: type(of: child.value))
+            if t.hasPrefix("OptionGroup<") {
+                for group in parsedGroups(in: child.value, depth: 0) { collectTypes(of: group, into: &types) }
+            } else {
+                types[kebab(String(label.dropFirst()))] = t
+            }
+        }
+    }
+
+    /// The parsed ParsableArguments value inside an OptionGroup wrapper (a few levels down its stored properties).
+    static func parsedGroups(in value: Any, depth: Int) -> [Any] {
+        if depth > 0, value is ParsableArguments { return [value] }
+        guard depth < 4 else { return [] }
+        return Mirror(reflecting: value).children.flatMap { parsedGroups(in: $0.value, depth: depth + 1) }
+    }
+
+    /// Placeholder values for the required options (distinct, so no "must differ" check trips), so a default instance
+    /// can be parsed for its property types.
     static func requiredDummies(_ args: [[String: Any]]) -> [String] {
         var out: [String] = []
         for a in args where (a["kind"] as? String) == "option" && (a["isOptional"] as? Bool) == false {
             if let n = ((a["names"] as? [[String: Any]]) ?? []).first(where: { ($0["kind"] as? String) == "long" })?["name"] as? String {
-                out += ["--\(n)", "x"]
+                out += ["--\(n)", "probe-\(n)"]
             }
         }
         return out

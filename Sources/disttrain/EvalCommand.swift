@@ -39,31 +39,25 @@ struct Eval: ParsableCommand {
           mpirun -n 2 disttrain eval ...
         """)
 
-    @Option(help: "A trained model folder (as written by `disttrain train`) or a checkpoint folder.") var model: String
-    @Option(help: "A PEFT LoRA adapter folder (from `train --lora-r`) to run unmerged on --model (the base it was trained on).")
-    var adapter: String?
+    @OptionGroup var config: ConfigFileOption
+    @OptionGroup var modelOptions: InferenceModelOptions
     @Option(help: "Labelled data: JSONL, CSV or TSV (the format follows the extension); for a GPT-2 LM, {\"text\"} or {\"prompt\", \"response\"} JSONL.")
     var evalFile: String
-    @Option(help: "Truncate inputs to this many tokens (special tokens included; default: 128, or the model's positions when fewer).")
-    var maxLength: Int?
-    @Option(help: "Texts per forward pass.") var batchSize: Int = 32
-    @Option(help: "Column holding the text.") var textColumn: String = "text"
-    @Option(help: "Column holding the second text of a pair.") var textPairColumn: String?
-    @Option(help: "Column holding the label.") var labelColumn: String = "label"
+    @OptionGroup var inference: InferenceRunOptions
+    @OptionGroup var columns: DataColumnOptions
     @Option(help: "Format of --eval-file when the extension does not say: jsonl, csv or tsv (classifier data), or conll (token classification).")
     var dataFormat: DataFormatOption?
     @Option(help: "Also write the JSON object to this file.") var output: String?
     @Option(help: "GPT-2 LM: tokens per packed block of {\"text\"} data (default: --max-length).") var blockSize: Int?
     @Flag(help: "GPT-2 LM: one example per {\"text\"} row instead of packed blocks.") var lmPerRow = false
     @Option(help: ArgumentHelp("Token classifier: entity metrics in seqeval's default mode, or strict mode with a scheme: \(TagScheme.names).", valueName: "scheme"))
-    var tagScheme: String = "default"
-    @Option(help: "Compute threads per rank (default: the cores available to the rank).") var threads: Int?
+    var tagScheme: TagScheme = .default
+    @OptionGroup var threads: ThreadsOption
 
-    func validate() throws {
-        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive (got \(batchSize))") }
-        if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
-        if let threads, threads <= 0 { throw ValidationError("--threads must be positive (got \(threads))") }
-    }
+    var model: String { modelOptions.model }
+    var adapter: String? { modelOptions.adapter }
+    var maxLength: Int? { inference.maxLength }
+    var batchSize: Int { inference.batchSize }
 
     func run() throws {
         let comm: Communicator
@@ -77,12 +71,12 @@ struct Eval: ParsableCommand {
             // One rank's error must end the whole job, not leave the others waiting in the all-reduce.
             guard comm.worldSize > 1 else { throw error }
             FileHandle.standardError.write(Data("error: [rank \(comm.rank)] \(error)\n".utf8))
-            comm.abort(code: (error as? TrainingError)?.exitCode ?? 1)
+            comm.abort(code: ExitPolicy.code(for: error))
         }
     }
 
     func evaluate(comm: Communicator) throws {
-        ComputeThreads.set(threads ?? availableCores())
+        ComputeThreads.set(threads.count)
         let folder = try ModelFolder.open(URL(fileURLWithPath: model))
         if let adapter { try AdapterBase.check(folder: folder, adapterDir: URL(fileURLWithPath: adapter)) }
         let result: [String: Any]
@@ -128,7 +122,7 @@ struct Eval: ParsableCommand {
     /// A reward model on preference pairs: pairwise accuracy, mean margin, loss and mean reward through RewardTask's
     /// evaluation (the trainer's); pairs longer than --max-length are skipped and counted on stderr, as in training.
     func evaluateReward(_ folder: ModelFolder, comm: Communicator) throws -> [String: Any] {
-        if blockSize != nil || lmPerRow || textPairColumn != nil {
+        if blockSize != nil || lmPerRow || columns.text.textPairColumn != nil {
             throw TrainingError("--block-size, --lm-per-row and --text-pair-column do not apply to a reward model; \(model) takes a preference file ({\"prompt\", \"chosen\", \"rejected\"} lines)", exitCode: 2)
         }
         try jsonlOnly("a reward model's preference data")
@@ -143,9 +137,7 @@ struct Eval: ParsableCommand {
     /// seqeval entity precision/recall/F1 (overall and per type), token accuracy and eval_loss through
     /// TokenClassificationTask's evaluation (the trainer's), exact over ranks.
     func evaluateTokenClassifier(_ folder: ModelFolder, comm: Communicator) throws -> [String: Any] {
-        guard let scheme = TagScheme(rawValue: tagScheme.lowercased()) else {
-            throw TrainingError("--tag-scheme '\(tagScheme)' is unknown; use one of \(TagScheme.names)", exitCode: 2)
-        }
+        let scheme = tagScheme
         if let d = dataFormat, d.token == nil {
             throw TrainingError("--data-format \(d.rawValue): token-classification data is jsonl or conll; drop --data-format or give one of those", exitCode: 2)
         }
@@ -182,7 +174,7 @@ struct Eval: ParsableCommand {
         do {
             task = try ClassificationTask(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
                                           evalFile: URL(fileURLWithPath: evalFile),
-                                          columns: ColumnOptions(text: textColumn, textPair: textPairColumn, label: labelColumn),
+                                          columns: columns.columns,
                                           maxLength: maxLength, batchSize: batchSize, format: try tableFormat())
         } catch let e as DataError where e.fix.contains("--labels") {
             // The loader's advice is train's (`--labels FILE`); eval has no such flag: the classes are the model's.

@@ -23,6 +23,7 @@ struct Generate: ParsableCommand {
         The GPT-2 6x384 benchmarks (batch 16, seq 128: step MFU, generation tokens/s):
           disttrain generate --bench
         """)
+    @OptionGroup var config: ConfigFileOption
     @Option(help: "A GPT-2 model folder: config.json, model.safetensors, vocab.json + merges.txt (or tokenizer.json).")
     var model: String?
     @Option(help: "A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) to run unmerged on --model.")
@@ -49,16 +50,17 @@ struct Generate: ParsableCommand {
             if let f = other.first {
                 throw ValidationError("--bench runs the fixed GPT-2 6x384 benchmark on random weights; \(f) does not apply to it: drop \(f), or drop --bench to generate")
             }
-            guard (threads ?? 1) > 0, benchSteps > 0 else { throw ValidationError("--threads and --bench-steps must be positive") }
+            try Check.positive(threads, "--threads")
+            try Check.positive(benchSteps, "--bench-steps")
             return
         }
         guard model != nil else { throw ValidationError("--model is required (a GPT-2 model folder)") }
         guard prompt != nil else { throw ValidationError("--prompt is required") }
-        guard maxNewTokens > 0 else { throw ValidationError("--max-new-tokens must be positive (got \(maxNewTokens))") }
+        try Check.positive(maxNewTokens, "--max-new-tokens")
         guard temperature >= 0 else { throw ValidationError("--temperature must be >= 0 (got \(temperature))") }
         guard topK >= 0 else { throw ValidationError("--top-k must be >= 0 (got \(topK))") }
         guard topP > 0 && topP <= 1 else { throw ValidationError("--top-p must be in (0, 1] (got \(topP))") }
-        if let threads, threads <= 0 { throw ValidationError("--threads must be positive (got \(threads))") }
+        try Check.positive(threads, "--threads")
         if temperature == 0 && (topK > 0 || topP < 1) {
             throw ValidationError("--top-k/--top-p apply only when sampling; pass --temperature > 0 (e.g. 0.8), or drop them for greedy decoding")
         }
@@ -95,4 +97,9 @@ struct Generate: ParsableCommand {
         let g = try GPT2Benchmark.runGeneration(config: config, promptTokens: 16, newTokens: 64, repeats: 3, threads: threads)
         print(g.json)
     }
+}
+
+extension Generate: ConfigFileTypeProbe {
+    /// validate() wants --model and --prompt unless --bench.
+    static var typeProbeArguments: [String] { ["--model", "probe", "--prompt", "probe"] }
 }

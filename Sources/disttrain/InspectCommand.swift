@@ -36,7 +36,7 @@ struct Inspect: ParsableCommand {
         } else {
             print(Inspect.text(info))
         }
-        if let ck = info["checkpoint"] as? [String: Any], ck["verified"] as? Bool == false { throw ExitCode(1) }
+        if let ck = info["checkpoint"] as? [String: Any], ck["verified"] as? Bool == false { throw ExitCode(ExitPolicy.runtime) }
     }
 
     /// Everything known about the folder, as JSON-ready values: a model folder of any supported kind (through

@@ -17,6 +17,7 @@ struct Merge: ParsableCommand {
               --output runs/spam-merged
         (--adapter: the --output-dir of `train --lora-r`, or one of its checkpoint-N folders.)
         """)
+    @OptionGroup var config: ConfigFileOption
     @Option(help: "The base model folder the adapter was trained on.") var model: String
     @Option(help: "The adapter folder (adapter_config.json + adapter_model.safetensors).") var adapter: String
     @Option(help: "Output folder for the merged model (created if needed).") var output: String

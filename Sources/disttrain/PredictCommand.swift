@@ -24,30 +24,26 @@ struct Predict: ParsableCommand {
           cat texts.csv | disttrain predict --model runs/spam --input - \\
               --data-format csv
         """)
-    @Option(help: "A trained model folder (as written by `disttrain train`).") var model: String
-    @Option(help: "A PEFT LoRA adapter folder (from `train --lora-r`) to run unmerged on --model (the base it was trained on).")
-    var adapter: String?
+    @OptionGroup var config: ConfigFileOption
+    @OptionGroup var modelOptions: InferenceModelOptions
     @Option(help: "Input file (JSONL, CSV or TSV by extension); '-' for standard input.") var input: String
     @Option(name: [.customLong("data-format"), .customLong("input-format")],
             help: "Input format when the extension does not say (standard input defaults to jsonl): jsonl, csv or tsv.")
     var inputFormat: DataFormat?
     @Option(help: "Output JSONL file (default: standard output).") var output: String?
-    @Option(help: "Truncate inputs to this many tokens (default: 128, or the model's positions when fewer).") var maxLength: Int?
-    @Option(help: "Texts per forward pass.") var batchSize: Int = 32
-    @Option(help: "Column holding the text.") var textColumn: String = "text"
-    @Option(help: "Column holding the second text of a pair.") var textPairColumn: String?
+    @OptionGroup var inference: InferenceRunOptions
+    @OptionGroup var columns: TextColumnOptions
     @Flag(inversion: .prefixedNo, help: "Include the raw logits in each output line.") var logits = true
-    @Option(help: "Compute threads (default: the cores available).") var threads: Int?
+    @OptionGroup var threads: ThreadsOption
 
-    func validate() throws {
-        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive (got \(batchSize))") }
-        if let maxLength, maxLength < 2 { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
-        if let threads, threads <= 0 { throw ValidationError("--threads must be positive (got \(threads))") }
-    }
+    var model: String { modelOptions.model }
+    var adapter: String? { modelOptions.adapter }
+    var maxLength: Int? { inference.maxLength }
+    var batchSize: Int { inference.batchSize }
 
     func run() throws {
         if OutputRank.isSecondary() { return }   // under mpirun/srun: rank 0 predicts and prints, once
-        ComputeThreads.set(threads ?? availableCores())
+        ComputeThreads.set(threads.count)
         let folder = try ModelFolder.open(URL(fileURLWithPath: model))
         if folder.kind == .encoderTokenClassifier || (adapter.map { TokenPredictor.isTokenAdapter(URL(fileURLWithPath: $0)) } ?? false) {
             return try predictTokens(folder)
@@ -55,7 +51,7 @@ struct Predict: ParsableCommand {
         let predictor = try Predictor(modelDir: URL(fileURLWithPath: model), adapterDir: adapter.map { URL(fileURLWithPath: $0) },
                                       maxLength: maxLength, batchSize: batchSize)
         let data = try DataLoader.loadTexts(URL(fileURLWithPath: input),
-                                            columns: ColumnOptions(text: textColumn, textPair: textPairColumn),
+                                            columns: columns.columns,
                                             format: inputFormat)
         let preds = try predictor.predict(data.examples.map { ($0.text, $0.textPair) })
         var lines: [String] = []
@@ -123,15 +119,4 @@ struct Predict: ParsableCommand {
             FileHandle.standardOutput.write(Data(text.utf8))
         }
     }
-}
-
-extension DataFormat: ExpressibleByArgument {}
-
-/// `--data-format` of train and eval: the table formats of classification data, or CoNLL columns of token data.
-enum DataFormatOption: String, ExpressibleByArgument, CaseIterable {
-    case jsonl, csv, tsv, conll
-    /// As classification data (nil for conll).
-    var table: DataFormat? { DataFormat(rawValue: rawValue) }
-    /// As token-classification data (nil for csv/tsv).
-    var token: TokenDataFormat? { TokenDataFormat(rawValue: rawValue) }
 }

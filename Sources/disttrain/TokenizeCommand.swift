@@ -21,6 +21,8 @@ struct Tokenize: ParsableCommand {
           disttrain tokenize --tokenizer models/all-MiniLM-L6-v2 --input texts.jsonl
         """)
 
+    @OptionGroup var config: ConfigFileOption
+
     @Option(help: "Folder holding tokenizer.json, or vocab.txt, or vocab.json + merges.txt.")
     var tokenizer: String
 
@@ -40,18 +42,13 @@ struct Tokenize: ParsableCommand {
     var benchRuns = 5
 
     func validate() throws {
-        if let maxLength, maxLength < 1 { throw ValidationError("--max-length must be at least 1") }
-        if benchRuns < 1 { throw ValidationError("--bench-runs must be at least 1") }
+        try Check.maxLength(maxLength, minimum: 1)
+        try Check.positive(benchRuns, "--bench-runs")
     }
 
     func run() throws {
         if OutputRank.isSecondary() { return }   // under mpirun/srun: rank 0 tokenizes and prints, once
-        do {
-            if bench { try runBenchmark() } else { try runTokenize() }
-        } catch let error as TokenizerError {
-            FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
-            throw ExitCode(1)
-        }
+        if bench { try runBenchmark() } else { try runTokenize() }   // a TokenizerError exits 1 (ExitPolicy)
     }
 
     private func readInput() throws -> Data {

@@ -33,16 +33,9 @@ struct Train: ParsableCommand {
 
     @Option(help: ArgumentHelp("What to train: \(TaskKind.names) (default: auto, what the model folder is — a classifier or base encoder: classification; a GPT-2 LM: causal-lm; a reward model: reward).", valueName: "task"))
     var task: String = "auto"
-    @Option(help: "Hugging Face model folder (config.json, model.safetensors, vocab.txt or tokenizer.json); with --init-from-config, the folder holding that config (default: its folder).")
-    var model: String?
-    @Option(help: ArgumentHelp("Pre-train from scratch: build the model of this config.json (any name, or a folder holding config.json) with every weight initialised from --seed as transformers initialises a new model; the tokenizer files are read beside it. A resumed run continues its checkpoint instead.", valueName: "config.json"))
-    var initFromConfig: String?
-    @Option(help: "Training data: JSONL with {\"text\", \"label\"} per line, or CSV/TSV with a header.")
-    var trainFile: String
-    @Option(help: "Evaluation data in the same format (labels must be among the training labels).")
-    var evalFile: String?
-    @Option(help: "Folder for the trained model, eval_results.json and metrics.jsonl.")
-    var outputDir: String
+    // Model, data, LoRA, threads and logging flags: the shared groups of Options.swift.
+    @OptionGroup var modelOptions: TrainModelOptions
+    @OptionGroup var data: TrainDataOptions
     @Option(help: "Passes over the training data.") var numTrainEpochs: Double = 1
     // .unconditional: `--max-steps -1` reaches validate() (a clear message) instead of reading as a missing value.
     @Option(parsing: .unconditional, help: "Stop after this many optimizer steps (overrides --num-train-epochs when > 0).") var maxSteps: Int = 0
@@ -54,33 +47,19 @@ struct Train: ParsableCommand {
     @Option(help: "AdamW decoupled weight decay (not applied to biases and LayerNorm).") var weightDecay: Double = 0
     @Option(help: "Linear warmup steps (the first step runs at lr 0, as in transformers).") var warmupSteps: Int = 0
     @Option(help: "Warmup as a fraction of the total steps (used when --warmup-steps is 0).") var warmupRatio: Double = 0
-    @Option(help: "linear, cosine, constant or constant_with_warmup.") var lrSchedulerType: String = "linear"
+    @Option(help: "linear, cosine, constant or constant_with_warmup.") var lrSchedulerType: LRScheduleKind = .linear
     @Option(help: "Clip gradients to this global L2 norm (0 = off).") var maxGradNorm: Double = 1
     @Option(help: "Truncate inputs to this many tokens (special tokens included).") var maxLength: Int = 128
     @Option(help: "Seed for the data order, head initialisation and dropout.") var seed: UInt64 = 42
     @Option(help: "Log every N optimizer steps.") var loggingSteps: Int = 10
     @Option(help: "Evaluate every N steps (0 = at the end of each epoch).") var evalSteps: Int = 0
-    @Option(help: "Column holding the text.") var textColumn: String = "text"
-    @Option(help: "Column holding the second text of a pair.") var textPairColumn: String?
-    @Option(help: "Column holding the label.") var labelColumn: String = "label"
-    @Option(help: "Format of --train-file and --eval-file when the extension does not say: jsonl, csv or tsv (classification data), or conll (token classification: word … tag columns; the default for .conll/.txt/.iob/.bio files).")
-    var dataFormat: DataFormatOption?
-    @Option(help: "File with one label name per line (default: the labels of the training file).") var labels: String?
-    @Option(help: "Hold out this fraction of the training data for evaluation when no --eval-file is given.")
-    var validationSplit: Double = 0
-    @Option(help: "Compute threads per rank (default: the cores available to the rank).") var threads: Int?
+    @OptionGroup var threadsOption: ThreadsOption
     @Flag(help: "Turn dropout off during training.") var noDropout = false
     @Flag(help: "Matrix products of the encoder layers in bfloat16 with fp32 accumulation (needs AVX512-BF16); fp32 weights and optimizer.")
     var bf16 = false
     @Option(help: ArgumentHelp("--task reward: add c·mean((r_chosen + r_rejected)²) to the loss to keep rewards centred at 0 (TRL's center_rewards_coefficient; off by default, TRL suggests 0.01).", valueName: "c"))
     var centerRewardsCoefficient: Double?
-    @Option(help: "LoRA rank: train a PEFT LoRA adapter (frozen base) instead of every weight (0 = full fine-tuning).")
-    var loraR: Int = 0
-    @Option(help: "LoRA alpha (scaling alpha/r).") var loraAlpha: Double = 8
-    @Option(help: "Dropout on the LoRA input.") var loraDropout: Double = 0
-    @Option(help: "Comma-separated LoRA target modules (default: query,value; q_lin,v_lin for DistilBERT; c_attn for GPT-2).")
-    var loraTargetModules: String?
-    @Flag(help: "Rank-stabilised LoRA scaling alpha/sqrt(r).") var useRslora = false
+    @OptionGroup var lora: LoRAOptions
     @Option(help: "Causal LM: tokens per packed block (default: --max-length).") var blockSize: Int?
     @Flag(help: "Causal LM: one example per text row instead of packed blocks.") var lmPerRow = false
     @Option(help: "DPO (--task dpo): beta, how far the policy may move from the reference (default 0.1).") var beta: Double?
@@ -99,8 +78,7 @@ struct Train: ParsableCommand {
     @Flag(help: "Plain random batches instead of grouping similar lengths (grouping cuts padding).") var noGroupByLength = false
     @Flag(help: "Check every collective's sequence and size across ranks, and activations/gradients for NaN/Inf.")
     var debug = false
-    @Option(help: "Least severe messages shown: trace, debug (every metrics record), info, notice, warning, error, critical.")
-    var logLevel: LogLevelOption = .info
+    @OptionGroup var logging: LoggingOptions
     @Flag(help: "Do not write report.html at the end.") var noReport = false
     @Option(help: "Abort the job when a collective waits longer than this many seconds (0 = never).")
     var watchdogTimeout: Double = 300
@@ -123,23 +101,22 @@ struct Train: ParsableCommand {
     @Option(help: .hidden) var stepDelayMs: Int = 0
     @Option(help: .hidden) var logSamples: String?
 
+    // The moved flags under their old names, for the task-specific code below (and code added beside it).
+    var model: String? { modelOptions.model }
+    var initFromConfig: String? { modelOptions.initFromConfig }
+    var trainFile: String { data.trainFile }
+    var evalFile: String? { data.evalFile }
+    var outputDir: String { data.outputDir }
+    var dataFormat: DataFormatOption? { data.dataFormat }
+    var threads: Int? { threadsOption.threads }
+    var loraR: Int { lora.loraR }
+
     func validate() throws {
-        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive (got \(batchSize))") }
-        if let m = microBatchSize, m <= 0 { throw ValidationError("--micro-batch-size must be positive (got \(m))") }
-        guard learningRate >= 0 else { throw ValidationError("--learning-rate must not be negative (got \(learningRate))") }
-        guard LRScheduleKind(rawValue: lrSchedulerType) != nil else {
-            throw ValidationError("--lr-scheduler-type '\(lrSchedulerType)' is unknown; use one of \(LRScheduleKind.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        guard maxLength >= 2 else { throw ValidationError("--max-length must be at least 2 (got \(maxLength))") }
-        if let t = threads, t <= 0 { throw ValidationError("--threads must be positive (got \(t))") }
-        if let m = model, let c = initFromConfig {
-            let cfg = URL(fileURLWithPath: c), dir = URL(fileURLWithPath: m).standardizedFileURL
-            var isDir: ObjCBool = false
-            let cfgDir = FileManager.default.fileExists(atPath: cfg.path, isDirectory: &isDir) && isDir.boolValue ? cfg.standardizedFileURL : cfg.deletingLastPathComponent().standardizedFileURL
-            guard cfgDir.path == dir.path else {
-                throw ValidationError("--init-from-config \(c) is not in --model \(m): the tokenizer is read beside the config, so give the config inside the model folder, or leave --model out")
-            }
-        }
+        // Each group checks its own flags (Options.swift); these are train's.
+        try Check.positive(batchSize, "--batch-size")
+        try Check.positive(microBatchSize, "--micro-batch-size")
+        try Check.nonNegative(learningRate, "--learning-rate")
+        try Check.maxLength(maxLength)
         guard TaskKind(rawValue: task) != nil else {
             throw ValidationError("--task '\(task)' is unknown; use one of \(TaskKind.names)")
         }
@@ -168,11 +145,7 @@ struct Train: ParsableCommand {
 
     var trainConfig: TrainConfig {
         let initConfig = initFromConfig.map { URL(fileURLWithPath: $0) }
-        let modelDir = model.map { URL(fileURLWithPath: $0) } ?? initConfig.map { url in
-            var isDir: ObjCBool = false
-            return FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) && isDir.boolValue ? url : url.deletingLastPathComponent()
-        } ?? URL(fileURLWithPath: ".")
-        var c = TrainConfig(modelDir: modelDir, trainFile: URL(fileURLWithPath: trainFile),
+        var c = TrainConfig(modelDir: modelOptions.modelDir, trainFile: URL(fileURLWithPath: trainFile),
                             evalFile: evalFile.map { URL(fileURLWithPath: $0) }, outputDir: URL(fileURLWithPath: outputDir))
         c.task = TaskKind(rawValue: task) ?? .auto
         c.labelAllTokens = labelAllTokens
@@ -181,21 +154,18 @@ struct Train: ParsableCommand {
         c.numTrainEpochs = numTrainEpochs; c.maxSteps = maxSteps; c.batchSize = batchSize
         c.microBatchSize = microBatchSize; c.learningRate = learningRate; c.weightDecay = weightDecay
         c.warmupSteps = warmupSteps; c.warmupRatio = warmupRatio
-        c.lrSchedule = LRScheduleKind(rawValue: lrSchedulerType) ?? .linear
+        c.lrSchedule = lrSchedulerType
         c.maxGradNorm = maxGradNorm; c.maxLength = maxLength; c.seed = seed
         c.loggingSteps = loggingSteps; c.evalSteps = evalSteps
-        c.columns = ColumnOptions(text: textColumn, textPair: textPairColumn, label: labelColumn)
-        c.labelsFile = labels.map { URL(fileURLWithPath: $0) }
+        c.columns = data.columns.columns
+        c.labelsFile = data.labels.map { URL(fileURLWithPath: $0) }
         c.dataFormat = dataFormat?.table
-        c.validationSplit = validationSplit
-        c.threads = threads ?? availableCores()
+        c.validationSplit = data.validationSplit
+        c.threads = threadsOption.count
         c.dropout = !noDropout
         c.centerRewardsCoefficient = centerRewardsCoefficient
         c.matmulPrecision = bf16 ? .bf16 : .fp32
-        if loraR != 0 {
-            c.lora = LoRAConfig(r: loraR, alpha: loraAlpha, dropout: loraDropout, useRSLoRA: useRslora,
-                                targetModules: loraTargetModules.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } })
-        }
+        c.lora = lora.config
         c.initFromConfig = initConfig
         c.blockSize = blockSize
         c.lmPerRow = lmPerRow
@@ -257,7 +227,7 @@ struct Train: ParsableCommand {
             try train(comm: comm)
             try finalizeMPI(comm)
         } catch let e as ExitCode {
-            if e == ExitCode(Preemption.exitCode) { try? finalizeMPI(comm) }
+            if e.rawValue == ExitPolicy.preempted { try? finalizeMPI(comm) }
             throw e
         } catch let e as StartupFailure {
             // Every rank knows start-up failed: one prints why, all end MPI cleanly (as for the flag checks above).
@@ -268,7 +238,7 @@ struct Train: ParsableCommand {
             // With several ranks, one rank's error must end the whole job rather than leave the others waiting in
             // a collective: print it (naming the rank) and abort through MPI.
             guard comm.worldSize > 1 else { throw error }
-            let code = (error as? TrainingError)?.exitCode ?? 1
+            let code = ExitPolicy.code(for: error)
             FileHandle.standardError.write(Data("error: [rank \(comm.rank)] \(error)\n".utf8))
             comm.abort(code: code)
         }
@@ -277,7 +247,7 @@ struct Train: ParsableCommand {
     func train(comm: Communicator) throws {
         let config = trainConfig
         let trainer = try Trainer(config: config, comm: comm)
-        let reporter = ProgressReporter(enabled: comm.isRoot, level: logLevel.level,
+        let reporter = ProgressReporter(enabled: comm.isRoot, level: logging.level.level,
                                         terminal: Terminal(isTTY: isatty(STDERR_FILENO) == 1))
         if let step = trainer.finishedStep {
             // A rerun of a finished command: nothing to train, and the folder's results stay as they are.
@@ -295,8 +265,9 @@ struct Train: ParsableCommand {
         }
         let result: TrainingResult
         do { result = try trainer.run(onEvent: reporter.handle) } catch let e as PreemptedError {
+            reporter.terminal.finish()
             if comm.isRoot { FileHandle.standardError.write(Data("\(e)\n".utf8)) }
-            throw ExitCode(Preemption.exitCode)
+            throw ExitCode(ExitPolicy.preempted)
         }
         if comm.isRoot {
             // [[Int64]] prints as a JSON array of arrays.

@@ -1,9 +1,10 @@
 // The `disttrain` command line: parses flags, maps them onto library configs, reports errors as one line.
-// Exit codes: 0 success, 2 usage errors (bad flags or values, a bad --config file), 1 runtime errors (bad files,
-// failed collectives). `train --config FILE.yaml` is expanded into flags here, before parsing (ConfigFile.swift).
+// Exit codes: ExitPolicy below, the one place they are decided. `--config FILE.yaml` of every subcommand is expanded
+// into flags here, before parsing (ConfigFile.swift).
 import ArgumentParser
 import Foundation
 import Model
+import Tokenizers
 import Training
 
 struct Disttrain: ParsableCommand {
@@ -38,18 +39,51 @@ func reexecWithBetterBLASKernels() {
     unsetenv("OPENBLAS_CORETYPE")
 }
 
-/// Runs the root command with our exit-code policy and never prints a crash trace for user errors.
+/// The exit-code policy of every command, in one place. Commands throw; this decides the code and the one line.
+///   0  success (and --help, --version)
+///   1  runtime errors: unreadable or malformed files, failed collectives, a checkpoint that does not verify
+///   2  usage errors: bad flags or values, a bad --config file, a flag that does not apply (TrainingError(exitCode: 2))
+///   75 preempted: a signal stopped training after a complete checkpoint; resubmit the same command (EX_TEMPFAIL)
+/// Under mpirun, errors that every rank sees alike end MPI cleanly with these codes; one rank's error aborts the job
+/// with its code through MPI (TrainCommand, EvalCommand), and mpirun reports it.
+enum ExitPolicy {
+    static let success: Int32 = 0
+    static let runtime: Int32 = 1
+    static let usage: Int32 = 2
+    static let preempted: Int32 = Preemption.exitCode
+
+    /// The exit code of an error thrown by a command (ArgumentParser's own errors aside).
+    static func code(for error: Error) -> Int32 {
+        switch error {
+        case let e as TrainingError: return e.exitCode
+        case let e as ExitCode: return e.rawValue
+        case is PreemptedError: return preempted
+        default: return runtime
+        }
+    }
+
+    /// The stderr line for an error thrown by a command (nil: already reported, as by `throw ExitCode`).
+    static func line(for error: Error) -> String? {
+        switch error {
+        case let e as TrainingError: return "error: \(e.message)"
+        case is ExitCode: return nil
+        case let e as PreemptedError: return "\(e)"
+        case let e as TokenizerError: return "error: \(e.description)"
+        default: return "error: \(error)"
+        }
+    }
+}
+
+/// Runs the root command with the exit-code policy and never prints a crash trace for user errors.
 func runMain() -> Never {
     do {
-        let args = try ConfigFile.expand(Array(CommandLine.arguments.dropFirst()), for: Train.self, subcommand: "train")
+        let args = try ConfigFile.expand(Array(CommandLine.arguments.dropFirst()))
         var command = try Disttrain.parseAsRoot(args)
         try command.run()
-        exit(0)
-    } catch let error as TrainingError {
-        FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
-        exit(error.exitCode)
-    } catch let error as ExitCode {
-        exit(error.rawValue)
+        exit(ExitPolicy.success)
+    } catch let error where error is TrainingError || error is ExitCode || error is PreemptedError || error is TokenizerError {
+        if let line = ExitPolicy.line(for: error) { FileHandle.standardError.write(Data((line + "\n").utf8)) }
+        exit(ExitPolicy.code(for: error))
     } catch {
         let code = Disttrain.exitCode(for: error)
         if code == .success {
@@ -59,10 +93,10 @@ func runMain() -> Never {
             // The error line first; ArgumentParser's long usage line is dropped (the help pointer stays).
             let lines = Disttrain.fullMessage(for: error).split(separator: "\n").filter { !$0.hasPrefix("Usage:") }
             FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
-            exit(2)
+            exit(ExitPolicy.usage)
         }
-        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-        exit(1)
+        FileHandle.standardError.write(Data(((ExitPolicy.line(for: error) ?? "error: \(error)") + "\n").utf8))
+        exit(ExitPolicy.code(for: error))
     }
 }
 
