@@ -203,6 +203,7 @@ public enum DataLoader {
                 }
                 return s
             }
+            try allColumnProblems(object, columns: columns, wantLabel: wantLabel, file: file, line: lineNo)
             let t = try text(columns.text, flag: "--text-column")
             let p = try columns.textPair.map { try text($0, flag: "--text-pair-column") }
             var label: String? = nil
@@ -216,6 +217,37 @@ public enum DataLoader {
             rows.append(RawRow(text: t, pair: p, label: label, line: lineNo))
         }
         return rows
+    }
+
+    /// Two or more missing or mistyped columns on one line are reported together, in one error (data with other
+    /// column names fails once, naming every flag to pass, not once per column); a single problem is left to the
+    /// per-column checks and their messages.
+    static func allColumnProblems(_ object: [String: Any], columns: ColumnOptions, wantLabel: Bool, file: String, line: Int) throws {
+        var missing: [(key: String, flag: String)] = [], mistyped: [String] = []
+        var wanted = [(columns.text, "--text-column", true)]
+        if let p = columns.textPair { wanted.append((p, "--text-pair-column", true)) }
+        if wantLabel { wanted.append((columns.label, "--label-column", false)) }
+        for (key, flag, isText) in wanted {
+            guard let v = object[key] else { missing.append((key, flag)); continue }
+            if isText, !(v is String) { mistyped.append("\"\(key)\" is \(describeJSONType(v)), not a string") }
+        }
+        guard missing.count + mistyped.count > 1 else { return }
+        let keys = object.keys.sorted().map(LabelSet.quote).joined(separator: ", ")
+        var parts: [String] = []
+        if !missing.isEmpty {
+            parts.append("missing column\(missing.count == 1 ? "" : "s") " + listed(missing.map { "\"\($0.key)\"" }))
+        }
+        parts += mistyped
+        let fix = missing.isEmpty
+            ? "give every row JSON strings there"
+            : "add \(missing.count == 1 ? "it" : "them") to every line, or pass \(listed(missing.map(\.flag))) naming the keys that hold \(missing.count == 1 ? "it" : "them")"
+                + (mistyped.isEmpty ? "" : ", and give every row JSON strings for the text")
+        throw DataError(file: file, line: line, problem: parts.joined(separator: "; ") + " (keys on this line: \(keys))", fix: fix)
+    }
+
+    /// `a`, `a and b`, `a, b and c`.
+    static func listed(_ items: [String]) -> String {
+        items.count <= 1 ? items.joined() : items.dropLast().joined(separator: ", ") + " and " + items.last!
     }
 
     /// Calls `body(object, line)` for each non-blank line of a JSONL source, in order. A line that is not a JSON
@@ -350,6 +382,18 @@ public enum DataLoader {
                                 fix: "add a \"\(name)\" column to the header row, or pass \(flag) with one of the columns found")
             }
             return i
+        }
+        // Two or more missing columns are reported together (one error naming every flag), not one per run.
+        var wanted = [(columns.text, "--text-column")]
+        if let p = columns.textPair { wanted.append((p, "--text-pair-column")) }
+        if wantLabel { wanted.append((columns.label, "--label-column")) }
+        let absent = wanted.filter { w in !header.fields.contains(w.0) }
+        if absent.count > 1 {
+            let tabs = header.fields.count == 1 && delimiter == UInt8(ascii: ",") && header.fields[0].contains("\t")
+            throw DataError(file: file, line: header.line,
+                            problem: "missing columns \(listed(absent.map { "\"\($0.0)\"" })) "
+                                + (tabs ? "(the header has no commas but has tabs: is this a TSV file?)" : "(columns found: \(found))"),
+                            fix: "name them in the header row, or pass \(listed(absent.map(\.1))) with columns found")
         }
         let textIdx = try column(columns.text, flag: "--text-column")
         let pairIdx = try columns.textPair.map { try column($0, flag: "--text-pair-column") }

@@ -22,6 +22,14 @@ struct MetricsWindow {
         for (k, v) in r.taskMetrics { taskMetrics[k, default: 0] += v }
     }
 
+    /// The loop's position after optimizer step `step` (1-based): the window's mean loss and token rate so far.
+    func progress(step: Int, totalSteps: Int, epoch: Double, elapsed: Double) -> ProgressRecord {
+        let dt = Date().timeIntervalSince(start)
+        return ProgressRecord(phase: .training, step: step, totalSteps: totalSteps, epoch: epoch, elapsedSeconds: elapsed,
+                              runningLoss: steps > 0 ? loss / Double(steps) : nil,
+                              tokensPerSecond: steps > 0 && dt > 0 ? Double(tokens) / dt : nil)
+    }
+
     /// The record of the window ending with `last` at `step` (1-based), and a fresh window.
     /// `launchToFirstStep` goes into this run's first record only; `checkpoint` is a background save that finished.
     mutating func record(step: Int, epoch: Double, totalSteps: Int, lr: Double, last: StepResult, elapsed: Double,

@@ -1,6 +1,8 @@
 // Report: a self-contained `report.html` for a finished run, built from the records of metrics.jsonl and the final
-// metrics: inline SVG line charts (train/eval loss, learning rate, tokens/s, eval accuracy and macro-F1 vs step), the
-// final metrics table with per-class precision/recall/F1/support, and the confusion matrix.
+// metrics. At the top a run summary (model, task, data, ranks × threads, wall time; the settings; the headline
+// results); then inline SVG line charts with labelled axes and units (loss, learning rate, tokens/s, and eval scores
+// for classifiers or perplexity for language models, against the optimizer step); the final metrics table; and for
+// classifiers per-class precision/recall/F1/support and the confusion matrix.
 // A pure function of its input (records in, HTML string out), so it is unit-testable and renders the same anywhere.
 // Deliberately not here: reading or writing files beyond the small `ReportInput.load` helper, running any model
 // (the confusion matrix comes from `eval_confusion_matrix` when the records carry it, is derived exactly for two
@@ -21,6 +23,8 @@ public struct ReportInput: Sendable {
     /// `confusion[true][predicted]`, when known.
     public var confusion: [[Int]]?
     public var title: String
+    /// What the run was (the command that trained it knows; a report rebuilt from a folder alone has none).
+    public var run: RunSummary?
 
     public init(logs: [[String: Double]], evals: [[String: Double]], final: [String: Double], labels: [String],
                 confusion: [[Int]]?, title: String) {
@@ -75,6 +79,69 @@ public struct ReportInput: Sendable {
     }
 }
 
+/// What a run was, for the top of its report: model, task, data, ranks and the settings that shape the result.
+public struct RunSummary: Sendable {
+    public var model: String
+    public var task: String
+    public var trainData: String
+    public var evalData: String?
+    public var ranks: Int
+    public var threadsPerRank: Int
+    /// Name and value, in display order.
+    public var settings: [Setting]
+
+    public struct Setting: Sendable, Equatable {
+        public var name: String
+        public var value: String
+        public init(_ name: String, _ value: String) { self.name = name; self.value = value }
+    }
+
+    public init(model: String, task: String, trainData: String, evalData: String?, ranks: Int, threadsPerRank: Int,
+                settings: [Setting]) {
+        self.model = model; self.task = task; self.trainData = trainData; self.evalData = evalData
+        self.ranks = ranks; self.threadsPerRank = threadsPerRank; self.settings = settings
+    }
+
+    /// The `--task` name of what trained (the one `auto` chose, when it chose).
+    public static func taskName(_ task: TrainingTask, configured: TaskKind) -> String {
+        if configured != .auto { return configured.rawValue }
+        switch task {
+        case is ClassificationTask: return TaskKind.classification.rawValue
+        case is CausalLMTask: return TaskKind.causalLM.rawValue
+        case is RewardTask: return TaskKind.reward.rawValue
+        case is DPOTask: return TaskKind.dpo.rawValue
+        case is TokenClassificationTask: return TaskKind.tokenClassification.rawValue
+        default: return String(describing: type(of: task))
+        }
+    }
+
+    /// From the run's configuration and what the loop reported at its start (`summary`: example counts, batch split).
+    public init(config c: TrainConfig, task: String, summary: TrainingSummary?, worldSize: Int) {
+        func examples(_ n: Int?) -> String { n.map { " (\(TrainingReport.grouped($0)) example\($0 == 1 ? "" : "s"))" } ?? "" }
+        let eval = c.evalFile.map { $0.relativePath + examples(summary?.evalExamples) }
+            ?? (c.validationSplit > 0 ? "\(c.validationSplit) of the training data held out" + examples(summary?.evalExamples) : nil)
+        var settings: [Setting] = [
+            Setting("global batch", summary.map { "\(c.batchSize) (\($0.microBatch) per rank × \($0.accumulationSteps) accumulation × \(worldSize) rank\(worldSize == 1 ? "" : "s"))" } ?? "\(c.batchSize)"),
+            Setting("optimizer steps", summary.map { "\($0.totalSteps) (\($0.stepsPerEpoch) per epoch)" } ?? (c.maxSteps > 0 ? "\(c.maxSteps)" : "\(c.numTrainEpochs) epochs")),
+            Setting("learning rate", String(format: "%g, %@ schedule", c.learningRate, c.lrSchedule.rawValue)
+                    + (c.warmupSteps > 0 ? ", \(c.warmupSteps) warm-up steps" : c.warmupRatio > 0 ? ", warm-up ratio \(c.warmupRatio)" : "")),
+            Setting("weight decay, max grad norm", String(format: "%g, %g", c.weightDecay, c.maxGradNorm)),
+            Setting("max length", "\(c.maxLength) tokens"),
+            Setting("seed", "\(c.seed)"),
+            Setting("precision", c.matmulPrecision == .bf16 ? "bf16 matrix products, fp32 weights" : "fp32"),
+            Setting("dropout", c.dropout ? "on" : "off"),
+        ]
+        if let l = c.lora {
+            settings.append(Setting("LoRA", String(format: "r %d, alpha %g, dropout %g", l.r, l.alpha, l.dropout)
+                                    + (l.targetModules.map { ", targets " + $0.joined(separator: ",") } ?? "")))
+        }
+        if let s = summary { settings.append(Setting("trainable parameters", TrainingReport.grouped(s.parameters))) }
+        self.init(model: c.initFromConfig.map { "initialised from \($0.relativePath)" } ?? c.modelDir.relativePath, task: task,
+                  trainData: c.trainFile.relativePath + examples(summary?.trainExamples), evalData: eval,
+                  ranks: worldSize, threadsPerRank: c.threads, settings: settings)
+    }
+}
+
 public enum TrainingReport {
     /// The whole report as one HTML document (no scripts, no external resources).
     public static func html(_ input: ReportInput) -> String {
@@ -83,30 +150,44 @@ public enum TrainingReport {
         var final = last
         for (k, v) in input.final { final[k] = v }
         let labels = input.labels.isEmpty ? derivedLabels(final) : input.labels
+        // A language model (perplexity, no classes): a perplexity curve instead of scores, no per-class sections.
+        let isLM = final["eval_perplexity"] != nil || input.run?.task == "causal-lm"
         var body = "<h1>disttrain report: \(escape(input.title))</h1>\n"
         body += "<p class=\"sub\">\(input.logs.count) training log records, \(input.evals.count) evaluations"
         if let step = final["global_step"] ?? last["step"] { body += ", \(Int(step)) optimizer steps" }
         body += ".</p>\n"
+        body += runSummary(input.run, final: final, isLM: isLM)
 
         body += "<h2>Curves</h2>\n<div class=\"charts\">\n"
-        body += lineChart(title: "Loss", yLabel: "loss", series: [
+        body += lineChart(title: "Loss per optimizer step", yLabel: isLM ? "loss (nats per token)" : "cross-entropy loss (nats)", series: [
             Series(name: "train loss", color: "#1f77b4", points: points(input.logs, "loss")),
             Series(name: "eval loss", color: "#d62728", points: points(input.evals, "eval_loss")),
         ])
-        body += lineChart(title: "Learning rate", yLabel: "lr", series: [
+        body += lineChart(title: "Learning rate schedule", yLabel: "learning rate", series: [
             Series(name: "learning rate", color: "#2ca02c", points: points(input.logs, "learning_rate")),
         ])
-        body += lineChart(title: "Throughput", yLabel: "tokens/s", series: [
+        body += lineChart(title: "Throughput", yLabel: "tokens per second (all ranks)", series: [
             Series(name: "tokens/s", color: "#9467bd", points: points(input.logs, "tokens_per_s")),
         ])
-        body += lineChart(title: "Eval metrics", yLabel: "score", yRange: 0...1, series: [
-            Series(name: "accuracy", color: "#ff7f0e", points: points(input.evals, "eval_accuracy")),
-            Series(name: "macro-F1", color: "#17becf", points: points(input.evals, "eval_macro_f1")),
-            Series(name: "entity F1", color: "#d62728", points: points(input.evals, "eval_f1")),
-        ])
+        if isLM {
+            body += lineChart(title: "Perplexity (exp of the loss)", yLabel: "perplexity", series: [
+                Series(name: "train perplexity", color: "#1f77b4", points: points(input.logs, "loss").map { ($0.0, exp($0.1)) }),
+                Series(name: "eval perplexity", color: "#d62728", points: points(input.evals, "eval_perplexity")),
+            ])
+        } else {
+            body += lineChart(title: "Evaluation scores", yLabel: "score (fraction, 0 to 1)", yRange: 0...1, series: [
+                Series(name: "accuracy", color: "#ff7f0e", points: points(input.evals, "eval_accuracy")),
+                Series(name: "macro-F1", color: "#17becf", points: points(input.evals, "eval_macro_f1")),
+                Series(name: "entity F1", color: "#d62728", points: points(input.evals, "eval_f1")),
+                Series(name: "reward accuracy", color: "#8c564b", points: points(input.evals, "eval_rewards/accuracies")),
+            ])
+        }
         body += "</div>\n"
 
         body += "<h2>Final metrics</h2>\n" + summaryTable(final)
+        if isLM {
+            return document(title: input.title, body: body)
+        }
         let matrix = confusionMatrix(input.confusion, final: final, labels: labels)
         if let m = matrix?.rows {
             // Supports are the row sums of the confusion matrix when the records do not carry them.
@@ -116,9 +197,14 @@ public enum TrainingReport {
         }
         body += "<h2>Per class</h2>\n" + perClassTable(final, labels: labels)
         body += "<h2>Confusion matrix</h2>\n" + confusionSection(matrix, labels: labels)
-        return """
+        return document(title: input.title, body: body)
+    }
+
+    /// The page around `body`: inline styles only (no scripts, no external resources).
+    static func document(title: String, body: String) -> String {
+        """
         <!DOCTYPE html>
-        <html lang="en"><head><meta charset="utf-8"><title>disttrain report: \(escape(input.title))</title>
+        <html lang="en"><head><meta charset="utf-8"><title>disttrain report: \(escape(title))</title>
         <style>
         body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px; color: #222; }
         h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 28px; } .sub { color: #666; }
@@ -127,11 +213,74 @@ public enum TrainingReport {
         table { border-collapse: collapse; margin: 8px 0; } td, th { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
         th { background: #f4f4f4; } td.name, th.name { text-align: left; }
         .placeholder { color: #888; font-style: italic; }
+        .summary { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
+        .card { border: 1px solid #ddd; border-radius: 4px; padding: 8px 14px; background: #fafafa; }
+        .card h3 { font-size: 15px; margin: 4px 0 6px; }
+        .card table td { border: none; padding: 2px 8px; }
+        .headline { display: flex; flex-wrap: wrap; gap: 18px; }
+        .headline div { min-width: 110px; } .headline .v { font-size: 26px; font-weight: bold; } .headline .k { color: #555; font-size: 12px; }
         </style></head>
         <body>
         \(body)</body></html>
 
         """
+    }
+
+    /// The top of the report: what ran (model, task, data, ranks, wall time), its settings, and the headline results.
+    static func runSummary(_ run: RunSummary?, final: [String: Double], isLM: Bool) -> String {
+        var s = "<div class=\"summary\">\n"
+        var rows: [(String, String)] = []
+        if let run {
+            rows += [("model", run.model), ("task", run.task), ("training data", run.trainData)]
+            rows.append(("evaluation data", run.evalData ?? "none"))
+            rows.append(("ranks × threads", "\(run.ranks) × \(run.threadsPerRank)"))
+        }
+        if let t = final["train_runtime_s"] { rows.append(("wall time (training loop)", duration(t))) }
+        if let t = final["launch_to_first_step_s"] { rows.append(("launch → first step", duration(t))) }
+        if let steps = final["global_step"] { rows.append(("optimizer steps done", "\(Int(steps))" + (final["epoch"].map { String(format: " (%.2f epochs)", $0) } ?? ""))) }
+        if !rows.isEmpty {
+            s += "<div class=\"card\"><h3>Run</h3><table>\n"
+            s += rows.map { "<tr><td class=\"name\">\(escape($0.0))</td><td class=\"name\">\(escape($0.1))</td></tr>" }.joined(separator: "\n")
+            s += "\n</table></div>\n"
+        }
+        if let run, !run.settings.isEmpty {
+            s += "<div class=\"card\"><h3>Settings</h3><table>\n"
+            s += run.settings.map { "<tr><td class=\"name\">\(escape($0.name))</td><td class=\"name\">\(escape($0.value))</td></tr>" }.joined(separator: "\n")
+            s += "\n</table></div>\n"
+        }
+        // The numbers a reader looks for first, by task.
+        let headline: [(key: String, name: String, format: String)] = isLM
+            ? [("eval_perplexity", "eval perplexity", "%.2f"), ("eval_loss", "eval loss (nats/token)", "%.4f"), ("train_loss", "train loss", "%.4f")]
+            : [("eval_accuracy", "eval accuracy", "%.4f"), ("eval_macro_f1", "eval macro-F1", "%.4f"), ("eval_f1", "entity F1", "%.4f"),
+               ("eval_rewards/accuracies", "reward accuracy", "%.4f"), ("eval_loss", "eval loss", "%.4f"), ("train_loss", "train loss", "%.4f"),
+               ("train_tokens_per_s", "tokens/s", "%.0f")]
+        let shown = headline.compactMap { h in final[h.key].map { (h.name, String(format: h.format, $0)) } }
+        if !shown.isEmpty {
+            s += "<div class=\"card\"><h3>Result</h3><div class=\"headline\">\n"
+            s += shown.map { "<div><div class=\"v\">\($0.1)</div><div class=\"k\">\(escape($0.0))</div></div>" }.joined(separator: "\n")
+            s += "\n</div></div>\n"
+        }
+        return s + "</div>\n"
+    }
+
+    /// `42 s`, `3 min 05 s`, `1 h 02 min`.
+    static func duration(_ t: Double) -> String {
+        guard t.isFinite, t >= 0 else { return "?" }
+        if t < 60 { return String(format: "%.1f s", t) }
+        let n = Int(t.rounded())
+        if n < 3600 { return String(format: "%d min %02d s", n / 60, n % 60) }
+        return String(format: "%d h %02d min", n / 3600, (n % 3600) / 60)
+    }
+
+    /// 1234567 → "1,234,567".
+    public static func grouped(_ n: Int) -> String {
+        let digits = String(n.magnitude)
+        var out = ""
+        for (i, ch) in digits.enumerated() {
+            if i > 0 && (digits.count - i) % 3 == 0 { out += "," }
+            out.append(ch)
+        }
+        return (n < 0 ? "-" : "") + out
     }
 
     struct Series {
@@ -181,7 +330,7 @@ public enum TrainingReport {
             let xv = (x0 + (x1 - x0) * Double(i) / 4).rounded(), xx = px(xv)
             svg += "<text x=\"\(f(xx))\" y=\"\(f(top + ph + 16))\" text-anchor=\"middle\" font-size=\"11\">\(tick(xv))</text>\n"
         }
-        svg += "<text x=\"\(f(left + pw / 2))\" y=\"\(f(H - 8))\" text-anchor=\"middle\" font-size=\"12\">step</text>\n"
+        svg += "<text x=\"\(f(left + pw / 2))\" y=\"\(f(H - 8))\" text-anchor=\"middle\" font-size=\"12\">optimizer step</text>\n"
         svg += "<text x=\"14\" y=\"\(f(top + ph / 2))\" text-anchor=\"middle\" font-size=\"12\" transform=\"rotate(-90 14 \(f(top + ph / 2)))\">\(escape(yLabel))</text>\n"
         // Lines (a single point is drawn as a dot) and legend.
         var legendX = left + 8

@@ -200,7 +200,12 @@ public final class Trainer {
         var step = firstStep, stoppedEarly = false
         if let probe = stepper.probe { task.setProbe(probe.record) }
         defer { task.setProbe(nil) }
+        func phase(_ p: ProgressRecord.Phase) {   // an evaluation or save begins (progress display)
+            _ = emit(.progress(ProgressRecord(phase: p, step: step, totalSteps: total, epoch: Double(step) / Double(stepsPerEpoch),
+                                              elapsedSeconds: Date().timeIntervalSince(start))))
+        }
         @discardableResult func save(background: Bool) throws -> URL {
+            phase(.saving)
             let url = try saver.save(step: step, background: background, state: {
                 checkpointState(step: step, total: total, schedule: schedule, lossSum: lossSum, best: tracker.best)
             }, history: history, bestStep: tracker.best?.step)
@@ -216,6 +221,8 @@ public final class Trainer {
             if config.stepDelayMs > 0 { usleep(UInt32(config.stepDelayMs) * 1000) }
             lossSum += r.loss; tokens += Int64(r.tokens); window.add(r)
             step += 1
+            _ = emit(.progress(window.progress(step: step, totalSteps: total, epoch: Double(step) / Double(stepsPerEpoch),
+                                               elapsed: Date().timeIntervalSince(start))))
             var control = LoopControl.continue
             if step % max(config.loggingSteps, 1) == 0 || step == total {
                 let record = window.record(step: step, epoch: Double(step) / Double(stepsPerEpoch), totalSteps: total, lr: lr,
@@ -226,6 +233,7 @@ public final class Trainer {
             }
             let epochEnd = step % stepsPerEpoch == 0
             if task.evalCount > 0 && ((config.evalSteps > 0 && step % config.evalSteps == 0) || epochEnd || step == total) {
+                phase(.evaluating)
                 let e = try evaluate(step: step)
                 lastEval = e
                 if emit(.evaluated(e)) == .stop { control = .stop }
@@ -365,7 +373,7 @@ extension TrainingEvent {
         case .step(let r): return r.metrics
         case .evaluated(let r): return r.metrics
         case .stopped(let r): return r.metrics
-        case .started, .saved, .finished: return nil
+        case .started, .saved, .finished, .progress: return nil
         }
     }
 }

@@ -16,6 +16,35 @@ public enum TrainingEvent {
     case stopped(StopRecord)
     case saved(URL)
     case finished(TrainingResult)
+    /// Where the loop is: after every optimizer step, and as an evaluation or a save begins (for a progress display;
+    /// not a metrics.jsonl record).
+    case progress(ProgressRecord)
+}
+
+/// The loop's position for a progress display: sent after every optimizer step (`.training`) and when an evaluation
+/// or a checkpoint save begins.
+public struct ProgressRecord: Sendable, Equatable {
+    public enum Phase: String, Sendable, Equatable {
+        case training, evaluating, saving
+    }
+
+    public var phase: Phase
+    /// Optimizer steps done, of `totalSteps`.
+    public var step: Int
+    public var totalSteps: Int
+    public var epoch: Double
+    /// Seconds since this run's loop started (a resumed run counts from its resume).
+    public var elapsedSeconds: Double
+    /// Mean step loss over the steps since the last log record (nil when none yet: at an evaluation or save).
+    public var runningLoss: Double?
+    /// Real tokens per second (all ranks) over the same steps.
+    public var tokensPerSecond: Double?
+
+    public init(phase: Phase, step: Int, totalSteps: Int, epoch: Double, elapsedSeconds: Double,
+                runningLoss: Double? = nil, tokensPerSecond: Double? = nil) {
+        self.phase = phase; self.step = step; self.totalSteps = totalSteps; self.epoch = epoch
+        self.elapsedSeconds = elapsedSeconds; self.runningLoss = runningLoss; self.tokensPerSecond = tokensPerSecond
+    }
 }
 
 /// A consumer's answer to an event.

@@ -1,6 +1,8 @@
-// Progress: what rank 0 shows while training. On a terminal (isatty(stderr)) one progress line redrawn in place
-// (step/total, epoch, loss, lr, tokens/s, ETA) with other messages printed above it; otherwise (CI, SLURM logs) plain
-// timestamped lines. Messages go through swift-log with `--log-level` (the bar itself is at level info).
+// Progress: what rank 0 shows while training. On a terminal (isatty(stderr)) one progress line redrawn in place after
+// every optimizer step (steps done/total, epoch, running loss, tokens/s, elapsed, ETA, and "evaluating…"/"saving…"
+// while those run), at most 10 times a second, with other messages printed above it; otherwise (CI, SLURM logs) plain
+// timestamped lines: one per logging step, and one as each evaluation begins. Messages go through swift-log with
+// `--log-level` (the bar itself is at level info; `--quiet` is level notice: no bar, no step or eval lines).
 // Deliberately not here: metrics.jsonl (the Trainer writes it), the HTML report (Training/Report.swift), and any
 // global logging bootstrap: each Logger is built with its own handler, so nothing is process-wide.
 import ArgumentParser
@@ -75,6 +77,14 @@ final class ProgressReporter {
     let terminal: Terminal
     let logger: Logger
     private var firstLog: (step: Double, elapsed: Double)?
+    /// The last training position drawn (its loss and rate stay on the bar during an evaluation or save).
+    private var lastTraining: ProgressRecord?
+    private var lastDraw = -Double.infinity
+    private var evalExamples = 0
+    /// The run's shape, as the loop reported it at the start (for the report's summary).
+    private(set) var summary: TrainingSummary?
+    /// Redraws closer together than this are skipped (the last step and phase changes always draw).
+    static let redrawInterval = 0.1
 
     init(enabled: Bool, level: Logger.Level, terminal: Terminal) {
         self.enabled = enabled
@@ -89,9 +99,11 @@ final class ProgressReporter {
 
     /// Shows one training event (rank 0); the display never stops the loop.
     func handle(_ event: TrainingEvent) -> LoopControl {
+        if case .started(let s) = event { summary = s }
         guard enabled else { return .continue }
         switch event {
         case .started(let s):
+            evalExamples = s.evalExamples
             // A language model has no labels: say nothing about them rather than `labels:` with nothing after it.
             logger.info("train: \(plural(s.trainExamples, "example")), eval: \(s.evalExamples)\(s.labels.isEmpty ? "" : ", labels: " + s.labels.joined(separator: ", "))")
             logger.info("world size \(s.worldSize), micro-batch \(s.microBatch) × \(s.accumulationSteps) accumulation, \(plural(s.totalSteps, "step")) (\(s.stepsPerEpoch)/epoch), \(s.parameters) trainable parameters, \(s.allReduceBytes) gradient bytes to all-reduce per step at most (allreduce_mb in metrics.jsonl: what moved)")
@@ -104,11 +116,13 @@ final class ProgressReporter {
             for n in s.notices {
                 if n.hasPrefix("warning: ") { logger.warning("\(n.dropFirst("warning: ".count))") } else { logger.notice("\(n)") }
             }
+        case .progress(let p):
+            showProgress(p)
         case .step(let r):
             let m = r.metrics
             logger.debug("\(jsonObjectLine(m))")
-            let text = ProgressReporter.progressText(m, eta: eta(m), bar: usesBar)
-            if usesBar { terminal.bar(text) } else { logger.info("\(text)") }
+            // On a terminal the bar, redrawn every step, shows it; in a log, one line per logging step.
+            if !usesBar { logger.info("\(ProgressReporter.progressText(m, eta: eta(m), bar: false))") }
         case .evaluated(let e):
             if let acc = e["eval_rewards/accuracies"] {   // DPO, with TRL's metric names
                 logger.info("\(String(format: "eval step %d: loss %.4f rewards/accuracies %.4f rewards/margins %.4f logps/chosen %.2f logps/rejected %.2f", e.step, e["eval_loss"] ?? 0, acc, e["eval_rewards/margins"] ?? 0, e["eval_logps/chosen"] ?? 0, e["eval_logps/rejected"] ?? 0))")
@@ -137,6 +151,48 @@ final class ProgressReporter {
         return .continue
     }
 
+    /// The bar after a step (throttled), or as an evaluation or save begins; in a log, the start of an evaluation.
+    func showProgress(_ p: ProgressRecord) {
+        guard usesBar else {
+            if p.phase == .evaluating {
+                logger.info("step \(p.step)/\(p.totalSteps): evaluating \(plural(evalExamples, "example"))")
+            }
+            return
+        }
+        var shown = p
+        if p.phase == .training {
+            let remaining = eta(["step": Double(p.step), "total_steps": Double(p.totalSteps), "elapsed_s": p.elapsedSeconds])
+            lastTraining = p
+            lastETA = remaining
+            guard p.elapsedSeconds - lastDraw >= Self.redrawInterval || p.step >= p.totalSteps else { return }
+        } else {
+            shown.runningLoss = lastTraining?.runningLoss
+            shown.tokensPerSecond = lastTraining?.tokensPerSecond
+        }
+        lastDraw = p.elapsedSeconds
+        terminal.bar(ProgressReporter.barText(shown, eta: p.phase == .training && p.step < p.totalSteps ? lastETA : nil))
+    }
+    private var lastETA: Double?
+
+    /// `step 12/100 [████░░░░░░░░░░░░░░░░] epoch 0.12 loss 0.6931 tokens/s 1234 elapsed 12s ETA 1m02s`, then
+    /// ` · evaluating…` or ` · saving…` while those run.
+    static func barText(_ p: ProgressRecord, eta: Double?) -> String {
+        let width = 20
+        let filled = p.totalSteps > 0 ? min(width, p.step * width / p.totalSteps) : 0
+        var s = "step \(p.step)/\(p.totalSteps) [" + String(repeating: "█", count: filled)
+            + String(repeating: "░", count: width - filled) + "] " + String(format: "epoch %.2f", p.epoch)
+        if let l = p.runningLoss { s += String(format: " loss %.4f", l) }
+        if let t = p.tokensPerSecond { s += String(format: " tokens/s %.0f", t) }
+        s += " elapsed " + formatDuration(p.elapsedSeconds)
+        if let eta { s += " ETA " + formatDuration(eta) }
+        switch p.phase {
+        case .training: break
+        case .evaluating: s += " · evaluating…"
+        case .saving: s += " · saving…"
+        }
+        return s
+    }
+
     /// Seconds left, from the rate since the first log record of this run (a resumed run starts mid-way); `m` is a
     /// step record's metrics.jsonl object.
     func eta(_ m: [String: Double]) -> Double? {
@@ -147,8 +203,8 @@ final class ProgressReporter {
         return (total - step) * (elapsed - first.elapsed) / done
     }
 
-    /// `step 12/100 [████░░░░] epoch 0.12 loss 0.6931 lr 5e-05 grad_norm 0.5 tokens/s 1234 ETA 1m02s` (the bar
-    /// glyphs only on a terminal; log files get plain text).
+    /// `step 12/100 [████░░░░] epoch 0.12 loss 0.6931 lr 5e-05 grad_norm 0.5 tokens/s 1234 elapsed 30s ETA 1m02s`
+    /// from a logging record (the bar glyphs only when asked; log files get plain text).
     static func progressText(_ m: [String: Double], eta: Double?, bar showBar: Bool) -> String {
         let step = Int(m["step"] ?? 0), total = Int(m["total_steps"] ?? 0)
         let width = 20
@@ -156,6 +212,7 @@ final class ProgressReporter {
         let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
         var s = "step \(step)/\(total) " + (showBar ? "[\(bar)] " : "") + String(format: "epoch %.2f loss %.4f lr %.3g grad_norm %.3f tokens/s %.0f",
                        m["epoch"] ?? 0, m["loss"] ?? 0, m["learning_rate"] ?? 0, m["grad_norm"] ?? 0, m["tokens_per_s"] ?? 0)
+        if let e = m["elapsed_s"] { s += " elapsed " + formatDuration(e) }
         if let eta { s += " ETA " + formatDuration(eta) }
         return s
     }

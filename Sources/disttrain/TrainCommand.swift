@@ -278,7 +278,10 @@ struct Train: ParsableCommand {
                 // The run has succeeded: a report that cannot be written is a warning, not a failure.
                 let report = config.outputDir.appendingPathComponent("report.html")
                 do {
-                    try FileIO.writeAtomically(Data(TrainingReport.html(ReportInput.load(outputDir: config.outputDir)).utf8), to: report)
+                    var input = ReportInput.load(outputDir: config.outputDir)
+                    input.run = RunSummary(config: config, task: RunSummary.taskName(trainer.task, configured: config.task),
+                                           summary: reporter.summary, worldSize: comm.worldSize)
+                    try FileIO.writeAtomically(Data(TrainingReport.html(input).utf8), to: report)
                     reporter.logger.info("wrote \(report.path)")
                 } catch {
                     reporter.logger.warning("could not write \(report.path): \(error)")
