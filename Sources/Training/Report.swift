@@ -214,7 +214,7 @@ public enum TrainingReport {
         th { background: #f4f4f4; } td.name, th.name { text-align: left; }
         .placeholder { color: #888; font-style: italic; }
         .summary { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
-        .card { border: 1px solid #ddd; border-radius: 4px; padding: 8px 14px; background: #fafafa; }
+        .card { border: 1px solid #ddd; border-radius: 4px; padding: 8px 14px; background: #fafafa; font-size: 13px; }
         .card h3 { font-size: 15px; margin: 4px 0 6px; }
         .card table td { border: none; padding: 2px 8px; }
         .headline { display: flex; flex-wrap: wrap; gap: 18px; }
@@ -229,6 +229,18 @@ public enum TrainingReport {
     /// The top of the report: what ran (model, task, data, ranks, wall time), its settings, and the headline results.
     static func runSummary(_ run: RunSummary?, final: [String: Double], isLM: Bool) -> String {
         var s = "<div class=\"summary\">\n"
+        // The numbers a reader looks for first, by task.
+        let headline: [(key: String, name: String, format: String)] = isLM
+            ? [("eval_perplexity", "eval perplexity", "%.2f"), ("eval_loss", "eval loss (nats/token)", "%.4f"), ("train_loss", "train loss", "%.4f")]
+            : [("eval_accuracy", "eval accuracy", "%.4f"), ("eval_macro_f1", "eval macro-F1", "%.4f"), ("eval_f1", "entity F1", "%.4f"),
+               ("eval_rewards/accuracies", "reward accuracy", "%.4f"), ("eval_loss", "eval loss", "%.4f"), ("train_loss", "train loss", "%.4f"),
+               ("train_tokens_per_s", "tokens/s", "%.0f")]
+        let shown = headline.compactMap { h in final[h.key].map { (h.name, String(format: h.format, $0)) } }
+        if !shown.isEmpty {
+            s += "<div class=\"card\"><h3>Result</h3><div class=\"headline\">\n"
+            s += shown.map { "<div><div class=\"v\">\($0.1)</div><div class=\"k\">\(escape($0.0))</div></div>" }.joined(separator: "\n")
+            s += "\n</div></div>\n"
+        }
         var rows: [(String, String)] = []
         if let run {
             rows += [("model", run.model), ("task", run.task), ("training data", run.trainData)]
@@ -247,18 +259,6 @@ public enum TrainingReport {
             s += "<div class=\"card\"><h3>Settings</h3><table>\n"
             s += run.settings.map { "<tr><td class=\"name\">\(escape($0.name))</td><td class=\"name\">\(escape($0.value))</td></tr>" }.joined(separator: "\n")
             s += "\n</table></div>\n"
-        }
-        // The numbers a reader looks for first, by task.
-        let headline: [(key: String, name: String, format: String)] = isLM
-            ? [("eval_perplexity", "eval perplexity", "%.2f"), ("eval_loss", "eval loss (nats/token)", "%.4f"), ("train_loss", "train loss", "%.4f")]
-            : [("eval_accuracy", "eval accuracy", "%.4f"), ("eval_macro_f1", "eval macro-F1", "%.4f"), ("eval_f1", "entity F1", "%.4f"),
-               ("eval_rewards/accuracies", "reward accuracy", "%.4f"), ("eval_loss", "eval loss", "%.4f"), ("train_loss", "train loss", "%.4f"),
-               ("train_tokens_per_s", "tokens/s", "%.0f")]
-        let shown = headline.compactMap { h in final[h.key].map { (h.name, String(format: h.format, $0)) } }
-        if !shown.isEmpty {
-            s += "<div class=\"card\"><h3>Result</h3><div class=\"headline\">\n"
-            s += shown.map { "<div><div class=\"v\">\($0.1)</div><div class=\"k\">\(escape($0.0))</div></div>" }.joined(separator: "\n")
-            s += "\n</div></div>\n"
         }
         return s + "</div>\n"
     }
@@ -349,8 +349,9 @@ public enum TrainingReport {
     }
 
     static func summaryTable(_ m: [String: Double]) -> String {
-        let keys = ["eval_accuracy", "eval_macro_f1", "eval_weighted_f1", "eval_f1", "eval_precision", "eval_recall", "eval_loss", "eval_samples", "train_loss",
-                    "train_runtime_s", "train_tokens_per_s", "train_samples", "global_step", "epoch"]
+        let keys = ["eval_accuracy", "eval_macro_f1", "eval_weighted_f1", "eval_f1", "eval_precision", "eval_recall", "eval_loss",
+                    "eval_perplexity", "eval_tokens", "eval_samples", "train_loss", "train_runtime_s", "launch_to_first_step_s",
+                    "train_tokens_per_s", "train_samples", "global_step", "epoch"]
         let rows = keys.compactMap { k in m[k].map { "<tr><td class=\"name\">\(k)</td><td>\(value($0))</td></tr>" } }
         guard !rows.isEmpty else { return "<p class=\"placeholder\">no final metrics recorded</p>\n" }
         return "<table>\n<tr><th class=\"name\">metric</th><th>value</th></tr>\n" + rows.joined(separator: "\n") + "\n</table>\n"

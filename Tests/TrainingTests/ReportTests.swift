@@ -99,4 +99,54 @@ final class ReportTests: XCTestCase {
                                             series: [.init(name: "accuracy", color: "#000", points: [(1, 0.4), (2, 0.5)])])
         XCTAssertTrue(html.contains(">0.25</text>") && html.contains(">0.75</text>"), "ticks at 0, 0.25, ..., 1: \(html)")
     }
+
+    // MARK: the run summary, axes and the language-model report
+
+    func testRunSummaryComesFirstWithModelDataRanksSettingsAndResults() throws {
+        var config = TrainConfig(modelDir: URL(fileURLWithPath: "models/all-MiniLM-L6-v2"),
+                                 trainFile: URL(fileURLWithPath: "data/sms-spam/train.jsonl"),
+                                 evalFile: URL(fileURLWithPath: "data/sms-spam/test.jsonl"), outputDir: URL(fileURLWithPath: "runs/spam"))
+        config.batchSize = 32; config.learningRate = 1e-4; config.warmupRatio = 0.1; config.threads = 1
+        let summary = TrainingSummary(trainExamples: 4459, evalExamples: 1115, labels: ["ham", "spam"], totalSteps: 140,
+                                      stepsPerEpoch: 140, worldSize: 2, microBatch: 16, accumulationSteps: 1, parameters: 22_713_986,
+                                      allReduceBytes: 0, initialized: [], truncated: 0, notices: [])
+        var input = sampleInput()
+        input.final["train_runtime_s"] = 201.4
+        input.final["eval_accuracy"] = 0.9923
+        input.run = RunSummary(config: config, task: "classification", summary: summary, worldSize: 2)
+        let html = TrainingReport.html(input)
+        // The summary precedes the charts.
+        let summaryAt = try XCTUnwrap(html.range(of: "<h3>Run</h3>")).lowerBound
+        XCTAssertLessThan(summaryAt, try XCTUnwrap(html.range(of: "<h2>Curves</h2>")).lowerBound)
+        for text in ["models/all-MiniLM-L6-v2", "data/sms-spam/train.jsonl (4,459 examples)", "data/sms-spam/test.jsonl (1,115 examples)",
+                     "<td class=\"name\">ranks × threads</td><td class=\"name\">2 × 1</td>", "3 min 21 s",
+                     "32 (16 per rank × 1 accumulation × 2 ranks)", "0.0001, linear schedule, warm-up ratio 0.1",
+                     "22,713,986", "<div class=\"v\">0.9923</div><div class=\"k\">eval accuracy</div>"] {
+            XCTAssertTrue(html.contains(text), "summary lacks \(text)")
+        }
+        // Axes name their quantity and unit.
+        XCTAssertTrue(html.contains(">optimizer step</text>"))
+        XCTAssertTrue(html.contains(">cross-entropy loss (nats)</text>"))
+        XCTAssertTrue(html.contains(">tokens per second (all ranks)</text>"))
+        XCTAssertTrue(html.contains(">score (fraction, 0 to 1)</text>"))
+    }
+
+    func testLanguageModelReportHasAPerplexityCurveAndNoClassSections() throws {
+        let logs: [[String: Double]] = (1...4).map { ["step": Double($0), "loss": 4 - 0.5 * Double($0), "learning_rate": 1e-3, "tokens_per_s": 500] }
+        let evals: [[String: Double]] = [["step": 2, "eval_loss": 3.2, "eval_perplexity": exp(3.2)], ["step": 4, "eval_loss": 2.5, "eval_perplexity": exp(2.5)]]
+        let input = ReportInput(logs: logs, evals: evals, final: ["eval_loss": 2.5, "eval_perplexity": exp(2.5), "train_loss": 2.75],
+                                labels: [], confusion: nil, title: "lm")
+        let html = TrainingReport.html(input)
+        XCTAssertEqual(html.components(separatedBy: "<svg").count - 1, 4)
+        XCTAssertTrue(html.contains("Perplexity (exp of the loss)"))
+        XCTAssertTrue(html.contains(">loss (nats per token)</text>"))
+        // The train perplexity series has one point per training record (exp of its loss).
+        let line = try XCTUnwrap(html.components(separatedBy: "<polyline").dropFirst().first { $0.contains("<title>train perplexity</title>") })
+        XCTAssertEqual(line.components(separatedBy: "points=\"")[1].components(separatedBy: "\"")[0].split(separator: " ").count, 4)
+        XCTAssertTrue(html.contains("<title>eval perplexity</title>"))
+        XCTAssertTrue(html.contains(String(format: "<div class=\"v\">%.2f</div><div class=\"k\">eval perplexity</div>", exp(2.5))))
+        XCTAssertFalse(html.contains("Per class"), "a language model has no classes")
+        XCTAssertFalse(html.contains("Confusion matrix"))
+        XCTAssertFalse(html.contains("no data"))
+    }
 }
