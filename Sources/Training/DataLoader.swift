@@ -390,9 +390,15 @@ public enum DataLoader {
         let absent = wanted.filter { w in !header.fields.contains(w.0) }
         if absent.count > 1 {
             let tabs = header.fields.count == 1 && delimiter == UInt8(ascii: ",") && header.fields[0].contains("\t")
+            // Near misses (case or surrounding spaces), as for one column.
+            let near = absent.compactMap { w in
+                header.fields.first { $0.trimmingCharacters(in: .whitespaces).lowercased() == w.0.lowercased() }
+                    .map { "\(LabelSet.quote($0)) for \"\(w.0)\"" }
+            }
             throw DataError(file: file, line: header.line,
                             problem: "missing columns \(listed(absent.map { "\"\($0.0)\"" })) "
-                                + (tabs ? "(the header has no commas but has tabs: is this a TSV file?)" : "(columns found: \(found))"),
+                                + (tabs ? "(the header has no commas but has tabs: is this a TSV file?)" : "(columns found: \(found))")
+                                + (near.isEmpty ? "" : "; did you mean \(listed(near))?"),
                             fix: "name them in the header row, or pass \(listed(absent.map(\.1))) with columns found")
         }
         let textIdx = try column(columns.text, flag: "--text-column")

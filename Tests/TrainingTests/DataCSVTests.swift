@@ -195,7 +195,7 @@ final class DataCSVTests: XCTestCase {
         let dir = try TempFolder()
         let url = try dir.write("t.csv", "Text, Label\nhi,a\n")
         assertDataError(try DataLoader.loadLabeled(url, columns: cols, labels: nil), line: 1,
-                        contains: ["missing column \"text\"", "did you mean \"Text\"?"])
+                        contains: ["missing columns \"text\" and \"label\"", "did you mean \"Text\" for \"text\" and \" Label\" for \"label\"?"])
     }
 
     func testMissingLabelColumn() throws {
