@@ -266,7 +266,16 @@ struct Train: ParsableCommand {
         let result: TrainingResult
         do { result = try trainer.run(onEvent: reporter.handle) } catch let e as PreemptedError {
             reporter.terminal.finish()
-            if comm.isRoot { FileHandle.standardError.write(Data("\(e)\n".utf8)) }
+            if comm.isRoot {
+                var line = "\(e)"
+                // OpenMPI's mpirun turns Ctrl-C (SIGINT, which it cannot forward) and SIGTERM into a SIGTERM to every
+                // rank; the ranks save and exit 75, but mpirun then exits 1 whatever they return. Say so, and how to
+                // get 75 through (SIGUSR1/SIGUSR2 are forwarded and mpirun then exits with the ranks' code).
+                if e.signal == SIGTERM, ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil {
+                    line += "; note: after Ctrl-C or SIGTERM mpirun itself exits 1 although the save completed — send SIGUSR1 to mpirun (it forwards it) to get exit code 75"
+                }
+                FileHandle.standardError.write(Data((line + "\n").utf8))
+            }
             throw ExitCode(ExitPolicy.preempted)
         }
         if comm.isRoot {
