@@ -170,7 +170,7 @@ public enum TrainingReport {
             Series(name: "tokens/s", color: "#9467bd", points: points(input.logs, "tokens_per_s")),
         ])
         if isLM {
-            body += lineChart(title: "Perplexity (exp of the loss)", yLabel: "perplexity", series: [
+            body += lineChart(title: "Perplexity (exp of the loss)", yLabel: "perplexity", logY: true, series: [
                 Series(name: "train perplexity", color: "#1f77b4", points: points(input.logs, "loss").map { ($0.0, exp($0.1)) }),
                 Series(name: "eval perplexity", color: "#d62728", points: points(input.evals, "eval_perplexity")),
             ])
@@ -299,9 +299,16 @@ public enum TrainingReport {
 
     /// An inline SVG line chart with axes, 5 ticks per axis and a legend. Empty series show "no data".
     /// `yRange` fixes the vertical axis (scores live in 0...1); otherwise it spans the data with 5% margins.
-    static func lineChart(title: String, yLabel: String, yRange: ClosedRange<Double>? = nil, series: [Series]) -> String {
+    /// `logY`: values spanning more than a factor of 20 (all positive) are drawn on a log10 axis, ticks labelled in
+    /// the values themselves, and the axis label says "log scale".
+    static func lineChart(title: String, yLabel: String, yRange: ClosedRange<Double>? = nil, logY: Bool = false, series: [Series]) -> String {
         let W = 540.0, H = 300.0, left = 70.0, right = 16.0, top = 30.0, bottom = 44.0
         let pw = W - left - right, ph = H - top - bottom
+        let values = series.flatMap(\.points).map(\.1)
+        let useLog = logY && yRange == nil && !values.isEmpty && values.allSatisfy { $0 > 0 } && values.max()! / values.min()! > 20
+        let series = useLog ? series.map { s in Series(name: s.name, color: s.color, points: s.points.map { ($0.0, log10($0.1)) }) } : series
+        let yLabel = useLog ? yLabel + " (log scale)" : yLabel
+        func tickY(_ v: Double) -> String { tick(useLog ? pow(10, v) : v) }
         let all = series.flatMap(\.points)
         var svg = "<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(W))\" height=\"\(Int(H))\" viewBox=\"0 0 \(Int(W)) \(Int(H))\">\n"
         svg += "<text x=\"\(Int(W / 2))\" y=\"20\" text-anchor=\"middle\" font-size=\"14\" font-weight=\"bold\">\(escape(title))</text>\n"
@@ -315,17 +322,27 @@ public enum TrainingReport {
         if y1 == y0 { let d = y0 == 0 ? 1 : abs(y0) * 0.1; y0 -= d; y1 += d }
         let pad = (y1 - y0) * 0.05
         y0 -= pad; y1 += pad
-        if all.allSatisfy({ $0.1 >= 0 }) && y0 < 0 { y0 = 0 }
+        if !useLog && all.allSatisfy({ $0.1 >= 0 }) && y0 < 0 { y0 = 0 }
         if let yRange { y0 = min(yRange.lowerBound, y0 + pad); y1 = max(yRange.upperBound, y1 - pad) }
         func px(_ x: Double) -> Double { left + (x - x0) / (x1 - x0) * pw }
         func py(_ y: Double) -> Double { top + ph - (y - y0) / (y1 - y0) * ph }
         // Axes and ticks.
         svg += "<line x1=\"\(f(left))\" y1=\"\(f(top + ph))\" x2=\"\(f(left + pw))\" y2=\"\(f(top + ph))\" stroke=\"#444\"/>\n"
         svg += "<line x1=\"\(f(left))\" y1=\"\(f(top))\" x2=\"\(f(left))\" y2=\"\(f(top + ph))\" stroke=\"#444\"/>\n"
-        for i in 0...4 {
-            let yv = y0 + (y1 - y0) * Double(i) / 4, yy = py(yv)
+        // Five even ticks; on a log axis the round values 1, 2 and 5 × 10^k inside it instead.
+        var yTicks = (0...4).map { y0 + (y1 - y0) * Double($0) / 4 }
+        if useLog {
+            let round = (Int(y0.rounded(.down))...Int(y1.rounded(.up))).flatMap { k in [1.0, 2, 5].map { log10($0) + Double(k) } }
+                .filter { $0 >= y0 && $0 <= y1 }
+            let decades = round.filter { $0 == $0.rounded() }
+            yTicks = decades.count >= 3 ? decades : round
+        }
+        for yv in yTicks {
+            let yy = py(yv)
             svg += "<line x1=\"\(f(left))\" y1=\"\(f(yy))\" x2=\"\(f(left + pw))\" y2=\"\(f(yy))\" stroke=\"#eee\"/>\n"
-            svg += "<text x=\"\(f(left - 6))\" y=\"\(f(yy + 4))\" text-anchor=\"end\" font-size=\"11\">\(tick(yv))</text>\n"
+            svg += "<text x=\"\(f(left - 6))\" y=\"\(f(yy + 4))\" text-anchor=\"end\" font-size=\"11\">\(tickY(yv))</text>\n"
+        }
+        for i in 0...4 {
             // Steps are whole numbers: label the tick at the rounded step, placed where that step is.
             let xv = (x0 + (x1 - x0) * Double(i) / 4).rounded(), xx = px(xv)
             svg += "<text x=\"\(f(xx))\" y=\"\(f(top + ph + 16))\" text-anchor=\"middle\" font-size=\"11\">\(tick(xv))</text>\n"

@@ -145,6 +145,14 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(line.components(separatedBy: "points=\"")[1].components(separatedBy: "\"")[0].split(separator: " ").count, 4)
         XCTAssertTrue(html.contains("<title>eval perplexity</title>"))
         XCTAssertTrue(html.contains(String(format: "<div class=\"v\">%.2f</div><div class=\"k\">eval perplexity</div>", exp(2.5))))
+        // Perplexity here spans exp(2)…exp(3.5), a factor under 20: a linear axis; a wider span gets a log axis.
+        XCTAssertTrue(html.contains(">perplexity</text>"))
+        let wide = TrainingReport.lineChart(title: "p", yLabel: "perplexity", logY: true,
+                                            series: [.init(name: "eval perplexity", color: "#000", points: [(1, 50_000), (2, 500), (3, 100)])])
+        XCTAssertTrue(wide.contains(">perplexity (log scale)</text>"), wide)
+        for label in [">100</text>", ">1000</text>", ">1e+04</text>"] {
+            XCTAssertTrue(wide.contains(label), "ticks at powers of ten, labelled in perplexity: \(label) in \(wide)")
+        }
         XCTAssertFalse(html.contains("Per class"), "a language model has no classes")
         XCTAssertFalse(html.contains("Confusion matrix"))
         XCTAssertFalse(html.contains("no data"))
