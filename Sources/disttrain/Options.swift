@@ -11,9 +11,9 @@
 //   LoggingOptions        --log-level, --quiet (train)
 // Deliberately not here: mapping onto TrainConfig (TrainCommand.trainConfig) and the task-specific flags of train.
 import ArgumentParser
-import Dist
+import Dist       // availableCores(): the --threads default
 import Foundation
-import Model
+import Model      // LoRAConfig and LRScheduleKind, the library types these flags map onto
 import Training
 
 /// Every flag check that more than one command makes, with one wording.
