@@ -22,6 +22,14 @@ struct MetricsWindow {
         for (k, v) in r.taskMetrics { taskMetrics[k, default: 0] += v }
     }
 
+    /// Runs `work` (an evaluation between two steps) with its time left out of the window's token rate, so the rate
+    /// logged after an evaluation is the training rate, not one diluted by the evaluation.
+    mutating func excluding<R>(_ work: () throws -> R) rethrows -> R {
+        let t0 = Date()
+        defer { start += Date().timeIntervalSince(t0) }
+        return try work()
+    }
+
     /// The loop's position after optimizer step `step` (1-based): the window's mean loss and token rate so far.
     func progress(step: Int, totalSteps: Int, epoch: Double, elapsed: Double) -> ProgressRecord {
         let dt = Date().timeIntervalSince(start)

@@ -234,7 +234,7 @@ public final class Trainer {
             let epochEnd = step % stepsPerEpoch == 0
             if task.evalCount > 0 && ((config.evalSteps > 0 && step % config.evalSteps == 0) || epochEnd || step == total) {
                 phase(.evaluating)
-                let e = try evaluate(step: step)
+                let e = try window.excluding { try evaluate(step: step) }
                 lastEval = e
                 if emit(.evaluated(e)) == .stop { control = .stop }
             }
