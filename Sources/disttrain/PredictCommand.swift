@@ -38,6 +38,7 @@ struct Predict: ParsableCommand {
     @Option(help: "Column holding the second text of a pair.") var textPairColumn: String?
     @Flag(inversion: .prefixedNo, help: "Include the raw logits in each output line.") var logits = true
     @Option(help: "Compute threads (default: the cores available).") var threads: Int?
+    @OptionGroup var qa: QAOptions
 
     func validate() throws {
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive (got \(batchSize))") }
@@ -49,6 +50,10 @@ struct Predict: ParsableCommand {
         if OutputRank.isSecondary() { return }   // under mpirun/srun: rank 0 predicts and prints, once
         ComputeThreads.set(threads ?? availableCores())
         let folder = try ModelFolder.open(URL(fileURLWithPath: model))
+        if QuestionAnsweringTask.serves(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) }) {
+            return try write(qa.predictLines(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) }, input: URL(fileURLWithPath: input),
+                                             maxLength: maxLength, batchSize: batchSize))
+        }
         if folder.kind == .encoderTokenClassifier || (adapter.map { TokenPredictor.isTokenAdapter(URL(fileURLWithPath: $0)) } ?? false) {
             return try predictTokens(folder)
         }
