@@ -531,6 +531,11 @@ public final class EncoderClassifier {
                            n: BT, C: C)
         Embeddings.backward(dout: dB, ids: batch.inputIds, types: isBert ? batch.tokenTypeIds : nil,
                             dwte: G(wte), dwpe: G(wpe), dtte: tte.map { G($0) }, B: B, T: T, C: C)
+        // nn.Embedding(padding_idx=pad_token_id): the pad row never gets a gradient. It matters when padding positions
+        // carry loss gradient (question answering's softmax runs over the padded length, as in transformers).
+        if config.padTokenId >= 0 && config.padTokenId < config.vocabSize {
+            (G(wte) + config.padTokenId * C).update(repeating: 0, count: C)
+        }
     }
 
     /// Hidden states of the last forward: [0] embeddings output (after LayerNorm and dropout), then each layer; [B*T*C] each.
