@@ -99,7 +99,8 @@ public final class QuestionAnsweringTask: FolderTrainingTask, @unchecked Sendabl
         guard folder.kind == .encoderQuestionAnswering || adapterDir.map(Self.isQAAdapter) == true else {
             throw TrainingError("\(folder.configURL.path): this is a \(folder.kind.rawValue) (\(folder.architecture ?? "no architectures field")), not a question-answering model; train one with `disttrain train --task question-answering`", exitCode: 2)
         }
-        let maxLength = try folder.maxLength(maxLength ?? 384)
+        // run_qa's default max_seq_length 384, capped at the model's positions; an explicit length is checked.
+        let maxLength = try maxLength.map { try folder.maxLength($0) } ?? min(384, folder.maxPositions)
         self.maxLength = maxLength
         self.settings = settings
         self.docStride = docStride
