@@ -161,6 +161,17 @@ final class QACLITests: XCTestCase {
         let p = try CLI.run(["predict", "--model", fixture.path, "--adapter", out.path, "--input", input.path])
         XCTAssertEqual(p.status, 0, p.stderr)
         XCTAssertNotNil(try json(p.stdout)["answer"])
+        // merge folds the adapter into a BertForQuestionAnswering that answers the same
+        let merged = w.dir.appendingPathComponent("merged")
+        let mg = try CLI.run(["merge", "--model", fixture.path, "--adapter", out.path, "--output", merged.path])
+        XCTAssertEqual(mg.status, 0, mg.stderr)
+        let cfg2 = try json(String(contentsOf: merged.appendingPathComponent("config.json"), encoding: .utf8))
+        XCTAssertEqual(cfg2["architectures"] as? [String], ["BertForQuestionAnswering"])
+        let q = try CLI.run(["predict", "--model", merged.path, "--input", input.path])
+        XCTAssertEqual(q.status, 0, q.stderr)
+        let a = try json(p.stdout), b = try json(q.stdout)
+        XCTAssertEqual(a["answer"] as? String, b["answer"] as? String, "merged model answer = adapter answer")
+        XCTAssertEqual(number(a, "score"), number(b, "score"), accuracy: 1e-5)
     }
 
     func testBadInputIsOneLineNamingFileAndLineExitTwoNothingWritten() throws {
