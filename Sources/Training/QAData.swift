@@ -63,7 +63,7 @@ public enum QAData {
     /// Reads QA examples (format from the content: a JSON object with "data" is SQuAD JSON, anything else JSONL).
     /// `requireAnswers`: every example needs at least one answer (SQuAD v1 evaluation); `unlabelled`: answers are not
     /// read (predict input: {"question", "context"}).
-    public static func load(_ url: URL, requireAnswers: Bool = false, unlabelled: Bool = false) throws -> (examples: [QAExample], fingerprint: String) {
+    public static func load(_ url: URL, requireAnswers: Bool = false, unlabelled: Bool = false) throws -> (examples: [QAExample], fingerprint: String, squadJSON: Bool) {
         let source: DataLoader.Source
         do { source = try DataLoader.Source.read(url, format: .jsonl) } catch let e as DataError {
             throw TrainingError(e.description, exitCode: 2)
@@ -89,7 +89,7 @@ public enum QAData {
         if requireAnswers, let e = out.first(where: { $0.answers.isEmpty }) {
             throw fail(file, e.line, "question \"\(e.id)\" has no answer", "give its answers, or pass --version-2-with-negative for data with unanswerable questions (SQuAD v2)")
         }
-        return (out, source.fingerprint)
+        return (out, source.fingerprint, isSquad)
     }
 
     /// One JSONL line.

@@ -48,7 +48,7 @@ public final class QuestionAnsweringTask: FolderTrainingTask, @unchecked Sendabl
     public init(folder: ModelFolder, adapterDir: URL?, trainConfig config: TrainConfig, microBatch: Int) throws {
         settings = config.qaPostprocess
         docStride = config.docStride
-        var (trainSet, fingerprint) = try QAData.load(config.trainFile)
+        var (trainSet, fingerprint, _) = try QAData.load(config.trainFile)
         var evalSet: [QAExample] = []
         if let evalFile = config.evalFile {
             evalSet = try QAData.load(evalFile, requireAnswers: !settings.version2WithNegative).examples

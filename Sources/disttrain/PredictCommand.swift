@@ -96,10 +96,14 @@ struct Predict: ParsableCommand {
     func predictTokens(_ folder: ModelFolder) throws {
         let predictor = try TokenPredictor(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
                                            maxLength: maxLength, batchSize: batchSize)
-        let inputs = try TokenClassificationData.loadPredictInputs(URL(fileURLWithPath: input))
+        let numbered = try TokenClassificationData.loadPredictInputLines(URL(fileURLWithPath: input))
+        let inputs = numbered.map(\.input)
         let preds = try predictor.predict(inputs.map(\.text))
         var lines: [String] = []
-        for (inp, p) in zip(inputs, preds) {
+        var nextLine = 1   // the input line the next output line answers: a blank line keeps its place, as for classifiers
+        for ((inp, lineNo), p) in zip(numbered, preds) {
+            while nextLine < lineNo { lines.append("{\"error\":\"empty input\",\"line\":\(nextLine)}"); nextLine += 1 }
+            nextLine = lineNo + 1
             var obj: [String: Any] = [:]
             switch inp {
             case .text(let t):

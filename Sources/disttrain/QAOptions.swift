@@ -31,11 +31,11 @@ struct QAOptions: ParsableArguments {
     func predictLines(folder: ModelFolder, adapterDir: URL?, input: URL, maxLength: Int?, batchSize: Int) throws -> [String] {
         let task = try QuestionAnsweringTask(folder: folder, adapterDir: adapterDir, evalFile: nil, settings: settings, docStride: docStride,
                                              maxLength: maxLength, batchSize: batchSize)
-        let examples = try QAData.load(input, unlabelled: true).examples
+        let (examples, _, squadJSON) = try QAData.load(input, unlabelled: true)
         let preds = try task.answer(examples, batchSize: batchSize)
         var lines: [String] = []
         var nextLine = 1
-        let jsonl = examples.count < 2 || examples[0].line != examples[1].line
+        let jsonl = !squadJSON
         for (e, p) in zip(examples, preds) {
             if jsonl {
                 while nextLine < e.line { lines.append("{\"error\":\"empty input\",\"line\":\(nextLine)}"); nextLine += 1 }

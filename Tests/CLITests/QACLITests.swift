@@ -87,7 +87,7 @@ final class QACLITests: XCTestCase {
         let (a, b) = (runs[0], runs[1])
         XCTAssertGreaterThan(abs(a.losses.first! - a.losses.last!), 1e-3, "training did not move the loss")
         for (k, (x, y)) in zip(a.losses, b.losses).enumerated() { XCTAssertEqual(x, y, accuracy: 1e-5 * abs(x), "step \(k + 1) loss: 2 ranks vs 1") }
-        XCTAssertEqual(Set(a.params.keys).filter { $0.hasPrefix("qa_outputs") }, ["qa_outputs.weight", "qa_outputs.bias"])
+        XCTAssertEqual(a.params.keys.filter { $0.hasPrefix("qa_outputs") }.sorted(), ["qa_outputs.bias", "qa_outputs.weight"])
         XCTAssertNil(a.params.keys.first { $0.contains("pooler") || $0.hasPrefix("classifier") })
         // qa_outputs.bias and the LayerNorm bias below the head have an exactly zero gradient (the span softmax's
         // gradient sums to 0 over positions), so AdamW moves them by m/√v of rounding noise, which differs with the
@@ -135,6 +135,11 @@ final class QACLITests: XCTestCase {
             XCTAssertEqual(row["answer"] as? String, sub, "answer is the context's span [start, end)")
             XCTAssertTrue((0...1).contains(number(row, "score")))
         }
+        // SQuAD JSON input: one line per question, ids kept, no blank-line placeholders
+        let sq = try CLI.run(["predict", "--model", folder.path, "--input", w.eval.path, "--max-length", "32", "--doc-stride", "8"])
+        XCTAssertEqual(sq.status, 0, sq.stderr)
+        let ids = try sq.stdout.split(separator: "\n").map { try json(String($0))["id"] as? String }
+        XCTAssertEqual(ids, (0..<7).map { "q\($0)" })
     }
 
     func testLoRAWritesAQuestionAnsweringAdapterThatEvalAndPredictRun() throws {
