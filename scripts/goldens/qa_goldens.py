@@ -25,7 +25,8 @@ Writes Tests/ModelTests/Fixtures/qa-golden/:
       the batches use); a 6-step AdamW trajectory as the HF Trainer (lr 1e-3, warmup 2 of 6, wd 0.01 on Trainer's
       decay set, clip 1.0) on the real positions: per-step loss, pre-clip norm, lr, final parameters.
   windows.json: hand-made examples (long context, answer across a window boundary, answer in a window's last
-      token, no answer, accents and punctuation) tokenized by the fixture's fast tokenizer as run_qa does
+      token, no answer, accents and punctuation; "edge-last-token": the answer is the first window's last context token,
+      run_qa's edge case where the start target runs into the padding) tokenized by the fixture's fast tokenizer as run_qa does
       (question.lstrip(), truncation only_second, stride, overflow, offsets, padding max_length) at two sizes:
       each feature's input_ids (unpadded), token_type_ids, context offsets (null outside the context), and
       run_qa's prepare_train_features start/end positions (its loop, transcribed).
@@ -86,7 +87,7 @@ EXAMPLES = [
 def answers(e):
     if e["answer"] is None:
         return {"text": [], "answer_start": []}
-    return {"text": [e["answer"]], "answer_start": [e["context"].index(e["answer"])]}
+    return {"text": [e["answer"]], "answer_start": [e.get("start", e["context"].index(e["answer"]))]}
 
 
 def features(tok, examples, max_length, stride):
@@ -231,8 +232,21 @@ def golden_model(kind):
     print(kind, "loss0", meta["loss0"], "clamped", meta["loss0_clamped"])
 
 
+def add_edge_example(tok):
+    """run_qa's edge case: an answer that is a window's last context token (a whole word). Its start loop walks past
+    [SEP] into the padding (all offsets (0, 0) <= start_char), so the start target is max_length - 1."""
+    q = "What word ends the first window?"
+    enc = tok(q, LONG, truncation="only_second", max_length=32, stride=8, return_overflowing_tokens=True, return_offsets_mapping=True)
+    seq, offs, ids = enc.sequence_ids(0), enc["offset_mapping"][0], enc["input_ids"][0]
+    last = max(k for k, s in enumerate(seq) if s == 1)
+    a, b = offs[last]
+    assert not tok.convert_ids_to_tokens(ids[last]).startswith("##") and (b == len(LONG) or not LONG[b].isalnum())
+    EXAMPLES.append({"id": "edge-last-token", "question": q, "context": LONG, "answer": LONG[a:b], "start": a})
+
+
 def golden_windows_and_postprocess():
     tok = AutoTokenizer.from_pretrained(os.path.join(FIX, "bert-tiny-cls"))
+    add_edge_example(tok)
     win = {"examples": [{"id": e["id"], "question": e["question"], "context": e["context"], "answers": answers(e)} for e in EXAMPLES],
            "sizes": []}
     post = {"cases": []}
@@ -301,6 +315,6 @@ def golden_squad():
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     golden_squad()
-    golden_windows_and_postprocess()
     for kind in ["bert", "distilbert"]:
-        golden_model(kind)
+        golden_model(kind)   # on the first 12 features of EXAMPLES (before the edge example is appended)
+    golden_windows_and_postprocess()
