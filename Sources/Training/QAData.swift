@@ -169,18 +169,21 @@ public enum QAData {
         guard let data = obj["data"] as? [Any] else {
             throw fail(file, 1, "\"data\" must be a list of articles", "give SQuAD JSON: {\"data\": [{\"paragraphs\": [{\"context\", \"qas\": [...]}]}]}")
         }
-        var lineOf: [String: Int] = [:]
+        // Questions appear in file order: one forward scan, resumed after each question's "id" (a question whose id
+        // is not found after the previous one gets the previous one's line).
+        var cursor = 0, cursorLine = 1
         func line(of id: String) -> Int {
-            if let l = lineOf[id] { return l }
             let needle = Array(("\"" + id + "\"").utf8)
-            var l = 1, i = 0, found = 1
-            search: while i + needle.count <= body.count {
+            var i = cursor, l = cursorLine
+            while i + needle.count <= body.count {
+                if body[i] == needle[0] && body[i..<(i + needle.count)].elementsEqual(needle) {
+                    cursor = i + needle.count; cursorLine = l
+                    return l
+                }
                 if body[i] == 0x0A { l += 1 }
-                if body[i] == needle[0] && Array(body[i..<(i + needle.count)]) == needle { found = l; break search }
                 i += 1
             }
-            lineOf[id] = found
-            return found
+            return cursorLine
         }
         var out: [QAExample] = []
         for article in data {
