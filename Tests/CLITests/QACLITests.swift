@@ -179,6 +179,23 @@ final class QACLITests: XCTestCase {
         XCTAssertEqual(number(a, "score"), number(b, "score"), accuracy: 1e-5)
     }
 
+    /// A run killed during a checkpoint save resumes from the last complete checkpoint and ends with the weights of an
+    /// uninterrupted run, bit for bit (dropout on: masks are keyed by step and sample).
+    func testCrashAndResumeIsBitwiseExact() throws {
+        let w = try workspace()
+        defer { try? FileManager.default.removeItem(at: w.dir) }
+        let extra = ["--save-steps", "2", "--eval-steps", "2"]
+        let ref = try CLI.run(trainArgs(w, out: "ref") + extra, timeout: 240)
+        XCTAssertEqual(ref.status, 0, ref.stderr)
+        let crashed = try CLI.run(trainArgs(w, out: "k") + extra + ["--fault-inject", "before-latest:4"], timeout: 240)
+        XCTAssertNotEqual(crashed.status, 0, "the fault injection did not stop the run")
+        let resumed = try CLI.run(trainArgs(w, out: "k") + extra, timeout: 240)
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertTrue(resumed.stderr.contains("resuming from checkpoint-"), resumed.stderr)
+        XCTAssertEqual(try CLI.tensors(w.dir.appendingPathComponent("k/model.safetensors")),
+                       try CLI.tensors(w.dir.appendingPathComponent("ref/model.safetensors")), "resumed run differs from the uninterrupted one")
+    }
+
     func testBadInputIsOneLineNamingFileAndLineExitTwoNothingWritten() throws {
         let w = try workspace()
         defer { try? FileManager.default.removeItem(at: w.dir) }
