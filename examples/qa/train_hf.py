@@ -96,3 +96,6 @@ result = {"eval_exact_match": em, "eval_f1": f1, "train_loss": train_out.trainin
 print(json.dumps(result))
 os.makedirs(out, exist_ok=True)
 json.dump(result, open(os.path.join(out, "eval_results.json"), "w"))
+with open(os.path.join(out, "predictions.jsonl"), "w", encoding="utf-8") as f:   # per question, to compare with predict
+    for e in examples:
+        f.write(json.dumps({"id": e["id"], "question": e["question"], "answer": answers[e["id"]]}, ensure_ascii=False) + "\n")
