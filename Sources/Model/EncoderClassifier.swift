@@ -170,7 +170,7 @@ public final class EncoderClassifier {
             }
             if config.head == .sequence { L.add("pre_classifier.weight", [C, C]); L.add("pre_classifier.bias", [C]) }
         }
-        L.add("classifier.weight", [NL, C]); L.add("classifier.bias", [NL])
+        L.add(config.head.module + ".weight", [NL, C]); L.add(config.head.module + ".bias", [NL])
         return L
     }
 
@@ -206,7 +206,7 @@ public final class EncoderClassifier {
                     w2: off(p + "output.dense.weight"), b2: off(p + "output.dense.bias"),
                     ln2w: off(p + "output.LayerNorm.weight"), ln2b: off(p + "output.LayerNorm.bias"))
             }
-            (wp, bp) = config.head == .token ? (-1, -1) : (off("bert.pooler.dense.weight"), off("bert.pooler.dense.bias"))
+            (wp, bp) = config.head.perToken ? (-1, -1) : (off("bert.pooler.dense.weight"), off("bert.pooler.dense.bias"))
         } else {
             wte = off("distilbert.embeddings.word_embeddings.weight"); wpe = off("distilbert.embeddings.position_embeddings.weight")
             tte = nil
@@ -223,9 +223,9 @@ public final class EncoderClassifier {
                     w2: off(p + "ffn.lin2.weight"), b2: off(p + "ffn.lin2.bias"),
                     ln2w: off(p + "output_layer_norm.weight"), ln2b: off(p + "output_layer_norm.bias"))
             }
-            (wp, bp) = config.head == .token ? (-1, -1) : (off("pre_classifier.weight"), off("pre_classifier.bias"))
+            (wp, bp) = config.head.perToken ? (-1, -1) : (off("pre_classifier.weight"), off("pre_classifier.bias"))
         }
-        wc = off("classifier.weight"); bc = off("classifier.bias")
+        wc = off(config.head.module + ".weight"); bc = off(config.head.module + ".bias")
 
         // ---- the arena: every activation buffer, once (64-byte aligned, zeroed) ----
         let BT = maxBatch * maxSeq
@@ -248,7 +248,7 @@ public final class EncoderClassifier {
         cls = buf(maxBatch * C); pooled = buf(maxBatch * C); pooledDrop = buf(maxBatch * C); logits = buf(maxBatch * NL)
         dHead1 = buf(maxBatch * C); dHead2 = buf(maxBatch * C); dCls = buf(maxBatch * C)
         lnSink = buf(2 * C)
-        tokDrop = buf(config.head == .token ? BT * C : 1); tokLogits = buf(config.head == .token ? BT * NL : 1)
+        tokDrop = buf(config.head.perToken ? BT * C : 1); tokLogits = buf(config.head.perToken ? BT * NL : 1)
         cDy = buf(maxBatch * C); cH2 = buf(maxBatch * C); cH1 = buf(maxBatch * C); cOutA = buf(maxBatch * C)
         cOutCtx = buf(maxBatch * C); cF = buf(maxBatch * FF)
         cM2 = buf(maxBatch); cR2 = buf(maxBatch); cM1 = buf(maxBatch); cR1 = buf(maxBatch)
@@ -404,7 +404,7 @@ public final class EncoderClassifier {
             x = UnsafePointer(s.y2)
             probe?("output of " + layerName(l), UnsafeBufferPointer(start: s.y2, count: BT * C))
         }
-        if config.head == .token { return tokenHeadForward(x, B: B, T: T, dropout: dropout, samples: samples) }
+        if config.head.perToken { return tokenHeadForward(x, B: B, T: T, dropout: dropout, samples: samples) }
         // head on the first token of every row
         for b in 0..<B { cls.advanced(by: b * C).update(from: x + b * T * C, count: C) }
         Linear.forward(y: pooled, x: cls, w: P(wp), b: P(bp), n: B, inC: C, outC: C)
@@ -433,7 +433,7 @@ public final class EncoderClassifier {
         let pHidden = config.hiddenDropout, pAttn = config.attentionDropout
         let dropH = dropout != nil && pHidden > 0
         let dl = dLogits.baseAddress!
-        if config.head == .token {
+        if config.head.perToken {
             precondition(dLogits.count >= BT * NL)
             tokenHeadBackward(dl, B: B, T: T, dropout: dropout, samples: samples)   // writes dA
         } else {
@@ -531,6 +531,11 @@ public final class EncoderClassifier {
                            n: BT, C: C)
         Embeddings.backward(dout: dB, ids: batch.inputIds, types: isBert ? batch.tokenTypeIds : nil,
                             dwte: G(wte), dwpe: G(wpe), dtte: tte.map { G($0) }, B: B, T: T, C: C)
+        // nn.Embedding(padding_idx=pad_token_id): the pad row never gets a gradient. It matters when padding positions
+        // carry loss gradient (question answering's softmax runs over the padded length, as in transformers).
+        if config.padTokenId >= 0 && config.padTokenId < config.vocabSize {
+            (G(wte) + config.padTokenId * C).update(repeating: 0, count: C)
+        }
     }
 
     /// Hidden states of the last forward: [0] embeddings output (after LayerNorm and dropout), then each layer; [B*T*C] each.

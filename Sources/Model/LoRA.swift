@@ -65,6 +65,15 @@ public struct LoRAConfig: Sendable, Equatable {
         return c
     }
 
+    /// The config as `LoraConfig(task_type=QUESTION_ANS, ...)` records it: "qa_outputs" appended to modules_to_save
+    /// (PeftModelForQuestionAnswering), instead of the classifiers' "classifier" and "score".
+    public func forQuestionAnswering() -> LoRAConfig {
+        var c = self
+        c.taskType = "QUESTION_ANS"
+        c.modulesToSave = (modulesToSave ?? []).filter { $0 != "classifier" && $0 != "score" } + ["qa_outputs"]
+        return c
+    }
+
     /// The factor s of the update s·B·A.
     public var scaling: Double { useRSLoRA ? alpha / Double(r).squareRoot() : alpha / Double(r) }
 
@@ -107,7 +116,7 @@ public struct LoRABase: Sendable {
                                   "intermediate.dense", "output.dense"]
                                : ["attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2"],
             widths: [[C, C], [C, C], [C, C], [C, C], [C, FF], [FF, C]],
-            heads: ["classifier", "pre_classifier", "bert.pooler", "bert.pooler.dense"],
+            heads: ["classifier", "pre_classifier", "bert.pooler", "bert.pooler.dense", "qa_outputs"],
             defaultTargets: LoRAConfig.defaultTargets(model.family), conv1D: false)
     }
 

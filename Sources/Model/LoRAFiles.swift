@@ -19,7 +19,8 @@ public enum PEFTAdapter {
     /// The class count of the trained classifier head an adapter file saves (modules_to_save: an encoder's
     /// `classifier`, GPT-2's `score`), nil when it saves none.
     public static func headRows(_ file: SafeTensorsFile) -> Int? {
-        guard let head = file.info("base_model.model.classifier.weight") ?? file.info("base_model.model.score.weight"),
+        guard let head = file.info("base_model.model.classifier.weight") ?? file.info("base_model.model.score.weight")
+                ?? file.info("base_model.model.qa_outputs.weight"),
               head.shape.count == 2 else { return nil }
         return head.shape[0]
     }

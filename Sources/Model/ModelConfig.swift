@@ -33,9 +33,19 @@ public enum Activation: String, Sendable {
 
 /// Which head sits on the encoder: `.sequence` (*ForSequenceClassification: BERT's pooler or DistilBERT's
 /// pre_classifier, then `classifier`, on the first token) or `.token` (*ForTokenClassification: `classifier` over
-/// every token's last hidden state, no pooler). Decided by the folder's architecture or the task (TokenClassifierHead.swift).
+/// every token's last hidden state, no pooler) or `.span` (*ForQuestionAnswering: `qa_outputs` Linear C → 2 over every
+/// token, start and end logits; QuestionAnsweringHead.swift). Decided by the folder's architecture or the task.
 public enum EncoderHead: String, Sendable {
-    case sequence, token
+    case sequence, token, span
+
+    /// A head over every token's last hidden state (no pooler / pre_classifier).
+    public var perToken: Bool { self != .sequence }
+    /// The head's module name: `qa_outputs` for question answering, `classifier` otherwise.
+    public var module: String { self == .span ? "qa_outputs" : "classifier" }
+    /// The architecture suffix transformers names the head by.
+    var architectureSuffix: String {
+        switch self { case .sequence: "ForSequenceClassification"; case .token: "ForTokenClassification"; case .span: "ForQuestionAnswering" }
+    }
 }
 
 /// The normalised architecture description the model code uses, whatever the family's field names.
@@ -57,6 +67,8 @@ public struct ModelConfig: @unchecked Sendable {
     public var attentionDropout: Float
     /// Dropout before the classifier (BERT `classifier_dropout` ?? hidden dropout; DistilBERT `seq_classif_dropout`).
     public var classifierDropout: Float
+    /// DistilBERT's `qa_dropout` (before qa_outputs; BertForQuestionAnswering has no head dropout).
+    public var qaDropout: Float = 0.1
     public var padTokenId: Int
     /// Class names by id; `numLabels == id2label.count`.
     public var id2label: [String]
@@ -137,6 +149,7 @@ public struct ModelConfig: @unchecked Sendable {
             hiddenDropout = Float(try double("dropout", default: 0.1))
             attentionDropout = Float(try double("attention_dropout", default: 0.1))
             classifierDropout = Float(try double("seq_classif_dropout", default: 0.2))
+            qaDropout = Float(try double("qa_dropout", default: 0.1))
             if (json["sinusoidal_pos_embds"] as? Bool) == true {
                 throw ConfigError(path: path, "sinusoidal_pos_embds true is not supported (learned positions only)")
             }
@@ -169,14 +182,14 @@ public struct ModelConfig: @unchecked Sendable {
     /// The config.json to save for a sequence classifier: the original fields plus architecture, labels and problem type.
     public func classifierJSON() -> [String: Any] {
         var j = raw
-        j["architectures"] = [(family == .bert ? "Bert" : "DistilBert") + (head == .token ? "ForTokenClassification" : "ForSequenceClassification")]
+        j["architectures"] = [(family == .bert ? "Bert" : "DistilBert") + head.architectureSuffix]
         var id2 = [String: String](), l2i = [String: Int]()
         for (i, n) in id2label.enumerated() { id2[String(i)] = n; l2i[n] = i }
         j["id2label"] = id2
         j["label2id"] = l2i
         j.removeValue(forKey: "num_labels")
         if let p = problemType, head == .sequence { j["problem_type"] = p.rawValue }
-        if head == .token { j.removeValue(forKey: "problem_type") }   // a sequence classifier's; token heads have none
+        if head.perToken { j.removeValue(forKey: "problem_type") }   // a sequence classifier's; token and span heads have none
         j.removeValue(forKey: "_name_or_path")
         return j
     }

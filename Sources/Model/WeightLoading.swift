@@ -100,8 +100,8 @@ public enum WeightLoader {
 }
 
 extension EncoderClassifier {
-    /// The classifier head's parameter prefixes (`classifier.`, DistilBERT's `pre_classifier.`).
-    public static let headPrefixes = ["classifier.", "pre_classifier."]
+    /// The head's parameter prefixes (`classifier.`, DistilBERT's `pre_classifier.`, question answering's `qa_outputs.`).
+    public static let headPrefixes = ["classifier.", "pre_classifier.", "qa_outputs."]
 
     /// Whether a layout entry belongs to the head a sequence classifier adds to a base encoder.
     public static func isHead(_ name: String) -> Bool { headPrefixes.contains { name.hasPrefix($0) } }

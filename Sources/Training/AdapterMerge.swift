@@ -20,9 +20,10 @@ public enum AdapterMerge {
             switch folder.config {
             case .encoder:
                 let config = try PEFTAdapter.readConfig(adapterDir)
-                // A TOKEN_CLS adapter (train --task token-classification) folds into a …ForTokenClassification.
+                // A TOKEN_CLS adapter (train --task token-classification) folds into a …ForTokenClassification, a
+                // QUESTION_ANS one (--task question-answering) into a …ForQuestionAnswering.
                 let bundle = try ClassifierBundle(folder: folder, labels: labels, seed: 0,
-                                                  head: config.taskType == "TOKEN_CLS" ? .token : nil)
+                                                  head: config.taskType == "TOKEN_CLS" ? .token : config.taskType == "QUESTION_ANS" ? .span : nil)
                 let plan = try LoRAPlan(config: config, model: bundle.config)
                 let store = ParameterStore(layout: plan.layout)
                 try PEFTAdapter.loadWeights(adapterDir, plan: plan, into: store)

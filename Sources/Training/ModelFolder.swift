@@ -21,6 +21,8 @@ public enum ModelKind: String, Sendable, Equatable, CaseIterable {
     case encoderClassifier = "BERT-family sequence classifier"
     /// BertForTokenClassification, DistilBertForTokenClassification: a label per token (named-entity recognition).
     case encoderTokenClassifier = "BERT-family token classifier"
+    /// BertForQuestionAnswering, DistilBertForQuestionAnswering: start/end logits per token (extractive QA).
+    case encoderQuestionAnswering = "BERT-family question-answering model"
     /// GPT2ForSequenceClassification.
     case gpt2Classifier = "GPT-2 sequence classifier"
     /// GPT2LMHeadModel or GPT2Model (the LM head is tied to wte).
@@ -29,7 +31,7 @@ public enum ModelKind: String, Sendable, Equatable, CaseIterable {
     /// True for the kinds that answer with class labels (train on labelled data, predict, eval with accuracy).
     public var isClassifier: Bool { self != .gpt2LanguageModel }
     /// True for the BERT-family kinds (config decoded as ModelConfig).
-    public var isEncoder: Bool { self == .encoderClassifier || self == .encoderTokenClassifier }
+    public var isEncoder: Bool { self == .encoderClassifier || self == .encoderTokenClassifier || self == .encoderQuestionAnswering }
 
     /// The kind of the folder's config.json; throws for a folder without a readable config or an architecture we do
     /// not support (named).
@@ -100,6 +102,7 @@ public struct ModelFolder: @unchecked Sendable {
         "DistilBertForSequenceClassification": .encoderClassifier, "DistilBertModel": .encoderClassifier,
         "DistilBertForMaskedLM": .encoderClassifier,
         "BertForTokenClassification": .encoderTokenClassifier, "DistilBertForTokenClassification": .encoderTokenClassifier,
+        "BertForQuestionAnswering": .encoderQuestionAnswering, "DistilBertForQuestionAnswering": .encoderQuestionAnswering,
         "GPT2ForSequenceClassification": .gpt2Classifier,
         "GPT2LMHeadModel": .gpt2LanguageModel, "GPT2Model": .gpt2LanguageModel,
     ]
@@ -135,6 +138,7 @@ public struct ModelFolder: @unchecked Sendable {
         if kind.isEncoder {
             var c = try ModelConfig(json: json, path: url.path)
             if kind == .encoderTokenClassifier { c.head = .token }
+            if kind == .encoderQuestionAnswering { c.head = .span }
             config = .encoder(c)
         } else {
             config = .gpt2(try GPT2Config(json: json, path: url.path))

@@ -23,6 +23,11 @@ enum TaskFactory {
         case (.auto, .encoderTokenClassifier), (.tokenClassification, .encoderTokenClassifier),
              (.tokenClassification, .encoderClassifier):
             return TokenClassificationTask.self   // a label per word (NER); a base encoder gets a fresh token head
+        case (.auto, .encoderQuestionAnswering), (.questionAnswering, .encoderQuestionAnswering),
+             (.questionAnswering, .encoderClassifier):
+            return QuestionAnsweringTask.self     // extractive QA; a base encoder gets a fresh qa_outputs head
+        case (.questionAnswering, _):
+            throw TrainingError("--task question-answering needs a BERT-family encoder folder (BertModel, DistilBertModel, MiniLM, or a …ForQuestionAnswering), but \(modelDir.relativePath) is a \(kind.rawValue); pass such a --model", exitCode: 2)
         case (.tokenClassification, _):
             throw TrainingError("--task token-classification needs a BERT-family encoder folder (BertModel, DistilBertModel, MiniLM, or a …ForTokenClassification), but \(modelDir.relativePath) is a \(kind.rawValue); pass such a --model", exitCode: 2)
         case (.reward, .encoderClassifier), (.reward, .gpt2Classifier):

@@ -251,19 +251,24 @@ extension TokenClassificationData {
 
     /// Reads `predict` input: one {"text": "..."} or {"tokens": [...]} per line (other keys ignored).
     public static func loadPredictInputs(_ url: URL) throws -> [PredictInput] {
+        try loadPredictInputLines(url).map(\.input)
+    }
+
+    /// `loadPredictInputs` with the 1-based line of each input (blank lines are skipped; `predict` keeps their place).
+    public static func loadPredictInputLines(_ url: URL) throws -> [(input: PredictInput, line: Int)] {
         let source: DataLoader.Source
-        var out: [PredictInput] = []
+        var out: [(input: PredictInput, line: Int)] = []
         do {
             source = try DataLoader.Source.read(url, format: .jsonl)
             let file = source.file
             try DataLoader.forEachJSONObject(source, shape: "{\"text\": \"...\"} or {\"tokens\": [...]}") { obj, line in
                 if let t = obj["text"] {
                     guard let s = t as? String else { throw fail(file, line, "\"text\" must be a string", "give {\"text\": \"some text\"}") }
-                    out.append(.text(s))
+                    out.append((.text(s), line))
                 } else if let t = obj["tokens"] {
                     guard let w = t as? [String] else { throw fail(file, line, "\"tokens\" must be a list of strings", "give {\"tokens\": [\"EU\", \"rejects\"]}") }
                     guard !w.isEmpty else { throw fail(file, line, "\"tokens\" is empty", "give the words, or {\"text\": \"...\"}") }
-                    out.append(.tokens(w))
+                    out.append((.tokens(w), line))
                 } else {
                     throw fail(file, line, "neither \"text\" nor \"tokens\" (keys: \(obj.keys.sorted().joined(separator: ", ")))",
                                "give {\"text\": \"...\"} or {\"tokens\": [...]} per line")

@@ -21,6 +21,8 @@ public enum TaskKind: String, Sendable, Equatable, CaseIterable {
     /// Direct Preference Optimization of a GPT-2 LM on preference pairs (DPOTask.swift).
     case dpo
     case tokenClassification = "token-classification"
+    /// Extractive question answering (QuestionAnsweringTask.swift).
+    case questionAnswering = "question-answering"
 
     public static var names: String { allCases.map(\.rawValue).joined(separator: ", ") }
 }
@@ -106,6 +108,10 @@ public struct TrainConfig: Sendable {
     public var tagScheme: TagScheme = .default
     /// Token classification: the data format (nil: from the extension; .conll/.txt are CoNLL columns).
     public var tokenDataFormat: TokenDataFormat?
+    /// Question answering: context tokens shared by consecutive windows of a long context (run_qa's doc_stride).
+    public var docStride: Int = 128
+    /// Question answering: n-best, maximum answer length, SQuAD v2 no-answer and its threshold (run_qa's).
+    public var qaPostprocess = QAPostprocessSettings()
     /// Group samples of similar length into the same batches (less padding; see GlobalBatchPlan).
     public var groupByLength: Bool = true
     /// Testing hooks (hidden flags): kill the process with _exit(137) at a checkpoint phase of a given step,

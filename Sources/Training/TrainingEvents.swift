@@ -206,6 +206,14 @@ public struct BestModelTracker: Sendable {
             }
             return key
         }
+        if let t = task as? QuestionAnsweringTask {   // F1 by default
+            guard let name else { return "eval_f1" }
+            let key = name.hasPrefix("eval_") ? name : "eval_" + name
+            guard t.metricNames.contains(String(key.dropFirst("eval_".count))) else {
+                throw TrainingError("--metric-for-best-model \(name) is not a metric of question answering; use one of \(t.metricNames.joined(separator: ", ")) (the eval_ prefix is optional)", exitCode: 2)
+            }
+            return key
+        }
         if let t = task as? TokenClassificationTask {   // entity F1 by default, as run_ner
             guard let name else { return "eval_f1" }
             let key = name.hasPrefix("eval_") ? name : "eval_" + name

@@ -53,6 +53,7 @@ struct Eval: ParsableCommand {
     @Option(help: ArgumentHelp("Token classifier: entity metrics in seqeval's default mode, or strict mode with a scheme: \(TagScheme.names).", valueName: "scheme"))
     var tagScheme: TagScheme = .default
     @OptionGroup var threads: ThreadsOption
+    @OptionGroup var qa: QAOptions
 
     var model: String { modelOptions.model }
     var adapter: String? { modelOptions.adapter }
@@ -86,6 +87,10 @@ struct Eval: ParsableCommand {
                                                 : (try? RewardTask.isRewardModel(folder: folder, adapterDir: adapterDir)) ?? false
         if isReward {
             result = try evaluateReward(folder, comm: comm)
+        } else if QuestionAnsweringTask.serves(folder: folder, adapterDir: adapterDir) {
+            let task = try QuestionAnsweringTask(folder: folder, adapterDir: adapterDir, evalFile: URL(fileURLWithPath: evalFile),
+                                                 settings: qa.settings, docStride: qa.docStride, maxLength: maxLength, batchSize: batchSize)
+            result = task.metrics(try task.evaluateAll(comm: comm, batchSize: batchSize))
         } else if folder.kind == .encoderTokenClassifier || (adapter.map { TokenPredictor.isTokenAdapter(URL(fileURLWithPath: $0)) } ?? false) {
             result = try evaluateTokenClassifier(folder, comm: comm)
         } else if folder.kind.isClassifier {

@@ -64,7 +64,8 @@ struct Inspect: ParsableCommand {
             out["labels"] = folder.kind == .gpt2LanguageModel ? [] : a.id2label
             switch folder.config {
             case .encoder(let config):
-                out["problem_type"] = folder.kind == .encoderTokenClassifier ? "token_classification" : config.problemType?.rawValue ?? (config.id2label.isEmpty ? "none (no id2label: not a trained classifier)" : "single_label_classification (default)")
+                out["problem_type"] = folder.kind == .encoderTokenClassifier ? "token_classification"
+                    : folder.kind == .encoderQuestionAnswering ? "question_answering (start/end logits)" : config.problemType?.rawValue ?? (config.id2label.isEmpty ? "none (no id2label: not a trained classifier)" : "single_label_classification (default)")
             case .gpt2:
                 out["problem_type"] = folder.kind == .gpt2LanguageModel ? "causal_lm"
                     : (a.id2label.isEmpty ? "none (no id2label: not a trained classifier)" : "single_label_classification (default)")

@@ -35,6 +35,7 @@ struct Predict: ParsableCommand {
     @OptionGroup var columns: TextColumnOptions
     @Flag(inversion: .prefixedNo, help: "Include the raw logits in each output line.") var logits = true
     @OptionGroup var threads: ThreadsOption
+    @OptionGroup var qa: QAOptions
 
     var model: String { modelOptions.model }
     var adapter: String? { modelOptions.adapter }
@@ -45,6 +46,10 @@ struct Predict: ParsableCommand {
         if OutputRank.isSecondary() { return }   // under mpirun/srun: rank 0 predicts and prints, once
         ComputeThreads.set(threads.count)
         let folder = try ModelFolder.open(URL(fileURLWithPath: model))
+        if QuestionAnsweringTask.serves(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) }) {
+            return try write(qa.predictLines(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) }, input: URL(fileURLWithPath: input),
+                                             maxLength: maxLength, batchSize: batchSize))
+        }
         if folder.kind == .encoderTokenClassifier || (adapter.map { TokenPredictor.isTokenAdapter(URL(fileURLWithPath: $0)) } ?? false) {
             return try predictTokens(folder)
         }
@@ -87,10 +92,14 @@ struct Predict: ParsableCommand {
     func predictTokens(_ folder: ModelFolder) throws {
         let predictor = try TokenPredictor(folder: folder, adapterDir: adapter.map { URL(fileURLWithPath: $0) },
                                            maxLength: maxLength, batchSize: batchSize)
-        let inputs = try TokenClassificationData.loadPredictInputs(URL(fileURLWithPath: input))
+        let numbered = try TokenClassificationData.loadPredictInputLines(URL(fileURLWithPath: input))
+        let inputs = numbered.map(\.input)
         let preds = try predictor.predict(inputs.map(\.text))
         var lines: [String] = []
-        for (inp, p) in zip(inputs, preds) {
+        var nextLine = 1   // the input line the next output line answers: a blank line keeps its place, as for classifiers
+        for ((inp, lineNo), p) in zip(numbered, preds) {
+            while nextLine < lineNo { lines.append("{\"error\":\"empty input\",\"line\":\(nextLine)}"); nextLine += 1 }
+            nextLine = lineNo + 1
             var obj: [String: Any] = [:]
             switch inp {
             case .text(let t):

@@ -126,6 +126,8 @@ final class ProgressReporter {
         case .evaluated(let e):
             if let acc = e["eval_rewards/accuracies"] {   // DPO, with TRL's metric names
                 logger.info("\(String(format: "eval step %d: loss %.4f rewards/accuracies %.4f rewards/margins %.4f logps/chosen %.2f logps/rejected %.2f", e.step, e["eval_loss"] ?? 0, acc, e["eval_rewards/margins"] ?? 0, e["eval_logps/chosen"] ?? 0, e["eval_logps/rejected"] ?? 0))")
+            } else if let em = e["eval_exact_match"] {   // question answering: SQuAD exact match and F1
+                logger.info("\(String(format: "eval step %d: exact_match %.2f f1 %.2f loss %.4f", e.step, em, e["eval_f1"] ?? 0, e["eval_loss"] ?? 0))")
             } else if let f1 = e["eval_f1"] {   // token classification: seqeval entity scores
                 logger.info("\(String(format: "eval step %d: entity f1 %.4f precision %.4f recall %.4f accuracy %.4f loss %.4f", e.step, f1, e["eval_precision"] ?? 0, e["eval_recall"] ?? 0, e["eval_accuracy"] ?? 0, e["eval_loss"] ?? 0))")
             } else if let ppl = e["eval_perplexity"] {

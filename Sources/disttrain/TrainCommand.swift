@@ -97,6 +97,14 @@ struct Train: ParsableCommand {
     var labelAllTokens = false
     @Option(help: ArgumentHelp("Token classification: entity metrics in seqeval's default mode, or strict mode with a scheme: \(TagScheme.names).", valueName: "scheme"))
     var tagScheme: String = "default"
+    @Option(help: "Question answering: context tokens shared by consecutive windows of a long context (run_qa's --doc_stride).")
+    var docStride: Int = 128
+    @Option(help: "Question answering: start and end candidates per window, and answers kept, in post-processing.") var nBestSize: Int = 20
+    @Option(help: "Question answering: the longest answer in tokens.") var maxAnswerLength: Int = 30
+    @Flag(help: "Question answering: some questions have no answer (SQuAD v2): train them on [CLS] and predict \"\" when the null score wins.")
+    var version2WithNegative = false
+    @Option(help: "Question answering with --version-2-with-negative: predict no answer when null score − best span score exceeds this.")
+    var nullScoreDiffThreshold: Double = 0
     @Option(help: .hidden) var faultInject: String?
     @Option(help: .hidden) var stepDelayMs: Int = 0
     @Option(help: .hidden) var logSamples: String?
@@ -130,6 +138,10 @@ struct Train: ParsableCommand {
                 throw ValidationError("\(flag) applies to --task dpo only; add --task dpo, or drop \(flag)")
             }
         }
+        guard docStride >= 0 else { throw ValidationError("--doc-stride must not be negative (got \(docStride))") }
+        guard nBestSize > 0 else { throw ValidationError("--n-best-size must be positive (got \(nBestSize))") }
+        guard maxAnswerLength > 0 else { throw ValidationError("--max-answer-length must be positive (got \(maxAnswerLength))") }
+        guard nullScoreDiffThreshold.isFinite else { throw ValidationError("--null-score-diff-threshold must be a number") }
         guard TagScheme(rawValue: tagScheme.lowercased()) != nil else {
             throw ValidationError("--tag-scheme '\(tagScheme)' is unknown; use one of \(TagScheme.names)")
         }
@@ -151,6 +163,9 @@ struct Train: ParsableCommand {
         c.labelAllTokens = labelAllTokens
         c.tagScheme = TagScheme(rawValue: tagScheme.lowercased()) ?? .default
         c.tokenDataFormat = dataFormat?.token
+        c.docStride = docStride
+        c.qaPostprocess = QAPostprocessSettings(nBestSize: nBestSize, maxAnswerLength: maxAnswerLength,
+                                                version2WithNegative: version2WithNegative, nullScoreDiffThreshold: nullScoreDiffThreshold)
         c.numTrainEpochs = numTrainEpochs; c.maxSteps = maxSteps; c.batchSize = batchSize
         c.microBatchSize = microBatchSize; c.learningRate = learningRate; c.weightDecay = weightDecay
         c.warmupSteps = warmupSteps; c.warmupRatio = warmupRatio

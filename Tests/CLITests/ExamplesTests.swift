@@ -15,7 +15,7 @@ final class ExamplesTests: XCTestCase {
     static let examplesDir = CLI.repoRoot.appendingPathComponent("examples")
     /// Model folders the configs may name: fetched by ./launch.sh fetch-model.
     static let knownModels: Set = ["models/all-MiniLM-L6-v2"]
-    static let expected = ["causal-lm", "gpt2-prompt-response", "lora-classifier", "ner", "preference-pipeline", "review-sentiment",
+    static let expected = ["causal-lm", "gpt2-prompt-response", "lora-classifier", "ner", "preference-pipeline", "qa", "review-sentiment",
                            "topic-routing", "tweet-sentiment-gpt2"]
 
     /// Each example folder holds a train.yaml and a README that gives the command and a measured figure.
@@ -68,6 +68,23 @@ final class ExamplesTests: XCTestCase {
         p.waitUntilExit()
         XCTAssertEqual(p.terminationStatus, 0, "examples/ner/prepare.py failed")
         try runExample("ner", expectLabels: 3)
+    }
+
+    /// Extractive QA: its data is the repository's SQuAD/QuAC questions, written as JSONL by examples/qa/prepare.py
+    /// (stdlib only); with the tiny fixture's 40 positions the windows shrink (--doc-stride 8).
+    func testQA() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", CLI.repoRoot.appendingPathComponent("examples/qa/prepare.py").path]
+        p.standardOutput = Pipe()
+        try p.run()
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0, "examples/qa/prepare.py failed")
+        try runExample("qa", expectLabels: nil, extraArgs: ["--doc-stride", "8"]) { results in
+            let f1 = try XCTUnwrap((results["eval_f1"] as? NSNumber)?.doubleValue, "\(results.keys.sorted())")
+            XCTAssertTrue((0...100).contains(f1))
+            XCTAssertNotNil(results["eval_exact_match"])
+        }
     }
 
     /// The GPT-2 classifier recipe, also under real mpirun with 2 ranks.
@@ -128,7 +145,8 @@ final class ExamplesTests: XCTestCase {
 
     /// Runs `examples/NAME/train.yaml` for 3 steps; returns the output folder. `expectLabels` nil = a language model.
     @discardableResult
-    func runExample(_ name: String, expectLabels: Int?, ranks: Int? = nil, modelOverride: URL? = nil) throws -> URL {
+    func runExample(_ name: String, expectLabels: Int?, ranks: Int? = nil, modelOverride: URL? = nil, extraArgs: [String] = [],
+                    checkResults: (([String: Any]) throws -> Void)? = nil) throws -> URL {
         let config = try Self.config(name)
         let trainFile = try XCTUnwrap(config["train-file"])
         try Self.requireData(trainFile)
@@ -166,7 +184,7 @@ final class ExamplesTests: XCTestCase {
         let previous = FileManager.default.currentDirectoryPath
         FileManager.default.changeCurrentDirectoryPath(CLI.repoRoot.path)
         defer { FileManager.default.changeCurrentDirectoryPath(previous) }
-        let r = try CLI.run(args, ranks: ranks, timeout: 240)
+        let r = try CLI.run(args + extraArgs, ranks: ranks, timeout: 240)
         XCTAssertEqual(r.status, 0, "examples/\(name) failed:\n\(r.stderr)")
         XCTAssertTrue(r.stderr.contains("step 3/3"), "examples/\(name) did not reach step 3:\n\(r.stderr)")
         let losses = try CLI.jsonLines(out.appendingPathComponent("metrics.jsonl"))
@@ -175,7 +193,9 @@ final class ExamplesTests: XCTestCase {
         XCTAssertTrue(losses.allSatisfy { $0.isFinite && $0 > 0 }, "\(losses)")
         let results = try XCTUnwrap(JSONSerialization.jsonObject(
             with: Data(contentsOf: out.appendingPathComponent("eval_results.json"))) as? [String: Any])
-        if let n = expectLabels {
+        if let checkResults {
+            try checkResults(results)
+        } else if let n = expectLabels {
             let acc = try XCTUnwrap((results["eval_accuracy"] as? NSNumber)?.doubleValue, "\(results.keys.sorted())")
             XCTAssertTrue((0...1).contains(acc))
             let labels = try String(contentsOf: out.appendingPathComponent(config["lora-r"] == nil ? "config.json" : "labels.txt"),

@@ -127,8 +127,9 @@ final class ModelFolderTests: XCTestCase {
     }
 
     func testUnsupportedArchitecturesAreRefusedByName() throws {
-        // (BertForTokenClassification is supported since token classification: NERCLITests.)
-        let token = try variant(of: "bert-tiny-cls", as: "qa") { $0["architectures"] = ["BertForQuestionAnswering"] }
+        // (BertForTokenClassification and BertForQuestionAnswering are supported since token classification and
+        // question answering: NERCLITests, QACLITests.)
+        let token = try variant(of: "bert-tiny-cls", as: "mc") { $0["architectures"] = ["BertForMultipleChoice"] }
         let input = try write("in.jsonl", "{\"text\": \"hello there\", \"label\": \"neg\"}\n{\"text\": \"bye\", \"label\": \"pos\"}\n")
         let runs: [[String]] = [
             // (--max-length 40 so that the old code got past the length check and showed the defect.)
@@ -141,7 +142,7 @@ final class ModelFolderTests: XCTestCase {
         ]
         for args in runs {
             let r = try CLI.run(args)
-            assertOneErrorLine(r, mentions: ["BertForQuestionAnswering", "not supported", "config.json"])
+            assertOneErrorLine(r, mentions: ["BertForMultipleChoice", "not supported", "config.json"])
             XCTAssertTrue(r.stdout.isEmpty, "\(args[0]) printed: \(r.stdout)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("merged").path))

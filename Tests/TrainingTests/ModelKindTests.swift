@@ -31,7 +31,9 @@ final class ModelKindTests: XCTestCase {
         XCTAssertEqual(try kind(["model_type": "distilbert", "architectures": ["DistilBertForMaskedLM"]]), .encoderClassifier)
         XCTAssertEqual(try kind(["model_type": "bert", "architectures": ["BertForTokenClassification"]]), .encoderTokenClassifier)
         XCTAssertEqual(try kind(["model_type": "distilbert", "architectures": ["DistilBertForTokenClassification"]]), .encoderTokenClassifier)
-        for (type, arch) in [("distilbert", "BertForTokenClassification"), ("bert", "BertForQuestionAnswering"),
+        XCTAssertEqual(try kind(["model_type": "bert", "architectures": ["BertForQuestionAnswering"]]), .encoderQuestionAnswering)
+        XCTAssertEqual(try kind(["model_type": "distilbert", "architectures": ["DistilBertForQuestionAnswering"]]), .encoderQuestionAnswering)
+        for (type, arch) in [("distilbert", "BertForTokenClassification"), ("bert", "BertForMultipleChoice"), ("distilbert", "BertForQuestionAnswering"),
                              ("gpt2", "GPT2ForTokenClassification"), ("distilbert", "BertModel"), ("bert", "GPT2LMHeadModel")] {
             XCTAssertThrowsError(try kind(["model_type": type, "architectures": [arch]]), arch) { e in
                 XCTAssertTrue("\(e)".contains(arch) && "\(e)".contains("not supported"), "\(e)")
