@@ -11,6 +11,8 @@
 // Sampler.pick sorts every candidate without top-k, slow in a debug build: most sampled cases use top-k.
 import Foundation
 import XCTest
+import CKernels
+import TestSupport
 @testable import Model
 
 final class GPT2BatchGeneratorTests: XCTestCase {
@@ -125,6 +127,45 @@ final class GPT2BatchGeneratorTests: XCTestCase {
                 XCTAssertTrue(mixed.logits[1] == all.logits[2], "\(what) reordered: logits differ")
                 XCTAssertEqual(all.logits[2].count, 10 * config.vocabSize)
                 if o.temperature > 0 { XCTAssertNotEqual(mixed.ids[2], all.ids[2], "another seed, another completion") }
+            }
+        }
+    }
+
+    /// The row-deterministic kernels: every row of a many-row call equals, bit for bit, the same row computed alone
+    /// (every blocking path: 4-row blocks and leftover rows, 16-, 8- and 1-column blocks, odd columns, K not a multiple
+    /// of 8, leading dimensions wider than the data), and the values match a Double reference to float rounding.
+    func testDeterministicProductsAreRowExact() {
+        var rng = TestRNG(3)
+        for (n, K, m) in [(7, 37, 45), (9, 300, 70), (4, 8, 1), (1, 16, 130)] {
+            let ldx = K + 3, ldw = m + 5, ldy = m + 2
+            let x = rng.floats(n * ldx), w = rng.floats(K * ldw), wt = rng.floats(m * (K + 1)), b = rng.floats(m)
+            for accumulate: Int32 in [0, 1] {
+                let y0 = rng.floats(n * ldy)
+                var all = y0
+                gr_det_gemm_nn(&all, ldy, x, ldx, w, ldw, b, n, K, m, accumulate)
+                var allT = y0
+                gr_det_gemm_nt(&allT, ldy, x, ldx, wt, K + 1, n, K, m, 0.7, accumulate)
+                for r in 0..<n {
+                    var one = Array(y0[(r * ldy)..<((r + 1) * ldy)]), oneT = one
+                    Array(x[(r * ldx)..<((r + 1) * ldx)]).withUnsafeBufferPointer { xr in
+                        gr_det_gemm_nn(&one, ldy, xr.baseAddress, ldx, w, ldw, b, 1, K, m, accumulate)
+                        gr_det_gemm_nt(&oneT, ldy, xr.baseAddress, ldx, wt, K + 1, 1, K, m, 0.7, accumulate)
+                    }
+                    XCTAssertEqual(one, Array(all[(r * ldy)..<((r + 1) * ldy)]), "nn \(n)x\(K)x\(m) row \(r)")
+                    XCTAssertEqual(oneT, Array(allT[(r * ldy)..<((r + 1) * ldy)]), "nt \(n)x\(K)x\(m) row \(r)")
+                    for j in 0..<m {
+                        var s = 0.0, t = 0.0
+                        for k in 0..<K {
+                            s += Double(x[r * ldx + k]) * Double(w[k * ldw + j])
+                            t += Double(x[r * ldx + k]) * Double(wt[j * (K + 1) + k])
+                        }
+                        let base = Double(y0[r * ldy + j])
+                        let wantNN = (accumulate == 1 ? base : Double(b[j])) + s, wantNT = (accumulate == 1 ? base : 0) + 0.7 * t
+                        XCTAssertEqual(Double(all[r * ldy + j]), wantNN, accuracy: 2e-5 * Double(K).squareRoot() + 1e-6)
+                        XCTAssertEqual(Double(allT[r * ldy + j]), wantNT, accuracy: 2e-5 * Double(K).squareRoot() + 1e-6)
+                    }
+                    XCTAssertEqual(all[r * ldy + m], y0[r * ldy + m], "nn leaves columns past m alone")
+                }
             }
         }
     }
