@@ -3,7 +3,8 @@
 // running into one [N, C] matrix, so the Conv1D products (and their LoRA updates) are single GEMMs over all rows, while
 // attention runs per row over that row's cache. Prompts are prefilled in the same packed steps (a long prompt is split
 // into pieces when the rows' prompt tokens exceed the step's token budget). Each row draws from its own
-// SplitMix64(seed: seeds[i]) with the same Sampler as GPT2Generator.
+// SplitMix64(seed: seeds[i]) and picks exactly as GPT2Generator's Sampler.pick (ExactSampler below: the same draws
+// and arithmetic, a radix sort instead of a comparator sort of the whole vocabulary per token).
 // Exactness: row i's ids are a function of (prompt i, seed i, options, weights) alone, bit for bit, whatever the other
 // rows, their order, the token budget or how prompts were cut into prefill pieces: every product that mixes rows is a
 // row-deterministic kernel (gr_det_gemm_nn / gr_det_gemm_nt in grpo_kernels.c: one fixed multiply-add chain per output
@@ -44,6 +45,7 @@ public final class GPT2BatchGenerator {
     /// Test probe: called with (row, that row's logits) every time a row's next-token logits are formed.
     var logitsProbe: ((Int, UnsafeBufferPointer<Float>) -> Void)?
     static let maxLoRARank = 256
+    let sampler: ExactSampler
 
     /// - maxBatch: rows per call. - maxSeq: cache positions per row (default n_positions; the cache holds
     ///   layers·2·maxBatch·maxSeq·C floats, so give prompt + completion length for big batches).
@@ -56,6 +58,7 @@ public final class GPT2BatchGenerator {
         self.tokenBudget = max(1, tokenBudget ?? max(maxBatch, 256))
         C = config.hidden; NH = config.heads; FF = config.intermediate; V = config.vocabSize
         body = GPT2Transformer(config: config, parameters: parameters, maxBatch: 1, maxSeq: 1)
+        sampler = ExactSampler(vocabulary: config.vocabSize)
         let arena = self.arena
         func buf(_ n: Int) -> UnsafeMutablePointer<Float> { arena.floats(n) }
         let N = self.tokenBudget, T = self.maxSeq, C = config.hidden, FF = config.intermediate
@@ -133,7 +136,7 @@ public final class GPT2BatchGenerator {
     private func pick(_ k: Int, row: Int, options: GenerationOptions, rng: inout SplitMix64) -> Int32 {
         let logits = UnsafeBufferPointer(start: UnsafePointer(logitsBuf + k * V), count: V)
         logitsProbe?(row, logits)
-        return Sampler.pick(logits, options: options, rng: &rng)
+        return sampler.pick(logits, options: options, rng: &rng)
     }
 
     /// Conv1D of site `site` over n packed rows plus, with an adapter, its unmerged update y += s·(x Aᵀ) Bᵀ.
@@ -240,4 +243,91 @@ extension GPT2BatchGenerator: LoRAModel {
         body.frozenBase = freezeBase
     }
     public func detachLoRA() { adapter = nil; body.adapter = nil; body.frozenBase = false }
+}
+
+/// Sampler.pick, bit for bit (same candidates, same order, the same Double exps summed in the same order, one draw),
+/// without its cost: the candidates are ordered by a stable radix sort on an order-preserving key of z (ids ascending
+/// within equal z, as Sampler's comparator), into buffers allocated once. Sampler.pick sorts all V tuples with a
+/// comparator for every sampled token, which costs more than the model's step for a small GPT-2.
+final class ExactSampler {
+    let V: Int
+    var z: [Double], keys: [UInt64], keys2: [UInt64], ids: [Int32], ids2: [Int32], probs: [Double]
+
+    init(vocabulary V: Int) {
+        self.V = V
+        z = [Double](repeating: 0, count: V); probs = z
+        keys = [UInt64](repeating: 0, count: V); keys2 = keys
+        ids = [Int32](repeating: 0, count: V); ids2 = ids
+    }
+
+    /// Ascending in -z: z descending; -0 counts as +0 (they compare equal in Sampler's comparator).
+    @inline(__always) static func descendingKey(_ v: Double) -> UInt64 {
+        let b = (v == 0 ? 0.0 : v).bitPattern
+        let asc = b & (1 << 63) != 0 ? ~b : b | (1 << 63)   // increasing with v
+        return ~asc
+    }
+
+    func pick(_ logits: UnsafeBufferPointer<Float>, options: GenerationOptions, rng: inout SplitMix64) -> Int32 {
+        precondition(logits.count == V)
+        if options.temperature <= 0 { return Sampler.pick(logits, options: options, rng: &rng) }
+        let inv = 1 / Double(options.temperature)
+        for i in 0..<V { z[i] = Double(logits[i]) * inv }
+        var keepFrom = -Double.infinity
+        if options.topK > 0 && options.topK < V { keepFrom = Sampler.kthLargest(z, options.topK) }
+        var n = 0
+        for i in 0..<V where z[i] >= keepFrom {
+            keys[n] = Self.descendingKey(z[i]); ids[n] = Int32(i); n += 1
+        }
+        radixSort(n)
+        // From here Sampler.pick's arithmetic, in its order.
+        let m = z[Int(ids[0])]
+        var total = 0.0
+        for i in 0..<n { probs[i] = Foundation.exp(z[Int(ids[i])] - m); total += probs[i] }
+        var count = n
+        if options.topP < 1 {
+            var cum = 0.0, keep = 0
+            for i in 0..<n {
+                cum += probs[i] / total
+                keep += 1
+                if cum >= Double(options.topP) { break }
+            }
+            count = max(1, keep)
+            total = 0
+            for i in 0..<count { total += probs[i] }
+        }
+        var u = rng.nextUniform() * total
+        for i in 0..<count {
+            u -= probs[i]
+            if u < 0 { return ids[i] }
+        }
+        return ids[count - 1]
+    }
+
+    /// Stable LSD radix sort of keys[0..<n] (with ids) ascending, 8 bits a pass; passes where every key shares the byte
+    /// are skipped. The result is left in keys/ids.
+    private func radixSort(_ n: Int) {
+        if n < 2 { return }
+        var counts = [Int](repeating: 0, count: 256)
+        keys.withUnsafeMutableBufferPointer { k1 in keys2.withUnsafeMutableBufferPointer { k2 in
+        ids.withUnsafeMutableBufferPointer { i1 in ids2.withUnsafeMutableBufferPointer { i2 in
+            var srcK = k1.baseAddress!, dstK = k2.baseAddress!, srcI = i1.baseAddress!, dstI = i2.baseAddress!
+            var inFirst = true
+            for pass in 0..<8 {
+                let shift = UInt64(pass * 8)
+                for b in 0..<256 { counts[b] = 0 }
+                for i in 0..<n { counts[Int((srcK[i] >> shift) & 0xff)] += 1 }
+                if counts[Int((srcK[0] >> shift) & 0xff)] == n { continue }   // every key has this byte
+                var sum = 0
+                for b in 0..<256 { let c = counts[b]; counts[b] = sum; sum += c }
+                for i in 0..<n {
+                    let b = Int((srcK[i] >> shift) & 0xff)
+                    dstK[counts[b]] = srcK[i]; dstI[counts[b]] = srcI[i]; counts[b] += 1
+                }
+                swap(&srcK, &dstK); swap(&srcI, &dstI); inFirst.toggle()
+            }
+            if !inFirst {   // the sorted run ended in the second buffers
+                k1.baseAddress!.update(from: srcK, count: n); i1.baseAddress!.update(from: srcI, count: n)
+            }
+        }}}}
+    }
 }

@@ -12,6 +12,7 @@
 import Foundation
 import XCTest
 import CKernels
+import SplitMix
 import TestSupport
 @testable import Model
 
@@ -166,6 +167,28 @@ final class GPT2BatchGeneratorTests: XCTestCase {
                     }
                     XCTAssertEqual(all[r * ldy + m], y0[r * ldy + m], "nn leaves columns past m alone")
                 }
+            }
+        }
+    }
+
+    /// ExactSampler picks what Sampler.pick picks and leaves the RNG where it does: random and quantised logits (many
+    /// exact ties, ±0), every temperature/top-k/top-p combination, several vocabulary sizes including the real one.
+    func testExactSamplerEqualsSampler() {
+        var rng = TestRNG(8)
+        for (V, trials) in [(7, 200), (300, 200), (3000, 40), (50257, 3)] {
+            let exact = ExactSampler(vocabulary: V)
+            for t in 0..<trials {
+                var logits = rng.floats(V, scale: t % 3 == 0 ? 0.05 : 3)
+                if t % 2 == 1 { logits = logits.map { ($0 * 4).rounded() / 4 } }    // ties, and ±0
+                if t % 5 == 0 { logits[t % V] = -0.0; logits[(t + 1) % V] = 0.0 }
+                let options = GenerationOptions(temperature: [0, 0.3, 1, 1.7][t % 4], topK: [0, 1, 5, V / 2, V][t % 5],
+                                                topP: [1, 0.9, 0.3, 0.999][(t / 5) % 4])
+                let seed = rng.next()
+                var a = SplitMix64(seed: seed), b = SplitMix64(seed: seed)
+                let want = logits.withUnsafeBufferPointer { Sampler.pick($0, options: options, rng: &a) }
+                let got = logits.withUnsafeBufferPointer { exact.pick($0, options: options, rng: &b) }
+                XCTAssertEqual(got, want, "V \(V) trial \(t) \(options)")
+                XCTAssertEqual(a.next(), b.next(), "V \(V) trial \(t): the RNG advanced differently")
             }
         }
     }
