@@ -251,13 +251,54 @@ extension GPT2BatchGenerator: LoRAModel {
 /// comparator for every sampled token, which costs more than the model's step for a small GPT-2.
 final class ExactSampler {
     let V: Int
-    var z: [Double], keys: [UInt64], keys2: [UInt64], ids: [Int32], ids2: [Int32], probs: [Double]
+    // raw buffers (class-held Swift arrays cost an exclusivity and uniqueness check per element access)
+    let z, probs: UnsafeMutablePointer<Double>
+    var keys, keys2: UnsafeMutablePointer<UInt64>
+    var ids, ids2: UnsafeMutablePointer<Int32>
+    var keys32, keys32b: UnsafeMutablePointer<UInt32>
+    let counts: UnsafeMutablePointer<Int>
+    /// Tests: always take the 64-bit key path (otherwise only when the float order is not z's).
+    var forceWideKeys = false
 
     init(vocabulary V: Int) {
         self.V = V
-        z = [Double](repeating: 0, count: V); probs = z
-        keys = [UInt64](repeating: 0, count: V); keys2 = keys
-        ids = [Int32](repeating: 0, count: V); ids2 = ids
+        z = .allocate(capacity: V); probs = .allocate(capacity: V)
+        keys = .allocate(capacity: V); keys2 = .allocate(capacity: V)
+        ids = .allocate(capacity: V); ids2 = .allocate(capacity: V)
+        keys32 = .allocate(capacity: V); keys32b = .allocate(capacity: V)
+        counts = .allocate(capacity: 2048)
+    }
+
+    deinit {
+        z.deallocate(); probs.deallocate(); keys.deallocate(); keys2.deallocate(); ids.deallocate(); ids2.deallocate()
+        keys32.deallocate(); keys32b.deallocate(); counts.deallocate()
+    }
+
+    /// Ascending in -f: f descending; -0 as +0.
+    @inline(__always) static func descendingKey32(_ v: Float) -> UInt32 {
+        let b = (v == 0 ? Float(0) : v).bitPattern
+        let asc = b & (1 << 31) != 0 ? ~b : b | (1 << 31)
+        return ~asc
+    }
+
+    /// Stable LSD radix sort of keys32[0..<n] (with ids) ascending, 11-bit digits (3 passes, constant digits skipped).
+    private func radixSort32(_ n: Int) {
+        if n < 2 { return }
+        var kA = keys32, kB = keys32b, iA = ids, iB = ids2
+        let counts = self.counts
+        for shift: UInt32 in [0, 11, 22] {
+            for b in 0..<2048 { counts[b] = 0 }
+            for i in 0..<n { counts[Int((kA[i] >> shift) & 0x7ff)] += 1 }
+            if counts[Int((kA[0] >> shift) & 0x7ff)] == n { continue }
+            var sum = 0
+            for b in 0..<2048 { let c = counts[b]; counts[b] = sum; sum += c }
+            for i in 0..<n {
+                let b = Int((kA[i] >> shift) & 0x7ff)
+                kB[counts[b]] = kA[i]; iB[counts[b]] = iA[i]; counts[b] += 1
+            }
+            swap(&kA, &kB); swap(&iA, &iB)
+        }
+        keys32 = kA; keys32b = kB; ids = iA; ids2 = iB
     }
 
     /// Ascending in -z: z descending; -0 counts as +0 (they compare equal in Sampler's comparator).
@@ -271,18 +312,38 @@ final class ExactSampler {
         precondition(logits.count == V)
         if options.temperature <= 0 { return Sampler.pick(logits, options: options, rng: &rng) }
         let inv = 1 / Double(options.temperature)
+        let V = self.V, z = self.z, probs = self.probs, keys = self.keys, ids = self.ids   // locals: no access checks
         for i in 0..<V { z[i] = Double(logits[i]) * inv }
         var keepFrom = -Double.infinity
-        if options.topK > 0 && options.topK < V { keepFrom = Sampler.kthLargest(z, options.topK) }
-        var n = 0
-        for i in 0..<V where z[i] >= keepFrom {
-            keys[n] = Self.descendingKey(z[i]); ids[n] = Int32(i); n += 1
+        if options.topK > 0 && options.topK < V {
+            keepFrom = Sampler.kthLargest(Array(UnsafeBufferPointer(start: z, count: V)), options.topK)
         }
-        radixSort(n)
+        // Order by the float logit (3 radix passes): z = Double(logit)·inv is strictly increasing in the logit for finite
+        // values (a float step is 2^29 double steps), so this is z's order; checked, else the 64-bit key of z itself.
+        var n = 0
+        let k32 = keys32
+        for i in 0..<V where z[i] >= keepFrom {
+            k32[n] = Self.descendingKey32(logits[i]); ids[n] = Int32(i); n += 1
+        }
+        radixSort32(n)
+        var ordered = true
+        var sortedIds = self.ids
+        for i in 1..<max(n, 1) {
+            let a = z[Int(sortedIds[i - 1])], b = z[Int(sortedIds[i])]
+            if !(a > b || (a == b && sortedIds[i - 1] < sortedIds[i])) { ordered = false; break }
+        }
+        if !ordered || forceWideKeys {
+            n = 0
+            for i in 0..<V where z[i] >= keepFrom {
+                keys[n] = Self.descendingKey(z[i]); ids[n] = Int32(i); n += 1
+            }
+            radixSort(n)
+            sortedIds = self.ids
+        }
         // From here Sampler.pick's arithmetic, in its order.
-        let m = z[Int(ids[0])]
+        let m = z[Int(sortedIds[0])]
         var total = 0.0
-        for i in 0..<n { probs[i] = Foundation.exp(z[Int(ids[i])] - m); total += probs[i] }
+        for i in 0..<n { probs[i] = Foundation.exp(z[Int(sortedIds[i])] - m); total += probs[i] }
         var count = n
         if options.topP < 1 {
             var cum = 0.0, keep = 0
@@ -298,36 +359,30 @@ final class ExactSampler {
         var u = rng.nextUniform() * total
         for i in 0..<count {
             u -= probs[i]
-            if u < 0 { return ids[i] }
+            if u < 0 { return sortedIds[i] }
         }
-        return ids[count - 1]
+        return sortedIds[count - 1]
     }
 
     /// Stable LSD radix sort of keys[0..<n] (with ids) ascending, 8 bits a pass; passes where every key shares the byte
     /// are skipped. The result is left in keys/ids.
     private func radixSort(_ n: Int) {
         if n < 2 { return }
-        var counts = [Int](repeating: 0, count: 256)
-        keys.withUnsafeMutableBufferPointer { k1 in keys2.withUnsafeMutableBufferPointer { k2 in
-        ids.withUnsafeMutableBufferPointer { i1 in ids2.withUnsafeMutableBufferPointer { i2 in
-            var srcK = k1.baseAddress!, dstK = k2.baseAddress!, srcI = i1.baseAddress!, dstI = i2.baseAddress!
-            var inFirst = true
-            for pass in 0..<8 {
-                let shift = UInt64(pass * 8)
-                for b in 0..<256 { counts[b] = 0 }
-                for i in 0..<n { counts[Int((srcK[i] >> shift) & 0xff)] += 1 }
-                if counts[Int((srcK[0] >> shift) & 0xff)] == n { continue }   // every key has this byte
-                var sum = 0
-                for b in 0..<256 { let c = counts[b]; counts[b] = sum; sum += c }
-                for i in 0..<n {
-                    let b = Int((srcK[i] >> shift) & 0xff)
-                    dstK[counts[b]] = srcK[i]; dstI[counts[b]] = srcI[i]; counts[b] += 1
-                }
-                swap(&srcK, &dstK); swap(&srcI, &dstI); inFirst.toggle()
+        var kA = keys, kB = keys2, iA = ids, iB = ids2
+        let counts = self.counts
+        for pass in 0..<8 {
+            let shift = UInt64(pass * 8)
+            for b in 0..<256 { counts[b] = 0 }
+            for i in 0..<n { counts[Int((kA[i] >> shift) & 0xff)] += 1 }
+            if counts[Int((kA[0] >> shift) & 0xff)] == n { continue }   // every key has this byte
+            var sum = 0
+            for b in 0..<256 { let c = counts[b]; counts[b] = sum; sum += c }
+            for i in 0..<n {
+                let b = Int((kA[i] >> shift) & 0xff)
+                kB[counts[b]] = kA[i]; iB[counts[b]] = iA[i]; counts[b] += 1
             }
-            if !inFirst {   // the sorted run ended in the second buffers
-                k1.baseAddress!.update(from: srcK, count: n); i1.baseAddress!.update(from: srcI, count: n)
-            }
-        }}}}
+            swap(&kA, &kB); swap(&iA, &iB)
+        }
+        keys = kA; keys2 = kB; ids = iA; ids2 = iB
     }
 }

@@ -172,11 +172,13 @@ final class GPT2BatchGeneratorTests: XCTestCase {
     }
 
     /// ExactSampler picks what Sampler.pick picks and leaves the RNG where it does: random and quantised logits (many
-    /// exact ties, ±0), every temperature/top-k/top-p combination, several vocabulary sizes including the real one.
+    /// exact ties, ±0), every temperature/top-k/top-p combination, several vocabulary sizes including the real one, and
+    /// the 64-bit-key path it falls back to.
     func testExactSamplerEqualsSampler() {
         var rng = TestRNG(8)
-        for (V, trials) in [(7, 200), (300, 200), (3000, 40), (50257, 3)] {
+        for (V, trials, wide) in [(7, 200, false), (300, 200, false), (3000, 40, false), (50257, 3, false), (300, 200, true)] {
             let exact = ExactSampler(vocabulary: V)
+            exact.forceWideKeys = wide
             for t in 0..<trials {
                 var logits = rng.floats(V, scale: t % 3 == 0 ? 0.05 : 3)
                 if t % 2 == 1 { logits = logits.map { ($0 * 4).rounded() / 4 } }    // ties, and ±0
