@@ -312,7 +312,7 @@ final class ExactSampler {
         precondition(logits.count == V)
         if options.temperature <= 0 { return Sampler.pick(logits, options: options, rng: &rng) }
         let inv = 1 / Double(options.temperature)
-        let V = self.V, z = self.z, probs = self.probs, keys = self.keys, ids = self.ids   // locals: no access checks
+        let V = self.V, z = self.z, probs = self.probs, ids = self.ids   // locals: no access checks
         for i in 0..<V { z[i] = Double(logits[i]) * inv }
         var keepFrom = -Double.infinity
         if options.topK > 0 && options.topK < V {
@@ -334,6 +334,7 @@ final class ExactSampler {
         }
         if !ordered || forceWideKeys {
             n = 0
+            let keys = self.keys, ids = self.ids   // the 32-bit sort may have swapped the id buffers
             for i in 0..<V where z[i] >= keepFrom {
                 keys[n] = Self.descendingKey(z[i]); ids[n] = Int32(i); n += 1
             }
