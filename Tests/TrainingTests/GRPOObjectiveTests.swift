@@ -285,6 +285,33 @@ final class GRPOObjectiveTests: XCTestCase {
         }
     }
 
+    /// forwardTokenStats (body + the labelled rows only) gives the golden log-probs and entropies, and backward after it
+    /// the golden gradients, as forward + logProbsAndEntropies does (a LoRA case with KL and clipping).
+    func testForwardTokenStatsMatchesGolden() throws {
+        let name = "lora_grpo_dapo_kl_iter2"
+        let c = (golden["cases"] as! [String: Any])[name] as! [String: Any]
+        let k = Case(c)
+        let cfg = k.config
+        let (model, store) = try loadModel(lora: true)
+        let ref = k.optGrid("ref_per_token_logps")!
+        let stats = model.forwardTokenStats(k.batch, labels: k.labels, temperature: cfg.temperature)
+        let logps = k.completionGrid(stats.logps)
+        assertClose(logps, Self.grid(c["per_token_logps"]).flatMap { $0 }, atol: 2e-5, "forwardTokenStats log-probs")
+        assertClose(k.completionGrid(stats.entropies), Self.grid(c["entropies"]).flatMap { $0 }, atol: 2e-5, "forwardTokenStats entropies")
+        let adv = GRPOObjective.advantages(rewards: Self.floats(c["rewards"]), groupSize: golden["num_generations"] as! Int,
+                                           estimator: .grpo, scaling: k.scaling)
+        let res = cfg.evaluate(logps: logps, oldLogps: k.optGrid("old_per_token_logps"), refLogps: ref, advantages: adv, mask: k.mask,
+                               rows: k.rows, cols: k.cols, globalRows: k.rows, globalTokens: Int(k.mask.reduce(0, +)))
+        assertNear(res.loss, Self.num(c["loss"]), atol: 1e-6, rtol: 2e-5, "loss")
+        store.zeroGrads()
+        model.backward(tokenScales: k.perPosition(res.dLogps.map { -$0 }), temperature: cfg.temperature)
+        try compareGrads(store, prefix: "\(name)/grad")
+        // temperature 1: tokenLogProbs(temperature: 1) reads the same values afterwards
+        let s1 = model.forwardTokenStats(k.batch, labels: k.labels, temperature: 1, entropies: false)
+        XCTAssertEqual(model.tokenLogProbs(), s1.logps)
+        XCTAssertTrue(s1.entropies.isEmpty)
+    }
+
     func testValidation() {
         XCTAssertNotNil(GRPOObjectiveConfig().validationError(groupSize: 1, scaling: .group))
         XCTAssertNotNil(GRPOObjectiveConfig(estimator: .rloo).validationError(groupSize: 4, scaling: .group))
