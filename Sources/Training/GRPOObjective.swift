@@ -3,7 +3,8 @@
 // clipped surrogate loss with its per-token gradient dLoss/dlogp and the statistics TRL logs.
 // Shapes: rows = completions on this rank, cols = the padded completion length; per-token arrays are [rows * cols]
 // row-major, mask[b*cols + t] = 1 on completion tokens (up to and including EOS), 0 on padding.
-// The caller turns the per-token gradient into parameter gradients with
+// The caller gets logps (and entropies) from `GPT2LMHead.forwardTokenStats(batch, labels:, temperature:)` (or forward +
+// `logProbsAndEntropies(temperature:)`), and turns the per-token gradient into parameter gradients with
 // `GPT2LMHead.backward(tokenScales: result.dLogps.map { -$0 }, temperature:)` (tokenScales weight the NLL = −logp).
 // Deliberately not here: sampling, rewards, the model, the all-reduce (Training/GRPOTask.swift does those).
 //
