@@ -113,6 +113,15 @@ int cmpi_comm_bcast(cmpi_comm *comm, void *buffer, size_t count, int dtype, int 
     return comm ? bcast_on(comm->comm, buffer, count, dtype, root) : CMPI_ERR_ARG;
 }
 int cmpi_comm_barrier(cmpi_comm *comm) { return comm ? MPI_Barrier(comm->comm) : CMPI_ERR_ARG; }
+int cmpi_comm_alltoallv(cmpi_comm *comm, const void *send, const int *scounts, const int *sdispls,
+                        void *recv, const int *rcounts, const int *rdispls) {
+    if (comm == NULL || scounts == NULL || sdispls == NULL || rcounts == NULL || rdispls == NULL) return CMPI_ERR_ARG;
+    return MPI_Alltoallv(send, scounts, sdispls, MPI_BYTE, recv, rcounts, rdispls, MPI_BYTE, comm->comm);
+}
+int cmpi_comm_allgatherv(cmpi_comm *comm, void *buffer, const int *counts, const int *displs) {
+    if (comm == NULL || counts == NULL || displs == NULL) return CMPI_ERR_ARG;
+    return MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buffer, counts, displs, MPI_BYTE, comm->comm);
+}
 int cmpi_comm_free(cmpi_comm *comm) {
     if (comm == NULL) return CMPI_ERR_ARG;
     int rc = MPI_Comm_free(&comm->comm);
