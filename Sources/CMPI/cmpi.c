@@ -167,6 +167,29 @@ int cmpi_iallreduce(void *buffer, size_t count, int dtype, int op, cmpi_request 
     return MPI_SUCCESS;
 }
 
+int cmpi_comm_ialltoallv(cmpi_comm *comm, const void *send, const int *scounts, const int *sdispls,
+                         void *recv, const int *rcounts, const int *rdispls, cmpi_request **request) {
+    if (request == NULL) return CMPI_ERR_ARG;
+    *request = NULL;
+    if (comm == NULL || scounts == NULL || sdispls == NULL || rcounts == NULL || rdispls == NULL) return CMPI_ERR_ARG;
+    int n = 0;
+    int rc = MPI_Comm_size(comm->comm, &n);
+    if (rc != MPI_SUCCESS) return rc;
+    // One request, followed by copies of the four count/offset arrays: MPI reads them until completion, and the
+    // request's lifetime is exactly that (freed by cmpi_wait or cmpi_request_free).
+    cmpi_request *r = malloc(sizeof(cmpi_request) + sizeof(MPI_Request) + 4 * (size_t)n * sizeof(int));
+    if (r == NULL) return CMPI_ERR_NOMEM;
+    int *a = (int *)(void *)&r->reqs[1];
+    memcpy(a, scounts, n * sizeof(int)); memcpy(a + n, sdispls, n * sizeof(int));
+    memcpy(a + 2 * n, rcounts, n * sizeof(int)); memcpy(a + 3 * n, rdispls, n * sizeof(int));
+    r->count = 1;
+    r->done = 0;
+    rc = MPI_Ialltoallv(send, a, a + n, MPI_BYTE, recv, a + 2 * n, a + 3 * n, MPI_BYTE, comm->comm, &r->reqs[0]);
+    if (rc != MPI_SUCCESS) { free(r); return rc; }
+    *request = r;
+    return MPI_SUCCESS;
+}
+
 int cmpi_test(cmpi_request *request, int *done) {
     if (request == NULL || done == NULL) return CMPI_ERR_ARG;
     if (!request->done) {

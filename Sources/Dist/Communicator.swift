@@ -73,6 +73,9 @@ public protocol Communicator: AnyObject {
     /// (`counts` bytes each, the same counts on every rank); rank q's block is its contribution, and afterwards every
     /// rank holds every block. The default broadcasts each block from its rank.
     func allGather(_ buffer: UnsafeMutableRawBufferPointer, counts: [Int]) throws
+    /// Non-blocking `allToAll` (MPI_Ialltoallv): neither buffer may be touched until the handle completed. The
+    /// default runs the blocking exchange and returns a completed handle.
+    func startAllToAll(send: UnsafeRawBufferPointer, sendCounts: [Int], recv: UnsafeMutableRawBufferPointer, recvCounts: [Int]) throws -> PendingReduction
 }
 
 /// What a hierarchical (two-level) reduction needs: the node's shared memory and the cross-node peers.
@@ -118,6 +121,11 @@ extension Communicator {
             }
             recvOffset += recvCounts[q]
         }
+    }
+
+    public func startAllToAll(send: UnsafeRawBufferPointer, sendCounts: [Int], recv: UnsafeMutableRawBufferPointer, recvCounts: [Int]) throws -> PendingReduction {
+        try allToAll(send: send, sendCounts: sendCounts, recv: recv, recvCounts: recvCounts)
+        return CompletedReduction()
     }
 
     public func allGather(_ buffer: UnsafeMutableRawBufferPointer, counts: [Int]) throws {

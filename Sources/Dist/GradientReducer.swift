@@ -140,6 +140,25 @@ public final class GradientReducer {
     private var stepSumSqReplicated = 0.0
     /// Scratch of the cross-node exchanges (grown once, reused).
     private var sendHalves: [UInt16] = [], recvHalves: [UInt16] = [], recvFloats: [Float] = []
+    /// ZeRO-1 across nodes: start each bucket's reduce-scatter without waiting (MPI_Ialltoallv), test the ones in
+    /// flight at every later stage boundary, and complete them in `finish()` (false: each blocks at once).
+    public let overlapCrossNode: Bool
+    /// Reduce-scatters in flight: the bucket, its node blocks, the handle, the receive buffer (scratch slot).
+    private var inFlight: [(bucket: Range<Int>, counts: [Int], handle: PendingReduction, recv: UnsafeMutableRawPointer)] = []
+    /// Raw scratch buffers by slot (two per in-flight bucket: receive, and bf16's send), grown, freed in deinit.
+    private var slots: [(pointer: UnsafeMutableRawPointer, bytes: Int)] = []
+
+    deinit { for s in slots { s.pointer.deallocate() } }
+
+    /// Scratch slot `i` with room for `bytes` (only called while no exchange uses a larger old buffer of that slot).
+    private func slot(_ i: Int, bytes: Int) -> UnsafeMutableRawPointer {
+        while slots.count <= i { slots.append((UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64), 64)) }
+        if slots[i].bytes < bytes {
+            slots[i].pointer.deallocate()
+            slots[i] = (UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64), bytes)
+        }
+        return slots[i].pointer
+    }
     /// Σ g² of the whole buffer after the last `finish()` (or `reduce`): every range reduced and scaled, rows that
     /// `reduceRows` skipped counted as the zeros they are. The same on every rank (each sums identical data in the
     /// same order), so a clipping coefficient computed from it keeps the replicas identical.
@@ -157,7 +176,8 @@ public final class GradientReducer {
     ///     `crossNode`); without it such steps are not scatter-only.
     public init(communicator: Communicator, bucketBytes: Int = 4 << 20, strategy: Strategy = .blocking,
                 shared: NodeSharedMemory? = nil, crossNode: Communicator? = nil, commDtype: CommDtype = .fp32,
-                placement: [(node: Int, local: Int)]? = nil) {
+                placement: [(node: Int, local: Int)]? = nil, overlapCrossNode: Bool = true) {
+        self.overlapCrossNode = overlapCrossNode
         self.communicator = communicator
         self.strategy = strategy
         self.bucketElements = max(1, bucketBytes / MemoryLayout<Float>.stride)
@@ -403,6 +423,7 @@ public final class GradientReducer {
         if sharedStep, let shared {
             if !gaps.isEmpty { try sharedReduce(gaps) }  // the same gaps on every rank: one rendezvous for all
             if scatterOnly, crossNode != nil {
+                try completeScatters()
                 // ZeRO-1 across nodes: every rank's own blocks, plus node 0's table rows (the same on every node),
                 // summed over the world in rank order (each slot has one non-zero contribution: exact).
                 let W = communicator.worldSize
@@ -448,6 +469,8 @@ public final class GradientReducer {
     private func sharedReduce(_ ranges: [Range<Int>]) throws {
         guard let shared, let buffer else { return }
         let W = shared.worldSize
+        // A stage boundary: let the reduce-scatters in flight move (MPI progresses them only inside MPI calls).
+        for f in inFlight { _ = try f.handle.test() }
         sharedRanges += ranges
         try shared.sync()
         for r in ranges {
@@ -458,8 +481,12 @@ public final class GradientReducer {
                 _ = sumRanks(at: mine.lowerBound, count: mine.count)
                 for b in buckets(of: mine) {
                     let blocks = (0..<crossNode.worldSize).map { share(b, $0, of: crossNode.worldSize) }
-                    try reduceScatterAcrossNodes(UnsafeMutableBufferPointer(rebasing: buffer[b]), counts: blocks.map(\.count), crossNode)
-                    stepSumSq += Self.sumSquares(UnsafeMutableBufferPointer(rebasing: buffer[blocks[crossNode.rank]]))
+                    if overlapCrossNode {
+                        try startScatter(b, counts: blocks.map(\.count), crossNode)
+                    } else {
+                        try reduceScatterAcrossNodes(UnsafeMutableBufferPointer(rebasing: buffer[b]), counts: blocks.map(\.count), crossNode)
+                        stepSumSq += Self.sumSquares(UnsafeMutableBufferPointer(rebasing: buffer[blocks[crossNode.rank]]))
+                    }
                 }
             } else if let crossNode {
                 // The node's sum of this share, then the sum over the nodes: the same share on every node.
@@ -547,6 +574,59 @@ public final class GradientReducer {
                 dst[i] = acc
             }
         }
+    }
+
+    /// Starts the reduce-scatter of bucket `b` of the buffer across the nodes (as `reduceScatterAcrossNodes`, but
+    /// non-blocking); `completeScatters` finishes it. The bucket must not be written until then.
+    private func startScatter(_ b: Range<Int>, counts: [Int], _ across: Communicator) throws {
+        let N = across.worldSize, mine = counts[across.rank], e = commDtype == .bf16 ? 2 : 4
+        let k = inFlight.count
+        let recv = slot(2 * k, bytes: max(N * mine * e, 1))
+        let send: UnsafeRawBufferPointer
+        if commDtype == .bf16 {
+            let h = slot(2 * k + 1, bytes: max(2 * b.count, 1)).assumingMemoryBound(to: UInt16.self)
+            let src = buffer!.baseAddress! + b.lowerBound
+            for i in 0..<b.count { h[i] = Self.bf16(src[i]) }
+            send = UnsafeRawBufferPointer(start: h, count: 2 * b.count)
+        } else {
+            send = UnsafeRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer![b]))
+        }
+        let t0 = ContinuousClock.now
+        let handle = try across.startAllToAll(send: send, sendCounts: counts.map { e * $0 },
+                                              recv: UnsafeMutableRawBufferPointer(start: recv, count: N * mine * e),
+                                              recvCounts: Array(repeating: e * mine, count: N))
+        noteCrossNode(bytes: (counts.reduce(0, +) - mine) * e, since: t0)
+        inFlight.append((b, counts, handle, recv))
+    }
+
+    /// Waits for every reduce-scatter in flight (in start order) and sums each bucket's node blocks into this rank's
+    /// block, in node order, as `reduceScatterAcrossNodes` does; adds their squares to the step's norm.
+    private func completeScatters() throws {
+        guard let crossNode, let buffer else { return }
+        let N = crossNode.worldSize, me = crossNode.rank
+        for f in inFlight {
+            let t0 = ContinuousClock.now
+            try f.handle.wait()
+            noteCrossNode(bytes: 0, since: t0)
+            let mine = f.counts[me], dst = buffer.baseAddress! + f.bucket.lowerBound + Self.offsets(f.counts)[me]
+            if commDtype == .bf16 {
+                let r = f.recv.assumingMemoryBound(to: UInt16.self)
+                for i in 0..<mine {
+                    var acc = Self.float(r[i])
+                    for n in 1..<max(N, 1) { acc += Self.float(r[n * mine + i]) }
+                    dst[i] = acc
+                }
+            } else {
+                let r = f.recv.assumingMemoryBound(to: Float.self)
+                for i in 0..<mine {
+                    var acc = r[i]
+                    for n in 1..<max(N, 1) { acc += r[n * mine + i] }
+                    dst[i] = acc
+                }
+            }
+            stepSumSq += Self.sumSquares(UnsafeMutableBufferPointer(start: dst, count: mine))
+        }
+        inFlight.removeAll(keepingCapacity: true)
     }
 
     /// Cross-node all-gather of `b`'s node blocks (`counts` floats, node order), as float32, or with `halves` as

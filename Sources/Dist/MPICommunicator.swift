@@ -292,6 +292,18 @@ public final class MPISubCommunicator: Communicator, MPITypedReduce {
         }
     }
 
+    public func startAllToAll(send: UnsafeRawBufferPointer, sendCounts: [Int], recv: UnsafeMutableRawBufferPointer, recvCounts: [Int]) throws -> PendingReduction {
+        try Self.checkBlocks(sendCounts, send.count, worldSize, "MPI_Ialltoallv over the \(label) (send)")
+        try Self.checkBlocks(recvCounts, recv.count, worldSize, "MPI_Ialltoallv over the \(label) (recv)")
+        let sc = try Self.int32(sendCounts), rc = try Self.int32(recvCounts)
+        let sd = try Self.int32(Self.offsets(sendCounts)), rd = try Self.int32(Self.offsets(recvCounts))
+        var request: OpaquePointer?
+        let name = "MPI_Ialltoallv(\(send.count) bytes out, \(recv.count) in) over the \(label)"
+        try parent.collective(name) { cmpi_comm_ialltoallv(handle, send.baseAddress, sc, sd, recv.baseAddress, rc, rd, &request) }
+        guard let request else { throw CommunicatorError("\(name) gave no request on rank \(parent.rank)") }
+        return MPIPendingReduction(request: request, name: name, sequence: parent.sequence, communicator: parent)
+    }
+
     public func allGather(_ buffer: UnsafeMutableRawBufferPointer, counts: [Int]) throws {
         try Self.checkBlocks(counts, buffer.count, worldSize, "MPI_Allgatherv over the \(label)")
         let c = try Self.int32(counts), d = try Self.int32(Self.offsets(counts))

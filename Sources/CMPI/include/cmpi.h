@@ -86,6 +86,10 @@ int cmpi_comm_alltoallv(cmpi_comm *comm, const void *send, const int *scounts, c
 /// In-place MPI_Allgatherv of bytes over `comm`: rank q's block is buffer[displs[q] ..< +counts[q]]; afterwards every
 /// rank holds every block.
 int cmpi_comm_allgatherv(cmpi_comm *comm, void *buffer, const int *counts, const int *displs);
+/// Non-blocking cmpi_comm_alltoallv (MPI_Ialltoallv of bytes; the count and offset arrays are copied): `*request`
+/// as for cmpi_iallreduce; neither buffer may be touched until it completed.
+int cmpi_comm_ialltoallv(cmpi_comm *comm, const void *send, const int *scounts, const int *sdispls,
+                         void *recv, const int *rcounts, const int *rdispls, cmpi_request **request);
 /// Collective over `comm`: frees it and the handle.
 int cmpi_comm_free(cmpi_comm *comm);
 
