@@ -210,6 +210,30 @@ final class MultiNodeTests: XCTestCase {
         XCTAssertTrue(bad.stderr.contains("--grad-comm-dtype 'fp16' is unknown; use fp32 or bf16"), bad.stderr)
     }
 
+    /// A 1-process run stopped after checkpoint-10 resumes on 2 nodes × 2 ranks (ZeRO-1 across nodes: every rank's
+    /// moments come from the complete checkpoint, and each keeps updating its 1/4) and ends with the weights of the
+    /// uninterrupted 1-process run.
+    func testOneProcessCheckpointResumesOnTwoNodes() throws {
+        try requireEmulation()
+        let w = try makeWorkspace()
+        defer { try? FileManager.default.removeItem(at: w.dir) }
+        let ref = try CLI.run(trainArgs(w, out: "reference"), timeout: 120)
+        XCTAssertEqual(ref.status, 0, ref.stderr)
+        let args = trainArgs(w, out: "moved") + ["--save-steps", "5"]
+        let stopped = try CLI.run(args + ["--fault-inject", "before-latest:15"], timeout: 120)
+        XCTAssertNotEqual(stopped.status, 0, "the fault must stop the run: \(stopped.stderr)")
+        let moved = w.dir.appendingPathComponent("moved")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: moved.appendingPathComponent("model.safetensors").path))
+        let r = try runEmulated(args, nodes: 2, ranksPerNode: "2")
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let log = r.stdout + r.stderr
+        XCTAssertNotNil(Self.matches(log, #"resuming from checkpoint-1[05] \(step 1[05], saved with 1 rank\(s\), now 4\)"#), log)
+        XCTAssertTrue(log.contains("ZeRO-1 across 2 nodes"), log)
+        let (worst, at) = Self.maxDifference(try CLI.tensors(w.dir.appendingPathComponent("reference/model.safetensors")),
+                                             try CLI.tensors(moved.appendingPathComponent("model.safetensors")))
+        XCTAssertLessThan(worst, 1e-5, "resumed on 2 nodes: final weights differ from 1 process by \(worst) in \(at)")
+    }
+
     /// 2 ranks on node0 and 1 on node1: no hierarchical reduction (its shares need equal nodes); the message path
     /// runs, the start-up line says why, and the model is still that of 1 process.
     func testUnevenNodesTakeTheMessagePathAndSaySo() throws {
