@@ -18,7 +18,8 @@ struct StepResult {
     var tokens: Int
     /// The global L2 norm of the gradient before clipping.
     var gradNorm: Double
-    /// Seconds in the AdamW update and, under ZeRO-1, the barrier that publishes it (this rank).
+    /// Seconds in the AdamW update and, under ZeRO-1, the barrier that publishes it (this rank); across nodes also
+    /// the all-gather of the updated parameters.
     var optimizerSeconds: Double
     /// The task's own training metrics of the step (DPO: TRL's rewards/*, logps/*), from all-reduced sums.
     var taskMetrics: [String: Double] = [:]
