@@ -113,6 +113,15 @@ int cmpi_comm_bcast(cmpi_comm *comm, void *buffer, size_t count, int dtype, int 
     return comm ? bcast_on(comm->comm, buffer, count, dtype, root) : CMPI_ERR_ARG;
 }
 int cmpi_comm_barrier(cmpi_comm *comm) { return comm ? MPI_Barrier(comm->comm) : CMPI_ERR_ARG; }
+int cmpi_comm_alltoallv(cmpi_comm *comm, const void *send, const int *scounts, const int *sdispls,
+                        void *recv, const int *rcounts, const int *rdispls) {
+    if (comm == NULL || scounts == NULL || sdispls == NULL || rcounts == NULL || rdispls == NULL) return CMPI_ERR_ARG;
+    return MPI_Alltoallv(send, scounts, sdispls, MPI_BYTE, recv, rcounts, rdispls, MPI_BYTE, comm->comm);
+}
+int cmpi_comm_allgatherv(cmpi_comm *comm, void *buffer, const int *counts, const int *displs) {
+    if (comm == NULL || counts == NULL || displs == NULL) return CMPI_ERR_ARG;
+    return MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buffer, counts, displs, MPI_BYTE, comm->comm);
+}
 int cmpi_comm_free(cmpi_comm *comm) {
     if (comm == NULL) return CMPI_ERR_ARG;
     int rc = MPI_Comm_free(&comm->comm);
@@ -154,6 +163,29 @@ int cmpi_iallreduce(void *buffer, size_t count, int dtype, int op, cmpi_request 
         p += (size_t)n * esize;
         left -= (size_t)n;
     }
+    *request = r;
+    return MPI_SUCCESS;
+}
+
+int cmpi_comm_ialltoallv(cmpi_comm *comm, const void *send, const int *scounts, const int *sdispls,
+                         void *recv, const int *rcounts, const int *rdispls, cmpi_request **request) {
+    if (request == NULL) return CMPI_ERR_ARG;
+    *request = NULL;
+    if (comm == NULL || scounts == NULL || sdispls == NULL || rcounts == NULL || rdispls == NULL) return CMPI_ERR_ARG;
+    int n = 0;
+    int rc = MPI_Comm_size(comm->comm, &n);
+    if (rc != MPI_SUCCESS) return rc;
+    // One request, followed by copies of the four count/offset arrays: MPI reads them until completion, and the
+    // request's lifetime is exactly that (freed by cmpi_wait or cmpi_request_free).
+    cmpi_request *r = malloc(sizeof(cmpi_request) + sizeof(MPI_Request) + 4 * (size_t)n * sizeof(int));
+    if (r == NULL) return CMPI_ERR_NOMEM;
+    int *a = (int *)(void *)&r->reqs[1];
+    memcpy(a, scounts, n * sizeof(int)); memcpy(a + n, sdispls, n * sizeof(int));
+    memcpy(a + 2 * n, rcounts, n * sizeof(int)); memcpy(a + 3 * n, rdispls, n * sizeof(int));
+    r->count = 1;
+    r->done = 0;
+    rc = MPI_Ialltoallv(send, a, a + n, MPI_BYTE, recv, a + 2 * n, a + 3 * n, MPI_BYTE, comm->comm, &r->reqs[0]);
+    if (rc != MPI_SUCCESS) { free(r); return rc; }
     *request = r;
     return MPI_SUCCESS;
 }

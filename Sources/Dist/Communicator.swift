@@ -64,6 +64,18 @@ public protocol Communicator: AnyObject {
     /// this rank's node (a segment of `segmentBytes` per local rank, indexed by local rank) and a communicator over
     /// the ranks of the same local rank on every node (ordered by node); nil otherwise (the default).
     func makeHierarchicalGroups(segmentBytes: Int) throws -> HierarchicalGroups?
+    /// Personalised exchange (MPI_Alltoallv of bytes): `send` is one block per rank, contiguous in rank order
+    /// (`sendCounts` bytes each); this rank's block q goes to rank q, and rank q's block for this rank lands in block
+    /// q of `recv` (`recvCounts` bytes each, which must equal what rank q sends here). The default goes through
+    /// broadcasts (for tests and world size 1); MPI sub-communicators override it.
+    func allToAll(send: UnsafeRawBufferPointer, sendCounts: [Int], recv: UnsafeMutableRawBufferPointer, recvCounts: [Int]) throws
+    /// In-place all-gather (MPI_Allgatherv of bytes): `buffer` is one block per rank, contiguous in rank order
+    /// (`counts` bytes each, the same counts on every rank); rank q's block is its contribution, and afterwards every
+    /// rank holds every block. The default broadcasts each block from its rank.
+    func allGather(_ buffer: UnsafeMutableRawBufferPointer, counts: [Int]) throws
+    /// Non-blocking `allToAll` (MPI_Ialltoallv): neither buffer may be touched until the handle completed. The
+    /// default runs the blocking exchange and returns a completed handle.
+    func startAllToAll(send: UnsafeRawBufferPointer, sendCounts: [Int], recv: UnsafeMutableRawBufferPointer, recvCounts: [Int]) throws -> PendingReduction
 }
 
 /// What a hierarchical (two-level) reduction needs: the node's shared memory and the cross-node peers.
@@ -84,6 +96,55 @@ extension Communicator {
     public var topology: NodeTopology { NodeTopology.singleNode(rank: rank, worldSize: worldSize) }
 
     public func makeHierarchicalGroups(segmentBytes: Int) throws -> HierarchicalGroups? { nil }
+
+    public func allToAll(send: UnsafeRawBufferPointer, sendCounts: [Int], recv: UnsafeMutableRawBufferPointer, recvCounts: [Int]) throws {
+        try Self.checkBlocks(sendCounts, send.count, worldSize, "allToAll send")
+        try Self.checkBlocks(recvCounts, recv.count, worldSize, "allToAll recv")
+        // Every rank's send counts (an exact integer sum of one non-zero row each), then each rank's whole send
+        // buffer broadcast in turn; each rank keeps its block.
+        let W = worldSize
+        var table = [Int64](repeating: 0, count: W * W)
+        for q in 0..<W { table[rank * W + q] = Int64(sendCounts[q]) }
+        if W > 1 { try allReduce(&table, op: .sum) }
+        var recvOffset = 0
+        for q in 0..<W {
+            let row = (0..<W).map { Int(table[q * W + $0]) }
+            guard row[rank] == recvCounts[q] else {
+                throw CommunicatorError("allToAll: rank \(q) sends \(row[rank]) bytes to rank \(rank), which expects \(recvCounts[q])")
+            }
+            var block = [UInt8](repeating: 0, count: row.reduce(0, +))
+            if q == rank { block.withUnsafeMutableBytes { $0.copyMemory(from: send) } }
+            if W > 1 { try broadcast(&block, root: q) }
+            let from = row[..<rank].reduce(0, +)
+            block.withUnsafeBytes { b in
+                if recvCounts[q] > 0 { (recv.baseAddress! + recvOffset).copyMemory(from: b.baseAddress! + from, byteCount: recvCounts[q]) }
+            }
+            recvOffset += recvCounts[q]
+        }
+    }
+
+    public func startAllToAll(send: UnsafeRawBufferPointer, sendCounts: [Int], recv: UnsafeMutableRawBufferPointer, recvCounts: [Int]) throws -> PendingReduction {
+        try allToAll(send: send, sendCounts: sendCounts, recv: recv, recvCounts: recvCounts)
+        return CompletedReduction()
+    }
+
+    public func allGather(_ buffer: UnsafeMutableRawBufferPointer, counts: [Int]) throws {
+        try Self.checkBlocks(counts, buffer.count, worldSize, "allGather")
+        var offset = 0
+        for q in 0..<worldSize {
+            if counts[q] > 0, worldSize > 1 {
+                try broadcast(UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<(offset + counts[q])]), root: q)
+            }
+            offset += counts[q]
+        }
+    }
+
+    /// Throws unless `counts` has one non-negative entry per rank and they add up to at most `total` bytes.
+    static func checkBlocks(_ counts: [Int], _ total: Int, _ worldSize: Int, _ what: String) throws {
+        guard counts.count == worldSize, counts.allSatisfy({ $0 >= 0 }), counts.reduce(0, +) <= total else {
+            throw CommunicatorError("\(what): \(counts.count) block sizes \(counts) for \(worldSize) ranks and a buffer of \(total) bytes")
+        }
+    }
 
     public func startAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>, op: ReduceOp) throws -> PendingReduction {
         try allReduce(buffer, op: op)

@@ -22,8 +22,20 @@
 // the ranks with the same local rank on the other nodes, each local rank sums its share of a range over the node's
 // buffers in place as above, then all-reduces that share with its peers (one MPI all-reduce per share and bucket,
 // every local rank's shares in parallel, 1/L of the bytes each), then, after the second barrier, copies the other
-// shares as above. ZeRO-1 is not offered on this path yet: `scatterOnly` is ignored (every rank gets the whole
-// reduced gradient and runs the whole AdamW).
+// shares as above. With `scatterOnly` (ZeRO-1 over the whole world) the cross-node part is a reduce-scatter instead:
+// each bucket of a local rank's share is cut into N node blocks, exchanged (all-to-all) and summed in node order, so
+// rank (node n, local rank l) holds the reduced block n of each bucket of share l — 1/(L·N) of every dense range —
+// and updates just that; `gatherUpdatedValues` then all-gathers the updated parameters across the nodes (the node
+// shares them in memory). With `overlapCrossNode` (the default) each bucket's exchange is started non-blocking
+// (MPI_Ialltoallv) once its stage is summed on the node, tested at every later stage boundary (MPI moves it only
+// inside MPI calls; cluster/README.md "Overlap across nodes" measures this against a progress thread) and completed,
+// then summed, in `finish()`: the same sums in the same order as the blocking exchange. Row-sparse tables stay all-reduced across the nodes: their rows' owner is a local rank,
+// and the peers on the other nodes update the same rows identically (sending the updated rows would cost as much as
+// the gradient, and AdamW touches only live rows).
+// `commDtype` bf16 (opt-in): cross-node gradient blocks travel as bfloat16 (round to nearest even) and are summed in
+// float32 in node order; a summed block all-gathered to the other nodes travels as bfloat16 too (every node, the
+// owner included, then uses the rounded value). Parameters always travel in float32. The result then depends on how
+// the ranks are spread over nodes (rounding happens at node boundaries), but is bitwise repeatable on one topology.
 //
 // Contract: every rank must call the same sequence of `reduceAsync` ranges (MPI matches collectives by order).
 // With world size 1 nothing is communicated; the buffer is only scaled.
@@ -52,6 +64,12 @@ public final class GradientReducer {
     /// Multi-node: the ranks of this rank's local rank on the other nodes; a share reduced in place on the node is
     /// then all-reduced over it (nil: `shared` spans the whole job, or messages only).
     public let crossNode: Communicator?
+    /// The element type of cross-node gradient traffic (float32 unless `--grad-comm-dtype bf16`).
+    public enum CommDtype: String, Sendable, CaseIterable { case fp32, bf16 }
+    public let commDtype: CommDtype
+    /// Multi-node ZeRO-1: each world rank's (node, local rank), indexed by world rank (`shares(of:)` takes a world
+    /// rank). nil: `shares(of:)` takes a rank of `shared`.
+    public let placement: [(node: Int, local: Int)]?
     /// Whether the open step reduces in place through `shared` (its buffer is the shared segment).
     public private(set) var sharedStep = false
     /// Every rank's copy of the open step's buffer (own included), by rank; sources for ck_sum_ranks.
@@ -63,12 +81,27 @@ public final class GradientReducer {
     /// Dense ranges reduced through `shared` in the open (or last) step, in order (the same on every rank).
     private var sharedRanges: [Range<Int>] = []
     /// This rank's shares of those ranges: after a `scatterOnly` step, the only dense gradients reduced here.
-    public var ownedShares: [Range<Int>] { shared.map { shares(of: $0.rank) } ?? [] }
+    public var ownedShares: [Range<Int>] {
+        guard let shared else { return [] }
+        return shares(of: crossNode != nil && placement != nil ? communicator.rank : shared.rank)
+    }
 
-    /// Rank `q`'s shares of the dense ranges of the last step reduced in place.
+    /// Rank `q`'s shares of the dense ranges of the last step reduced in place (q: a rank of `shared`; across nodes
+    /// with a `placement`, a world rank, and its shares are its node's blocks of its local rank's buckets).
     public func shares(of q: Int) -> [Range<Int>] {
         guard let shared else { return [] }
+        if let crossNode, let placement {
+            let (n, l) = placement[q]
+            return sharedRanges.flatMap { r in
+                buckets(of: share(r, l, of: shared.worldSize)).map { share($0, n, of: crossNode.worldSize) }
+            }.filter { !$0.isEmpty }
+        }
         return sharedRanges.map { share($0, q, of: shared.worldSize) }.filter { !$0.isEmpty }
+    }
+
+    /// `r` cut into buckets of `bucketElements` (the unit of every cross-node collective).
+    private func buckets(of r: Range<Int>) -> [Range<Int>] {
+        stride(from: r.lowerBound, to: r.upperBound, by: bucketElements).map { $0..<min($0 + bucketElements, r.upperBound) }
     }
 
     /// Cumulative traffic and blocking time, so a training run can report its all-reduce bandwidth.
@@ -80,6 +113,11 @@ public final class GradientReducer {
         public var seconds = 0.0
         /// Completed `reduce`/`finish` calls.
         public var steps = 0
+        /// Of `seconds`, the part spent in cross-node collectives (multi-node jobs), plus the ZeRO-1 all-gather of
+        /// updated parameters (`gatherUpdatedValues`), which is counted in `seconds` too.
+        public var crossNodeSeconds = 0.0
+        /// Bytes sent to other nodes by this rank (multi-node jobs), gradients and gathered parameters.
+        public var crossNodeBytes = 0
         /// Bus bandwidth in GB/s (NCCL's convention: bytes × 2(w−1)/w per second), 0 before any traffic.
         public func busGBps(worldSize w: Int) -> Double {
             guard seconds > 0, w > 1 else { return 0 }
@@ -101,6 +139,29 @@ public final class GradientReducer {
     private var sparseSkipped = 0
     /// Σ g² over the ranges reduced so far in the open step.
     private var stepSumSq = 0.0
+    /// Of a scatter-only step across nodes: Σ g² of table rows, which every node's peer holds alike (counted once).
+    private var stepSumSqReplicated = 0.0
+    /// Scratch of the cross-node exchanges (grown once, reused).
+    private var sendHalves: [UInt16] = [], recvHalves: [UInt16] = [], recvFloats: [Float] = []
+    /// ZeRO-1 across nodes: start each bucket's reduce-scatter without waiting (MPI_Ialltoallv), test the ones in
+    /// flight at every later stage boundary, and complete them in `finish()` (false: each blocks at once).
+    public let overlapCrossNode: Bool
+    /// Reduce-scatters in flight: the bucket, its node blocks, the handle, the receive buffer (scratch slot).
+    private var inFlight: [(bucket: Range<Int>, counts: [Int], handle: PendingReduction, recv: UnsafeMutableRawPointer)] = []
+    /// Raw scratch buffers by slot (two per in-flight bucket: receive, and bf16's send), grown, freed in deinit.
+    private var slots: [(pointer: UnsafeMutableRawPointer, bytes: Int)] = []
+
+    deinit { for s in slots { s.pointer.deallocate() } }
+
+    /// Scratch slot `i` with room for `bytes` (only called while no exchange uses a larger old buffer of that slot).
+    private func slot(_ i: Int, bytes: Int) -> UnsafeMutableRawPointer {
+        while slots.count <= i { slots.append((UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64), 64)) }
+        if slots[i].bytes < bytes {
+            slots[i].pointer.deallocate()
+            slots[i] = (UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64), bytes)
+        }
+        return slots[i].pointer
+    }
     /// Σ g² of the whole buffer after the last `finish()` (or `reduce`): every range reduced and scaled, rows that
     /// `reduceRows` skipped counted as the zeros they are. The same on every rank (each sums identical data in the
     /// same order), so a clipping coefficient computed from it keeps the replicas identical.
@@ -113,13 +174,20 @@ public final class GradientReducer {
     ///     `sharedBytes(elements:worldSize:)` long; a step whose buffer is this rank's segment reduces in place.
     ///   - crossNode: with `shared` over this node's ranks only (HierarchicalGroups), the peers of this local rank
     ///     on the other nodes: each in-place share is all-reduced across them too.
+    ///   - commDtype: the element type of cross-node gradient traffic (see the file header).
+    ///   - placement: every world rank's (node, local rank), for ZeRO-1 across nodes (`scatterOnly` steps with
+    ///     `crossNode`); without it such steps are not scatter-only.
     public init(communicator: Communicator, bucketBytes: Int = 4 << 20, strategy: Strategy = .blocking,
-                shared: NodeSharedMemory? = nil, crossNode: Communicator? = nil) {
+                shared: NodeSharedMemory? = nil, crossNode: Communicator? = nil, commDtype: CommDtype = .fp32,
+                placement: [(node: Int, local: Int)]? = nil, overlapCrossNode: Bool = true) {
+        self.overlapCrossNode = overlapCrossNode
         self.communicator = communicator
         self.strategy = strategy
         self.bucketElements = max(1, bucketBytes / MemoryLayout<Float>.stride)
         self.shared = shared
         self.crossNode = shared == nil ? nil : crossNode
+        self.commDtype = commDtype
+        self.placement = placement
     }
 
     /// Bytes of node-shared memory per rank for a gradient of `elements` floats: the buffer, then two alternating
@@ -169,7 +237,7 @@ public final class GradientReducer {
         self.buffer = buffer
         self.scale = scale
         sharedStep = isShared(buffer)
-        self.scatterOnly = sharedStep && scatterOnly && crossNode == nil
+        self.scatterOnly = sharedStep && scatterOnly && (crossNode == nil || placement != nil)
         sharedRanges.removeAll(keepingCapacity: true)
         if sharedStep, let shared {
             peers = (0..<shared.worldSize).map { UnsafePointer(shared.segment(of: $0).assumingMemoryBound(to: Float.self)) }
@@ -177,6 +245,7 @@ public final class GradientReducer {
         stepSeconds = 0
         sparseSkipped = 0
         stepSumSq = 0
+        stepSumSqReplicated = 0
         launched.removeAll(keepingCapacity: true)
     }
 
@@ -282,7 +351,8 @@ public final class GradientReducer {
                     try packed.withUnsafeMutableBufferPointer { p in
                         let dst = p.baseAddress!
                         for (i, r) in mine.enumerated() { (dst + i * rowLength).update(from: base + r * rowLength, count: rowLength) }
-                        stepSumSq += try allReduceAcrossNodes(UnsafeMutableBufferPointer(rebasing: p[0..<m]), crossNode)
+                        let sq = try allReduceAcrossNodes(UnsafeMutableBufferPointer(rebasing: p[0..<m]), crossNode)
+                        if scatterOnly { stepSumSqReplicated += sq } else { stepSumSq += sq }
                         for (i, r) in mine.enumerated() { (base + r * rowLength).update(from: dst + i * rowLength, count: rowLength) }
                     }
                 }
@@ -355,6 +425,19 @@ public final class GradientReducer {
         if next < buffer.count { gaps.append(next..<buffer.count) }
         if sharedStep, let shared {
             if !gaps.isEmpty { try sharedReduce(gaps) }  // the same gaps on every rank: one rendezvous for all
+            if scatterOnly, crossNode != nil {
+                try completeScatters()
+                // ZeRO-1 across nodes: every rank's own blocks, plus node 0's table rows (the same on every node),
+                // summed over the world in rank order (each slot has one non-zero contribution: exact).
+                let W = communicator.worldSize
+                var slots = [Double](repeating: 0, count: 2 * W)
+                slots[communicator.rank] = stepSumSq
+                if placement?[communicator.rank].node == 0 { slots[W + communicator.rank] = stepSumSqReplicated }
+                try communicator.allReduce(&slots, op: .sum)
+                sumOfSquares = slots.reduce(0, +)
+                try shared.sync()
+                return
+            }
             // Each rank summed the squares of its own shares: combine them through the slots, in rank order.
             let row = (sharedSteps % 2) * shared.worldSize
             sharedSteps += 1
@@ -389,12 +472,26 @@ public final class GradientReducer {
     private func sharedReduce(_ ranges: [Range<Int>]) throws {
         guard let shared, let buffer else { return }
         let W = shared.worldSize
+        // A stage boundary: let the reduce-scatters in flight move (MPI progresses them only inside MPI calls).
+        for f in inFlight { _ = try f.handle.test() }
         sharedRanges += ranges
         try shared.sync()
         for r in ranges {
             let mine = share(r, shared.rank, of: W)
             guard !mine.isEmpty else { continue }
-            if let crossNode {
+            if let crossNode, scatterOnly {
+                // ZeRO-1 across nodes: the node's sum of this share, then each bucket reduce-scattered over the nodes.
+                _ = sumRanks(at: mine.lowerBound, count: mine.count)
+                for b in buckets(of: mine) {
+                    let blocks = (0..<crossNode.worldSize).map { share(b, $0, of: crossNode.worldSize) }
+                    if overlapCrossNode {
+                        try startScatter(b, counts: blocks.map(\.count), crossNode)
+                    } else {
+                        try reduceScatterAcrossNodes(UnsafeMutableBufferPointer(rebasing: buffer[b]), counts: blocks.map(\.count), crossNode)
+                        stepSumSq += Self.sumSquares(UnsafeMutableBufferPointer(rebasing: buffer[blocks[crossNode.rank]]))
+                    }
+                }
+            } else if let crossNode {
                 // The node's sum of this share, then the sum over the nodes: the same share on every node.
                 _ = sumRanks(at: mine.lowerBound, count: mine.count)
                 stepSumSq += try allReduceAcrossNodes(UnsafeMutableBufferPointer(rebasing: buffer[mine]), crossNode)
@@ -419,16 +516,182 @@ public final class GradientReducer {
     }
 
     /// All-reduces `b` (already scaled) over the cross-node peers in buckets; returns Σ of the squares of the result.
+    /// float32: MPI_Allreduce; bf16: a reduce-scatter and an all-gather of bfloat16 blocks (see the file header).
     private func allReduceAcrossNodes(_ b: UnsafeMutableBufferPointer<Float>, _ across: Communicator) throws -> Double {
         var start = 0, sumSq = 0.0
         while start < b.count {
             let end = min(start + bucketElements, b.count)
             let bucket = UnsafeMutableBufferPointer(rebasing: b[start..<end])
-            try across.allReduce(bucket, op: .sum)
-            sumSq += Self.scaleAndSumSquares(bucket, by: 1)
+            if commDtype == .bf16 {
+                let counts = (0..<across.worldSize).map { share(start..<end, $0, of: across.worldSize).count }
+                try reduceScatterAcrossNodes(bucket, counts: counts, across)
+                try allGatherAcrossNodes(bucket, counts: counts, across, halves: true)
+            } else {
+                let t0 = ContinuousClock.now
+                try across.allReduce(bucket, op: .sum)
+                // A ring all-reduce sends 2(N-1)/N of the bucket.
+                noteCrossNode(bytes: 2 * (across.worldSize - 1) * bucket.count * 4 / max(across.worldSize, 1), since: t0)
+            }
+            sumSq += Self.sumSquares(bucket)
             start = end
         }
         return sumSq
+    }
+
+    /// Cross-node reduce-scatter of `b`, blocks of `counts` floats in node order: afterwards this node's block holds
+    /// Σ over the nodes of their blocks, accumulated in float32 in node order (the other blocks are left as they
+    /// were). Each contribution travels as float32 or, with bf16, rounded to bfloat16.
+    private func reduceScatterAcrossNodes(_ b: UnsafeMutableBufferPointer<Float>, counts: [Int], _ across: Communicator) throws {
+        let N = across.worldSize, me = across.rank
+        let offsets = Self.offsets(counts), mine = counts[me]
+        let t0 = ContinuousClock.now
+        defer { noteCrossNode(bytes: (counts.reduce(0, +) - mine) * (commDtype == .bf16 ? 2 : 4), since: t0) }
+        let dst = b.baseAddress! + offsets[me]
+        if commDtype == .bf16 {
+            if sendHalves.count < b.count { sendHalves = [UInt16](repeating: 0, count: b.count) }
+            if recvHalves.count < N * mine { recvHalves = [UInt16](repeating: 0, count: N * mine) }
+            try sendHalves.withUnsafeMutableBufferPointer { s in
+                try recvHalves.withUnsafeMutableBufferPointer { r in
+                    for i in 0..<b.count { s[i] = Self.bf16(b[i]) }
+                    try across.allToAll(send: UnsafeRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(s)[0..<(2 * b.count)]),
+                                        sendCounts: counts.map { 2 * $0 },
+                                        recv: UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(r)[0..<(2 * N * mine)]),
+                                        recvCounts: Array(repeating: 2 * mine, count: N))
+                    for i in 0..<mine {
+                        var acc = Self.float(r[i])
+                        for n in 1..<max(N, 1) { acc += Self.float(r[n * mine + i]) }
+                        dst[i] = acc
+                    }
+                }
+            }
+            return
+        }
+        if recvFloats.count < N * mine { recvFloats = [Float](repeating: 0, count: N * mine) }
+        try recvFloats.withUnsafeMutableBufferPointer { r in
+            try across.allToAll(send: UnsafeRawBufferPointer(b), sendCounts: counts.map { 4 * $0 },
+                                recv: UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(r)[0..<(4 * N * mine)]),
+                                recvCounts: Array(repeating: 4 * mine, count: N))
+            for i in 0..<mine {
+                var acc = r[i]
+                for n in 1..<max(N, 1) { acc += r[n * mine + i] }
+                dst[i] = acc
+            }
+        }
+    }
+
+    /// Starts the reduce-scatter of bucket `b` of the buffer across the nodes (as `reduceScatterAcrossNodes`, but
+    /// non-blocking); `completeScatters` finishes it. The bucket must not be written until then.
+    private func startScatter(_ b: Range<Int>, counts: [Int], _ across: Communicator) throws {
+        let N = across.worldSize, mine = counts[across.rank], e = commDtype == .bf16 ? 2 : 4
+        let k = inFlight.count
+        let recv = slot(2 * k, bytes: max(N * mine * e, 1))
+        let send: UnsafeRawBufferPointer
+        if commDtype == .bf16 {
+            let h = slot(2 * k + 1, bytes: max(2 * b.count, 1)).assumingMemoryBound(to: UInt16.self)
+            let src = buffer!.baseAddress! + b.lowerBound
+            for i in 0..<b.count { h[i] = Self.bf16(src[i]) }
+            send = UnsafeRawBufferPointer(start: h, count: 2 * b.count)
+        } else {
+            send = UnsafeRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer![b]))
+        }
+        let t0 = ContinuousClock.now
+        let handle = try across.startAllToAll(send: send, sendCounts: counts.map { e * $0 },
+                                              recv: UnsafeMutableRawBufferPointer(start: recv, count: N * mine * e),
+                                              recvCounts: Array(repeating: e * mine, count: N))
+        noteCrossNode(bytes: (counts.reduce(0, +) - mine) * e, since: t0)
+        inFlight.append((b, counts, handle, recv))
+    }
+
+    /// Waits for every reduce-scatter in flight (in start order) and sums each bucket's node blocks into this rank's
+    /// block, in node order, as `reduceScatterAcrossNodes` does; adds their squares to the step's norm.
+    private func completeScatters() throws {
+        guard let crossNode, let buffer else { return }
+        let N = crossNode.worldSize, me = crossNode.rank
+        for f in inFlight {
+            let t0 = ContinuousClock.now
+            try f.handle.wait()
+            noteCrossNode(bytes: 0, since: t0)
+            let mine = f.counts[me], dst = buffer.baseAddress! + f.bucket.lowerBound + Self.offsets(f.counts)[me]
+            if commDtype == .bf16 {
+                let r = f.recv.assumingMemoryBound(to: UInt16.self)
+                for i in 0..<mine {
+                    var acc = Self.float(r[i])
+                    for n in 1..<max(N, 1) { acc += Self.float(r[n * mine + i]) }
+                    dst[i] = acc
+                }
+            } else {
+                let r = f.recv.assumingMemoryBound(to: Float.self)
+                for i in 0..<mine {
+                    var acc = r[i]
+                    for n in 1..<max(N, 1) { acc += r[n * mine + i] }
+                    dst[i] = acc
+                }
+            }
+            stepSumSq += Self.sumSquares(UnsafeMutableBufferPointer(start: dst, count: mine))
+        }
+        inFlight.removeAll(keepingCapacity: true)
+    }
+
+    /// Cross-node all-gather of `b`'s node blocks (`counts` floats, node order), as float32, or with `halves` as
+    /// bfloat16 (then this node's block is rounded too, so that every node holds the same values).
+    private func allGatherAcrossNodes(_ b: UnsafeMutableBufferPointer<Float>, counts: [Int], _ across: Communicator, halves: Bool) throws {
+        let me = across.rank, offsets = Self.offsets(counts)
+        let t0 = ContinuousClock.now
+        defer { noteCrossNode(bytes: (across.worldSize - 1) * counts[me] * (halves ? 2 : 4), since: t0) }
+        guard halves else {
+            try across.allGather(UnsafeMutableRawBufferPointer(b), counts: counts.map { 4 * $0 })
+            return
+        }
+        if sendHalves.count < b.count { sendHalves = [UInt16](repeating: 0, count: b.count) }
+        try sendHalves.withUnsafeMutableBufferPointer { h in
+            for i in offsets[me]..<(offsets[me] + counts[me]) { h[i] = Self.bf16(b[i]) }
+            try across.allGather(UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(h)[0..<(2 * b.count)]),
+                                 counts: counts.map { 2 * $0 })
+            for i in 0..<b.count { b[i] = Self.float(h[i]) }
+        }
+    }
+
+    /// ZeRO-1 across nodes, after every rank updated its blocks in the node's one copy of the parameters `values`
+    /// (collective over the nodes; call before the node barrier that publishes them): each local rank all-gathers
+    /// the updated blocks of its shares from its peers, in float32. No-op unless the last step was scatter-only
+    /// across nodes.
+    public func gatherUpdatedValues(_ values: UnsafeMutableBufferPointer<Float>) throws {
+        guard scatterOnly, let crossNode, let shared else { return }
+        let t0 = ContinuousClock.now
+        defer { stats.seconds += Self.seconds(since: t0) }
+        for r in sharedRanges {
+            for b in buckets(of: share(r, shared.rank, of: shared.worldSize)) {
+                let counts = (0..<crossNode.worldSize).map { share(b, $0, of: crossNode.worldSize).count }
+                try allGatherAcrossNodes(UnsafeMutableBufferPointer(rebasing: values[b]), counts: counts, crossNode, halves: false)
+            }
+        }
+    }
+
+    private func noteCrossNode(bytes: Int, since t0: ContinuousClock.Instant) {
+        stats.crossNodeSeconds += Self.seconds(since: t0)
+        stats.crossNodeBytes += bytes
+    }
+
+    /// Start offsets of blocks of `counts` laid end to end.
+    private static func offsets(_ counts: [Int]) -> [Int] {
+        var o = 0
+        return counts.map { c in defer { o += c }; return o }
+    }
+
+    /// float32 → bfloat16, rounding to nearest even (NaN stays NaN).
+    @inline(__always) public static func bf16(_ x: Float) -> UInt16 {
+        let bits = x.bitPattern
+        if x.isNaN { return UInt16(truncatingIfNeeded: bits >> 16) | 0x40 }
+        return UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
+    }
+
+    /// bfloat16 → float32 (exact).
+    @inline(__always) public static func float(_ h: UInt16) -> Float { Float(bitPattern: UInt32(h) << 16) }
+
+    /// Σ b² in Float64.
+    static func sumSquares(_ b: UnsafeMutableBufferPointer<Float>) -> Double {
+        guard let base = b.baseAddress, !b.isEmpty else { return 0 }
+        return ck_sumsq_f64(base, b.count)
     }
 
     /// Rank q's two rows of norm slots, after the gradient in its segment.

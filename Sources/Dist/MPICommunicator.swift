@@ -282,6 +282,47 @@ public final class MPISubCommunicator: Communicator, MPITypedReduce {
         try parent.collective("MPI_Barrier over the \(label)") { cmpi_comm_barrier(handle) }
     }
 
+    public func allToAll(send: UnsafeRawBufferPointer, sendCounts: [Int], recv: UnsafeMutableRawBufferPointer, recvCounts: [Int]) throws {
+        try Self.checkBlocks(sendCounts, send.count, worldSize, "MPI_Alltoallv over the \(label) (send)")
+        try Self.checkBlocks(recvCounts, recv.count, worldSize, "MPI_Alltoallv over the \(label) (recv)")
+        let sc = try Self.int32(sendCounts), rc = try Self.int32(recvCounts)
+        let sd = try Self.int32(Self.offsets(sendCounts)), rd = try Self.int32(Self.offsets(recvCounts))
+        try parent.collective("MPI_Alltoallv(\(send.count) bytes out, \(recv.count) in) over the \(label)") {
+            cmpi_comm_alltoallv(handle, send.baseAddress, sc, sd, recv.baseAddress, rc, rd)
+        }
+    }
+
+    public func startAllToAll(send: UnsafeRawBufferPointer, sendCounts: [Int], recv: UnsafeMutableRawBufferPointer, recvCounts: [Int]) throws -> PendingReduction {
+        try Self.checkBlocks(sendCounts, send.count, worldSize, "MPI_Ialltoallv over the \(label) (send)")
+        try Self.checkBlocks(recvCounts, recv.count, worldSize, "MPI_Ialltoallv over the \(label) (recv)")
+        let sc = try Self.int32(sendCounts), rc = try Self.int32(recvCounts)
+        let sd = try Self.int32(Self.offsets(sendCounts)), rd = try Self.int32(Self.offsets(recvCounts))
+        var request: OpaquePointer?
+        let name = "MPI_Ialltoallv(\(send.count) bytes out, \(recv.count) in) over the \(label)"
+        try parent.collective(name) { cmpi_comm_ialltoallv(handle, send.baseAddress, sc, sd, recv.baseAddress, rc, rd, &request) }
+        guard let request else { throw CommunicatorError("\(name) gave no request on rank \(parent.rank)") }
+        return MPIPendingReduction(request: request, name: name, sequence: parent.sequence, communicator: parent)
+    }
+
+    public func allGather(_ buffer: UnsafeMutableRawBufferPointer, counts: [Int]) throws {
+        try Self.checkBlocks(counts, buffer.count, worldSize, "MPI_Allgatherv over the \(label)")
+        let c = try Self.int32(counts), d = try Self.int32(Self.offsets(counts))
+        try parent.collective("MPI_Allgatherv(\(buffer.count) bytes) over the \(label)") {
+            cmpi_comm_allgatherv(handle, buffer.baseAddress, c, d)
+        }
+    }
+
+    /// Start offsets of blocks of `counts` laid end to end.
+    static func offsets(_ counts: [Int]) -> [Int] {
+        var o = 0
+        return counts.map { c in defer { o += c }; return o }
+    }
+
+    static func int32(_ v: [Int]) throws -> [Int32] {
+        guard v.allSatisfy({ $0 <= Int(Int32.max) }) else { throw CommunicatorError("a block of more than 2 GiB in one collective: \(v.max() ?? 0) bytes") }
+        return v.map { Int32($0) }
+    }
+
     public func abort(code: Int32) -> Never { parent.abort(code: code) }
 }
 

@@ -137,7 +137,8 @@ final class CheckpointSaver {
         for (k, table) in stepper.sync.sparseTables.enumerated() {
             let live = optimizer.liveRows(ofTable: k), n = table.rowLength
             for q in 0..<comm.worldSize {
-                let rows = live.filter { GradientSyncLayout.tableRowOwner($0, worldSize: comm.worldSize) == q }
+                let owner = stepper.rowOwnerWorldRank ?? { [world = comm.worldSize] in GradientSyncLayout.tableRowOwner($0, worldSize: world) }
+                let rows = live.filter { owner($0) == q }
                 guard !rows.isEmpty else { continue }
                 var packed = [Float](repeating: 0, count: rows.count * n)
                 try optimizer.withMoments(table.range) { m, v in

@@ -52,6 +52,9 @@ struct MetricsWindow {
             let secs = red.seconds - reduce.seconds, n = Double(red.steps - reduce.steps)
             let bytes = Double(red.bytes - reduce.bytes)
             rec.allReduce = (secs / n, bytes / n / 1e6, secs > 0 ? bytes * 2 * Double(world - 1) / Double(world) / secs / 1e9 : 0)
+            if red.crossNodeBytes > reduce.crossNodeBytes {
+                rec.crossNode = ((red.crossNodeSeconds - reduce.crossNodeSeconds) / n, Double(red.crossNodeBytes - reduce.crossNodeBytes) / n / 1e6)
+            }
         }
         rec.taskMetrics = taskMetrics.mapValues { $0 / Double(max(steps, 1)) }
         taskMetrics = [:]

@@ -20,9 +20,14 @@
 //      tail, plus any queue) is exposed. `.none`: every transfer blocks (GradientReducer.reduceNow today: on 2 busy
 //      cores MPI makes no progress in the background), so all of it is exposed.
 // Compute: the rank's tokens / `tokensPerSecondPerRank`; backward is `backwardFraction` of it (2/3: twice the
-// forward's FLOPs), split evenly over the identical encoder layers. AdamW runs on every rank over every dense
-// parameter and the touched table rows (no ZeRO-1 across nodes yet): 28 bytes per parameter (read p, g, m, v; write
-// p, m, v) at `memoryBytesPerS / L` per rank (the node's bandwidth is shared).
+// forward's FLOPs), split evenly over the identical encoder layers. AdamW: 28 bytes per parameter (read p, g, m, v;
+// write p, m, v) at `memoryBytesPerS / L` per rank (the node's bandwidth is shared); with `zero` (ZeRO-1, the
+// trainer's default) each rank updates 1/P of the dense parameters and 1/L of the touched rows, else all of them.
+// ZeRO-1 across nodes (N > 1, `zero`): a dense stage's cross-node phase is a reduce-scatter (an all-to-all of the
+// share's buckets, (N−1)(α + m/N·L/B) per bucket of m bytes) during backward, and after AdamW an all-gather of the
+// updated parameters (the same cost, float32), which nothing hides; the touched rows are all-reduced as in 2.
+// `gradBytes` 2 (`--grad-comm-dtype bf16`) halves the gradient bytes on the link (the rows then go as a bf16
+// reduce-scatter and all-gather), never the parameters'.
 // Deliberately not here: measuring anything (the command measures the compute figure with `bench`), flags.
 import Model
 
@@ -87,6 +92,10 @@ public struct ScalingSettings: Sendable {
     public var overlap: ScalingOverlap = .layers
     /// Word-embedding rows a step touches (nil: `defaultTouchedRows` for the step's global batch).
     public var touchedRows: Int?
+    /// ZeRO-1 (the trainer's default): AdamW sharded, and across nodes the reduce-scatter + all-gather scheme.
+    public var zero: Bool = true
+    /// Bytes per gradient element on the inter-node link: 4 (float32) or 2 (`--grad-comm-dtype bf16`).
+    public var gradBytes: Int = 4
 
     public init(tokensPerSecondPerRank: Double, seqLen: Int, memoryBytesPerSecond: Double) {
         self.tokensPerSecondPerRank = tokensPerSecondPerRank; self.seqLen = seqLen
@@ -140,15 +149,32 @@ public enum ScalingModel {
         return (t, bytes > p << 20 ? "segmented ring" : "ring")
     }
 
-    /// Cross-node time of one stage of `n` floats: each local rank's share, in buckets.
-    static func interStage(floats n: Int, nodes: Int, local L: Int, link: ScalingLink, bucketBytes: Int) -> (seconds: Double, algorithm: String, largest: Int) {
+    /// Pairwise all-to-all (the reduce-scatter) or ring all-gather of `bytes` among `peers`: (p−1)(α + m/p·L/B).
+    public static func exchange(bytes: Int, peers p: Int, link: ScalingLink, streams: Int = 1) -> Double {
+        guard p > 1, bytes > 0 else { return 0 }
+        return Double(p - 1) * (link.latency + Double(bytes) / Double(p) * Double(streams) / link.bytesPerSecond)
+    }
+
+    /// Cross-node time of one stage of `n` floats: each local rank's share, in buckets of float32 (the reducer's
+    /// bucket is counted in floats). `scatter`: the reduce-scatter only (ZeRO-1 across nodes), else all-reduce;
+    /// `elementBytes` 2: bf16 (reduce-scatter and all-gather of halves).
+    static func interStage(floats n: Int, nodes: Int, local L: Int, link: ScalingLink, bucketBytes: Int,
+                           scatter: Bool = false, elementBytes: Int = 4) -> (seconds: Double, algorithm: String, largest: Int) {
         var share = (4 * n + L - 1) / L
         var t = 0.0, alg = "-", largest = 0
         while share > 0 {
-            let m = min(share, bucketBytes)
-            let r = allReduce(bytes: m, peers: nodes, link: link, streams: L)
-            t += r.seconds
-            if m > largest { largest = m; alg = r.algorithm }
+            let m = min(share, bucketBytes), onLink = m / 4 * elementBytes
+            if scatter {
+                t += exchange(bytes: onLink, peers: nodes, link: link, streams: L)
+                if m > largest { largest = m; alg = "all-to-all" }
+            } else if elementBytes != 4 {
+                t += 2 * exchange(bytes: onLink, peers: nodes, link: link, streams: L)
+                if m > largest { largest = m; alg = "all-to-all+allgather" }
+            } else {
+                let r = allReduce(bytes: m, peers: nodes, link: link, streams: L)
+                t += r.seconds
+                if m > largest { largest = m; alg = r.algorithm }
+            }
             share -= m
         }
         return (t, alg, largest)
@@ -168,7 +194,10 @@ public enum ScalingModel {
         let compute = tokensPerRank / s.tokensPerSecondPerRank
         let rows = s.touchedRows.map { min($0, shape.tableRows) }
             ?? defaultTouchedRows(batch: globalBatch, seqLen: s.seqLen, tableRows: shape.tableRows)
-        let optimizer = 28 * Double(shape.layers * shape.layerParams + shape.tailParams + rows * shape.rowLength)
+        let dense = Double(shape.layers * shape.layerParams + shape.tailParams)
+        let zeroAcross = s.zero && nodes > 1
+        let optimizer = 28 * (s.zero ? dense / Double(P) + Double(rows * shape.rowLength) / Double(L)
+                                     : dense + Double(rows * shape.rowLength))
             / (s.memoryBytesPerSecond / Double(L))
         // Stages in the order the reducer sees them: layers (during backward), then rows and tail (after it).
         var stages = [Int](repeating: shape.layerParams, count: shape.layers)
@@ -176,14 +205,22 @@ public enum ScalingModel {
         stages.append(shape.tailParams)
         let backward = compute * s.backwardFraction
         let perLayer = shape.layers > 0 ? backward / Double(shape.layers) : 0
-        var intraTotal = 0.0, interTotal = 0.0, algorithm = "-", largest = 0
+        var intraTotal = 0.0, interTotal = 0.0, gatherTotal = 0.0, algorithm = "-", largest = 0
         var cpu = compute - backward   // forward done; backward starts
         var link0 = 0.0                // when the link is free
         for (k, n) in stages.enumerated() {
             if k < shape.layers { cpu += perLayer } else if k == shape.layers { cpu += backward - perLayer * Double(shape.layers) }
             let intra = intraStage(floats: n, local: L, ranks: P, memoryBytesPerSecond: s.memoryBytesPerSecond)
-            let inter = nodes > 1 ? interStage(floats: n, nodes: nodes, local: L, link: link, bucketBytes: s.bucketBytes)
+            let isRows = k == shape.layers
+            let inter = nodes > 1 ? interStage(floats: n, nodes: nodes, local: L, link: link, bucketBytes: s.bucketBytes,
+                                               scatter: zeroAcross && !isRows, elementBytes: s.gradBytes)
                                   : (seconds: 0.0, algorithm: "-", largest: 0)
+            if zeroAcross && !isRows {
+                // The all-gather of the updated parameters (float32) after AdamW: never hidden.
+                let gather = interStage(floats: n, nodes: nodes, local: L, link: link, bucketBytes: s.bucketBytes, scatter: true)
+                gatherTotal += gather.seconds
+                interTotal += gather.seconds
+            }
             if inter.largest > largest { largest = inter.largest; algorithm = inter.algorithm }
             intraTotal += intra
             interTotal += inter.seconds
@@ -198,8 +235,8 @@ public enum ScalingModel {
             }
         }
         let end = max(cpu, link0)
-        let exposed = end - compute
-        let step = end + optimizer
+        let exposed = end - compute + gatherTotal
+        let step = end + optimizer + gatherTotal
         return ScalingPrediction(nodes: nodes, ranksPerNode: L, globalBatch: globalBatch, computeS: compute,
                                  optimizerS: optimizer, intraS: intraTotal, interS: interTotal,
                                  interAlgorithm: algorithm, exposedS: exposed, stepS: step,

@@ -1,6 +1,7 @@
 // TrainConfig: every setting of a fine-tuning run, as library types (the CLI maps its flags onto this; the library
 // never sees ArgumentParser). Names follow Hugging Face TrainingArguments where one exists.
 import Foundation
+import Dist
 import Model
 
 /// `--resume`: auto (newest valid checkpoint in the output folder, if any), never, or one checkpoint folder.
@@ -131,6 +132,9 @@ public struct TrainConfig: Sendable {
     /// With the node-shared-memory reduction, the node keeps one copy of the parameters and each rank updates only
     /// its shares of it (ZeRO stage 1); off (`--no-shard-optimizer`): every rank runs the whole AdamW on its own copy.
     public var shardOptimizer: Bool = true
+    /// Element type of the gradients sent between nodes (multi-node jobs; `--grad-comm-dtype bf16` halves those
+    /// bytes, summing in float32; results then depend on the topology). Single-node jobs send none.
+    public var gradCommDtype: GradientReducer.CommDtype = .fp32
 
     public init(modelDir: URL, trainFile: URL, evalFile: URL?, outputDir: URL) {
         self.modelDir = modelDir; self.trainFile = trainFile; self.evalFile = evalFile; self.outputDir = outputDir

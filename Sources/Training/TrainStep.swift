@@ -18,7 +18,8 @@ struct StepResult {
     var tokens: Int
     /// The global L2 norm of the gradient before clipping.
     var gradNorm: Double
-    /// Seconds in the AdamW update and, under ZeRO-1, the barrier that publishes it (this rank).
+    /// Seconds in the AdamW update and, under ZeRO-1, the barrier that publishes it (this rank); across nodes also
+    /// the all-gather of the updated parameters.
     var optimizerSeconds: Double
     /// The task's own training metrics of the step (DPO: TRL's rewards/*, logps/*), from all-reduced sums.
     var taskMetrics: [String: Double] = [:]
@@ -37,8 +38,10 @@ final class TrainStep {
     let sync: GradientSyncLayout
     /// Rows of the row-sparse tables that the previous step's gradient may have written (nil: unknown, zero all).
     private var dirtyRows: [[Int]]?
-    /// ZeRO-1: which rank owns each table row (nil: every rank reduces and updates every row).
+    /// ZeRO-1: which rank of the reducer's node group owns each table row (nil: every rank reduces and updates every
+    /// row); and a world rank holding its moments (the checkpoint gather).
     private let rowOwner: ((Int) -> Int)?
+    let rowOwnerWorldRank: ((Int) -> Int)?
     private let ownsTableRow: ((Int) -> Bool)?
 
     var shardsOptimizer: Bool { sharedValues != nil }
@@ -51,9 +54,9 @@ final class TrainStep {
         self.optimizer = optimizer
         probe = debug ? NonFiniteProbe(rank: comm.rank) : nil
         sync = task.gradientSync
-        let world = comm.worldSize
-        rowOwner = setup.shardsOptimizer ? { GradientSyncLayout.tableRowOwner($0, worldSize: world) } : nil
-        ownsTableRow = rowOwner.map { owner in { [rank = comm.rank] (r: Int) in owner(r) == rank } }
+        rowOwner = setup.shardsOptimizer ? setup.rowOwner : nil
+        rowOwnerWorldRank = setup.shardsOptimizer ? setup.rowOwnerWorldRank : nil
+        ownsTableRow = rowOwner.map { owner in { [me = setup.groupRank] (r: Int) in owner(r) == me } }
     }
 
     /// An AdamW for `task`'s trainable store with `config`'s hyperparameters (its row-sparse tables skip untouched rows).
@@ -121,8 +124,10 @@ final class TrainStep {
                        touchedRows: sync.sparseTables.isEmpty ? nil : rows,
                        denseOwned: shardsOptimizer ? reducer.ownedShares : nil,
                        ownsTableRow: ownsTableRow)
-        // ZeRO stage 1: each rank updated its shares and table rows in the node's one copy of the parameters; once
-        // every rank has passed this barrier all see all of them. The wait counts as optimizer time.
+        // ZeRO stage 1: each rank updated its shares and table rows in the node's one copy of the parameters; across
+        // nodes each rank then all-gathers its blocks from its peers (counted as all-reduce time). Once every rank
+        // has passed this barrier all see all of them. The wait counts as optimizer time.
+        if shardsOptimizer { try reducer.gatherUpdatedValues(task.store.values) }
         try sharedValues?.sync()
         let optimizerSeconds = (ContinuousClock.now - optStart).seconds
         let loss = stats[0] / Double(normaliser)

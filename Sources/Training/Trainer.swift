@@ -112,7 +112,7 @@ public final class Trainer {
         // Replicas start bit-identical: rank 0's parameters (including any freshly initialised head) win.
         try comm.broadcast(UnsafeMutableRawBufferPointer(task.store.values), root: 0)
         let setup = try NodeSharedSetup.make(comm: comm, store: task.store, sharedMemory: config.sharedMemoryReduction,
-                                             shardOptimizer: config.shardOptimizer)
+                                             shardOptimizer: config.shardOptimizer, gradCommDtype: config.gradCommDtype)
         if let n = setup.notice { notices.append(n) }
         stepper = TrainStep(task: task, comm: comm, setup: setup, optimizer: optimizer, debug: config.debug)
         // The weights just loaded from a checkpoint are that checkpoint's: a final model at its step links its files.

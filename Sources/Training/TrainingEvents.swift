@@ -90,6 +90,9 @@ public struct StepRecord: Sendable, Equatable {
     /// Per step in the window: seconds blocked in the gradient all-reduce, MB moved, and its bus bandwidth (several
     /// ranks only, when the reducer ran in the window).
     public var allReduce: (seconds: Double, megabytes: Double, busGBps: Double)?
+    /// Multi-node jobs, per step in the window: seconds in cross-node collectives (part of the all-reduce's) and MB
+    /// this rank sent to other nodes.
+    public var crossNode: (seconds: Double, megabytes: Double)?
     /// Seconds per step in the AdamW update (and, under ZeRO-1, the barrier that publishes it).
     public var optimizerSeconds: Double
     /// Process start → first optimizer step done (slowest rank); in this run's first record only.
@@ -108,6 +111,12 @@ public struct StepRecord: Sendable, Equatable {
                                    "total_steps": Double(totalSteps), "optimizer_s": optimizerSeconds]
         if let a = allReduce {
             m["allreduce_s"] = a.seconds; m["allreduce_mb"] = a.megabytes; m["allreduce_bus_gbps"] = a.busGBps
+            // Exposed communication: time the step waited for gradients or parameters to move (every reduction
+            // blocks today, so none of it is hidden behind backward; see docs/data-parallel.md).
+            m["comm_exposed_s"] = a.seconds
+        }
+        if let c = crossNode {
+            m["cross_node_s"] = c.seconds; m["cross_node_mb"] = c.megabytes
         }
         if let t = launchToFirstStep { m["launch_to_first_step_s"] = t }
         if let c = checkpointWrite { m["checkpoint_write_s"] = c.seconds; m["checkpoint_mb_per_s"] = c.megabytesPerSecond }

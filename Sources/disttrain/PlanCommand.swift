@@ -37,6 +37,8 @@ struct Plan: ParsableCommand {
     @Option(help: "Overlap of inter-node transfers with backward: layers or none (every transfer blocks).")
     var overlap: String = "layers"
     @Option(help: "Word-embedding rows a step touches (default: a quarter of the global batch's tokens).") var touchedRows: Int?
+    @Option(help: "Element type of inter-node gradient traffic: fp32 or bf16 (as train's --grad-comm-dtype).") var gradCommDtype: String = "fp32"
+    @Flag(help: "AdamW on every rank, all-reduce across nodes (as train's --no-shard-optimizer); default: ZeRO-1.") var noShardOptimizer = false
     @Flag(help: "One JSON object per row instead of the table.") var json = false
 
     func validate() throws {
@@ -57,6 +59,9 @@ struct Plan: ParsableCommand {
         }
         if tokensPerSPerRank != nil && measure { throw ValidationError("pass --tokens-per-s-per-rank or --measure, not both") }
         if let r = touchedRows, r <= 0 { throw ValidationError("--touched-rows must be positive (got \(r))") }
+        guard gradCommDtype == "fp32" || gradCommDtype == "bf16" else {
+            throw ValidationError("--grad-comm-dtype \(gradCommDtype): expected fp32 or bf16")
+        }
         guard ScalingOverlap(rawValue: overlap) != nil else {
             throw ValidationError("--overlap \(overlap): expected layers or none")
         }
@@ -139,14 +144,17 @@ struct Plan: ParsableCommand {
         var settings = ScalingSettings(tokensPerSecondPerRank: tps, seqLen: seqLen, memoryBytesPerSecond: memoryGbps * 1e9)
         settings.overlap = ScalingOverlap(rawValue: overlap) ?? .layers
         settings.touchedRows = touchedRows
+        settings.zero = !noShardOptimizer
+        settings.gradBytes = gradCommDtype == "bf16" ? 2 : 4
         let alpha = try Self.seconds(latency)
         let ranks = try nodeCounts().map { $0.map { $0 * ranksPerNode } } ?? (0...9).map { 1 << $0 }
         if !json {
             print(String(format: "shape: %@ (%d layers, %.1fM parameters), %@, seq %d; %.0f tokens/s per rank, %@; "
-                         + "%d ranks per node; α %@; overlap %@; node memory %.0f GB/s",
+                         + "%d ranks per node; α %@; overlap %@; node memory %.0f GB/s; %@; gradients %@ across nodes",
                          cfg.path, shape.layers, Double(shape.totalParams) / 1e6,
                          perRank.map { "batch \($0) per rank" } ?? "global batch \(batchSize ?? 0)",
-                         seqLen, tps, source, ranksPerNode, latency, overlap, memoryGbps))
+                         seqLen, tps, source, ranksPerNode, latency, overlap, memoryGbps,
+                         noShardOptimizer ? "AdamW on every rank" : "ZeRO-1", gradCommDtype))
         }
         for rateString in bandwidth.split(separator: ",") {
             let bps = try Self.rate(String(rateString))

@@ -86,6 +86,8 @@ struct Train: ParsableCommand {
     var noSharedMemory = false
     @Flag(help: "With node-shared memory: run the whole AdamW step on every rank instead of 1/W of it each (ZeRO-1, the default; same results).")
     var noShardOptimizer = false
+    @Option(help: "Element type of gradients sent between nodes: fp32 (default) or bf16 (half the bytes, summed in float32; results then depend on how ranks are spread over nodes). No effect on one node.")
+    var gradCommDtype: String = "fp32"
     @Option(help: "Save a checkpoint every N steps (0 = at the end of each epoch and of training).") var saveSteps: Int = 0
     @Option(help: "Keep at most K checkpoints, the newest and the best by --metric-for-best-model among them (0 = all).") var saveTotalLimit: Int = 0
     @Option(help: "auto (continue the run in --output-dir from its newest valid checkpoint, if any), never (start over: --output-dir must be empty, or give --overwrite-output-dir), or a checkpoint folder.") var resume: String = "auto"
@@ -125,6 +127,9 @@ struct Train: ParsableCommand {
         try Check.positive(microBatchSize, "--micro-batch-size")
         try Check.nonNegative(learningRate, "--learning-rate")
         try Check.maxLength(maxLength)
+        guard GradientReducer.CommDtype(rawValue: gradCommDtype) != nil else {
+            throw ValidationError("--grad-comm-dtype '\(gradCommDtype)' is unknown; use fp32 or bf16")
+        }
         guard TaskKind(rawValue: task) != nil else {
             throw ValidationError("--task '\(task)' is unknown; use one of \(TaskKind.names)")
         }
@@ -205,6 +210,7 @@ struct Train: ParsableCommand {
         c.debug = debug
         c.sharedMemoryReduction = !noSharedMemory
         c.shardOptimizer = !noShardOptimizer
+        c.gradCommDtype = GradientReducer.CommDtype(rawValue: gradCommDtype) ?? .fp32
         if let f = faultInject, let colon = f.lastIndex(of: ":"), let st = Int(f[f.index(after: colon)...]) {
             c.faultInjection = (String(f[..<colon]), st)
         }

@@ -4,8 +4,10 @@
 // be set up the tests are skipped too, unless DISTTRAIN_REQUIRE_EMULATION=1 (set by .ci/run), which makes that a
 // failure.
 // What is checked: 2 nodes × 2 ranks train the same model as 1 process (per-step losses and final weights within
-// 1e-5) on the hierarchical path (in place within a node, shares across nodes) and on the message path, two runs of
-// the same topology end bit for bit identical, the start-up line names the topology and the reduction path, and
+// 1e-5) on the hierarchical path with ZeRO-1 across the nodes (the default), with AdamW on every rank
+// (--no-shard-optimizer) and on the message path, two runs of the same topology end bit for bit identical, the
+// start-up line names the topology and the reduction path; --grad-comm-dtype bf16 stays close to float32 and repeats
+// bit for bit; and
 // nothing of the emulated cluster is left behind; killing every rank of one node ends the job
 // naming that node, and the same command on 1 node resumes from the last checkpoint and ends with the same weights.
 import Foundation
@@ -119,11 +121,16 @@ final class MultiNodeTests: XCTestCase {
         let single = try CLI.run(trainArgs(w, out: "single"), timeout: 120)
         XCTAssertEqual(single.status, 0, single.stderr)
         var runs: [URL] = []
-        // Two runs of the default (hierarchical) path, one of the plain message path (--no-shared-memory).
-        let hierarchical = "gradients reduced hierarchically: in place in node-shared memory within each node, each rank's "
+        // Two runs of the default (hierarchical, ZeRO-1 across nodes) path, one with AdamW on every rank, one of the
+        // plain message path (--no-shared-memory).
+        let zero = "gradients reduced hierarchically: in place in node-shared memory within each node, each rank's "
+            + "share reduce-scattered with MPI messages across the 2 nodes; AdamW sharded over all 4 ranks (ZeRO-1 across 2 nodes), "
+            + "updated parameters all-gathered across the nodes (2 nodes × 2 ranks per node;"
+        let replicated = "gradients reduced hierarchically: in place in node-shared memory within each node, each rank's "
             + "share all-reduced with MPI messages across the 2 nodes; AdamW on every rank (2 nodes × 2 ranks per node;"
         let messages = "gradients all-reduced with MPI messages, AdamW on every rank (2 nodes × 2 ranks per node)"
-        for (name, extra) in [("nodes2-a", []), ("nodes2-b", []), ("nodes2-messages", ["--no-shared-memory"])] {
+        let expected = ["nodes2-a": zero, "nodes2-b": zero, "nodes2-replicated": replicated, "nodes2-messages": messages]
+        for (name, extra) in [("nodes2-a", []), ("nodes2-b", []), ("nodes2-replicated", ["--no-shard-optimizer"]), ("nodes2-messages", ["--no-shared-memory"])] {
             let r = try runEmulated(trainArgs(w, out: name) + extra, nodes: 2, ranksPerNode: "2")
             XCTAssertEqual(r.status, 0, "\(name): \(r.stderr)")
             guard r.status == 0 else { return }
@@ -131,8 +138,8 @@ final class MultiNodeTests: XCTestCase {
             XCTAssertTrue(log.contains("2 node(s) × 2 rank(s) per node"), "\(name): run.sh names the topology: \(log)")
             XCTAssertTrue(log.contains("world size 4,"), "\(name): \(log)")
             // MPI itself must see 2 nodes: the trainer's start-up line says so and names the path it took.
-            XCTAssertTrue(log.contains(extra.isEmpty ? hierarchical : messages), "\(name): start-up line with topology and reduction path: \(log)")
-            XCTAssertFalse(log.contains("ZeRO-1"), "\(name): the single-node ZeRO-1 path must not run across nodes")
+            XCTAssertTrue(log.contains(expected[name]!), "\(name): start-up line with topology and reduction path: \(log)")
+            XCTAssertFalse(log.contains("all 4 ranks on one node"), "\(name): the single-node path must not run across nodes")
             runs.append(w.dir.appendingPathComponent(name))
         }
         let ref = w.dir.appendingPathComponent("single")
@@ -150,6 +157,13 @@ final class MultiNodeTests: XCTestCase {
             let (worst, at) = Self.maxDifference(refParams, try CLI.tensors(run.appendingPathComponent("model.safetensors")))
             XCTAssertLessThan(worst, 1e-5, "\(run.lastPathComponent): final weights differ from 1 process by \(worst) in \(at)")
         }
+        // ZeRO-1 across nodes saved the complete optimizer state (every owner's moments gathered before the split
+        // save): the same moments as AdamW on every rank, the 4 MB of both compared element by element.
+        let zeroState = try CLI.tensors(runs[0].appendingPathComponent("checkpoint-20/optimizer.safetensors"))
+        let replicatedState = try CLI.tensors(runs[2].appendingPathComponent("checkpoint-20/optimizer.safetensors"))
+        XCTAssertFalse(zeroState.isEmpty)
+        let (worstState, atState) = Self.maxDifference(replicatedState, zeroState)
+        XCTAssertLessThan(worstState, 1e-5, "ZeRO-1 across nodes: saved moments differ from the replicated AdamW's by \(worstState) in \(atState)")
         // Same topology twice: the same bits (the reduction order is fixed by the topology, not by timing).
         let a = try CLI.tensors(runs[0].appendingPathComponent("model.safetensors"))
         let b = try CLI.tensors(runs[1].appendingPathComponent("model.safetensors"))
@@ -157,6 +171,67 @@ final class MultiNodeTests: XCTestCase {
         for (key, x) in a {
             XCTAssertEqual(x.map(\.bitPattern), b[key]?.map(\.bitPattern), "two 2×2 runs differ in \(key)")
         }
+    }
+
+    /// --grad-comm-dtype bf16 across 2 nodes × 2 ranks (ZeRO-1 and AdamW on every rank): the per-step losses and
+    /// final weights stay close to float32's (bf16 rounds each node's gradient sum to 8 bits of mantissa), the
+    /// start-up line says so, and two runs give the same bits. A single-node job ignores it (nothing crosses nodes).
+    func testBF16GradientTrafficIsCloseToFloat32AndRepeatsBitForBit() throws {
+        try requireEmulation()
+        let w = try makeWorkspace()
+        defer { try? FileManager.default.removeItem(at: w.dir) }
+        var dirs: [String: URL] = [:]
+        for (name, extra) in [("fp32", []), ("bf16-a", ["--grad-comm-dtype", "bf16"]), ("bf16-b", ["--grad-comm-dtype", "bf16"]),
+                              ("bf16-replicated", ["--grad-comm-dtype", "bf16", "--no-shard-optimizer"])] {
+            let r = try runEmulated(trainArgs(w, out: name) + extra, nodes: 2, ranksPerNode: "2")
+            XCTAssertEqual(r.status, 0, "\(name): \(r.stderr)")
+            guard r.status == 0 else { return }
+            let log = r.stdout + r.stderr
+            XCTAssertEqual(log.contains("cross-node gradients in bfloat16, summed in float32"), name != "fp32", "\(name): \(log)")
+            dirs[name] = w.dir.appendingPathComponent(name)
+        }
+        let ref = try CLI.tensors(dirs["fp32"]!.appendingPathComponent("model.safetensors"))
+        let refLoss = try Self.losses(dirs["fp32"]!)
+        for name in ["bf16-a", "bf16-replicated"] {
+            let (worst, at) = Self.maxDifference(ref, try CLI.tensors(dirs[name]!.appendingPathComponent("model.safetensors")))
+            // Close, but not equal (the rounding must show, or the flag did nothing).
+            XCTAssertLessThan(worst, 2e-3, "\(name): final weights vs fp32 traffic differ by \(worst) in \(at)")
+            XCTAssertGreaterThan(worst, 0, "\(name): bf16 traffic changed nothing")
+            for (k, (a, b)) in zip(refLoss, try Self.losses(dirs[name]!)).enumerated() {
+                XCTAssertEqual(a, b, accuracy: 1e-2 * abs(a), "\(name) step \(k + 1) loss vs fp32 traffic")
+            }
+        }
+        let a = try CLI.tensors(dirs["bf16-a"]!.appendingPathComponent("model.safetensors"))
+        let b = try CLI.tensors(dirs["bf16-b"]!.appendingPathComponent("model.safetensors"))
+        for (key, x) in a { XCTAssertEqual(x.map(\.bitPattern), b[key]?.map(\.bitPattern), "two bf16 runs differ in \(key)") }
+        // Invalid value: a usage error naming the flag.
+        let bad = try CLI.run(trainArgs(w, out: "bad") + ["--grad-comm-dtype", "fp16"], timeout: 60)
+        XCTAssertEqual(bad.status, 2, bad.stderr)
+        XCTAssertTrue(bad.stderr.contains("--grad-comm-dtype 'fp16' is unknown; use fp32 or bf16"), bad.stderr)
+    }
+
+    /// A 1-process run stopped after checkpoint-10 resumes on 2 nodes × 2 ranks (ZeRO-1 across nodes: every rank's
+    /// moments come from the complete checkpoint, and each keeps updating its 1/4) and ends with the weights of the
+    /// uninterrupted 1-process run.
+    func testOneProcessCheckpointResumesOnTwoNodes() throws {
+        try requireEmulation()
+        let w = try makeWorkspace()
+        defer { try? FileManager.default.removeItem(at: w.dir) }
+        let ref = try CLI.run(trainArgs(w, out: "reference"), timeout: 120)
+        XCTAssertEqual(ref.status, 0, ref.stderr)
+        let args = trainArgs(w, out: "moved") + ["--save-steps", "5"]
+        let stopped = try CLI.run(args + ["--fault-inject", "before-latest:15"], timeout: 120)
+        XCTAssertNotEqual(stopped.status, 0, "the fault must stop the run: \(stopped.stderr)")
+        let moved = w.dir.appendingPathComponent("moved")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: moved.appendingPathComponent("model.safetensors").path))
+        let r = try runEmulated(args, nodes: 2, ranksPerNode: "2")
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let log = r.stdout + r.stderr
+        XCTAssertNotNil(Self.matches(log, #"resuming from checkpoint-1[05] \(step 1[05], saved with 1 rank\(s\), now 4\)"#), log)
+        XCTAssertTrue(log.contains("ZeRO-1 across 2 nodes"), log)
+        let (worst, at) = Self.maxDifference(try CLI.tensors(w.dir.appendingPathComponent("reference/model.safetensors")),
+                                             try CLI.tensors(moved.appendingPathComponent("model.safetensors")))
+        XCTAssertLessThan(worst, 1e-5, "resumed on 2 nodes: final weights differ from 1 process by \(worst) in \(at)")
     }
 
     /// 2 ranks on node0 and 1 on node1: no hierarchical reduction (its shares need equal nodes); the message path

@@ -30,6 +30,25 @@ final class PlanCommandTests: XCTestCase {
         try assertUsageError(["--config", "/nonexistent/config.json"], mentions: "/nonexistent/config.json")
         try assertUsageError(["--seq-len", "4096"], mentions: "--seq-len 4096")
         try assertUsageError(["--measure", "--tokens-per-s-per-rank", "100"], mentions: "--tokens-per-s-per-rank")
+        try assertUsageError(["--grad-comm-dtype", "fp16"], mentions: "--grad-comm-dtype fp16")
+    }
+
+    /// bf16 gradient traffic moves fewer inter-node seconds than float32 on the same topology; on one node nothing
+    /// crosses; --no-shard-optimizer models the replicated AdamW (more optimizer time per rank at 8 ranks per node).
+    func testGradCommDtypeAndShardingChangeTheModel() throws {
+        func rows(_ extra: [String]) throws -> [[String: Any]] {
+            let r = try CLI.run(["plan", "--json", "--nodes", "1,4", "--ranks-per-node", "8", "--bandwidth", "10gbit",
+                                 "--tokens-per-s-per-rank", "1000"] + extra, timeout: 60)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            return try r.stdout.split(separator: "\n").map { try XCTUnwrap(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
+        }
+        func d(_ row: [String: Any], _ k: String) -> Double { (row[k] as? NSNumber)?.doubleValue ?? .nan }
+        let fp32 = try rows([]), bf16 = try rows(["--grad-comm-dtype", "bf16"]), replicated = try rows(["--no-shard-optimizer"])
+        XCTAssertEqual(fp32.count, 2); XCTAssertEqual(bf16.count, 2); XCTAssertEqual(replicated.count, 2)
+        XCTAssertEqual(d(fp32[0], "inter_s"), 0); XCTAssertEqual(d(bf16[0], "inter_s"), 0)
+        XCTAssertLessThan(d(bf16[1], "inter_s"), d(fp32[1], "inter_s"))
+        XCTAssertGreaterThan(d(bf16[1], "inter_s"), 0.5 * d(fp32[1], "inter_s"), "the parameter all-gather stays float32")
+        XCTAssertGreaterThan(d(replicated[1], "optimizer_s"), 8 * d(fp32[1], "optimizer_s"))
     }
 
     func testJSONRowsForEachLinkAndRankCount() throws {

@@ -62,12 +62,15 @@ final class ScalingModelTests: XCTestCase {
     /// A small case worked by hand: 2 layers of 1,000 floats, 5 touched rows of 10 (50 floats), a tail of 100;
     /// 2 nodes × 2 ranks, global batch 4 of 10 tokens, 1,000 tokens/s per rank, backward half the compute, node memory
     /// 1 GB/s, link 1 MB/s with α 100 µs.
-    func smallCase(_ overlap: ScalingOverlap, nodes: Int = 2) -> ScalingPrediction {
+    /// `zero` false: AdamW on every rank and all-reduce across nodes (--no-shard-optimizer); `gradBytes` 2: bf16.
+    func smallCase(_ overlap: ScalingOverlap, nodes: Int = 2, zero: Bool = false, gradBytes: Int = 4) -> ScalingPrediction {
         let shape = ScalingShape(layers: 2, layerParams: 1000, tableRows: 10, rowLength: 10, tailParams: 100)
         var s = ScalingSettings(tokensPerSecondPerRank: 1000, seqLen: 10, memoryBytesPerSecond: 1e9)
         s.backwardFraction = 0.5
         s.touchedRows = 5
         s.overlap = overlap
+        s.zero = zero
+        s.gradBytes = gradBytes
         return ScalingModel.predict(shape: shape, globalBatch: 4, nodes: nodes, ranksPerNode: 2,
                                     link: ScalingLink(bytesPerSecond: 1e6, latency: 1e-4), settings: s)
     }
@@ -103,6 +106,25 @@ final class ScalingModelTests: XCTestCase {
         XCTAssertLessThan(p.stepS, smallCase(.none).stepS)
     }
 
+    /// ZeRO-1 across nodes, every transfer blocking: the dense stages are reduce-scattered (all-to-all) during
+    /// backward and their updated parameters all-gathered after AdamW; the rows are all-reduced.
+    func testZeROAcrossNodesByHand() {
+        let p = smallCase(.none, zero: true)
+        // Dense stages, shares of 2n bytes: (N−1)(α + m/N · L/B) = 1e-4 + 2n/1e6 for n = 1000, 1000, 100 (tail):
+        // 2.1e-3 + 2.1e-3 + 3e-4, once to scatter the gradients and once to gather the parameters; the rows (100 B)
+        // recursive doubling as before, 3e-4. In all 2 · 4.5e-3 + 3e-4.
+        XCTAssertEqual(p.interS, 9.3e-3, accuracy: eps)
+        // AdamW: 28 B × (2100 dense / 4 ranks + 50 row floats / 2 local ranks) at 1e9/2 B/s.
+        XCTAssertEqual(p.optimizerS, 3.08e-5, accuracy: eps)
+        XCTAssertEqual(p.exposedS, 4.3e-5 + 9.3e-3, accuracy: eps)
+        XCTAssertEqual(p.stepS, 0.01 + 4.3e-5 + 9.3e-3 + 3.08e-5, accuracy: eps)
+        // Overlap hides only the scatter: the gather after AdamW stays exposed.
+        XCTAssertGreaterThanOrEqual(smallCase(.layers, zero: true).exposedS, 4.5e-3)
+        // bf16 gradients: the scatter moves n bytes per stage (1.1e-3, 1.1e-3, 2e-4), the rows go as a bf16
+        // all-to-all and all-gather of 50 B (2 · (1e-4 + 50/1e6) = 3e-4); the parameters' gather stays float32.
+        XCTAssertEqual(smallCase(.none, zero: true, gradBytes: 2).interS, 2.4e-3 + 3e-4 + 4.5e-3, accuracy: eps)
+    }
+
     func testOneNodeHasOnlyTheInPlaceReduction() {
         let p = smallCase(.layers, nodes: 1)
         XCTAssertEqual(p.ranks, 2)
@@ -117,6 +139,7 @@ final class ScalingModelTests: XCTestCase {
         var s = ScalingSettings(tokensPerSecondPerRank: 1000, seqLen: 10, memoryBytesPerSecond: 1e9)
         s.backwardFraction = 0.5
         s.touchedRows = 5
+        s.zero = false
         let link = ScalingLink(bytesPerSecond: 1e6, latency: 1e-4)
         // Weak scaling, 2 samples per rank. 1 rank: compute 0.02, AdamW 28·2150/1e9 = 6.02e-5, no communication.
         // 2 ranks on one node: compute 0.02, intra 4.3e-5, AdamW 1.204e-4 (the node's bandwidth shared by 2).

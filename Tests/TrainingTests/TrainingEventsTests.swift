@@ -17,7 +17,14 @@ final class TrainingEventsTests: XCTestCase {
         XCTAssertEqual(r.metrics["allreduce_mb"], 50)
         XCTAssertEqual(r.metrics["allreduce_bus_gbps"], 5)
         XCTAssertEqual(r.metrics["checkpoint_mb_per_s"], 90)
-        XCTAssertEqual(r.metrics.count, 9 + 6)
+        // Every reduction blocks or is waited for: the exposed communication is the reducer's time.
+        XCTAssertEqual(r.metrics["comm_exposed_s"], 0.2)
+        XCTAssertEqual(r.metrics.count, 9 + 7)
+        // Multi-node jobs: the cross-node part of it and the MB this rank sent to other nodes.
+        r.crossNode = (0.15, 44.4)
+        XCTAssertEqual(r.metrics["cross_node_s"], 0.15)
+        XCTAssertEqual(r.metrics["cross_node_mb"], 44.4)
+        XCTAssertEqual(r.metrics.count, 9 + 9)
         let e = EvalRecord(step: 20, epoch: 1, values: ["eval_loss": 0.1, "eval_accuracy": 0.9], confusion: [[1, 0], [0, 1]])
         XCTAssertEqual(e.metrics, ["step": 20, "epoch": 1, "eval_loss": 0.1, "eval_accuracy": 0.9])
         XCTAssertEqual(StopRecord(step: 7, bestStep: 5, bestMetric: 0.3).metrics,

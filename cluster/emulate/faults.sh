@@ -65,7 +65,11 @@ for mode in ranks node link; do
     if [ -z "$id" ] || ! ip netns list | grep -q "^$ns"; then bad "$mode: the job's node1 not found"; wait $runpid; continue; fi
     t0=$(date +%s)
     case $mode in
-        ranks) for p in $(ip netns pids "$ns"); do [ "$(cat /proc/$p/comm 2>/dev/null)" = disttrain ] && kill -9 "$p"; done ;;
+        # By argv[0], not /proc/PID/comm: disttrain re-executes itself through /proc/self/exe (OPENBLAS_CORETYPE),
+        # which makes its comm "exe".
+        ranks) for p in $(ip netns pids "$ns"); do
+                   case "$(tr '\0' '\n' < /proc/$p/cmdline 2>/dev/null | head -1)" in */disttrain|disttrain) kill -9 "$p" ;; esac
+               done ;;
         node)  kill -9 $(ip netns pids "$ns") 2>/dev/null ;;
         link)  ip -n "$ns" link set eth0 down ;;
     esac

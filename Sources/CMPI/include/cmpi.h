@@ -79,6 +79,17 @@ int cmpi_comm_size(cmpi_comm *comm, int *size);
 int cmpi_comm_allreduce(cmpi_comm *comm, void *buffer, size_t count, int dtype, int op);
 int cmpi_comm_bcast(cmpi_comm *comm, void *buffer, size_t count, int dtype, int root);
 int cmpi_comm_barrier(cmpi_comm *comm);
+/// MPI_Alltoallv of bytes over `comm`: this rank sends send[sdispls[q] ..< +scounts[q]] to rank q and receives rank
+/// q's block into recv[rdispls[q] ..< +rcounts[q]] (byte counts and offsets, one per rank of `comm`).
+int cmpi_comm_alltoallv(cmpi_comm *comm, const void *send, const int *scounts, const int *sdispls,
+                        void *recv, const int *rcounts, const int *rdispls);
+/// In-place MPI_Allgatherv of bytes over `comm`: rank q's block is buffer[displs[q] ..< +counts[q]]; afterwards every
+/// rank holds every block.
+int cmpi_comm_allgatherv(cmpi_comm *comm, void *buffer, const int *counts, const int *displs);
+/// Non-blocking cmpi_comm_alltoallv (MPI_Ialltoallv of bytes; the count and offset arrays are copied): `*request`
+/// as for cmpi_iallreduce; neither buffer may be touched until it completed.
+int cmpi_comm_ialltoallv(cmpi_comm *comm, const void *send, const int *scounts, const int *sdispls,
+                         void *recv, const int *rcounts, const int *rdispls, cmpi_request **request);
 /// Collective over `comm`: frees it and the handle.
 int cmpi_comm_free(cmpi_comm *comm);
 
