@@ -7,7 +7,7 @@ prepare_validation_features offsets), run_qa's post-processing (postprocess_qa_p
 examples/pytorch/question-answering/utils_qa.py, passed as UTILS_QA=path: the examples are not in the wheel) and the
 official SQuAD v1.1 EM/F1 (compute_exact / compute_f1 of transformers 4's squad_metrics.py, SQUAD_METRICS=path; see
 scripts/goldens/qa_goldens.py for how to get both).
-Usage: UTILS_QA=... SQUAD_METRICS=... /work/venv/bin/python examples/qa/train_hf.py OUTPUT_DIR [EPOCHS] [LR]
+Usage: UTILS_QA=... SQUAD_METRICS=... python3 examples/qa/train_hf.py OUTPUT_DIR [EPOCHS] [LR]
 Not a test dependency: run by hand to quote its eval_exact_match / eval_f1 next to disttrain's.
 """
 import json

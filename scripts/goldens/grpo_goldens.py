@@ -2,7 +2,7 @@
 """
 grpo_goldens.py -- GRPO and RLOO goldens for disttrain, recorded from TRL 1.16.0's GRPOTrainer and RLOOTrainer.
 
-Run:   /work/venv/bin/python scripts/goldens/grpo_goldens.py      (from the repository root)
+Run:   python3 scripts/goldens/grpo_goldens.py      (from the repository root)
 Needs: torch 2.13 (CPU), transformers 5.23, peft 0.21, trl 1.16.0, safetensors. No network.
 Writes Tests/ModelTests/Fixtures/grpo-golden/{golden.json, golden.safetensors}.
 

@@ -3,10 +3,10 @@
 qa_goldens.py -- golden fixtures for extractive question answering, from torch + transformers and the run_qa reference.
 
 Run (from the repo root; no network once the two reference files are on disk):
-    /work/venv/bin/pip download transformers==4.46.3 --no-deps -d /tmp/tf4
+    pip download transformers==4.46.3 --no-deps -d /tmp/tf4
     (cd /tmp/tf4 && unzip -o transformers-4.46.3-py3-none-any.whl transformers/data/metrics/squad_metrics.py)
     UTILS_QA=/path/to/utils_qa.py SQUAD_METRICS=/tmp/tf4/transformers/data/metrics/squad_metrics.py \
-        /work/venv/bin/python scripts/goldens/qa_goldens.py
+        python3 scripts/goldens/qa_goldens.py
   UTILS_QA: transformers' examples/pytorch/question-answering/utils_qa.py (run_qa's post-processing; the examples
   are not in the transformers wheel). Its postprocess_qa_predictions is called as is; if your copy's signature is
   the upstream one it returns only the answers, so pass a copy whose function also returns (all_nbest_json,

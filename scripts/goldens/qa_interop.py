@@ -9,7 +9,7 @@ folder: BASE with a fresh qa_outputs, seeded), and our eval/predict must then ma
 Not run by the tests (they never call Python); run by hand and quote the output:
     disttrain eval --model FOLDER --eval-file FILE --max-length L --doc-stride S        # eval_loss, EM, F1
     disttrain predict --model FOLDER --input FILE --max-length L --doc-stride S --output preds.jsonl
-    UTILS_QA=/path/to/utils_qa.py /work/venv/bin/python scripts/goldens/qa_interop.py FOLDER FILE L S preds.jsonl
+    UTILS_QA=/path/to/utils_qa.py python3 scripts/goldens/qa_interop.py FOLDER FILE L S preds.jsonl
 """
 import json
 import os
