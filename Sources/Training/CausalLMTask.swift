@@ -124,14 +124,7 @@ public final class CausalLMTask: FolderTrainingTask, @unchecked Sendable {
     }
 
     /// Full fine-tuning writes a Hugging Face model folder; LoRA writes the PEFT adapter only.
-    public func save(to dir: URL, weights: ParameterStore?) throws {
-        if let lora {
-            try PEFTAdapter.save(plan: lora.plan, store: weights ?? lora.store, to: dir)
-            return
-        }
-        try GPT2Layout.save(weights ?? baseStore, config: config, classifier: false, to: dir)
-        try FileIO.copyFiles(FileIO.companionFiles, from: modelDir, to: dir)
-    }
+    public func save(to dir: URL, weights: ParameterStore?) throws { try lmParts.save(to: dir, weights: weights) }
 }
 
 /// How LM rows become examples: `train`'s --max-length, --block-size and --lm-per-row (eval takes the same flags).

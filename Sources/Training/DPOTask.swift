@@ -449,14 +449,7 @@ public final class DPOTask: FolderTrainingTask, @unchecked Sendable {
     }
 
     /// Full fine-tuning writes a Hugging Face GPT-2 LM folder (`generate` loads it); LoRA writes the PEFT adapter.
-    public func save(to dir: URL, weights: ParameterStore?) throws {
-        if let lora {
-            try PEFTAdapter.save(plan: lora.plan, store: weights ?? lora.store, to: dir)
-            return
-        }
-        try GPT2Layout.save(weights ?? baseStore, config: config, classifier: false, to: dir)
-        try FileIO.copyFiles(FileIO.companionFiles, from: modelDir, to: dir)
-    }
+    public func save(to dir: URL, weights: ParameterStore?) throws { try lmParts.save(to: dir, weights: weights) }
 
     // MARK: - The reference log-probs cache
 
@@ -518,17 +511,8 @@ public final class DPOTask: FolderTrainingTask, @unchecked Sendable {
 }
 
 extension DPOTask {
-    /// Full fine-tuning: the blocks as stages (the tied head writes every wte row, so no row-sparse table), as the
-    /// causal-LM task. LoRA: one small buffer.
-    public var gradientSync: GradientSyncLayout {
-        guard lora == nil else { return GradientSyncLayout() }
-        return GradientSyncLayout(stages: GradientSyncLayout.layerStages(store: store, architecture: model.config))
-    }
-
-    public func setBackwardHook(_ hook: ((Int) -> Void)?) {
-        guard lora == nil else { return }
-        model.onLayerBackward = GradientSyncLayout.stageHook(hook, layers: model.config.layers)
-    }
-
-    public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) { model.probe = probe }
+    var lmParts: GPT2LMParts { GPT2LMParts(model: model, config: config, baseStore: baseStore, lora: lora, modelDir: modelDir) }
+    public var gradientSync: GradientSyncLayout { lmParts.gradientSync }
+    public func setBackwardHook(_ hook: ((Int) -> Void)?) { lmParts.setBackwardHook(hook) }
+    public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) { lmParts.setProbe(probe) }
 }

@@ -104,17 +104,8 @@ extension GradientSyncLayout {
 }
 
 extension CausalLMTask {
-    /// Full fine-tuning: the blocks as stages. No row-sparse table: the LM head is tied to `wte`, so every row of its
-    /// gradient is written (the head's softmax touches the whole vocabulary). LoRA: one small buffer.
-    public var gradientSync: GradientSyncLayout {
-        guard lora == nil else { return GradientSyncLayout() }
-        return GradientSyncLayout(stages: GradientSyncLayout.layerStages(store: store, architecture: model.config))
-    }
-
-    public func setBackwardHook(_ hook: ((Int) -> Void)?) {
-        guard lora == nil else { return }
-        model.onLayerBackward = GradientSyncLayout.stageHook(hook, layers: model.config.layers)
-    }
-
-    public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) { model.probe = probe }
+    var lmParts: GPT2LMParts { GPT2LMParts(model: model, config: config, baseStore: baseStore, lora: lora, modelDir: modelDir) }
+    public var gradientSync: GradientSyncLayout { lmParts.gradientSync }
+    public func setBackwardHook(_ hook: ((Int) -> Void)?) { lmParts.setBackwardHook(hook) }
+    public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) { lmParts.setProbe(probe) }
 }
