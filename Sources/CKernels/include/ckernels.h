@@ -61,6 +61,13 @@ void ck_layernorm_fwd(const float *x, float *y, float *mean, float *rstd, const 
 void ck_layernorm_bwd(float *dx, const float *dy, const float *x, const float *mean, const float *rstd,
                       const float *w, float *dw, float *db, size_t rows, size_t C);
 
+/// ck_layernorm_bwd in two parts (for splitting over threads; together bit-identical to it): dx of `rows` rows, and
+/// dw/db of columns [c0, c1) summed over all rows in order.
+void ck_layernorm_bwd_dx(float *dx, const float *dy, const float *x, const float *mean, const float *rstd,
+                         const float *w, size_t rows, size_t C);
+void ck_layernorm_bwd_params(const float *dy, const float *x, const float *mean, const float *rstd, float *dw,
+                             float *db, size_t rows, size_t C, size_t c0, size_t c1);
+
 // ---- attention softmax over one [T, T] score block (rows = queries), key mask per column ----
 /// p[i,j] = softmax_j(s[i,j]) over keys with keymask[j] != 0, exactly 0 for masked keys, in place.
 /// nvalid = number of unmasked keys; when 0 the row is uniform (what HF's finfo.min addition gives).
