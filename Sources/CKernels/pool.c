@@ -1,6 +1,6 @@
 // pool.c: the persistent compute pool of ck_pool.h and the kernels split over it.
-// Workers spin briefly after a job (element-wise kernels come in bursts between matrix products), then sleep on a
-// futex, so that they never compete with OpenBLAS's threads during a product. A job is a range [0, n) cut into
+// Workers spin briefly (~0.1-0.2 ms) after a job (jobs come in bursts within a step: kernels and the blocks of the
+// model's products), then sleep on a futex, so that an idle process does not hold a core. A job is a range [0, n) cut into
 // chunks taken from an atomic counter by the caller and the workers alike (a preempted worker on a loaded machine
 // delays only the chunk it holds). Publication protocol (generation `gen`, even = idle/published, odd = being
 // written): the caller makes gen odd, waits until no worker is inside the previous job, writes the job, makes gen
@@ -30,7 +30,7 @@
 #endif
 
 #define MAX_WORKERS 63
-#define SPIN_ROUNDS 4000   /* ~50-100 µs of pause before a worker sleeps */
+#define SPIN_ROUNDS 4000   /* pause instructions (~0.1-0.2 ms) before a worker sleeps */
 
 typedef struct { struct ck_pool *pool; int index; } worker_arg;
 

@@ -6,8 +6,8 @@
 // for element-wise maps (each element meets the same vector lane code as in one call).
 // A pool of 1 thread, a NULL pool, a small job, a call from inside a job or a call while another thread uses the
 // pool all run the plain kernel on the caller: the pool never nests and never blocks a second user.
-// Deliberately not here: matrix products (OpenBLAS has its own threads; callers never run both at once), any
-// decision about how many threads a process should use (Model's ComputeThreads makes the pool).
+// Deliberately not here: fp32 matrix products (Model's splitSgemm cuts them into blocks and runs those on the pool
+// with OpenBLAS on one thread), any decision about how many threads a process should use (Model's ComputeThreads).
 #ifndef CK_POOL_H
 #define CK_POOL_H
 #include <stddef.h>

@@ -1,6 +1,6 @@
 // ckernels.h: vectorised element-wise kernels for the model (GELU, LayerNorm, softmax, dropout, ...), in C so that
 // they can be compiled per CPU feature (AVX2+FMA variant selected at run time, portable fallback) and stay free of
-// Swift array/bounds-check overhead. Every kernel is single-threaded; callers split rows across threads if they wish.
+// Swift array/bounds-check overhead. Every kernel is single-threaded; ck_pool.h splits them over a thread pool.
 // Deliberately not here: fp32 matrix products (cblas_sgemm), anything that allocates (except the bf16 GEMM's
 // per-call pack buffer), any global state.
 // Shapes use the model's notation: rows = B*T (tokens), C = channels; all buffers are row-major, contiguous rows.
