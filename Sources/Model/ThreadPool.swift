@@ -6,6 +6,7 @@
 // Deliberately not here: the kernels themselves (CKernels), choosing the thread count (the caller's --threads).
 import CBLAS
 import CKernels
+import Foundation
 
 extension ComputeThreads {
     /// The pool of the current thread setting (nil at 1 thread). Process-wide like OpenBLAS's own thread count,
@@ -13,9 +14,13 @@ extension ComputeThreads {
     nonisolated(unsafe) public private(set) static var pool: OpaquePointer?
     nonisolated(unsafe) private static var poolThreads = 1
 
-    /// Makes (or drops) the pool for `n` threads in all; called by `set`.
+    private static let poolLock = NSLock()
+
+    /// Makes (or drops) the pool for `n` threads in all; called by `set` (a no-op when the count is unchanged, so
+    /// in-process ranks that each set the same count share one pool).
     static func setPool(_ n: Int) {
         let n = max(1, n)
+        poolLock.lock(); defer { poolLock.unlock() }
         guard n != poolThreads else { return }
         if let p = pool { ck_pool_destroy(p) }
         pool = n > 1 ? ck_pool_create(Int32(n)) : nil
