@@ -40,7 +40,7 @@ public enum GPT2Benchmark {
         }
     }
 
-    /// `precision` .bf16: the Conv1D and tied-head products in bf16 (MFU still against the fp32 sgemm rate).
+    /// `precision` .bf16: the Conv1D products in bf16 (MFU still against the fp32 sgemm rate).
     public static func runTraining(config: GPT2Config, batch: Int, seq: Int, steps: Int, warmup: Int, threads: Int,
                                    precision: MatmulPrecision = .fp32) -> BenchmarkResult {
         ComputeThreads.set(threads)

@@ -109,8 +109,8 @@ final class GPT2Transformer {
     /// layer·4 + c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj), and modules_to_save tensors (`score`) are read from, and
     /// their gradients written to, its trainable store.
     var adapter: LoRAAdapter?
-    /// Number format of the Conv1D products (four per block, forward and backward) and of the LM head's three
-    /// products; attention's per-head products stay fp32. `.bf16` only when `MatmulPrecision.bf16Supported`.
+    /// Number format of the Conv1D products (four per block, forward and backward); the tied LM head's products and
+    /// attention's per-head products stay fp32. `.bf16` only when `MatmulPrecision.bf16Supported`.
     var matmulPrecision: MatmulPrecision = .fp32
     /// Frozen base: no gradient is computed for base parameters (Conv1D dW/db, LayerNorm, embeddings and the tied
     /// LM head's wte products are skipped); input gradients still flow down to the lowest adapter.
@@ -348,7 +348,7 @@ public final class GPT2LMHead {
 
     public var maxBatch: Int { body.maxBatch }
     public var maxSeq: Int { body.maxSeq }
-    /// Number format of the body's Conv1D products and the tied head's products (see GPT2Transformer); fp32 default.
+    /// Number format of the body's Conv1D products (the tied head stays fp32; see GPT2Transformer); fp32 default.
     public var matmulPrecision: MatmulPrecision { get { body.matmulPrecision } set { body.matmulPrecision = newValue } }
     public var activationBytes: Int { body.activationBytes + (chunkRows * config.vocabSize + 4 * maxBatch * maxSeq) * 4 }
 
@@ -406,7 +406,9 @@ public final class GPT2LMHead {
             let R = min(chunkRows, BT - r0)
             let x = UnsafePointer(body.xf + r0 * C)
             // logits[R, V] = x[R, C] · wteᵀ
-            let precision = body.matmulPrecision
+            // The head stays fp32: its bf16 products (k = V = 50257 for dX) measured slower than sgemm here (MFU 0.45
+            // vs 0.69-0.83 for the whole step with the head in fp32; docs/performance.md).
+            let precision = MatmulPrecision.fp32
             gemm(precision, transA: false, transB: true, m: R, n: V, k: C, alpha: 1, x, lda: C, wte, ldb: C, beta: 0, logitChunk, ldc: V)
             g2_p_xent_fwd_bwd(ComputeThreads.pool, logitChunk, R, V, targets + r0, scale, training ? 1 : 0, lse + r0, nll + r0, rowMax + r0)
             if training {

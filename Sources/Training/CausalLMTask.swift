@@ -51,7 +51,7 @@ public final class CausalLMTask: FolderTrainingTask, @unchecked Sendable {
         if lc != nil { lc!.baseModelNameOrPath = lc!.baseModelNameOrPath ?? modelDir.path }
         try self.init(m, train: trainSet, eval: evalSet, fingerprint: try Checkpoint.sha256(of: tc.trainFile), microBatch: microBatch,
                       lora: lc, adapterDir: adapterDir, seed: tc.seed)
-        model.matmulPrecision = tc.matmulPrecision   // --bf16: the Conv1D and LM-head products in bf16
+        model.matmulPrecision = tc.matmulPrecision   // --bf16: the Conv1D products in bf16
     }
 
     /// Evaluation only (`disttrain eval`): the model in `modelDir` and `evalFile` prepared exactly as `train` prepares

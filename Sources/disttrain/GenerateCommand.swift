@@ -44,7 +44,7 @@ struct Generate: ParsableCommand {
     var benchConfig: String?
     @Option(help: "With --bench: batch size of the training step.") var benchBatch: Int = 16
     @Option(help: "With --bench: sequence length of the training step.") var benchSeq: Int = 128
-    @Flag(help: "With --bench: the Conv1D and LM-head products in bf16 (AVX512-BF16); no generation benchmark.") var bf16 = false
+    @Flag(help: "With --bench: the Conv1D products in bf16 (AVX512-BF16); no generation benchmark.") var bf16 = false
     @Flag(help: "With --bench: the training step only (no generation benchmark).") var noGenerationBench = false
 
     func validate() throws {

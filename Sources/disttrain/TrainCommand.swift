@@ -70,7 +70,7 @@ struct Train: ParsableCommand {
     var validationSplit: Double = 0
     @Option(help: "Compute threads per rank (default: the cores available to the rank).") var threads: Int?
     @Flag(help: "Turn dropout off during training.") var noDropout = false
-    @Flag(help: "Matrix products of the layers (BERT family; GPT-2 with its LM head, not for DPO/reward) in bfloat16 with fp32 accumulation (needs AVX512-BF16); fp32 weights and optimizer.")
+    @Flag(help: "Matrix products of the layers (BERT family; GPT-2 except its LM head, not for DPO/reward) in bfloat16 with fp32 accumulation (needs AVX512-BF16); fp32 weights and optimizer.")
     var bf16 = false
     @Option(help: ArgumentHelp("--task reward: add c·mean((r_chosen + r_rejected)²) to the loss to keep rewards centred at 0 (TRL's center_rewards_coefficient; off by default, TRL suggests 0.01).", valueName: "c"))
     var centerRewardsCoefficient: Double?

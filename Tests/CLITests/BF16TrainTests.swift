@@ -36,7 +36,7 @@ final class BF16TrainTests: XCTestCase {
         XCTAssertNotEqual(a, b, "--bf16 gave the fp32 losses exactly: the flag did not reach the model")
     }
 
-    /// GPT-2 (the tiny LM fixture): --bf16 reaches the model (Conv1D and tied-head products) and the losses track fp32.
+    /// GPT-2 (the tiny LM fixture): --bf16 reaches the model (the Conv1D products) and the losses track fp32.
     func testBF16GPT2TrainingTracksFP32() throws {
         let dir = try CLI.tempDir("bf16-gpt2")
         defer { try? FileManager.default.removeItem(at: dir) }

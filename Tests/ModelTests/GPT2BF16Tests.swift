@@ -1,4 +1,4 @@
-// GPT2BF16Tests: GPT-2 with its Conv1D and tied-LM-head products in bf16 (MatmulPrecision.bf16) against the same
+// GPT2BF16Tests: GPT-2 with its Conv1D products in bf16 (MatmulPrecision.bf16; the tied head stays fp32) against the same
 // model in fp32: the loss and every gradient within bf16 tolerance (inputs rounded to 8 significant bits, u = 2⁻⁹,
 // fp32 sums), and not identical (the precision reaches the products). Skipped on a CPU without AVX512-BF16.
 import Foundation
