@@ -14,6 +14,8 @@
 #   minilm-1t-bf16, minilm-2t-bf16   the same with --bf16 | torch.autocast("cpu", dtype=torch.bfloat16)
 #   bert-base-2t, bert-base-2t-bf16  BERT-base (bench/configs/bert-base.json) 8x128, 2 threads
 #   gpt2-6x384-2t[-bf16], gpt2-12x768-2t[-bf16]   GPT-2 16x128, 2 threads: `generate --bench` | GPT2LMHeadModel
+#   bert-base-s256-2t, bert-base-s512-2t   long sequences, BERT-base 4x256 / 2x512, 2 threads (time and peak RSS)
+#   gpt2-12x768-s512-2t, gpt2-12x768-s1024-2t   GPT-2 12x768 2x512 / 1x1024, 2 threads, no optimizer (PyTorch: sdpa)
 #   minilm-2r                    2 ranks x 1 thread, 16x128 per rank: `mpirun -n 2 --bind-to core bench` | DDP over gloo
 #                                (torch.multiprocessing, each rank pinned to one core)
 # What is matched: the shape (config), batch, sequence, thread count (torch.set_num_threads, OMP/MKL_NUM_THREADS),
@@ -27,11 +29,10 @@
 #   products in bf16 (AVX512-BF16), PyTorch's autocast also runs attention matmuls and whatever else autocast lists
 #   in bf16; disttrain's 2-rank step reduces in node-shared memory with ZeRO-1, DDP all-reduces buckets over gloo.
 #   GPT-2 rows: `disttrain generate --bench` times forward + LM loss + backward with NO optimizer, so the PyTorch
-#   side runs --optim none there; disttrain has no knob for the 12x768 shape nor bf16 for GPT-2, so those rows print
-#   the PyTorch side only (n/a).
+#   side runs --optim none there (the 12x768 shape: --bench-config bench/configs/gpt2-12x768.json; bf16: --bf16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ALL_ROWS="minilm-1t minilm-2t minilm-1t-bf16 minilm-2t-bf16 bert-base-2t bert-base-2t-bf16 gpt2-6x384-2t gpt2-6x384-2t-bf16 gpt2-12x768-2t gpt2-12x768-2t-bf16 minilm-2r"
+ALL_ROWS="minilm-1t minilm-2t minilm-1t-bf16 minilm-2t-bf16 bert-base-2t bert-base-2t-bf16 gpt2-6x384-2t gpt2-6x384-2t-bf16 gpt2-12x768-2t gpt2-12x768-2t-bf16 minilm-2r bert-base-s256-2t bert-base-s512-2t gpt2-12x768-s512-2t gpt2-12x768-s1024-2t"
 RUNS=${RUNS:-3}
 STEPS=${STEPS:-6}
 ROWS=${ROWS:-$ALL_ROWS}
@@ -77,6 +78,16 @@ row() {
             LABEL="MiniLM 32x128 $prec, $THREADS thread(s), step with AdamW"
             DT=(bench --data-parallel "${bf[@]}" --threads "$THREADS" --batch-size 32 --seq-len 128 --steps "$STEPS")
             PT=(--model minilm --batch 32 --seq 128 --warmup 2 --optim adamw) ;;
+        bert-base-s*)
+            THREADS=2; b=${id#bert-base-s}; b=${b%%-*}; local n=$((1024 / b))
+            LABEL="BERT-base ${n}x$b $prec, 2 threads, step with AdamW (long sequence)"
+            DT=(bench --data-parallel "${bf[@]}" --config bench/configs/bert-base.json --threads 2 --batch-size "$n" --seq-len "$b" --steps "$STEPS")
+            PT=(--model bert-base --batch "$n" --seq "$b" --warmup 2 --optim adamw) ;;
+        gpt2-12x768-s*)
+            THREADS=2; b=${id#gpt2-12x768-s}; b=${b%%-*}; local n=$((1024 / b))
+            LABEL="GPT-2 12x768 ${n}x$b $prec, 2 threads, step without optimizer (long sequence)"
+            DT=(generate --bench --no-generation-bench --bench-config bench/configs/gpt2-12x768.json --bench-batch "$n" --bench-seq "$b" "${bf[@]}" --threads 2 --bench-steps "$STEPS")
+            PT=(--model gpt2-12x768 --batch "$n" --seq "$b" --warmup 1 --optim none) ;;
         bert-base-2t*)
             THREADS=2
             LABEL="BERT-base 8x128 $prec, 2 threads, step with AdamW"
@@ -85,7 +96,8 @@ row() {
         gpt2-6x384-2t*|gpt2-12x768-2t*)
             THREADS=2; b=${id%-2t*}
             LABEL="GPT-2 ${b#gpt2-} 16x128 $prec, 2 threads, step without optimizer"
-            if [ "$b" = gpt2-6x384 ] && [ "$prec" = fp32 ]; then DT=(generate --bench --threads 2 --bench-steps "$STEPS"); else DT=(); fi
+            DT=(generate --bench --no-generation-bench "${bf[@]}" --threads 2 --bench-steps "$STEPS")
+            [ "$b" = gpt2-12x768 ] && DT+=(--bench-config bench/configs/gpt2-12x768.json)
             PT=(--model "$b" --batch 16 --seq 128 --warmup 1 --optim none) ;;
         minilm-2r)
             THREADS=1; DT_MPI=1

@@ -12,11 +12,13 @@
 //   and written once per K block), N in blocks of NC columns so that the packed B block (KC·NC·2 bytes) stays in
 //   L2; A and B are each converted and packed exactly once per call.
 //   Odd K is padded with a zero partner; rows/columns past the edge are zero in the panels and masked on store.
-// Threads: `threads` > 1 splits the larger of M and N over that many pthreads made per call (the caller passes
-// the process's ComputeThreads setting). Deliberately not here: a thread pool or any global state (the pack
+// Threads: `threads` > 1 splits the larger of M and N over that many pthreads made per call; ck_bf16_gemm_pool
+// splits it over the persistent pool of ck_pool.h instead (what the model uses). Deliberately not here: any global
+// state (the pack
 // buffer is allocated per call, about half the size of A), a slow portable path: without AVX512-BF16 the function returns CK_BF16_UNSUPPORTED and
 // the caller (Linear.swift) uses cblas_sgemm.
 #include "ckernels.h"
+#include "ck_pool.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,8 +262,13 @@ TGT static void *part_run(void *arg) {
 
 #define MAX_THREADS 64
 
-int ck_bf16_gemm(int transA, int transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
-                 const float *b, size_t ldb, float beta, float *c, size_t ldc, int threads) {
+static void pool_parts(void *ctx, size_t b, size_t e, int thread) {
+    (void)thread;
+    for (size_t t = b; t < e; t++) part_run((part_t *)ctx + t);
+}
+
+static int bf16_gemm_run(int transA, int transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
+                         const float *b, size_t ldb, float beta, float *c, size_t ldc, int threads, ck_pool *pool) {
     if (!ck_has_avx512bf16()) return CK_BF16_UNSUPPORTED;
     if (m == 0 || n == 0) return 0;
     if (k == 0) {   // C = beta·C, C not read when beta == 0 (BLAS semantics)
@@ -276,7 +283,8 @@ int ck_bf16_gemm(int transA, int transB, size_t m, size_t n, size_t k, float alp
     size_t nt = threads < 1 ? 1 : (size_t)threads;
     if (nt > MAX_THREADS) nt = MAX_THREADS;
     if (nt > tiles / 2) nt = tiles / 2 > 0 ? tiles / 2 : 1;   // at least two tiles each
-    if (2 * m * n * k < (size_t)32000000) nt = 1;   // < ~0.1 ms of work: creating a thread costs more than it saves
+    // < ~0.1 ms of work: creating a thread costs more than it saves (waking a pool worker costs ~10 µs)
+    if (2 * m * n * k < (pool ? (size_t)4000000 : (size_t)32000000)) nt = 1;
     part_t parts[MAX_THREADS];
     size_t total = 0, t0 = 0;
     for (size_t t = 0; t < nt; t++) {
@@ -304,6 +312,11 @@ int ck_bf16_gemm(int transA, int transB, size_t m, size_t n, size_t k, float alp
     if (!buf) return CK_BF16_NOMEM;
     size_t off = 0;
     for (size_t t = 0; t < nt; t++) { parts[t].buf = buf + off; off += (parts[t].bwords + parts[t].awords + parts[t].rwords + 15) & ~(size_t)15; }
+    if (pool && nt > 1) {   // the persistent pool: no thread made per call
+        ck_pool_for(pool, nt, 1, 1, pool_parts, parts);
+        free(buf);
+        return 0;
+    }
     pthread_t tid[MAX_THREADS];
     int started[MAX_THREADS] = {0};
     for (size_t t = 1; t < nt; t++) started[t] = pthread_create(&tid[t], NULL, part_run, &parts[t]) == 0;
@@ -316,6 +329,17 @@ int ck_bf16_gemm(int transA, int transB, size_t m, size_t n, size_t k, float alp
     return 0;
 }
 
+int ck_bf16_gemm(int transA, int transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
+                 const float *b, size_t ldb, float beta, float *c, size_t ldc, int threads) {
+    return bf16_gemm_run(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads, NULL);
+}
+
+int ck_bf16_gemm_pool(int transA, int transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
+                      const float *b, size_t ldb, float beta, float *c, size_t ldc, ck_pool *pool) {
+    int threads = ck_pool_available(pool) ? ck_pool_threads(pool) : 1;
+    return bf16_gemm_run(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads, threads > 1 ? pool : NULL);
+}
+
 #else
 
 int ck_bf16_gemm(int transA, int transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
@@ -323,6 +347,11 @@ int ck_bf16_gemm(int transA, int transB, size_t m, size_t n, size_t k, float alp
     (void)threads; (void)transA; (void)transB; (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)lda; (void)b; (void)ldb;
     (void)beta; (void)c; (void)ldc;
     return CK_BF16_UNSUPPORTED;
+}
+int ck_bf16_gemm_pool(int transA, int transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
+                      const float *b, size_t ldb, float beta, float *c, size_t ldc, ck_pool *pool) {
+    (void)pool;
+    return ck_bf16_gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, 1);
 }
 
 #endif

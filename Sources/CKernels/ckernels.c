@@ -281,6 +281,47 @@ INL void layernorm_bwd_impl(float *dx, const float *dy, const float *x, const fl
     }
 }
 
+// The same backward in two parts for a thread pool (ck_pool.h): dx of rows, then dw/db over columns [c0, c1) with
+// every row added in order; each expression is the one above, so the two parts give the fused kernel's bits.
+INL void layernorm_bwd_dx_impl(float *dx, const float *dy, const float *x, const float *mean, const float *rstd,
+                               const float *w, size_t rows, size_t C) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * C, *dyr = dy + r * C;
+        float *dxr = dx + r * C;
+        float m = mean[r], s = rstd[r];
+        v8f a1 = {0, 0, 0, 0, 0, 0, 0, 0}, a2 = {0, 0, 0, 0, 0, 0, 0, 0};
+        size_t i = 0;
+        for (; i + 8 <= C; i += 8) {
+            v8f xh = (v8_load(xr + i) - m) * s;
+            v8f dn = v8_load(dyr + i) * v8_load(w + i);
+            a1 += dn;
+            a2 += dn * xh;
+        }
+        float sdn = v8_hsum(a1), sdnx = v8_hsum(a2);
+        for (; i < C; i++) {
+            float xh = (xr[i] - m) * s, dn = dyr[i] * w[i];
+            sdn += dn; sdnx += dn * xh;
+        }
+        float mdn = sdn / (float)C, mdnx = sdnx / (float)C;
+        for (size_t c = 0; c < C; c++) {
+            float xh = (xr[c] - m) * s;
+            dxr[c] = s * (dyr[c] * w[c] - mdn - xh * mdnx);
+        }
+    }
+}
+INL void layernorm_bwd_params_impl(const float *dy, const float *x, const float *mean, const float *rstd,
+                                   float *dw, float *db, size_t rows, size_t C, size_t c0, size_t c1) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * C, *dyr = dy + r * C;
+        float m = mean[r], s = rstd[r];
+        for (size_t c = c0; c < c1; c++) {
+            float xh = (xr[c] - m) * s;
+            dw[c] += dyr[c] * xh;
+            db[c] += dyr[c];
+        }
+    }
+}
+
 INL void softmax_masked_impl(float *sc, const float *keymask, size_t rows, size_t T, size_t nvalid) {
     for (size_t r = 0; r < rows; r++) {
         float *s = sc + r * T;
@@ -421,6 +462,11 @@ DISPATCH(layernorm_fwd, (const float *x, float *y, float *mean, float *rstd, con
 DISPATCH(layernorm_bwd, (float *dx, const float *dy, const float *x, const float *mean, const float *rstd,
                          const float *w, float *dw, float *db, size_t rows, size_t C),
          (dx, dy, x, mean, rstd, w, dw, db, rows, C))
+DISPATCH(layernorm_bwd_dx, (float *dx, const float *dy, const float *x, const float *mean, const float *rstd,
+                            const float *w, size_t rows, size_t C), (dx, dy, x, mean, rstd, w, rows, C))
+DISPATCH(layernorm_bwd_params, (const float *dy, const float *x, const float *mean, const float *rstd, float *dw,
+                                float *db, size_t rows, size_t C, size_t c0, size_t c1),
+         (dy, x, mean, rstd, dw, db, rows, C, c0, c1))
 DISPATCH(softmax_masked, (float *s, const float *keymask, size_t rows, size_t T, size_t nvalid),
          (s, keymask, rows, T, nvalid))
 DISPATCH(softmax_bwd, (const float *p, float *dp, size_t rows, size_t T), (p, dp, rows, T))
@@ -480,6 +526,14 @@ void ck_layernorm_fwd(const float *x, float *y, float *mean, float *rstd, const 
 void ck_layernorm_bwd(float *dx, const float *dy, const float *x, const float *mean, const float *rstd,
                       const float *w, float *dw, float *db, size_t rows, size_t C) {
     CALL(layernorm_bwd, (dx, dy, x, mean, rstd, w, dw, db, rows, C));
+}
+void ck_layernorm_bwd_dx(float *dx, const float *dy, const float *x, const float *mean, const float *rstd,
+                         const float *w, size_t rows, size_t C) {
+    CALL(layernorm_bwd_dx, (dx, dy, x, mean, rstd, w, rows, C));
+}
+void ck_layernorm_bwd_params(const float *dy, const float *x, const float *mean, const float *rstd, float *dw,
+                             float *db, size_t rows, size_t C, size_t c0, size_t c1) {
+    CALL(layernorm_bwd_params, (dy, x, mean, rstd, dw, db, rows, C, c0, c1));
 }
 void ck_softmax_masked_fwd(float *s, const float *keymask, size_t rows, size_t T, size_t nvalid) {
     CALL(softmax_masked, (s, keymask, rows, T, nvalid));

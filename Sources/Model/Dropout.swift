@@ -69,16 +69,18 @@ public enum DropoutKey {
 }
 
 /// Applies dropout over a [B*T, C] tensor row by row (row t of sample b keyed by (sampleIndices[b], site, t)).
-/// In place when x == y. Used identically in forward (on activations) and backward (on gradients).
+/// In place when x == y. Used identically in forward (on activations) and backward (on gradients). Rows are split
+/// over the compute pool (each row's mask is a function of its key only, so the same bits on any thread count).
 @inline(__always)
 func dropoutRows(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, B: Int, T: Int, C: Int,
                  ctx: DropoutContext, samples: [Int], site: Int, p: Float) {
     let thr = DropoutKey.threshold(p: p), sc = DropoutKey.scale(p: p)
-    for b in 0..<B {
-        let sk = DropoutKey.sample(ctx, sample: samples[b], site: site)
-        for t in 0..<T {
-            let o = (b * T + t) * C
-            ck_dropout_row(x + o, y + o, C, DropoutKey.row(sk, t), thr, sc)
+    ComputeThreads.parallelFor(B * T, grain: max(1, 8192 / max(C, 1))) { rows, _ in
+        var b = -1, sk: UInt64 = 0
+        for i in rows {
+            if i / T != b { b = i / T; sk = DropoutKey.sample(ctx, sample: samples[b], site: site) }
+            let o = i * C
+            ck_dropout_row(x + o, y + o, C, DropoutKey.row(sk, i - b * T), thr, sc)
         }
     }
 }

@@ -93,6 +93,7 @@ public final class EncoderClassifier {
     let ffScratch: UnsafeMutablePointer<Float>     // [BT, FF] activation output (fwd), its gradient (bwd)
     let dA, dB, dDrop, dq, dk, dv, dCtx: UnsafeMutablePointer<Float>   // [BT, C] backward buffers
     let attnScratchP, attnScratchDP, attnScratchS: UnsafeMutablePointer<Float>   // [maxSeq²]; S: probs of a frozen base
+    let attnThreads: AttentionScratch   // [maxSeq²] ×3 per pool thread, mapped when the attention loops are split
     let cls, pooled, pooledDrop, logits: UnsafeMutablePointer<Float>   // head: [B, C] ×3, [B, NL]
     let dHead1, dHead2, dCls: UnsafeMutablePointer<Float>             // [B, C]
     let lnSink: UnsafeMutablePointer<Float>                            // [2C] LayerNorm dw/db of a frozen base (discarded)
@@ -245,6 +246,7 @@ public final class EncoderClassifier {
         dA = buf(BT * C); dB = buf(BT * C); dDrop = buf(BT * C)
         dq = buf(BT * C); dk = buf(BT * C); dv = buf(BT * C); dCtx = buf(BT * C)
         attnScratchP = buf(maxSeq * maxSeq); attnScratchDP = buf(maxSeq * maxSeq); attnScratchS = buf(maxSeq * maxSeq)
+        attnThreads = AttentionScratch(arena: arena, floats: maxSeq * maxSeq, perThread: 3)
         cls = buf(maxBatch * C); pooled = buf(maxBatch * C); pooledDrop = buf(maxBatch * C); logits = buf(maxBatch * NL)
         dHead1 = buf(maxBatch * C); dHead2 = buf(maxBatch * C); dCls = buf(maxBatch * C)
         lnSink = buf(2 * C)
@@ -353,7 +355,8 @@ public final class EncoderClassifier {
             let ad = (dropout != nil && pAttn > 0)
                 ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
             Attention.forward(ctx: s.ctx, probs: recompute ? attnScratchS : s.probs, q: s.q, k: s.k, v: s.v, keyMask: keyMask,
-                              nValid: nValid, B: B, T: T, C: C, NH: NH, dropout: ad, scratch: attnScratchP, keepProbs: !recompute)
+                              nValid: nValid, B: B, T: T, C: C, NH: NH, dropout: ad, scratch: attnScratchP, keepProbs: !recompute,
+                              threadScratch: attnThreads)
             if clsRowsSuffice(l) {
                 // The head reads only each sample's first token and nothing after this attention learns: the rest of
                 // the last layer runs on those B rows, gathered compactly (the buffers its backward reads); the
@@ -367,15 +370,15 @@ public final class EncoderClassifier {
                 if isBert && dropH, let d = dropout {
                     dropoutRows(cH1, cH1, B: B, T: 1, C: C, ctx: d, samples: samples, site: DropoutSite.attentionOutput(layer: l), p: pHidden)
                 }
-                ck_add(cH1, cX, B * C)
+                ck_p_add(ComputeThreads.pool, cH1, cX, B * C)
                 LayerNorm.forward(y: cY1, mean: cM1, rstd: cR1, x: cH1, w: P(w.ln1w), b: P(w.ln1b), n: B, C: C, eps: config.layerNormEps)
                 linearForward(6 * l + 4, y: cF, x: cY1, w: w.w1, b: w.b1, n: B, inC: C, outC: FF)
-                ck_act_fwd(actCode, cF, ffScratch, B * FF)
+                ck_p_act_fwd(ComputeThreads.pool, actCode, cF, ffScratch, B * FF)
                 linearForward(6 * l + 5, y: cH2, x: ffScratch, w: w.w2, b: w.b2, n: B, inC: FF, outC: C)
                 if dropH, let d = dropout {
                     dropoutRows(cH2, cH2, B: B, T: 1, C: C, ctx: d, samples: samples, site: DropoutSite.ffnOutput(layer: l), p: pHidden)
                 }
-                ck_add(cH2, cY1, B * C)
+                ck_p_add(ComputeThreads.pool, cH2, cY1, B * C)
                 // LN2 of the CLS rows straight into their places in y2 (the only rows the head reads).
                 LayerNorm.forward(y: cX, mean: cM2, rstd: cR2, x: cH2, w: P(w.ln2w), b: P(w.ln2b), n: B, C: C, eps: config.layerNormEps)
                 for b in 0..<B { (s.y2 + b * T * C).update(from: cX + b * C, count: C) }
@@ -388,17 +391,17 @@ public final class EncoderClassifier {
                 dropoutRows(s.h1, s.h1, B: B, T: T, C: C, ctx: d, samples: samples,
                             site: DropoutSite.attentionOutput(layer: l), p: pHidden)
             }
-            ck_add(s.h1, x, BT * C)
+            ck_p_add(ComputeThreads.pool, s.h1, x, BT * C)
             LayerNorm.forward(y: s.y1, mean: s.mean1, rstd: s.rstd1, x: s.h1, w: P(w.ln1w), b: P(w.ln1b), n: BT, C: C,
                               eps: config.layerNormEps)
             linearForward(6 * l + 4, y: s.f, x: s.y1, w: w.w1, b: w.b1, n: BT, inC: C, outC: FF)
-            ck_act_fwd(actCode, s.f, ffScratch, BT * FF)
+            ck_p_act_fwd(ComputeThreads.pool, actCode, s.f, ffScratch, BT * FF)
             linearForward(6 * l + 5, y: s.h2, x: ffScratch, w: w.w2, b: w.b2, n: BT, inC: FF, outC: C)
             if dropH, let d = dropout {
                 dropoutRows(s.h2, s.h2, B: B, T: T, C: C, ctx: d, samples: samples,
                             site: DropoutSite.ffnOutput(layer: l), p: pHidden)
             }
-            ck_add(s.h2, s.y1, BT * C)
+            ck_p_add(ComputeThreads.pool, s.h2, s.y1, BT * C)
             LayerNorm.forward(y: s.y2, mean: s.mean2, rstd: s.rstd2, x: s.h2, w: P(w.ln2w), b: P(w.ln2b), n: BT, C: C,
                               eps: config.layerNormEps)
             x = UnsafePointer(s.y2)
@@ -408,7 +411,7 @@ public final class EncoderClassifier {
         // head on the first token of every row
         for b in 0..<B { cls.advanced(by: b * C).update(from: x + b * T * C, count: C) }
         Linear.forward(y: pooled, x: cls, w: P(wp), b: P(bp), n: B, inC: C, outC: C)
-        if isBert { ck_tanh(pooled, pooled, B * C) } else { ck_act_fwd(2, pooled, pooled, B * C) }
+        if isBert { ck_tanh(pooled, pooled, B * C) } else { ck_p_act_fwd(ComputeThreads.pool, 2, pooled, pooled, B * C) }
         var head = UnsafePointer(pooled)
         if let d = dropout, config.classifierDropout > 0 {
             dropoutRows(pooled, pooledDrop, B: B, T: 1, C: C, ctx: d, samples: samples, site: DropoutSite.classifier,
@@ -444,7 +447,7 @@ public final class EncoderClassifier {
                 dropoutRows(dHead1, dHead1, B: B, T: 1, C: C, ctx: d, samples: samples, site: DropoutSite.classifier,
                             p: config.classifierDropout)
             }
-            if isBert { ck_tanh_bwd_inplace(pooled, dHead1, B * C) } else { ck_act_bwd_inplace(2, pooled, dHead1, B * C) }
+            if isBert { ck_tanh_bwd_inplace(pooled, dHead1, B * C) } else { ck_p_act_bwd_inplace(ComputeThreads.pool, 2, pooled, dHead1, B * C) }
             linearBackward(nil, dx: dCls, w: wp, b: bp, dy: dHead1, x: cls, n: B, inC: C, outC: C)
             dA.update(repeating: 0, count: BT * C)
             for b in 0..<B { (dA + b * T * C).update(from: dCls + b * C, count: C) }
@@ -469,13 +472,13 @@ public final class EncoderClassifier {
                 }
                 if keepsInput(6 * l + 5) {
                     // recompute act(f) into ffScratch for dW2 (or the adapter) and turn f into act'(f) in one pass
-                    ck_act_fwd_grad(actCode, f, ffScratch, n * FF)
+                    ck_p_act_fwd_grad(ComputeThreads.pool, actCode, f, ffScratch, n * FF)
                     // dW2 is formed before dx is written, so dx may alias x (ffScratch) here
                     linearBackward(6 * l + 5, dx: ffScratch, w: w.w2, b: w.b2, dy: dOut, x: ffScratch, n: n, inC: FF, outC: C)
-                    ck_mul(ffScratch, f, n * FF)            // dF = dAct ⊙ act'(f)
+                    ck_p_mul(ComputeThreads.pool, ffScratch, f, n * FF)            // dF = dAct ⊙ act'(f)
                 } else {   // frozen, not adapted: act(f) is not needed, only dF = dAct ⊙ act'(f)
                     linearBackward(6 * l + 5, dx: ffScratch, w: w.w2, b: w.b2, dy: dOut, x: ffScratch, n: n, inC: FF, outC: C)
-                    ck_act_bwd_inplace(actCode, f, ffScratch, n * FF)
+                    ck_p_act_bwd_inplace(ComputeThreads.pool, actCode, f, ffScratch, n * FF)
                 }
                 linearBackward(6 * l + 4, dx: dB, w: w.w1, b: w.b1, dy: ffScratch, x: s.y1, n: n, inC: C, outC: FF,
                                accumulateDx: true)
@@ -514,7 +517,8 @@ public final class EncoderClassifier {
                 ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
             Attention.backward(dq: dq, dk: dk, dv: dv, dctx: dCtx, probs: s.probs, q: s.q, k: s.k, v: s.v,
                                B: B, T: T, C: C, NH: NH, dropout: ad, scratchP: attnScratchP, scratchDP: attnScratchDP,
-                               recompute: recompute ? (attnScratchS, UnsafePointer(keyMask), nValid) : nil)
+                               recompute: recompute ? (attnScratchS, UnsafePointer(keyMask), nValid) : nil,
+                               threadScratch: attnThreads)
             let dxQKV = frozenBase && l == 0 ? nil : dA   // a frozen base needs no gradient below layer 0
             linearBackward(6 * l, dx: dxQKV, w: w.wq, b: w.bq, dy: dq, x: x, n: BT, inC: C, outC: C, accumulateDx: true)
             linearBackward(6 * l + 1, dx: dxQKV, w: w.wk, b: w.bk, dy: dk, x: x, n: BT, inC: C, outC: C, accumulateDx: true)

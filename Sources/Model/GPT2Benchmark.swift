@@ -40,11 +40,14 @@ public enum GPT2Benchmark {
         }
     }
 
-    public static func runTraining(config: GPT2Config, batch: Int, seq: Int, steps: Int, warmup: Int, threads: Int) -> BenchmarkResult {
+    /// `precision` .bf16: the Conv1D products in bf16 (MFU still against the fp32 sgemm rate).
+    public static func runTraining(config: GPT2Config, batch: Int, seq: Int, steps: Int, warmup: Int, threads: Int,
+                                   precision: MatmulPrecision = .fp32) -> BenchmarkResult {
         ComputeThreads.set(threads)
         let store = ParameterStore(layout: GPT2Layout.make(config: config, classifier: false))
         initialise(store, config: config, seed: 1234)
         let model = GPT2LMHead(config: config, parameters: store, maxBatch: batch, maxSeq: seq)
+        model.matmulPrecision = precision
         var rng = SplitMix64(seed: 99)
         let V = config.vocabSize, C = config.hidden
         // The sgemm rate of the LM-head GEMM shape is sampled between the steps (two calls after each), as
@@ -79,7 +82,8 @@ public enum GPT2Benchmark {
                                tokens_per_s: median > 0 ? tokens / median : 0, step_s_median: median,
                                step_s_min: times.first ?? 0, step_s_max: times.last ?? 0, flops_per_step: flops,
                                achieved_gflops: achieved, sgemm_gflops: peak, mfu: peak > 0 ? achieved / peak : 0,
-                               peak_rss_mb: ModelBenchmark.peakRSSMegabytes(), activation_bytes: model.activationBytes)
+                               peak_rss_mb: ModelBenchmark.peakRSSMegabytes(), activation_bytes: model.activationBytes,
+                               precision: precision.rawValue)
     }
 
     /// Median over `repeats` of greedy generation speed (new tokens per second) from a random prompt.

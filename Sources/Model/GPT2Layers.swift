@@ -9,16 +9,17 @@ import Foundation
 
 public enum Conv1D {
     /// y[N, OUT] = x[N, IN] · W[IN, OUT] + b[OUT]  (W stored [in, out], as GPT-2 checkpoints hold it).
+    /// `precision` .bf16: the product in bf16 with fp32 sums (Linear.swift's `gemm`); one-token GEMVs stay fp32.
     public static func forward(y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
-                               b: UnsafePointer<Float>?, n: Int, inC: Int, outC: Int) {
+                               b: UnsafePointer<Float>?, n: Int, inC: Int, outC: Int, precision: MatmulPrecision = .fp32) {
         // With a bias, rows are pre-filled with it and the product accumulated (beta = 1), as Linear does.
-        if let b { for r in 0..<n { (y + r * outC).update(from: b, count: outC) } }
+        if let b { ck_p_fill_rows(ComputeThreads.pool, y, b, n, outC) }
         let beta: Float = b == nil ? 0 : 1
         if n == 1 {   // one token (KV-cache generation): a GEMV; sgemm would pack all of W for one row
             cblas_sgemv(CblasRowMajor, CblasTrans, Int32(inC), Int32(outC), 1, w, Int32(outC), x, 1, beta, y, 1)
         } else {
-            sgemm(transA: false, transB: false, m: n, n: outC, k: inC, alpha: 1, x, lda: inC, w, ldb: outC,
-                  beta: beta, y, ldc: outC)
+            gemm(precision, transA: false, transB: false, m: n, n: outC, k: inC, alpha: 1, x, lda: inC, w, ldb: outC,
+                 beta: beta, y, ldc: outC)
         }
     }
 
@@ -26,21 +27,22 @@ public enum Conv1D {
     /// dW is formed before dx is written, so dx may alias x.
     public static func backward(dx: UnsafeMutablePointer<Float>?, dw: UnsafeMutablePointer<Float>,
                                 db: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
-                                w: UnsafePointer<Float>, n: Int, inC: Int, outC: Int, accumulateDx: Bool = false) {
-        sgemm(transA: true, transB: false, m: inC, n: outC, k: n, alpha: 1, x, lda: inC, dy, ldb: outC,
-              beta: 1, dw, ldc: outC)
-        if let db { ck_bias_grad(dy, db, n, outC) }
+                                w: UnsafePointer<Float>, n: Int, inC: Int, outC: Int, accumulateDx: Bool = false,
+                                precision: MatmulPrecision = .fp32) {
+        gemm(precision, transA: true, transB: false, m: inC, n: outC, k: n, alpha: 1, x, lda: inC, dy, ldb: outC,
+             beta: 1, dw, ldc: outC)
+        if let db { ck_p_bias_grad(ComputeThreads.pool, dy, db, n, outC) }
         if let dx {
-            sgemm(transA: false, transB: true, m: n, n: inC, k: outC, alpha: 1, dy, lda: outC, w, ldb: outC,
-                  beta: accumulateDx ? 1 : 0, dx, ldc: inC)
+            gemm(precision, transA: false, transB: true, m: n, n: inC, k: outC, alpha: 1, dy, lda: outC, w, ldb: outC,
+                 beta: accumulateDx ? 1 : 0, dx, ldc: inC)
         }
     }
 
     /// dx[N, IN] = dy Wᵀ (or += with accumulateDx) without dW/db: a frozen layer's backward.
     public static func backwardInput(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, w: UnsafePointer<Float>,
-                                     n: Int, inC: Int, outC: Int, accumulateDx: Bool = false) {
-        sgemm(transA: false, transB: true, m: n, n: inC, k: outC, alpha: 1, dy, lda: outC, w, ldb: outC,
-              beta: accumulateDx ? 1 : 0, dx, ldc: inC)
+                                     n: Int, inC: Int, outC: Int, accumulateDx: Bool = false, precision: MatmulPrecision = .fp32) {
+        gemm(precision, transA: false, transB: true, m: n, n: inC, k: outC, alpha: 1, dy, lda: outC, w, ldb: outC,
+             beta: accumulateDx ? 1 : 0, dx, ldc: inC)
     }
 }
 
@@ -49,70 +51,109 @@ public enum Conv1D {
 /// dimension 3C and every product is one sgemm on views. ctx: [B*T, C]. probs: [B, NH, T, T], saved for backward,
 /// exactly 0 above the diagonal and at padded keys (keyMask[B*T]: 1 real, 0 padding).
 public enum CausalAttention {
+    /// threadScratch (2 buffers per thread): the (b, h) pairs are split over the compute pool when it is free (as
+    /// Attention.forward; the same products and kernels per pair, so the same bits).
+    /// keepProbs false: `probs` is a [T, T] tile reused by every (b, h) (per thread when split), for a backward that
+    /// recomputes them (`backward(..., recomputeWith:)`): attention memory is one tile per thread, not B·NH·T².
     public static func forward(ctx: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>,
                                qkv: UnsafePointer<Float>, keyMask: UnsafePointer<Float>?, B: Int, T: Int, C: Int,
-                               NH: Int, dropout: AttentionDropout?, scratch: UnsafeMutablePointer<Float>) {
+                               NH: Int, dropout: AttentionDropout?, scratch: UnsafeMutablePointer<Float>,
+                               keepProbs: Bool = true, threadScratch: AttentionScratch? = nil) {
         let HS = C / NH, ld = 3 * C
         let scale = 1 / Float(HS).squareRoot()
-        for b in 0..<B {
-            let sk = dropout.map { DropoutKey.sample($0.ctx, sample: $0.samples[b], site: $0.site) }
-            for h in 0..<NH {
-                let q = qkv + b * T * ld + h * HS, k = q + C, v = q + 2 * C
-                let p = probs + (b * NH + h) * T * T
-                // S[T, T] = scale · Q Kᵀ (the upper triangle is computed and then zeroed by the softmax)
-                sgemm(transA: false, transB: true, m: T, n: T, k: HS, alpha: scale, q, lda: ld, k, ldb: ld,
-                      beta: 0, p, ldc: T)
-                g2_softmax_causal_fwd(p, keyMask.map { $0 + b * T }, T, T, 0)
-                var pv = UnsafePointer(p)
-                if let d = dropout, let sk {
-                    let thr = DropoutKey.threshold(p: d.p), sc = DropoutKey.scale(p: d.p)
-                    DropoutKey.dropAttentionRows(p, into: scratch, T: T, sampleKey: sk, head: h, threshold: thr, scale: sc)
-                    pv = UnsafePointer(scratch)
-                }
-                // O[T, HS] = P' V
-                sgemm(transA: false, transB: false, m: T, n: HS, k: T, alpha: 1, pv, lda: T, v, ldb: ld,
-                      beta: 0, ctx + b * T * C + h * HS, ldc: C)
+        let thr = dropout.map { DropoutKey.threshold(p: $0.p) } ?? 0, sc = dropout.map { DropoutKey.scale(p: $0.p) } ?? 1
+        func pair(_ bh: Int, scratch: UnsafeMutablePointer<Float>, tile: UnsafeMutablePointer<Float>) {
+            let b = bh / NH, h = bh % NH
+            let q = qkv + b * T * ld + h * HS, k = q + C, v = q + 2 * C
+            let p = keepProbs ? probs + bh * T * T : tile
+            causalScores(p, q: q, k: k, keyMask: keyMask.map { $0 + b * T }, T: T, ld: ld, HS: HS, scale: scale)
+            var pv = UnsafePointer(p)
+            if let d = dropout {
+                let sk = DropoutKey.sample(d.ctx, sample: d.samples[b], site: d.site)
+                DropoutKey.dropAttentionRows(p, into: scratch, T: T, sampleKey: sk, head: h, threshold: thr, scale: sc)
+                pv = UnsafePointer(scratch)
+            }
+            // O[T, HS] = P' V
+            sgemm(transA: false, transB: false, m: T, n: HS, k: T, alpha: 1, pv, lda: T, v, ldb: ld,
+                  beta: 0, ctx + b * T * C + h * HS, ldc: C)
+        }
+        ComputeThreads.withPoolOwningCores { split in
+            if split, let ts = threadScratch, B * NH > 1 {
+                ts.ensure(ComputeThreads.poolSize)
+                ComputeThreads.parallelFor(B * NH) { r, th in for bh in r { pair(bh, scratch: ts.slots[th][0], tile: ts.slots[th][1]) } }
+            } else {
+                for bh in 0..<(B * NH) { pair(bh, scratch: scratch, tile: probs) }
             }
         }
     }
 
-    /// dqkv[B*T, 3C] overwritten. scratchP, scratchDP: [T*T] each.
+    /// S[T, T] = causal softmax(scale · Q Kᵀ) of one (b, h) (the upper triangle is computed and then zeroed).
+    @inline(__always) static func causalScores(_ p: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                                               keyMask: UnsafePointer<Float>?, T: Int, ld: Int, HS: Int, scale: Float) {
+        sgemm(transA: false, transB: true, m: T, n: T, k: HS, alpha: scale, q, lda: ld, k, ldb: ld, beta: 0, p, ldc: T)
+        g2_softmax_causal_fwd(p, keyMask, T, T, 0)
+    }
+
+    /// dqkv[B*T, 3C] overwritten. scratchP, scratchDP: [T*T] each. threadScratch (3 buffers per thread): as `forward`.
+    /// recomputeWith: the probabilities were not kept (`probs` is ignored); each (b, h)'s are recomputed with this
+    /// tile [T, T] and key mask (bit-identical to forward's) right before use.
     public static func backward(dqkv: UnsafeMutablePointer<Float>, dctx: UnsafePointer<Float>,
                                 probs: UnsafePointer<Float>, qkv: UnsafePointer<Float>, B: Int, T: Int, C: Int,
                                 NH: Int, dropout: AttentionDropout?, scratchP: UnsafeMutablePointer<Float>,
-                                scratchDP: UnsafeMutablePointer<Float>) {
+                                scratchDP: UnsafeMutablePointer<Float>,
+                                recomputeWith: (tile: UnsafeMutablePointer<Float>, keyMask: UnsafePointer<Float>?)? = nil,
+                                threadScratch: AttentionScratch? = nil) {
         let HS = C / NH, ld = 3 * C
         let scale = 1 / Float(HS).squareRoot()
-        for b in 0..<B {
+        let thr = dropout.map { DropoutKey.threshold(p: $0.p) } ?? 0
+        let sc = dropout.map { DropoutKey.scale(p: $0.p) } ?? 1
+        func pair(_ bh: Int, scratchP: UnsafeMutablePointer<Float>, scratchDP: UnsafeMutablePointer<Float>,
+                  tile: UnsafeMutablePointer<Float>) {
+            let b = bh / NH, h = bh % NH
+            let o = b * T * ld + h * HS
+            let q = qkv + o, k = q + C, v = q + 2 * C
+            let dq = dqkv + o, dk = dq + C, dv = dq + 2 * C
+            let dO = dctx + b * T * C + h * HS
+            let p: UnsafePointer<Float>
+            if let r = recomputeWith {
+                causalScores(tile, q: q, k: k, keyMask: r.keyMask.map { $0 + b * T }, T: T, ld: ld, HS: HS, scale: scale)
+                p = UnsafePointer(tile)
+            } else {
+                p = probs + bh * T * T
+            }
             let sk = dropout.map { DropoutKey.sample($0.ctx, sample: $0.samples[b], site: $0.site) }
-            let thr = dropout.map { DropoutKey.threshold(p: $0.p) } ?? 0
-            let sc = dropout.map { DropoutKey.scale(p: $0.p) } ?? 1
-            for h in 0..<NH {
-                let o = b * T * ld + h * HS
-                let q = qkv + o, k = q + C, v = q + 2 * C
-                let dq = dqkv + o, dk = dq + C, dv = dq + 2 * C
-                let dO = dctx + b * T * C + h * HS
-                let p = probs + (b * NH + h) * T * T
-                var pv = p
-                if let sk {   // regenerate P' (cheaper than keeping it)
-                    DropoutKey.dropAttentionRows(p, into: scratchP, T: T, sampleKey: sk, head: h, threshold: thr, scale: sc)
-                    pv = UnsafePointer(scratchP)
+            var pv = p
+            if let sk {   // regenerate P' (cheaper than keeping it)
+                DropoutKey.dropAttentionRows(p, into: scratchP, T: T, sampleKey: sk, head: h, threshold: thr, scale: sc)
+                pv = UnsafePointer(scratchP)
+            }
+            // dP'[T, T] = dO Vᵀ ; dV = P'ᵀ dO
+            sgemm(transA: false, transB: true, m: T, n: T, k: HS, alpha: 1, dO, lda: C, v, ldb: ld,
+                  beta: 0, scratchDP, ldc: T)
+            sgemm(transA: true, transB: false, m: T, n: HS, k: T, alpha: 1, pv, lda: T, dO, ldb: C,
+                  beta: 0, dv, ldc: ld)
+            if let sk {
+                DropoutKey.dropAttentionRows(scratchDP, into: scratchDP, T: T, sampleKey: sk, head: h, threshold: thr, scale: sc)
+            }
+            // dS = P ⊙ (dP − rowsum(P ⊙ dP)); zero where P is zero (future and padded keys)
+            ck_softmax_bwd_inplace(p, scratchDP, T, T)
+            // dQ = scale · dS K ; dK = scale · dSᵀ Q
+            sgemm(transA: false, transB: false, m: T, n: HS, k: T, alpha: scale, scratchDP, lda: T, k, ldb: ld,
+                  beta: 0, dq, ldc: ld)
+            sgemm(transA: true, transB: false, m: T, n: HS, k: T, alpha: scale, scratchDP, lda: T, q, ldb: ld,
+                  beta: 0, dk, ldc: ld)
+        }
+        ComputeThreads.withPoolOwningCores { split in
+            if split, let ts = threadScratch, B * NH > 1 {
+                ts.ensure(ComputeThreads.poolSize)
+                ComputeThreads.parallelFor(B * NH) { r, th in
+                    let s = ts.slots[th]
+                    for bh in r { pair(bh, scratchP: s[0], scratchDP: s[1], tile: s[2]) }
                 }
-                // dP'[T, T] = dO Vᵀ ; dV = P'ᵀ dO
-                sgemm(transA: false, transB: true, m: T, n: T, k: HS, alpha: 1, dO, lda: C, v, ldb: ld,
-                      beta: 0, scratchDP, ldc: T)
-                sgemm(transA: true, transB: false, m: T, n: HS, k: T, alpha: 1, pv, lda: T, dO, ldb: C,
-                      beta: 0, dv, ldc: ld)
-                if let sk {
-                    DropoutKey.dropAttentionRows(scratchDP, into: scratchDP, T: T, sampleKey: sk, head: h, threshold: thr, scale: sc)
+            } else {
+                for bh in 0..<(B * NH) {
+                    pair(bh, scratchP: scratchP, scratchDP: scratchDP, tile: recomputeWith?.tile ?? scratchP)
                 }
-                // dS = P ⊙ (dP − rowsum(P ⊙ dP)); zero where P is zero (future and padded keys)
-                ck_softmax_bwd_inplace(p, scratchDP, T, T)
-                // dQ = scale · dS K ; dK = scale · dSᵀ Q
-                sgemm(transA: false, transB: false, m: T, n: HS, k: T, alpha: scale, scratchDP, lda: T, k, ldb: ld,
-                      beta: 0, dq, ldc: ld)
-                sgemm(transA: true, transB: false, m: T, n: HS, k: T, alpha: scale, scratchDP, lda: T, q, ldb: ld,
-                      beta: 0, dk, ldc: ld)
             }
         }
     }

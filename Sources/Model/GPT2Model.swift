@@ -97,13 +97,21 @@ final class GPT2Transformer {
     let dRes, dTmp, dDrop, dCtx: UnsafeMutablePointer<Float>   // [BT, C] backward buffers
     let dQKV: UnsafeMutablePointer<Float>           // [BT, 3C]
     let ffScratch: UnsafeMutablePointer<Float>      // [BT, FF] activation output (fwd), its gradient (bwd)
-    let scratchP, scratchDP: UnsafeMutablePointer<Float>   // [maxSeq²]
+    let scratchP, scratchDP, scratchS: UnsafeMutablePointer<Float>   // [maxSeq²]; S: the probabilities tile (recompute)
+    let attnThreads: AttentionScratch   // [maxSeq²] ×3 per pool thread, mapped when the attention loops are split
+    /// Keep no per-block attention probabilities: forward computes each (b, h)'s in a [T, T] tile and backward
+    /// recomputes them right before use (bit-identical: the same product and causal softmax). Saves B·NH·T² floats
+    /// per block (12×768 at 1×1024: 50 MB per block, 604 MB in all) for one more Q Kᵀ per (b, h). On by default.
+    let recomputesAttention: Bool
     let lnSink: UnsafeMutablePointer<Float>         // [2C] LayerNorm dw/db of a frozen base (discarded)
 
     /// The attached LoRA adapter (LoRA.swift), nil for the plain model: its hooks run at each target Conv1D (site
     /// layer·4 + c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj), and modules_to_save tensors (`score`) are read from, and
     /// their gradients written to, its trainable store.
     var adapter: LoRAAdapter?
+    /// Number format of the Conv1D products (four per block, forward and backward); the tied LM head's products and
+    /// attention's per-head products stay fp32. `.bf16` only when `MatmulPrecision.bf16Supported`.
+    var matmulPrecision: MatmulPrecision = .fp32
     /// Frozen base: no gradient is computed for base parameters (Conv1D dW/db, LayerNorm, embeddings and the tied
     /// LM head's wte products are skipped); input gradients still flow down to the lowest adapter.
     var frozenBase = false
@@ -118,7 +126,8 @@ final class GPT2Transformer {
     private(set) var lastBatch: TokenBatch?
     private var lastDropout: DropoutContext?
 
-    init(config: GPT2Config, parameters: ParameterStore, maxBatch: Int, maxSeq: Int) {
+    init(config: GPT2Config, parameters: ParameterStore, maxBatch: Int, maxSeq: Int, recomputeAttention: Bool = true) {
+        recomputesAttention = recomputeAttention
         precondition(maxSeq <= config.maxPositions, "maxSeq \(maxSeq) exceeds n_positions \(config.maxPositions)")
         precondition(maxBatch > 0 && maxSeq > 0)
         self.config = config
@@ -151,14 +160,15 @@ final class GPT2Transformer {
         var a: [GPT2BlockActs] = []
         for _ in 0..<config.layers {
             a.append(GPT2BlockActs(y1: buf(BT * C), mean1: buf(BT), rstd1: buf(BT), qkv: buf(BT * 3 * C),
-                          probs: buf(maxBatch * NH * maxSeq * maxSeq), ctx: buf(BT * C), h1: buf(BT * C),
+                          probs: buf(recomputeAttention ? 1 : maxBatch * NH * maxSeq * maxSeq), ctx: buf(BT * C), h1: buf(BT * C),
                           y2: buf(BT * C), mean2: buf(BT), rstd2: buf(BT), f: buf(BT * FF), out: buf(BT * C)))
         }
         acts = a
         xf = buf(BT * C); meanF = buf(BT); rstdF = buf(BT); dXf = buf(BT * C)
         dRes = buf(BT * C); dTmp = buf(BT * C); dDrop = buf(BT * C); dCtx = buf(BT * C)
         dQKV = buf(BT * 3 * C); ffScratch = buf(BT * FF)
-        scratchP = buf(maxSeq * maxSeq); scratchDP = buf(maxSeq * maxSeq)
+        scratchP = buf(maxSeq * maxSeq); scratchDP = buf(maxSeq * maxSeq); scratchS = buf(maxSeq * maxSeq)
+        attnThreads = AttentionScratch(arena: arena, floats: maxSeq * maxSeq, perThread: 3)
         lnSink = buf(2 * C)
         activationBytes = arena.bytes
     }
@@ -181,7 +191,7 @@ final class GPT2Transformer {
     /// Conv1D forward plus, at a LoRA target `site`, the adapter's update y += s·(x Aᵀ) Bᵀ.
     private func convForward(_ site: Int, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: Int, b: Int,
                              n: Int, inC: Int, outC: Int) {
-        Conv1D.forward(y: y, x: x, w: P(w), b: P(b), n: n, inC: inC, outC: outC)
+        Conv1D.forward(y: y, x: x, w: P(w), b: P(b), n: n, inC: inC, outC: outC, precision: matmulPrecision)
         if adapter != nil { route.forward(site: site, y: y, x: x, step: step) }
     }
 
@@ -189,10 +199,11 @@ final class GPT2Transformer {
     /// adapter's share of dx. dx nil: no input gradient wanted.
     private func convBackward(_ site: Int, dx: UnsafeMutablePointer<Float>?, w: Int, b: Int, dy: UnsafePointer<Float>,
                               x: UnsafePointer<Float>, n: Int, inC: Int, outC: Int) {
+        let precision = matmulPrecision
         route.backward(site: site, w: w, dx: dx, dy: dy, x: x, step: step, full: {
-            Conv1D.backward(dx: dx, dw: G(w), db: G(b), dy: dy, x: x, w: P(w), n: n, inC: inC, outC: outC)
+            Conv1D.backward(dx: dx, dw: G(w), db: G(b), dy: dy, x: x, w: P(w), n: n, inC: inC, outC: outC, precision: precision)
         }, inputOnly: { dx in
-            Conv1D.backwardInput(dx: dx, dy: dy, w: P(w), n: n, inC: inC, outC: outC)
+            Conv1D.backwardInput(dx: dx, dy: dy, w: P(w), n: n, inC: inC, outC: outC, precision: precision)
         })
     }
 
@@ -221,22 +232,23 @@ final class GPT2Transformer {
                               eps: config.layerNormEps)
             convForward(4 * l, y: s.qkv, x: s.y1, w: w.attnW, b: w.attnB, n: BT, inC: C, outC: 3 * C)
             let ad = pAttn > 0 ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
-            CausalAttention.forward(ctx: s.ctx, probs: s.probs, qkv: s.qkv, keyMask: keyMask, B: B, T: T, C: C, NH: NH,
-                                    dropout: ad, scratch: scratchP)
+            CausalAttention.forward(ctx: s.ctx, probs: recomputesAttention ? scratchS : s.probs, qkv: s.qkv, keyMask: keyMask,
+                                    B: B, T: T, C: C, NH: NH, dropout: ad, scratch: scratchP, keepProbs: !recomputesAttention,
+                                    threadScratch: attnThreads)
             convForward(4 * l + 1, y: s.h1, x: s.ctx, w: w.projW, b: w.projB, n: BT, inC: C, outC: C)
             if pResid > 0, let d = dropout {
                 dropoutRows(s.h1, s.h1, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.attentionOutput(layer: l), p: pResid)
             }
-            ck_add(s.h1, x, BT * C)
+            ck_p_add(ComputeThreads.pool, s.h1, x, BT * C)
             LayerNorm.forward(y: s.y2, mean: s.mean2, rstd: s.rstd2, x: s.h1, w: P(w.ln2w), b: P(w.ln2b), n: BT, C: C,
                               eps: config.layerNormEps)
             convForward(4 * l + 2, y: s.f, x: s.y2, w: w.fcW, b: w.fcB, n: BT, inC: C, outC: FF)
-            ck_act_fwd(config.actCode, s.f, ffScratch, BT * FF)
+            ck_p_act_fwd(ComputeThreads.pool, config.actCode, s.f, ffScratch, BT * FF)
             convForward(4 * l + 3, y: s.out, x: ffScratch, w: w.mlpW, b: w.mlpB, n: BT, inC: FF, outC: C)
             if pResid > 0, let d = dropout {
                 dropoutRows(s.out, s.out, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.ffnOutput(layer: l), p: pResid)
             }
-            ck_add(s.out, s.h1, BT * C)
+            ck_p_add(ComputeThreads.pool, s.out, s.h1, BT * C)
             x = UnsafePointer(s.out)
             probe?("output of transformer.h.\(l)", UnsafeBufferPointer(start: s.out, count: BT * C))
         }
@@ -263,13 +275,13 @@ final class GPT2Transformer {
                 dropoutRows(dRes, dDrop, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.ffnOutput(layer: l), p: pResid)
                 dOut = UnsafePointer(dDrop)
             }
-            ck_act_fwd_grad(config.actCode, s.f, ffScratch, BT * FF)   // ffScratch = act(f), f = act'(f)
+            ck_p_act_fwd_grad(ComputeThreads.pool, config.actCode, s.f, ffScratch, BT * FF)   // ffScratch = act(f), f = act'(f)
             convBackward(4 * l + 3, dx: ffScratch, w: w.mlpW, b: w.mlpB, dy: dOut, x: ffScratch, n: BT, inC: FF, outC: C)
-            ck_mul(ffScratch, s.f, BT * FF)
+            ck_p_mul(ComputeThreads.pool, ffScratch, s.f, BT * FF)
             convBackward(4 * l + 2, dx: dTmp, w: w.fcW, b: w.fcB, dy: ffScratch, x: s.y2, n: BT, inC: C, outC: FF)
             LayerNorm.backward(dx: dCtx, dw: GLN(w.ln2w, 0), db: GLN(w.ln2b, 1), dy: dTmp, x: s.h1, mean: s.mean2, rstd: s.rstd2,
                                w: P(w.ln2w), n: BT, C: C)
-            ck_add(dRes, dCtx, BT * C)                                   // dRes = dLoss/dh1
+            ck_p_add(ComputeThreads.pool, dRes, dCtx, BT * C)                                   // dRes = dLoss/dh1
             var dProj = UnsafePointer(dRes)
             if pResid > 0, let d = dropout {
                 dropoutRows(dRes, dDrop, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.attentionOutput(layer: l), p: pResid)
@@ -278,13 +290,15 @@ final class GPT2Transformer {
             convBackward(4 * l + 1, dx: dCtx, w: w.projW, b: w.projB, dy: dProj, x: s.ctx, n: BT, inC: C, outC: C)
             let ad = pAttn > 0 ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
             CausalAttention.backward(dqkv: dQKV, dctx: dCtx, probs: s.probs, qkv: s.qkv, B: B, T: T, C: C, NH: NH,
-                                     dropout: ad, scratchP: scratchP, scratchDP: scratchDP)
+                                     dropout: ad, scratchP: scratchP, scratchDP: scratchDP,
+                                     recomputeWith: recomputesAttention ? (scratchS, UnsafePointer(keyMask)) : nil,
+                                     threadScratch: attnThreads)
             let below = !(frozenBase && l == 0)   // a frozen base needs no gradient below block 0
             convBackward(4 * l, dx: below ? dTmp : nil, w: w.attnW, b: w.attnB, dy: dQKV, x: s.y1, n: BT, inC: C, outC: 3 * C)
             if !below { onLayerBackward?(l); break }
             LayerNorm.backward(dx: dCtx, dw: GLN(w.ln1w, 0), db: GLN(w.ln1b, 1), dy: dTmp, x: x, mean: s.mean1, rstd: s.rstd1,
                                w: P(w.ln1w), n: BT, C: C)
-            ck_add(dRes, dCtx, BT * C)                                   // dRes = dLoss/dx (block input)
+            ck_p_add(ComputeThreads.pool, dRes, dCtx, BT * C)                                   // dRes = dLoss/dx (block input)
             probe?("gradient into the input of transformer.h.\(l) (backward)", UnsafeBufferPointer(start: dRes, count: BT * C))
             onLayerBackward?(l)
         }
@@ -334,6 +348,8 @@ public final class GPT2LMHead {
 
     public var maxBatch: Int { body.maxBatch }
     public var maxSeq: Int { body.maxSeq }
+    /// Number format of the body's Conv1D products (the tied head stays fp32; see GPT2Transformer); fp32 default.
+    public var matmulPrecision: MatmulPrecision { get { body.matmulPrecision } set { body.matmulPrecision = newValue } }
     public var activationBytes: Int { body.activationBytes + (chunkRows * config.vocabSize + 4 * maxBatch * maxSeq) * 4 }
 
     public static func makeLayout(config: GPT2Config) -> ParameterLayout { GPT2Layout.make(config: config, classifier: false) }
@@ -342,10 +358,13 @@ public final class GPT2LMHead {
     public var probe: ((String, UnsafeBufferPointer<Float>) -> Void)? { get { body.probe } set { body.probe = newValue } }
 
     /// `logitBudget`: the most floats the logits chunk may hold (default 16 Mi floats = 64 MB).
-    public init(config: GPT2Config, parameters: ParameterStore, maxBatch: Int, maxSeq: Int, logitBudget: Int = 1 << 24) {
+    /// `recomputeAttention`: see GPT2Transformer.recomputesAttention (false keeps every block's probabilities).
+    public init(config: GPT2Config, parameters: ParameterStore, maxBatch: Int, maxSeq: Int, logitBudget: Int = 1 << 24,
+                recomputeAttention: Bool = true) {
         self.config = config
         self.parameters = parameters
-        body = GPT2Transformer(config: config, parameters: parameters, maxBatch: maxBatch, maxSeq: maxSeq)
+        body = GPT2Transformer(config: config, parameters: parameters, maxBatch: maxBatch, maxSeq: maxSeq,
+                               recomputeAttention: recomputeAttention)
         let BT = maxBatch * maxSeq
         chunkRows = max(1, min(BT, logitBudget / config.vocabSize))
         logitChunk = .allocate(capacity: chunkRows * config.vocabSize)
@@ -387,15 +406,18 @@ public final class GPT2LMHead {
             let R = min(chunkRows, BT - r0)
             let x = UnsafePointer(body.xf + r0 * C)
             // logits[R, V] = x[R, C] · wteᵀ
-            sgemm(transA: false, transB: true, m: R, n: V, k: C, alpha: 1, x, lda: C, wte, ldb: C, beta: 0, logitChunk, ldc: V)
-            g2_xent_fwd_bwd(logitChunk, R, V, targets + r0, scale, training ? 1 : 0, lse + r0, nll + r0, rowMax + r0)
+            // The head stays fp32: its bf16 products (k = V = 50257 for dX) measured slower than sgemm here (MFU 0.45
+            // vs 0.69-0.83 for the whole step with the head in fp32; docs/performance.md).
+            let precision = MatmulPrecision.fp32
+            gemm(precision, transA: false, transB: true, m: R, n: V, k: C, alpha: 1, x, lda: C, wte, ldb: C, beta: 0, logitChunk, ldc: V)
+            g2_p_xent_fwd_bwd(ComputeThreads.pool, logitChunk, R, V, targets + r0, scale, training ? 1 : 0, lse + r0, nll + r0, rowMax + r0)
             if training {
                 // dX[R, C] = dLogits · wte ; dwte[V, C] += dLogitsᵀ · x
-                sgemm(transA: false, transB: false, m: R, n: C, k: V, alpha: 1, logitChunk, lda: V, wte, ldb: C,
-                      beta: 0, body.dXf + r0 * C, ldc: C)
+                gemm(precision, transA: false, transB: false, m: R, n: C, k: V, alpha: 1, logitChunk, lda: V, wte, ldb: C,
+                     beta: 0, body.dXf + r0 * C, ldc: C)
                 if body.trains(body.wte) {   // the tied head's share of wte's gradient (none for a frozen base)
-                    sgemm(transA: true, transB: false, m: V, n: C, k: R, alpha: 1, logitChunk, lda: V, x, ldb: C,
-                          beta: 1, body.G(body.wte), ldc: C)
+                    gemm(precision, transA: true, transB: false, m: V, n: C, k: R, alpha: 1, logitChunk, lda: V, x, ldb: C,
+                         beta: 1, body.G(body.wte), ldc: C)
                 }
             }
             r0 += R
@@ -461,6 +483,8 @@ public final class GPT2Classifier {
     public var maxBatch: Int { body.maxBatch }
     public var maxSeq: Int { body.maxSeq }
     public var activationBytes: Int { body.activationBytes }
+    /// Number format of the body's Conv1D products (the score head stays fp32); fp32 default.
+    public var matmulPrecision: MatmulPrecision { get { body.matmulPrecision } set { body.matmulPrecision = newValue } }
 
     public static func makeLayout(config: GPT2Config) -> ParameterLayout { GPT2Layout.make(config: config, classifier: true) }
     /// See GPT2Transformer.onLayerBackward / probe.

@@ -7,31 +7,30 @@ import CKernels
 
 public enum Embeddings {
     /// out[B*T, C] = wte[ids] + wpe[t] (+ tte[types] when tte is given; DistilBERT has none).
-    /// Positions are absolute 0..<T for every row, as HF's default position_ids.
+    /// Positions are absolute 0..<T for every row, as HF's default position_ids. Rows split over the compute pool.
     public static func forward(out: UnsafeMutablePointer<Float>, ids: [Int32], types: [Int32]?,
                                wte: UnsafePointer<Float>, wpe: UnsafePointer<Float>, tte: UnsafePointer<Float>?,
                                B: Int, T: Int, C: Int) {
-        for b in 0..<B {
-            for t in 0..<T {
-                let i = b * T + t
-                let o = out + i * C, w = wte + Int(ids[i]) * C, p = wpe + t * C
-                for c in 0..<C { o[c] = w[c] + p[c] }
-                if let tte, let types { ck_add(o, tte + Int(types[i]) * C, C) }
+        ids.withUnsafeBufferPointer { ib in
+            if let tte, let types {
+                types.withUnsafeBufferPointer { tb in
+                    ck_p_embed_rows(ComputeThreads.pool, out, wte, ib.baseAddress, wpe, T, tte, tb.baseAddress, B * T, C)
+                }
+            } else {
+                ck_p_embed_rows(ComputeThreads.pool, out, wte, ib.baseAddress, wpe, T, nil, nil, B * T, C)
             }
         }
     }
-    /// Scatter-add of dout[B*T, C] into the three tables' gradients (rows touched by the batch only).
+    /// Scatter-add of dout[B*T, C] into the three tables' gradients (rows touched by the batch only), each table's
+    /// rows receiving their additions in token order (split over column ranges: the same bits on any thread count).
     public static func backward(dout: UnsafePointer<Float>, ids: [Int32], types: [Int32]?,
                                 dwte: UnsafeMutablePointer<Float>, dwpe: UnsafeMutablePointer<Float>,
                                 dtte: UnsafeMutablePointer<Float>?, B: Int, T: Int, C: Int) {
-        for b in 0..<B {
-            for t in 0..<T {
-                let i = b * T + t
-                let d = dout + i * C
-                ck_add(dwte + Int(ids[i]) * C, d, C)
-                ck_add(dwpe + t * C, d, C)
-                if let dtte, let types { ck_add(dtte + Int(types[i]) * C, d, C) }
-            }
+        let pool = ComputeThreads.pool
+        ids.withUnsafeBufferPointer { ck_p_scatter_add_rows(pool, dwte, dout, $0.baseAddress, 0, B * T, C) }
+        ck_p_scatter_add_rows(pool, dwpe, dout, nil, T, B * T, C)
+        if let dtte, let types {
+            types.withUnsafeBufferPointer { ck_p_scatter_add_rows(pool, dtte, dout, $0.baseAddress, 0, B * T, C) }
         }
     }
 }
@@ -41,14 +40,14 @@ public enum LayerNorm {
     public static func forward(y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
                                rstd: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>,
                                w: UnsafePointer<Float>, b: UnsafePointer<Float>, n: Int, C: Int, eps: Float) {
-        ck_layernorm_fwd(x, y, mean, rstd, w, b, n, C, eps)
+        ck_p_layernorm_fwd(ComputeThreads.pool, x, y, mean, rstd, w, b, n, C, eps)
     }
     /// dx[N, C] overwritten; dw, db accumulated.
     public static func backward(dx: UnsafeMutablePointer<Float>, dw: UnsafeMutablePointer<Float>,
                                 db: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
                                 mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, w: UnsafePointer<Float>,
                                 n: Int, C: Int) {
-        ck_layernorm_bwd(dx, dy, x, mean, rstd, w, dw, db, n, C)
+        ck_p_layernorm_bwd(ComputeThreads.pool, dx, dy, x, mean, rstd, w, dw, db, n, C)
     }
 }
 
@@ -64,32 +63,63 @@ public struct AttentionDropout {
     public var p: Float
 }
 
+/// Per-thread [T, T] scratch of the attention loops when they are split over the compute pool: `perThread` buffers of
+/// `floats` each for every pool thread, mapped from the model's arena the first time that many threads run
+/// (resident only once written). Attention memory is one (b, h) tile per buffer, never B·NH·T².
+public final class AttentionScratch {
+    let arena: ActivationArena
+    let floats: Int, perThread: Int
+    private(set) var slots: [[UnsafeMutablePointer<Float>]] = []
+    public init(arena: ActivationArena, floats: Int, perThread: Int) {
+        self.arena = arena; self.floats = floats; self.perThread = perThread
+    }
+    /// Slots for `threads` threads (maps the missing ones).
+    func ensure(_ threads: Int) {
+        while slots.count < threads { slots.append((0..<perThread).map { _ in arena.floats(floats) }) }
+    }
+}
+
 public enum Attention {
     /// keyMask[B*T]: 1 for real tokens, 0 for padding; nValid[b] = number of real keys of sample b.
     /// scratch: [T*T], receives the dropped-out probabilities of one (b, h) when dropout is active.
     /// probs: [B, NH, T, T] saved for backward; with `keepProbs` false a [T, T] scratch reused by every (b, h), for a
     /// caller whose backward recomputes them (a frozen base: `backward(..., recompute:)`).
+    /// threadScratch (2 buffers per thread): the (b, h) pairs are split over the compute pool when it is free, each
+    /// thread with its own scratch (and its own probability tile when `keepProbs` is false), OpenBLAS on one thread
+    /// meanwhile; the same products and kernels per pair, so the same bits.
     public static func forward(ctx: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>,
                                q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                keyMask: UnsafePointer<Float>, nValid: [Int], B: Int, T: Int, C: Int, NH: Int,
-                               dropout: AttentionDropout?, scratch: UnsafeMutablePointer<Float>, keepProbs: Bool = true) {
+                               dropout: AttentionDropout?, scratch: UnsafeMutablePointer<Float>, keepProbs: Bool = true,
+                               threadScratch: AttentionScratch? = nil) {
         let HS = C / NH
         let scale = 1 / Float(HS).squareRoot()
-        for b in 0..<B {
-            let sk = dropout.map { DropoutKey.sample($0.ctx, sample: $0.samples[b], site: $0.site) }
-            for h in 0..<NH {
+        let thr = dropout.map { DropoutKey.threshold(p: $0.p) } ?? 0, sc = dropout.map { DropoutKey.scale(p: $0.p) } ?? 1
+        nValid.withUnsafeBufferPointer { nv in
+            func pair(_ bh: Int, scratch: UnsafeMutablePointer<Float>, tile: UnsafeMutablePointer<Float>) {
+                let b = bh / NH, h = bh % NH
                 let off = b * T * C + h * HS
-                let p = keepProbs ? probs + (b * NH + h) * T * T : probs
-                scores(p, q: q + off, k: k + off, keyMask: keyMask + b * T, nValid: nValid[b], T: T, C: C, HS: HS, scale: scale)
+                let p = keepProbs ? probs + bh * T * T : tile
+                scores(p, q: q + off, k: k + off, keyMask: keyMask + b * T, nValid: nv[b], T: T, C: C, HS: HS, scale: scale)
                 var pv = UnsafePointer(p)
-                if let d = dropout, let sk {
-                    let thr = DropoutKey.threshold(p: d.p), sc = DropoutKey.scale(p: d.p)
+                if let d = dropout {
+                    let sk = DropoutKey.sample(d.ctx, sample: d.samples[b], site: d.site)
                     DropoutKey.dropAttentionRows(p, into: scratch, T: T, sampleKey: sk, head: h, threshold: thr, scale: sc)
                     pv = UnsafePointer(scratch)
                 }
                 // O_bh[T, HS] = P' V_bh
                 sgemm(transA: false, transB: false, m: T, n: HS, k: T, alpha: 1, pv, lda: T, v + off, ldb: C,
                       beta: 0, ctx + off, ldc: C)
+            }
+            ComputeThreads.withPoolOwningCores { split in
+                if split, let ts = threadScratch, B * NH > 1 {
+                    ts.ensure(ComputeThreads.poolSize)
+                    ComputeThreads.parallelFor(B * NH) { r, th in
+                        for bh in r { pair(bh, scratch: ts.slots[th][0], tile: ts.slots[th][1]) }
+                    }
+                } else {
+                    for bh in 0..<(B * NH) { pair(bh, scratch: scratch, tile: probs) }
+                }
             }
         }
     }
@@ -104,49 +134,62 @@ public enum Attention {
     /// dq, dk, dv: [B*T, C] overwritten. scratchP, scratchDP: [T*T] each.
     /// recompute: the probabilities were not kept (`probs` is ignored); each (b, h)'s are recomputed (bit-identical to
     /// forward's: the same product and softmax) into `scratch` [T, T] right before they are used, so they stay in cache.
+    /// threadScratch (3 buffers per thread): split over the compute pool as `forward`.
     public static func backward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>,
                                 dv: UnsafeMutablePointer<Float>, dctx: UnsafePointer<Float>,
                                 probs: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                                 v: UnsafePointer<Float>, B: Int, T: Int, C: Int, NH: Int,
                                 dropout: AttentionDropout?, scratchP: UnsafeMutablePointer<Float>,
                                 scratchDP: UnsafeMutablePointer<Float>,
-                                recompute: (scratch: UnsafeMutablePointer<Float>, keyMask: UnsafePointer<Float>, nValid: [Int])? = nil) {
+                                recompute: (scratch: UnsafeMutablePointer<Float>, keyMask: UnsafePointer<Float>, nValid: [Int])? = nil,
+                                threadScratch: AttentionScratch? = nil) {
         let HS = C / NH
         let scale = 1 / Float(HS).squareRoot()
-        for b in 0..<B {
-            let sk = dropout.map { DropoutKey.sample($0.ctx, sample: $0.samples[b], site: $0.site) }
-            for h in 0..<NH {
-                let off = b * T * C + h * HS
-                let p: UnsafePointer<Float>
-                if let r = recompute {
-                    scores(r.scratch, q: q + off, k: k + off, keyMask: r.keyMask + b * T, nValid: r.nValid[b], T: T, C: C, HS: HS, scale: scale)
-                    p = UnsafePointer(r.scratch)
-                } else {
-                    p = probs + (b * NH + h) * T * T
+        let thr = dropout.map { DropoutKey.threshold(p: $0.p) } ?? 0
+        let sc = dropout.map { DropoutKey.scale(p: $0.p) } ?? 1
+        func pair(_ bh: Int, scratchP: UnsafeMutablePointer<Float>, scratchDP: UnsafeMutablePointer<Float>,
+                  tile: UnsafeMutablePointer<Float>) {
+            let b = bh / NH, h = bh % NH
+            let off = b * T * C + h * HS
+            let p: UnsafePointer<Float>
+            if let r = recompute {
+                scores(tile, q: q + off, k: k + off, keyMask: r.keyMask + b * T, nValid: r.nValid[b], T: T, C: C, HS: HS, scale: scale)
+                p = UnsafePointer(tile)
+            } else {
+                p = probs + bh * T * T
+            }
+            // dP'[T, T] = dO_bh V_bhᵀ
+            sgemm(transA: false, transB: true, m: T, n: T, k: HS, alpha: 1, dctx + off, lda: C, v + off, ldb: C,
+                  beta: 0, scratchDP, ldc: T)
+            var pv = UnsafePointer(p)
+            if let d = dropout {   // regenerate P' (cheaper than keeping it) and form dP = dP' ⊙ mask/(1-p), one hash each
+                let sk = DropoutKey.sample(d.ctx, sample: d.samples[b], site: d.site)
+                for i in 0..<T {
+                    ck_dropout_pair_row(p + i * T, scratchP + i * T, scratchDP + i * T, T,
+                                        DropoutKey.attentionRow(sk, head: h, row: i), thr, sc)
                 }
-                let thr = dropout.map { DropoutKey.threshold(p: $0.p) } ?? 0
-                let sc = dropout.map { DropoutKey.scale(p: $0.p) } ?? 1
-                // dP'[T, T] = dO_bh V_bhᵀ
-                sgemm(transA: false, transB: true, m: T, n: T, k: HS, alpha: 1, dctx + off, lda: C, v + off, ldb: C,
-                      beta: 0, scratchDP, ldc: T)
-                var pv = UnsafePointer(p)
-                if let sk {   // regenerate P' (cheaper than keeping it) and form dP = dP' ⊙ mask/(1-p), one hash each
-                    for i in 0..<T {
-                        ck_dropout_pair_row(p + i * T, scratchP + i * T, scratchDP + i * T, T,
-                                            DropoutKey.attentionRow(sk, head: h, row: i), thr, sc)
-                    }
-                    pv = UnsafePointer(scratchP)
+                pv = UnsafePointer(scratchP)
+            }
+            // dV_bh = P'ᵀ dO_bh
+            sgemm(transA: true, transB: false, m: T, n: HS, k: T, alpha: 1, pv, lda: T, dctx + off, ldb: C,
+                  beta: 0, dv + off, ldc: C)
+            // dS = P ⊙ (dP - rowsum(P ⊙ dP)); the 1/sqrt(HS) of the scores goes into alpha below.
+            ck_softmax_bwd_inplace(p, scratchDP, T, T)
+            // dQ_bh = scale · dS K_bh ; dK_bh = scale · dSᵀ Q_bh
+            sgemm(transA: false, transB: false, m: T, n: HS, k: T, alpha: scale, scratchDP, lda: T, k + off, ldb: C,
+                  beta: 0, dq + off, ldc: C)
+            sgemm(transA: true, transB: false, m: T, n: HS, k: T, alpha: scale, scratchDP, lda: T, q + off, ldb: C,
+                  beta: 0, dk + off, ldc: C)
+        }
+        ComputeThreads.withPoolOwningCores { split in
+            if split, let ts = threadScratch, B * NH > 1 {
+                ts.ensure(ComputeThreads.poolSize)
+                ComputeThreads.parallelFor(B * NH) { r, th in
+                    let s = ts.slots[th]
+                    for bh in r { pair(bh, scratchP: s[0], scratchDP: s[1], tile: s[2]) }
                 }
-                // dV_bh = P'ᵀ dO_bh
-                sgemm(transA: true, transB: false, m: T, n: HS, k: T, alpha: 1, pv, lda: T, dctx + off, ldb: C,
-                      beta: 0, dv + off, ldc: C)
-                // dS = P ⊙ (dP - rowsum(P ⊙ dP)); the 1/sqrt(HS) of the scores goes into alpha below.
-                ck_softmax_bwd_inplace(p, scratchDP, T, T)
-                // dQ_bh = scale · dS K_bh ; dK_bh = scale · dSᵀ Q_bh
-                sgemm(transA: false, transB: false, m: T, n: HS, k: T, alpha: scale, scratchDP, lda: T, k + off, ldb: C,
-                      beta: 0, dq + off, ldc: C)
-                sgemm(transA: true, transB: false, m: T, n: HS, k: T, alpha: scale, scratchDP, lda: T, q + off, ldb: C,
-                      beta: 0, dk + off, ldc: C)
+            } else {
+                for bh in 0..<(B * NH) { pair(bh, scratchP: scratchP, scratchDP: scratchDP, tile: recompute?.scratch ?? scratchP) }
             }
         }
     }

@@ -8,12 +8,25 @@ import CKernels
 
 /// Thread control for the model's compute: OpenBLAS threads and (when they are parallelised) element-wise kernels.
 public enum ComputeThreads {
-    /// Sets the OpenBLAS thread count for this process (1 per rank under mpirun is the sensible default).
-    /// The element-wise kernels in CKernels are single-threaded today; they are a few percent of a step.
+    /// Sets the thread count for this process's compute (1 per rank under mpirun is the sensible default): OpenBLAS's
+    /// threads for the matrix products and the pool (ThreadPool.swift) that splits the element-wise kernels, the
+    /// attention loops and AdamW.
     public static func set(_ n: Int) {
         openblas_set_num_threads(Int32(max(1, n)))
+        setPool(n)
     }
     public static var blasThreads: Int { Int(openblas_get_num_threads()) }
+
+    /// Runs `body` with OpenBLAS on one thread (the model's products, which spread their blocks over the pool
+    /// instead), restoring the setting after.
+    @inline(__always)
+    static func withBLASOnOneThread<R>(_ body: () -> R) -> R {
+        let blas = openblas_get_num_threads()
+        if blas <= 1 { return body() }
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(blas) }
+        return body()
+    }
 
     /// The kernel family OpenBLAS chose for this CPU at load time (e.g. "Cooperlake", "Haswell", "Prescott").
     public static var blasCore: String { String(cString: openblas_get_corename()) }
@@ -61,15 +74,60 @@ func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
                 Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
-/// `sgemm` in the given precision: the bf16 kernel when asked for and the CPU has it (ck_bf16_gemm returns non-zero
-/// and leaves C untouched otherwise), else cblas_sgemm.
+/// `sgemm` in the given precision: the bf16 kernel (on the compute pool's threads) when asked for and the CPU has it
+/// (ck_bf16_gemm returns non-zero and leaves C untouched otherwise), else cblas_sgemm in row blocks (`splitSgemm`).
 @inline(__always)
 func gemm(_ precision: MatmulPrecision, transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
           _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
           beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int) {
-    if precision == .bf16, ck_bf16_gemm(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
-                                        Int32(ComputeThreads.blasThreads)) == 0 { return }
-    sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a, lda: lda, b, ldb: ldb, beta: beta, c, ldc: ldc)
+    if precision == .bf16, ck_bf16_gemm_pool(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+                                             ComputeThreads.pool) == 0 { return }
+    splitSgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a, lda: lda, b, ldb: ldb, beta: beta, c, ldc: ldc)
+}
+
+/// The model's fp32 products: C cut along its larger side (rows or columns, so that what each block packs again is
+/// the operand along the smaller side) into 2–4 blocks whose size depends on the shape only (one block under
+/// ~4 MFLOP), each block one single-threaded cblas_sgemm, the blocks spread over the compute pool. OpenBLAS's own
+/// threads are not used here: its multi-threaded driver cuts K differently from its single-threaded one (so
+/// results would change with the thread count) and its idle workers spin while the pool works. Every element of C
+/// is computed by the same call whatever the thread count, so the bits do not depend on it. Measured cost of the
+/// cut on one thread (thread CPU time, the MiniLM 32×128 shapes): 1–2 % for the 4096-row products, 2–7 % for the
+/// weight gradients (k = 4096).
+func splitSgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+                beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int) {
+    let cut = GemmBlocks.cut(m: m, n: n, k: k)
+    ComputeThreads.withBLASOnOneThread {
+        if cut.count <= 1 {
+            sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a, lda: lda, b, ldb: ldb, beta: beta, c, ldc: ldc)
+            return
+        }
+        ComputeThreads.parallelFor(cut.count) { r, _ in
+            for blk in r {
+                let s0 = blk * cut.size
+                if cut.rows {
+                    let rows = min(cut.size, m - s0)
+                    sgemm(transA: transA, transB: transB, m: rows, n: n, k: k, alpha: alpha, transA ? a + s0 : a + s0 * lda,
+                          lda: lda, b, ldb: ldb, beta: beta, c + s0 * ldc, ldc: ldc)
+                } else {
+                    let cols = min(cut.size, n - s0)
+                    sgemm(transA: transA, transB: transB, m: m, n: cols, k: k, alpha: alpha, a, lda: lda,
+                          transB ? b + s0 * ldb : b + s0, ldb: ldb, beta: beta, c + s0, ldc: ldc)
+                }
+            }
+        }
+    }
+}
+
+/// The cut of `splitSgemm` (a function of the shape only): along rows when m ≥ n, `count` blocks of `size`.
+enum GemmBlocks {
+    static func cut(m: Int, n: Int, k: Int) -> (rows: Bool, size: Int, count: Int) {
+        let rows = m >= n, side = rows ? m : n
+        if 2 * m * n * k < 4_000_000 || side < 128 { return (rows, side, 1) }
+        let want = max(2, min(4, side / 512))
+        let size = ((side + want - 1) / want + 15) / 16 * 16
+        return (rows, size, (side + size - 1) / size)
+    }
 }
 
 /// The bf16 kernel for tests and benchmarks, on `threads` threads (default: the ComputeThreads setting):
@@ -94,9 +152,7 @@ public enum Linear {
                                b: UnsafePointer<Float>?, n: Int, inC: Int, outC: Int, precision: MatmulPrecision = .fp32) {
         // With a bias, rows are pre-filled with it and the product accumulated (beta = 1): OpenBLAS would otherwise
         // zero C in a separate pass (beta = 0) and the bias would need another read-modify-write pass.
-        if let b {
-            for r in 0..<n { (y + r * outC).update(from: b, count: outC) }
-        }
+        if let b { ck_p_fill_rows(ComputeThreads.pool, y, b, n, outC) }
         gemm(precision, transA: false, transB: true, m: n, n: outC, k: inC, alpha: 1, x, lda: inC, w, ldb: inC,
              beta: b == nil ? 0 : 1, y, ldc: outC)
     }
@@ -109,7 +165,7 @@ public enum Linear {
                                 accumulateDx: Bool = false, precision: MatmulPrecision = .fp32) {
         gemm(precision, transA: true, transB: false, m: outC, n: inC, k: n, alpha: 1, dy, lda: outC, x, ldb: inC,
              beta: 1, dw, ldc: inC)
-        if let db { ck_bias_grad(dy, db, n, outC) }
+        if let db { ck_p_bias_grad(ComputeThreads.pool, dy, db, n, outC) }
         if let dx {
             gemm(precision, transA: false, transB: false, m: n, n: inC, k: outC, alpha: 1, dy, lda: outC, w, ldb: inC,
                  beta: accumulateDx ? 1 : 0, dx, ldc: inC)

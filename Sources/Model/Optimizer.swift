@@ -83,7 +83,7 @@ public final class AdamW: @unchecked Sendable {
     public func step(lr: Double, gradScale: Float = 1, touchedRows: [[Int]]? = nil, denseOwned: [Range<Int>]? = nil,
                      ownsTableRow: ((Int) -> Bool)? = nil) {
         update(lr: lr, gradScale: gradScale, touchedRows: touchedRows, denseOwned: denseOwned, ownsTableRow: ownsTableRow) { p, g, m, v, n, gs, decay, stepSize, bc2Sqrt in
-            ck_adamw(p, g, m, v, n, gs, decay, config.beta1, config.beta2, stepSize, bc2Sqrt, config.eps)
+            ck_p_adamw(ComputeThreads.pool, p, g, m, v, n, gs, decay, config.beta1, config.beta2, stepSize, bc2Sqrt, config.eps)
         }
     }
 
@@ -147,7 +147,7 @@ public final class AdamW: @unchecked Sendable {
                         } else if live[r] {
                             kernel(p + o, g + o, mb.baseAddress! + o, vb.baseAddress! + o, n, gradScale, decay, stepSize, bc2Sqrt)
                         } else if decay != 1 {
-                            ck_scale(p + o, n, decay)
+                            ck_p_scale(ComputeThreads.pool, p + o, n, decay)
                         }
                         r = end
                     }

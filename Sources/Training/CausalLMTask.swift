@@ -40,9 +40,6 @@ public final class CausalLMTask: FolderTrainingTask, @unchecked Sendable {
     /// model in `modelDir` is the frozen base, and `adapterDir` (a LoRA checkpoint) holds the adapter to continue from
     /// (nil: a fresh adapter from the seed).
     public required convenience init(folder: ModelFolder, adapterDir: URL? = nil, trainConfig tc: TrainConfig, microBatch: Int) throws {
-        guard tc.matmulPrecision == .fp32 else {
-            throw TrainingError("--bf16: bf16 matrix products are implemented for BERT-family encoders only; drop --bf16 for GPT-2", exitCode: 2)
-        }
         let modelDir = folder.directory
         let m = try LoadedLM(folder: folder, seed: tc.seed)
         let trainSet = try m.dataset(tc.trainFile, tc.lmData)
@@ -54,6 +51,7 @@ public final class CausalLMTask: FolderTrainingTask, @unchecked Sendable {
         if lc != nil { lc!.baseModelNameOrPath = lc!.baseModelNameOrPath ?? modelDir.path }
         try self.init(m, train: trainSet, eval: evalSet, fingerprint: try Checkpoint.sha256(of: tc.trainFile), microBatch: microBatch,
                       lora: lc, adapterDir: adapterDir, seed: tc.seed)
+        model.matmulPrecision = tc.matmulPrecision   // --bf16: the Conv1D products in bf16
     }
 
     /// Evaluation only (`disttrain eval`): the model in `modelDir` and `evalFile` prepared exactly as `train` prepares

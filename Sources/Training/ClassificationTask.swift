@@ -66,10 +66,11 @@ public final class ClassificationTask: FolderTrainingTask, @unchecked Sendable {
         dataFingerprint = trainSet.fingerprint
         backend = try .load(folder: folder, labels: labels, maxLength: config.maxLength, seed: config.seed, microBatch: microBatch)
         if config.matmulPrecision == .bf16 {
-            guard let model = backend.encoder else {
-                throw TrainingError("--bf16: bf16 matrix products are implemented for BERT-family encoders only; drop --bf16 for GPT-2", exitCode: 2)
+            if let model = backend.encoder { model.matmulPrecision = .bf16 }
+            else if let model = backend.loraModel as? GPT2Classifier { model.matmulPrecision = .bf16 }
+            else {
+                throw TrainingError("--bf16: bf16 matrix products are implemented for BERT-family encoders and GPT-2 only; drop --bf16", exitCode: 2)
             }
-            model.matmulPrecision = .bf16
         }
         let maxLength = config.maxLength, backend = self.backend
         let (trainEnc, t1) = try Self.encode(trainSet, backend: backend, maxLength: maxLength)

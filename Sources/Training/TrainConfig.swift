@@ -65,7 +65,7 @@ public struct TrainConfig: Sendable {
     public var evalSteps: Int = 0
     public var evalBatchSize: Int = 64
     public var threads: Int = 1
-    /// Number format of the encoder's Linear products: .bf16 (`--bf16`) rounds their inputs to bfloat16 and sums in
+    /// Number format of the model's Linear/Conv1D products (encoders; GPT-2 without its LM head): .bf16 (`--bf16`) rounds their inputs to bfloat16 and sums in
     /// fp32 (AVX512-BF16 CPUs only: validate() rejects it elsewhere); weights, gradients and AdamW stay fp32.
     public var matmulPrecision: MatmulPrecision = .fp32
     /// Dropout as configured by the model (true) or switched off (false).

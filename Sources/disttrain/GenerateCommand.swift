@@ -41,6 +41,12 @@ struct Generate: ParsableCommand {
     @Flag(help: "Run the GPT-2 6x384 benchmarks (training step MFU; generation tokens/s with and without the cache).")
     var bench = false
     @Option(help: "With --bench: timed training steps (the median is reported).") var benchSteps: Int = 5
+    @Option(help: "With --bench: a GPT-2 config.json giving the shape (default: 6 layers, 384 wide; e.g. bench/configs/gpt2-12x768.json).")
+    var benchConfig: String?
+    @Option(help: "With --bench: batch size of the training step.") var benchBatch: Int = 16
+    @Option(help: "With --bench: sequence length of the training step.") var benchSeq: Int = 128
+    @Flag(help: "With --bench: the Conv1D products in bf16 (AVX512-BF16); no generation benchmark.") var bf16 = false
+    @Flag(help: "With --bench: the training step only (no generation benchmark).") var noGenerationBench = false
 
     func validate() throws {
         if bench {
@@ -52,8 +58,18 @@ struct Generate: ParsableCommand {
             }
             try Check.positive(threads, "--threads")
             try Check.positive(benchSteps, "--bench-steps")
+            if let c = benchConfig, !FileManager.default.fileExists(atPath: c) {
+                throw ValidationError("--bench-config \(c): no such file (a GPT-2 config.json, e.g. bench/configs/gpt2-12x768.json)")
+            }
+            guard benchBatch > 0, benchSeq > 1 else { throw ValidationError("--bench-batch must be positive and --bench-seq at least 2") }
+            if bf16 && !MatmulPrecision.bf16Supported {
+                throw ValidationError("--bf16 needs a CPU with AVX512-BF16 (`grep avx512_bf16 /proc/cpuinfo` finds nothing here); drop --bf16")
+            }
             return
         }
+        let benchOnly = [(benchConfig != nil, "--bench-config"), (bf16, "--bf16"), (noGenerationBench, "--no-generation-bench")]
+            .filter(\.0).map(\.1)
+        if let f = benchOnly.first { throw ValidationError("\(f) applies to --bench only: add --bench, or drop \(f)") }
         guard model != nil else { throw ValidationError("--model is required (a GPT-2 model folder)") }
         guard prompt != nil else { throw ValidationError("--prompt is required") }
         try Check.positive(maxNewTokens, "--max-new-tokens")
@@ -90,10 +106,15 @@ struct Generate: ParsableCommand {
     }
 
     func runBench() throws {
-        let config = GPT2Benchmark.smallConfig()
+        let config = try benchConfig.map { try GPT2Config.load(url: URL(fileURLWithPath: $0)) } ?? GPT2Benchmark.smallConfig()
+        guard benchSeq <= config.maxPositions else {
+            throw ValidationError("--bench-seq \(benchSeq) exceeds n_positions \(config.maxPositions) of the config")
+        }
         let threads = self.threads ?? 1
-        let r = GPT2Benchmark.runTraining(config: config, batch: 16, seq: 128, steps: benchSteps, warmup: 1, threads: threads)
+        let r = GPT2Benchmark.runTraining(config: config, batch: benchBatch, seq: benchSeq, steps: benchSteps, warmup: 1,
+                                          threads: threads, precision: bf16 ? .bf16 : .fp32)
         print(r.json)
+        if bf16 || noGenerationBench { return }
         let g = try GPT2Benchmark.runGeneration(config: config, promptTokens: 16, newTokens: 64, repeats: 3, threads: threads)
         print(g.json)
     }

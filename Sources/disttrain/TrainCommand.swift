@@ -55,7 +55,7 @@ struct Train: ParsableCommand {
     @Option(help: "Evaluate every N steps (0 = at the end of each epoch).") var evalSteps: Int = 0
     @OptionGroup var threadsOption: ThreadsOption
     @Flag(help: "Turn dropout off during training.") var noDropout = false
-    @Flag(help: "Matrix products of the encoder layers in bfloat16 with fp32 accumulation (needs AVX512-BF16); fp32 weights and optimizer.")
+    @Flag(help: "Matrix products of the layers (BERT family; GPT-2 except its LM head, not for DPO/reward) in bfloat16 with fp32 accumulation (needs AVX512-BF16); fp32 weights and optimizer.")
     var bf16 = false
     @Option(help: ArgumentHelp("--task reward: add c·mean((r_chosen + r_rejected)²) to the loss to keep rewards centred at 0 (TRL's center_rewards_coefficient; off by default, TRL suggests 0.01).", valueName: "c"))
     var centerRewardsCoefficient: Double?

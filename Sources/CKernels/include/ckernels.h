@@ -1,6 +1,6 @@
 // ckernels.h: vectorised element-wise kernels for the model (GELU, LayerNorm, softmax, dropout, ...), in C so that
 // they can be compiled per CPU feature (AVX2+FMA variant selected at run time, portable fallback) and stay free of
-// Swift array/bounds-check overhead. Every kernel is single-threaded; callers split rows across threads if they wish.
+// Swift array/bounds-check overhead. Every kernel is single-threaded; ck_pool.h splits them over a thread pool.
 // Deliberately not here: fp32 matrix products (cblas_sgemm), anything that allocates (except the bf16 GEMM's
 // per-call pack buffer), any global state.
 // Shapes use the model's notation: rows = B*T (tokens), C = channels; all buffers are row-major, contiguous rows.
@@ -60,6 +60,13 @@ void ck_layernorm_fwd(const float *x, float *y, float *mean, float *rstd, const 
 /// dx = dL/dx (OVERWRITTEN), dw += ..., db += ...
 void ck_layernorm_bwd(float *dx, const float *dy, const float *x, const float *mean, const float *rstd,
                       const float *w, float *dw, float *db, size_t rows, size_t C);
+
+/// ck_layernorm_bwd in two parts (for splitting over threads; together bit-identical to it): dx of `rows` rows, and
+/// dw/db of columns [c0, c1) summed over all rows in order.
+void ck_layernorm_bwd_dx(float *dx, const float *dy, const float *x, const float *mean, const float *rstd,
+                         const float *w, size_t rows, size_t C);
+void ck_layernorm_bwd_params(const float *dy, const float *x, const float *mean, const float *rstd, float *dw,
+                             float *db, size_t rows, size_t C, size_t c0, size_t c1);
 
 // ---- attention softmax over one [T, T] score block (rows = queries), key mask per column ----
 /// p[i,j] = softmax_j(s[i,j]) over keys with keymask[j] != 0, exactly 0 for masked keys, in place.
