@@ -157,11 +157,16 @@ public final class GRPOTask: FolderTrainingTask, @unchecked Sendable {
     private var worldSize = 1
     private var updateStart = ContinuousClock.now
     private var sampleLogTrimmed = false
+    /// The next micro-batch of the step (trainMicroBatch trains the rollouts' micro-batch of this index).
+    private var microIndex = 0
 
     /// One step's rollouts on this rank: rows (prompt, completion k) in the order of the rank's prompts.
     struct Rollout {
         /// The step whose seeds sampled them (kμ).
         var step: Int
+        /// The rank's micro-batches of prompts at that step: micro-batch m of every step that reuses the rollouts
+        /// trains on these prompts (the data order's prompts of those steps are not sampled).
+        var microBatches: [[Int]]
         /// Dataset index of each of the rank's prompts, and its first row.
         var firstRow: [Int: Int]
         var completions: [[Int32]]
@@ -254,6 +259,7 @@ public final class GRPOTask: FolderTrainingTask, @unchecked Sendable {
 
     public func beginStep(_ plan: StepPlan, step: Int, comm: Communicator) throws {
         worldSize = comm.worldSize
+        microIndex = 0
         let mu = settings.numIterations
         if mu > 1, let r = rollout, r.step == step - step % mu {
             // --num-iterations: the same rollouts again (their old log-probabilities are the sampling policy's).
@@ -297,7 +303,7 @@ public final class GRPOTask: FolderTrainingTask, @unchecked Sendable {
         let t2 = ContinuousClock.now
         var firstRow: [Int: Int] = [:]
         for (j, p) in mine.enumerated() { firstRow[p] = j * G }
-        var r = Rollout(step: genStep, firstRow: firstRow, completions: completions, rewards: rewards, advantages: [],
+        var r = Rollout(step: genStep, microBatches: plan.microBatches, firstRow: firstRow, completions: completions, rewards: rewards, advantages: [],
                         oldLogps: nil, globalRows: 0, globalTokens: 0, rewardKL: 0)
         rollout = r
         // The sampling policy's log-probabilities: the "old" ones of the next μ steps' ratio, and RLOO's KL.
@@ -436,7 +442,11 @@ public final class GRPOTask: FolderTrainingTask, @unchecked Sendable {
     public func lossCount(_ indices: [Int]) -> Int { 1 }
 
     public func trainMicroBatch(_ indices: [Int], dropout: DropoutContext?, scale: Float) -> (lossSum: Double, tokens: Int) {
-        guard !indices.isEmpty, let r = rollout else { return (0, 0) }
+        // The rollouts' own micro-batch: the plan's on a sampling step, the sampling step's when --num-iterations
+        // reuses them.
+        defer { microIndex += 1 }
+        guard !indices.isEmpty, let r = rollout, microIndex < r.microBatches.count else { return (0, 0) }
+        let indices = r.microBatches[microIndex]
         let G = settings.numGenerations
         let rows = indices.flatMap { p in (0..<G).map { r.firstRow[p]! + $0 } }
         let (batch, labels, starts) = makeBatch(rows)

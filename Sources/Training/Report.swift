@@ -21,6 +21,9 @@ public struct ReportInput: Sendable {
     /// `confusion[true][predicted]`, when known.
     public var confusion: [[Int]]?
     public var title: String
+    /// On-line RL (GRPO): completions of the last logged step in samples.jsonl (prompt, completion, reward), shown as
+    /// a table; empty for other tasks.
+    public var samples: [(step: Int, prompt: String, completion: String, reward: Double)] = []
 
     public init(logs: [[String: Double]], evals: [[String: Double]], final: [String: Double], labels: [String],
                 confusion: [[Int]]?, title: String) {
@@ -71,7 +74,21 @@ public struct ReportInput: Sendable {
            let id2label = o["id2label"] as? [String: String] {
             labels = id2label.compactMap { k, v in Int(k).map { ($0, v) } }.sorted { $0.0 < $1.0 }.map(\.1)
         }
-        return ReportInput(records: records, finalObject: final, labels: labels, title: outputDir.lastPathComponent)
+        var input = ReportInput(records: records, finalObject: final, labels: labels, title: outputDir.lastPathComponent)
+        input.samples = loadSamples(outputDir.appendingPathComponent("samples.jsonl"))
+        return input
+    }
+
+    /// GRPO's samples.jsonl: the rows of its last step (at most 32), or none.
+    static func loadSamples(_ url: URL) -> [(step: Int, prompt: String, completion: String, reward: Double)] {
+        guard let d = try? Data(contentsOf: url) else { return [] }
+        let rows = JSONLines.lenientObjects(d).compactMap { o -> (step: Int, prompt: String, completion: String, reward: Double)? in
+            guard let step = (o["step"] as? NSNumber)?.intValue, let p = o["prompt"] as? String, let c = o["completion"] as? String,
+                  let r = (o["reward"] as? NSNumber)?.doubleValue else { return nil }
+            return (step, p, c, r)
+        }
+        guard let last = rows.map(\.step).max() else { return [] }
+        return Array(rows.filter { $0.step == last }.prefix(32))
     }
 }
 
@@ -104,7 +121,22 @@ public enum TrainingReport {
             Series(name: "macro-F1", color: "#17becf", points: points(input.evals, "eval_macro_f1")),
             Series(name: "entity F1", color: "#d62728", points: points(input.evals, "eval_f1")),
         ])
+        if input.logs.contains(where: { $0["reward"] != nil }) {
+            // On-line RL (GRPO): the mean reward of each step's fresh samples, and the KL to the reference.
+            body += lineChart(title: "Reward of fresh samples", yLabel: "reward", series: [
+                Series(name: "mean reward", color: "#ff7f0e", points: points(input.logs, "reward")),
+                Series(name: "mean group std", color: "#8c564b", points: points(input.logs, "reward_group_std")),
+            ])
+            body += lineChart(title: "KL to the reference", yLabel: "nats/token", series: [
+                Series(name: "kl", color: "#d62728", points: points(input.logs, "kl")),
+            ])
+        }
         body += "</div>\n"
+        if !input.samples.isEmpty {
+            body += "<h2>Samples (step \(input.samples[0].step))</h2>\n<table>\n<tr><th class=\"name\">prompt</th><th class=\"name\">completion</th><th>reward</th></tr>\n"
+            body += input.samples.map { "<tr><td class=\"name\">\(escape($0.prompt))</td><td class=\"name\">\(escape($0.completion))</td><td>\(String(format: "%.4f", $0.reward))</td></tr>" }.joined(separator: "\n")
+            body += "\n</table>\n"
+        }
 
         body += "<h2>Final metrics</h2>\n" + summaryTable(final)
         let matrix = confusionMatrix(input.confusion, final: final, labels: labels)

@@ -9,6 +9,9 @@
 // trained it (Predictor's one inference path). For a GPT-2 reward model with GPT-2's tokenizer the only difference is
 // that EOS. Texts longer than `maxLength` reward tokens are cut at the end (TRL would not cut; the model's positions
 // bound it anyway).
+// Each text is scored alone (a batch of one): a padded batch's attention sums over the padded length, so a score
+// would otherwise change in its last bits with the other texts of the batch, and group-normalised advantages
+// ((r − mean)/(std + 1e-4)) amplify such differences by 1/std — 1, 2 and 4 ranks must score the same texts the same.
 // Deliberately not here: sampling (GPT2BatchGenerator), advantages (GRPOObjective), the training loop.
 import Foundation
 import Model
@@ -20,7 +23,7 @@ public final class RewardScorer {
 
     /// Opens the reward model in `dir`. Refused with exit code 2 and one line: a folder that is not a model, a
     /// language model or a base encoder without a trained head, a classifier with other than one output.
-    public init(dir: URL, maxLength: Int, batchSize: Int = 16) throws {
+    public init(dir: URL, maxLength: Int) throws {
         directory = dir
         let folder: ModelFolder
         do { folder = try ModelFolder.open(dir) } catch let e as TrainingError {
@@ -35,7 +38,7 @@ public final class RewardScorer {
         guard folder.kind != .encoderTokenClassifier else {
             throw TrainingError("--reward-model \(dir.relativePath) is a token classifier; a reward model scores whole texts (a sequence classifier with one output)", exitCode: 2)
         }
-        predictor = try Predictor(modelDir: dir, maxLength: min(maxLength, folder.maxPositions), batchSize: batchSize)
+        predictor = try Predictor(modelDir: dir, maxLength: min(maxLength, folder.maxPositions), batchSize: 1)
     }
 
     /// The reward of each text (prompt + completion), in order: the model's one output.

@@ -62,6 +62,8 @@ def main():
     with open(os.path.join(out, "data", "prompts.txt"), encoding="utf-8") as f:
         prompts = [l.rstrip("\n") for l in f if l.strip()][: a.prompts]
     policies = {"sft": os.path.join(out, "sft"), "dpo": os.path.join(out, "dpo")}
+    if os.path.isfile(os.path.join(out, "grpo", "model.safetensors")):
+        policies["grpo"] = os.path.join(out, "grpo")   # step (f), when run.sh ran it
 
     samples = {name: [] for name in policies}
     for name, model in policies.items():
@@ -110,6 +112,16 @@ def main():
     summary = {"prompts": len(prompts), "seeds": seeds, "samples_per_policy": n,
                "mean_reward": rewards, "kl_dpo_to_ref": kl, "kl_samples_cut_at_max_new_tokens": cut,
                "kl_eval": ev}
+    if "grpo" in policies:
+        # The same Monte-Carlo KL for the GRPO policy, over its own samples.
+        g_file = os.path.join(out, "kl-samples-grpo.jsonl")
+        with open(g_file, "w", encoding="utf-8") as f:
+            for r in samples["grpo"]:
+                f.write(json.dumps({"prompt": r["prompt"], "response": r["completion"]}, ensure_ascii=False) + "\n")
+        gev = {name: last_json(run([dt, "eval", "--model", policies[name], "--eval-file", g_file])) for name in ("sft", "grpo")}
+        summary["kl_grpo_to_ref"] = gev["grpo"]["eval_tokens"] / len(samples["grpo"]) * (gev["sft"]["eval_loss"] - gev["grpo"]["eval_loss"])
+        summary["kl_grpo_samples_cut_at_max_new_tokens"] = sum(not r["ended_at_eos"] for r in samples["grpo"])
+        summary["kl_grpo_eval"] = gev
     with open(os.path.join(out, "summary-samples.json"), "w") as f:
         json.dump(summary, f, indent=1)
     for name in policies:
