@@ -54,6 +54,27 @@ final class GRPOTaskTests: XCTestCase {
         }
     }
 
+    func testReportShowsTheRewardCurveAndTheLastStepsSamples() throws {
+        let run = out.url.appendingPathComponent("report-run")
+        try FileManager.default.createDirectory(at: run, withIntermediateDirectories: true)
+        try (1...3).map { "{\"step\": \($0), \"loss\": 0.1, \"reward\": \(0.1 * Double($0)), \"kl\": 0.01}" }.joined(separator: "\n")
+            .write(to: run.appendingPathComponent("metrics.jsonl"), atomically: true, encoding: .utf8)
+        try ["{\"step\": 2, \"prompt\": \"old\", \"completion\": \"x\", \"reward\": 9}",
+             "{\"step\": 3, \"prompt\": \"I <3\", \"completion\": \" love it\", \"reward\": 0.5}"].joined(separator: "\n")
+            .write(to: run.appendingPathComponent(GRPOTask.samplesFileName), atomically: true, encoding: .utf8)
+        let input = ReportInput.load(outputDir: run)
+        XCTAssertEqual(input.samples.count, 1, "the last logged step's samples only")
+        let html = TrainingReport.html(input)
+        XCTAssertTrue(html.contains("Reward of fresh samples"), "the reward curve")
+        XCTAssertTrue(html.contains("KL to the reference"))
+        XCTAssertTrue(html.contains("Samples (step 3)"))
+        XCTAssertTrue(html.contains("I &lt;3"), "escaped prompt")
+        XCTAssertFalse(html.contains(">old<"), "earlier steps' samples are not shown")
+        // Other tasks' reports have neither.
+        XCTAssertFalse(TrainingReport.html(ReportInput(logs: [["step": 1, "loss": 1]], evals: [], final: [:], labels: [], confusion: nil, title: "t"))
+            .contains("Reward of fresh samples"))
+    }
+
     func testSampleSeedsAreKeyedByEveryField() {
         let base = GRPOTask.sampleSeed(seed: 1, step: 2, prompt: 3, completion: 4)
         XCTAssertEqual(base, GRPOTask.sampleSeed(seed: 1, step: 2, prompt: 3, completion: 4))
