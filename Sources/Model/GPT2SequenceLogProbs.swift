@@ -118,6 +118,32 @@ extension GPT2LMHead {
         return logProbsAndEntropies(temperature: temperature, entropies: false).logps
     }
 
+    /// An evaluation forward for per-token statistics only: the body, then log-probs (and entropies) at `temperature`
+    /// of the labelled positions alone, in one pass over their logits — the full-vocabulary head over every position
+    /// that `forward(labels:, gradientScale: nil)` computes (prompt and padding rows included) is skipped. Returns
+    /// [B*T] arrays as tokenLogProbs / tokenEntropies (same shift; 0 where not labelled). `backward(tokenScales:)` may
+    /// follow, as after `forward`. positionStats() and rowLogProbs() are not meaningful afterwards; tokenLogProbs(
+    /// temperature: 1) is, when `temperature` was 1.
+    public func forwardTokenStats(_ batch: TokenBatch, labels: [Int32], temperature: Float = 1, entropies: Bool = true,
+                                  dropout: DropoutContext? = nil) -> (logps: [Float], entropies: [Float]) {
+        let B = batch.batchSize, T = batch.seqLen, V = config.vocabSize
+        precondition(labels.count == B * T, "labels [B*T]")
+        body.forward(batch, dropout: dropout)
+        for b in 0..<B {
+            for t in 0..<T {
+                var y: Int32 = -1
+                if t + 1 < T, labels[b * T + t + 1] != -100 {
+                    y = labels[b * T + t + 1]
+                    precondition(y >= 0 && Int(y) < V, "label \(y) outside the vocabulary (use -100 to ignore a position)")
+                }
+                targets[b * T + t] = y
+            }
+        }
+        let out = logProbsAndEntropies(temperature: temperature, entropies: entropies)
+        for i in 0..<(B * T) { nll[i] = targets[i] >= 0 ? (temperature == 1 ? -out.logps[i] : .nan) : 0 }
+        return out
+    }
+
     /// Entropy of softmax(logits / temperature) at every labelled position of the last forward, [B*T], 0 elsewhere
     /// (TRL's per-token entropy, computed where TRL computes log-probs). Recomputes the labelled rows' logits.
     public func tokenEntropies(temperature: Float = 1) -> [Float] {

@@ -3,7 +3,8 @@
 // clipped surrogate loss with its per-token gradient dLoss/dlogp and the statistics TRL logs.
 // Shapes: rows = completions on this rank, cols = the padded completion length; per-token arrays are [rows * cols]
 // row-major, mask[b*cols + t] = 1 on completion tokens (up to and including EOS), 0 on padding.
-// The caller turns the per-token gradient into parameter gradients with
+// The caller gets logps (and entropies) from `GPT2LMHead.forwardTokenStats(batch, labels:, temperature:)` (or forward +
+// `logProbsAndEntropies(temperature:)`), and turns the per-token gradient into parameter gradients with
 // `GPT2LMHead.backward(tokenScales: result.dLogps.map { -$0 }, temperature:)` (tokenScales weight the NLL = −logp).
 // Deliberately not here: sampling, rewards, the model, the all-reduce (Training/GRPOTask.swift does those).
 //
@@ -19,7 +20,8 @@
 //            (so in ours bnpo ≡ dapo; TRL's bnpo depends on how the tokens fall across ranks and micro-batches)
 //   rloo     Σ_b −min(c·A, clip(c)·A) / globalRows (sequence-level ratio c = exp(Σ_t m·(logp − old)))
 // TRL options not modelled (their defaults are assumed): importance_sampling_level "token", delta None,
-// use_bias_correction_kl False, top_entropy_quantile 1, off_policy_mask_threshold None, no entropy bonus, no vLLM.
+// top_entropy_quantile 1, off_policy_mask_threshold None, no entropy bonus, no vLLM. use_bias_correction_kl (TRL 1.16
+// default True: the k3 KL is multiplied by the ratio, whose gradient flows even where it is 1) is `biasCorrectedKL`.
 import Foundation
 
 /// How GRPO aggregates per-token losses (TRL's `loss_type`; raw values are TRL's names).
@@ -67,16 +69,21 @@ public struct GRPOObjectiveConfig: Sendable, Equatable {
     public var lossType: GRPOLossType
     /// `max_completion_length`: dr_grpo's per-sequence normaliser (TRL default 256).
     public var maxCompletionLength: Int
+    /// `use_bias_correction_kl` (TRL 1.16 default true): GRPO's per-token KL is multiplied by the importance ratio
+    /// (value 1 on-policy, but its gradient still flows), which also changes the logged kl when the ratio is not 1.
+    public var biasCorrectedKL: Bool
     /// `temperature`: TRL divides the logits by the sampling temperature before its log-probs, so the caller passes this
     /// to `tokenLogProbs(temperature:)`, `tokenEntropies(temperature:)` and `backward(tokenScales:temperature:)`.
     /// `evaluate` itself does not use it.
     public var temperature: Float
 
     public init(estimator: AdvantageEstimator = .grpo, beta: Double = 0, epsilonLow: Double = 0.2, epsilonHigh: Double? = nil,
-                lossType: GRPOLossType = .dapo, maxCompletionLength: Int = 256, temperature: Float = 1) {
+                lossType: GRPOLossType = .dapo, maxCompletionLength: Int = 256, temperature: Float = 1,
+                biasCorrectedKL: Bool = true) {
         self.estimator = estimator; self.beta = beta; self.epsilonLow = epsilonLow
         self.epsilonHigh = epsilonHigh ?? epsilonLow; self.lossType = lossType
         self.maxCompletionLength = maxCompletionLength; self.temperature = temperature
+        self.biasCorrectedKL = biasCorrectedKL
     }
 
     /// One line naming what is wrong with the settings for groups of `groupSize` completions, or nil. TRL refuses
@@ -100,8 +107,8 @@ public struct GRPOLossResult: Sendable {
     public var loss: Double
     /// dLoss/dlogp per token [rows*cols] (0 off the mask). Feed −dLogps as tokenScales to backward(tokenScales:).
     public var dLogps: [Float]
-    /// Σ over masked tokens of the per-token KL (GRPO: k3 = exp(ref−logp) − (ref−logp) − 1; 0 when beta is 0 or
-    /// no reference; RLOO reports its KL from `rlooRewards` instead).
+    /// Σ over masked tokens of the per-token KL (GRPO: k3 = exp(ref−logp) − (ref−logp) − 1, times the ratio when
+    /// biasCorrectedKL, as TRL logs it; 0 when beta is 0 or no reference; RLOO reports its KL from `rlooRewards`).
     public var klSum: Double
     /// Σ mask (this rank's completion tokens).
     public var tokenCount: Double
@@ -248,9 +255,10 @@ extension GRPOObjectiveConfig {
                     if useKL {
                         let d = Double(refLogps![i] - lp)    // float32 difference as TRL
                         let e = Foundation.exp(d)
-                        let kl = e - d - 1
+                        var kl = e - d - 1, dkl = 1 - e
+                        if biasCorrectedKL { dkl = dkl * c + kl * c; kl *= c }
                         l += beta * kl
-                        dl += beta * (1 - e)
+                        dl += beta * dkl
                         res.klSum += m * kl
                     }
                     res.loss += w * m * l

@@ -18,4 +18,14 @@ void gr_logp_entropy(float *x, size_t rows, size_t V, const int32_t *target, flo
 /// NLL_r = −log softmax(x[r, :] * inv_temp)[target[r]]:  x[r, j] = scale[r] * inv_temp * (softmax_j − [j == target]).
 /// Rows with target < 0 or scale 0 become 0.
 void gr_xent_grad_scaled(float *x, size_t rows, size_t V, const int32_t *target, float inv_temp, const float *scale);
+
+/// Row-deterministic products for batched generation: every output element is one fixed chain of single-rounding
+/// multiply-adds over k in order (NN), or 8 lane chains over k combined in a fixed tree plus a tail (NT), so a row's
+/// result does not depend on how many rows, or which, share the call (BLAS may round a row differently with M).
+/// NN: y[r, j] = base + Σ_k x[r, k] · w[k, j], base = y[r, j] when accumulate, else bias[j] (or 0 when bias is NULL).
+void gr_det_gemm_nn(float *y, size_t ldy, const float *x, size_t ldx, const float *w, size_t ldw, const float *bias,
+                    size_t n, size_t k, size_t m, int accumulate);
+/// NT: y[r, j] = (accumulate ? y[r, j] : 0) + alpha · Σ_k x[r, k] · w[j, k].
+void gr_det_gemm_nt(float *y, size_t ldy, const float *x, size_t ldx, const float *w, size_t ldw,
+                    size_t n, size_t k, size_t m, float alpha, int accumulate);
 #endif
