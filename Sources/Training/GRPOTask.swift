@@ -283,7 +283,8 @@ public final class GRPOTask: FolderTrainingTask, @unchecked Sendable {
         var completions: [[Int32]] = []
         if !rowPrompts.isEmpty {
             if generator == nil || generator!.maxBatch < rowPrompts.count {
-                let g = GPT2BatchGenerator(config: config, parameters: baseStore, maxBatch: rowPrompts.count)
+                let g = GPT2BatchGenerator(config: config, parameters: baseStore, maxBatch: rowPrompts.count,
+                                           maxSeq: (promptIds.map(\.count).max() ?? 1) + settings.maxCompletionLength)
                 if let adapter = model.adapter { g.attachLoRA(adapter) }
                 generator = g
             }
@@ -397,8 +398,8 @@ public final class GRPOTask: FolderTrainingTask, @unchecked Sendable {
     /// (logits / temperature, as TRL's `_get_per_token_logps_and_entropies`).
     func forwardRows(_ rows: [Int], model: GPT2LMHead) -> [[Float]] {
         let (batch, labels, starts) = makeBatch(rows)
-        model.forward(batch, labels: labels, gradientScale: nil, dropout: nil)
-        return extract(rows, batch: batch, starts: starts, values: model.tokenLogProbs(temperature: Float(settings.temperature)), entropies: nil).0
+        let lp = model.forwardTokenStats(batch, labels: labels, temperature: Float(settings.temperature), entropies: false).logps
+        return extract(rows, batch: batch, starts: starts, values: lp, entropies: nil).0
     }
 
     /// The reference's log-probabilities of `rows` (the frozen copy, or the policy with its adapter off).
@@ -453,8 +454,7 @@ public final class GRPOTask: FolderTrainingTask, @unchecked Sendable {
         let temperature = Float(settings.temperature)
         // GRPO's KL is in the loss (the reference per micro-batch); RLOO's went into the rewards at the rollout.
         let ref: [[Float]]? = settings.beta > 0 && settings.advantage == .grpo ? referenceRows(rows) : nil
-        model.forward(batch, labels: labels, gradientScale: nil, dropout: nil)
-        let lpe = model.logProbsAndEntropies(temperature: temperature, entropies: true)
+        let lpe = model.forwardTokenStats(batch, labels: labels, temperature: temperature, entropies: true)
         let (logps, ents) = extract(rows, batch: batch, starts: starts, values: lpe.logps, entropies: lpe.entropies)
         // Flat [rows, cols] with a mask, cols = the longest completion here.
         let cols = max(rows.map { r.completions[$0].count }.max() ?? 1, 1)
