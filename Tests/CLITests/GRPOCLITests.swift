@@ -176,6 +176,17 @@ final class GRPOCLITests: XCTestCase {
         XCTAssertGreaterThan((im[2]!["clip_ratio/region_mean"] as! NSNumber).doubleValue, 0, "step 2: the policy moved past ε = 0.01")
     }
 
+    /// The pipeline's step (f) config, on the tiny fixtures for 2 steps (flags after --config win).
+    func testPipelineGRPOConfigRuns() throws {
+        let r = try CLI.run(["train", "--config", "examples/preference-pipeline/grpo.yaml", "--model", model.path, "--reward-model", reward.path,
+                             "--train-file", prompts.path, "--output-dir", dir.appendingPathComponent("pipe").path, "--max-steps", "2",
+                             "--save-steps", "0", "--threads", "1"], timeout: 240, in: CLI.repoRoot)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try losses("pipe").count, 2)
+        let html = try String(contentsOf: dir.appendingPathComponent("pipe/report.html"), encoding: .utf8)
+        XCTAssertTrue(html.contains("Reward of fresh samples") && html.contains("Samples (step"), "report.html: reward curve and samples")
+    }
+
     // MARK: - Bad input
 
     /// `mpi`: under mpirun, whose own notice about the non-zero exit follows; disttrain's part is still one line.
