@@ -25,6 +25,9 @@ public struct ReportInput: Sendable {
     public var title: String
     /// What the run was (the command that trained it knows; a report rebuilt from a folder alone has none).
     public var run: RunSummary?
+    /// On-line RL (GRPO): completions of the last logged step in samples.jsonl (prompt, completion, reward), shown as
+    /// a table; empty for other tasks.
+    public var samples: [(step: Int, prompt: String, completion: String, reward: Double)] = []
 
     public init(logs: [[String: Double]], evals: [[String: Double]], final: [String: Double], labels: [String],
                 confusion: [[Int]]?, title: String) {
@@ -75,7 +78,21 @@ public struct ReportInput: Sendable {
            let id2label = o["id2label"] as? [String: String] {
             labels = id2label.compactMap { k, v in Int(k).map { ($0, v) } }.sorted { $0.0 < $1.0 }.map(\.1)
         }
-        return ReportInput(records: records, finalObject: final, labels: labels, title: outputDir.lastPathComponent)
+        var input = ReportInput(records: records, finalObject: final, labels: labels, title: outputDir.lastPathComponent)
+        input.samples = loadSamples(outputDir.appendingPathComponent("samples.jsonl"))
+        return input
+    }
+
+    /// GRPO's samples.jsonl: the rows of its last step (at most 32), or none.
+    static func loadSamples(_ url: URL) -> [(step: Int, prompt: String, completion: String, reward: Double)] {
+        guard let d = try? Data(contentsOf: url) else { return [] }
+        let rows = JSONLines.lenientObjects(d).compactMap { o -> (step: Int, prompt: String, completion: String, reward: Double)? in
+            guard let step = (o["step"] as? NSNumber)?.intValue, let p = o["prompt"] as? String, let c = o["completion"] as? String,
+                  let r = (o["reward"] as? NSNumber)?.doubleValue else { return nil }
+            return (step, p, c, r)
+        }
+        guard let last = rows.map(\.step).max() else { return [] }
+        return Array(rows.filter { $0.step == last }.prefix(32))
     }
 }
 
@@ -152,6 +169,8 @@ public enum TrainingReport {
         let labels = input.labels.isEmpty ? derivedLabels(final) : input.labels
         // A language model (perplexity, no classes): a perplexity curve instead of scores, no per-class sections.
         let isLM = final["eval_perplexity"] != nil || input.run?.task == "causal-lm"
+        // On-line RL (GRPO) logs the reward of fresh samples; it has no eval scores, classes or confusion matrix.
+        let isRL = input.logs.contains(where: { $0["reward"] != nil })
         var body = "<h1>disttrain report: \(escape(input.title))</h1>\n"
         body += "<p class=\"sub\">\(input.logs.count) training log records, \(input.evals.count) evaluations"
         if let step = final["global_step"] ?? last["step"] { body += ", \(Int(step)) optimizer steps" }
@@ -174,7 +193,7 @@ public enum TrainingReport {
                 Series(name: "train perplexity", color: "#1f77b4", points: points(input.logs, "loss").map { ($0.0, exp($0.1)) }),
                 Series(name: "eval perplexity", color: "#d62728", points: points(input.evals, "eval_perplexity")),
             ])
-        } else {
+        } else if !isRL {
             body += lineChart(title: "Evaluation scores", yLabel: "score (fraction, 0 to 1)", yRange: 0...1, series: [
                 Series(name: "accuracy", color: "#ff7f0e", points: points(input.evals, "eval_accuracy")),
                 Series(name: "macro-F1", color: "#17becf", points: points(input.evals, "eval_macro_f1")),
@@ -182,10 +201,25 @@ public enum TrainingReport {
                 Series(name: "reward accuracy", color: "#8c564b", points: points(input.evals, "eval_rewards/accuracies")),
             ])
         }
+        if isRL {
+            // On-line RL (GRPO): the mean reward of each step's fresh samples, and the KL to the reference.
+            body += lineChart(title: "Reward of fresh samples", yLabel: "reward", series: [
+                Series(name: "mean reward", color: "#ff7f0e", points: points(input.logs, "reward")),
+                Series(name: "mean group std", color: "#8c564b", points: points(input.logs, "reward_group_std")),
+            ])
+            body += lineChart(title: "KL to the reference", yLabel: "nats/token", series: [
+                Series(name: "kl", color: "#d62728", points: points(input.logs, "kl")),
+            ])
+        }
         body += "</div>\n"
+        if !input.samples.isEmpty {
+            body += "<h2>Samples (step \(input.samples[0].step))</h2>\n<table>\n<tr><th class=\"name\">prompt</th><th class=\"name\">completion</th><th>reward</th></tr>\n"
+            body += input.samples.map { "<tr><td class=\"name\">\(escape($0.prompt))</td><td class=\"name\">\(escape($0.completion))</td><td>\(String(format: "%.4f", $0.reward))</td></tr>" }.joined(separator: "\n")
+            body += "\n</table>\n"
+        }
 
         body += "<h2>Final metrics</h2>\n" + summaryTable(final)
-        if isLM {
+        if isLM || isRL {
             return document(title: input.title, body: body)
         }
         let matrix = confusionMatrix(input.confusion, final: final, labels: labels)

@@ -170,7 +170,7 @@ struct OutputFolder {
     /// Names disttrain writes into an output folder (besides `checkpoint-N` folders and hidden temporary files).
     static let written: Set<String> = Set(["latest", "metrics.jsonl", "eval_results.json", "report.html", "config.json",
                                            "model.safetensors", PEFTAdapter.configFileName, PEFTAdapter.weightsFileName,
-                                           DPOTask.cacheFileName]
+                                           DPOTask.cacheFileName, GRPOTask.samplesFileName]
                                           + FileIO.companionFiles)
 
     static func isCheckpoint(_ name: String) -> Bool {

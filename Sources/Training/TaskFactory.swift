@@ -36,7 +36,9 @@ enum TaskFactory {
             throw TrainingError("--task reward needs a sequence classifier or a base encoder folder (BERT family, GPT2ForSequenceClassification), but \(modelDir.relativePath) is a \(kind.rawValue); a reward model scores whole texts with one output: pass such a --model, or use --task causal-lm to train this language model", exitCode: 2)
         case (.dpo, .gpt2LanguageModel):
             return DPOTask.self              // preference pairs, policy vs frozen reference
-        case (.classification, _), (.causalLM, _), (.dpo, _):
+        case (.grpo, .gpt2LanguageModel):
+            return GRPOTask.self             // on-line RL: sampled completions scored by --reward-model
+        case (.classification, _), (.causalLM, _), (.dpo, _), (.grpo, _):
             throw TrainingError("--task \(task.rawValue) needs \(task == .classification ? "a sequence classifier or a base encoder" : "a GPT-2 language model") folder, but \(modelDir.relativePath) is a \(kind.rawValue); pass such a --model, or leave --task out to train what the folder is", exitCode: 2)
         }
     }

@@ -24,6 +24,8 @@ public enum TaskKind: String, Sendable, Equatable, CaseIterable {
     case tokenClassification = "token-classification"
     /// Extractive question answering (QuestionAnsweringTask.swift).
     case questionAnswering = "question-answering"
+    /// On-line RL of a GPT-2 LM against a reward model: GRPO / RLOO as TRL 1.16 defines them (GRPOTask.swift).
+    case grpo
 
     public static var names: String { allCases.map(\.rawValue).joined(separator: ", ") }
 }
@@ -103,6 +105,8 @@ public struct TrainConfig: Sendable {
     public var lmPerRow: Bool = false
     /// DPO (`--task dpo`): β, loss type, label smoothing, prompt truncation, reference log-probabilities.
     public var dpo: DPOSettings = DPOSettings()
+    /// GRPO (`--task grpo`): the reward model, sampling and the objective (GRPOSettings, GRPOTask.swift).
+    public var grpo: GRPOSettings = GRPOSettings()
     /// Token classification: later sub-tokens of a word carry its tag too (B- as I-), as run_ner's label_all_tokens.
     public var labelAllTokens: Bool = false
     /// Token classification: seqeval's default mode, or strict mode with a scheme (`--tag-scheme`).
@@ -160,6 +164,7 @@ public struct TrainConfig: Sendable {
             throw usage("--center-rewards-coefficient must be a non-negative number (got \(c))")
         }
         if task == .dpo { try dpo.validate(maxLength: maxLength, validationSplit: validationSplit) }
+        if task == .grpo { try grpo.validate(config: self, worldSize: worldSize) }
         guard maxSteps >= 0 else { throw usage("--max-steps must be 0 (train --num-train-epochs) or positive (got \(maxSteps))") }
         if loadBestModelAtEnd {
             // The best evaluation must have a checkpoint: every evaluation step is a save step.
@@ -196,7 +201,8 @@ public struct TrainConfig: Sendable {
          "precision": matmulPrecision.rawValue,
          "dpo": task == .dpo ? dpo.summary : "none",
          "lora": lora.map { "r=\($0.r) alpha=\($0.alpha) dropout=\($0.dropout) rslora=\($0.useRSLoRA) targets=\($0.targetModules ?? [])" } ?? "none"]
-        if let c = centerRewardsCoefficient { summary["center_rewards_coefficient"] = "\(c)" }   // only when set: older runs match
+        if let c = centerRewardsCoefficient { summary["center_rewards_coefficient"] = "\(c)" }
+        if task == .grpo { summary["grpo"] = grpo.summary }   // only for GRPO: older runs match   // only when set: older runs match
         return summary
     }
 

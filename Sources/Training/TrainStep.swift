@@ -71,6 +71,8 @@ final class TrainStep {
     /// the step's loss is not finite (on every rank alike: the loss is all-reduced).
     func run(_ plan: StepPlan, step: Int, lr: Double, maxGradNorm: Double, dropout: DropoutContext?) throws -> StepResult {
         let debug = probe != nil
+        // On-line tasks (GRPO) sample and score the step's rollouts first (a collective on every rank).
+        try task.beginStep(plan, step: step, comm: comm)
         // A row-sparse table's gradient is zero outside the rows the previous step touched (backward writes only the
         // rows of its tokens; --debug checks that), so only those rows are cleared: half of MiniLM's buffer.
         task.store.zeroGrads(rowSparse: sync.sparseTables, dirtyRows: dirtyRows)

@@ -308,7 +308,7 @@ public final class Trainer {
             parameters: task.store.parameterCount, allReduceBytes: task.store.count * 4,
             initialized: resumed == nil ? task.initialized : [], truncated: task.truncated,
             truncatedAtPositions: (task as? CausalLMTask).map { config.maxLength >= $0.maxPositions } ?? false,
-            notices: notices + skippedRowsNotice + ((task as? DPOTask)?.notices ?? []))
+            notices: notices + skippedRowsNotice + ((task as? DPOTask)?.notices ?? []) + ((task as? GRPOTask)?.notices ?? []))
     }
 
     /// Causal LM: the prompt→response rows truncation left without a response token, which were skipped (as `eval`

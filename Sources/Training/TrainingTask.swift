@@ -65,6 +65,10 @@ public protocol TrainingTask: AnyObject, Sendable {
     func takeStepSums() -> [Double]
     /// Training-log metrics (metrics.jsonl) from a step's all-reduced `takeStepSums` over the step's `count` loss units.
     func stepMetrics(_ sums: [Double], count: Int) -> [String: Double]
+    /// Once per optimizer step (0-based `step`) on every rank, before its micro-batches, with the step's plan.
+    /// Collectives are allowed: every rank calls it for every step, in order. On-line tasks (GRPO) sample and score
+    /// their rollouts here; the default does nothing.
+    func beginStep(_ plan: StepPlan, step: Int, comm: Communicator) throws
 }
 
 /// Defaults: the whole trainable buffer is reduced in one go after backward, and there is nothing to probe.
@@ -75,6 +79,7 @@ extension TrainingTask {
     public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) {}
     public func takeStepSums() -> [Double] { [] }
     public func stepMetrics(_ sums: [Double], count: Int) -> [String: Double] { [:] }
+    public func beginStep(_ plan: StepPlan, step: Int, comm: Communicator) throws {}
 }
 
 extension TrainingTask {

@@ -31,6 +31,8 @@ struct Bench: ParsableCommand {
     @Option(help: "With --table: rounds of runs (medians are reported; default 3).") var runs: Int?
     @Option(help: "A model folder: without --table, bench its config.json's shape (as --config); with --table, with --train-file, also time launch → first step.") var model: String?
     @Option(help: "With --table: the training file for the launch → first step row.") var trainFile: String?
+    @Flag(help: "GRPO: rollout tokens/s (batched KV-cache sampling of --batch-size completions of --seq-len − 4 tokens after 4-token prompts) vs the training step's tokens/s at batch × seq-len; GPT-2 shape from --config/--model (default 6×384); medians of --steps repeats.")
+    var rollout = false
 
     func validate() throws {
         try Check.positive(threads, "--threads")
@@ -46,6 +48,14 @@ struct Bench: ParsableCommand {
             }
             if let r = runs, r <= 0 { throw ValidationError("--runs must be positive (got \(r))") }
             if trainFile != nil, model == nil { throw ValidationError("--train-file needs --model (the launch → first step row trains that model on that file)") }
+            return
+        }
+        if rollout {
+            let other = [(table, "--table"), (loraR != 0, "--lora-r"), (dataParallel, "--data-parallel"), (noSharedMemory, "--no-shared-memory"),
+                         (bf16, "--bf16"), (gemm, "--gemm"), (runs != nil, "--runs"), (trainFile != nil, "--train-file")].filter(\.0).map(\.1)
+            if let f = other.first { throw ValidationError("--rollout times sampling against the training step in one process; \(f) does not apply to it: drop \(f)") }
+            if model != nil, config != nil { throw ValidationError("give either --model (its config.json) or --config, not both") }
+            guard seqLen > 4 else { throw ValidationError("--rollout: --seq-len \(seqLen) must exceed the 4 prompt tokens") }
             return
         }
         if runs != nil { throw ValidationError("--runs applies to --table only (a single configuration already reports the median of --steps steps)") }
@@ -64,6 +74,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         if table { return try BenchTable(runs: runs ?? 3, steps: steps, model: model, trainFile: trainFile).run() }
+        if rollout { return try runRollout() }
         let cfg: ModelConfig
         if let config = config ?? model.map({ URL(fileURLWithPath: $0).appendingPathComponent("config.json").path }) {
             var c = try ModelFolder.read(configFile: URL(fileURLWithPath: config))
@@ -122,5 +133,56 @@ struct Bench: ParsableCommand {
             print(b.json)
             print(String(format: "{\"bf16_over_fp32_tokens_per_s\":%.3f}", b.tokens_per_s / r.tokens_per_s))
         }
+    }
+}
+
+/// `bench --rollout`: GRPO's two phases at one shape, in one process, alternating (same load): sampling `rows`
+/// completions with GPT2BatchGenerator (temperature 1, no stop token, so every row samples all its tokens), and the
+/// training step (forward with the LM loss + backward, GPT2Benchmark.runTraining) on rows × seqLen tokens.
+struct RolloutBenchmarkResult: Sendable, Codable, JSONLineResult {
+    var rows: Int
+    var prompt_tokens: Int
+    var completion_tokens: Int
+    var threads: Int
+    var repeats: Int
+    /// Sampled tokens per second (rows × completion tokens / wall time of one generate call), median.
+    var rollout_tokens_per_s: Double
+    /// Training tokens per second (rows × seq-len / step time), median of the same repeats.
+    var train_tokens_per_s: Double
+    var train_over_rollout: Double
+}
+
+extension Bench {
+    func runRollout() throws {
+        let cfg: GPT2Config
+        if let config = config ?? model.map({ URL(fileURLWithPath: $0).appendingPathComponent("config.json").path }) {
+            cfg = try ModelFolder.read(configFile: URL(fileURLWithPath: config)).gpt2Config(for: "bench --rollout")
+        } else {
+            cfg = GPT2Benchmark.smallConfig()
+        }
+        guard seqLen <= cfg.maxPositions else { throw ValidationError("--seq-len \(seqLen) exceeds n_positions \(cfg.maxPositions)") }
+        ComputeThreads.set(threads)
+        let P = 4, L = seqLen - P
+        FileHandle.standardError.write(Data("bench --rollout: \(config ?? model ?? "GPT-2 6×384"), \(batchSize) completions of \(L) tokens after \(P)-token prompts vs training steps at \(batchSize) × \(seqLen), \(threads) thread\(threads == 1 ? "" : "s"), \(steps) repeats\n".utf8))
+        let store = ParameterStore(layout: GPT2Layout.make(config: cfg, classifier: false))
+        GPT2Benchmark.initialise(store, config: cfg, seed: 1234)
+        let gen = GPT2BatchGenerator(config: cfg, parameters: store, maxBatch: batchSize)
+        // Fixed, spread-out prompt ids (the content does not change the cost).
+        let prompts = (0..<batchSize).map { i in (0..<P).map { j in Int32((i * 7919 + j * 104_729 + 13) % cfg.vocabSize) } }
+        var sample: [Double] = [], train: [Double] = []
+        for r in 0..<(steps + 1) {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let out = try gen.generate(prompts: prompts, options: GenerationOptions(maxNewTokens: L, temperature: 1),
+                                       seeds: (0..<batchSize).map { UInt64(r * batchSize + $0) })
+            let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+            let t = GPT2Benchmark.runTraining(config: cfg, batch: batchSize, seq: seqLen, steps: 1, warmup: 0, threads: threads)
+            if r > 0 {   // the first round warms up
+                sample.append(Double(out.reduce(0) { $0 + $1.count }) / dt)
+                train.append(t.tokens_per_s)
+            }
+        }
+        let ms = sample.sorted()[sample.count / 2], mt = train.sorted()[train.count / 2]
+        print(RolloutBenchmarkResult(rows: batchSize, prompt_tokens: P, completion_tokens: L, threads: threads, repeats: steps,
+                                     rollout_tokens_per_s: ms, train_tokens_per_s: mt, train_over_rollout: mt / max(ms, 1e-9)).json)
     }
 }

@@ -215,6 +215,9 @@ final class ProgressReporter {
         var s = "step \(step)/\(total) " + (showBar ? "[\(bar)] " : "") + String(format: "epoch %.2f loss %.4f lr %.3g grad_norm %.3f tokens/s %.0f",
                        m["epoch"] ?? 0, m["loss"] ?? 0, m["learning_rate"] ?? 0, m["grad_norm"] ?? 0, m["tokens_per_s"] ?? 0)
         if let e = m["elapsed_s"] { s += " elapsed " + formatDuration(e) }
+        if let reward = m["reward"] {   // GRPO: the fresh samples' mean reward (and KL with a reference)
+            s += String(format: " reward %.4f", reward) + (m["kl"].map { String(format: " kl %.4f", $0) } ?? "")
+        }
         if let eta { s += " ETA " + formatDuration(eta) }
         return s
     }

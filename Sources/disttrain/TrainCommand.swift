@@ -62,14 +62,31 @@ struct Train: ParsableCommand {
     @OptionGroup var lora: LoRAOptions
     @Option(help: "Causal LM: tokens per packed block (default: --max-length).") var blockSize: Int?
     @Flag(help: "Causal LM: one example per text row instead of packed blocks.") var lmPerRow = false
-    @Option(help: "DPO (--task dpo): beta, how far the policy may move from the reference (default 0.1).") var beta: Double?
-    @Option(help: ArgumentHelp("DPO: loss type, one of \(DPOLossType.names) (default sigmoid), as TRL 1.16 defines them.", valueName: "type"))
+    @Option(help: "DPO (--task dpo): beta, how far the policy may move from the reference (default 0.1). GRPO: the KL coefficient (default 0: no reference).") var beta: Double?
+    @Option(help: ArgumentHelp("DPO: loss type, one of \(DPOLossType.names) (default sigmoid), as TRL 1.16 defines them. GRPO: \(GRPOLossType.allCases.map(\.rawValue).joined(separator: ", ")) (default \(GRPOSettings.defaultLossType.rawValue)).", valueName: "type"))
     var lossType: String?
     @Option(help: "DPO: label smoothing epsilon of --loss-type robust, in [0, 0.5).") var labelSmoothing: Double?
     @Option(help: "DPO: keep only the last N prompt tokens (prompt truncated from the left; must be < --max-length). Default: no prompt truncation, as TRL 1.16.")
     var maxPromptLength: Int?
     @Option(help: ArgumentHelp("DPO: compute the reference log-probabilities once before training and cache them in --output-dir (true), or each step (false, TRL's default).", valueName: "bool"))
     var precomputeRefLogProbs: Bool?
+    @Option(help: ArgumentHelp("GRPO (--task grpo): the reward model, a sequence classifier with one output (BERT family or GPT-2, any tokenizer) scoring prompt + completion.", valueName: "dir"))
+    var rewardModel: String?
+    @Option(help: "GRPO: completions sampled per prompt (at least 2; default 8). --batch-size counts prompts, so a step trains on batch-size × num-generations completions.")
+    var numGenerations: Int?
+    @Option(help: "GRPO: completion tokens sampled at most (default 64; sampling stops earlier at EOS).") var maxCompletionLength: Int?
+    @Option(help: "GRPO: sampling temperature (default 1; the objective's log-probabilities use it too, as TRL).") var temperature: Double?
+    @Option(help: "GRPO: nucleus sampling probability (default 1: off).") var topP: Double?
+    @Option(help: "GRPO: sample among the k most likely tokens (default 0: off).") var topK: Int?
+    @Option(help: "GRPO: clipping range of the importance ratio (default 0.2; with --num-iterations > 1).") var epsilon: Double?
+    @Option(help: "GRPO: upper clipping range (default: --epsilon).") var epsilonHigh: Double?
+    @Option(help: "GRPO: optimizer steps per batch of rollouts, TRL's μ (default 1).") var numIterations: Int?
+    @Option(help: ArgumentHelp("GRPO: reward scaling of the advantages: group (by each prompt's reward std; default), batch or none (default for --advantage rloo; batch normalises RLOO's advantages).", valueName: "mode"))
+    var scaleRewards: String?
+    @Option(help: ArgumentHelp("GRPO: the objective: grpo (GRPOTrainer: group-mean baseline; default) or rloo (RLOOTrainer: leave-one-out baseline, KL in the reward, --beta default 0.05).", valueName: "kind"))
+    var advantage: String?
+    @Option(help: ArgumentHelp("GRPO: write every completion of each logged step to samples.jsonl (default true).", valueName: "bool"))
+    var logCompletions: Bool?
     @Option(help: ArgumentHelp("Eval metric that picks the best checkpoint, as Hugging Face names it (`accuracy` or `eval_accuracy`; lower is better for loss and perplexity). Default: accuracy for classification, loss for language modelling.", valueName: "name"))
     var metricForBestModel: String?
     @Flag(help: "The final folder holds the best checkpoint's model (by --metric-for-best-model) instead of the last step's; needs evaluation data and a checkpoint at every evaluation.")
@@ -133,11 +150,31 @@ struct Train: ParsableCommand {
         guard TaskKind(rawValue: task) != nil else {
             throw ValidationError("--task '\(task)' is unknown; use one of \(TaskKind.names)")
         }
-        if let l = lossType, DPOLossType(rawValue: l) == nil {
+        let grpo = task == TaskKind.grpo.rawValue
+        if let l = lossType, grpo, GRPOLossType(rawValue: l) == nil {
+            throw ValidationError("--loss-type '\(l)' is unknown for --task grpo; use one of \(GRPOLossType.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if let l = lossType, !grpo, DPOLossType(rawValue: l) == nil {
             throw ValidationError("--loss-type '\(l)' is unknown; use one of \(DPOLossType.names)")
         }
+        if let v = scaleRewards, RewardScaling(rawValue: v) == nil {
+            throw ValidationError("--scale-rewards '\(v)' is unknown; use one of \(RewardScaling.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if let v = advantage, AdvantageEstimator(rawValue: v) == nil {
+            throw ValidationError("--advantage '\(v)' is unknown; use one of \(AdvantageEstimator.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if !grpo {
+            let given = [("--reward-model", rewardModel != nil), ("--num-generations", numGenerations != nil),
+                         ("--max-completion-length", maxCompletionLength != nil), ("--temperature", temperature != nil),
+                         ("--top-p", topP != nil), ("--top-k", topK != nil), ("--epsilon", epsilon != nil),
+                         ("--epsilon-high", epsilonHigh != nil), ("--num-iterations", numIterations != nil),
+                         ("--scale-rewards", scaleRewards != nil), ("--advantage", advantage != nil), ("--log-completions", logCompletions != nil)]
+            if let flag = given.first(where: { $0.1 })?.0 {
+                throw ValidationError("\(flag) applies to --task grpo only; add --task grpo, or drop \(flag)")
+            }
+        }
         if task != TaskKind.dpo.rawValue {
-            let given = [("--beta", beta != nil), ("--loss-type", lossType != nil), ("--label-smoothing", labelSmoothing != nil),
+            let given = [("--beta", beta != nil && !grpo), ("--loss-type", lossType != nil && !grpo), ("--label-smoothing", labelSmoothing != nil),
                          ("--max-prompt-length", maxPromptLength != nil), ("--precompute-ref-log-probs", precomputeRefLogProbs != nil)]
             if let flag = given.first(where: { $0.1 })?.0 {
                 throw ValidationError("\(flag) applies to --task dpo only; add --task dpo, or drop \(flag)")
@@ -189,8 +226,27 @@ struct Train: ParsableCommand {
         c.initFromConfig = initConfig
         c.blockSize = blockSize
         c.lmPerRow = lmPerRow
-        if let beta { c.dpo.beta = beta }
-        if let l = lossType.flatMap(DPOLossType.init(rawValue:)) { c.dpo.lossType = l }
+        if c.task == .grpo {
+            c.grpo.rewardModel = rewardModel.map { URL(fileURLWithPath: $0) }
+            if let v = advantage.flatMap(AdvantageEstimator.init(rawValue:)) { c.grpo.advantage = v }
+            // TRL's defaults differ by trainer: GRPOTrainer beta 0, scale_rewards group; RLOOTrainer beta 0.05, none.
+            let rloo = c.grpo.advantage == .rloo
+            c.grpo.beta = beta ?? (rloo ? 0.05 : 0)
+            c.grpo.scaleRewards = scaleRewards.flatMap(RewardScaling.init(rawValue:)) ?? (rloo ? .none : .group)
+            if let l = lossType.flatMap(GRPOLossType.init(rawValue:)) { c.grpo.lossType = l }
+            if let numGenerations { c.grpo.numGenerations = numGenerations }
+            if let maxCompletionLength { c.grpo.maxCompletionLength = maxCompletionLength }
+            if let temperature { c.grpo.temperature = temperature }
+            if let topP { c.grpo.topP = topP }
+            if let topK { c.grpo.topK = topK }
+            if let epsilon { c.grpo.epsilon = epsilon }
+            c.grpo.epsilonHigh = epsilonHigh
+            if let numIterations { c.grpo.numIterations = numIterations }
+            if let logCompletions { c.grpo.logCompletions = logCompletions }
+        } else {
+            if let beta { c.dpo.beta = beta }
+            if let l = lossType.flatMap(DPOLossType.init(rawValue:)) { c.dpo.lossType = l }
+        }
         if let labelSmoothing { c.dpo.labelSmoothing = labelSmoothing }
         c.dpo.maxPromptLength = maxPromptLength
         if let precomputeRefLogProbs { c.dpo.precomputeRefLogProbs = precomputeRefLogProbs }

@@ -61,7 +61,11 @@ def main():
     seeds = [int(s) for s in a.seeds.split(",")]
     with open(os.path.join(out, "data", "prompts.txt"), encoding="utf-8") as f:
         prompts = [l.rstrip("\n") for l in f if l.strip()][: a.prompts]
-    policies = {"sft": os.path.join(out, "sft"), "dpo": os.path.join(out, "dpo")}
+    policies = {"sft": os.path.join(out, "sft")}
+    if os.path.isfile(os.path.join(out, "dpo", "model.safetensors")):
+        policies["dpo"] = os.path.join(out, "dpo")
+    if os.path.isfile(os.path.join(out, "grpo", "model.safetensors")):
+        policies["grpo"] = os.path.join(out, "grpo")   # step (f), when run.sh ran it
 
     samples = {name: [] for name in policies}
     for name, model in policies.items():
@@ -95,29 +99,44 @@ def main():
             for r in rows:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
-    # KL of the DPO policy to its reference (the SFT policy), Monte Carlo over the DPO samples.
-    kl_file = os.path.join(out, "kl-samples.jsonl")
-    with open(kl_file, "w", encoding="utf-8") as f:
-        for r in samples["dpo"]:
-            f.write(json.dumps({"prompt": r["prompt"], "response": r["completion"]}, ensure_ascii=False) + "\n")
-    ev = {name: last_json(run([dt, "eval", "--model", model, "--eval-file", kl_file])) for name, model in policies.items()}
-    n = len(samples["dpo"])
-    if ev["dpo"]["eval_tokens"] != ev["sft"]["eval_tokens"]:
-        sys.exit("sample_and_score.py: the two evals counted different tokens")
-    kl = ev["dpo"]["eval_tokens"] / n * (ev["sft"]["eval_loss"] - ev["dpo"]["eval_loss"])
-    cut = sum(not r["ended_at_eos"] for r in samples["dpo"])
+    summary = {"prompts": len(prompts), "seeds": seeds, "mean_reward": rewards}
+    if "dpo" in policies:
+        # KL of the DPO policy to its reference (the SFT policy), Monte Carlo over the DPO samples.
+        kl_file = os.path.join(out, "kl-samples.jsonl")
+        with open(kl_file, "w", encoding="utf-8") as f:
+            for r in samples["dpo"]:
+                f.write(json.dumps({"prompt": r["prompt"], "response": r["completion"]}, ensure_ascii=False) + "\n")
+        ev = {name: last_json(run([dt, "eval", "--model", policies[name], "--eval-file", kl_file])) for name in ("sft", "dpo")}
+        n = len(samples["dpo"])
+        if ev["dpo"]["eval_tokens"] != ev["sft"]["eval_tokens"]:
+            sys.exit("sample_and_score.py: the two evals counted different tokens")
+        kl = ev["dpo"]["eval_tokens"] / n * (ev["sft"]["eval_loss"] - ev["dpo"]["eval_loss"])
+        cut = sum(not r["ended_at_eos"] for r in samples["dpo"])
 
-    summary = {"prompts": len(prompts), "seeds": seeds, "samples_per_policy": n,
-               "mean_reward": rewards, "kl_dpo_to_ref": kl, "kl_samples_cut_at_max_new_tokens": cut,
-               "kl_eval": ev}
+        summary.update({"samples_per_policy": n, "kl_dpo_to_ref": kl, "kl_samples_cut_at_max_new_tokens": cut,
+                        "kl_eval": ev})
+    if "grpo" in policies:
+        # The same Monte-Carlo KL for the GRPO policy, over its own samples.
+        g_file = os.path.join(out, "kl-samples-grpo.jsonl")
+        with open(g_file, "w", encoding="utf-8") as f:
+            for r in samples["grpo"]:
+                f.write(json.dumps({"prompt": r["prompt"], "response": r["completion"]}, ensure_ascii=False) + "\n")
+        gev = {name: last_json(run([dt, "eval", "--model", policies[name], "--eval-file", g_file])) for name in ("sft", "grpo")}
+        summary["kl_grpo_to_ref"] = gev["grpo"]["eval_tokens"] / len(samples["grpo"]) * (gev["sft"]["eval_loss"] - gev["grpo"]["eval_loss"])
+        summary["kl_grpo_samples_cut_at_max_new_tokens"] = sum(not r["ended_at_eos"] for r in samples["grpo"])
+        summary["kl_grpo_eval"] = gev
     with open(os.path.join(out, "summary-samples.json"), "w") as f:
         json.dump(summary, f, indent=1)
     for name in policies:
         r = rewards[name]
         print(f"mean reward of {name.upper()} samples: {r['mean']:.3f} ± {r['std_over_seeds']:.3f} over seeds "
               f"({', '.join(f'{x:.3f}' for x in r['per_seed'])}; {len(prompts)} prompts × {len(seeds)} seeds)")
-    print(f"KL(DPO ‖ SFT reference) ≈ {kl:.3f} nats per completion (Monte Carlo over {n} DPO samples; "
-          f"{cut} cut at {a.max_new_tokens} tokens)")
+    if "dpo" in policies:
+        print(f"KL(DPO ‖ SFT reference) ≈ {summary['kl_dpo_to_ref']:.3f} nats per completion (Monte Carlo over "
+              f"{summary['samples_per_policy']} DPO samples; {summary['kl_samples_cut_at_max_new_tokens']} cut at {a.max_new_tokens} tokens)")
+    if "grpo" in policies:
+        print(f"KL(GRPO ‖ SFT reference) ≈ {summary['kl_grpo_to_ref']:.3f} nats per completion "
+              f"({summary['kl_grpo_samples_cut_at_max_new_tokens']} of {len(samples['grpo'])} cut at {a.max_new_tokens} tokens)")
 
 
 if __name__ == "__main__":
