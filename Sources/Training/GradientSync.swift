@@ -65,28 +65,43 @@ public struct GradientSyncLayout: Sendable {
     }
 }
 
+/// The all-reduce layout every task training a model with its own (untied) word embeddings shares — BERT-family
+/// encoders with any head, and the GPT-2 classifier: its layers as stages and the word-embedding table row-sparse.
+/// LoRA: the adapter is small and reduced in one go, with no table. Each task builds one and forwards to it, giving
+/// only which token ids a step's samples hold.
+struct WordTableSync {
+    let store: ParameterStore
+    let architecture: any ModelArchitecture
+    let usesLoRA: Bool
+    let padId: Int32
+
+    var layout: GradientSyncLayout {
+        guard !usesLoRA else { return GradientSyncLayout() }
+        return GradientSyncLayout(stages: GradientSyncLayout.layerStages(store: store, architecture: architecture),
+                                  sparseTables: table)
+    }
+
+    /// The row-sparse word-embedding table of full fine-tuning (an O(1) lookup: called every step).
+    private var table: [(range: Range<Int>, rowLength: Int)] {
+        guard !usesLoRA else { return [] }
+        return GradientSyncLayout.table(store, architecture.wordEmbeddingName)
+    }
+
+    /// The table rows a step touches: the token ids of its samples, and the padding id.
+    func touchedRows<S: Sequence>(_ samples: S) -> [[Int]] where S.Element == [Int32] {
+        table.map { t in GradientSyncLayout.sortedRows(samples, extra: padId, tableRows: t.range.count / t.rowLength) }
+    }
+}
+
 extension ClassificationTask {
     /// Full fine-tuning of an encoder: its layers as stages and the word embeddings row-sparse; a GPT-2 classifier:
     /// its blocks as stages and its word embeddings row-sparse (its head is `score`, not tied to them). LoRA: the
     /// adapter is small, reduced in one go.
-    public var gradientSync: GradientSyncLayout {
-        guard lora == nil else { return GradientSyncLayout() }
-        return GradientSyncLayout(stages: GradientSyncLayout.layerStages(store: backend.store, architecture: backend.architecture),
-                                  sparseTables: wordTable)
+    var wordSync: WordTableSync {
+        WordTableSync(store: backend.store, architecture: backend.architecture, usesLoRA: lora != nil, padId: backend.padId)
     }
-
-    /// The row-sparse word-embedding table of full fine-tuning (an O(1) lookup: called every step).
-    private var wordTable: [(range: Range<Int>, rowLength: Int)] {
-        guard lora == nil else { return [] }
-        return GradientSyncLayout.table(backend.store, backend.architecture.wordEmbeddingName)
-    }
-
-    public func touchedRows(_ indices: [Int]) -> [[Int]] {
-        wordTable.map { t in
-            GradientSyncLayout.sortedRows(indices.lazy.map { self.train[$0].ids }, extra: backend.padId,
-                                          tableRows: t.range.count / t.rowLength)
-        }
-    }
+    public var gradientSync: GradientSyncLayout { wordSync.layout }
+    public func touchedRows(_ indices: [Int]) -> [[Int]] { wordSync.touchedRows(indices.lazy.map { self.train[$0].ids }) }
 
     public func setBackwardHook(_ hook: ((Int) -> Void)?) {
         guard lora == nil else { return }

@@ -255,22 +255,9 @@ public final class QuestionAnsweringTask: FolderTrainingTask, @unchecked Sendabl
 
     // MARK: gradient all-reduce layout (as sequence classification: layers as stages, word embeddings row-sparse)
 
-    public var gradientSync: GradientSyncLayout {
-        guard lora == nil else { return GradientSyncLayout() }
-        return GradientSyncLayout(stages: GradientSyncLayout.layerStages(store: bundle.store, architecture: bundle.config),
-                                  sparseTables: wordTable)
-    }
-
-    private var wordTable: [(range: Range<Int>, rowLength: Int)] {
-        guard lora == nil else { return [] }
-        return GradientSyncLayout.table(bundle.store, bundle.config.wordEmbeddingName)
-    }
-
-    public func touchedRows(_ indices: [Int]) -> [[Int]] {
-        wordTable.map { t in
-            GradientSyncLayout.sortedRows(indices.lazy.map { self.train[$0].ids }, extra: padId, tableRows: t.range.count / t.rowLength)
-        }
-    }
+    var wordSync: WordTableSync { WordTableSync(store: bundle.store, architecture: bundle.config, usesLoRA: lora != nil, padId: padId) }
+    public var gradientSync: GradientSyncLayout { wordSync.layout }
+    public func touchedRows(_ indices: [Int]) -> [[Int]] { wordSync.touchedRows(indices.lazy.map { self.train[$0].ids }) }
 
     public func setBackwardHook(_ hook: ((Int) -> Void)?) {
         guard lora == nil else { return }

@@ -266,23 +266,9 @@ public final class RewardTask: FolderTrainingTask, @unchecked Sendable {
 
     // MARK: gradient all-reduce layout (as ClassificationTask's, over both sequences of each pair)
 
-    public var gradientSync: GradientSyncLayout {
-        guard lora == nil else { return GradientSyncLayout() }
-        return GradientSyncLayout(stages: GradientSyncLayout.layerStages(store: backend.store, architecture: backend.architecture),
-                                  sparseTables: wordTable)
-    }
-
-    private var wordTable: [(range: Range<Int>, rowLength: Int)] {
-        guard lora == nil else { return [] }
-        return GradientSyncLayout.table(backend.store, backend.architecture.wordEmbeddingName)
-    }
-
-    public func touchedRows(_ indices: [Int]) -> [[Int]] {
-        wordTable.map { t in
-            GradientSyncLayout.sortedRows(sequenceIndices(indices).lazy.map { self.train[$0].ids }, extra: backend.padId,
-                                          tableRows: t.range.count / t.rowLength)
-        }
-    }
+    var wordSync: WordTableSync { WordTableSync(store: backend.store, architecture: backend.architecture, usesLoRA: lora != nil, padId: backend.padId) }
+    public var gradientSync: GradientSyncLayout { wordSync.layout }
+    public func touchedRows(_ indices: [Int]) -> [[Int]] { wordSync.touchedRows(sequenceIndices(indices).lazy.map { self.train[$0].ids }) }
 
     public func setBackwardHook(_ hook: ((Int) -> Void)?) {
         guard lora == nil else { return }
