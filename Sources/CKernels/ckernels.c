@@ -250,6 +250,26 @@ INL void layernorm_fwd_impl(const float *x, float *y, float *mean, float *rstd, 
         rstd[r] = s;
     }
 }
+// One row's mean(dn) and mean(dn*xhat) of the LayerNorm backward (dn = dy*w), shared by the fused kernel and the
+// pool's dx part so both give the same bits.
+INL void layernorm_bwd_row_means(const float *xr, const float *dyr, const float *w, float m, float s, size_t C,
+                                 float *mdn, float *mdnx) {
+    v8f a1 = {0, 0, 0, 0, 0, 0, 0, 0}, a2 = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 8 <= C; i += 8) {
+        v8f xh = (v8_load(xr + i) - m) * s;
+        v8f dn = v8_load(dyr + i) * v8_load(w + i);
+        a1 += dn;
+        a2 += dn * xh;
+    }
+    float sdn = v8_hsum(a1), sdnx = v8_hsum(a2);
+    for (; i < C; i++) {
+        float xh = (xr[i] - m) * s, dn = dyr[i] * w[i];
+        sdn += dn; sdnx += dn * xh;
+    }
+    *mdn = sdn / (float)C;
+    *mdnx = sdnx / (float)C;
+}
 // LayerNorm backward (derivation: llm.c doc/layernorm): with xhat = (x-mean)*rstd and dn = dy*w,
 // dx = rstd * (dn - mean(dn) - xhat * mean(dn*xhat)); dw += dy*xhat; db += dy.
 INL void layernorm_bwd_impl(float *dx, const float *dy, const float *x, const float *mean, const float *rstd,
@@ -258,20 +278,8 @@ INL void layernorm_bwd_impl(float *dx, const float *dy, const float *x, const fl
         const float *xr = x + r * C, *dyr = dy + r * C;
         float *dxr = dx + r * C;
         float m = mean[r], s = rstd[r];
-        v8f a1 = {0, 0, 0, 0, 0, 0, 0, 0}, a2 = {0, 0, 0, 0, 0, 0, 0, 0};
-        size_t i = 0;
-        for (; i + 8 <= C; i += 8) {
-            v8f xh = (v8_load(xr + i) - m) * s;
-            v8f dn = v8_load(dyr + i) * v8_load(w + i);
-            a1 += dn;
-            a2 += dn * xh;
-        }
-        float sdn = v8_hsum(a1), sdnx = v8_hsum(a2);
-        for (; i < C; i++) {
-            float xh = (xr[i] - m) * s, dn = dyr[i] * w[i];
-            sdn += dn; sdnx += dn * xh;
-        }
-        float mdn = sdn / (float)C, mdnx = sdnx / (float)C;
+        float mdn, mdnx;
+        layernorm_bwd_row_means(xr, dyr, w, m, s, C, &mdn, &mdnx);
         for (size_t c = 0; c < C; c++) {
             float xh = (xr[c] - m) * s;
             dw[c] += dyr[c] * xh;
@@ -289,20 +297,8 @@ INL void layernorm_bwd_dx_impl(float *dx, const float *dy, const float *x, const
         const float *xr = x + r * C, *dyr = dy + r * C;
         float *dxr = dx + r * C;
         float m = mean[r], s = rstd[r];
-        v8f a1 = {0, 0, 0, 0, 0, 0, 0, 0}, a2 = {0, 0, 0, 0, 0, 0, 0, 0};
-        size_t i = 0;
-        for (; i + 8 <= C; i += 8) {
-            v8f xh = (v8_load(xr + i) - m) * s;
-            v8f dn = v8_load(dyr + i) * v8_load(w + i);
-            a1 += dn;
-            a2 += dn * xh;
-        }
-        float sdn = v8_hsum(a1), sdnx = v8_hsum(a2);
-        for (; i < C; i++) {
-            float xh = (xr[i] - m) * s, dn = dyr[i] * w[i];
-            sdn += dn; sdnx += dn * xh;
-        }
-        float mdn = sdn / (float)C, mdnx = sdnx / (float)C;
+        float mdn, mdnx;
+        layernorm_bwd_row_means(xr, dyr, w, m, s, C, &mdn, &mdnx);
         for (size_t c = 0; c < C; c++) {
             float xh = (xr[c] - m) * s;
             dxr[c] = s * (dyr[c] * w[c] - mdn - xh * mdnx);
