@@ -79,5 +79,11 @@ if "grpo" in s["mean_reward"]:
     print(f"GRPO: on-line mean reward of fresh samples {first:.3f} (steps 1-{k}) -> {last:.3f} (last {k} of {len(m)} steps); "
           f"k3 KL per token at the end {m[-1].get('kl', float('nan')):.4f}; time in generation {gen:.0f} s, reward model {rw:.0f} s, update {upd:.0f} s")
     print(f"KL(GRPO || SFT reference): {s['kl_grpo_to_ref']:.3f} nats per completion")
+    for f in s.get("grpo_frontier", []):
+        print(f"  GRPO checkpoint {f['step']:>3}: mean reward {f['reward']:.3f} ± {f['reward_std_over_seeds']:.3f}, KL {f['kl']:.3f}")
+    if "grpo_at_dpo_kl" in s:
+        g = s["grpo_at_dpo_kl"]
+        print(f"at similar KL: DPO {s['mean_reward']['dpo']['mean']:.3f} at KL {s['kl_dpo_to_ref']:.3f} vs "
+              f"GRPO step {g['step']} {g['reward']:.3f} at KL {g['kl']:.3f}")
 PY
 echo "total wall: $(( $(date +%s) - start )) s (log: $LOG)"

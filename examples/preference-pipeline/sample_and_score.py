@@ -12,11 +12,13 @@ Reward: the reward model scores prompt + completion as one text (`predict`, {"re
 policy, the mean reward of each seed's samples (over the prompts) and the mean and standard deviation of those
 per-seed means.
 
-KL(π_dpo ‖ π_ref) = E_{y~π_dpo}[log π_dpo(y|x) − log π_ref(y|x)], estimated by Monte Carlo over the DPO samples: the
-samples go into a {"prompt", "response"} file, and `disttrain eval` on it reports, for each model, the mean negative
+KL(π ‖ π_ref) = E_{y~π}[log π(y|x) − log π_ref(y|x)] for each policy π other than SFT (DPO, GRPO and each GRPO
+checkpoint, whose reference is the SFT policy), estimated by Monte Carlo over π's own samples: the samples go into a {"prompt", "response"} file, and `disttrain eval` on it reports, for each model, the mean negative
 log-likelihood of the response tokens (`eval_loss`) and their count (`eval_tokens`), so the summed log-probability of
 all samples is −eval_loss·eval_tokens, and
-    KL ≈ (eval_tokens / n_samples) · (eval_loss_ref − eval_loss_dpo).
+    KL ≈ (eval_tokens / n_samples) · (eval_loss_ref − eval_loss_π).
+The GRPO checkpoints (grpo/checkpoint-N, every save-steps) give the reward/KL frontier of the on-line run; the
+checkpoint whose KL is closest to DPO's is the like-for-like comparison ("at similar KL").
 Caveats, kept honest: `eval` re-tokenizes the decoded completion (byte-level BPE almost always gives back the
 sampled ids; we count the samples where it would not be guaranteed — none are dropped) and appends <|endoftext|> to
 every response, so a sample cut at --max-new-tokens is scored with a final <|endoftext|> it did not sample (we report
@@ -56,6 +58,8 @@ def main():
     ap.add_argument("--prompts", type=int, default=16, help="the first N prompts of data/prompts.txt")
     ap.add_argument("--seeds", default="1,2,3", help="sampling seeds (one sample per prompt and seed)")
     ap.add_argument("--max-new-tokens", type=int, default=40)
+    ap.add_argument("--no-grpo-checkpoints", dest="grpo_checkpoints", action="store_false",
+                    help="score only the final GRPO policy, not each of its checkpoints")
     a = ap.parse_args()
     dt, out = a.disttrain, a.out
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -67,8 +71,22 @@ def main():
     if os.path.isfile(os.path.join(out, "grpo", "model.safetensors")):
         policies["grpo"] = os.path.join(out, "grpo")   # step (f), when run.sh ran it
 
-    samples = {name: [] for name in policies}
+    # Step (f)'s checkpoints (grpo/checkpoint-N): each sampled and scored as a policy of its own, so the GRPO run's
+    # reward can be read at the KL DPO reached (the reward/KL frontier), not only at its last step.
+    grpo_ckpts = []
+    if a.grpo_checkpoints and "grpo" in policies:
+        d = os.path.join(out, "grpo")
+        for n in os.listdir(d):
+            if n.startswith("checkpoint-") and n[len("checkpoint-"):].isdigit() and \
+                    os.path.isfile(os.path.join(d, n, "model.safetensors")):
+                grpo_ckpts.append(int(n[len("checkpoint-"):]))
+        grpo_ckpts.sort()
+        for step in grpo_ckpts:
+            policies[f"grpo@{step}"] = os.path.join(d, f"checkpoint-{step}")
+
+    samples, rewards, kls = {}, {}, {}
     for name, model in policies.items():
+        rows = []
         for seed in seeds:
             for p in prompts:
                 g = last_json(run([dt, "generate", "--model", model, "--prompt", p, "--max-new-tokens", str(a.max_new_tokens),
@@ -77,12 +95,11 @@ def main():
                 ended = bool(g["new_ids"]) and g["new_ids"][-1] == 50256
                 if text.endswith(EOS_TEXT):
                     text = text[: -len(EOS_TEXT)]
-                samples[name].append({"prompt": p, "seed": seed, "completion": text, "ended_at_eos": ended})
-
-    # Rewards: one predict call per policy over all its samples, in order.
-    rewards = {}
-    for name, rows in samples.items():
-        texts = os.path.join(out, f"samples-{name}.jsonl")
+                rows.append({"prompt": p, "seed": seed, "completion": text, "ended_at_eos": ended})
+        samples[name] = rows
+        # Rewards: one predict call per policy over all its samples, in order.
+        tag = name.replace("@", "-")
+        texts = os.path.join(out, f"samples-{tag}.jsonl")
         with open(texts, "w", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps({"text": r["prompt"] + r["completion"]}, ensure_ascii=False) + "\n")
@@ -95,48 +112,46 @@ def main():
         per_seed = [statistics.mean(r["reward"] for r in rows if r["seed"] == s) for s in seeds]
         rewards[name] = {"per_seed": per_seed, "mean": statistics.mean(per_seed),
                          "std_over_seeds": statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0}
-        with open(os.path.join(out, f"samples-{name}.jsonl"), "w", encoding="utf-8") as f:
+        with open(texts, "w", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        if name != "sft":
+            # KL of this policy to the reference (the SFT policy), Monte Carlo over this policy's own samples.
+            kl_file = os.path.join(out, f"kl-samples-{tag}.jsonl")
+            with open(kl_file, "w", encoding="utf-8") as f:
+                for r in rows:
+                    f.write(json.dumps({"prompt": r["prompt"], "response": r["completion"]}, ensure_ascii=False) + "\n")
+            ev = {k: last_json(run([dt, "eval", "--model", m, "--eval-file", kl_file]))
+                  for k, m in (("sft", policies["sft"]), (name, model))}
+            if ev[name]["eval_tokens"] != ev["sft"]["eval_tokens"]:
+                sys.exit("sample_and_score.py: the two evals counted different tokens")
+            kls[name] = {"kl": ev[name]["eval_tokens"] / len(rows) * (ev["sft"]["eval_loss"] - ev[name]["eval_loss"]),
+                         "cut_at_max_new_tokens": sum(not r["ended_at_eos"] for r in rows), "eval": ev}
 
-    summary = {"prompts": len(prompts), "seeds": seeds, "mean_reward": rewards}
-    if "dpo" in policies:
-        # KL of the DPO policy to its reference (the SFT policy), Monte Carlo over the DPO samples.
-        kl_file = os.path.join(out, "kl-samples.jsonl")
-        with open(kl_file, "w", encoding="utf-8") as f:
-            for r in samples["dpo"]:
-                f.write(json.dumps({"prompt": r["prompt"], "response": r["completion"]}, ensure_ascii=False) + "\n")
-        ev = {name: last_json(run([dt, "eval", "--model", policies[name], "--eval-file", kl_file])) for name in ("sft", "dpo")}
-        n = len(samples["dpo"])
-        if ev["dpo"]["eval_tokens"] != ev["sft"]["eval_tokens"]:
-            sys.exit("sample_and_score.py: the two evals counted different tokens")
-        kl = ev["dpo"]["eval_tokens"] / n * (ev["sft"]["eval_loss"] - ev["dpo"]["eval_loss"])
-        cut = sum(not r["ended_at_eos"] for r in samples["dpo"])
-
-        summary.update({"samples_per_policy": n, "kl_dpo_to_ref": kl, "kl_samples_cut_at_max_new_tokens": cut,
-                        "kl_eval": ev})
-    if "grpo" in policies:
-        # The same Monte-Carlo KL for the GRPO policy, over its own samples.
-        g_file = os.path.join(out, "kl-samples-grpo.jsonl")
-        with open(g_file, "w", encoding="utf-8") as f:
-            for r in samples["grpo"]:
-                f.write(json.dumps({"prompt": r["prompt"], "response": r["completion"]}, ensure_ascii=False) + "\n")
-        gev = {name: last_json(run([dt, "eval", "--model", policies[name], "--eval-file", g_file])) for name in ("sft", "grpo")}
-        summary["kl_grpo_to_ref"] = gev["grpo"]["eval_tokens"] / len(samples["grpo"]) * (gev["sft"]["eval_loss"] - gev["grpo"]["eval_loss"])
-        summary["kl_grpo_samples_cut_at_max_new_tokens"] = sum(not r["ended_at_eos"] for r in samples["grpo"])
-        summary["kl_grpo_eval"] = gev
+    summary = {"prompts": len(prompts), "seeds": seeds, "samples_per_policy": len(prompts) * len(seeds),
+               "mean_reward": rewards, "kl_to_ref": kls}
+    if "dpo" in kls:
+        summary["kl_dpo_to_ref"] = kls["dpo"]["kl"]
+    if "grpo" in kls:
+        summary["kl_grpo_to_ref"] = kls["grpo"]["kl"]
+    if grpo_ckpts:
+        frontier = [{"step": s, "kl": kls[f"grpo@{s}"]["kl"], "reward": rewards[f"grpo@{s}"]["mean"],
+                     "reward_std_over_seeds": rewards[f"grpo@{s}"]["std_over_seeds"]} for s in grpo_ckpts]
+        summary["grpo_frontier"] = frontier
+        if "dpo" in kls:
+            # The GRPO checkpoint whose KL to the reference is closest to DPO's: the like-for-like comparison.
+            summary["grpo_at_dpo_kl"] = min(frontier, key=lambda f: abs(f["kl"] - kls["dpo"]["kl"]))
     with open(os.path.join(out, "summary-samples.json"), "w") as f:
         json.dump(summary, f, indent=1)
+    n = summary["samples_per_policy"]
     for name in policies:
         r = rewards[name]
+        kl = f"; KL to SFT ≈ {kls[name]['kl']:.3f} nats per completion ({kls[name]['cut_at_max_new_tokens']} of {n} cut at {a.max_new_tokens} tokens)" if name in kls else ""
         print(f"mean reward of {name.upper()} samples: {r['mean']:.3f} ± {r['std_over_seeds']:.3f} over seeds "
-              f"({', '.join(f'{x:.3f}' for x in r['per_seed'])}; {len(prompts)} prompts × {len(seeds)} seeds)")
-    if "dpo" in policies:
-        print(f"KL(DPO ‖ SFT reference) ≈ {summary['kl_dpo_to_ref']:.3f} nats per completion (Monte Carlo over "
-              f"{summary['samples_per_policy']} DPO samples; {summary['kl_samples_cut_at_max_new_tokens']} cut at {a.max_new_tokens} tokens)")
-    if "grpo" in policies:
-        print(f"KL(GRPO ‖ SFT reference) ≈ {summary['kl_grpo_to_ref']:.3f} nats per completion "
-              f"({summary['kl_grpo_samples_cut_at_max_new_tokens']} of {len(samples['grpo'])} cut at {a.max_new_tokens} tokens)")
+              f"({', '.join(f'{x:.3f}' for x in r['per_seed'])}; {len(prompts)} prompts × {len(seeds)} seeds){kl}")
+    if "grpo_at_dpo_kl" in summary:
+        g, d = summary["grpo_at_dpo_kl"], kls["dpo"]["kl"]
+        print(f"at similar KL: DPO {rewards['dpo']['mean']:.3f} (KL {d:.3f}) vs GRPO step {g['step']} {g['reward']:.3f} (KL {g['kl']:.3f})")
 
 
 if __name__ == "__main__":
