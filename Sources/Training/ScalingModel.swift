@@ -40,12 +40,35 @@ public struct ScalingShape: Sendable, Equatable {
     /// Word-embedding rows (row-sparse: only the rows a step touches are reduced) and their length (H).
     public var tableRows: Int
     public var rowLength: Int
-    /// Everything else, reduced in `finish()`: position and type embeddings, embedding LayerNorm, pooler, classifier.
+    /// Everything else, reduced in `finish()`: position and type embeddings, embedding LayerNorm, pooler, classifier
+    /// (a GPT-2 LM: also the whole tied word table, which its head writes densely).
     public var tailParams: Int
+    /// Parameters of a per-token product outside the layers (a GPT-2 LM's tied head: vocabulary × hidden); only
+    /// FLOPs per token use it (`plan` scales the default compute rate by them).
+    public var headParams: Int = 0
 
-    public init(layers: Int, layerParams: Int, tableRows: Int, rowLength: Int, tailParams: Int) {
+    public init(layers: Int, layerParams: Int, tableRows: Int, rowLength: Int, tailParams: Int, headParams: Int = 0) {
         self.layers = layers; self.layerParams = layerParams; self.tableRows = tableRows
-        self.rowLength = rowLength; self.tailParams = tailParams
+        self.rowLength = rowLength; self.tailParams = tailParams; self.headParams = headParams
+    }
+
+    /// A GPT-2 of `config`'s shape, as GPT2LMParts / WordTableSync lay out its gradient. Per block: two LayerNorms,
+    /// the fused query-key-value product (H×3H), the attention output (H×H) and the MLP (H×F, F×H), with biases.
+    /// `languageModel`: the head is tied to the word table, so every row has a gradient and the table is reduced
+    /// whole with the tail; a classifier (`languageModel` false) reduces the touched rows sparsely, as the encoders.
+    public init(gpt2 c: GPT2Config, languageModel: Bool) {
+        let h = c.hidden, f = c.intermediate
+        layers = c.layers
+        layerParams = 2 * h + (h * 3 * h + 3 * h) + (h * h + h) + 2 * h + (h * f + f) + (f * h + h)
+        rowLength = h
+        if languageModel {
+            tableRows = 0
+            tailParams = c.vocabSize * h + c.maxPositions * h + 2 * h
+            headParams = c.vocabSize * h
+        } else {
+            tableRows = c.vocabSize
+            tailParams = c.maxPositions * h + 2 * h + h * max(c.numLabels, 1)
+        }
     }
 
     /// A BERT-family classifier of `config`'s shape (DistilBERT has no type embeddings and no pooler).
@@ -62,6 +85,12 @@ public struct ScalingShape: Sendable, Equatable {
 
     /// Every trainable parameter.
     public var totalParams: Int { layers * layerParams + tableRows * rowLength + tailParams }
+
+    /// Training FLOPs per token: 6 × the parameters of every per-token product (layers and a tied LM head), plus
+    /// attention's 12·T·H per layer.
+    public func flopsPerToken(seq: Int) -> Double {
+        6 * Double(layers * layerParams + headParams) + Double(layers) * 12 * Double(seq * rowLength)
+    }
 }
 
 /// A network link: bytes per second each way, and the per-message latency α in seconds.

@@ -106,39 +106,62 @@ struct Plan: ParsableCommand {
         throw ValidationError("--latency \(s): expected a time like 30us or 0.1ms")
     }
 
-    /// Training FLOPs per token (6 × layer parameters, plus attention's 12·T·H per layer).
-    static func flopsPerToken(_ s: ScalingShape, seq: Int) -> Double {
-        Double(s.layers) * (6 * Double(s.layerParams) + 12 * Double(seq * s.rowLength))
+    /// The shape of `--model` / `--config` (any kind ModelFolder opens: BERT family or GPT-2, classifier or LM), or
+    /// the all-MiniLM-L6-v2 default; its name, and its encoder or GPT-2 config for `--measure`.
+    func shape() throws -> (shape: ScalingShape, name: String, positions: Int, config: ModelFolderConfig) {
+        let folder: ModelFolder
+        do {
+            if let model { folder = try ModelFolder.open(URL(fileURLWithPath: model)) }
+            else if let config { folder = try ModelFolder.read(configFile: URL(fileURLWithPath: config)) }
+            else {
+                let c = ModelBenchmark.miniLMConfig()
+                return (ScalingShape(config: c), c.path, c.maxPositions, .encoder(c))
+            }
+        } catch let e as ConfigError { throw ValidationError(e.description) }
+        switch folder.config {
+        case .encoder(let c):
+            // Bounds that keep the parameter counts far from Int overflow (any real model is well inside them).
+            let wide = [c.vocabSize, c.maxPositions, c.typeVocabSize, c.numLabels]
+            guard c.hidden <= 1 << 20, c.intermediate <= 1 << 20, c.layers <= 1 << 12, wide.allSatisfy({ $0 <= 1 << 24 }) else {
+                throw ValidationError("\(c.path): sizes beyond what plan models (hidden and intermediate ≤ \(1 << 20), layers ≤ \(1 << 12), vocabulary, positions and labels ≤ \(1 << 24))")
+            }
+            return (ScalingShape(config: c), c.path, c.maxPositions, folder.config)
+        case .gpt2(let c):
+            guard c.hidden <= 1 << 20, c.intermediate <= 1 << 20, c.layers <= 1 << 12,
+                  [c.vocabSize, c.maxPositions, c.numLabels].allSatisfy({ $0 <= 1 << 24 }) else {
+                throw ValidationError("\(c.path): sizes beyond what plan models (hidden and intermediate ≤ \(1 << 20), layers ≤ \(1 << 12), vocabulary, positions and labels ≤ \(1 << 24))")
+            }
+            return (ScalingShape(gpt2: c, languageModel: folder.kind == .gpt2LanguageModel), c.path, c.maxPositions, folder.config)
+        }
     }
 
     func run() throws {
-        let cfg: ModelConfig
-        do {
-            if let model { cfg = try ModelConfig.load(url: URL(fileURLWithPath: model).appendingPathComponent("config.json")) }
-            else if let config { cfg = try ModelConfig.load(url: URL(fileURLWithPath: config)) }
-            else { cfg = ModelBenchmark.miniLMConfig() }
-        } catch let e as ConfigError { throw ValidationError(e.description) }
-        guard seqLen <= cfg.maxPositions else {
-            throw ValidationError("--seq-len \(seqLen) exceeds max_position_embeddings \(cfg.maxPositions) of \(cfg.path)")
+        let (shape, name, positions, folderConfig) = try shape()
+        guard seqLen <= positions else {
+            throw ValidationError("--seq-len \(seqLen) exceeds the \(positions) positions of \(name)")
         }
-        // Bounds that keep the parameter counts far from Int overflow (any real model is well inside them).
-        let wide = [cfg.vocabSize, cfg.maxPositions, cfg.typeVocabSize, cfg.numLabels]
-        guard cfg.hidden <= 1 << 20, cfg.intermediate <= 1 << 20, cfg.layers <= 1 << 12, wide.allSatisfy({ $0 <= 1 << 24 }) else {
-            throw ValidationError("\(cfg.path): sizes beyond what plan models (hidden and intermediate ≤ \(1 << 20), layers ≤ \(1 << 12), vocabulary, positions and labels ≤ \(1 << 24))")
-        }
-        let shape = ScalingShape(config: cfg)
         let perRank = batchPerRank ?? (batchSize == nil ? 32 : nil)
         var tps: Double
         var source: String
         if let t = tokensPerSPerRank {
             tps = t; source = "given"
         } else if measure {
-            let r = ModelBenchmark.run(config: cfg, batch: min(perRank ?? batchSize ?? 32, 8), seq: seqLen, steps: 3, warmup: 1,
-                                       threads: threads)
-            tps = r.tokens_per_s; source = "measured (bench, batch \(r.batch), \(threads) thread(s))"
+            let batch = min(perRank ?? batchSize ?? 32, 8)
+            switch folderConfig {
+            case .encoder(let c):
+                let r = ModelBenchmark.run(config: c, batch: batch, seq: seqLen, steps: 3, warmup: 1, threads: threads)
+                tps = r.tokens_per_s
+            case .gpt2(let c):
+                guard shape.headParams > 0 else {
+                    throw ValidationError("--measure times BERT-family models and GPT-2 language models; for a GPT-2 classifier pass --tokens-per-s-per-rank (e.g. from `disttrain bench --config`)")
+                }
+                tps = GPT2Benchmark.runTraining(config: c, batch: batch, seq: seqLen, steps: 3, warmup: 1,
+                                               threads: threads).tokens_per_s
+            }
+            source = "measured (bench, batch \(batch), \(threads) thread(s))"
         } else {
             let mini = ScalingShape(config: ModelBenchmark.miniLMConfig())
-            tps = Self.defaultTokensPerS * Self.flopsPerToken(mini, seq: 128) / Self.flopsPerToken(shape, seq: seqLen)
+            tps = Self.defaultTokensPerS * mini.flopsPerToken(seq: 128) / shape.flopsPerToken(seq: seqLen)
             source = "default (MiniLM bench figure scaled by FLOPs per token)"
         }
         var settings = ScalingSettings(tokensPerSecondPerRank: tps, seqLen: seqLen, memoryBytesPerSecond: memoryGbps * 1e9)
@@ -151,7 +174,7 @@ struct Plan: ParsableCommand {
         if !json {
             print(String(format: "shape: %@ (%d layers, %.1fM parameters), %@, seq %d; %.0f tokens/s per rank, %@; "
                          + "%d ranks per node; α %@; overlap %@; node memory %.0f GB/s; %@; gradients %@ across nodes",
-                         cfg.path, shape.layers, Double(shape.totalParams) / 1e6,
+                         name, shape.layers, Double(shape.totalParams) / 1e6,
                          perRank.map { "batch \($0) per rank" } ?? "global batch \(batchSize ?? 0)",
                          seqLen, tps, source, ranksPerNode, latency, overlap, memoryGbps,
                          noShardOptimizer ? "AdamW on every rank" : "ZeRO-1", gradCommDtype))

@@ -96,4 +96,24 @@ final class PlanCommandTests: XCTestCase {
         XCTAssertEqual(rows.count, 2)
         XCTAssertGreaterThan(rows[0]["compute_s"] as? Double ?? 0, 0)
     }
+
+    /// A GPT-2 LM's shape (the preference pipeline's 4×256 config): the header names its blocks and parameters, and
+    /// per token it costs more than MiniLM at the default rate's scaling (its tied head is a 50,257-wide product);
+    /// --measure times the GPT-2 training step on the tiny fixture.
+    func testGPT2Shapes() throws {
+        let lm = CLI.repoRoot.appendingPathComponent("configs/gpt2/gpt2-4x256.json").path
+        let r = try CLI.run(["plan", "--config", lm, "--seq-len", "64", "--nodes", "1,2", "--bandwidth", "10gbit"], timeout: 60)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("(4 layers, 16.0M parameters)"), r.stdout)
+        let tiny = CLI.repoRoot.appendingPathComponent("Tests/ModelTests/Fixtures/gpt2-tiny-lm/config.json").path
+        let m = try CLI.run(["plan", "--measure", "--config", tiny, "--seq-len", "16", "--nodes", "2", "--bandwidth", "1gbit",
+                             "--json"], timeout: 120)
+        XCTAssertEqual(m.status, 0, m.stderr)
+        let row = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(m.stdout.split(separator: "\n")[0].utf8)) as? [String: Any])
+        XCTAssertGreaterThan(row["compute_s"] as? Double ?? 0, 0)
+        XCTAssertGreaterThan(row["inter_s"] as? Double ?? 0, 0)
+        // A GPT-2 classifier cannot be --measure'd (the bench times the LM head): one line naming the alternative.
+        let cls = CLI.repoRoot.appendingPathComponent("Tests/ModelTests/Fixtures/gpt2-tiny-cls/config.json").path
+        try assertUsageError(["--measure", "--config", cls, "--seq-len", "16"], mentions: "--tokens-per-s-per-rank")
+    }
 }

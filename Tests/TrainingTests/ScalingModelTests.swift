@@ -59,6 +59,30 @@ final class ScalingModelTests: XCTestCase {
         XCTAssertEqual(mini.totalParams, 22_713_986)
     }
 
+    /// GPT-2 shapes against the layouts the GPT-2 models really allocate (GPT2Layout): the LM reduces its tied word
+    /// table whole with the tail (no sparse rows) and counts the head's product in FLOPs; the classifier's table is
+    /// row-sparse as the encoders'.
+    func testGPT2ShapeMatchesTheParameterLayouts() throws {
+        for (fixture, lm) in [("gpt2-tiny-lm", true), ("gpt2-tiny-cls", false)] {
+            let config = try GPT2Config.load(url: TestPaths.fixture(fixture).appendingPathComponent("config.json"))
+            let layout = GPT2Layout.make(config: config, classifier: !lm)
+            let shape = ScalingShape(gpt2: config, languageModel: lm)
+            XCTAssertEqual(shape.totalParams, layout.entries.reduce(0) { $0 + $1.count }, fixture)
+            XCTAssertEqual(shape.layers, config.layers)
+            for l in 0..<config.layers {
+                let n = layout.entries.filter { $0.name.contains(".h.\(l).") }.reduce(0) { $0 + $1.count }
+                XCTAssertEqual(shape.layerParams, n, "\(fixture) block \(l)")
+            }
+            let table = layout.entries.first { $0.name.hasSuffix("wte.weight") }!
+            XCTAssertEqual(lm ? 0 : shape.tableRows * shape.rowLength, lm ? 0 : table.count, fixture)
+            XCTAssertEqual(shape.tableRows, lm ? 0 : config.vocabSize)
+            XCTAssertEqual(shape.headParams, lm ? table.count : 0)
+            // FLOPs per token: the LM's head adds 6·V·H to the blocks' 6·(block params) + 12·T·H per block.
+            let blocks = 6 * Double(config.layers * shape.layerParams) + Double(config.layers * 12 * 16 * config.hidden)
+            XCTAssertEqual(shape.flopsPerToken(seq: 16), blocks + (lm ? 6 * Double(table.count) : 0), accuracy: 1)
+        }
+    }
+
     /// A small case worked by hand: 2 layers of 1,000 floats, 5 touched rows of 10 (50 floats), a tail of 100;
     /// 2 nodes × 2 ranks, global batch 4 of 10 tokens, 1,000 tokens/s per rank, backward half the compute, node memory
     /// 1 GB/s, link 1 MB/s with α 100 µs.
