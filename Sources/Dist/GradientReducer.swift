@@ -28,7 +28,7 @@
 // and updates just that; `gatherUpdatedValues` then all-gathers the updated parameters across the nodes (the node
 // shares them in memory). With `overlapCrossNode` (the default) each bucket's exchange is started non-blocking
 // (MPI_Ialltoallv) once its stage is summed on the node, tested at every later stage boundary (MPI moves it only
-// inside MPI calls; cluster/README.md "Overlap across nodes" measures this against a progress thread) and completed,
+// inside MPI calls; docs/cluster.md "Overlap across nodes" measures this against a progress thread) and completed,
 // then summed, in `finish()`: the same sums in the same order as the blocking exchange. Row-sparse tables stay all-reduced across the nodes: their rows' owner is a local rank,
 // and the peers on the other nodes update the same rows identically (sending the updated rows would cost as much as
 // the gradient, and AdamW touches only live rows).

@@ -1,7 +1,7 @@
 // ScalingModel: predicts one optimizer step of the hierarchical data-parallel algorithm (GradientReducer's
 // multi-node path) from a model shape, a global batch, a topology (nodes × ranks per node), a link (bandwidth β⁻¹,
 // latency α) and a compute rate (tokens/s per rank). `disttrain plan` prints it; the assumptions are in
-// cluster/README.md ("Predicting scale").
+// docs/cluster.md ("Predicting scale").
 //
 // The step, as TrainStep runs it, per stage in backward order (each encoder layer, last first; then the touched rows
 // of the word-embedding table; then the tail: position/type embeddings, LayerNorms, pooler, classifier):

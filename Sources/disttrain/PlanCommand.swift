@@ -1,6 +1,6 @@
 // `disttrain plan`: prints ScalingModel's predicted step (compute, intra-node reduction, inter-node all-reduce,
 // exposed communication, step time, scaling efficiency) for a range of rank counts and link speeds. Flags only;
-// the arithmetic is in Training/ScalingModel.swift and the assumptions in cluster/README.md ("Predicting scale").
+// the arithmetic is in Training/ScalingModel.swift and the assumptions in docs/cluster.md ("Predicting scale").
 import ArgumentParser
 import Foundation
 import Model
@@ -14,7 +14,7 @@ struct Plan: ParsableCommand {
         nodes, overlapped with backward layer by layer). Default: the all-MiniLM-L6-v2 shape, 32 samples of 128 \
         tokens per rank, 2 ranks per node, 1 to 512 ranks at 10, 25 and 100 Gb/s, α 30 µs, \
         \(Int(Plan.defaultTokensPerS)) tokens/s per rank (MiniLM fp32, 1 thread, this machine's bench) scaled by \
-        FLOPs per token for other shapes. Assumptions: cluster/README.md, "Predicting scale".
+        FLOPs per token for other shapes. Assumptions: docs/cluster.md, "Predicting scale".
         """)
     /// `bench` at the MiniLM shape, 32×128, fp32, 1 thread (README's benchmark table).
     static let defaultTokensPerS = 1681.0

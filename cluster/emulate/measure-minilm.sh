@@ -1,5 +1,5 @@
 #!/bin/bash
-# measure-minilm.sh - the measurement of cluster/README.md ("Training, ZeRO-1 across nodes"); root, not part of
+# measure-minilm.sh - the measurement of docs/performance.md ("MiniLM training, ZeRO-1 across 2 nodes"); root, not part of
 # `swift test`. Interleaved rounds of: 1 process, and 2 emulated nodes × 1 rank × 1 thread at 1 and 10 Gb/s, with
 # float32 and bf16 gradient traffic (and, with BLOCKING_BIN=another build, that build at both rates).
 # MiniLM on the first 960 SMS-spam training messages (30 steps of 32), eval on the first 200 test messages.

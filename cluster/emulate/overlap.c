@@ -1,5 +1,5 @@
-/* overlap.c - can a layer's cross-node transfer progress while the next layers compute? (cluster/README.md,
- * "Overlap across nodes"). Not part of disttrain; a measurement only. Compile with mpicc -O2 -pthread.
+/* overlap.c - can a layer's cross-node transfer progress while the next layers compute? (docs/cluster.md,
+ * "Overlap across nodes"; figures in docs/performance.md). Not part of disttrain; a measurement only. Compile with mpicc -O2 -pthread.
  *
  *   overlap [MB per layer, default 4] [layers, default 6] [compute ms per layer, default 60] [repetitions, default 3]
  *
