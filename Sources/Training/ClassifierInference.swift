@@ -186,12 +186,17 @@ struct ClassifierBackend {
         if let adapterDir { try AdapterBase.check(folder: folder, adapterDir: adapterDir) }
         let labels = try adapterDir.flatMap { try ClassifierBundle.labelsForAdapter(modelDir: folder.directory, adapterDir: $0) }
         let backend = try ClassifierBackend.load(folder: folder, labels: labels, maxLength: maxLength, seed: 0, microBatch: batchSize)
-        if let adapterDir {
-            do { try PEFTAdapter.load(adapterDir, into: backend.loraModel, freezeBase: true) } catch let e as LoRAError {
-                throw TrainingError("--adapter \(adapterDir.path): \(e.message)", exitCode: 2)
-            }
-        }
+        try loadInferenceAdapter(adapterDir, into: backend.loraModel)
         return backend
+    }
+}
+
+/// Inference with a PEFT adapter (`--adapter`): loads it unmerged into `model` over the frozen base; its errors are
+/// usage errors naming the flag. Nothing without an adapter.
+func loadInferenceAdapter(_ adapterDir: URL?, into model: any LoRAModel) throws {
+    guard let adapterDir else { return }
+    do { try PEFTAdapter.load(adapterDir, into: model, freezeBase: true) } catch let e as LoRAError {
+        throw TrainingError("--adapter \(adapterDir.path): \(e.message)", exitCode: 2)
     }
 }
 

@@ -11,7 +11,6 @@
 import Dist
 import Foundation
 import Model
-import SplitMix
 import Tokenizers
 
 public final class QuestionAnsweringTask: FolderTrainingTask, EncoderHeadTask, @unchecked Sendable {
@@ -53,13 +52,7 @@ public final class QuestionAnsweringTask: FolderTrainingTask, EncoderHeadTask, @
         if let evalFile = config.evalFile {
             evalSet = try QAData.load(evalFile, requireAnswers: !settings.version2WithNegative).examples
         } else if config.validationSplit > 0 {
-            var order = Array(trainSet.indices)
-            var rng = SplitMix64(seed: config.seed)
-            for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
-            let k = min(max(1, Int((Double(order.count) * config.validationSplit).rounded())), order.count - 1)
-            let held = Set(order.prefix(k))
-            evalSet = trainSet.indices.filter { held.contains($0) }.map { trainSet[$0] }
-            trainSet = trainSet.indices.filter { !held.contains($0) }.map { trainSet[$0] }
+            (trainSet, evalSet) = seededHoldOut(trainSet, fraction: config.validationSplit, seed: config.seed)
             fingerprint += "-split\(config.validationSplit)-seed\(config.seed)"
             if !settings.version2WithNegative, let e = evalSet.first(where: { $0.answers.isEmpty }) {
                 throw TrainingError("\(config.trainFile.relativePath):\(e.line): question \"\(e.id)\" has no answer and was held out for evaluation; pass --version-2-with-negative for data with unanswerable questions", exitCode: 2)
@@ -113,11 +106,7 @@ public final class QuestionAnsweringTask: FolderTrainingTask, EncoderHeadTask, @
         train = []
         dataFingerprint = ""
         dLogits = []
-        if let adapterDir {
-            do { try PEFTAdapter.load(adapterDir, into: model, freezeBase: true) } catch let e as LoRAError {
-                throw TrainingError("--adapter \(adapterDir.path): \(e.message)", exitCode: 2)
-            }
-        }
+        try loadInferenceAdapter(adapterDir, into: model)
         lora = nil
     }
 

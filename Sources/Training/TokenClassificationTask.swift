@@ -8,7 +8,6 @@
 import Dist
 import Foundation
 import Model
-import SplitMix
 import Tokenizers
 
 public final class TokenClassificationTask: FolderTrainingTask, EncoderHeadTask, @unchecked Sendable {
@@ -46,14 +45,7 @@ public final class TokenClassificationTask: FolderTrainingTask, EncoderHeadTask,
         if let evalFile = config.evalFile {
             evalSet = try TokenClassificationData.load(evalFile, format: config.tokenDataFormat, labels: names).sentences
         } else if config.validationSplit > 0 {
-            // A seeded shuffle of the sentences; the first fraction is held out (at least one, and one left to train).
-            var order = Array(trainSet.indices)
-            var rng = SplitMix64(seed: config.seed)
-            for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
-            let k = min(max(1, Int((Double(order.count) * config.validationSplit).rounded())), order.count - 1)
-            let held = Set(order.prefix(k))
-            evalSet = trainSet.indices.filter { held.contains($0) }.map { trainSet[$0] }
-            trainSet = trainSet.indices.filter { !held.contains($0) }.map { trainSet[$0] }
+            (trainSet, evalSet) = seededHoldOut(trainSet, fraction: config.validationSplit, seed: config.seed)
             fingerprint += "-split\(config.validationSplit)-seed\(config.seed)"
         }
         scheme = config.tagScheme
@@ -117,11 +109,7 @@ public final class TokenClassificationTask: FolderTrainingTask, EncoderHeadTask,
         train = []
         dataFingerprint = ""
         dLogits = []
-        if let adapterDir {
-            do { try PEFTAdapter.load(adapterDir, into: model, freezeBase: true) } catch let e as LoRAError {
-                throw TrainingError("--adapter \(adapterDir.path): \(e.message)", exitCode: 2)
-            }
-        }
+        try loadInferenceAdapter(adapterDir, into: model)
         lora = nil
     }
 

@@ -3,9 +3,9 @@
 // Deliberately not here: the loop (Training/Trainer.swift) and parsing the --config YAML (ConfigFile.swift expands it
 // into flags before this struct is parsed; the option below only documents it and keeps it out of "unknown option").
 import ArgumentParser
-import Dist
+import Dist       // makeCommunicator, MPI finalize, GradientReducer.CommDtype (--grad-comm-dtype)
 import Foundation
-import Model
+import Model      // LRScheduleKind (--lr-scheduler-type)
 import Training
 #if canImport(Glibc)
 import Glibc

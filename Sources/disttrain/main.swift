@@ -3,8 +3,8 @@
 // into flags here, before parsing (ConfigFile.swift).
 import ArgumentParser
 import Foundation
-import Model
-import Tokenizers
+import Model      // ComputeThreads.betterBLASCoretype: the re-exec below
+import Tokenizers // TokenizerError: its exit code in ExitPolicy
 import Training
 
 struct Disttrain: ParsableCommand {
