@@ -16,6 +16,18 @@ public enum PEFTAdapter {
     /// The peft release whose adapter format (config fields and key names) we write; recorded as peft_version.
     public static let formatVersion = "0.21.2"
 
+    /// The LoRA pairs an adapter file saves, in file order: each adapted module's name as the base model spells it
+    /// ("bert.encoder.layer.0.attention.self.query"), its base weight's name (module + ".weight") and the lora_A
+    /// [r, in] and lora_B [out, r] tensors (nil when missing; the loader names that). Callers outside Model (the
+    /// adapter/base check) need no PEFT key grammar.
+    public static func loraPairs(_ file: SafeTensorsFile) -> [(module: String, weight: String, a: TensorInfo?, b: TensorInfo?)] {
+        let prefix = "base_model.model.", suffixA = ".lora_A.weight"
+        return file.names.filter { $0.hasPrefix(prefix) && $0.hasSuffix(suffixA) }.map { key in
+            let module = String(key.dropFirst(prefix.count).dropLast(suffixA.count))
+            return (module, module + ".weight", file.info(key), file.info(prefix + module + ".lora_B.weight"))
+        }
+    }
+
     /// The class count of the trained classifier head an adapter file saves (modules_to_save: an encoder's
     /// `classifier`, GPT-2's `score`), nil when it saves none.
     public static func headRows(_ file: SafeTensorsFile) -> Int? {

@@ -27,17 +27,15 @@ public enum AdapterBase {
             return   // unreadable files: the loaders say why
         }
         let conv1D: Bool = if case .gpt2 = folder.config { true } else { false }
-        let prefix = "base_model.model.", suffixA = ".lora_A.weight"
         var adapted = Set<String>()   // the base weights the adapter's pairs belong to
         func refuse(_ detail: String) -> TrainingError {
             let recorded = config.baseModelNameOrPath.map { " (the adapter records base_model_name_or_path \($0))" } ?? ""
             return TrainingError("--adapter \(adapterDir.path) was trained on another base model than --model \(folder.directory.path): \(detail)\(recorded); pass the --model the adapter was trained on", exitCode: 2)
         }
-        for key in adapter.names where key.hasPrefix(prefix) && key.hasSuffix(suffixA) {
-            let module = String(key.dropFirst(prefix.count).dropLast(suffixA.count))
-            guard let a = adapter.info(key), let b = adapter.info(prefix + module + ".lora_B.weight"),
-                  a.shape.count == 2, b.shape.count == 2 else { continue }   // malformed: the loader names it
-            guard let weight = baseTensor(module + ".weight", in: base) else {
+        for pair in PEFTAdapter.loraPairs(adapter) {
+            let module = pair.module
+            guard let a = pair.a, let b = pair.b, a.shape.count == 2, b.shape.count == 2 else { continue }   // malformed: the loader names it
+            guard let weight = baseTensor(pair.weight, in: base) else {
                 throw refuse("the base has no module '\(module)'")
             }
             let (inC, outC) = (a.shape[1], b.shape[0])

@@ -3,6 +3,7 @@
 // masked from the loss). The loss is normalised by the global count of counted target tokens of the step, across
 // micro-batches and ranks (the trainer passes scale = 1/count).
 // Deliberately not here: the loop (Trainer), generation (GPT2Generator), GPT-2 classification.
+import Dist
 import Foundation
 import Model
 import Tokenizers
@@ -198,5 +199,32 @@ struct LoadedLM {
             }
         }
         return data
+    }
+}
+
+/// `eval` of a GPT-2 language model (TaskFactory.inference): loss and perplexity through CausalLMTask's evaluation
+/// (the trainer's), on the file prepared with the same --max-length/--block-size/--lm-per-row as `train` prepares it.
+public struct CausalLMInference: InferenceTask {
+    let folder: ModelFolder
+    let adapterDir: URL?
+    let options: InferenceOptions
+
+    public func evaluate(evalFile: String, comm: Communicator, warn: (String) -> Void) throws -> [String: Any] {
+        try options.jsonlOnly("a GPT-2 language model's data")
+        let data = LMDataOptions(maxLength: options.maxLength ?? 128, blockSize: options.blockSize, perRow: options.lmPerRow)
+        let task = try CausalLMTask(folder: folder, adapterDir: adapterDir, evalFile: URL(fileURLWithPath: evalFile), data: data,
+                                    batchSize: options.batchSize)
+        if comm.isRoot && (task.evalTruncated > 0 || task.evalDropped > 0) {
+            var msg = "warning: \(evalFile): \(task.evalTruncated) rows longer than \(data.limit(positions: task.maxPositions)) tokens (the smaller of --max-length and n_positions) were truncated at the end and scored on their first tokens"
+            if task.evalDropped > 0 { msg += "; \(task.evalDropped) prompt→response rows left no response token and were skipped" }
+            warn(msg)
+        }
+        return task.metrics(try task.evaluateAll(comm: comm, batchSize: options.batchSize))
+    }
+
+    /// A language model does not classify: the classifier's inference refuses it with the pointer to `generate` and
+    /// `eval` (and runs a classifier adapter on a GPT-2 base, as before).
+    public func predictLines(input: String, warn: (String) -> Void) throws -> [String] {
+        try SequenceClassifierInference(folder: folder, adapterDir: adapterDir, options: options).predictLines(input: input, warn: warn)
     }
 }

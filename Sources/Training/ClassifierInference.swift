@@ -2,7 +2,9 @@
 // folder, and the one inference path over it: examples batched by similar length (longest first), padded, run
 // forward. Training-time evaluation (ClassificationTask.evaluate), `eval` and `predict` all score through
 // `ClassifierBackend.forEachBatch`, so the three agree to the bit.
-// Deliberately not here: the loss and metrics (ClassificationTask, Metrics.swift), file formats (the CLI).
+// `SequenceClassifierInference` (end of file) is what `eval` and `predict` run on a sequence classifier.
+// Deliberately not here: the loss and metrics (ClassificationTask, Metrics.swift), file formats (DataLoader).
+import Dist
 import Foundation
 import Model
 import Tokenizers
@@ -184,12 +186,17 @@ struct ClassifierBackend {
         if let adapterDir { try AdapterBase.check(folder: folder, adapterDir: adapterDir) }
         let labels = try adapterDir.flatMap { try ClassifierBundle.labelsForAdapter(modelDir: folder.directory, adapterDir: $0) }
         let backend = try ClassifierBackend.load(folder: folder, labels: labels, maxLength: maxLength, seed: 0, microBatch: batchSize)
-        if let adapterDir {
-            do { try PEFTAdapter.load(adapterDir, into: backend.loraModel, freezeBase: true) } catch let e as LoRAError {
-                throw TrainingError("--adapter \(adapterDir.path): \(e.message)", exitCode: 2)
-            }
-        }
+        try loadInferenceAdapter(adapterDir, into: backend.loraModel)
         return backend
+    }
+}
+
+/// Inference with a PEFT adapter (`--adapter`): loads it unmerged into `model` over the frozen base; its errors are
+/// usage errors naming the flag. Nothing without an adapter.
+func loadInferenceAdapter(_ adapterDir: URL?, into model: any LoRAModel) throws {
+    guard let adapterDir else { return }
+    do { try PEFTAdapter.load(adapterDir, into: model, freezeBase: true) } catch let e as LoRAError {
+        throw TrainingError("--adapter \(adapterDir.path): \(e.message)", exitCode: 2)
     }
 }
 
@@ -214,5 +221,61 @@ extension ClassifierBackend {
     func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) {
         encoder?.probe = probe
         (model as? GPT2Classifier)?.probe = probe
+    }
+}
+
+/// `eval` and `predict` of a sequence classifier (TaskFactory.inference): `eval` through ClassificationTask's
+/// evaluation (the trainer's: accuracy, F1, per-class scores, the confusion matrix, eval_loss), `predict` through
+/// `Predictor` ({"text", "label", "probs", "logits"}; a reward model, one output, {"text", "reward"}).
+public struct SequenceClassifierInference: InferenceTask {
+    let folder: ModelFolder
+    let adapterDir: URL?
+    let options: InferenceOptions
+
+    public func evaluate(evalFile: String, comm: Communicator, warn: (String) -> Void) throws -> [String: Any] {
+        if options.blockSize != nil || options.lmPerRow {
+            throw TrainingError("--block-size and --lm-per-row apply to GPT-2 language models only; \(options.model) is a classifier", exitCode: 2)
+        }
+        let task: ClassificationTask
+        do {
+            task = try ClassificationTask(folder: folder, adapterDir: adapterDir, evalFile: URL(fileURLWithPath: evalFile),
+                                          columns: options.columns, maxLength: options.maxLength, batchSize: options.batchSize,
+                                          format: try options.tableFormat())
+        } catch let e as DataError where e.fix.contains("--labels") {
+            // The loader's advice is train's (`--labels FILE`); eval has no such flag: the classes are the model's.
+            throw DataError(file: e.file, line: e.line, problem: e.problem,
+                            fix: "correct the label; \(options.model) knows only the classes of its config.json id2label (data with other classes needs a model trained on them)")
+        }
+        let stats = try task.evaluateAll(comm: comm, batchSize: options.batchSize)
+        var result = ClassificationMetrics(confusion: task.confusion(stats), labels: task.labels).asDictionary(prefix: "eval_")
+        result["eval_loss"] = stats.lossSum / max(stats.lossCount, 1)
+        return result
+    }
+
+    /// JSONL/CSV/TSV texts in; a language-model folder is refused by `Predictor` with its pointer to `generate`.
+    public func predictLines(input: String, warn: (String) -> Void) throws -> [String] {
+        let predictor = try Predictor(modelDir: folder.directory, adapterDir: adapterDir, maxLength: options.maxLength,
+                                      batchSize: options.batchSize)
+        let data = try DataLoader.loadTexts(URL(fileURLWithPath: input), columns: options.columns, format: options.dataFormat?.table)
+        let preds = try predictor.predict(data.examples.map { ($0.text, $0.textPair) })
+        var out = PredictOutput()
+        for (ex, p) in zip(data.examples, preds) {
+            // A reward model (one output, e.g. from `train --task reward`): its score.
+            var obj: [String: Any] = predictor.isReward ? ["text": ex.text, "reward": Double(p.logits[0])]
+                                                         : ["text": ex.text, "label": p.label, "probs": p.probs]
+            if let pair = ex.textPair { obj["text_pair"] = pair }
+            if options.logits && !predictor.isReward { obj["logits"] = p.logits.map(Double.init) }
+            // CSV/TSV: blank lines are not rows (as pandas reads them); output row N answers data row N.
+            try out.append(obj, line: data.format == .jsonl ? ex.line : nil)
+        }
+        let cut = preds.filter(\.truncated).count
+        if cut > 0 {
+            let limit = predictor.maxLength
+            let advice = limit < predictor.maxPositions
+                ? "raise --max-length (the model takes up to \(predictor.maxPositions)) to keep more"
+                : "\(limit) is the model's position limit, so they cannot be scored whole"
+            warn("warning: \(input == "-" ? "<stdin>" : input): \(cut) of \(preds.count) input\(preds.count == 1 ? "" : "s") longer than \(limit) tokens \(cut == 1 ? "was" : "were") truncated (the model saw the first \(limit)); \(advice)")
+        }
+        return out.lines
     }
 }

@@ -469,3 +469,15 @@ struct DataSplitRNG: RandomNumberGenerator {
     mutating func next() -> UInt64 { g.next() }
     mutating func next(below bound: UInt64) -> UInt64 { g.next(belowByModulo: bound) }
 }
+
+/// The hold-out of `--validation-split` for token classification and question answering: a seeded shuffle (SplitMix64
+/// from `seed`) of the items, the first `fraction` of it held out (at least one, and at least one left to train); both
+/// parts keep the input order.
+func seededHoldOut<T>(_ items: [T], fraction: Double, seed: UInt64) -> (train: [T], held: [T]) {
+    var order = Array(items.indices)
+    var rng = SplitMix64(seed: seed)
+    for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+    let k = min(max(1, Int((Double(order.count) * fraction).rounded())), order.count - 1)
+    let held = Set(order.prefix(k))
+    return (items.indices.filter { !held.contains($0) }.map { items[$0] }, items.indices.filter { held.contains($0) }.map { items[$0] })
+}

@@ -124,3 +124,31 @@ extension CausalLMTask {
     public func setBackwardHook(_ hook: ((Int) -> Void)?) { lmParts.setBackwardHook(hook) }
     public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) { lmParts.setProbe(probe) }
 }
+
+/// What a task over a BERT-family encoder with a head of its own (token classification, question answering) gives
+/// for the all-reduce: the encoder (its layers' backward hook and probe) and its word-table layout.
+public struct EncoderHeadSync {
+    let model: EncoderClassifier
+    let words: WordTableSync
+}
+
+/// The all-reduce members of the encoder-head tasks, written once: a task gives its `encoderSync` and the token ids
+/// of a training sample.
+public protocol EncoderHeadTask: TrainingTask {
+    var encoderSync: EncoderHeadSync { get }
+    /// The token ids of training sample `index` (the rows of the word table it touches).
+    func trainTokenIds(_ index: Int) -> [Int32]
+}
+
+extension EncoderHeadTask {
+    public var gradientSync: GradientSyncLayout { encoderSync.words.layout }
+    public func touchedRows(_ indices: [Int]) -> [[Int]] { encoderSync.words.touchedRows(indices.lazy.map { self.trainTokenIds($0) }) }
+
+    public func setBackwardHook(_ hook: ((Int) -> Void)?) {
+        let sync = encoderSync
+        guard !sync.words.usesLoRA else { return }
+        sync.model.onLayerBackward = GradientSyncLayout.stageHook(hook, layers: sync.model.config.layers)
+    }
+
+    public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) { encoderSync.model.probe = probe }
+}

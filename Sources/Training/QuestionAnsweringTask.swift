@@ -11,10 +11,9 @@
 import Dist
 import Foundation
 import Model
-import SplitMix
 import Tokenizers
 
-public final class QuestionAnsweringTask: FolderTrainingTask, @unchecked Sendable {
+public final class QuestionAnsweringTask: FolderTrainingTask, EncoderHeadTask, @unchecked Sendable {
     /// id2label of a question-answering head (transformers' default for num_labels = 2).
     static let headLabels = ["LABEL_0", "LABEL_1"]
 
@@ -53,13 +52,7 @@ public final class QuestionAnsweringTask: FolderTrainingTask, @unchecked Sendabl
         if let evalFile = config.evalFile {
             evalSet = try QAData.load(evalFile, requireAnswers: !settings.version2WithNegative).examples
         } else if config.validationSplit > 0 {
-            var order = Array(trainSet.indices)
-            var rng = SplitMix64(seed: config.seed)
-            for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
-            let k = min(max(1, Int((Double(order.count) * config.validationSplit).rounded())), order.count - 1)
-            let held = Set(order.prefix(k))
-            evalSet = trainSet.indices.filter { held.contains($0) }.map { trainSet[$0] }
-            trainSet = trainSet.indices.filter { !held.contains($0) }.map { trainSet[$0] }
+            (trainSet, evalSet) = seededHoldOut(trainSet, fraction: config.validationSplit, seed: config.seed)
             fingerprint += "-split\(config.validationSplit)-seed\(config.seed)"
             if !settings.version2WithNegative, let e = evalSet.first(where: { $0.answers.isEmpty }) {
                 throw TrainingError("\(config.trainFile.relativePath):\(e.line): question \"\(e.id)\" has no answer and was held out for evaluation; pass --version-2-with-negative for data with unanswerable questions", exitCode: 2)
@@ -113,22 +106,13 @@ public final class QuestionAnsweringTask: FolderTrainingTask, @unchecked Sendabl
         train = []
         dataFingerprint = ""
         dLogits = []
-        if let adapterDir {
-            do { try PEFTAdapter.load(adapterDir, into: model, freezeBase: true) } catch let e as LoRAError {
-                throw TrainingError("--adapter \(adapterDir.path): \(e.message)", exitCode: 2)
-            }
-        }
+        try loadInferenceAdapter(adapterDir, into: model)
         lora = nil
     }
 
     /// Whether `adapterDir` holds a PEFT adapter trained for question answering (task_type QUESTION_ANS).
     public static func isQAAdapter(_ adapterDir: URL) -> Bool {
         (try? PEFTAdapter.readConfig(adapterDir))?.taskType == "QUESTION_ANS"
-    }
-
-    /// Whether `eval` / `predict` on this folder (and adapter) is question answering.
-    public static func serves(folder: ModelFolder, adapterDir: URL?) -> Bool {
-        folder.kind == .encoderQuestionAnswering || adapterDir.map(isQAAdapter) == true
     }
 
     static func windows(_ examples: [QAExample], tokenizer: any Tokenizer, config: ModelConfig, maxLength: Int, stride: Int, file: URL?) throws -> [[QAWindow]] {
@@ -253,16 +237,43 @@ public final class QuestionAnsweringTask: FolderTrainingTask, @unchecked Sendabl
         return predictions(Array(examples.indices), examples: examples, windows: ws, batchSize: batchSize).preds
     }
 
-    // MARK: gradient all-reduce layout (as sequence classification: layers as stages, word embeddings row-sparse)
+    // MARK: gradient all-reduce layout (EncoderHeadTask, GradientSync.swift: as sequence classification, layers as
+    // stages, word embeddings row-sparse)
 
-    var wordSync: WordTableSync { WordTableSync(store: bundle.store, architecture: bundle.config, usesLoRA: lora != nil, padId: padId) }
-    public var gradientSync: GradientSyncLayout { wordSync.layout }
-    public func touchedRows(_ indices: [Int]) -> [[Int]] { wordSync.touchedRows(indices.lazy.map { self.train[$0].ids }) }
+    public var encoderSync: EncoderHeadSync {
+        EncoderHeadSync(model: model, words: WordTableSync(store: bundle.store, architecture: bundle.config, usesLoRA: lora != nil, padId: padId))
+    }
+    public func trainTokenIds(_ index: Int) -> [Int32] { train[index].ids }
+}
 
-    public func setBackwardHook(_ hook: ((Int) -> Void)?) {
-        guard lora == nil else { return }
-        model.onLayerBackward = GradientSyncLayout.stageHook(hook, layers: model.config.layers)
+/// `eval` and `predict` of a question-answering model (TaskFactory.inference): `eval` gives exact match, F1 (and the
+/// SQuAD v2 splits) and eval_loss through QuestionAnsweringTask's evaluation (the trainer's); `predict` takes
+/// {"question", "context"} lines (or SQuAD JSON) and writes one {"id", "question", "answer", "start", "end", "score"}
+/// line per question in input order.
+public struct QuestionAnsweringInference: InferenceTask {
+    let folder: ModelFolder
+    let adapterDir: URL?
+    let options: InferenceOptions
+
+    func task(evalFile: URL?) throws -> QuestionAnsweringTask {
+        try QuestionAnsweringTask(folder: folder, adapterDir: adapterDir, evalFile: evalFile, settings: options.qa,
+                                  docStride: options.docStride, maxLength: options.maxLength, batchSize: options.batchSize)
     }
 
-    public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) { model.probe = probe }
+    public func evaluate(evalFile: String, comm: Communicator, warn: (String) -> Void) throws -> [String: Any] {
+        let task = try task(evalFile: URL(fileURLWithPath: evalFile))
+        return task.metrics(try task.evaluateAll(comm: comm, batchSize: options.batchSize))
+    }
+
+    public func predictLines(input: String, warn: (String) -> Void) throws -> [String] {
+        let task = try task(evalFile: nil)
+        let (examples, _, squadJSON) = try QAData.load(URL(fileURLWithPath: input), unlabelled: true)
+        let preds = try task.answer(examples, batchSize: options.batchSize)
+        var out = PredictOutput()
+        for (e, p) in zip(examples, preds) {
+            try out.append(["id": e.id, "question": e.question, "answer": p.text, "start": p.start, "end": p.end, "score": p.score],
+                           line: squadJSON ? nil : e.line)
+        }
+        return out.lines
+    }
 }

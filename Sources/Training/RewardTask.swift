@@ -277,3 +277,29 @@ public final class RewardTask: FolderTrainingTask, @unchecked Sendable {
 
     public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) { backend.setProbe(probe) }
 }
+
+/// `eval` of a reward model (TaskFactory.inference): pairwise accuracy, mean margin, loss and mean reward on
+/// preference pairs through RewardTask's evaluation (the trainer's); pairs longer than --max-length are skipped and
+/// counted, as in training. `predict` scores texts as a classifier's inference does (Predictor knows reward models).
+public struct RewardInference: InferenceTask {
+    let folder: ModelFolder
+    let adapterDir: URL?
+    let options: InferenceOptions
+
+    public func evaluate(evalFile: String, comm: Communicator, warn: (String) -> Void) throws -> [String: Any] {
+        if options.blockSize != nil || options.lmPerRow || options.columns.textPair != nil {
+            throw TrainingError("--block-size, --lm-per-row and --text-pair-column do not apply to a reward model; \(options.model) takes a preference file ({\"prompt\", \"chosen\", \"rejected\"} lines)", exitCode: 2)
+        }
+        try options.jsonlOnly("a reward model's preference data")
+        let task = try RewardTask(folder: folder, adapterDir: adapterDir, evalFile: URL(fileURLWithPath: evalFile),
+                                  maxLength: options.maxLength, batchSize: options.batchSize)
+        if comm.isRoot && task.evalSkipped > 0 {
+            warn("warning: \(evalFile): \(task.evalSkipped) pair\(task.evalSkipped == 1 ? "" : "s") with a chosen or rejected text longer than \(task.maxLength) tokens skipped (as TRL filters them); raise --max-length to score them")
+        }
+        return task.metrics(try task.evaluateAll(comm: comm, batchSize: options.batchSize))
+    }
+
+    public func predictLines(input: String, warn: (String) -> Void) throws -> [String] {
+        try SequenceClassifierInference(folder: folder, adapterDir: adapterDir, options: options).predictLines(input: input, warn: warn)
+    }
+}

@@ -1,6 +1,8 @@
 // TaskFactory: which training task a run gets, from its model folder. The one place the trainer learns what it
 // trains (the trainer itself only drives `TrainingTask`), and the one registration a new task needs: a case in
 // `taskType(for:kind:modelDir:)` (and a `TaskKind` case for `--task`). Each task builds itself from the opened folder and the run's settings (its data included).
+// Likewise for `eval` and `predict`: `inference(folder:adapterDir:options:for:)` decides what a folder (and adapter)
+// serves and returns that task's `InferenceTask` (Inference.swift); the CLI never branches on a model's kind.
 import Foundation
 import Model
 
@@ -11,7 +13,7 @@ public protocol FolderTrainingTask: TrainingTask {
     init(folder: ModelFolder, adapterDir: URL?, trainConfig: TrainConfig, microBatch: Int) throws
 }
 
-enum TaskFactory {
+public enum TaskFactory {
     /// The task that trains `kind` as `task` asks; a task the folder cannot train is a usage error naming both.
     static func taskType(for task: TaskKind, kind: ModelKind, modelDir: URL) throws -> any FolderTrainingTask.Type {
         switch (task, kind) {
@@ -65,5 +67,36 @@ enum TaskFactory {
         }
         return try type.init(folder: folder, adapterDir: config.lora == nil ? nil : checkpoint,
                                                    trainConfig: config, microBatch: microBatch)
+    }
+
+    /// What an inference command does with the model.
+    public enum InferencePurpose: Sendable { case evaluation, prediction }
+
+    /// The inference of the model in `folder` (with the PEFT adapter in `adapterDir` run unmerged): a reward model, a
+    /// question-answering model, a token classifier, a sequence classifier or a GPT-2 language model. The registration
+    /// a task serving `eval`/`predict` needs. A question-answering or token-classification adapter (its task_type) makes
+    /// a base encoder one. `eval` asks about a reward model first (as it always has: an unreadable adapter on a
+    /// classifier is reported from there); `predict` lets the sequence classifier's `Predictor` tell reward models,
+    /// and refuse language models, itself.
+    public static func inference(folder: ModelFolder, adapterDir: URL?, options: InferenceOptions,
+                                 for purpose: InferencePurpose) throws -> any InferenceTask {
+        let questionAnswering = folder.kind == .encoderQuestionAnswering || adapterDir.map(QuestionAnsweringTask.isQAAdapter) == true
+        let tokenClassifier = folder.kind == .encoderTokenClassifier || adapterDir.map(TokenPredictor.isTokenAdapter) == true
+        switch purpose {
+        case .evaluation:
+            if let adapterDir { try AdapterBase.check(folder: folder, adapterDir: adapterDir) }
+            // A GPT-2 LM with an LM adapter (no head) is no classifier: isRewardModel's "no classifier to run" does not apply.
+            let reward = folder.kind.isClassifier ? try RewardTask.isRewardModel(folder: folder, adapterDir: adapterDir)
+                                                  : (try? RewardTask.isRewardModel(folder: folder, adapterDir: adapterDir)) ?? false
+            if reward { return RewardInference(folder: folder, adapterDir: adapterDir, options: options) }
+            if questionAnswering { return QuestionAnsweringInference(folder: folder, adapterDir: adapterDir, options: options) }
+            if tokenClassifier { return TokenClassificationInference(folder: folder, adapterDir: adapterDir, options: options) }
+            if folder.kind.isClassifier { return SequenceClassifierInference(folder: folder, adapterDir: adapterDir, options: options) }
+            return CausalLMInference(folder: folder, adapterDir: adapterDir, options: options)
+        case .prediction:
+            if questionAnswering { return QuestionAnsweringInference(folder: folder, adapterDir: adapterDir, options: options) }
+            if tokenClassifier { return TokenClassificationInference(folder: folder, adapterDir: adapterDir, options: options) }
+            return SequenceClassifierInference(folder: folder, adapterDir: adapterDir, options: options)
+        }
     }
 }

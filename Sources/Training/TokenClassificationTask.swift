@@ -8,10 +8,9 @@
 import Dist
 import Foundation
 import Model
-import SplitMix
 import Tokenizers
 
-public final class TokenClassificationTask: FolderTrainingTask, @unchecked Sendable {
+public final class TokenClassificationTask: FolderTrainingTask, EncoderHeadTask, @unchecked Sendable {
     let model: EncoderClassifier
     let bundle: ClassifierBundle
     let tokenizer: any Tokenizer
@@ -46,14 +45,7 @@ public final class TokenClassificationTask: FolderTrainingTask, @unchecked Senda
         if let evalFile = config.evalFile {
             evalSet = try TokenClassificationData.load(evalFile, format: config.tokenDataFormat, labels: names).sentences
         } else if config.validationSplit > 0 {
-            // A seeded shuffle of the sentences; the first fraction is held out (at least one, and one left to train).
-            var order = Array(trainSet.indices)
-            var rng = SplitMix64(seed: config.seed)
-            for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
-            let k = min(max(1, Int((Double(order.count) * config.validationSplit).rounded())), order.count - 1)
-            let held = Set(order.prefix(k))
-            evalSet = trainSet.indices.filter { held.contains($0) }.map { trainSet[$0] }
-            trainSet = trainSet.indices.filter { !held.contains($0) }.map { trainSet[$0] }
+            (trainSet, evalSet) = seededHoldOut(trainSet, fraction: config.validationSplit, seed: config.seed)
             fingerprint += "-split\(config.validationSplit)-seed\(config.seed)"
         }
         scheme = config.tagScheme
@@ -117,11 +109,7 @@ public final class TokenClassificationTask: FolderTrainingTask, @unchecked Senda
         train = []
         dataFingerprint = ""
         dLogits = []
-        if let adapterDir {
-            do { try PEFTAdapter.load(adapterDir, into: model, freezeBase: true) } catch let e as LoRAError {
-                throw TrainingError("--adapter \(adapterDir.path): \(e.message)", exitCode: 2)
-            }
-        }
+        try loadInferenceAdapter(adapterDir, into: model)
         lora = nil
     }
 
@@ -266,18 +254,13 @@ public final class TokenClassificationTask: FolderTrainingTask, @unchecked Senda
         }
     }
 
-    // MARK: gradient all-reduce layout (as sequence classification: layers as stages, word embeddings row-sparse)
+    // MARK: gradient all-reduce layout (EncoderHeadTask, GradientSync.swift: as sequence classification, layers as
+    // stages, word embeddings row-sparse)
 
-    var wordSync: WordTableSync { WordTableSync(store: bundle.store, architecture: bundle.config, usesLoRA: lora != nil, padId: padId) }
-    public var gradientSync: GradientSyncLayout { wordSync.layout }
-    public func touchedRows(_ indices: [Int]) -> [[Int]] { wordSync.touchedRows(indices.lazy.map { self.train[$0].ids }) }
-
-    public func setBackwardHook(_ hook: ((Int) -> Void)?) {
-        guard lora == nil else { return }
-        model.onLayerBackward = GradientSyncLayout.stageHook(hook, layers: model.config.layers)
+    public var encoderSync: EncoderHeadSync {
+        EncoderHeadSync(model: model, words: WordTableSync(store: bundle.store, architecture: bundle.config, usesLoRA: lora != nil, padId: padId))
     }
-
-    public func setProbe(_ probe: ((String, UnsafeBufferPointer<Float>) -> Void)?) { model.probe = probe }
+    public func trainTokenIds(_ index: Int) -> [Int32] { train[index].ids }
 }
 
 /// One entity of `predict`: transformers' token-classification pipeline with aggregation_strategy="first".
@@ -393,5 +376,48 @@ public final class TokenPredictor {
             flush()
             return TokenPrediction(text: texts[i], words: spans[i], tags: tags[i], scores: scores[i], entities: ents)
         }
+    }
+}
+
+/// `eval` and `predict` of a token classifier (TaskFactory.inference): `eval` gives seqeval entity precision/recall/F1
+/// (overall and per type), token accuracy and eval_loss through TokenClassificationTask's evaluation (the trainer's),
+/// exact over ranks; `predict` takes {"text"} or {"tokens"} lines and writes {"text" | "tokens", "tags", "entities":
+/// [{"type", "start", "end", "text", "score"}]}, grouped as transformers' token-classification pipeline (aggregation
+/// "first").
+public struct TokenClassificationInference: InferenceTask {
+    let folder: ModelFolder
+    let adapterDir: URL?
+    let options: InferenceOptions
+
+    public func evaluate(evalFile: String, comm: Communicator, warn: (String) -> Void) throws -> [String: Any] {
+        if let d = options.dataFormat, d.token == nil {
+            throw TrainingError("--data-format \(d.rawValue): token-classification data is jsonl or conll; drop --data-format or give one of those", exitCode: 2)
+        }
+        let task = try TokenClassificationTask(folder: folder, adapterDir: adapterDir, evalFile: URL(fileURLWithPath: evalFile),
+                                               format: options.dataFormat?.token, scheme: options.tagScheme,
+                                               maxLength: options.maxLength, batchSize: options.batchSize)
+        return task.metrics(try task.evaluateAll(comm: comm, batchSize: options.batchSize))
+    }
+
+    public func predictLines(input: String, warn: (String) -> Void) throws -> [String] {
+        let predictor = try TokenPredictor(folder: folder, adapterDir: adapterDir, maxLength: options.maxLength, batchSize: options.batchSize)
+        let numbered = try TokenClassificationData.loadPredictInputLines(URL(fileURLWithPath: input))
+        let preds = try predictor.predict(numbered.map(\.input.text))
+        var out = PredictOutput()
+        for ((inp, lineNo), p) in zip(numbered, preds) {
+            var obj: [String: Any] = [:]
+            switch inp {
+            case .text(let t):
+                obj["text"] = t
+                obj["words"] = p.words.map { r in var s = ""; s.unicodeScalars.append(contentsOf: Array(t.unicodeScalars)[r]); return s }
+                obj["tags"] = p.tags.map { $0 ?? NSNull() as Any }
+            case .tokens(let w):
+                obj["tokens"] = w
+                obj["tags"] = p.tags(forTokens: w).map { $0 ?? NSNull() as Any }
+            }
+            obj["entities"] = p.entities.map { ["type": $0.type, "start": $0.start, "end": $0.end, "text": $0.text, "score": $0.score] as [String: Any] }
+            try out.append(obj, line: lineNo)   // a blank input line keeps its place, as for classifiers
+        }
+        return out.lines
     }
 }

@@ -12,7 +12,8 @@ public enum ResumeMode: Sendable, Equatable {
 
 /// `--task`: what a run trains. `auto` takes it from the model folder (a classifier folder: classification; a GPT-2
 /// LM folder: causal language modelling); the others are asked for by name and checked against the folder's kind by
-/// `TaskFactory`. A new task adds a case here and a row in `TaskFactory.taskType`.
+/// `TaskFactory`. A new task adds a case here and a row in `TaskFactory.taskType` (and, if it serves `eval`/`predict`,
+/// a line in `TaskFactory.inference`). The CLI parses `--task` straight into this enum (Options.swift).
 public enum TaskKind: String, Sendable, Equatable, CaseIterable {
     case auto
     case classification

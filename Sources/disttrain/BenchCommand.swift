@@ -2,8 +2,8 @@
 // --lora-r, the medians of alternating full and LoRA training steps (same process, same load).
 import ArgumentParser
 import Foundation
-import Model
-import Dist
+import Model      // the benchmark harnesses (Benchmark, GPT2Benchmark), ModelConfig, AdamW: what `bench` times
+import Dist       // makeCommunicator: the launch environment's communicator
 import Training
 
 struct Bench: ParsableCommand {

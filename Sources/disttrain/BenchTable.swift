@@ -6,8 +6,8 @@
 // Deliberately not here: the measurements themselves (Model's ModelBenchmark/GPT2Benchmark, Training's
 // ScalingBenchmark, the trainer's launch_to_first_step_s); this file only runs and summarises them.
 import Foundation
-import Model
-import Tokenizers
+import Model      // the benchmark result types the table prints
+import Tokenizers // JSONLines: the one JSON-line encoder
 
 struct BenchTable {
     let runs: Int

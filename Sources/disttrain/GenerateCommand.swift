@@ -6,8 +6,8 @@
 // Deliberately not here: the generation algorithm (Model/GPT2Generate.swift), batching several prompts.
 import ArgumentParser
 import Foundation
-import Dist
-import Model
+import Dist       // availableCores(): the --threads default
+import Model      // GenerationOptions, ComputeThreads, GPT2Config and GPT2Benchmark (--bench)
 import Training
 
 struct Generate: ParsableCommand {

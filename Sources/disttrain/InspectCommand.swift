@@ -6,7 +6,7 @@
 // Exit codes: 0 described, 2 the path does not exist, 1 unreadable files or a checkpoint that fails verification.
 import ArgumentParser
 import Foundation
-import Model
+import Model      // SafeTensorsFile, PEFTAdapter, ModelArchitecture: the files `inspect` describes
 import Training
 
 struct Inspect: ParsableCommand {

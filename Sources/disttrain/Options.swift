@@ -163,18 +163,38 @@ struct LoggingOptions: ParsableArguments {
     var level: LogLevelOption { quiet && logLevel.level < .notice ? .notice : logLevel }
 }
 
+// Enum flags: a bad value is refused by the parser, which lists the allowed values (help lists them too); values are
+// the raw names (`causal-lm`, `dr_grpo`), on the command line and in --config YAML alike.
 extension LRScheduleKind: ExpressibleByArgument {}
 extension TagScheme: ExpressibleByArgument {
     /// seqeval's scheme names in any case (`IOB2` as seqeval's class names them, `iob2`).
     public init?(argument: String) { self.init(rawValue: argument.lowercased()) }
+    public var defaultValueDescription: String { rawValue }
+}
+extension TaskKind: ExpressibleByArgument {
+    public var defaultValueDescription: String { rawValue }
+}
+extension RewardScaling: ExpressibleByArgument {
+    public var defaultValueDescription: String { rawValue }
+}
+extension AdvantageEstimator: ExpressibleByArgument {
+    public var defaultValueDescription: String { rawValue }
+}
+
+/// `train --loss-type`: a DPO loss (sigmoid, ipo, robust) or a GRPO one (grpo, dr_grpo, bnpo, dapo); `Train.validate`
+/// checks that the name belongs to the --task.
+struct LossTypeOption: ExpressibleByArgument {
+    let rawValue: String
+    init?(argument: String) {
+        guard DPOLossType(rawValue: argument) != nil || GRPOLossType(rawValue: argument) != nil else { return nil }
+        rawValue = argument
+    }
+    static var allValueStrings: [String] { DPOLossType.allCases.map(\.rawValue) + GRPOLossType.allCases.map(\.rawValue) }
+    var dpo: DPOLossType? { DPOLossType(rawValue: rawValue) }
+    var grpo: GRPOLossType? { GRPOLossType(rawValue: rawValue) }
 }
 extension DataFormat: ExpressibleByArgument {}
 
-/// `--data-format` of train and eval: the table formats of classification data, or CoNLL columns of token data.
-enum DataFormatOption: String, ExpressibleByArgument, CaseIterable {
-    case jsonl, csv, tsv, conll
-    /// As classification data (nil for conll).
-    var table: DataFormat? { DataFormat(rawValue: rawValue) }
-    /// As token-classification data (nil for csv/tsv).
-    var token: TokenDataFormat? { TokenDataFormat(rawValue: rawValue) }
-}
+/// `--data-format` of train and eval: Training's DataFileFormat (jsonl, csv, tsv; conll for token classification).
+typealias DataFormatOption = DataFileFormat
+extension DataFileFormat: ExpressibleByArgument {}

@@ -3,7 +3,7 @@
 // the arithmetic is in Training/ScalingModel.swift and the assumptions in docs/cluster.md ("Predicting scale").
 import ArgumentParser
 import Foundation
-import Model
+import Model      // ModelConfig, AdamW: the sizes the memory plan adds up
 import Training
 
 struct Plan: ParsableCommand {

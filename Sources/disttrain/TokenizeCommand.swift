@@ -7,7 +7,7 @@
 // bench/tokenizer_throughput.sh instead of printing encodings.
 import ArgumentParser
 import Foundation
-import Tokenizers
+import Tokenizers // the tokenizers `tokenize` runs, and JSONLines
 import Training
 
 struct Tokenize: ParsableCommand {

@@ -3,9 +3,9 @@
 // Deliberately not here: the loop (Training/Trainer.swift) and parsing the --config YAML (ConfigFile.swift expands it
 // into flags before this struct is parsed; the option below only documents it and keeps it out of "unknown option").
 import ArgumentParser
-import Dist
+import Dist       // makeCommunicator, MPI finalize, GradientReducer.CommDtype (--grad-comm-dtype)
 import Foundation
-import Model
+import Model      // LRScheduleKind (--lr-scheduler-type)
 import Training
 #if canImport(Glibc)
 import Glibc
@@ -32,7 +32,7 @@ struct Train: ParsableCommand {
     var config: String?
 
     @Option(help: ArgumentHelp("What to train: \(TaskKind.names) (default: auto, what the model folder is — a classifier or base encoder: classification; a GPT-2 LM: causal-lm; a reward model: reward).", valueName: "task"))
-    var task: String = "auto"
+    var task: TaskKind = .auto
     // Model, data, LoRA, threads and logging flags: the shared groups of Options.swift.
     @OptionGroup var modelOptions: TrainModelOptions
     @OptionGroup var data: TrainDataOptions
@@ -64,7 +64,7 @@ struct Train: ParsableCommand {
     @Flag(help: "Causal LM: one example per text row instead of packed blocks.") var lmPerRow = false
     @Option(help: "DPO (--task dpo): beta, how far the policy may move from the reference (default 0.1). GRPO: the KL coefficient (default 0: no reference).") var beta: Double?
     @Option(help: ArgumentHelp("DPO: loss type, one of \(DPOLossType.names) (default sigmoid), as TRL 1.16 defines them. GRPO: \(GRPOLossType.allCases.map(\.rawValue).joined(separator: ", ")) (default \(GRPOSettings.defaultLossType.rawValue)).", valueName: "type"))
-    var lossType: String?
+    var lossType: LossTypeOption?
     @Option(help: "DPO: label smoothing epsilon of --loss-type robust, in [0, 0.5).") var labelSmoothing: Double?
     @Option(help: "DPO: keep only the last N prompt tokens (prompt truncated from the left; must be < --max-length). Default: no prompt truncation, as TRL 1.16.")
     var maxPromptLength: Int?
@@ -82,9 +82,9 @@ struct Train: ParsableCommand {
     @Option(help: "GRPO: upper clipping range (default: --epsilon).") var epsilonHigh: Double?
     @Option(help: "GRPO: optimizer steps per batch of rollouts, TRL's μ (default 1).") var numIterations: Int?
     @Option(help: ArgumentHelp("GRPO: reward scaling of the advantages: group (by each prompt's reward std; default), batch or none (default for --advantage rloo; batch normalises RLOO's advantages).", valueName: "mode"))
-    var scaleRewards: String?
+    var scaleRewards: RewardScaling?
     @Option(help: ArgumentHelp("GRPO: the objective: grpo (GRPOTrainer: group-mean baseline; default) or rloo (RLOOTrainer: leave-one-out baseline, KL in the reward, --beta default 0.05).", valueName: "kind"))
-    var advantage: String?
+    var advantage: AdvantageEstimator?
     @Option(help: ArgumentHelp("GRPO: write every completion of each logged step to samples.jsonl (default true).", valueName: "bool"))
     var logCompletions: Bool?
     @Option(help: ArgumentHelp("Eval metric that picks the best checkpoint, as Hugging Face names it (`accuracy` or `eval_accuracy`; lower is better for loss and perplexity). Default: accuracy for classification, loss for language modelling.", valueName: "name"))
@@ -115,15 +115,8 @@ struct Train: ParsableCommand {
     @Flag(help: "Token classification: later sub-tokens of a word carry its tag too (B-X as I-X), as run_ner's --label_all_tokens (default: only the first).")
     var labelAllTokens = false
     @Option(help: ArgumentHelp("Token classification: entity metrics in seqeval's default mode, or strict mode with a scheme: \(TagScheme.names).", valueName: "scheme"))
-    var tagScheme: String = "default"
-    @Option(help: "Question answering: context tokens shared by consecutive windows of a long context (run_qa's --doc_stride).")
-    var docStride: Int = 128
-    @Option(help: "Question answering: start and end candidates per window, and answers kept, in post-processing.") var nBestSize: Int = 20
-    @Option(help: "Question answering: the longest answer in tokens.") var maxAnswerLength: Int = 30
-    @Flag(help: "Question answering: some questions have no answer (SQuAD v2): train them on [CLS] and predict \"\" when the null score wins.")
-    var version2WithNegative = false
-    @Option(help: "Question answering with --version-2-with-negative: predict no answer when null score − best span score exceeds this.")
-    var nullScoreDiffThreshold: Double = 0
+    var tagScheme: TagScheme = .default
+    @OptionGroup var qa: QAOptions   // --doc-stride, --n-best-size, --max-answer-length, --version-2-with-negative, …
     @Option(help: .hidden) var faultInject: String?
     @Option(help: .hidden) var stepDelayMs: Int = 0
     @Option(help: .hidden) var logSamples: String?
@@ -147,21 +140,14 @@ struct Train: ParsableCommand {
         guard GradientReducer.CommDtype(rawValue: gradCommDtype) != nil else {
             throw ValidationError("--grad-comm-dtype '\(gradCommDtype)' is unknown; use fp32 or bf16")
         }
-        guard TaskKind(rawValue: task) != nil else {
-            throw ValidationError("--task '\(task)' is unknown; use one of \(TaskKind.names)")
+        // --task, --tag-scheme, --scale-rewards and --advantage are enums (a bad value is refused by the parser with the
+        // list of values); --loss-type takes DPO's or GRPO's names, and which ones depends on --task.
+        let grpo = task == .grpo
+        if let l = lossType, grpo, l.grpo == nil {
+            throw ValidationError("--loss-type '\(l.rawValue)' is unknown for --task grpo; use one of \(GRPOLossType.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        let grpo = task == TaskKind.grpo.rawValue
-        if let l = lossType, grpo, GRPOLossType(rawValue: l) == nil {
-            throw ValidationError("--loss-type '\(l)' is unknown for --task grpo; use one of \(GRPOLossType.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        if let l = lossType, !grpo, DPOLossType(rawValue: l) == nil {
-            throw ValidationError("--loss-type '\(l)' is unknown; use one of \(DPOLossType.names)")
-        }
-        if let v = scaleRewards, RewardScaling(rawValue: v) == nil {
-            throw ValidationError("--scale-rewards '\(v)' is unknown; use one of \(RewardScaling.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        if let v = advantage, AdvantageEstimator(rawValue: v) == nil {
-            throw ValidationError("--advantage '\(v)' is unknown; use one of \(AdvantageEstimator.allCases.map(\.rawValue).joined(separator: ", "))")
+        if let l = lossType, !grpo, l.dpo == nil {
+            throw ValidationError("--loss-type '\(l.rawValue)' is unknown; use one of \(DPOLossType.names)")
         }
         if !grpo {
             let given = [("--reward-model", rewardModel != nil), ("--num-generations", numGenerations != nil),
@@ -173,26 +159,19 @@ struct Train: ParsableCommand {
                 throw ValidationError("\(flag) applies to --task grpo only; add --task grpo, or drop \(flag)")
             }
         }
-        if task != TaskKind.dpo.rawValue {
+        if task != .dpo {
             let given = [("--beta", beta != nil && !grpo), ("--loss-type", lossType != nil && !grpo), ("--label-smoothing", labelSmoothing != nil),
                          ("--max-prompt-length", maxPromptLength != nil), ("--precompute-ref-log-probs", precomputeRefLogProbs != nil)]
             if let flag = given.first(where: { $0.1 })?.0 {
                 throw ValidationError("\(flag) applies to --task dpo only; add --task dpo, or drop \(flag)")
             }
         }
-        guard docStride >= 0 else { throw ValidationError("--doc-stride must not be negative (got \(docStride))") }
-        guard nBestSize > 0 else { throw ValidationError("--n-best-size must be positive (got \(nBestSize))") }
-        guard maxAnswerLength > 0 else { throw ValidationError("--max-answer-length must be positive (got \(maxAnswerLength))") }
-        guard nullScoreDiffThreshold.isFinite else { throw ValidationError("--null-score-diff-threshold must be a number") }
-        guard TagScheme(rawValue: tagScheme.lowercased()) != nil else {
-            throw ValidationError("--tag-scheme '\(tagScheme)' is unknown; use one of \(TagScheme.names)")
-        }
         if let d = dataFormat {
-            if task == TaskKind.tokenClassification.rawValue, d.token == nil {
+            if task == .tokenClassification, d.token == nil {
                 throw ValidationError("--data-format \(d.rawValue): token-classification data is jsonl or conll")
             }
-            if d == .conll, task != TaskKind.tokenClassification.rawValue, task != TaskKind.auto.rawValue {
-                throw ValidationError("--data-format conll is token-classification data; --task \(task) reads jsonl, csv or tsv")
+            if d == .conll, task != .tokenClassification, task != .auto {
+                throw ValidationError("--data-format conll is token-classification data; --task \(task.rawValue) reads jsonl, csv or tsv")
             }
         }
     }
@@ -201,13 +180,12 @@ struct Train: ParsableCommand {
         let initConfig = initFromConfig.map { URL(fileURLWithPath: $0) }
         var c = TrainConfig(modelDir: modelOptions.modelDir, trainFile: URL(fileURLWithPath: trainFile),
                             evalFile: evalFile.map { URL(fileURLWithPath: $0) }, outputDir: URL(fileURLWithPath: outputDir))
-        c.task = TaskKind(rawValue: task) ?? .auto
+        c.task = task
         c.labelAllTokens = labelAllTokens
-        c.tagScheme = TagScheme(rawValue: tagScheme.lowercased()) ?? .default
+        c.tagScheme = tagScheme
         c.tokenDataFormat = dataFormat?.token
-        c.docStride = docStride
-        c.qaPostprocess = QAPostprocessSettings(nBestSize: nBestSize, maxAnswerLength: maxAnswerLength,
-                                                version2WithNegative: version2WithNegative, nullScoreDiffThreshold: nullScoreDiffThreshold)
+        c.docStride = qa.docStride
+        c.qaPostprocess = qa.settings
         c.numTrainEpochs = numTrainEpochs; c.maxSteps = maxSteps; c.batchSize = batchSize
         c.microBatchSize = microBatchSize; c.learningRate = learningRate; c.weightDecay = weightDecay
         c.warmupSteps = warmupSteps; c.warmupRatio = warmupRatio
@@ -228,12 +206,12 @@ struct Train: ParsableCommand {
         c.lmPerRow = lmPerRow
         if c.task == .grpo {
             c.grpo.rewardModel = rewardModel.map { URL(fileURLWithPath: $0) }
-            if let v = advantage.flatMap(AdvantageEstimator.init(rawValue:)) { c.grpo.advantage = v }
+            if let advantage { c.grpo.advantage = advantage }
             // TRL's defaults differ by trainer: GRPOTrainer beta 0, scale_rewards group; RLOOTrainer beta 0.05, none.
             let rloo = c.grpo.advantage == .rloo
             c.grpo.beta = beta ?? (rloo ? 0.05 : 0)
-            c.grpo.scaleRewards = scaleRewards.flatMap(RewardScaling.init(rawValue:)) ?? (rloo ? .none : .group)
-            if let l = lossType.flatMap(GRPOLossType.init(rawValue:)) { c.grpo.lossType = l }
+            c.grpo.scaleRewards = scaleRewards ?? (rloo ? .none : .group)
+            if let l = lossType?.grpo { c.grpo.lossType = l }
             if let numGenerations { c.grpo.numGenerations = numGenerations }
             if let maxCompletionLength { c.grpo.maxCompletionLength = maxCompletionLength }
             if let temperature { c.grpo.temperature = temperature }
@@ -245,7 +223,7 @@ struct Train: ParsableCommand {
             if let logCompletions { c.grpo.logCompletions = logCompletions }
         } else {
             if let beta { c.dpo.beta = beta }
-            if let l = lossType.flatMap(DPOLossType.init(rawValue:)) { c.dpo.lossType = l }
+            if let l = lossType?.dpo { c.dpo.lossType = l }
         }
         if let labelSmoothing { c.dpo.labelSmoothing = labelSmoothing }
         c.dpo.maxPromptLength = maxPromptLength

@@ -3,8 +3,8 @@
 // into flags here, before parsing (ConfigFile.swift).
 import ArgumentParser
 import Foundation
-import Model
-import Tokenizers
+import Model      // ComputeThreads.betterBLASCoretype: the re-exec below
+import Tokenizers // TokenizerError: its exit code in ExitPolicy
 import Training
 
 struct Disttrain: ParsableCommand {
@@ -91,7 +91,15 @@ func runMain() -> Never {
         }
         if code == .validationFailure {
             // The error line first; ArgumentParser's long usage line is dropped (the help pointer stays).
-            let lines = Disttrain.fullMessage(for: error).split(separator: "\n").filter { !$0.hasPrefix("Usage:") }
+            var lines: [String] = []
+            for l in Disttrain.fullMessage(for: error).split(separator: "\n") where !l.hasPrefix("Usage:") {
+                // ArgumentParser lists six or more allowed values one a line ("  - auto"): kept on the error line.
+                if l.hasPrefix("  - "), let last = lines.last {
+                    lines[lines.count - 1] = last + (last.hasSuffix(":") ? " " : ", ") + l.dropFirst(4)
+                } else {
+                    lines.append(String(l))
+                }
+            }
             FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
             exit(ExitPolicy.usage)
         }
