@@ -7,7 +7,7 @@ prepare_validation_features offsets), run_qa's post-processing (postprocess_qa_p
 examples/pytorch/question-answering/utils_qa.py, passed as UTILS_QA=path: the examples are not in the wheel) and the
 official SQuAD v1.1 EM/F1 (compute_exact / compute_f1 of transformers 4's squad_metrics.py, SQUAD_METRICS=path; see
 scripts/goldens/qa_goldens.py for how to get both).
-Usage: UTILS_QA=... SQUAD_METRICS=... python3 examples/qa/train_hf.py OUTPUT_DIR [EPOCHS] [LR]
+Usage: UTILS_QA=... SQUAD_METRICS=... python3 examples/qa/train_hf.py OUTPUT_DIR [EPOCHS] [LR] [SEED]
 Not a test dependency: run by hand to quote its eval_exact_match / eval_f1 next to disttrain's.
 """
 import json
@@ -22,6 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 out = sys.argv[1]
 epochs = float(sys.argv[2]) if len(sys.argv) > 2 else 10
 lr = float(sys.argv[3]) if len(sys.argv) > 3 else 1e-4
+seed = int(sys.argv[4]) if len(sys.argv) > 4 else 42
 L, S = 384, 128
 model_dir = os.path.join(HERE, "..", "..", "models", "all-MiniLM-L6-v2")
 
@@ -75,7 +76,7 @@ torch.set_num_threads(1)
 model = AutoModelForQuestionAnswering.from_pretrained(model_dir)
 args = TrainingArguments(output_dir=out, num_train_epochs=epochs, per_device_train_batch_size=8, per_device_eval_batch_size=32,
                          learning_rate=lr, warmup_steps=0.1, weight_decay=0.0,   # transformers 5: a float < 1 is the warmup ratio
-                         lr_scheduler_type="linear", seed=42,
+                         lr_scheduler_type="linear", seed=seed,
                          logging_steps=5, save_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0)
 trainer = Trainer(model=model, args=args, train_dataset=train_feats, data_collator=default_data_collator)
 train_out = trainer.train()
