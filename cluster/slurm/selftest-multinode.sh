@@ -4,7 +4,7 @@
 # installs packages and starts daemons); Tests/CLITests/SlurmMultiNodeTests.swift runs it when
 # DISTTRAIN_SLURM_MULTINODE=1.
 #
-#   cluster/slurm/selftest-multinode.sh            about a minute once the packages are installed and disttrain built
+#   cluster/slurm/selftest-multinode.sh            about 10 s once the packages are installed and disttrain is built
 #   cluster/slurm/selftest-multinode.sh --cleanup  remove what a run killed with -9 left behind
 #
 # What it builds (set-up and teardown are cluster/emulate/netns.sh's, as for run.sh):
@@ -24,7 +24,8 @@
 #
 # Environment:
 #   DISTTRAIN_BIN=F   the binary (default: .build/release/disttrain, else .build/debug/disttrain of this checkout)
-#   SKIP_INSTALL=1    do not touch apt (a missing slurm command is then a skip)
+#   SKIP_INSTALL=1    do not touch apt (a missing slurm package is then a skip)
+#   SLURM_PKGS=...    the packages needed (default: slurmctld slurmd slurm-client munge)
 #   KEEP_LOGS=DIR     copy the job's output, the daemons' logs and the comparison there before the teardown
 # Exit status: 0 every check passed; 1 a check failed; 2 usage (not root, no disttrain binary, a missing tool);
 # 3 the emulated cluster could not be set up; 77 skipped: the slurm packages are not installed and could not be.
@@ -32,7 +33,7 @@
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-SLURM_PKGS="slurmctld slurmd slurm-client munge"
+SLURM_PKGS=${SLURM_PKGS:-"slurmctld slurmd slurm-client munge"}
 NODES=2; RPN=2; STEPS=20
 
 T0=$(date +%s%N)
@@ -77,7 +78,8 @@ if [ -n "$need" ] && [ -z "${SKIP_INSTALL:-}" ]; then
     need=$(missing)
 fi
 if [ -n "$need" ]; then
-    log "SKIP: slurm packages not installed:$need (apt-get install -y$need failed or SKIP_INSTALL is set; see /tmp/disttrain-slurm-multinode.apt.log)"
+    if [ -n "${SKIP_INSTALL:-}" ]; then why="SKIP_INSTALL is set"; else why="apt-get install -y$need failed: see /tmp/disttrain-slurm-multinode.apt.log"; fi
+    log "SKIP: slurm packages not installed:$need ($why)"
     exit 77
 fi
 for c in munged munge unmunge slurmctld slurmd sbatch scontrol squeue sinfo scancel srun; do
