@@ -1,7 +1,8 @@
 // cluster/slurm/train.sbatch on a real 2-node SLURM cluster made of two emulated nodes (network namespaces) of this
 // machine: cluster/slurm/selftest-multinode.sh brings up munged, slurmctld and one slurmd per node, submits
 // `sbatch --nodes=2 --ntasks=4 --ntasks-per-node=2 cluster/slurm/train.sbatch` on the tiny BERT fixture and checks the
-// job against a 1-process run (weights and losses within 1e-5), then tears everything down.
+// job against a 1-process run (weights and losses within 1e-5); then preempts the same job with USR1, which must save
+// on both nodes, requeue, resume and end byte for byte equal; then tears everything down.
 // Opt-in: it runs only with DISTTRAIN_SLURM_MULTINODE=1 (as root), because it may install the slurm packages with apt.
 import Foundation
 import XCTest
@@ -40,6 +41,7 @@ final class SlurmMultiNodeTests: XCTestCase {
         for expected in ["PASS: job COMPLETED with exit 0:0 on 2 nodes node[0-1]",
                          "PASS: disttrain ran 4 ranks and its start-up line names 2 nodes × 2 ranks",
                          "PASS: final weights and per-step losses of the 2-node SLURM job equal the 1-process run's within 1e-5",
+                         "PASS: the preempted and resumed job's model.safetensors equals the uninterrupted 2-node job's byte for byte",
                          "SELFTEST PASSED"] {
             XCTAssertTrue(log.contains(expected), "missing '\(expected)' in:\n\(log)")
         }

@@ -4,7 +4,7 @@
 # installs packages and starts daemons); Tests/CLITests/SlurmMultiNodeTests.swift runs it when
 # DISTTRAIN_SLURM_MULTINODE=1.
 #
-#   cluster/slurm/selftest-multinode.sh            about 10 s once the packages are installed and disttrain is built
+#   cluster/slurm/selftest-multinode.sh            about 35 s once the packages are installed and disttrain is built
 #   cluster/slurm/selftest-multinode.sh --cleanup  remove what a run killed with -9 left behind
 #
 # What it builds (set-up and teardown are cluster/emulate/netns.sh's, as for run.sh):
@@ -21,6 +21,9 @@
 # with exit 0:0 on node[0-1]; the batch script saw 2 nodes × 2 tasks; disttrain's start-up line names 2 nodes ×
 # 2 ranks and the hierarchical path (ZeRO-1 across the nodes); the gradients crossed node1's eth0; the final
 # model.safetensors and every step's loss equal the 1-process run's within 1e-5.
+# Then the same job again, preempted mid-run by `scancel --signal=USR1 --batch`: every rank on both nodes saves at the
+# next step boundary and exits 75, the script requeues the job, the second run resumes on 2 nodes and ends with the
+# first job's model.safetensors byte for byte.
 #
 # Environment:
 #   DISTTRAIN_BIN=F   the binary (default: .build/release/disttrain, else .build/debug/disttrain of this checkout)
@@ -188,6 +191,7 @@ SchedulerType=sched/backfill
 SchedulerParameters=bf_interval=1,sched_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
+JobRequeue=1
 ReturnToService=2
 KillWait=5
 MinJobAge=600
@@ -282,8 +286,38 @@ sys.exit(0 if ok else 1)
 PY
 rc=$?
 check "final weights and per-step losses of the 2-node SLURM job equal the 1-process run's within 1e-5: $(cat "$W/compare.txt")" [ "$rc" = 0 ]
+# ------------------------------------------------------------------------------------------------ preempted across nodes
+# The same job, 0.5 s per step, gets `scancel --signal=USR1 --batch` mid-run: the batch script forwards USR1 to
+# mpirun, which passes it to the ranks on both nodes (through its daemon on node1); all four save at the next step
+# boundary and exit 75, the script requeues the job, and the second run (again 2 nodes × 2) resumes and must end
+# with the uninterrupted 2-node job's model.safetensors byte for byte.
+T_Q=$(date +%s%N)
+JOB=$(cd "$W" && MODEL=$W/model TRAIN_FILE=$W/train.jsonl EVAL_FILE=$W/eval.jsonl OUTPUT_DIR=$W/requeue TRAIN_ARGS="$ARGS" \
+    EXTRA_ARGS="--step-delay-ms 500" DISTTRAIN_BIN=$BIN OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+    OMPI_MCA_btl=self,vader,tcp OMPI_MCA_btl_tcp_if_include=eth0 OMPI_MCA_oob_tcp_if_include=eth0 OMPI_MCA_orte_tmpdir_base="$STATE" \
+    on_node 0 sbatch --parsable -J requeue --nodes=2 --ntasks=4 --ntasks-per-node=2 "$REPO/cluster/slurm/train.sbatch") \
+    || die "sbatch (requeue) failed"
+QOUT=$W/runs/slurm-requeue-$JOB.out
+last_step() { grep -o 'step [0-9]*/' "$QOUT" 2>/dev/null | tail -1 | tr -dc 0-9; }
+step_at_least() { local n; n=$(last_step); [ -n "$n" ] && [ "$n" -ge "$1" ]; }
+wait_for 120 "job $JOB (requeue) at step >= 6" step_at_least 6 || exit 1
+q_step=$(last_step)
+on_node 0 scancel --signal=USR1 --batch "$JOB" || bad "scancel --signal=USR1 --batch $JOB failed"
+log "sent USR1 to the batch script of job $JOB at step $q_step"
+wait_for 300 "job $JOB finished" finished || exit 1
+log "job $JOB: $(jfield JobState) exit $(jfield ExitCode), $(jfield Restarts) restart(s), in $(secs "$T_Q")s"
+q_saved=$(grep -o 'received SIGUSR1; saved [^ ]*/checkpoint-[0-9]*' "$QOUT" | head -1 | sed 's/.*checkpoint-//')
+check "USR1 forwarded to mpirun, all ranks saved checkpoint-$q_saved (signal at step $q_step) and exited 75, the script requeued" \
+    sh -c "grep -q 'received SIGUSR1, forwarding to mpirun' '$QOUT' && grep -q 'mpirun exited with 75' '$QOUT' && grep -q 'requeueing job $JOB' '$QOUT' && [ -n '$q_saved' ] && [ '$q_saved' -ge '$q_step' ] && [ '$q_saved' -le $((q_step + 1)) ]"
+check "the requeued run (SLURM_RESTART_COUNT=1, 2 nodes again) resumed from checkpoint-$q_saved and COMPLETED 0:0" \
+    sh -c "[ '$(jfield JobState)/$(jfield ExitCode)/$(jfield Restarts)' = COMPLETED/0:0/1 ] && grep -q 'SLURM_RESTART_COUNT=1 ntasks=4 nnodes=2' '$QOUT' && grep -q 'resuming from checkpoint-$q_saved ' '$QOUT'"
+check "the preempted and resumed job's model.safetensors equals the uninterrupted 2-node job's byte for byte" \
+    cmp "$W/slurm/model.safetensors" "$W/requeue/model.safetensors"
+
 if [ "$FAILS" = 0 ]; then
     echo "---- $OUT: the script's lines and disttrain's start-up line"
     grep -E '^\[sbatch|world size|gradients ' "$OUT"
+    echo "---- $QOUT: the script's lines, signals and resume"
+    grep -E '^\[sbatch|received SIG|resuming from' "$QOUT"
 fi
 exit 0   # the EXIT trap decides the final status from FAILS
