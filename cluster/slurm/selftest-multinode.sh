@@ -307,8 +307,8 @@ log "sent USR1 to the batch script of job $JOB at step $q_step"
 wait_for 300 "job $JOB finished" finished || exit 1
 log "job $JOB: $(jfield JobState) exit $(jfield ExitCode), $(jfield Restarts) restart(s), in $(secs "$T_Q")s"
 q_saved=$(grep -o 'received SIGUSR1; saved [^ ]*/checkpoint-[0-9]*' "$QOUT" | head -1 | sed 's/.*checkpoint-//')
-check "USR1 forwarded to mpirun, all ranks saved checkpoint-$q_saved (signal at step $q_step) and exited 75, the script requeued" \
-    sh -c "grep -q 'received SIGUSR1, forwarding to mpirun' '$QOUT' && grep -q 'mpirun exited with 75' '$QOUT' && grep -q 'requeueing job $JOB' '$QOUT' && [ -n '$q_saved' ] && [ '$q_saved' -ge '$q_step' ] && [ '$q_saved' -le $((q_step + 1)) ]"
+check "USR1 forwarded to mpirun, all ranks saved checkpoint-$q_saved within 2 steps of the signal (step $q_step) and exited 75, the script requeued" \
+    sh -c "grep -q 'received SIGUSR1, forwarding to mpirun' '$QOUT' && grep -q 'mpirun exited with 75' '$QOUT' && grep -q 'requeueing job $JOB' '$QOUT' && [ -n '$q_saved' ] && [ '$q_saved' -ge '$q_step' ] && [ '$q_saved' -le $((q_step + 2)) ]"
 check "the requeued run (SLURM_RESTART_COUNT=1, 2 nodes again) resumed from checkpoint-$q_saved and COMPLETED 0:0" \
     sh -c "[ '$(jfield JobState)/$(jfield ExitCode)/$(jfield Restarts)' = COMPLETED/0:0/1 ] && grep -q 'SLURM_RESTART_COUNT=1 ntasks=4 nnodes=2' '$QOUT' && grep -q 'resuming from checkpoint-$q_saved ' '$QOUT'"
 check "the preempted and resumed job's model.safetensors equals the uninterrupted 2-node job's byte for byte" \
