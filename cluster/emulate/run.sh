@@ -29,51 +29,10 @@
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-STATE_ROOT=/run/disttrain-emulate
-SUBNET=10.213.19          # private /24; lives only inside this invocation's namespaces
-PREFIX=dtemu              # namespace names: dtemu-ID-sw, dtemu-ID-n0 ...
-
 say() { echo "[emulate] $*" >&2; }
 usage() { say "$* (usage: $0 --nodes N --ranks-per-node R[,R1,...] [--rate RATE] [--latency TIME] [--burst BYTES] -- COMMAND ARGS...)"; exit 2; }
-run() { [ -n "${EMULATE_VERBOSE:-}" ] && say "+ $*"; "$@"; }
-
-# ------------------------------------------------------------------------------------------------ teardown
-# teardown_id ID: kill what runs in the invocation's namespaces, delete them, remove its state. Idempotent.
-teardown_id() {
-    local id=$1 ns pids i
-    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$PREFIX-$id-(n[0-9]+|sw)\$"); do
-        pids=$(ip netns pids "$ns" 2>/dev/null)
-        # shellcheck disable=SC2086
-        [ -n "$pids" ] && kill -9 $pids 2>/dev/null
-    done
-    for i in $(seq 1 50); do   # a namespace with processes in it outlives `ip netns del`: wait for them
-        local left=""
-        for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$PREFIX-$id-(n[0-9]+|sw)\$"); do
-            [ -n "$(ip netns pids "$ns" 2>/dev/null)" ] && left=1
-        done
-        [ -z "$left" ] && break
-        sleep 0.1
-    done
-    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$PREFIX-$id-(n[0-9]+|sw)\$"); do
-        ip netns del "$ns" 2>/dev/null || say "warning: could not delete network namespace $ns"
-    done
-    rm -rf "${STATE_ROOT:?}/$id"
-}
-
-# Leftovers of invocations whose run.sh no longer runs (a state folder whose pid is dead, or namespaces of ours
-# without any state folder).
-cleanup_stale() {
-    local d id pid ns
-    for d in "$STATE_ROOT"/*/; do
-        [ -d "$d" ] || continue
-        id=$(basename "$d"); pid=$(cat "$d/pid" 2>/dev/null)
-        if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then say "removing leftovers of invocation $id (run.sh pid ${pid:-?} is gone)"; teardown_id "$id"; fi
-    done
-    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$PREFIX-[0-9a-f]+-(n[0-9]+|sw)\$"); do
-        id=$(echo "$ns" | cut -d- -f2)
-        [ -d "$STATE_ROOT/$id" ] || { say "removing orphaned namespace $ns"; teardown_id "$id"; }
-    done
-}
+# shellcheck source=netns.sh
+. "$HERE/netns.sh"   # the set-up and teardown of the namespaces (shared with ../slurm/selftest-multinode.sh)
 
 # ------------------------------------------------------------------------------------------------ arguments
 NODES=""; RPN=""; RATE=""; LATENCY=1ms; BURST=""
@@ -84,7 +43,7 @@ while [ $# -gt 0 ]; do
         --rate) RATE=${2:-}; shift 2 || usage "--rate needs a value (e.g. 1gbit, 10gbit, 25gbit)" ;;
         --latency) LATENCY=${2:-}; shift 2 || usage "--latency needs a value (e.g. 1ms)" ;;
         --burst) BURST=${2:-}; shift 2 || usage "--burst needs a value in bytes" ;;
-        --cleanup) [ "$(id -u)" = 0 ] || { say "--cleanup needs root"; exit 2; }; cleanup_stale; exit 0 ;;
+        --cleanup) [ "$(id -u)" = 0 ] || { say "--cleanup needs root"; exit 2; }; emu_cleanup_stale; exit 0 ;;
         -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         --) shift; break ;;
         *) usage "unknown argument '$1' (the job's command goes after --)" ;;
@@ -123,69 +82,23 @@ fi
 
 # ------------------------------------------------------------------------------------------------ set-up
 mkdir -p "$STATE_ROOT"
-cleanup_stale
-ID=""; STATE=""
-for _ in 1 2 3 4 5 6 7 8; do   # a fresh id: its state folder is created atomically (mkdir fails if it exists)
-    cand=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
-    if mkdir "$STATE_ROOT/$cand" 2>/dev/null; then ID=$cand; STATE=$STATE_ROOT/$cand; break; fi
-done
-[ -n "$ID" ] || { say "could not allocate an invocation id under $STATE_ROOT"; exit 3; }
-echo $$ > "$STATE/pid"
+emu_cleanup_stale
+emu_allocate_id
 
 MPI_PID=""
 finish() {
     local rc=$?
     trap - EXIT INT TERM HUP USR1 USR2
     [ -n "$MPI_PID" ] && kill -0 "$MPI_PID" 2>/dev/null && kill -9 "$MPI_PID" 2>/dev/null
-    teardown_id "$ID"
+    emu_teardown_id "$ID"
     exit "$rc"
 }
 trap finish EXIT
 trap 'exit 130' INT; trap 'exit 143' TERM; trap 'exit 129' HUP
 
-SW=$PREFIX-$ID-sw
-node_ns() { echo "$PREFIX-$ID-n$1"; }
-fail() { say "set-up failed: $*"; exit 3; }
-
-# tbf bucket: at least 256 KB (a few GSO packets; 128 KB held 1 Gb/s links at a third of their rate here), and
-# at least 1 ms at the rate (timer slack).
-rate_bps() {   # rate_bps 10gbit -> 10000000000 (tc units: bit/bps with k/m/g/t prefixes of 1000)
-    local r=${1%bit} m=1
-    r=${r%bps}
-    case "$r" in *k) m=1000; r=${r%k};; *m) m=1000000; r=${r%m};; *g) m=1000000000; r=${r%g};; *t) m=1000000000000; r=${r%t};; esac
-    [[ "$1" == *bps ]] && m=$((m * 8))
-    awk -v r="$r" -v m="$m" 'BEGIN { printf "%.0f", r * m }'
-}
-if [ -n "$RATE" ] && [ -z "$BURST" ]; then
-    BURST=$(awk -v b="$(rate_bps "$RATE")" 'BEGIN { x = b / 8 / 1000; if (x < 262144) x = 262144; printf "%.0f", x }')
-fi
-shape() {   # shape NS DEV: tbf on DEV's egress inside NS
-    [ -n "$RATE" ] || return 0
-    run ip netns exec "$1" tc qdisc replace dev "$2" root tbf rate "$RATE" burst "$BURST" latency "$LATENCY" \
-        || fail "tc tbf on $2 in $1 (rate $RATE burst $BURST latency $LATENCY)"
-}
-
-run ip netns add "$SW" || fail "ip netns add $SW"
-run ip -n "$SW" link add br0 type bridge || fail "bridge in $SW"
-run ip -n "$SW" link set lo up
+emu_build_nodes "$NODES"
 HOSTFILE=$STATE/hostfile
-: > "$HOSTFILE"
-for ((i = 0; i < NODES; i++)); do
-    ns=$(node_ns $i)
-    run ip netns add "$ns" || fail "ip netns add $ns"
-    # The veth pair is created inside the switch namespace with its peer placed straight into the node's.
-    run ip -n "$SW" link add "p$i" type veth peer name eth0 netns "$ns" || fail "veth pair for node$i"
-    run ip -n "$SW" link set "p$i" master br0 || fail "p$i into the bridge"
-    run ip -n "$SW" link set "p$i" up
-    run ip -n "$ns" link set lo up
-    run ip -n "$ns" addr add "$SUBNET.$((i + 1))/24" dev eth0 || fail "address of node$i"
-    run ip -n "$ns" link set eth0 up || fail "eth0 of node$i up"
-    shape "$ns" eth0          # node -> switch
-    shape "$SW" "p$i"         # switch -> node
-    echo "node$i slots=${PER_NODE[$i]}" >> "$HOSTFILE"
-    echo "node$i $ns" >> "$STATE/nodes"
-done
-run ip -n "$SW" link set br0 up || fail "bridge up"
+for ((i = 0; i < NODES; i++)); do echo "node$i slots=${PER_NODE[$i]}" >> "$HOSTFILE"; done
 
 # The launch agent, as mpirun calls ssh: AGENT [options] HOST COMMAND-LINE...
 cat > "$STATE/agent" <<EOF
