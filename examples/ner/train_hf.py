@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import torch
 from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
-from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification, Trainer,
+from transformers import (set_seed, AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification, Trainer,
                           TrainingArguments)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -46,6 +46,7 @@ def encode(rows):
     return feats
 
 
+set_seed(42)   # as run_qa/run_ner: seeded before the model, so the fresh head is the same on every run
 model = AutoModelForTokenClassification.from_pretrained(model_dir, num_labels=len(labels), id2label=dict(enumerate(labels)),
                                                         label2id=l2i)
 

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 import torch
-from transformers import AutoModelForQuestionAnswering, AutoTokenizer, Trainer, TrainingArguments, default_data_collator
+from transformers import set_seed, AutoModelForQuestionAnswering, AutoTokenizer, Trainer, TrainingArguments, default_data_collator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 out = sys.argv[1]
@@ -73,6 +73,7 @@ for i in range(len(enc["input_ids"])):
 print(len(examples), "questions,", len(train_feats), "windows")
 
 torch.set_num_threads(1)
+set_seed(seed)   # as run_qa/run_ner: seeded before the model, so the fresh head is the same on every run
 model = AutoModelForQuestionAnswering.from_pretrained(model_dir)
 args = TrainingArguments(output_dir=out, num_train_epochs=epochs, per_device_train_batch_size=8, per_device_eval_batch_size=32,
                          learning_rate=lr, warmup_steps=0.1, weight_decay=0.0,   # transformers 5: a float < 1 is the warmup ratio
