@@ -140,34 +140,82 @@ public enum ModelBenchmark {
                                precision: precision.rawValue)
     }
 
-    /// One GEMM shape timed in bf16 (ck_bf16_gemm) and fp32 (cblas_sgemm), alternating, median of `reps` each.
+    /// One GEMM shape timed in bf16 and fp32 through the model's own product (`gemm`: the bf16 kernel on the compute
+    /// pool, or splitSgemm's cblas_sgemm blocks), alternating, median of `reps` each. `per_step`: how many times one
+    /// training step runs it (0: not a product the model runs in bf16, shown for comparison).
     public struct GemmShapeResult: Sendable, Codable, JSONLineResult {
         public var use: String
         public var transA: Bool, transB: Bool
         public var m: Int, n: Int, k: Int
+        public var threads: Int = 1
+        public var per_step: Int = 0
         public var bf16_gflops: Double
         public var sgemm_gflops: Double
         public var speedup: Double
+        /// Milliseconds per call (medians).
+        public var bf16_ms: Double = 0
+        public var sgemm_ms: Double = 0
+    }
+
+    /// The sum over the rows with per_step > 0: the step's products in ms, bf16 vs fp32.
+    public struct GemmStepTotal: Sendable, Codable, JSONLineResult {
+        public var use: String
+        public var threads: Int
+        public var bf16_ms_per_step: Double
+        public var sgemm_ms_per_step: Double
+        public var speedup: Double
+        public init(_ rows: [GemmShapeResult], use: String) {
+            self.use = use
+            threads = rows.first?.threads ?? 1
+            bf16_ms_per_step = rows.reduce(0) { $0 + Double($1.per_step) * $1.bf16_ms }
+            sgemm_ms_per_step = rows.reduce(0) { $0 + Double($1.per_step) * $1.sgemm_ms }
+            speedup = bf16_ms_per_step > 0 ? sgemm_ms_per_step / bf16_ms_per_step : 0
+        }
     }
 
     /// The products of one encoder training step at (tokens = batch·seq, hidden, ffn, seq, head size): the Linear
-    /// forward (NT), weight gradient (TN) and input gradient (NN) at every (in, out) of the layer, and one
-    /// attention head's three forms. Nil when the CPU lacks AVX512-BF16.
-    public static func gemmShapes(tokens: Int, hidden: Int, ffn: Int, seq: Int, headSize: Int, threads: Int,
-                                  reps: Int = 5) -> [GemmShapeResult]? {
+    /// forward (NT), weight gradient (TN) and input gradient (NN) at every (in, out) of the layer (weights [out, in]),
+    /// and one attention head's three forms (fp32 in the model). Nil when the CPU lacks AVX512-BF16.
+    public static func gemmShapes(tokens: Int, hidden: Int, ffn: Int, seq: Int, headSize: Int, layers: Int = 1,
+                                  threads: Int, reps: Int = 5) -> [GemmShapeResult]? {
+        var shapes: [(String, Bool, Bool, Int, Int, Int, Int)] = []
+        for (inC, outC, count) in [(hidden, hidden, 4), (hidden, ffn, 1), (ffn, hidden, 1)] {
+            shapes.append(("linear forward \(inC)->\(outC)", false, true, tokens, outC, inC, count * layers))
+            shapes.append(("linear dW \(inC)->\(outC)", true, false, outC, inC, tokens, count * layers))
+            shapes.append(("linear dx \(inC)->\(outC)", false, false, tokens, inC, outC, count * layers))
+        }
+        shapes.append(("attention QK^T (one head)", false, true, seq, seq, headSize, 0))
+        shapes.append(("attention PV / dQ (one head)", false, false, seq, headSize, seq, 0))
+        shapes.append(("attention dV / dK (one head)", true, false, seq, headSize, seq, 0))
+        return timeShapes(shapes, threads: threads, reps: reps)
+    }
+
+    /// The GPT-2 Conv1D products of one training step (weights [in, out], y = x W): forward (NN: B packed
+    /// untransposed), dW = xᵀ dy (TN) and dx = dy Wᵀ (NT) of c_attn (C→3C), attn.c_proj (C→C), mlp.c_fc (C→FF) and
+    /// mlp.c_proj (FF→C), `layers` times per step; and the tied LM head's three products for one logits chunk of
+    /// `headRows` rows (fp32 in the model, per_step 0). Nil when the CPU lacks AVX512-BF16.
+    public static func conv1dGemmShapes(tokens: Int, hidden C: Int, ffn: Int, layers: Int, vocab: Int, headRows: Int,
+                                        threads: Int, reps: Int = 5) -> [GemmShapeResult]? {
+        var shapes: [(String, Bool, Bool, Int, Int, Int, Int)] = []
+        for (name, inC, outC) in [("c_attn", C, 3 * C), ("attn.c_proj", C, C), ("mlp.c_fc", C, ffn), ("mlp.c_proj", ffn, C)] {
+            shapes.append(("conv1d forward \(name) \(inC)->\(outC)", false, false, tokens, outC, inC, layers))
+            shapes.append(("conv1d dW \(name) \(inC)->\(outC)", true, false, inC, outC, tokens, layers))
+            shapes.append(("conv1d dx \(name) \(inC)->\(outC)", false, true, tokens, inC, outC, layers))
+        }
+        if headRows > 0 {
+            shapes.append(("lm head logits (fp32 in the model)", false, true, headRows, vocab, C, 0))
+            shapes.append(("lm head dX (fp32 in the model)", false, false, headRows, C, vocab, 0))
+            shapes.append(("lm head dW (fp32 in the model)", true, false, vocab, C, headRows, 0))
+        }
+        return timeShapes(shapes, threads: threads, reps: reps)
+    }
+
+    /// (use, transA, transB, m, n, k, per step) timed through `gemm` in both precisions, on `threads` threads.
+    static func timeShapes(_ shapes: [(String, Bool, Bool, Int, Int, Int, Int)], threads: Int, reps: Int) -> [GemmShapeResult]? {
         guard MatmulPrecision.bf16Supported else { return nil }
         ComputeThreads.set(threads)
-        var shapes: [(String, Bool, Bool, Int, Int, Int)] = []
-        for (inC, outC) in [(hidden, hidden), (hidden, ffn), (ffn, hidden)] {
-            shapes.append(("linear forward \(inC)->\(outC)", false, true, tokens, outC, inC))
-            shapes.append(("linear dW \(inC)->\(outC)", true, false, outC, inC, tokens))
-            shapes.append(("linear dx \(inC)->\(outC)", false, false, tokens, inC, outC))
-        }
-        shapes.append(("attention QK^T (one head)", false, true, seq, seq, headSize))
-        shapes.append(("attention PV / dQ (one head)", false, false, seq, headSize, seq))
-        shapes.append(("attention dV / dK (one head)", true, false, seq, headSize, seq))
         var rng = SplitMix64(seed: 11)
-        return shapes.map { (use, ta, tb, m, n, k) in
+        return shapes.map { (use, ta, tb, m, n, k, perStep) in
             let a = UnsafeMutablePointer<Float>.allocate(capacity: m * k), b = UnsafeMutablePointer<Float>.allocate(capacity: k * n)
             let c = UnsafeMutablePointer<Float>.allocate(capacity: m * n)
             defer { a.deallocate(); b.deallocate(); c.deallocate() }
@@ -177,22 +225,23 @@ public enum ModelBenchmark {
             let lda = ta ? m : k, ldb = tb ? k : n
             // tiny shapes are repeated so that one timing is at least ~1 ms
             let inner = max(1, 2_000_000 / (m * n * k))
-            func time(_ f: () -> Void) -> Double {
+            func time(_ p: MatmulPrecision) -> Double {
                 let t0 = DispatchTime.now().uptimeNanoseconds
-                for _ in 0..<inner { f() }
-                let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
-                return 2 * Double(m * n * k) * Double(inner) / dt / 1e9
+                for _ in 0..<inner {
+                    gemm(p, transA: ta, transB: tb, m: m, n: n, k: k, alpha: 1, a, lda: lda, b, ldb: ldb, beta: 0, c, ldc: n)
+                }
+                return Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 / Double(inner)
             }
-            var gb: [Double] = [], gs: [Double] = []
+            var tb16: [Double] = [], tf32: [Double] = []
             for r in 0...reps {
-                let x = time { _ = bf16Gemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: 1, a, lda: lda, b, ldb: ldb, beta: 0, c, ldc: n) }
-                let y = time { sgemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: 1, a, lda: lda, b, ldb: ldb, beta: 0, c, ldc: n) }
-                if r > 0 { gb.append(x); gs.append(y) }   // the first pair is a warm-up
+                let x = time(.bf16), y = time(.fp32)
+                if r > 0 { tb16.append(x); tf32.append(y) }   // the first pair is a warm-up
             }
-            gb.sort(); gs.sort()
-            let mb = gb[gb.count / 2], ms = gs[gs.count / 2]
-            return GemmShapeResult(use: use, transA: ta, transB: tb, m: m, n: n, k: k, bf16_gflops: mb, sgemm_gflops: ms,
-                                   speedup: mb / ms)
+            tb16.sort(); tf32.sort()
+            let sb = tb16[tb16.count / 2], sf = tf32[tf32.count / 2], flop = 2 * Double(m) * Double(n) * Double(k)
+            return GemmShapeResult(use: use, transA: ta, transB: tb, m: m, n: n, k: k, threads: threads, per_step: perStep,
+                                   bf16_gflops: flop / sb / 1e9, sgemm_gflops: flop / sf / 1e9, speedup: sf / sb,
+                                   bf16_ms: sb * 1e3, sgemm_ms: sf * 1e3)
         }
     }
 
