@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <time.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -390,6 +391,81 @@ int ck_bf16_gemm_pool(int transA, int transB, size_t m, size_t n, size_t k, floa
     return bf16_gemm_run(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads, threads > 1 ? pool : NULL);
 }
 
+// ---- what a bf16 product costs on this core, and the rounding copy for the sgemm path ----
+
+// Issue rate of 12 independent accumulator chains (no memory operands): vdpbf16ps zmm (64 FLOP each: 16 lanes × 2
+// products × multiply-add) against vfmadd231ps zmm (32 FLOP each), best of 5 alternating tries of ~0.3 ms each so
+// that a preempted try does not decide. Measured on the Intel Xeon VM (model 207, AMX not exposed): 84 vs 170
+// GFLOP/s (vdpbf16ps issues every other cycle, half the FMA rate); Zen 4 issues both at the same 256-bit rate, so
+// its bf16 dot product does twice the FLOP of its fp32 FMA.
+#define PEAK_ITERS 32768
+#define X12(op) op " %%zmm12, %%zmm12, %%zmm0\n\t" op " %%zmm12, %%zmm12, %%zmm1\n\t" op " %%zmm12, %%zmm12, %%zmm2\n\t" \
+    op " %%zmm12, %%zmm12, %%zmm3\n\t" op " %%zmm12, %%zmm12, %%zmm4\n\t" op " %%zmm12, %%zmm12, %%zmm5\n\t" \
+    op " %%zmm12, %%zmm12, %%zmm6\n\t" op " %%zmm12, %%zmm12, %%zmm7\n\t" op " %%zmm12, %%zmm12, %%zmm8\n\t" \
+    op " %%zmm12, %%zmm12, %%zmm9\n\t" op " %%zmm12, %%zmm12, %%zmm10\n\t" op " %%zmm12, %%zmm12, %%zmm11\n\t"
+#define ZERO12 "vpxord %%zmm0, %%zmm0, %%zmm0\n\t" "vmovaps %%zmm0, %%zmm1\n\t" "vmovaps %%zmm0, %%zmm2\n\t" \
+    "vmovaps %%zmm0, %%zmm3\n\t" "vmovaps %%zmm0, %%zmm4\n\t" "vmovaps %%zmm0, %%zmm5\n\t" "vmovaps %%zmm0, %%zmm6\n\t" \
+    "vmovaps %%zmm0, %%zmm7\n\t" "vmovaps %%zmm0, %%zmm8\n\t" "vmovaps %%zmm0, %%zmm9\n\t" "vmovaps %%zmm0, %%zmm10\n\t" \
+    "vmovaps %%zmm0, %%zmm11\n\t"
+#define CLOBBER12 "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "cc"
+// The chains are written in assembly so that the measurement does not depend on the compiler's optimisation level
+// (a debug build keeps intrinsics' accumulators in memory: the FMA loop then ran at 4 GFLOP/s).
+TGT static double peak_try(int bf16) {
+    const uint32_t x = bf16 ? 0x3a833a83u : 0x3a83126fu;   // 1e-3 as a bf16 pair / as fp32: no overflow, no subnormals
+    long n = PEAK_ITERS;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (bf16) {
+        __asm__ volatile("vpbroadcastd %1, %%zmm12\n\t" ZERO12 "1:\n\t" X12("vdpbf16ps") "dec %0\n\tjnz 1b"
+                         : "+r"(n) : "m"(x) : CLOBBER12);
+    } else {
+        __asm__ volatile("vpbroadcastd %1, %%zmm12\n\t" ZERO12 "1:\n\t" X12("vfmadd231ps") "dec %0\n\tjnz 1b"
+                         : "+r"(n) : "m"(x) : CLOBBER12);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec);
+    return ns > 0 ? 12.0 * PEAK_ITERS * (bf16 ? 64.0 : 32.0) / ns : 0;   // GFLOP/s
+}
+#undef X12
+#undef ZERO12
+#undef CLOBBER12
+
+void ck_bf16_peak_rates(double *bf16_gflops, double *fp32_gflops) {
+    *bf16_gflops = 0; *fp32_gflops = 0;
+    if (!ck_has_avx512bf16()) return;
+    for (int t = 0; t < 5; t++) {
+        double b = peak_try(1), f = peak_try(0);
+        if (b > *bf16_gflops) *bf16_gflops = b;
+        if (f > *fp32_gflops) *fp32_gflops = f;
+    }
+}
+
+typedef struct { const float *x; size_t ldx; float *y; size_t ldy, cols; } round_job;
+
+// Rows b..<e of x rounded to bfloat16 (vcvtneps2bf16: the rounding the kernel's packing applies) and widened back
+// to fp32 (the low 16 bits zero) into y.
+TGT static void round_rows(void *ctx, size_t b, size_t e, int thread) {
+    (void)thread;
+    round_job *j = ctx;
+    for (size_t r = b; r < e; r++) {
+        const float *x = j->x + r * j->ldx;
+        float *y = j->y + r * j->ldy;
+        for (size_t c = 0; c < j->cols; c += 16) {
+            __mmask16 m = lanes(j->cols - c);
+            __m256i h = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, x + c));
+            _mm512_mask_storeu_ps(y + c, m, (__m512)_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        }
+    }
+}
+
+int ck_bf16_round_rows_pool(const float *x, size_t ldx, float *y, size_t ldy, size_t rows, size_t cols, ck_pool *pool) {
+    if (!ck_has_avx512bf16()) return CK_BF16_UNSUPPORTED;
+    round_job j = {x, ldx, y, ldy, cols};
+    size_t grain = cols ? (16384 + cols - 1) / cols : 1;
+    ck_pool_for(pool, rows, grain, 1, round_rows, &j);
+    return 0;
+}
+
 #else
 
 int ck_bf16_gemm(int transA, int transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
@@ -402,6 +478,13 @@ int ck_bf16_gemm_pool(int transA, int transB, size_t m, size_t n, size_t k, floa
                       const float *b, size_t ldb, float beta, float *c, size_t ldc, ck_pool *pool) {
     (void)pool;
     return ck_bf16_gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, 1);
+}
+
+
+void ck_bf16_peak_rates(double *bf16_gflops, double *fp32_gflops) { *bf16_gflops = 0; *fp32_gflops = 0; }
+int ck_bf16_round_rows_pool(const float *x, size_t ldx, float *y, size_t ldy, size_t rows, size_t cols, ck_pool *pool) {
+    (void)x; (void)ldx; (void)y; (void)ldy; (void)rows; (void)cols; (void)pool;
+    return CK_BF16_UNSUPPORTED;
 }
 
 #endif

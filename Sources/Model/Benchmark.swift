@@ -6,6 +6,7 @@
 // against the fp32 sgemm rate (so it can exceed 1). Also: the bf16-vs-sgemm GEMM rates at the model's shapes.
 // Deliberately not here: printing or CLI flags (the executable does that).
 import CBLAS
+import CKernels
 import Foundation
 import SplitMix
 
@@ -44,8 +45,37 @@ public struct BenchmarkResult: Sendable, Codable, JSONLineResult {
     public var activation_bytes: Int
     /// "fp32" or "bf16" (the Linear products).
     public var precision: String = "fp32"
+    /// bf16 only: how this CPU runs the bf16 products (BF16Path.chosen) and the issue rates that chose it.
+    public var bf16_path: String? = nil
+    public var bf16_dot_gflops: Double? = nil
+    public var fp32_fma_gflops: Double? = nil
     /// The kernel family OpenBLAS runs (ComputeThreads.blasCore).
     public var blas_core: String = ComputeThreads.blasCore
+}
+
+extension BenchmarkResult {
+    /// With .bf16: the path and issue rates of BF16Path filled in.
+    func withBF16Path(_ precision: MatmulPrecision) -> BenchmarkResult {
+        guard precision == .bf16 else { return self }
+        var r = self
+        r.bf16_path = BF16Path.chosen.rawValue
+        r.bf16_dot_gflops = BF16Path.rates.bf16GFLOPS
+        r.fp32_fma_gflops = BF16Path.rates.fp32GFLOPS
+        return r
+    }
+}
+
+/// `bench --gemm`'s first line: this core's bf16 dot-product and fp32 FMA issue rates and the bf16 path they chose.
+public struct BF16PathResult: Sendable, Codable, JSONLineResult {
+    public var use = "bf16 path"
+    public var bf16_dot_gflops: Double
+    public var fp32_fma_gflops: Double
+    public var bf16_path: String
+    public init() {
+        bf16_dot_gflops = BF16Path.rates.bf16GFLOPS
+        fp32_fma_gflops = BF16Path.rates.fp32GFLOPS
+        bf16_path = BF16Path.chosen.rawValue
+    }
 }
 
 /// `bench --lora-r`: medians of alternating full and LoRA training steps (see runLoRAComparison).
@@ -137,7 +167,7 @@ public enum ModelBenchmark {
                                achieved_gflops: achieved, sgemm_gflops: peak, mfu: basis > 0 ? achieved / basis : 0,
                                gemm_gflops: bf16Peak, over_fp32_sgemm: bf16Peak == nil ? nil : (peak > 0 ? achieved / peak : 0),
                                peak_rss_mb: peakRSSMegabytes(), activation_bytes: model.activationBytes,
-                               precision: precision.rawValue)
+                               precision: precision.rawValue).withBF16Path(precision)
     }
 
     /// One GEMM shape timed in bf16 and fp32 through the model's own product (`gemm`: the bf16 kernel on the compute
@@ -152,9 +182,11 @@ public enum ModelBenchmark {
         public var bf16_gflops: Double
         public var sgemm_gflops: Double
         public var speedup: Double
-        /// Milliseconds per call (medians).
+        /// Milliseconds per call (medians): the model's bf16 product (BF16Path.chosen), its fp32 product, and the
+        /// vdpbf16ps kernel itself (ck_bf16_gemm on the pool) whichever path is chosen.
         public var bf16_ms: Double = 0
         public var sgemm_ms: Double = 0
+        public var dot_kernel_ms: Double = 0
     }
 
     /// The sum over the rows with per_step > 0: the step's products in ms, bf16 vs fp32.
@@ -232,16 +264,23 @@ public enum ModelBenchmark {
                 }
                 return Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 / Double(inner)
             }
-            var tb16: [Double] = [], tf32: [Double] = []
-            for r in 0...reps {
-                let x = time(.bf16), y = time(.fp32)
-                if r > 0 { tb16.append(x); tf32.append(y) }   // the first pair is a warm-up
+            func timeKernel() -> Double {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                for _ in 0..<inner {
+                    _ = ck_bf16_gemm_pool(ta ? 1 : 0, tb ? 1 : 0, m, n, k, 1, a, lda, b, ldb, 0, c, n, ComputeThreads.pool)
+                }
+                return Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 / Double(inner)
             }
-            tb16.sort(); tf32.sort()
+            var tb16: [Double] = [], tf32: [Double] = [], tk: [Double] = []
+            for r in 0...reps {
+                let x = time(.bf16), y = time(.fp32), z = timeKernel()
+                if r > 0 { tb16.append(x); tf32.append(y); tk.append(z) }   // the first round is a warm-up
+            }
+            tb16.sort(); tf32.sort(); tk.sort()
             let sb = tb16[tb16.count / 2], sf = tf32[tf32.count / 2], flop = 2 * Double(m) * Double(n) * Double(k)
             return GemmShapeResult(use: use, transA: ta, transB: tb, m: m, n: n, k: k, threads: threads, per_step: perStep,
                                    bf16_gflops: flop / sb / 1e9, sgemm_gflops: flop / sf / 1e9, speedup: sf / sb,
-                                   bf16_ms: sb * 1e3, sgemm_ms: sf * 1e3)
+                                   bf16_ms: sb * 1e3, sgemm_ms: sf * 1e3, dot_kernel_ms: tk[tk.count / 2] * 1e3)
         }
     }
 

@@ -83,7 +83,7 @@ public enum GPT2Benchmark {
                                step_s_min: times.first ?? 0, step_s_max: times.last ?? 0, flops_per_step: flops,
                                achieved_gflops: achieved, sgemm_gflops: peak, mfu: peak > 0 ? achieved / peak : 0,
                                peak_rss_mb: ModelBenchmark.peakRSSMegabytes(), activation_bytes: model.activationBytes,
-                               precision: precision.rawValue)
+                               precision: precision.rawValue).withBF16Path(precision)
     }
 
     /// Median over `repeats` of greedy generation speed (new tokens per second) from a random prompt.

@@ -162,6 +162,7 @@ extension Bench {
             rows = ModelBenchmark.gemmShapes(tokens: tokens, hidden: cfg.hidden, ffn: cfg.intermediate, seq: seqLen,
                                              headSize: cfg.hidden / cfg.heads, layers: cfg.layers, threads: threads) ?? []
         }
+        print(BF16PathResult().json)
         for r in rows { print(r.json) }
         print(ModelBenchmark.GemmStepTotal(rows.filter { $0.per_step > 0 },
                                            use: gpt2Config == nil ? "linear products per step" : "conv1d products per step").json)

@@ -34,7 +34,9 @@ final class BenchGemmTests: XCTestCase {
         if r.status == 2 && r.stderr.contains("AVX512-BF16") { throw XCTSkip("this CPU has no AVX512-BF16") }
         XCTAssertEqual(r.status, 0, r.stderr)
         let rows = try lines(r.stdout)
-        XCTAssertEqual(rows.count, 12 + 3 + 1, r.stdout)
+        XCTAssertEqual(rows.count, 1 + 12 + 3 + 1, r.stdout)
+        XCTAssertEqual(rows.first?["use"] as? String, "bf16 path")
+        XCTAssertTrue(["vdpbf16ps", "sgemm on bf16-rounded inputs"].contains(rows.first?["bf16_path"] as? String ?? ""), r.stdout)
         func row(_ use: String) throws -> [String: Any] { try XCTUnwrap(rows.first { ($0["use"] as? String) == use }, use) }
         // (use, transA, transB, m, n, k) for 16 tokens, C 16, FF 48
         let want: [(String, Bool, Bool, Int, Int, Int)] = [
@@ -48,6 +50,7 @@ final class BenchGemmTests: XCTestCase {
             XCTAssertEqual([o["m"], o["n"], o["k"]].map { $0 as? Int }, [m, n, k], use)
             XCTAssertEqual(o["per_step"] as? Int, 2, use)
             XCTAssertGreaterThan((o["bf16_ms"] as? NSNumber)?.doubleValue ?? 0, 0, use)
+            XCTAssertGreaterThan((o["dot_kernel_ms"] as? NSNumber)?.doubleValue ?? 0, 0, use)
         }
         XCTAssertEqual(try row("lm head logits (fp32 in the model)")["per_step"] as? Int, 0)
         let total = try XCTUnwrap(rows.last)
