@@ -31,6 +31,9 @@ public struct BenchmarkResult: Sendable, Codable, JSONLineResult {
     public var step_s_median: Double
     public var step_s_min: Double
     public var step_s_max: Double
+    /// Process CPU time (user + system, all threads) per step, median: at 1 thread the step's cost without the
+    /// time other processes held the core (a loaded machine inflates step_s, not this).
+    public var step_cpu_s_median: Double? = nil
     public var flops_per_step: Double
     public var achieved_gflops: Double
     public var sgemm_gflops: Double
@@ -53,7 +56,22 @@ public struct BenchmarkResult: Sendable, Codable, JSONLineResult {
     public var blas_core: String = ComputeThreads.blasCore
 }
 
+/// User + system CPU seconds of this process so far (all threads).
+func processCPUSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
 extension BenchmarkResult {
+    /// The median of the per-step process CPU times.
+    func withCPU(_ cpu: [Double]) -> BenchmarkResult {
+        var r = self
+        let s = cpu.sorted()
+        r.step_cpu_s_median = s.isEmpty ? nil : s[s.count / 2]
+        return r
+    }
+
     /// With .bf16: the path and issue rates of BF16Path filled in.
     func withBF16Path(_ precision: MatmulPrecision) -> BenchmarkResult {
         guard precision == .bf16 else { return self }
@@ -122,7 +140,7 @@ public enum ModelBenchmark {
         model.matmulPrecision = precision
         let NL = config.numLabels
         var dLogits = [Float](repeating: 0, count: batch * NL)
-        var times: [Double] = []
+        var times: [Double] = [], cpu: [Double] = []
         // The sgemm rate is sampled between the steps (two calls after each), not only before or after, so that
         // MFU compares like with like on a machine whose load changes during the run.
         let probe = SgemmProbe(m: batch * seq, n: max(config.intermediate, config.hidden), k: config.hidden)
@@ -136,16 +154,16 @@ public enum ModelBenchmark {
             let tb = TokenBatch(batchSize: batch, seqLen: seq, inputIds: ids,
                                 attentionMask: [Int32](repeating: 1, count: batch * seq),
                                 sampleIndices: (0..<batch).map { step * batch + $0 })
-            let t0 = DispatchTime.now().uptimeNanoseconds
+            let t0 = DispatchTime.now().uptimeNanoseconds, c0 = processCPUSeconds()
             store.zeroGrads()
             let logits = model.forward(tb, dropout: DropoutContext(seed: 42, step: step))
             _ = dLogits.withUnsafeMutableBufferPointer {
                 Loss.crossEntropy(logits: logits, labels: labels, batch: batch, classes: NL, scale: 1 / Float(batch), dLogits: $0)
             }
             dLogits.withUnsafeBufferPointer { model.backward(dLogits: $0) }
-            let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+            let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9, dc = processCPUSeconds() - c0
             if step >= warmup {
-                times.append(dt); rates.append(probe.measure()); rates.append(probe.measure())
+                times.append(dt); cpu.append(dc); rates.append(probe.measure()); rates.append(probe.measure())
                 if let bf16Probe { bf16Rates.append(bf16Probe.measure()); bf16Rates.append(bf16Probe.measure()) }
             }
         }
@@ -167,7 +185,7 @@ public enum ModelBenchmark {
                                achieved_gflops: achieved, sgemm_gflops: peak, mfu: basis > 0 ? achieved / basis : 0,
                                gemm_gflops: bf16Peak, over_fp32_sgemm: bf16Peak == nil ? nil : (peak > 0 ? achieved / peak : 0),
                                peak_rss_mb: peakRSSMegabytes(), activation_bytes: model.activationBytes,
-                               precision: precision.rawValue).withBF16Path(precision)
+                               precision: precision.rawValue).withBF16Path(precision).withCPU(cpu)
     }
 
     /// One GEMM shape timed in bf16 and fp32 through the model's own product (`gemm`: the bf16 kernel on the compute
