@@ -17,6 +17,8 @@
 // state (the pack
 // buffer is allocated per call, about half the size of A), a slow portable path: without AVX512-BF16 the function returns CK_BF16_UNSUPPORTED and
 // the caller (Linear.swift) uses cblas_sgemm.
+// Also here: ck_bf16_peak_rates (this core's vdpbf16ps and FMA issue rates, from which Model's BF16Path decides
+// whether this kernel can beat sgemm at all) and ck_bf16_round_rows_pool (the bf16-rounded copies of the other path).
 #include "ckernels.h"
 #include "ck_pool.h"
 #include <stdint.h>
