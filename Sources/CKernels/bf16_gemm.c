@@ -17,12 +17,15 @@
 // state (the pack
 // buffer is allocated per call, about half the size of A), a slow portable path: without AVX512-BF16 the function returns CK_BF16_UNSUPPORTED and
 // the caller (Linear.swift) uses cblas_sgemm.
+// Also here: ck_bf16_peak_rates (this core's vdpbf16ps and FMA issue rates, from which Model's BF16Path decides
+// whether this kernel can beat sgemm at all) and ck_bf16_round_rows_pool (the bf16-rounded copies of the other path).
 #include "ckernels.h"
 #include "ck_pool.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <time.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -48,10 +51,19 @@ void ck_bf16_round(const float *x, float *y, size_t n) {
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 
-#define MR 6
-#define NR 64
+#ifndef MR
+#define MR 6                   // rows of the micro-tile (broadcast)
+#endif
+#ifndef NV
+#define NV 4                   // 16-column vectors of the micro-tile (loaded): MR·NV accumulators
+#endif
+#define NR (16 * NV)
+#ifndef KC_MAX
 #define KC_MAX 1536            // k elements per block (even)
+#endif
+#ifndef B_BLOCK_BYTES
 #define B_BLOCK_BYTES (384 * 1024)
+#endif
 #define TGT __attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl")))
 #define INL static inline __attribute__((always_inline))
 
@@ -89,23 +101,69 @@ TGT INL void interleave_rows(const float *r0, const float *r1, size_t w, uint32_
     _mm512_mask_storeu_epi32(out, m, v);
 }
 
+// 16×16 transpose of 32-bit words in registers (r[i] word j → r[j] word i): 32-bit, 64-bit and two 128-bit-lane
+// interleaving stages, 64 shuffles for 256 words.
+TGT INL void transpose16(__m512i r[16]) {
+    __m512i t[16];
+#pragma clang loop unroll(full)
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+#pragma clang loop unroll(full)
+    for (int i = 0; i < 16; i += 4) {   // r[i + c], lane l: rows i..i+3 of column 4l + c
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+#pragma clang loop unroll(full)
+    for (int h = 0; h < 16; h += 8) {
+#pragma clang loop unroll(full)
+        for (int j = 0; j < 4; j++) {
+            t[h + j] = _mm512_shuffle_i32x4(r[h + j], r[h + j + 4], 0x88);
+            t[h + j + 4] = _mm512_shuffle_i32x4(r[h + j], r[h + j + 4], 0xdd);
+        }
+    }
+#pragma clang loop unroll(full)
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0x88);
+        r[j + 8] = _mm512_shuffle_i32x4(t[j], t[j + 8], 0xdd);
+    }
+}
+
 // Packs op(B)[k0..<k0+kc, j0..<j0+nc] into ceil(nc/64) panels of [kcp][64] pairs (kcp = ceil(kc/2)); columns
-// past nc are zero. op(B)(k, j) = transB ? b[j*ldb + k] : b[k*ldb + j]. row: scratch of round_up(kc,32)/2 words.
-TGT static void pack_b(int transB, const float *b, size_t ldb, size_t k0, size_t kc, size_t j0, size_t nc,
-                       uint32_t *dst, uint32_t *row) {
+// past nc are zero. op(B)(k, j) = transB ? b[j*ldb + k] : b[k*ldb + j].
+TGT __attribute__((noinline)) static void pack_b(int transB, const float *b, size_t ldb, size_t k0, size_t kc, size_t j0, size_t nc,
+                       uint32_t *dst) {
     size_t kcp = (kc + 1) / 2;
     __m512i idx = interleave_index();
     for (size_t jp = 0; jp < nc; jp += NR) {
         uint32_t *panel = dst + (jp / NR) * kcp * NR;
         size_t w = nc - jp < NR ? nc - jp : NR;
         if (transB) {
-            // Column j of op(B) is a contiguous row of b: convert it, then scatter its pairs with stride 64.
-            for (size_t jj = 0; jj < NR; jj++) {
-                if (jj < w) {
-                    convert_row(b + (j0 + jp + jj) * ldb + k0, kc, row);
-                    for (size_t p = 0; p < kcp; p++) panel[p * NR + jj] = row[p];
-                } else {
-                    for (size_t p = 0; p < kcp; p++) panel[p * NR + jj] = 0;
+            // Column j of op(B) is a contiguous row of b: 16 columns × 32 k convert to 16 registers of 16 pairs
+            // (column-major), and a 16×16 transpose makes them 16 pair rows of the panel (was a scalar scatter
+            // with stride 64 words: one store per pair).
+            for (size_t v = 0; v < NR; v += 16) {
+                size_t wv = w > v ? (w - v < 16 ? w - v : 16) : 0;
+                for (size_t p0 = 0; p0 < kcp; p0 += 16) {
+                    size_t r = kc - 2 * p0;   // k values left in this column
+                    __mmask16 mlo = lanes(r), mhi = r > 16 ? lanes(r - 16) : 0;
+                    __m512i x[16];
+#pragma clang loop unroll(full)
+                    for (int i = 0; i < 16; i++) {
+                        if ((size_t)i < wv) {
+                            const float *src = b + (j0 + jp + v + (size_t)i) * ldb + k0 + 2 * p0;
+                            x[i] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(mhi, src + 16),
+                                                               _mm512_maskz_loadu_ps(mlo, src));
+                        } else {
+                            x[i] = _mm512_setzero_si512();
+                        }
+                    }
+                    transpose16(x);
+                    size_t np = kcp - p0 < 16 ? kcp - p0 : 16;
+                    for (size_t q = 0; q < np; q++) _mm512_storeu_si512((void *)(panel + (p0 + q) * NR + v), x[q]);
                 }
             }
         } else {
@@ -125,7 +183,7 @@ TGT static void pack_b(int transB, const float *b, size_t ldb, size_t k0, size_t
 // The A micro-panel of rows i0..<i0+mr, k0..<k0+kc. Returns the pair strides (row, kpair) in 32-bit words.
 // transA = 0: rows are contiguous along k, so each row converts straight into [row][kpair] (stride kcp_pad).
 // transA = 1: op(A)(i, k) = a[k*lda + i], rows of a run along i: interleave two of them into [kpair][MR].
-TGT static void pack_a(int transA, const float *a, size_t lda, size_t i0, size_t mr, size_t k0, size_t kc,
+TGT __attribute__((noinline)) static void pack_a(int transA, const float *a, size_t lda, size_t i0, size_t mr, size_t k0, size_t kc,
                        uint32_t *dst, size_t kcp_pad, size_t *rs, size_t *cs) {
     size_t kcp = (kc + 1) / 2;
     if (!transA) {
@@ -145,26 +203,23 @@ TGT static void pack_a(int transA, const float *a, size_t lda, size_t i0, size_t
 // Inlined once per mr so that the accumulators live in registers.
 TGT INL void micro(const int mr, size_t kcp, const uint32_t *ap, size_t rs, size_t cs, const uint32_t *bp,
                    float *c, size_t ldc, size_t nr, float alpha, float beta) {
-    __m512 acc[MR][4];
+    __m512 acc[MR][NV];
 #pragma clang loop unroll(full)
     for (int i = 0; i < MR; i++)
 #pragma clang loop unroll(full)
-        for (int v = 0; v < 4; v++) acc[i][v] = _mm512_setzero_ps();
+        for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
     for (size_t p = 0; p < kcp; p++) {
         const uint32_t *bq = bp + p * NR;
-        __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)bq);
-        __m512bh b1 = (__m512bh)_mm512_loadu_si512((const void *)(bq + 16));
-        __m512bh b2 = (__m512bh)_mm512_loadu_si512((const void *)(bq + 32));
-        __m512bh b3 = (__m512bh)_mm512_loadu_si512((const void *)(bq + 48));
+        __m512bh bv[NV];
+#pragma clang loop unroll(full)
+        for (int v = 0; v < NV; v++) bv[v] = (__m512bh)_mm512_loadu_si512((const void *)(bq + 16 * v));
         const uint32_t *aq = ap + p * cs;
 #pragma clang loop unroll(full)
         for (int i = 0; i < MR; i++) {
             if (i < mr) {
                 __m512bh x = (__m512bh)_mm512_set1_epi32((int)aq[i * rs]);
-                acc[i][0] = _mm512_dpbf16_ps(acc[i][0], x, b0);
-                acc[i][1] = _mm512_dpbf16_ps(acc[i][1], x, b1);
-                acc[i][2] = _mm512_dpbf16_ps(acc[i][2], x, b2);
-                acc[i][3] = _mm512_dpbf16_ps(acc[i][3], x, b3);
+#pragma clang loop unroll(full)
+                for (int v = 0; v < NV; v++) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], x, bv[v]);
             }
         }
     }
@@ -174,7 +229,7 @@ TGT INL void micro(const int mr, size_t kcp, const uint32_t *ap, size_t rs, size
         if (i >= mr) continue;
         float *ci = c + (size_t)i * ldc;
 #pragma clang loop unroll(full)
-        for (int v = 0; v < 4; v++) {
+        for (int v = 0; v < NV; v++) {
             size_t off = (size_t)v * 16;
             if (off >= nr) break;
             __mmask16 m = lanes(nr - off);
@@ -188,11 +243,10 @@ TGT INL void micro(const int mr, size_t kcp, const uint32_t *ap, size_t rs, size
 TGT static void micro_any(size_t mr, size_t kcp, const uint32_t *ap, size_t rs, size_t cs, const uint32_t *bp,
                           float *c, size_t ldc, size_t nr, float alpha, float beta) {
     switch (mr) {
-    case 6: micro(6, kcp, ap, rs, cs, bp, c, ldc, nr, alpha, beta); break;
-    case 5: micro(5, kcp, ap, rs, cs, bp, c, ldc, nr, alpha, beta); break;
-    case 4: micro(4, kcp, ap, rs, cs, bp, c, ldc, nr, alpha, beta); break;
-    case 3: micro(3, kcp, ap, rs, cs, bp, c, ldc, nr, alpha, beta); break;
-    case 2: micro(2, kcp, ap, rs, cs, bp, c, ldc, nr, alpha, beta); break;
+#define CASE(r) case r: if (r <= MR) { micro(r <= MR ? r : MR, kcp, ap, rs, cs, bp, c, ldc, nr, alpha, beta); } break;
+    CASE(16) CASE(15) CASE(14) CASE(13) CASE(12) CASE(11) CASE(10) CASE(9) CASE(8) CASE(7) CASE(6) CASE(5) CASE(4)
+    CASE(3) CASE(2)
+#undef CASE
     default: micro(1, kcp, ap, rs, cs, bp, c, ldc, nr, alpha, beta); break;
     }
 }
@@ -201,7 +255,7 @@ TGT static void micro_any(size_t mr, size_t kcp, const uint32_t *ap, size_t rs, 
 // once and swept by all A micro-panels (B block in L2, A micro-panel in L1, C tile in registers).
 TGT static void gemm_bf16(int transA, int transB, size_t m, size_t n, size_t k, float alpha, const float *a,
                           size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc,
-                          uint32_t *bbuf, uint32_t *abuf, uint32_t *row, size_t kc_even, size_t nc_max) {
+                          uint32_t *bbuf, uint32_t *abuf, size_t kc_even, size_t nc_max) {
     for (size_t k0 = 0; k0 < k; k0 += kc_even) {
         size_t kc = k - k0 < kc_even ? k - k0 : kc_even;
         size_t kcp = (kc + 1) / 2;
@@ -215,7 +269,7 @@ TGT static void gemm_bf16(int transA, int transB, size_t m, size_t n, size_t k, 
         }
         for (size_t j0 = 0; j0 < n; j0 += nc_max) {
             size_t nc = n - j0 < nc_max ? n - j0 : nc_max;
-            pack_b(transB, b, ldb, k0, kc, j0, nc, bbuf, row);
+            pack_b(transB, b, ldb, k0, kc, j0, nc, bbuf);
             for (size_t i0 = 0; i0 < m; i0 += MR) {
                 size_t mr = m - i0 < MR ? m - i0 : MR;
                 const uint32_t *ap = abuf + (i0 / MR) * panel_words;
@@ -237,7 +291,7 @@ typedef struct {
     const float *a, *b;
     size_t lda, ldb, ldc;
     float *c;
-    size_t kc, nc, bwords, awords, rwords;
+    size_t kc, nc, bwords, awords;
     uint32_t *buf;
 } part_t;
 
@@ -250,13 +304,12 @@ static void part_plan(part_t *p) {
     size_t npanels_max = ((p->n < p->nc ? p->n : p->nc) + NR - 1) / NR;
     p->bwords = npanels_max * (p->kc / 2) * NR;
     p->awords = (p->m + MR - 1) / MR * MR * kcp_pad;   // the A block: ≥ kcp·MR per panel for either layout
-    p->rwords = kcp_pad;                                 // one converted row (scratch of pack_b)
 }
 
 TGT static void *part_run(void *arg) {
     part_t *p = arg;
     gemm_bf16(p->transA, p->transB, p->m, p->n, p->k, p->alpha, p->a, p->lda, p->b, p->ldb, p->beta, p->c, p->ldc,
-              p->buf, p->buf + p->bwords, p->buf + p->bwords + p->awords, p->kc, p->nc);
+              p->buf, p->buf + p->bwords, p->kc, p->nc);
     return NULL;
 }
 
@@ -290,7 +343,7 @@ static int bf16_gemm_run(int transA, int transB, size_t m, size_t n, size_t k, f
     for (size_t t = 0; t < nt; t++) {
         size_t t1 = tiles * (t + 1) / nt;
         part_t *p = &parts[t];
-        *p = (part_t){transA, transB, m, n, k, alpha, beta, a, b, lda, ldb, ldc, c, 0, 0, 0, 0, 0, NULL};
+        *p = (part_t){transA, transB, m, n, k, alpha, beta, a, b, lda, ldb, ldc, c, 0, 0, 0, 0, NULL};
         if (splitM) {
             size_t i0 = t0 * MR, i1 = t1 * MR < m ? t1 * MR : m;
             p->m = i1 - i0;
@@ -303,7 +356,7 @@ static int bf16_gemm_run(int transA, int transB, size_t m, size_t n, size_t k, f
             p->c = c + j0;
         }
         part_plan(p);
-        total += (p->bwords + p->awords + p->rwords + 15) & ~(size_t)15;   // keep every part 64-byte aligned
+        total += (p->bwords + p->awords + 15) & ~(size_t)15;   // keep every part 64-byte aligned
         t0 = t1;
     }
     // One buffer per call, allocated here for all parts (A block ≈ m·min(k,1536)·2 bytes, e.g. 12 MB at m = 4096,
@@ -311,7 +364,7 @@ static int bf16_gemm_run(int transA, int transB, size_t m, size_t n, size_t k, f
     uint32_t *buf = aligned_alloc(64, total * 4);
     if (!buf) return CK_BF16_NOMEM;
     size_t off = 0;
-    for (size_t t = 0; t < nt; t++) { parts[t].buf = buf + off; off += (parts[t].bwords + parts[t].awords + parts[t].rwords + 15) & ~(size_t)15; }
+    for (size_t t = 0; t < nt; t++) { parts[t].buf = buf + off; off += (parts[t].bwords + parts[t].awords + 15) & ~(size_t)15; }
     if (pool && nt > 1) {   // the persistent pool: no thread made per call
         ck_pool_for(pool, nt, 1, 1, pool_parts, parts);
         free(buf);
@@ -340,6 +393,81 @@ int ck_bf16_gemm_pool(int transA, int transB, size_t m, size_t n, size_t k, floa
     return bf16_gemm_run(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads, threads > 1 ? pool : NULL);
 }
 
+// ---- what a bf16 product costs on this core, and the rounding copy for the sgemm path ----
+
+// Issue rate of 12 independent accumulator chains (no memory operands): vdpbf16ps zmm (64 FLOP each: 16 lanes × 2
+// products × multiply-add) against vfmadd231ps zmm (32 FLOP each), best of 5 alternating tries of ~0.3 ms each so
+// that a preempted try does not decide. Measured on the Intel Xeon VM (model 207, AMX not exposed): 84 vs 170
+// GFLOP/s (vdpbf16ps issues every other cycle, half the FMA rate); Zen 4 issues both at the same 256-bit rate, so
+// its bf16 dot product does twice the FLOP of its fp32 FMA.
+#define PEAK_ITERS 32768
+#define X12(op) op " %%zmm12, %%zmm12, %%zmm0\n\t" op " %%zmm12, %%zmm12, %%zmm1\n\t" op " %%zmm12, %%zmm12, %%zmm2\n\t" \
+    op " %%zmm12, %%zmm12, %%zmm3\n\t" op " %%zmm12, %%zmm12, %%zmm4\n\t" op " %%zmm12, %%zmm12, %%zmm5\n\t" \
+    op " %%zmm12, %%zmm12, %%zmm6\n\t" op " %%zmm12, %%zmm12, %%zmm7\n\t" op " %%zmm12, %%zmm12, %%zmm8\n\t" \
+    op " %%zmm12, %%zmm12, %%zmm9\n\t" op " %%zmm12, %%zmm12, %%zmm10\n\t" op " %%zmm12, %%zmm12, %%zmm11\n\t"
+#define ZERO12 "vpxord %%zmm0, %%zmm0, %%zmm0\n\t" "vmovaps %%zmm0, %%zmm1\n\t" "vmovaps %%zmm0, %%zmm2\n\t" \
+    "vmovaps %%zmm0, %%zmm3\n\t" "vmovaps %%zmm0, %%zmm4\n\t" "vmovaps %%zmm0, %%zmm5\n\t" "vmovaps %%zmm0, %%zmm6\n\t" \
+    "vmovaps %%zmm0, %%zmm7\n\t" "vmovaps %%zmm0, %%zmm8\n\t" "vmovaps %%zmm0, %%zmm9\n\t" "vmovaps %%zmm0, %%zmm10\n\t" \
+    "vmovaps %%zmm0, %%zmm11\n\t"
+#define CLOBBER12 "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "cc"
+// The chains are written in assembly so that the measurement does not depend on the compiler's optimisation level
+// (a debug build keeps intrinsics' accumulators in memory: the FMA loop then ran at 4 GFLOP/s).
+TGT static double peak_try(int bf16) {
+    const uint32_t x = bf16 ? 0x3a833a83u : 0x3a83126fu;   // 1e-3 as a bf16 pair / as fp32: no overflow, no subnormals
+    long n = PEAK_ITERS;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (bf16) {
+        __asm__ volatile("vpbroadcastd %1, %%zmm12\n\t" ZERO12 "1:\n\t" X12("vdpbf16ps") "dec %0\n\tjnz 1b"
+                         : "+r"(n) : "m"(x) : CLOBBER12);
+    } else {
+        __asm__ volatile("vpbroadcastd %1, %%zmm12\n\t" ZERO12 "1:\n\t" X12("vfmadd231ps") "dec %0\n\tjnz 1b"
+                         : "+r"(n) : "m"(x) : CLOBBER12);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec);
+    return ns > 0 ? 12.0 * PEAK_ITERS * (bf16 ? 64.0 : 32.0) / ns : 0;   // GFLOP/s
+}
+#undef X12
+#undef ZERO12
+#undef CLOBBER12
+
+void ck_bf16_peak_rates(double *bf16_gflops, double *fp32_gflops) {
+    *bf16_gflops = 0; *fp32_gflops = 0;
+    if (!ck_has_avx512bf16()) return;
+    for (int t = 0; t < 5; t++) {
+        double b = peak_try(1), f = peak_try(0);
+        if (b > *bf16_gflops) *bf16_gflops = b;
+        if (f > *fp32_gflops) *fp32_gflops = f;
+    }
+}
+
+typedef struct { const float *x; size_t ldx; float *y; size_t ldy, cols; } round_job;
+
+// Rows b..<e of x rounded to bfloat16 (vcvtneps2bf16: the rounding the kernel's packing applies) and widened back
+// to fp32 (the low 16 bits zero) into y.
+TGT static void round_rows(void *ctx, size_t b, size_t e, int thread) {
+    (void)thread;
+    round_job *j = ctx;
+    for (size_t r = b; r < e; r++) {
+        const float *x = j->x + r * j->ldx;
+        float *y = j->y + r * j->ldy;
+        for (size_t c = 0; c < j->cols; c += 16) {
+            __mmask16 m = lanes(j->cols - c);
+            __m256i h = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, x + c));
+            _mm512_mask_storeu_ps(y + c, m, (__m512)_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        }
+    }
+}
+
+int ck_bf16_round_rows_pool(const float *x, size_t ldx, float *y, size_t ldy, size_t rows, size_t cols, ck_pool *pool) {
+    if (!ck_has_avx512bf16()) return CK_BF16_UNSUPPORTED;
+    round_job j = {x, ldx, y, ldy, cols};
+    size_t grain = cols ? (16384 + cols - 1) / cols : 1;
+    ck_pool_for(pool, rows, grain, 1, round_rows, &j);
+    return 0;
+}
+
 #else
 
 int ck_bf16_gemm(int transA, int transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
@@ -352,6 +480,13 @@ int ck_bf16_gemm_pool(int transA, int transB, size_t m, size_t n, size_t k, floa
                       const float *b, size_t ldb, float beta, float *c, size_t ldc, ck_pool *pool) {
     (void)pool;
     return ck_bf16_gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, 1);
+}
+
+
+void ck_bf16_peak_rates(double *bf16_gflops, double *fp32_gflops) { *bf16_gflops = 0; *fp32_gflops = 0; }
+int ck_bf16_round_rows_pool(const float *x, size_t ldx, float *y, size_t ldy, size_t rows, size_t cols, ck_pool *pool) {
+    (void)x; (void)ldx; (void)y; (void)ldy; (void)rows; (void)cols; (void)pool;
+    return CK_BF16_UNSUPPORTED;
 }
 
 #endif

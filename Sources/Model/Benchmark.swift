@@ -6,6 +6,7 @@
 // against the fp32 sgemm rate (so it can exceed 1). Also: the bf16-vs-sgemm GEMM rates at the model's shapes.
 // Deliberately not here: printing or CLI flags (the executable does that).
 import CBLAS
+import CKernels
 import Foundation
 import SplitMix
 
@@ -30,6 +31,9 @@ public struct BenchmarkResult: Sendable, Codable, JSONLineResult {
     public var step_s_median: Double
     public var step_s_min: Double
     public var step_s_max: Double
+    /// Process CPU time (user + system, all threads) per step, median: at 1 thread the step's cost without the
+    /// time other processes held the core (a loaded machine inflates step_s, not this).
+    public var step_cpu_s_median: Double? = nil
     public var flops_per_step: Double
     public var achieved_gflops: Double
     public var sgemm_gflops: Double
@@ -44,8 +48,52 @@ public struct BenchmarkResult: Sendable, Codable, JSONLineResult {
     public var activation_bytes: Int
     /// "fp32" or "bf16" (the Linear products).
     public var precision: String = "fp32"
+    /// bf16 only: how this CPU runs the bf16 products (BF16Path.chosen) and the issue rates that chose it.
+    public var bf16_path: String? = nil
+    public var bf16_dot_gflops: Double? = nil
+    public var fp32_fma_gflops: Double? = nil
     /// The kernel family OpenBLAS runs (ComputeThreads.blasCore).
     public var blas_core: String = ComputeThreads.blasCore
+}
+
+/// User + system CPU seconds of this process so far (all threads).
+func processCPUSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+extension BenchmarkResult {
+    /// The median of the per-step process CPU times.
+    func withCPU(_ cpu: [Double]) -> BenchmarkResult {
+        var r = self
+        let s = cpu.sorted()
+        r.step_cpu_s_median = s.isEmpty ? nil : s[s.count / 2]
+        return r
+    }
+
+    /// With .bf16: the path and issue rates of BF16Path filled in.
+    func withBF16Path(_ precision: MatmulPrecision) -> BenchmarkResult {
+        guard precision == .bf16 else { return self }
+        var r = self
+        r.bf16_path = BF16Path.chosen.rawValue
+        r.bf16_dot_gflops = BF16Path.rates.bf16GFLOPS
+        r.fp32_fma_gflops = BF16Path.rates.fp32GFLOPS
+        return r
+    }
+}
+
+/// `bench --gemm`'s first line: this core's bf16 dot-product and fp32 FMA issue rates and the bf16 path they chose.
+public struct BF16PathResult: Sendable, Codable, JSONLineResult {
+    public var use = "bf16 path"
+    public var bf16_dot_gflops: Double
+    public var fp32_fma_gflops: Double
+    public var bf16_path: String
+    public init() {
+        bf16_dot_gflops = BF16Path.rates.bf16GFLOPS
+        fp32_fma_gflops = BF16Path.rates.fp32GFLOPS
+        bf16_path = BF16Path.chosen.rawValue
+    }
 }
 
 /// `bench --lora-r`: medians of alternating full and LoRA training steps (see runLoRAComparison).
@@ -92,7 +140,7 @@ public enum ModelBenchmark {
         model.matmulPrecision = precision
         let NL = config.numLabels
         var dLogits = [Float](repeating: 0, count: batch * NL)
-        var times: [Double] = []
+        var times: [Double] = [], cpu: [Double] = []
         // The sgemm rate is sampled between the steps (two calls after each), not only before or after, so that
         // MFU compares like with like on a machine whose load changes during the run.
         let probe = SgemmProbe(m: batch * seq, n: max(config.intermediate, config.hidden), k: config.hidden)
@@ -106,16 +154,16 @@ public enum ModelBenchmark {
             let tb = TokenBatch(batchSize: batch, seqLen: seq, inputIds: ids,
                                 attentionMask: [Int32](repeating: 1, count: batch * seq),
                                 sampleIndices: (0..<batch).map { step * batch + $0 })
-            let t0 = DispatchTime.now().uptimeNanoseconds
+            let t0 = DispatchTime.now().uptimeNanoseconds, c0 = processCPUSeconds()
             store.zeroGrads()
             let logits = model.forward(tb, dropout: DropoutContext(seed: 42, step: step))
             _ = dLogits.withUnsafeMutableBufferPointer {
                 Loss.crossEntropy(logits: logits, labels: labels, batch: batch, classes: NL, scale: 1 / Float(batch), dLogits: $0)
             }
             dLogits.withUnsafeBufferPointer { model.backward(dLogits: $0) }
-            let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+            let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9, dc = processCPUSeconds() - c0
             if step >= warmup {
-                times.append(dt); rates.append(probe.measure()); rates.append(probe.measure())
+                times.append(dt); cpu.append(dc); rates.append(probe.measure()); rates.append(probe.measure())
                 if let bf16Probe { bf16Rates.append(bf16Probe.measure()); bf16Rates.append(bf16Probe.measure()) }
             }
         }
@@ -137,37 +185,87 @@ public enum ModelBenchmark {
                                achieved_gflops: achieved, sgemm_gflops: peak, mfu: basis > 0 ? achieved / basis : 0,
                                gemm_gflops: bf16Peak, over_fp32_sgemm: bf16Peak == nil ? nil : (peak > 0 ? achieved / peak : 0),
                                peak_rss_mb: peakRSSMegabytes(), activation_bytes: model.activationBytes,
-                               precision: precision.rawValue)
+                               precision: precision.rawValue).withBF16Path(precision).withCPU(cpu)
     }
 
-    /// One GEMM shape timed in bf16 (ck_bf16_gemm) and fp32 (cblas_sgemm), alternating, median of `reps` each.
+    /// One GEMM shape timed in bf16 and fp32 through the model's own product (`gemm`: the bf16 kernel on the compute
+    /// pool, or splitSgemm's cblas_sgemm blocks), alternating, median of `reps` each. `per_step`: how many times one
+    /// training step runs it (0: not a product the model runs in bf16, shown for comparison).
     public struct GemmShapeResult: Sendable, Codable, JSONLineResult {
         public var use: String
         public var transA: Bool, transB: Bool
         public var m: Int, n: Int, k: Int
+        public var threads: Int = 1
+        public var per_step: Int = 0
         public var bf16_gflops: Double
         public var sgemm_gflops: Double
         public var speedup: Double
+        /// Milliseconds per call (medians): the model's bf16 product (BF16Path.chosen), its fp32 product, and the
+        /// vdpbf16ps kernel itself (ck_bf16_gemm on the pool) whichever path is chosen.
+        public var bf16_ms: Double = 0
+        public var sgemm_ms: Double = 0
+        public var dot_kernel_ms: Double = 0
+    }
+
+    /// The sum over the rows with per_step > 0: the step's products in ms, bf16 vs fp32.
+    public struct GemmStepTotal: Sendable, Codable, JSONLineResult {
+        public var use: String
+        public var threads: Int
+        public var bf16_ms_per_step: Double
+        public var sgemm_ms_per_step: Double
+        public var speedup: Double
+        public init(_ rows: [GemmShapeResult], use: String) {
+            self.use = use
+            threads = rows.first?.threads ?? 1
+            bf16_ms_per_step = rows.reduce(0) { $0 + Double($1.per_step) * $1.bf16_ms }
+            sgemm_ms_per_step = rows.reduce(0) { $0 + Double($1.per_step) * $1.sgemm_ms }
+            speedup = bf16_ms_per_step > 0 ? sgemm_ms_per_step / bf16_ms_per_step : 0
+        }
     }
 
     /// The products of one encoder training step at (tokens = batch·seq, hidden, ffn, seq, head size): the Linear
-    /// forward (NT), weight gradient (TN) and input gradient (NN) at every (in, out) of the layer, and one
-    /// attention head's three forms. Nil when the CPU lacks AVX512-BF16.
-    public static func gemmShapes(tokens: Int, hidden: Int, ffn: Int, seq: Int, headSize: Int, threads: Int,
-                                  reps: Int = 5) -> [GemmShapeResult]? {
+    /// forward (NT), weight gradient (TN) and input gradient (NN) at every (in, out) of the layer (weights [out, in]),
+    /// and one attention head's three forms (fp32 in the model). Nil when the CPU lacks AVX512-BF16.
+    public static func gemmShapes(tokens: Int, hidden: Int, ffn: Int, seq: Int, headSize: Int, layers: Int = 1,
+                                  threads: Int, reps: Int = 5) -> [GemmShapeResult]? {
+        var shapes: [(String, Bool, Bool, Int, Int, Int, Int)] = []
+        for (inC, outC, count) in [(hidden, hidden, 4), (hidden, ffn, 1), (ffn, hidden, 1)] {
+            shapes.append(("linear forward \(inC)->\(outC)", false, true, tokens, outC, inC, count * layers))
+            shapes.append(("linear dW \(inC)->\(outC)", true, false, outC, inC, tokens, count * layers))
+            shapes.append(("linear dx \(inC)->\(outC)", false, false, tokens, inC, outC, count * layers))
+        }
+        shapes.append(("attention QK^T (one head)", false, true, seq, seq, headSize, 0))
+        shapes.append(("attention PV / dQ (one head)", false, false, seq, headSize, seq, 0))
+        shapes.append(("attention dV / dK (one head)", true, false, seq, headSize, seq, 0))
+        return timeShapes(shapes, threads: threads, reps: reps)
+    }
+
+    /// The GPT-2 Conv1D products of one training step (weights [in, out], y = x W): forward (NN: B packed
+    /// untransposed), dW = xᵀ dy (TN) and dx = dy Wᵀ (NT) of c_attn (C→3C), attn.c_proj (C→C), mlp.c_fc (C→FF) and
+    /// mlp.c_proj (FF→C), `layers` times per step; and the tied LM head's three products for one logits chunk of
+    /// `headRows` rows (fp32 in the model, per_step 0). Nil when the CPU lacks AVX512-BF16.
+    public static func conv1dGemmShapes(tokens: Int, hidden C: Int, ffn: Int, layers: Int, vocab: Int, headRows: Int,
+                                        threads: Int, reps: Int = 5) -> [GemmShapeResult]? {
+        var shapes: [(String, Bool, Bool, Int, Int, Int, Int)] = []
+        for (name, inC, outC) in [("c_attn", C, 3 * C), ("attn.c_proj", C, C), ("mlp.c_fc", C, ffn), ("mlp.c_proj", ffn, C)] {
+            shapes.append(("conv1d forward \(name) \(inC)->\(outC)", false, false, tokens, outC, inC, layers))
+            shapes.append(("conv1d dW \(name) \(inC)->\(outC)", true, false, inC, outC, tokens, layers))
+            shapes.append(("conv1d dx \(name) \(inC)->\(outC)", false, true, tokens, inC, outC, layers))
+        }
+        if headRows > 0 {
+            shapes.append(("lm head logits (fp32 in the model)", false, true, headRows, vocab, C, 0))
+            shapes.append(("lm head dX (fp32 in the model)", false, false, headRows, C, vocab, 0))
+            shapes.append(("lm head dW (fp32 in the model)", true, false, vocab, C, headRows, 0))
+        }
+        return timeShapes(shapes, threads: threads, reps: reps)
+    }
+
+    /// (use, transA, transB, m, n, k, per step) timed through `gemm` in both precisions, on `threads` threads.
+    static func timeShapes(_ shapes: [(String, Bool, Bool, Int, Int, Int, Int)], threads: Int, reps: Int) -> [GemmShapeResult]? {
         guard MatmulPrecision.bf16Supported else { return nil }
         ComputeThreads.set(threads)
-        var shapes: [(String, Bool, Bool, Int, Int, Int)] = []
-        for (inC, outC) in [(hidden, hidden), (hidden, ffn), (ffn, hidden)] {
-            shapes.append(("linear forward \(inC)->\(outC)", false, true, tokens, outC, inC))
-            shapes.append(("linear dW \(inC)->\(outC)", true, false, outC, inC, tokens))
-            shapes.append(("linear dx \(inC)->\(outC)", false, false, tokens, inC, outC))
-        }
-        shapes.append(("attention QK^T (one head)", false, true, seq, seq, headSize))
-        shapes.append(("attention PV / dQ (one head)", false, false, seq, headSize, seq))
-        shapes.append(("attention dV / dK (one head)", true, false, seq, headSize, seq))
         var rng = SplitMix64(seed: 11)
-        return shapes.map { (use, ta, tb, m, n, k) in
+        return shapes.map { (use, ta, tb, m, n, k, perStep) in
             let a = UnsafeMutablePointer<Float>.allocate(capacity: m * k), b = UnsafeMutablePointer<Float>.allocate(capacity: k * n)
             let c = UnsafeMutablePointer<Float>.allocate(capacity: m * n)
             defer { a.deallocate(); b.deallocate(); c.deallocate() }
@@ -177,22 +275,30 @@ public enum ModelBenchmark {
             let lda = ta ? m : k, ldb = tb ? k : n
             // tiny shapes are repeated so that one timing is at least ~1 ms
             let inner = max(1, 2_000_000 / (m * n * k))
-            func time(_ f: () -> Void) -> Double {
+            func time(_ p: MatmulPrecision) -> Double {
                 let t0 = DispatchTime.now().uptimeNanoseconds
-                for _ in 0..<inner { f() }
-                let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
-                return 2 * Double(m * n * k) * Double(inner) / dt / 1e9
+                for _ in 0..<inner {
+                    gemm(p, transA: ta, transB: tb, m: m, n: n, k: k, alpha: 1, a, lda: lda, b, ldb: ldb, beta: 0, c, ldc: n)
+                }
+                return Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 / Double(inner)
             }
-            var gb: [Double] = [], gs: [Double] = []
+            func timeKernel() -> Double {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                for _ in 0..<inner {
+                    _ = ck_bf16_gemm_pool(ta ? 1 : 0, tb ? 1 : 0, m, n, k, 1, a, lda, b, ldb, 0, c, n, ComputeThreads.pool)
+                }
+                return Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 / Double(inner)
+            }
+            var tb16: [Double] = [], tf32: [Double] = [], tk: [Double] = []
             for r in 0...reps {
-                let x = time { _ = bf16Gemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: 1, a, lda: lda, b, ldb: ldb, beta: 0, c, ldc: n) }
-                let y = time { sgemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: 1, a, lda: lda, b, ldb: ldb, beta: 0, c, ldc: n) }
-                if r > 0 { gb.append(x); gs.append(y) }   // the first pair is a warm-up
+                let x = time(.bf16), y = time(.fp32), z = timeKernel()
+                if r > 0 { tb16.append(x); tf32.append(y); tk.append(z) }   // the first round is a warm-up
             }
-            gb.sort(); gs.sort()
-            let mb = gb[gb.count / 2], ms = gs[gs.count / 2]
-            return GemmShapeResult(use: use, transA: ta, transB: tb, m: m, n: n, k: k, bf16_gflops: mb, sgemm_gflops: ms,
-                                   speedup: mb / ms)
+            tb16.sort(); tf32.sort(); tk.sort()
+            let sb = tb16[tb16.count / 2], sf = tf32[tf32.count / 2], flop = 2 * Double(m) * Double(n) * Double(k)
+            return GemmShapeResult(use: use, transA: ta, transB: tb, m: m, n: n, k: k, threads: threads, per_step: perStep,
+                                   bf16_gflops: flop / sb / 1e9, sgemm_gflops: flop / sf / 1e9, speedup: sf / sb,
+                                   bf16_ms: sb * 1e3, sgemm_ms: sf * 1e3, dot_kernel_ms: tk[tk.count / 2] * 1e3)
         }
     }
 

@@ -55,18 +55,18 @@ public enum GPT2Benchmark {
         let probe = SgemmProbe(m: model.chunkRows, n: V, k: C)
         _ = probe.measure()
         var rates: [Double] = [probe.measure(), probe.measure()]
-        var times: [Double] = []
+        var times: [Double] = [], cpu: [Double] = []
         for step in 0..<(warmup + steps) {
             let ids = (0..<(batch * seq)).map { _ in Int32(rng.next() % UInt64(V)) }
             let tb = TokenBatch(batchSize: batch, seqLen: seq, inputIds: ids,
                                 attentionMask: [Int32](repeating: 1, count: batch * seq),
                                 sampleIndices: (0..<batch).map { step * batch + $0 })
-            let t0 = DispatchTime.now().uptimeNanoseconds
+            let t0 = DispatchTime.now().uptimeNanoseconds, c0 = processCPUSeconds()
             store.zeroGrads()
             model.forward(tb, labels: ids, gradientScale: 1 / Float(batch * (seq - 1)), dropout: DropoutContext(seed: 42, step: step))
             model.backward()
-            let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
-            if step >= warmup { times.append(dt); rates.append(probe.measure()); rates.append(probe.measure()) }
+            let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9, dc = processCPUSeconds() - c0
+            if step >= warmup { times.append(dt); cpu.append(dc); rates.append(probe.measure()); rates.append(probe.measure()) }
         }
         rates.sort()
         times.sort()
@@ -83,7 +83,7 @@ public enum GPT2Benchmark {
                                step_s_min: times.first ?? 0, step_s_max: times.last ?? 0, flops_per_step: flops,
                                achieved_gflops: achieved, sgemm_gflops: peak, mfu: peak > 0 ? achieved / peak : 0,
                                peak_rss_mb: ModelBenchmark.peakRSSMegabytes(), activation_bytes: model.activationBytes,
-                               precision: precision.rawValue)
+                               precision: precision.rawValue).withBF16Path(precision).withCPU(cpu)
     }
 
     /// Median over `repeats` of greedy generation speed (new tokens per second) from a random prompt.

@@ -64,6 +64,30 @@ public enum MatmulPrecision: String, Sendable, CaseIterable {
     public static var bf16Supported: Bool { ck_has_avx512bf16() != 0 }
 }
 
+/// How this CPU runs a bf16 product, decided once per process from the measured issue rates of its bf16 dot
+/// product (vdpbf16ps) and fp32 FMA (ck_bf16_peak_rates), as OpenBLAS picks its kernels once at load time.
+/// AVX512-BF16 does not make a bf16 product faster everywhere: AMD Zen 4 issues vdpbf16ps at the rate of its fp32
+/// FMA, so it does twice the FLOP (the bf16 kernel ran 2.45–3.65× sgemm there); the Intel Xeon VM (model 207, AMX
+/// not exposed) issues it every other cycle, half the FLOP of its FMA (84 vs 170 GFLOP/s), and the bf16 kernel ran
+/// at 0.55× sgemm, making a `--bf16` step 0.65× as fast as fp32. There the same arithmetic — inputs rounded to
+/// bf16, products (exact in fp32) summed in fp32 — runs as cblas_sgemm on bf16-rounded copies instead.
+public enum BF16Path: String, Sendable {
+    /// ck_bf16_gemm: vdpbf16ps on packed bf16 pairs.
+    case dotProduct = "vdpbf16ps"
+    /// cblas_sgemm (splitSgemm) on copies of A and B rounded to bf16.
+    case roundedSgemm = "sgemm on bf16-rounded inputs"
+
+    public struct Rates: Sendable { public let bf16GFLOPS: Double, fp32GFLOPS: Double }
+    /// Issue rates measured once (about 3 ms), the first time a bf16 product or a benchmark asks.
+    public static let rates: Rates = {
+        var b = 0.0, f = 0.0
+        ck_bf16_peak_rates(&b, &f)
+        return Rates(bf16GFLOPS: b, fp32GFLOPS: f)
+    }()
+    /// The path of this process: the dot product when it does at least the FLOP of the FMA.
+    public static let chosen: BF16Path = rates.bf16GFLOPS >= rates.fp32GFLOPS ? .dotProduct : .roundedSgemm
+}
+
 /// Row-major GEMM shorthand: C[M,N] = alpha * op(A) op(B) + beta * C with explicit leading dimensions,
 /// so that strided views (one attention head inside [B*T, C]) need no copies.
 @inline(__always)
@@ -76,13 +100,39 @@ func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
 
 /// `sgemm` in the given precision: the bf16 kernel (on the compute pool's threads) when asked for and the CPU has it
 /// (ck_bf16_gemm returns non-zero and leaves C untouched otherwise), else cblas_sgemm in row blocks (`splitSgemm`).
+/// With .bf16 the path is BF16Path.chosen: the bf16 kernel, or splitSgemm on bf16-rounded copies (same results up to
+/// the order of the fp32 sums; deterministic and the same at every thread count either way).
 @inline(__always)
 func gemm(_ precision: MatmulPrecision, transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
           _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
           beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int) {
-    if precision == .bf16, ck_bf16_gemm_pool(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
-                                             ComputeThreads.pool) == 0 { return }
+    if precision == .bf16 && m > 0 && n > 0 && k > 0 {
+        switch BF16Path.chosen {
+        case .dotProduct:
+            if ck_bf16_gemm_pool(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+                                 ComputeThreads.pool) == 0 { return }
+        case .roundedSgemm:
+            if roundedSgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a, lda: lda, b, ldb: ldb,
+                            beta: beta, c, ldc: ldc) { return }
+        }
+    }
     splitSgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a, lda: lda, b, ldb: ldb, beta: beta, c, ldc: ldc)
+}
+
+/// BF16Path.roundedSgemm: A and B copied densely (same transposition) with every element rounded to bf16
+/// (ck_bf16_round_rows_pool, the kernel's rounding), then splitSgemm. False (C untouched) without AVX512-BF16.
+/// The copies are allocated per call (as ck_bf16_gemm's pack buffer; glibc reuses the same-size blocks).
+func roundedSgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+                  _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+                  beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int) -> Bool {
+    let (aRows, aCols) = transA ? (k, m) : (m, k), (bRows, bCols) = transB ? (n, k) : (k, n)
+    let ra = UnsafeMutablePointer<Float>.allocate(capacity: aRows * aCols)
+    let rb = UnsafeMutablePointer<Float>.allocate(capacity: bRows * bCols)
+    defer { ra.deallocate(); rb.deallocate() }
+    guard ck_bf16_round_rows_pool(a, lda, ra, aCols, aRows, aCols, ComputeThreads.pool) == 0,
+          ck_bf16_round_rows_pool(b, ldb, rb, bCols, bRows, bCols, ComputeThreads.pool) == 0 else { return false }
+    splitSgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, ra, lda: aCols, rb, ldb: bCols, beta: beta, c, ldc: ldc)
+    return true
 }
 
 /// The model's fp32 products: C cut along its larger side (rows or columns, so that what each block packs again is

@@ -26,6 +26,8 @@ struct Bench: ParsableCommand {
     var bf16 = false
     @Flag(help: "Instead of training steps, time the bf16 kernel against cblas_sgemm at the step's GEMM shapes.")
     var gemm = false
+    @Flag(help: "With --gemm: the GPT-2 Conv1D products (weights [in, out]) and the tied LM head, at the GPT-2 6×384 shape (--batch-size 16 for generate --bench's step); a GPT-2 --config/--model selects this layout by itself.")
+    var gpt2 = false
     @Flag(help: "Run every configuration (fp32/bf16, 1/2 threads, 1 process vs 2 MPI ranks, GPT-2, start-up) in fresh processes and print a table of medians.")
     var table = false
     @Option(help: "With --table: rounds of runs (medians are reported; default 3).") var runs: Int?
@@ -42,7 +44,7 @@ struct Bench: ParsableCommand {
         // A flag that does not apply to the chosen mode is refused, never silently ignored.
         if table {
             let other = [(config != nil, "--config"), (loraR != 0, "--lora-r"), (dataParallel, "--data-parallel"),
-                         (noSharedMemory, "--no-shared-memory"), (bf16, "--bf16"), (gemm, "--gemm")].filter(\.0).map(\.1)
+                         (noSharedMemory, "--no-shared-memory"), (bf16, "--bf16"), (gemm, "--gemm"), (gpt2, "--gpt2")].filter(\.0).map(\.1)
             if let f = other.first {
                 throw ValidationError("--table runs its own fixed set of configurations (fp32/bf16, 1/2 threads, 1 process vs 2 ranks, GPT-2); \(f) does not apply to it: drop \(f), or drop --table to bench that one configuration")
             }
@@ -52,12 +54,13 @@ struct Bench: ParsableCommand {
         }
         if rollout {
             let other = [(table, "--table"), (loraR != 0, "--lora-r"), (dataParallel, "--data-parallel"), (noSharedMemory, "--no-shared-memory"),
-                         (bf16, "--bf16"), (gemm, "--gemm"), (runs != nil, "--runs"), (trainFile != nil, "--train-file")].filter(\.0).map(\.1)
+                         (bf16, "--bf16"), (gemm, "--gemm"), (gpt2, "--gpt2"), (runs != nil, "--runs"), (trainFile != nil, "--train-file")].filter(\.0).map(\.1)
             if let f = other.first { throw ValidationError("--rollout times sampling against the training step in one process; \(f) does not apply to it: drop \(f)") }
             if model != nil, config != nil { throw ValidationError("give either --model (its config.json) or --config, not both") }
             guard seqLen > 4 else { throw ValidationError("--rollout: --seq-len \(seqLen) must exceed the 4 prompt tokens") }
             return
         }
+        if gpt2, !gemm { throw ValidationError("--gpt2 applies to --gemm only (the GPT-2 training step is `generate --bench`); add --gemm, or drop --gpt2") }
         if runs != nil { throw ValidationError("--runs applies to --table only (a single configuration already reports the median of --steps steps)") }
         if trainFile != nil { throw ValidationError("--train-file applies to --table only (the launch → first step row); drop it, or add --table") }
         if model != nil, config != nil { throw ValidationError("give either --model (its config.json) or --config, not both") }
@@ -73,6 +76,7 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+        if gemm { return try runGemm() }
         if table { return try BenchTable(runs: runs ?? 3, steps: steps, model: model, trainFile: trainFile).run() }
         if rollout { return try runRollout() }
         let cfg: ModelConfig
@@ -88,14 +92,8 @@ struct Bench: ParsableCommand {
         guard seqLen <= cfg.maxPositions else {
             throw ValidationError("--seq-len \(seqLen) exceeds max_position_embeddings \(cfg.maxPositions)")
         }
-        if (bf16 || gemm) && !MatmulPrecision.bf16Supported {
-            throw ValidationError("--bf16/--gemm need a CPU with AVX512-BF16 (this one lacks it: no avx512_bf16 in /proc/cpuinfo); run without them for fp32")
-        }
-        if gemm {
-            let rows = ModelBenchmark.gemmShapes(tokens: batchSize * seqLen, hidden: cfg.hidden, ffn: cfg.intermediate,
-                                                 seq: seqLen, headSize: cfg.hidden / cfg.heads, threads: threads) ?? []
-            for r in rows { print(r.json) }
-            return
+        if bf16 && !MatmulPrecision.bf16Supported {
+            throw ValidationError("--bf16 needs a CPU with AVX512-BF16 (this one lacks it: no avx512_bf16 in /proc/cpuinfo); run without it for fp32")
         }
         let env = ProcessInfo.processInfo.environment
         let underLauncher = LaunchMode.detect(environment: env) != .single
@@ -133,6 +131,41 @@ struct Bench: ParsableCommand {
             print(b.json)
             print(String(format: "{\"bf16_over_fp32_tokens_per_s\":%.3f}", b.tokens_per_s / r.tokens_per_s))
         }
+    }
+}
+
+extension Bench {
+    /// `bench --gemm`: the step's products timed in bf16 and fp32 through the model's own path, one JSON line per
+    /// shape and one with the per-step totals; the encoder's Linear layout, or GPT-2's Conv1D layout (--gpt2, or a
+    /// GPT-2 config).
+    func runGemm() throws {
+        guard MatmulPrecision.bf16Supported else {
+            throw ValidationError("--gemm needs a CPU with AVX512-BF16 (this one lacks it: no avx512_bf16 in /proc/cpuinfo)")
+        }
+        let folder = try (config ?? model.map { URL(fileURLWithPath: $0).appendingPathComponent("config.json").path })
+            .map { try ModelFolder.read(configFile: URL(fileURLWithPath: $0)) }
+        var gpt2Config: GPT2Config? = gpt2 && folder == nil ? GPT2Benchmark.smallConfig() : nil
+        if case .gpt2(let c)? = folder?.config { gpt2Config = c }
+        if gpt2, gpt2Config == nil {
+            throw ValidationError("--gpt2: \(config ?? model ?? "") is not a GPT-2 config (model_type gpt2); drop --gpt2 to time its Linear products")
+        }
+        let tokens = batchSize * seqLen
+        let rows: [ModelBenchmark.GemmShapeResult]
+        if let g = gpt2Config {
+            guard seqLen <= g.maxPositions else { throw ValidationError("--seq-len \(seqLen) exceeds n_positions \(g.maxPositions)") }
+            rows = ModelBenchmark.conv1dGemmShapes(tokens: tokens, hidden: g.hidden, ffn: g.intermediate, layers: g.layers,
+                                                   vocab: g.vocabSize, headRows: max(1, min(tokens, (1 << 24) / g.vocabSize)),   // GPT2LMHead's chunk at its default logit budget
+                                                   threads: threads) ?? []
+        } else {
+            let cfg = try folder?.encoderConfig(for: "bench --gemm") ?? ModelBenchmark.miniLMConfig()
+            guard seqLen <= cfg.maxPositions else { throw ValidationError("--seq-len \(seqLen) exceeds max_position_embeddings \(cfg.maxPositions)") }
+            rows = ModelBenchmark.gemmShapes(tokens: tokens, hidden: cfg.hidden, ffn: cfg.intermediate, seq: seqLen,
+                                             headSize: cfg.hidden / cfg.heads, layers: cfg.layers, threads: threads) ?? []
+        }
+        print(BF16PathResult().json)
+        for r in rows { print(r.json) }
+        print(ModelBenchmark.GemmStepTotal(rows.filter { $0.per_step > 0 },
+                                           use: gpt2Config == nil ? "linear products per step" : "conv1d products per step").json)
     }
 }
 

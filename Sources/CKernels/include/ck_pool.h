@@ -54,6 +54,10 @@ void g2_p_xent_fwd_bwd(ck_pool *pool, float *x, size_t rows, size_t V, const int
 /// caller alone) instead of threads made per call. Same results and return codes.
 int ck_bf16_gemm_pool(int transA, int transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
                       const float *b, size_t ldb, float beta, float *c, size_t ldc, ck_pool *pool);
+/// y[r, c] = x[r, c] rounded to bfloat16 (as ck_bf16_gemm rounds its inputs) and stored as fp32, for r < rows,
+/// c < cols (leading dimensions ldx, ldy), split by rows over the pool. CK_BF16_UNSUPPORTED (y untouched) without
+/// AVX512-BF16, else 0.
+int ck_bf16_round_rows_pool(const float *x, size_t ldx, float *y, size_t ldy, size_t rows, size_t cols, ck_pool *pool);
 /// Embedding scatter-add: for i in 0..<rows (in order) table[idx[i] (or i % period when idx is NULL), :] += src[i, :],
 /// split over column ranges (every table row keeps its order of additions).
 void ck_p_scatter_add_rows(ck_pool *pool, float *table, const float *src, const int32_t *idx, size_t period,

@@ -100,6 +100,11 @@ int ck_dropout_keep(uint64_t rowkey, uint32_t j, uint32_t threshold);
 /// small products stay on the caller's). Allocates one pack buffer per call (≈ m·min(k,1536)·2 bytes + 0.4 MB).
 int ck_bf16_gemm(int transA, int transB, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
                  const float *b, size_t ldb, float beta, float *c, size_t ldc, int threads);
+/// This core's issue rate, in GFLOP/s, of the bf16 dot product (vdpbf16ps zmm) and of the fp32 FMA (vfmadd231ps zmm),
+/// register-only chains, best of 5 short tries (~3 ms in all); both 0 without AVX512-BF16. Whether ck_bf16_gemm can
+/// beat an fp32 GEMM on this CPU at all: it cannot when bf16 < fp32 (Model then runs bf16 products as sgemm on
+/// bf16-rounded copies).
+void ck_bf16_peak_rates(double *bf16_gflops, double *fp32_gflops);
 /// x rounded to the nearest bfloat16 (ties to even), returned as a float: what ck_bf16_gemm multiplies. Portable.
 float ck_bf16_round_one(float x);
 /// y[i] = ck_bf16_round_one(x[i]) (tests: a reference on rounded inputs isolates the fp32 summation error).
