@@ -357,6 +357,12 @@ public final class GPT2LMHead {
     public var onLayerBackward: ((Int) -> Void)? { get { body.onLayerBackward } set { body.onLayerBackward = newValue } }
     public var probe: ((String, UnsafeBufferPointer<Float>) -> Void)? { get { body.probe } set { body.probe = newValue } }
 
+    /// Rows per LM-head chunk for `tokens` rows of a `vocab`-wide head within `logitBudget` floats (`bench --gemm`
+    /// times the head at this shape).
+    public static func chunkRows(tokens: Int, vocab: Int, logitBudget: Int = 1 << 24) -> Int {
+        max(1, min(tokens, logitBudget / vocab))
+    }
+
     /// `logitBudget`: the most floats the logits chunk may hold (default 16 Mi floats = 64 MB).
     /// `recomputeAttention`: see GPT2Transformer.recomputesAttention (false keeps every block's probabilities).
     public init(config: GPT2Config, parameters: ParameterStore, maxBatch: Int, maxSeq: Int, logitBudget: Int = 1 << 24,
@@ -366,7 +372,7 @@ public final class GPT2LMHead {
         body = GPT2Transformer(config: config, parameters: parameters, maxBatch: maxBatch, maxSeq: maxSeq,
                                recomputeAttention: recomputeAttention)
         let BT = maxBatch * maxSeq
-        chunkRows = max(1, min(BT, logitBudget / config.vocabSize))
+        chunkRows = Self.chunkRows(tokens: BT, vocab: config.vocabSize, logitBudget: logitBudget)
         logitChunk = .allocate(capacity: chunkRows * config.vocabSize)
         targets = .allocate(capacity: BT)
         lse = .allocate(capacity: BT); nll = .allocate(capacity: BT); rowMax = .allocate(capacity: BT)

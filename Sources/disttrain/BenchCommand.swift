@@ -154,7 +154,7 @@ extension Bench {
         if let g = gpt2Config {
             guard seqLen <= g.maxPositions else { throw ValidationError("--seq-len \(seqLen) exceeds n_positions \(g.maxPositions)") }
             rows = ModelBenchmark.conv1dGemmShapes(tokens: tokens, hidden: g.hidden, ffn: g.intermediate, layers: g.layers,
-                                                   vocab: g.vocabSize, headRows: max(1, min(tokens, (1 << 24) / g.vocabSize)),   // GPT2LMHead's chunk at its default logit budget
+                                                   vocab: g.vocabSize, headRows: GPT2LMHead.chunkRows(tokens: tokens, vocab: g.vocabSize),
                                                    threads: threads) ?? []
         } else {
             let cfg = try folder?.encoderConfig(for: "bench --gemm") ?? ModelBenchmark.miniLMConfig()
