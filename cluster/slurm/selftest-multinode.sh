@@ -58,6 +58,8 @@ wait_for() {   # wait_for SECONDS DESCRIPTION COMMAND... : poll every 0.5 s
 }
 # shellcheck source=../emulate/netns.sh
 . "$REPO/cluster/emulate/netns.sh"
+# shellcheck source=conf-common.sh
+. "$REPO/cluster/slurm/conf-common.sh"
 
 case "${1:-}" in
     --cleanup) [ "$(id -u)" = 0 ] || { say "--cleanup needs root"; exit 2; }; emu_cleanup_stale; exit 0 ;;
@@ -170,32 +172,13 @@ SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket=$SOCK,cred_expire=5
-SlurmctldPort=6817
-SlurmdPort=6818
 StateSaveLocation=$S/state
 SlurmdSpoolDir=$S/spool/%n
 SlurmctldPidFile=$S/run/slurmctld.pid
 SlurmdPidFile=$S/run/slurmd-%n.pid
 SlurmctldLogFile=$S/log/slurmctld.log
 SlurmdLogFile=$S/log/slurmd-%n.log
-SlurmctldDebug=info
-SlurmdDebug=info
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-SwitchType=switch/none
-MpiDefault=none
-SchedulerType=sched/backfill
-SchedulerParameters=bf_interval=1,sched_interval=2
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-JobRequeue=1
-ReturnToService=2
-KillWait=5
-MinJobAge=600
-MailProg=/bin/true
+$(slurm_conf_common)
 NodeName=node0 NodeHostname=node0 NodeAddr=$SUBNET.1 $HW RealMemory=$MEM State=UNKNOWN
 NodeName=node1 NodeHostname=node1 NodeAddr=$SUBNET.2 $HW RealMemory=$MEM State=UNKNOWN
 PartitionName=emu Nodes=node[0-1] Default=YES MaxTime=INFINITE State=UP

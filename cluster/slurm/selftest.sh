@@ -37,6 +37,8 @@
 #   DISTTRAIN_BIN=F   use this binary instead of building .build/release/disttrain
 set -u
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=conf-common.sh
+. "$REPO/cluster/slurm/conf-common.sh"
 ROOT=${ROOT:-/tmp/disttrain-slurm-selftest}
 SLURM_PKGS=${SLURM_PKGS:-"slurmctld slurmd slurm-client munge"}
 export SLURM_CONF=$ROOT/etc/slurm.conf   # every client command needs it (else: "Could not establish a configuration source")
@@ -163,33 +165,13 @@ AuthType=auth/munge
 CredType=cred/munge
 # cred_expire also sets how long a requeued job waits before it may start again (default 120 s)
 AuthInfo=cred_expire=5
-SlurmctldPort=6817
-SlurmdPort=6818
 StateSaveLocation=$ROOT/state
 SlurmdSpoolDir=$ROOT/spool
 SlurmctldPidFile=$ROOT/run/slurmctld.pid
 SlurmdPidFile=$ROOT/run/slurmd.pid
 SlurmctldLogFile=$ROOT/log/slurmctld.log
 SlurmdLogFile=$ROOT/log/slurmd.log
-SlurmctldDebug=info
-SlurmdDebug=info
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-SwitchType=switch/none
-MpiDefault=none
-SchedulerType=sched/backfill
-# the default intervals would leave a requeued job pending for up to a minute
-SchedulerParameters=bf_interval=1,sched_interval=2
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-JobRequeue=1
-ReturnToService=2
-KillWait=5
-MinJobAge=600
-MailProg=/bin/true
+$(slurm_conf_common)
 $NODE RealMemory=$MEM State=UNKNOWN
 PartitionName=debug Nodes=$H Default=YES MaxTime=INFINITE State=UP
 EOF
