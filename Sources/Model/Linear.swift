@@ -174,7 +174,9 @@ enum GemmBlocks {
     static func cut(m: Int, n: Int, k: Int) -> (rows: Bool, size: Int, count: Int) {
         let rows = m >= n, side = rows ? m : n
         if 2 * m * n * k < 4_000_000 || side < 128 { return (rows, side, 1) }
-        let want = max(2, min(4, side / 512))
+        // 2 or 4 blocks, never 3: the blocks are taken whole by 2 or 4 threads, so an odd count leaves one idle
+        // for a block's time (MiniLM's FFN weight gradients, 1536 wide, were cut in 3).
+        let want = side < 1536 ? 2 : 4
         let size = ((side + want - 1) / want + 15) / 16 * 16
         return (rows, size, (side + size - 1) / size)
     }
