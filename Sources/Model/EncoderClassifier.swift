@@ -98,7 +98,7 @@ public final class EncoderClassifier {
     let dHead1, dHead2, dCls: UnsafeMutablePointer<Float>             // [B, C]
     let lnSink: UnsafeMutablePointer<Float>                            // [2C] LayerNorm dw/db of a frozen base (discarded)
     // CLS rows of the last layer for a frozen base's backward: [B, C] / [B, FF] / [B] gathers and results
-    let cDy, cH2, cH1, cOutA, cOutCtx, cF, cM2, cR2, cM1, cR1: UnsafeMutablePointer<Float>
+    let cDy, cH2, cH1, cOutA, cOutCtx, cF, cM2, cR2, cM1, cR1, cCtx, cY1: UnsafeMutablePointer<Float>
 
     /// The attached LoRA adapter (LoRA.swift), nil for the plain model: its hooks run at each target linear, and the
     /// modules_to_save tensors are read from (and their gradients written to) its trainable store.
@@ -252,7 +252,7 @@ public final class EncoderClassifier {
         lnSink = buf(2 * C)
         tokDrop = buf(config.head.perToken ? BT * C : 1); tokLogits = buf(config.head.perToken ? BT * NL : 1)
         cDy = buf(maxBatch * C); cH2 = buf(maxBatch * C); cH1 = buf(maxBatch * C); cOutA = buf(maxBatch * C)
-        cOutCtx = buf(maxBatch * C); cF = buf(maxBatch * FF)
+        cOutCtx = buf(maxBatch * C); cF = buf(maxBatch * FF); cCtx = buf(maxBatch * C); cY1 = buf(maxBatch * C)
         cM2 = buf(maxBatch); cR2 = buf(maxBatch); cM1 = buf(maxBatch); cR1 = buf(maxBatch)
         activationBytes = arena.bytes
         nValid = [Int](repeating: 0, count: maxBatch)
@@ -267,13 +267,16 @@ public final class EncoderClassifier {
     @inline(__always) private func G(_ off: Int) -> UnsafeMutablePointer<Float> { route.grad(off) }
     /// LayerNorm parameter gradient: a discarded sink when the base is frozen ([C] at 0 for dw, at C for db).
     @inline(__always) private func GLN(_ off: Int, _ half: Int) -> UnsafeMutablePointer<Float> { route.layerNormGrad(off, half) }
-    private var step: LoRAStep { LoRAStep(B: lastB, T: lastT, dropout: lastDropout, samples: lastBatch!.sampleIndices) }
+    /// The batch as a LoRA hook over `n` rows sees it: B·T rows, or B (one per sample: the last layer's first tokens).
+    private func step(rows n: Int) -> LoRAStep {
+        LoRAStep(B: lastB, T: n == lastB ? 1 : lastT, dropout: lastDropout, samples: lastBatch!.sampleIndices)
+    }
 
     /// A linear layer's forward plus, at a LoRA target `site` (layer·6 + module), the adapter's update.
     func linearForward(_ site: Int?, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: Int, b: Int,
                                n: Int, inC: Int, outC: Int) {
         Linear.forward(y: y, x: x, w: P(w), b: P(b), n: n, inC: inC, outC: outC, precision: matmulPrecision)
-        if site != nil && adapter != nil { route.forward(site: site, y: y, x: x, step: step) }
+        if site != nil && adapter != nil { route.forward(site: site, y: y, x: x, step: step(rows: n)) }
     }
 
     /// A linear layer's backward: the adapter's dA/dB first (x may be overwritten by dx), dW/db only for trainable
@@ -281,7 +284,7 @@ public final class EncoderClassifier {
     func linearBackward(_ site: Int?, dx: UnsafeMutablePointer<Float>?, w: Int, b: Int, dy: UnsafePointer<Float>,
                                 x: UnsafePointer<Float>, n: Int, inC: Int, outC: Int, accumulateDx: Bool = false) {
         let precision = matmulPrecision
-        route.backward(site: site, w: w, dx: dx, dy: dy, x: x, step: adapter == nil ? LoRAStep(B: 0, T: 0, dropout: nil, samples: []) : step,
+        route.backward(site: site, w: w, dx: dx, dy: dy, x: x, step: adapter == nil ? LoRAStep(B: 0, T: 0, dropout: nil, samples: []) : step(rows: n),
                        full: {
             Linear.backward(dx: dx, dw: G(w), db: G(b), dy: dy, x: x, w: P(w), n: n, inC: inC, outC: outC, accumulateDx: accumulateDx,
                             precision: precision)
@@ -296,11 +299,17 @@ public final class EncoderClassifier {
     /// there. A frozen base needs neither at an un-adapted linear.
     private func keepsInput(_ site: Int) -> Bool { !frozenBase || (adapter?.hasSite(site) ?? false) }
 
-    /// The last layer of a frozen base with no adapter after its attention: backward from LN2 down to the output
-    /// projection runs on the CLS rows only (see backward).
+    /// The last layer under a sequence head (it reads each row's first token only): after the attention, the layer
+    /// runs forward and backward on those B rows (see forward and backward), unless `lastLayerAllRows`.
     private func clsRowsSuffice(_ l: Int) -> Bool {
-        config.head == .sequence && frozenBase && l == layers.count - 1 && !(3...5).contains { keepsInput(6 * l + $0) }
+        config.head == .sequence && l == layers.count - 1 && !lastLayerAllRows
     }
+
+    /// Compute every row of the last layer under a sequence head, as transformers does (tests compare every hidden
+    /// state). Off (the default), the layer's output projection, FFN and LayerNorms run on the first token of each
+    /// row only: the head reads nothing else, so the logits, the loss and every gradient are the same (each of those
+    /// ops is row-wise, and the other rows' gradient is zero): two thirds of a layer's FLOPs (a ninth of MiniLM's step).
+    public var lastLayerAllRows = false
 
     /// Layer l's activation buffers for this run. Under a frozen base, ctx (the attention output, input of the output
     /// projection) and y1 (LN1 output, input of the FFN) are needed only within the layer's forward unless a LoRA
@@ -358,13 +367,13 @@ public final class EncoderClassifier {
                               nValid: nValid, B: B, T: T, C: C, NH: NH, dropout: ad, scratch: attnScratchP, keepProbs: !recompute,
                               threadScratch: attnThreads)
             if clsRowsSuffice(l) {
-                // The head reads only each sample's first token and nothing after this attention learns: the rest of
-                // the last layer runs on those B rows, gathered compactly (the buffers its backward reads); the
+                // The head reads only each sample's first token: the rest of the last layer runs on those B rows,
+                // gathered compactly (the buffers its backward reads); the
                 // full-size h1/f/h2 of this layer are never touched, so never resident (37 MB less at MiniLM 32×128).
                 func gather(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>) {
                     for b in 0..<B { (dst + b * C).update(from: src + b * T * C, count: C) }
                 }
-                let cCtx = cOutCtx, cX = cOutA, cY1 = cDy   // free until backward, which overwrites them
+                let cX = cOutA   // free until backward, which overwrites it; cCtx and cY1 are kept for backward's dW
                 gather(s.ctx, cCtx); gather(x, cX)
                 linearForward(6 * l + 3, y: cH1, x: cCtx, w: w.wo, b: w.bo, n: B, inC: C, outC: C)
                 if isBert && dropH, let d = dropout {
@@ -462,6 +471,7 @@ public final class EncoderClassifier {
             // when kept (dW or an adapter), which the compact path excludes.
             func tail(dyIn: UnsafePointer<Float>, h2: UnsafePointer<Float>, mean2: UnsafePointer<Float>, rstd2: UnsafePointer<Float>,
                       f: UnsafeMutablePointer<Float>, h1: UnsafePointer<Float>, mean1: UnsafePointer<Float>, rstd1: UnsafePointer<Float>,
+                      y1: UnsafePointer<Float>, ctx: UnsafePointer<Float>,
                       outA: UnsafeMutablePointer<Float>, outCtx: UnsafeMutablePointer<Float>, n: Int, TT: Int) {
                 LayerNorm.backward(dx: dB, dw: GLN(w.ln2w, 0), db: GLN(w.ln2b, 1), dy: dyIn, x: h2, mean: mean2, rstd: rstd2,
                                    w: P(w.ln2w), n: n, C: C)
@@ -480,7 +490,7 @@ public final class EncoderClassifier {
                     linearBackward(6 * l + 5, dx: ffScratch, w: w.w2, b: w.b2, dy: dOut, x: ffScratch, n: n, inC: FF, outC: C)
                     ck_p_act_bwd_inplace(ComputeThreads.pool, actCode, f, ffScratch, n * FF)
                 }
-                linearBackward(6 * l + 4, dx: dB, w: w.w1, b: w.b1, dy: ffScratch, x: s.y1, n: n, inC: C, outC: FF,
+                linearBackward(6 * l + 4, dx: dB, w: w.w1, b: w.b1, dy: ffScratch, x: y1, n: n, inC: C, outC: FF,
                                accumulateDx: true)
                 LayerNorm.backward(dx: outA, dw: GLN(w.ln1w, 0), db: GLN(w.ln1b, 1), dy: dB, x: h1, mean: mean1, rstd: rstd1,
                                    w: P(w.ln1w), n: n, C: C)   // dA = dL/dh1 = dL/dx (residual part)
@@ -490,20 +500,20 @@ public final class EncoderClassifier {
                                 site: DropoutSite.attentionOutput(layer: l), p: pHidden)
                     dProj = UnsafePointer(dDrop)
                 }
-                linearBackward(6 * l + 3, dx: outCtx, w: w.wo, b: w.bo, dy: dProj, x: s.ctx, n: n, inC: C, outC: C)
+                linearBackward(6 * l + 3, dx: outCtx, w: w.wo, b: w.bo, dy: dProj, x: ctx, n: n, inC: C, outC: C)
             }
             if clsRowsSuffice(l) {
-                // The head reads only each row's first token, so dLoss/d(last layer output) is zero elsewhere, and with
-                // nothing to learn in LN2 → FFN → LN1 → out-projection (frozen, no adapter there) their backward
-                // is needed only on those B rows (exact: the other rows carry zeros through the row-wise ops). The
-                // attention then spreads the gradient to every row again.
+                // The head reads only each row's first token, so dLoss/d(last layer output) is zero elsewhere: the
+                // backward of LN2 → FFN → LN1 → out-projection, their weight gradients included, is needed only on
+                // those B rows (exact: the other rows carry zeros through the row-wise ops and add nothing to dW).
+                // The attention then spreads the gradient to every row again.
                 func gather(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ width: Int) {
                     for b in 0..<B { (dst + b * width).update(from: src + b * T * width, count: width) }
                 }
-                // Forward already left h2, f, h1 and the LayerNorm statistics of the CLS rows compact in cH2 … cR1.
+                // Forward left h2, f, h1, the LayerNorm statistics, y1 and ctx of the CLS rows compact in cH2 … cY1.
                 gather(dA, cDy, C)
                 tail(dyIn: cDy, h2: cH2, mean2: cM2, rstd2: cR2, f: cF, h1: cH1, mean1: cM1, rstd1: cR1,
-                     outA: cOutA, outCtx: cOutCtx, n: B, TT: 1)
+                     y1: cY1, ctx: cCtx, outA: cOutA, outCtx: cOutCtx, n: B, TT: 1)
                 dA.update(repeating: 0, count: BT * C); dCtx.update(repeating: 0, count: BT * C)
                 for b in 0..<B {
                     (dA + b * T * C).update(from: cOutA + b * C, count: C)
@@ -511,7 +521,7 @@ public final class EncoderClassifier {
                 }
             } else {
                 tail(dyIn: dA, h2: s.h2, mean2: s.mean2, rstd2: s.rstd2, f: s.f, h1: s.h1, mean1: s.mean1, rstd1: s.rstd1,
-                     outA: dA, outCtx: dCtx, n: BT, TT: T)
+                     y1: s.y1, ctx: s.ctx, outA: dA, outCtx: dCtx, n: BT, TT: T)
             }
             let ad = (dropout != nil && pAttn > 0)
                 ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
@@ -543,8 +553,8 @@ public final class EncoderClassifier {
     }
 
     /// Hidden states of the last forward: [0] embeddings output (after LayerNorm and dropout), then each layer; [B*T*C] each.
-    /// Under a frozen base whose last layer has no adapter after attention, that layer is computed on the first token
-    /// of each row only (all the head reads), so only those rows of its entry are meaningful.
+    /// Under a sequence head the last layer is computed on the first token of each row only (all the head reads;
+    /// `lastLayerAllRows` turns that off), so only those rows of its entry are meaningful.
     public func hiddenStates() -> [[Float]] {
         let n = lastB * lastT * C
         var out = [Array(UnsafeBufferPointer(start: hidden0, count: n))]

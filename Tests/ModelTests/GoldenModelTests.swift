@@ -7,18 +7,30 @@ import XCTest
 @testable import Model
 
 final class GoldenModelTests: XCTestCase {
-    func runGolden(_ name: String) throws {
+    /// `allRows`: the last layer on every row (as transformers); else on each row's first token only (the default,
+    /// what the head reads): the logits, the loss and every gradient must be the same either way.
+    func runGolden(_ name: String, allRows: Bool) throws {
         let (config, store, golden) = try Fixtures.load(name)
         let bert = config.family == .bert
         let (batch, labels) = try Fixtures.batch(golden, 0, bert: bert)
         let model = EncoderClassifier(config: config, parameters: store, maxBatch: batch.batchSize, maxSeq: batch.seqLen)
+        model.lastLayerAllRows = allRows
         // Dropout is 0 in the fixtures; pass a context anyway so the training path is the one tested.
         let logits = model.forward(batch, dropout: DropoutContext(seed: 1, step: 0))
         assertClose(Array(logits), try golden.floats("logits"), atol: 1e-5, "\(name) logits")
         let hs = model.hiddenStates()
         XCTAssertEqual(hs.count, config.layers + 1)
+        let T = batch.seqLen, C = config.hidden
         for (i, h) in hs.enumerated() {
-            assertClose(h, try golden.floats("hidden_states/\(i)"), atol: 1e-5, "\(name) hidden_states/\(i)")
+            let ref = try golden.floats("hidden_states/\(i)")
+            if allRows || i < config.layers {
+                assertClose(h, ref, atol: 1e-5, "\(name) hidden_states/\(i)")
+            } else {   // the first token of each row only
+                for b in 0..<batch.batchSize {
+                    assertClose(Array(h[b * T * C ..< b * T * C + C]), Array(ref[b * T * C ..< b * T * C + C]), atol: 1e-5,
+                                "\(name) hidden_states/\(i) row \(b) first token")
+                }
+            }
         }
         let B = batch.batchSize, NL = config.numLabels
         var dLogits = [Float](repeating: 0, count: B * NL)
@@ -38,8 +50,10 @@ final class GoldenModelTests: XCTestCase {
         }
     }
 
-    func testBertGolden() throws { try runGolden("bert-tiny-cls") }
-    func testDistilBertGolden() throws { try runGolden("distilbert-tiny-cls") }
+    func testBertGolden() throws { try runGolden("bert-tiny-cls", allRows: false) }
+    func testDistilBertGolden() throws { try runGolden("distilbert-tiny-cls", allRows: false) }
+    func testBertGoldenAllRows() throws { try runGolden("bert-tiny-cls", allRows: true) }
+    func testDistilBertGoldenAllRows() throws { try runGolden("distilbert-tiny-cls", allRows: true) }
 
     /// The arena: a smaller (B, T) after a larger one gives what a fresh model gives.
     func testArenaReuseAtSmallerShape() throws {

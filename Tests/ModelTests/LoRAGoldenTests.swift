@@ -126,6 +126,45 @@ final class LoRAGoldenTests: XCTestCase {
         }
     }
 
+    /// The last layer on each row's first token only (the default under a sequence head) against every row (as
+    /// transformers computes it), every dropout on: same logits, same gradients, for full fine-tuning (every base
+    /// gradient) and for LoRA at the linears after the attention (the adapter's input dropout keyed by the same row).
+    func testLastLayerFirstTokensEqualAllRowsWithDropout() throws {
+        for lora in [false, true] {
+            var (config, base, golden) = try Fixtures.load("bert-tiny-cls")
+            config.hiddenDropout = 0.1; config.attentionDropout = 0.1; config.classifierDropout = 0.1
+            let model = EncoderClassifier(config: config, parameters: base, maxBatch: 4, maxSeq: 40)
+            var trainable = base
+            if lora {
+                trainable = try model.enableLoRA(LoRAConfig(r: 2, alpha: 4, dropout: 0.2,
+                    targetModules: ["attention.output.dense", "intermediate.dense", "output.dense"]), seed: 5)
+                var rng = TestRNG(3)
+                for t in model.adapter!.plan.targets { _ = trainable.value(t.bName).update(fromContentsOf: rng.floats(t.outC * 2, scale: 0.3)) }
+            }
+            let (batch, labels) = try Fixtures.batch(golden, 1, bert: true)
+            func run(allRows: Bool) -> ([Float], [Float]) {
+                model.lastLayerAllRows = allRows
+                trainable.zeroGrads()
+                let logits = Array(model.forward(batch, dropout: DropoutContext(seed: 7, step: 2)))
+                var d = [Float](repeating: 0, count: logits.count)
+                _ = d.withUnsafeMutableBufferPointer {
+                    Loss.crossEntropy(logits: UnsafeBufferPointer(start: logits, count: logits.count), labels: labels,
+                                      batch: batch.batchSize, classes: config.numLabels, scale: 0.25, dLogits: $0)
+                }
+                d.withUnsafeBufferPointer { model.backward(dLogits: $0) }
+                return (logits, Array(trainable.grads))
+            }
+            let (lc, gc) = run(allRows: false)
+            // the first-token path really ran: the fresh arena's other rows of the last layer's output stay zero
+            let last = model.hiddenStates().last!, C = config.hidden
+            XCTAssertTrue(last[C ..< batch.seqLen * C].allSatisfy { $0 == 0 }, "lora \(lora): the last layer ran on every row")
+            let (la, ga) = run(allRows: true)
+            assertClose(lc, la, atol: 1e-6, "lora \(lora): logits, first tokens vs all rows")
+            XCTAssertGreaterThan(ga.map { abs($0) }.max()!, 0)
+            assertClose(gc, ga, atol: 1e-7, rtol: 1e-5, "lora \(lora): gradients, first tokens vs all rows")
+        }
+    }
+
     func testSixStepsSaveAndMerge() throws {
         let s = try loraSetup()
         let log = s.json["train_log"] as! [[String: Any]]
