@@ -204,7 +204,10 @@ struct Plan: ParsableCommand {
             let rows = ScalingModel.table(shape: shape, ranks: ranks, ranksPerNode: ranksPerNode, globalBatch: batchSize,
                                           batchPerRank: perRank, link: link, settings: settings)
             if json {
-                for r in rows { print(Self.jsonRow(r, link: rateString.trimmingCharacters(in: .whitespaces), bps: bps)) }
+                for r in rows {
+                    print(Self.jsonRow(r, link: rateString.trimmingCharacters(in: .whitespaces), bps: bps, overlap: overlap,
+                                       pollWindow: settings.overlap == .polled ? settings.pollWindowBytes : nil))
+                }
                 continue
             }
             print("\nlink \(rateString.trimmingCharacters(in: .whitespaces)) each way")
@@ -235,13 +238,14 @@ struct Plan: ParsableCommand {
         return left ? s + fill : fill + s
     }
 
-    static func jsonRow(_ r: ScalingPrediction, link: String, bps: Double) -> String {
-        let obj: [String: Any] = [
+    static func jsonRow(_ r: ScalingPrediction, link: String, bps: Double, overlap: String, pollWindow: Double?) -> String {
+        var obj: [String: Any] = [
             "link": link, "link_bytes_per_s": bps, "ranks": r.ranks, "nodes": r.nodes, "ranks_per_node": r.ranksPerNode,
             "global_batch": r.globalBatch, "compute_s": r.computeS, "optimizer_s": r.optimizerS, "intra_s": r.intraS,
             "inter_s": r.interS, "inter_algorithm": r.interAlgorithm, "exposed_s": r.exposedS, "hidden_s": r.hiddenS,
-            "step_s": r.stepS, "tokens_per_s": r.tokensPerS, "efficiency": r.efficiency,
+            "step_s": r.stepS, "tokens_per_s": r.tokensPerS, "efficiency": r.efficiency, "overlap": overlap,
         ]
+        if let pollWindow { obj["poll_window_bytes"] = pollWindow }
         let data = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data()
         return String(decoding: data, as: UTF8.self)
     }

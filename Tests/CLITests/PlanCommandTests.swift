@@ -82,12 +82,14 @@ final class PlanCommandTests: XCTestCase {
     /// The default models the trainer (polled at stage boundaries, a 128 KiB window); a larger window hides more, up
     /// to the ideal progress engine (`layers`), and no window is `none`. The 2-node MiniLM case of docs/performance.md.
     func testPollWindowMovesPolledBetweenNoneAndLayers() throws {
+        var rows: [[String: Any]] = []
         func step(_ extra: [String]) throws -> Double {
             let r = try CLI.run(["plan", "--json", "--nodes", "2", "--ranks-per-node", "1", "--batch-size", "32",
                                  "--seq-len", "40", "--touched-rows", "650", "--tokens-per-s-per-rank", "2133",
                                  "--bandwidth", "1gbit"] + extra, timeout: 60)
             XCTAssertEqual(r.status, 0, r.stderr)
             let row = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+            rows.append(row)
             return (row["step_s"] as? NSNumber)?.doubleValue ?? .nan
         }
         let polled = try step([]), explicit = try step(["--overlap", "polled", "--poll-window", "128k"])
@@ -96,6 +98,9 @@ final class PlanCommandTests: XCTestCase {
         XCTAssertEqual(polled, explicit, accuracy: 1e-12)
         XCTAssertEqual(closed, none, accuracy: 1e-9)
         XCTAssertLessThan(layers, wide); XCTAssertLessThan(wide, polled); XCTAssertLessThan(polled, none)
+        XCTAssertEqual(rows.map { $0["overlap"] as? String }, ["polled", "polled", "polled", "polled", "layers", "none"])
+        XCTAssertEqual(rows.map { ($0["poll_window_bytes"] as? NSNumber)?.doubleValue },
+                       [131_072, 131_072, 1_048_576, 0, nil, nil])
         let header = try CLI.run(["plan", "--nodes", "2", "--bandwidth", "1gbit"], timeout: 60)
         XCTAssertTrue(header.stdout.contains("overlap polled (window 128 KiB per connection each way)"), header.stdout)
     }
