@@ -14,11 +14,17 @@
 //      fixed decision for a commutative sum (coll/tuned): m < 10,000 bytes → recursive doubling,
 //      ⌈log2 N⌉·(α + m·L/B); otherwise ring (segmented ring above N MiB, same cost here),
 //      2(N−1)·α + 2(N−1)/N · m·L/B.
-//   3. overlap (`overlap == .layers`): a stage's inter-node transfer starts when backward has finished that stage
-//      and its intra-node part is done, and the link carries one stage at a time; backward of the next layers goes
-//      on meanwhile. Only what is still on the link when backward ends (the last layer's stage, the rows and the
-//      tail, plus any queue) is exposed. `.none`: every transfer blocks (GradientReducer.reduceNow today: on 2 busy
-//      cores MPI makes no progress in the background), so all of it is exposed.
+//   3. overlap. `.polled` (the default: what the trainer does): a ZeRO-1 stage's reduce-scatter is started without
+//      waiting once its intra-node part is done, and MPI moves it only when the rank calls into MPI: GradientReducer
+//      tests the transfers in flight at each stage boundary. OpenMPI's TCP transport then hands each connection's
+//      socket what its buffers take and the link idles until the next call, so between two boundaries the link
+//      moves at most min(interval, window) of link time, the window being `pollWindowBytes` per connection and
+//      direction ((N−1) connections per rank, each at B/L: (N−1)·W·L/B seconds). Whatever is left, and every
+//      transfer that blocks (the rows' all-reduce, `--no-shard-optimizer`'s all-reduces), runs at the link's rate
+//      while the rank waits in MPI, exposed. `.layers` (an ideal progress engine, e.g. a progress thread on a spare
+//      core): every stage's transfer proceeds while backward continues, one stage at a time on the link; only
+//      what is still on the link when backward ends is exposed. `.none`: every transfer blocks, all of it exposed.
+//      `.polled` lies between: window → ∞ is `.layers` (with the rows' all-reduce blocking), window 0 is `.none`.
 // Compute: the rank's tokens / `tokensPerSecondPerRank`; backward is `backwardFraction` of it (2/3: twice the
 // forward's FLOPs), split evenly over the identical encoder layers. AdamW: 28 bytes per parameter (read p, g, m, v;
 // write p, m, v) at `memoryBytesPerS / L` per rank (the node's bandwidth is shared); with `zero` (ZeRO-1, the
@@ -101,9 +107,13 @@ public struct ScalingLink: Sendable, Equatable {
 }
 
 public enum ScalingOverlap: String, Sendable, CaseIterable {
-    /// Each stage's inter-node transfer proceeds while backward continues (the goal).
+    /// What the trainer does: the reduce-scatters move only when polled at stage boundaries, at most a window of
+    /// socket buffer per connection between two polls; the rest waits in `finish()`. Blocking transfers block.
+    case polled
+    /// An ideal progress engine (a progress thread on a spare core): each stage's transfer proceeds while backward
+    /// continues.
     case layers
-    /// Every transfer blocks the rank (today's reduceNow on busy cores).
+    /// Every transfer blocks the rank.
     case none
 }
 
@@ -118,7 +128,9 @@ public struct ScalingSettings: Sendable {
     public var bucketBytes: Int = 4 << 20
     /// Backward's share of the compute time.
     public var backwardFraction: Double = 2.0 / 3.0
-    public var overlap: ScalingOverlap = .layers
+    public var overlap: ScalingOverlap = .polled
+    /// `.polled`: bytes one connection carries in one direction between two polls (`ScalingModel.defaultPollWindowBytes`).
+    public var pollWindowBytes: Double = ScalingModel.defaultPollWindowBytes
     /// Word-embedding rows a step touches (nil: `defaultTouchedRows` for the step's global batch).
     public var touchedRows: Int?
     /// ZeRO-1 (the trainer's default): AdamW sharded, and across nodes the reduce-scatter + all-gather scheme.
@@ -159,6 +171,13 @@ public struct ScalingPrediction: Sendable, Equatable {
 }
 
 public enum ScalingModel {
+    /// The default poll window: 128 KiB, Linux's default TCP receive buffer (net.ipv4.tcp_rmem's middle value,
+    /// 131072), which the receiving rank empties only when it calls into MPI. OpenMPI 4.1 sets no socket buffer
+    /// (btl_tcp_sndbuf and btl_tcp_rcvbuf are 0), and the sender's buffer (tcp_wmem's 16 KiB, raised by the kernel to
+    /// 2 × the initial congestion window at connect: 69,120 bytes here, and growing with it) does not bind.
+    /// docs/cluster.md ("Overlap across nodes") says how overlap.c's figures check it.
+    public static let defaultPollWindowBytes: Double = 131_072
+
     /// Default touched rows: a quarter of the batch's tokens are distinct (SMS spam, batch 32: ~1,000 rows, the
     /// 1–2 MB the reducer's header reports), at most the table.
     public static func defaultTouchedRows(batch: Int, seqLen: Int, tableRows: Int) -> Int {
@@ -236,7 +255,11 @@ public enum ScalingModel {
         let perLayer = shape.layers > 0 ? backward / Double(shape.layers) : 0
         var intraTotal = 0.0, interTotal = 0.0, gatherTotal = 0.0, algorithm = "-", largest = 0
         var cpu = compute - backward   // forward done; backward starts
-        var link0 = 0.0                // when the link is free
+        var link0 = 0.0                // .layers, .none: when the link is free
+        var pending = 0.0              // .polled: link seconds of the started transfers not yet moved
+        var lastPoll = cpu             // .polled: the previous stage boundary
+        // .polled: link seconds one poll interval can carry: a window on each of the rank's N−1 connections, at B/L.
+        let window = Double(max(nodes - 1, 0)) * s.pollWindowBytes * Double(L) / link.bytesPerSecond
         for (k, n) in stages.enumerated() {
             if k < shape.layers { cpu += perLayer } else if k == shape.layers { cpu += backward - perLayer * Double(shape.layers) }
             let intra = intraStage(floats: n, local: L, ranks: P, memoryBytesPerSecond: s.memoryBytesPerSecond)
@@ -261,9 +284,19 @@ public enum ScalingModel {
             case .none:
                 cpu += inter.seconds
                 link0 = cpu
+            case .polled:
+                // Since the previous boundary the link moved at most one window of what was in flight.
+                pending -= min(pending, cpu - lastPoll, window)
+                if zeroAcross && !isRows {
+                    pending += inter.seconds   // started, tested at the next boundaries, completed in finish()
+                } else if inter.seconds > 0 {
+                    cpu += pending + inter.seconds   // blocking: MPI moves everything while the rank waits
+                    pending = 0
+                }
+                lastPoll = cpu
             }
         }
-        let end = max(cpu, link0)
+        let end = s.overlap == .polled ? cpu + pending : max(cpu, link0)
         let exposed = end - compute + gatherTotal
         let step = end + optimizer + gatherTotal
         return ScalingPrediction(nodes: nodes, ranksPerNode: L, globalBatch: globalBatch, computeS: compute,

@@ -10,8 +10,8 @@ struct Plan: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Predict step time, exposed communication and scaling efficiency of multi-node training.",
         discussion: """
-        An α–β model of the hierarchical reduction (in place within a node, each rank's share all-reduced across \
-        nodes, overlapped with backward layer by layer). Default: the all-MiniLM-L6-v2 shape, 32 samples of 128 \
+        An α–β model of the hierarchical reduction (in place within a node, each rank's share reduce-scattered \
+        across nodes while backward goes on, as far as polling at stage boundaries moves it). Default: the all-MiniLM-L6-v2 shape, 32 samples of 128 \
         tokens per rank, 2 ranks per node, 1 to 512 ranks at 10, 25 and 100 Gb/s, α 30 µs, \
         \(Int(Plan.defaultTokensPerS)) tokens/s per rank (MiniLM fp32, 1 thread, this machine's bench) scaled by \
         FLOPs per token for other shapes. Assumptions: docs/cluster.md, "Predicting scale".
@@ -34,8 +34,13 @@ struct Plan: ParsableCommand {
     @Flag(help: "Measure tokens/s per rank with a short bench run at the shape (--threads) instead.") var measure = false
     @Option(help: "Compute threads per rank for --measure.") var threads: Int = 1
     @Option(help: "Node memory bandwidth in GB/s for the in-place reduction and AdamW.") var memoryGbps: Double = 60
-    @Option(help: "Overlap of inter-node transfers with backward: layers or none (every transfer blocks).")
-    var overlap: String = "layers"
+    @Option(help: """
+        Overlap of inter-node transfers with backward: polled (the trainer: moved only when tested at stage \
+        boundaries, a --poll-window per connection each time), layers (an ideal progress engine) or none (all block).
+        """)
+    var overlap: String = "polled"
+    @Option(help: "Bytes a connection moves each way between two polls for --overlap polled (e.g. 131072, 128k, 1m; default 128k: Linux's default TCP receive buffer).")
+    var pollWindow: String?
     @Option(help: "Word-embedding rows a step touches (default: a quarter of the global batch's tokens).") var touchedRows: Int?
     @Option(help: "Element type of inter-node gradient traffic: fp32 or bf16 (as train's --grad-comm-dtype).") var gradCommDtype: String = "fp32"
     @Flag(help: "AdamW on every rank, all-reduce across nodes (as train's --no-shard-optimizer); default: ZeRO-1.") var noShardOptimizer = false
@@ -62,8 +67,12 @@ struct Plan: ParsableCommand {
         guard gradCommDtype == "fp32" || gradCommDtype == "bf16" else {
             throw ValidationError("--grad-comm-dtype \(gradCommDtype): expected fp32 or bf16")
         }
-        guard ScalingOverlap(rawValue: overlap) != nil else {
-            throw ValidationError("--overlap \(overlap): expected layers or none")
+        guard let mode = ScalingOverlap(rawValue: overlap) else {
+            throw ValidationError("--overlap \(overlap): expected polled, layers or none")
+        }
+        if let w = pollWindow {
+            _ = try Self.bytes(w)
+            guard mode == .polled else { throw ValidationError("--poll-window applies to --overlap polled (got --overlap \(overlap))") }
         }
         _ = try nodeCounts()
         _ = try Self.rates(bandwidth)
@@ -95,6 +104,15 @@ struct Plan: ParsableCommand {
         let parts = list.split(separator: ",", omittingEmptySubsequences: false)
         guard !parts.isEmpty else { throw ValidationError("--bandwidth is empty: expected e.g. 10gbit,25gbit") }
         return try parts.map { try rate(String($0)) }
+    }
+
+    /// Bytes for "131072", "128k", "1m", "0" (k, m, g: binary multiples, as tc's sizes).
+    static func bytes(_ s: String) throws -> Double {
+        let t = s.trimmingCharacters(in: .whitespaces).lowercased()
+        for (u, f) in [("k", 1024.0), ("m", 1024.0 * 1024), ("g", 1024.0 * 1024 * 1024), ("", 1.0)] where t.hasSuffix(u) {
+            if let v = Double(t.dropLast(u.count)), v >= 0, v <= 1e15, v * f == (v * f).rounded() { return v * f }
+        }
+        throw ValidationError("--poll-window \(s): expected a size in bytes like 131072, 128k or 1m")
     }
 
     /// Seconds for "30us", "0.1ms", "1s", "500ns".
@@ -165,7 +183,8 @@ struct Plan: ParsableCommand {
             source = "default (MiniLM bench figure scaled by FLOPs per token)"
         }
         var settings = ScalingSettings(tokensPerSecondPerRank: tps, seqLen: seqLen, memoryBytesPerSecond: memoryGbps * 1e9)
-        settings.overlap = ScalingOverlap(rawValue: overlap) ?? .layers
+        settings.overlap = ScalingOverlap(rawValue: overlap) ?? .polled
+        if let w = pollWindow { settings.pollWindowBytes = try Self.bytes(w) }
         settings.touchedRows = touchedRows
         settings.zero = !noShardOptimizer
         settings.gradBytes = gradCommDtype == "bf16" ? 2 : 4
@@ -176,7 +195,7 @@ struct Plan: ParsableCommand {
                          + "%d ranks per node; α %@; overlap %@; node memory %.0f GB/s; %@; gradients %@ across nodes",
                          name, shape.layers, Double(shape.totalParams) / 1e6,
                          perRank.map { "batch \($0) per rank" } ?? "global batch \(batchSize ?? 0)",
-                         seqLen, tps, source, ranksPerNode, latency, overlap, memoryGbps,
+                         seqLen, tps, source, ranksPerNode, latency, overlapDescription(settings.pollWindowBytes), memoryGbps,
                          noShardOptimizer ? "AdamW on every rank" : "ZeRO-1", gradCommDtype))
         }
         for rateString in bandwidth.split(separator: ",") {
@@ -185,7 +204,10 @@ struct Plan: ParsableCommand {
             let rows = ScalingModel.table(shape: shape, ranks: ranks, ranksPerNode: ranksPerNode, globalBatch: batchSize,
                                           batchPerRank: perRank, link: link, settings: settings)
             if json {
-                for r in rows { print(Self.jsonRow(r, link: rateString.trimmingCharacters(in: .whitespaces), bps: bps)) }
+                for r in rows {
+                    print(Self.jsonRow(r, link: rateString.trimmingCharacters(in: .whitespaces), bps: bps, overlap: overlap,
+                                       pollWindow: settings.overlap == .polled ? settings.pollWindowBytes : nil))
+                }
                 continue
             }
             print("\nlink \(rateString.trimmingCharacters(in: .whitespaces)) each way")
@@ -202,19 +224,28 @@ struct Plan: ParsableCommand {
         }
     }
 
+    /// The header's overlap: "polled (window 128 KiB per connection each way)", "layers" or "none".
+    func overlapDescription(_ window: Double) -> String {
+        guard overlap == ScalingOverlap.polled.rawValue else { return overlap }
+        let w = window >= 1024 && window.truncatingRemainder(dividingBy: 1024) == 0
+            ? String(format: "%.0f KiB", window / 1024) : String(format: "%.0f bytes", window)
+        return "polled (window \(w) per connection each way)"
+    }
+
     /// `s` padded with spaces to `width` characters (right-aligned unless `left`).
     static func pad(_ s: String, _ width: Int, left: Bool = false) -> String {
         let fill = String(repeating: " ", count: max(0, width - s.count))
         return left ? s + fill : fill + s
     }
 
-    static func jsonRow(_ r: ScalingPrediction, link: String, bps: Double) -> String {
-        let obj: [String: Any] = [
+    static func jsonRow(_ r: ScalingPrediction, link: String, bps: Double, overlap: String, pollWindow: Double?) -> String {
+        var obj: [String: Any] = [
             "link": link, "link_bytes_per_s": bps, "ranks": r.ranks, "nodes": r.nodes, "ranks_per_node": r.ranksPerNode,
             "global_batch": r.globalBatch, "compute_s": r.computeS, "optimizer_s": r.optimizerS, "intra_s": r.intraS,
             "inter_s": r.interS, "inter_algorithm": r.interAlgorithm, "exposed_s": r.exposedS, "hidden_s": r.hiddenS,
-            "step_s": r.stepS, "tokens_per_s": r.tokensPerS, "efficiency": r.efficiency,
+            "step_s": r.stepS, "tokens_per_s": r.tokensPerS, "efficiency": r.efficiency, "overlap": overlap,
         ]
+        if let pollWindow { obj["poll_window_bytes"] = pollWindow }
         let data = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data()
         return String(decoding: data, as: UTF8.self)
     }

@@ -23,7 +23,11 @@ final class PlanCommandTests: XCTestCase {
         try assertUsageError(["--nodes", "1,0,4"], mentions: "--nodes 1,0,4")
         try assertUsageError(["--nodes", "9223372036854775807"], mentions: "--nodes")   // would overflow ranks
         try assertUsageError(["--batch-per-rank", "9223372036854775807"], mentions: "--batch-size/--batch-per-rank")
-        try assertUsageError(["--overlap", "maybe"], mentions: "--overlap maybe")
+        try assertUsageError(["--overlap", "maybe"], mentions: "--overlap maybe: expected polled, layers or none")
+        try assertUsageError(["--poll-window", "lots"], mentions: "--poll-window lots: expected a size in bytes")
+        try assertUsageError(["--poll-window=-1k"], mentions: "--poll-window -1k")
+        try assertUsageError(["--poll-window", "0.5"], mentions: "--poll-window 0.5")
+        try assertUsageError(["--overlap", "layers", "--poll-window", "1m"], mentions: "--poll-window applies to --overlap polled")
         try assertUsageError(["--ranks-per-node", "0"], mentions: "--ranks-per-node")
         try assertUsageError(["--tokens-per-s-per-rank", "0"], mentions: "--tokens-per-s-per-rank")
         try assertUsageError(["--batch-size", "64", "--batch-per-rank", "8"], mentions: "--batch-size")
@@ -73,6 +77,32 @@ final class PlanCommandTests: XCTestCase {
         }
         // The same topology is slower on the slower link.
         XCTAssertGreaterThan(rows[2]["inter_s"] as? Double ?? 0, rows[5]["inter_s"] as? Double ?? .infinity)
+    }
+
+    /// The default models the trainer (polled at stage boundaries, a 128 KiB window); a larger window hides more, up
+    /// to the ideal progress engine (`layers`), and no window is `none`. The 2-node MiniLM case of docs/performance.md.
+    func testPollWindowMovesPolledBetweenNoneAndLayers() throws {
+        var rows: [[String: Any]] = []
+        func step(_ extra: [String]) throws -> Double {
+            let r = try CLI.run(["plan", "--json", "--nodes", "2", "--ranks-per-node", "1", "--batch-size", "32",
+                                 "--seq-len", "40", "--touched-rows", "650", "--tokens-per-s-per-rank", "2133",
+                                 "--bandwidth", "1gbit"] + extra, timeout: 60)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let row = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+            rows.append(row)
+            return (row["step_s"] as? NSNumber)?.doubleValue ?? .nan
+        }
+        let polled = try step([]), explicit = try step(["--overlap", "polled", "--poll-window", "128k"])
+        let wide = try step(["--poll-window", "1m"]), closed = try step(["--poll-window", "0"])
+        let layers = try step(["--overlap", "layers"]), none = try step(["--overlap", "none"])
+        XCTAssertEqual(polled, explicit, accuracy: 1e-12)
+        XCTAssertEqual(closed, none, accuracy: 1e-9)
+        XCTAssertLessThan(layers, wide); XCTAssertLessThan(wide, polled); XCTAssertLessThan(polled, none)
+        XCTAssertEqual(rows.map { $0["overlap"] as? String }, ["polled", "polled", "polled", "polled", "layers", "none"])
+        XCTAssertEqual(rows.map { ($0["poll_window_bytes"] as? NSNumber)?.doubleValue },
+                       [131_072, 131_072, 1_048_576, 0, nil, nil])
+        let header = try CLI.run(["plan", "--nodes", "2", "--bandwidth", "1gbit"], timeout: 60)
+        XCTAssertTrue(header.stdout.contains("overlap polled (window 128 KiB per connection each way)"), header.stdout)
     }
 
     func testTableNamesTheAssumptions() throws {

@@ -149,6 +149,68 @@ final class ScalingModelTests: XCTestCase {
         XCTAssertEqual(smallCase(.none, zero: true, gradBytes: 2).interS, 2.4e-3 + 3e-4 + 4.5e-3, accuracy: eps)
     }
 
+    /// The trainer's progress model (`.polled`) on 2 layers worked by hand: 2 nodes × 1 rank, ZeRO-1, no rows and no
+    /// tail, layers of 250,000 floats (1 MB: one bucket, 500 KB to the other node), link 1 MB/s with α 0, compute 1 s
+    /// (10 tokens at 10 tokens/s) of which backward half, node memory so fast that the in-place part is ~0.
+    func twoLayers(_ overlap: ScalingOverlap, window: Double = 100_000) -> ScalingPrediction {
+        let shape = ScalingShape(layers: 2, layerParams: 250_000, tableRows: 0, rowLength: 1, tailParams: 0)
+        var s = ScalingSettings(tokensPerSecondPerRank: 10, seqLen: 10, memoryBytesPerSecond: 1e30)
+        s.backwardFraction = 0.5
+        s.overlap = overlap
+        s.pollWindowBytes = window
+        return ScalingModel.predict(shape: shape, globalBatch: 2, nodes: 2, ranksPerNode: 1,
+                                    link: ScalingLink(bytesPerSecond: 1e6, latency: 0), settings: s)
+    }
+
+    func testPolledStepByHand() {
+        let p = twoLayers(.polled)
+        // Forward ends at 0.5 s; the last layer's backward at 0.75 s starts its reduce-scatter: 500 KB, 0.5 s of link.
+        // The first layer's backward ends at 1.0 s (the next poll): in those 0.25 s the link could move 250 KB, but the
+        // window lets 100 KB (0.1 s) through; 400 KB remain, plus the first layer's 500 KB: 0.9 s in finish(). Then
+        // the parameter all-gather after AdamW, 2 × 0.5 s, never hidden.
+        XCTAssertEqual(p.computeS, 1, accuracy: eps)
+        XCTAssertEqual(p.interS, 2.0, accuracy: 1e-9)
+        XCTAssertEqual(p.exposedS, 0.9 + 1.0, accuracy: 1e-9)
+        XCTAssertEqual(p.stepS, 1.0 + 0.9 + 1.0, accuracy: 1e-9)
+        // An ideal progress engine moves the first 0.5 s from 0.75 to 1.25 s and the second by 1.75 s; none blocks
+        // both, 1.0 s. Polled lies between.
+        XCTAssertEqual(twoLayers(.layers).exposedS, 0.75 + 1.0, accuracy: 1e-9)
+        XCTAssertEqual(twoLayers(.none).exposedS, 1.0 + 1.0, accuracy: 1e-9)
+        // A window above what 0.25 s of link carries (250 KB) is bounded by the interval instead: as `.layers`.
+        XCTAssertEqual(twoLayers(.polled, window: 1e6).exposedS, 0.75 + 1.0, accuracy: 1e-9)
+    }
+
+    /// Window → ∞ is the ideal progress engine and window 0 blocking, on the hand case and on the MiniLM shape.
+    func testPolledLimits() throws {
+        XCTAssertEqual(twoLayers(.polled, window: .infinity).stepS, twoLayers(.layers).stepS, accuracy: 1e-12)
+        XCTAssertEqual(twoLayers(.polled, window: 0).stepS, twoLayers(.none).stepS, accuracy: 1e-12)
+        let mini = ScalingShape(config: ModelBenchmark.miniLMConfig())
+        for (nodes, local) in [(2, 1), (4, 2), (16, 8)] {
+            func step(_ o: ScalingOverlap, _ w: Double = ScalingModel.defaultPollWindowBytes, zero: Bool = true) -> ScalingPrediction {
+                var s = ScalingSettings(tokensPerSecondPerRank: 2133, seqLen: 40, memoryBytesPerSecond: 60e9)
+                s.overlap = o; s.pollWindowBytes = w; s.zero = zero
+                return ScalingModel.predict(shape: mini, globalBatch: 32 * nodes * local, nodes: nodes, ranksPerNode: local,
+                                            link: ScalingLink(bytesPerSecond: 1.25e8, latency: 3e-5), settings: s)
+            }
+            let polled = step(.polled), layers = step(.layers), none = step(.none)
+            XCTAssertEqual(step(.polled, 0).stepS, none.stepS, accuracy: 1e-9, "\(nodes)×\(local)")
+            XCTAssertEqual(step(.polled, 0).exposedS, none.exposedS, accuracy: 1e-9, "\(nodes)×\(local)")
+            // The word rows' all-reduce blocks in the trainer, so with no window limit the cores wait for the
+            // transfers ahead of it: at most the tail's in-place part (which an ideal engine overlaps) above `.layers`.
+            let tailIntra = 4 * Double(mini.tailParams) * Double(3 * local - 1) / 60e9
+            let unlimited = step(.polled, .infinity)
+            XCTAssertGreaterThanOrEqual(unlimited.stepS, layers.stepS - 1e-12, "\(nodes)×\(local)")
+            XCTAssertLessThanOrEqual(unlimited.stepS, layers.stepS + tailIntra + 1e-12, "\(nodes)×\(local)")
+            XCTAssertGreaterThan(polled.stepS, layers.stepS, "\(nodes)×\(local)")
+            XCTAssertLessThanOrEqual(polled.stepS, none.stepS, "\(nodes)×\(local)")
+            XCTAssertEqual(polled.interS, none.interS, accuracy: 1e-12, "the same bytes, only their timing differs")
+            // --no-shard-optimizer: the trainer's all-reduces across nodes block, so polled is none whatever the window.
+            XCTAssertEqual(step(.polled, .infinity, zero: false).stepS, step(.none, zero: false).stepS, accuracy: 1e-9)
+        }
+        XCTAssertEqual(ScalingSettings(tokensPerSecondPerRank: 1, seqLen: 2, memoryBytesPerSecond: 1).overlap, .polled)
+        XCTAssertEqual(ScalingModel.defaultPollWindowBytes, 131_072)
+    }
+
     func testOneNodeHasOnlyTheInPlaceReduction() {
         let p = smallCase(.layers, nodes: 1)
         XCTAssertEqual(p.ranks, 2)
