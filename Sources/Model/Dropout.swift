@@ -46,9 +46,9 @@ public enum DropoutKey {
     /// Dropout of head `head`'s [T, T] attention rows (probabilities in forward, their gradient in backward):
     /// row i of `out` = row i of `x` masked by `attentionRow` and scaled; `out` may be `x`.
     @inline(__always)
-    static func dropAttentionRows(_ x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, T: Int,
+    static func dropAttentionRows(_ x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, T: Int, rows: Int? = nil,
                                   sampleKey: UInt64, head: Int, threshold: UInt32, scale: Float) {
-        for i in 0..<T {
+        for i in 0..<(rows ?? T) {
             ck_dropout_row(x + i * T, out + i * T, T, attentionRow(sampleKey, head: head, row: i), threshold, scale)
         }
     }

@@ -98,7 +98,7 @@ public final class EncoderClassifier {
     let dHead1, dHead2, dCls: UnsafeMutablePointer<Float>             // [B, C]
     let lnSink: UnsafeMutablePointer<Float>                            // [2C] LayerNorm dw/db of a frozen base (discarded)
     // CLS rows of the last layer for a frozen base's backward: [B, C] / [B, FF] / [B] gathers and results
-    let cDy, cH2, cH1, cOutA, cOutCtx, cF, cM2, cR2, cM1, cR1, cCtx, cY1: UnsafeMutablePointer<Float>
+    let cDy, cH2, cH1, cOutA, cOutCtx, cF, cM2, cR2, cM1, cR1, cCtx, cY1, cXq, cQ: UnsafeMutablePointer<Float>
 
     /// The attached LoRA adapter (LoRA.swift), nil for the plain model: its hooks run at each target linear, and the
     /// modules_to_save tensors are read from (and their gradients written to) its trainable store.
@@ -253,6 +253,7 @@ public final class EncoderClassifier {
         tokDrop = buf(config.head.perToken ? BT * C : 1); tokLogits = buf(config.head.perToken ? BT * NL : 1)
         cDy = buf(maxBatch * C); cH2 = buf(maxBatch * C); cH1 = buf(maxBatch * C); cOutA = buf(maxBatch * C)
         cOutCtx = buf(maxBatch * C); cF = buf(maxBatch * FF); cCtx = buf(maxBatch * C); cY1 = buf(maxBatch * C)
+        cXq = buf(maxBatch * C); cQ = buf(maxBatch * C)
         cM2 = buf(maxBatch); cR2 = buf(maxBatch); cM1 = buf(maxBatch); cR1 = buf(maxBatch)
         activationBytes = arena.bytes
         nValid = [Int](repeating: 0, count: maxBatch)
@@ -358,15 +359,22 @@ public final class EncoderClassifier {
         var x = UnsafePointer(hidden0)
         for (l, w) in layers.enumerated() {
             let s = savedActs(l)
-            linearForward(6 * l, y: s.q, x: x, w: w.wq, b: w.bq, n: BT, inC: C, outC: C)
+            let firstOnly = clsRowsSuffice(l)
+            if firstOnly {   // only the first token of each row queries: its layer input kept (cXq) for dWq
+                for b in 0..<B { (cXq + b * C).update(from: x + b * T * C, count: C) }
+                linearForward(6 * l, y: cQ, x: cXq, w: w.wq, b: w.bq, n: B, inC: C, outC: C)
+                for b in 0..<B { (s.q + b * T * C).update(from: cQ + b * C, count: C) }
+            } else {
+                linearForward(6 * l, y: s.q, x: x, w: w.wq, b: w.bq, n: BT, inC: C, outC: C)
+            }
             linearForward(6 * l + 1, y: s.k, x: x, w: w.wk, b: w.bk, n: BT, inC: C, outC: C)
             linearForward(6 * l + 2, y: s.v, x: x, w: w.wv, b: w.bv, n: BT, inC: C, outC: C)
             let ad = (dropout != nil && pAttn > 0)
                 ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
             Attention.forward(ctx: s.ctx, probs: recompute ? attnScratchS : s.probs, q: s.q, k: s.k, v: s.v, keyMask: keyMask,
                               nValid: nValid, B: B, T: T, C: C, NH: NH, dropout: ad, scratch: attnScratchP, keepProbs: !recompute,
-                              threadScratch: attnThreads)
-            if clsRowsSuffice(l) {
+                              threadScratch: attnThreads, queries: firstOnly ? 1 : nil)
+            if firstOnly {
                 // The head reads only each sample's first token: the rest of the last layer runs on those B rows,
                 // gathered compactly (the buffers its backward reads); the
                 // full-size h1/f/h2 of this layer are never touched, so never resident (37 MB less at MiniLM 32×128).
@@ -514,7 +522,7 @@ public final class EncoderClassifier {
                 gather(dA, cDy, C)
                 tail(dyIn: cDy, h2: cH2, mean2: cM2, rstd2: cR2, f: cF, h1: cH1, mean1: cM1, rstd1: cR1,
                      y1: cY1, ctx: cCtx, outA: cOutA, outCtx: cOutCtx, n: B, TT: 1)
-                dA.update(repeating: 0, count: BT * C); dCtx.update(repeating: 0, count: BT * C)
+                dA.update(repeating: 0, count: BT * C)   // the attention reads dCtx on the first rows only
                 for b in 0..<B {
                     (dA + b * T * C).update(from: cOutA + b * C, count: C)
                     (dCtx + b * T * C).update(from: cOutCtx + b * C, count: C)
@@ -528,9 +536,17 @@ public final class EncoderClassifier {
             Attention.backward(dq: dq, dk: dk, dv: dv, dctx: dCtx, probs: s.probs, q: s.q, k: s.k, v: s.v,
                                B: B, T: T, C: C, NH: NH, dropout: ad, scratchP: attnScratchP, scratchDP: attnScratchDP,
                                recompute: recompute ? (attnScratchS, UnsafePointer(keyMask), nValid) : nil,
-                               threadScratch: attnThreads)
+                               threadScratch: attnThreads, queries: clsRowsSuffice(l) ? 1 : nil)
             let dxQKV = frozenBase && l == 0 ? nil : dA   // a frozen base needs no gradient below layer 0
-            linearBackward(6 * l, dx: dxQKV, w: w.wq, b: w.bq, dy: dq, x: x, n: BT, inC: C, outC: C, accumulateDx: true)
+            if clsRowsSuffice(l) {   // dq exists on the first rows only: the query product's backward on those B rows
+                for b in 0..<B { (cDy + b * C).update(from: dq + b * T * C, count: C) }
+                linearBackward(6 * l, dx: dxQKV == nil ? nil : cOutCtx, w: w.wq, b: w.bq, dy: cDy, x: cXq, n: B, inC: C, outC: C)
+                if dxQKV != nil {
+                    for b in 0..<B { let r = dA + b * T * C, c = cOutCtx + b * C; for j in 0..<C { r[j] += c[j] } }
+                }
+            } else {
+                linearBackward(6 * l, dx: dxQKV, w: w.wq, b: w.bq, dy: dq, x: x, n: BT, inC: C, outC: C, accumulateDx: true)
+            }
             linearBackward(6 * l + 1, dx: dxQKV, w: w.wk, b: w.bk, dy: dk, x: x, n: BT, inC: C, outC: C, accumulateDx: true)
             linearBackward(6 * l + 2, dx: dxQKV, w: w.wv, b: w.bv, dy: dv, x: x, n: BT, inC: C, outC: C, accumulateDx: true)
             if let probe, dxQKV != nil { probe("gradient into the input of \(layerName(l)) (backward)", UnsafeBufferPointer(start: dA, count: BT * C)) }

@@ -87,12 +87,14 @@ public enum Attention {
     /// threadScratch (2 buffers per thread): the (b, h) pairs are split over the compute pool when it is free, each
     /// thread with its own scratch (and its own probability tile when `keepProbs` is false), OpenBLAS on one thread
     /// meanwhile; the same products and kernels per pair, so the same bits.
+    /// queries: only the first `queries` rows of each sample attend (their ctx rows are written, the others left
+    /// as they are; q is read on those rows only); nil: all T. A sequence head's last layer needs the first only.
     public static func forward(ctx: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>,
                                q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                keyMask: UnsafePointer<Float>, nValid: [Int], B: Int, T: Int, C: Int, NH: Int,
                                dropout: AttentionDropout?, scratch: UnsafeMutablePointer<Float>, keepProbs: Bool = true,
-                               threadScratch: AttentionScratch? = nil) {
-        let HS = C / NH
+                               threadScratch: AttentionScratch? = nil, queries: Int? = nil) {
+        let HS = C / NH, TQ = min(queries ?? T, T)
         let scale = 1 / Float(HS).squareRoot()
         let thr = dropout.map { DropoutKey.threshold(p: $0.p) } ?? 0, sc = dropout.map { DropoutKey.scale(p: $0.p) } ?? 1
         nValid.withUnsafeBufferPointer { nv in
@@ -100,15 +102,16 @@ public enum Attention {
                 let b = bh / NH, h = bh % NH
                 let off = b * T * C + h * HS
                 let p = keepProbs ? probs + bh * T * T : tile
-                scores(p, q: q + off, k: k + off, keyMask: keyMask + b * T, nValid: nv[b], T: T, C: C, HS: HS, scale: scale)
+                scores(p, q: q + off, k: k + off, keyMask: keyMask + b * T, nValid: nv[b], T: T, C: C, HS: HS, scale: scale,
+                       rows: TQ)
                 var pv = UnsafePointer(p)
                 if let d = dropout {
                     let sk = DropoutKey.sample(d.ctx, sample: d.samples[b], site: d.site)
-                    DropoutKey.dropAttentionRows(p, into: scratch, T: T, sampleKey: sk, head: h, threshold: thr, scale: sc)
+                    DropoutKey.dropAttentionRows(p, into: scratch, T: T, rows: TQ, sampleKey: sk, head: h, threshold: thr, scale: sc)
                     pv = UnsafePointer(scratch)
                 }
-                // O_bh[T, HS] = P' V_bh
-                sgemm(transA: false, transB: false, m: T, n: HS, k: T, alpha: 1, pv, lda: T, v + off, ldb: C,
+                // O_bh[TQ, HS] = P' V_bh
+                sgemm(transA: false, transB: false, m: TQ, n: HS, k: T, alpha: 1, pv, lda: T, v + off, ldb: C,
                       beta: 0, ctx + off, ldc: C)
             }
             ComputeThreads.withPoolOwningCores { split in
@@ -124,17 +127,20 @@ public enum Attention {
         }
     }
 
-    /// P[T, T] = masked softmax(scale · Q_bh Kᵀ_bh) of one (b, h).
+    /// P[rows, T] = masked softmax(scale · Q_bh Kᵀ_bh) of one (b, h), for its first `rows` queries (default all T).
     @inline(__always) static func scores(_ p: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
-                                         keyMask: UnsafePointer<Float>, nValid: Int, T: Int, C: Int, HS: Int, scale: Float) {
-        sgemm(transA: false, transB: true, m: T, n: T, k: HS, alpha: scale, q, lda: C, k, ldb: C, beta: 0, p, ldc: T)
-        ck_softmax_masked_fwd(p, keyMask, T, T, nValid)
+                                         keyMask: UnsafePointer<Float>, nValid: Int, T: Int, C: Int, HS: Int, scale: Float,
+                                         rows: Int? = nil) {
+        let r = rows ?? T
+        sgemm(transA: false, transB: true, m: r, n: T, k: HS, alpha: scale, q, lda: C, k, ldb: C, beta: 0, p, ldc: T)
+        ck_softmax_masked_fwd(p, keyMask, r, T, nValid)
     }
 
     /// dq, dk, dv: [B*T, C] overwritten. scratchP, scratchDP: [T*T] each.
     /// recompute: the probabilities were not kept (`probs` is ignored); each (b, h)'s are recomputed (bit-identical to
     /// forward's: the same product and softmax) into `scratch` [T, T] right before they are used, so they stay in cache.
     /// threadScratch (3 buffers per thread): split over the compute pool as `forward`.
+    /// queries: as forward's; dctx is read and dq written on those rows only, dk and dv on every row.
     public static func backward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>,
                                 dv: UnsafeMutablePointer<Float>, dctx: UnsafePointer<Float>,
                                 probs: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
@@ -142,8 +148,8 @@ public enum Attention {
                                 dropout: AttentionDropout?, scratchP: UnsafeMutablePointer<Float>,
                                 scratchDP: UnsafeMutablePointer<Float>,
                                 recompute: (scratch: UnsafeMutablePointer<Float>, keyMask: UnsafePointer<Float>, nValid: [Int])? = nil,
-                                threadScratch: AttentionScratch? = nil) {
-        let HS = C / NH
+                                threadScratch: AttentionScratch? = nil, queries: Int? = nil) {
+        let HS = C / NH, TQ = min(queries ?? T, T)
         let scale = 1 / Float(HS).squareRoot()
         let thr = dropout.map { DropoutKey.threshold(p: $0.p) } ?? 0
         let sc = dropout.map { DropoutKey.scale(p: $0.p) } ?? 1
@@ -153,32 +159,33 @@ public enum Attention {
             let off = b * T * C + h * HS
             let p: UnsafePointer<Float>
             if let r = recompute {
-                scores(tile, q: q + off, k: k + off, keyMask: r.keyMask + b * T, nValid: r.nValid[b], T: T, C: C, HS: HS, scale: scale)
+                scores(tile, q: q + off, k: k + off, keyMask: r.keyMask + b * T, nValid: r.nValid[b], T: T, C: C, HS: HS, scale: scale,
+                       rows: TQ)
                 p = UnsafePointer(tile)
             } else {
                 p = probs + bh * T * T
             }
-            // dP'[T, T] = dO_bh V_bhᵀ
-            sgemm(transA: false, transB: true, m: T, n: T, k: HS, alpha: 1, dctx + off, lda: C, v + off, ldb: C,
+            // dP'[TQ, T] = dO_bh V_bhᵀ
+            sgemm(transA: false, transB: true, m: TQ, n: T, k: HS, alpha: 1, dctx + off, lda: C, v + off, ldb: C,
                   beta: 0, scratchDP, ldc: T)
             var pv = UnsafePointer(p)
             if let d = dropout {   // regenerate P' (cheaper than keeping it) and form dP = dP' ⊙ mask/(1-p), one hash each
                 let sk = DropoutKey.sample(d.ctx, sample: d.samples[b], site: d.site)
-                for i in 0..<T {
+                for i in 0..<TQ {
                     ck_dropout_pair_row(p + i * T, scratchP + i * T, scratchDP + i * T, T,
                                         DropoutKey.attentionRow(sk, head: h, row: i), thr, sc)
                 }
                 pv = UnsafePointer(scratchP)
             }
             // dV_bh = P'ᵀ dO_bh
-            sgemm(transA: true, transB: false, m: T, n: HS, k: T, alpha: 1, pv, lda: T, dctx + off, ldb: C,
+            sgemm(transA: true, transB: false, m: T, n: HS, k: TQ, alpha: 1, pv, lda: T, dctx + off, ldb: C,
                   beta: 0, dv + off, ldc: C)
             // dS = P ⊙ (dP - rowsum(P ⊙ dP)); the 1/sqrt(HS) of the scores goes into alpha below.
-            ck_softmax_bwd_inplace(p, scratchDP, T, T)
+            ck_softmax_bwd_inplace(p, scratchDP, TQ, T)
             // dQ_bh = scale · dS K_bh ; dK_bh = scale · dSᵀ Q_bh
-            sgemm(transA: false, transB: false, m: T, n: HS, k: T, alpha: scale, scratchDP, lda: T, k + off, ldb: C,
+            sgemm(transA: false, transB: false, m: TQ, n: HS, k: T, alpha: scale, scratchDP, lda: T, k + off, ldb: C,
                   beta: 0, dq + off, ldc: C)
-            sgemm(transA: true, transB: false, m: T, n: HS, k: T, alpha: scale, scratchDP, lda: T, q + off, ldb: C,
+            sgemm(transA: true, transB: false, m: T, n: HS, k: TQ, alpha: scale, scratchDP, lda: T, q + off, ldb: C,
                   beta: 0, dk + off, ldc: C)
         }
         ComputeThreads.withPoolOwningCores { split in

@@ -128,7 +128,7 @@ final class LoRAGoldenTests: XCTestCase {
 
     /// The last layer on each row's first token only (the default under a sequence head) against every row (as
     /// transformers computes it), every dropout on: same logits, same gradients, for full fine-tuning (every base
-    /// gradient) and for LoRA at the linears after the attention (the adapter's input dropout keyed by the same row).
+    /// gradient) and for LoRA at the query and the linears after the attention (input dropout keyed by the same row).
     func testLastLayerFirstTokensEqualAllRowsWithDropout() throws {
         for lora in [false, true] {
             var (config, base, golden) = try Fixtures.load("bert-tiny-cls")
@@ -137,7 +137,7 @@ final class LoRAGoldenTests: XCTestCase {
             var trainable = base
             if lora {
                 trainable = try model.enableLoRA(LoRAConfig(r: 2, alpha: 4, dropout: 0.2,
-                    targetModules: ["attention.output.dense", "intermediate.dense", "output.dense"]), seed: 5)
+                    targetModules: ["query", "attention.output.dense", "intermediate.dense", "output.dense"]), seed: 5)
                 var rng = TestRNG(3)
                 for t in model.adapter!.plan.targets { _ = trainable.value(t.bName).update(fromContentsOf: rng.floats(t.outC * 2, scale: 0.3)) }
             }
