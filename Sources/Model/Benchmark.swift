@@ -2,7 +2,9 @@
 // (gradients zeroed each step; no optimizer) on random tokens at a model shape, with MFU measured against the
 // sgemm rate of the model's largest matmul in the same process and thread setting.
 // flops_per_step = 6·N_non-embedding·tokens + 12·layers·hidden·seq·tokens (the definition; N excludes the
-// word/position/token-type tables). With MatmulPrecision.bf16 the Linear products run in bf16; the MFU is still
+// word/position/token-type tables), whatever the model skips: the sequence head's last layer runs its query, attention,
+// output projection and FFN on the first token of each row only, so `computed_flops_per_step` (and `hfu`, the
+// share of the sgemm rate the computed FLOPs reach) is lower. With MatmulPrecision.bf16 the Linear products run in bf16; the MFU is still
 // against the fp32 sgemm rate (so it can exceed 1). Also: the bf16-vs-sgemm GEMM rates at the model's shapes.
 // Deliberately not here: printing or CLI flags (the executable does that).
 import CBLAS
@@ -40,6 +42,10 @@ public struct BenchmarkResult: Sendable, Codable, JSONLineResult {
     /// achieved_gflops over the GEMM rate of the step's own precision: cblas_sgemm for fp32, the bf16 kernel
     /// (`gemm_gflops`) for bf16 — so a bf16 step is not reported above 1 against the fp32 rate.
     public var mfu: Double
+    /// The FLOPs the step computes (flops_per_step less what the sequence head's last layer skips on every row but
+    /// the first of each sample), and their rate over the same basis as `mfu` (hardware FLOPs utilisation).
+    public var computed_flops_per_step: Double? = nil
+    public var hfu: Double? = nil
     /// bf16 only: the bf16 GEMM kernel's rate at the probe shape (the basis of `mfu`), and achieved_gflops over the
     /// fp32 sgemm rate (how much faster than an fp32 GEMM-bound step it runs).
     public var gemm_gflops: Double? = nil
@@ -176,6 +182,12 @@ public enum ModelBenchmark {
         let nonEmb = Double(store.parameterCount - embedding)
         let flops = 6 * nonEmb * tokens + 12 * Double(config.layers * config.hidden * seq) * tokens
         let achieved = median > 0 ? flops / median / 1e9 : 0
+        // Skipped in the last layer for the (tokens − batch) rows that do not query: the query, output and FFN
+        // products (6 FLOPs per weight per row, forward and backward) and their attention rows (12·hidden·seq each).
+        let h = Double(config.hidden), f = Double(config.intermediate), skippedRows = tokens - Double(batch)
+        let skipped = model.lastLayerAllRows || config.head != .sequence ? 0
+            : 6 * (2 * h * h + 2 * h * f) * skippedRows + 12 * h * Double(seq) * skippedRows
+        let computed = flops - skipped
         let peak = rates[rates.count / 2]
         let bf16Peak = bf16Rates.isEmpty ? nil : bf16Rates[bf16Rates.count / 2]
         let basis = bf16Peak ?? peak
@@ -183,6 +195,8 @@ public enum ModelBenchmark {
                                tokens_per_s: median > 0 ? tokens / median : 0, step_s_median: median,
                                step_s_min: times.first ?? 0, step_s_max: times.last ?? 0, flops_per_step: flops,
                                achieved_gflops: achieved, sgemm_gflops: peak, mfu: basis > 0 ? achieved / basis : 0,
+                               computed_flops_per_step: computed,
+                               hfu: basis > 0 && median > 0 ? computed / median / 1e9 / basis : 0,
                                gemm_gflops: bf16Peak, over_fp32_sgemm: bf16Peak == nil ? nil : (peak > 0 ? achieved / peak : 0),
                                peak_rss_mb: peakRSSMegabytes(), activation_bytes: model.activationBytes,
                                precision: precision.rawValue).withBF16Path(precision).withCPU(cpu)
