@@ -26,8 +26,13 @@
 #      resumes from the last periodic checkpoint at the new world size (same samples, losses within 1e-5);
 #   7. time limit: the same job with --time=1 --signal=B:USR1@50 and slower steps: every run is warned by SLURM,
 #      saves, exits 75 and requeues itself until it is done; same checks against the reference (SKIP_TIMELIMIT=1
-#      skips this part, about 90 s);
+#      skips this part, about 90 s on a quiet machine, 5 minutes seen on a loaded one);
 #   8. prints PASS/FAIL lines, tears down what it started (by PID) and exits 0 only if every check passed.
+# Each job writes into ROOT/NAME (ref, requeue, crash, tl), never into the daemons' folders (etc, state, spool, run,
+# log, data, out): disttrain refuses a non-empty --output-dir that holds no checkpoint of its own. A part that waits
+# for a step stops the test with the job's output when the job ends first. Opt-in from swift test:
+# DISTTRAIN_SLURM_SINGLENODE=1 (SlurmSingleNodeTests, without part 7); SlurmBatchScriptTests checks the batch
+# script's signal handling without SLURM.
 #
 # Environment:
 #   ROOT=DIR          scratch folder for everything (default /tmp/disttrain-slurm-selftest; wiped at start, kept
