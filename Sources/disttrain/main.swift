@@ -32,9 +32,15 @@ struct Disttrain: ParsableCommand {
 /// OpenBLAS chose its generic kernels on a CPU it does not know (ComputeThreads.betterBLASCoretype): start this same
 /// command again with OPENBLAS_CORETYPE naming kernels this CPU runs, before anything else (MPI included). execv keeps
 /// the process id, arguments and environment, so mpirun and srun see the same rank. If it fails, carry on as we are.
+/// It executes the binary's own path, which /proc/self/exe links to: the kernel names the new image (comm: what ps,
+/// top, pgrep -x and killall match) after the last component of the path given to execv, and "/proc/self/exe" named
+/// every process "exe". That link itself is the fallback (the file was moved or deleted since this process started).
 func reexecWithBetterBLASKernels() {
     guard let core = ComputeThreads.betterBLASCoretype(environment: ProcessInfo.processInfo.environment) else { return }
     setenv("OPENBLAS_CORETYPE", core, 1)
+    if let path = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+        _ = execv(path, CommandLine.unsafeArgv)
+    }
     _ = execv("/proc/self/exe", CommandLine.unsafeArgv)
     unsetenv("OPENBLAS_CORETYPE")
 }

@@ -26,8 +26,13 @@
 #      resumes from the last periodic checkpoint at the new world size (same samples, losses within 1e-5);
 #   7. time limit: the same job with --time=1 --signal=B:USR1@50 and slower steps: every run is warned by SLURM,
 #      saves, exits 75 and requeues itself until it is done; same checks against the reference (SKIP_TIMELIMIT=1
-#      skips this part, about 90 s);
+#      skips this part, about 90 s on a quiet machine, 5 minutes seen on a loaded one);
 #   8. prints PASS/FAIL lines, tears down what it started (by PID) and exits 0 only if every check passed.
+# Each job writes into ROOT/NAME (ref, requeue, crash, tl), never into the daemons' folders (etc, state, spool, run,
+# log, data, out): disttrain refuses a non-empty --output-dir that holds no checkpoint of its own. A part that waits
+# for a step stops the test with the job's output when the job ends first. Opt-in from swift test:
+# DISTTRAIN_SLURM_SINGLENODE=1 (SlurmSingleNodeTests, without part 7); SlurmBatchScriptTests checks the batch
+# script's signal handling without SLURM.
 #
 # Environment:
 #   ROOT=DIR          scratch folder for everything (default /tmp/disttrain-slurm-selftest; wiped at start, kept
@@ -151,7 +156,8 @@ fi
 for f in slurmctld slurmd; do   # daemons left by an earlier run of this script (found by PID file only)
   p=$(cat "$ROOT/run/$f.pid" 2>/dev/null); [ -n "$p" ] && grep -q "$f" "/proc/$p/cmdline" 2>/dev/null && stop_pid "old $f" "$p"
 done
-rm -rf "$ROOT"; mkdir -p "$ROOT"/{etc,state,spool,run,log,data,out}; touch "$ROOT/.disttrain-slurm-selftest"
+DAEMON_DIRS="etc state spool run log data out"   # the script's own folders under ROOT; no job may use one (submit)
+rm -rf "$ROOT"; for d in $DAEMON_DIRS; do mkdir -p "$ROOT/$d"; done; touch "$ROOT/.disttrain-slurm-selftest"
 H=$(hostname -s)
 getent hosts "$H" >/dev/null || die "hostname $H does not resolve (add it to /etc/hosts)"
 NODE=$(slurmd -C | head -1 | sed -E "s/RealMemory=[0-9]+//")   # the node as slurmd sees it
@@ -197,6 +203,9 @@ export TRAIN_ARGS="--max-steps $STEPS --batch-size 8 --learning-rate 1e-3 --warm
 SBATCH=$REPO/cluster/slurm/train.sbatch
 submit() {   # submit NAME [SBATCH FLAGS] : train.sbatch with OUTPUT_DIR=$ROOT/NAME and a sample log; prints the job id
   local name=$1; shift
+  # A job's OUTPUT_DIR must not be one of those: disttrain refuses a non-empty --output-dir that holds no checkpoint
+  # of its own (Hugging Face semantics), so e.g. OUTPUT_DIR=$ROOT/run (slurmctld.pid, slurmd.pid) fails with exit 2.
+  case " $DAEMON_DIRS " in *" $name "*) echo "job name $name would share $ROOT/$name with the daemons; pick another" >&2; return 2;; esac
   mkdir -p "$ROOT/$name"
   OUTPUT_DIR=$ROOT/$name EXTRA_ARGS="--log-samples $ROOT/$name.samples.jsonl" \
     sbatch --parsable -J "$name" -n 2 -o "$ROOT/out/%x.out" "$@" "$SBATCH"
@@ -255,9 +264,18 @@ PY
 jfield() { scontrol show job -o "$1" 2>/dev/null | grep -o " $2=[^ ]*" | head -1 | cut -d= -f2; }
 running_with_restarts() { [ "$(jfield "$1" JobState)" = RUNNING ] && [ "$(jfield "$1" Restarts)" = "$2" ]; }
 finished() { case "$(jfield "$1" JobState)" in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|PREEMPTED|BOOT_FAIL|DEADLINE) return 0;; esac; return 1; }
-last_step() { tail -1 "$1" 2>/dev/null | sed -nE 's/^\{"step": ([0-9]+),.*/\1/p'; }
+# the step of the newest --log-samples line, found by its key (JSONLines.objectLine sorts keys: "loss" comes first)
+last_step() { tail -1 "$1" 2>/dev/null | sed -nE 's/.*"step": *([0-9]+).*/\1/p'; }
 step_at_least() { local s; s=$(last_step "$1"); [ -n "$s" ] && [ "$s" -ge "$2" ]; }
 odd_step_at_least() { local s; s=$(last_step "$1"); [ -n "$s" ] && [ "$s" -ge "$2" ] && [ $((s % 2)) = 1 ]; }
+# reached_or_ended TEST SAMPLES N JOB : TEST (step_at_least / odd_step_at_least) holds, or the job is over (it would never)
+reached_or_ended() { "$1" "$2" "$3" || finished "$4"; }
+stop_if_ended() {   # stop_if_ended JOB OUTPUT WHAT : the job ended while it should still be running: say why, then stop
+  finished "$1" || return 0
+  log "job $1 ended before $3: $(jfield "$1" JobState) exit $(jfield "$1" ExitCode); the end of $2:"
+  tail -15 "$2"
+  die "job $1 ended early (see above)"
+}
 run_section() {   # run_section FILE N : the job output of the run with SLURM_RESTART_COUNT=N
   awk -v n="$2" '/^\[sbatch .*\] job .*SLURM_RESTART_COUNT=/ { on = ($0 ~ ("SLURM_RESTART_COUNT=" n " ")) } on' "$1"; }
 
@@ -274,11 +292,12 @@ check "reference: model.safetensors and $STEPS logged steps" \
 
 # ---------------------------------------------------------------- 7. interrupted run
 T_I=$(date +%s%N)
-J=$(submit run) || die "sbatch failed"
-JO=$ROOT/out/run.out; S=$ROOT/run.samples.jsonl
+J=$(submit requeue) || die "sbatch failed"
+JO=$ROOT/out/requeue.out; S=$ROOT/requeue.samples.jsonl
 log "job $J submitted"
 # (a) USR1 to the batch script: preemption save, exit 75, the script requeues the job
-wait_for 60 "(a) job $J at step >= 6" step_at_least "$S" 6
+wait_for 60 "(a) job $J at step >= 6" reached_or_ended step_at_least "$S" 6 "$J"
+stop_if_ended "$J" "$JO" "step 6"
 a_step=$(last_step "$S")
 scancel --signal=USR1 --batch "$J" || bad "(a) scancel --signal=USR1 --batch failed"
 log "(a) sent USR1 to the batch script at step $a_step"
@@ -297,7 +316,8 @@ check "(a) second run resumed from the preemption checkpoint ($a_resumed = $a_sa
 # (b) scontrol requeue: TERM to every process of the job at once
 b_min=$(( a_resumed + 6 )); [ "$b_min" -lt 14 ] && b_min=14
 # at an odd step, so a preemption save (checkpoint-ODD) and the periodic one (checkpoint-EVEN) can be told apart
-wait_for 60 "(b) second run at an odd step >= $b_min" odd_step_at_least "$S" "$b_min"
+wait_for 60 "(b) second run at an odd step >= $b_min" reached_or_ended odd_step_at_least "$S" "$b_min" "$J"
+stop_if_ended "$J" "$JO" "an odd step >= $b_min"
 b_step=$(last_step "$S")
 scontrol requeue "$J" || bad "(b) scontrol requeue failed"
 log "(b) scontrol requeue at step $b_step"
@@ -305,9 +325,9 @@ wait_for 60 "(b) job running again with Restarts=2" running_with_restarts "$J" 2
 wait_for 30 "(b) third run started" grep -q 'SLURM_RESTART_COUNT=2' "$JO"
 wait_for 60 "(b) third run resumed" sh -c "[ \$(grep -c 'resuming from checkpoint-' '$JO') -ge 2 ]"
 b_resumed=$(grep -o 'resuming from checkpoint-[0-9]*' "$JO" | sed -n 2p | sed 's/.*-//')
-run_section "$JO" 1 > "$ROOT/out/run.section1"
+run_section "$JO" 1 > "$ROOT/out/requeue.section1"
 check "(b) batch trap of the second run saw SIGTERM, forwarded it, and did not requeue by itself" \
-  sh -c "grep -q 'received SIGTERM, forwarding to mpirun' '$ROOT/out/run.section1' && ! grep -q 'requeueing job' '$ROOT/out/run.section1'"
+  sh -c "grep -q 'received SIGTERM, forwarding to mpirun' '$ROOT/out/requeue.section1' && ! grep -q 'requeueing job' '$ROOT/out/requeue.section1'"
 if [ "$b_resumed" = "$b_step" ]; then how="the ranks caught TERM and saved at the step boundary"; else how="the periodic checkpoint; $((b_step - b_resumed)) step(s) re-run"; fi
 check "(b) third run resumed from checkpoint-$b_resumed (requeued at step $b_step: $how)" \
   sh -c "[ -n '$b_resumed' ] && [ '$b_resumed' -le '$b_step' ] && [ '$b_resumed' -ge $((b_step - 3)) ]"
@@ -317,8 +337,8 @@ wait_for 120 "job $J finished" finished "$J"
 log "interrupted job took $(secs "$T_I")s in total: $(jfield "$J" JobState) exit $(jfield "$J" ExitCode), $(jfield "$J" Restarts) restarts"
 check "job COMPLETED with exit 0:0 after 2 requeues" [ "$(jfield "$J" JobState)/$(jfield "$J" ExitCode)/$(jfield "$J" Restarts)" = "COMPLETED/0:0/2" ]
 check "SLURM_RESTART_COUNT logged as 0, 1 and 2" sh -c "for n in 0 1 2; do grep -q \"SLURM_RESTART_COUNT=\$n \" '$JO' || exit 1; done"
-compare_run "$ROOT/run"
-log "final eval: $(cat "$ROOT/run/eval_results.json" 2>/dev/null)"
+compare_run "$ROOT/requeue"
+log "final eval: $(cat "$ROOT/requeue/eval_results.json" 2>/dev/null)"
 
 # ---------------------------------------------------------------- 8. crash, then resubmit with another task count
 # kill -9 of rank 1 (no save): mpirun aborts, the job FAILS and is not requeued. The same job submitted again (new job
@@ -327,11 +347,15 @@ log "final eval: $(cat "$ROOT/run/eval_results.json" 2>/dev/null)"
 T_K=$(date +%s%N)
 KJ=$(submit crash) || die "sbatch (crash) failed"
 KO=$ROOT/out/crash.out
-wait_for 60 "(c) job $KJ at step >= 9" step_at_least "$ROOT/crash.samples.jsonl" 9
+wait_for 60 "(c) job $KJ at step >= 9" reached_or_ended step_at_least "$ROOT/crash.samples.jsonl" 9 "$KJ"
+stop_if_ended "$KJ" "$KO" "step 9"
 k_step=$(last_step "$ROOT/crash.samples.jsonl")
 victim=$(pgrep -f -- "--output-dir $ROOT/crash " | while read -r p; do
   [ "$(tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -x 'OMPI_COMM_WORLD_RANK=1')" ] && [ "$(cat /proc/$p/comm)" = disttrain ] && echo "$p"; done | head -1)
-if [ -n "$victim" ]; then kill -9 "$victim"; log "(c) kill -9 of rank 1 (pid $victim) at step $k_step"; else bad "(c) rank 1 of job $KJ not found"; fi
+if [ -n "$victim" ]; then kill -9 "$victim"; log "(c) kill -9 of rank 1 (pid $victim) at step $k_step"
+else   # a rank must be named disttrain (/proc/PID/comm: what ps, pgrep -x and killall see)
+  bad "(c) rank 1 of job $KJ not found; processes with its --output-dir (pid comm): $(pgrep -f -- "--output-dir $ROOT/crash " | while read -r p; do printf '%s %s; ' "$p" "$(cat /proc/$p/comm 2>/dev/null)"; done)"
+fi
 wait_for 60 "(c) job $KJ finished" finished "$KJ"
 check "(c) job $KJ FAILED without a requeue (state $(jfield "$KJ" JobState), exit $(jfield "$KJ" ExitCode), restarts $(jfield "$KJ" Restarts))" \
   sh -c "[ '$(jfield "$KJ" JobState)' = FAILED ] && [ '$(jfield "$KJ" Restarts)' = 0 ] && ! grep -q 'requeueing job' '$KO'"
