@@ -65,8 +65,8 @@ for mode in ranks node link; do
     if [ -z "$id" ] || ! ip netns list | grep -q "^$ns"; then bad "$mode: the job's node1 not found"; wait $runpid; continue; fi
     t0=$(date +%s)
     case $mode in
-        # By argv[0], not /proc/PID/comm: disttrain re-executes itself through /proc/self/exe (OPENBLAS_CORETYPE),
-        # which makes its comm "exe".
+        # By argv[0] (the binary's own name; /proc/PID/comm would do too since the OPENBLAS_CORETYPE re-exec runs
+        # the real path, but argv[0] does not depend on it).
         ranks) for p in $(ip netns pids "$ns"); do
                    case "$(tr '\0' '\n' < /proc/$p/cmdline 2>/dev/null | head -1)" in */disttrain|disttrain) kill -9 "$p" ;; esac
                done ;;
