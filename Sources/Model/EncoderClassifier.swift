@@ -97,7 +97,7 @@ public final class EncoderClassifier {
     let cls, pooled, pooledDrop, logits: UnsafeMutablePointer<Float>   // head: [B, C] ×3, [B, NL]
     let dHead1, dHead2, dCls: UnsafeMutablePointer<Float>             // [B, C]
     let lnSink: UnsafeMutablePointer<Float>                            // [2C] LayerNorm dw/db of a frozen base (discarded)
-    // CLS rows of the last layer for a frozen base's backward: [B, C] / [B, FF] / [B] gathers and results
+    // First-token rows of a sequence head's last layer (forward and backward): [B, C] / [B, FF] / [B] gathers and results
     let cDy, cH2, cH1, cOutA, cOutCtx, cF, cM2, cR2, cM1, cR1, cCtx, cY1, cXq, cQ: UnsafeMutablePointer<Float>
 
     /// The attached LoRA adapter (LoRA.swift), nil for the plain model: its hooks run at each target linear, and the
@@ -307,9 +307,10 @@ public final class EncoderClassifier {
     }
 
     /// Compute every row of the last layer under a sequence head, as transformers does (tests compare every hidden
-    /// state). Off (the default), the layer's output projection, FFN and LayerNorms run on the first token of each
-    /// row only: the head reads nothing else, so the logits, the loss and every gradient are the same (each of those
-    /// ops is row-wise, and the other rows' gradient is zero): two thirds of a layer's FLOPs (a ninth of MiniLM's step).
+    /// state). Off (the default), the layer's query, attention, output projection, FFN and LayerNorms run on the
+    /// first token of each row only (keys and values on every row): the head reads nothing else, so the logits, the
+    /// loss and every gradient are the same (those ops are row-wise, and the other rows' gradient is zero): 13.7 %
+    /// of MiniLM's FLOPs per step at 32×128.
     public var lastLayerAllRows = false
 
     /// Layer l's activation buffers for this run. Under a frozen base, ctx (the attention output, input of the output
@@ -475,8 +476,8 @@ public final class EncoderClassifier {
             let w = layers[l], s = savedActs(l)
             let x = l == 0 ? UnsafePointer(hidden0) : UnsafePointer(acts[l - 1].y2)
             // LN2 → FFN → LN1 → out-projection backward over n rows of T' per sample (full: BT rows, T' = T; or the
-            // CLS rows only, T' = 1, gathered compactly). dyIn and outA may alias; x of the linears is read only
-            // when kept (dW or an adapter), which the compact path excludes.
+            // CLS rows only, T' = 1, gathered compactly, y1 and ctx then the compact copies forward kept). dyIn and
+            // outA may alias; y1 and ctx are read only when kept (dW or an adapter).
             func tail(dyIn: UnsafePointer<Float>, h2: UnsafePointer<Float>, mean2: UnsafePointer<Float>, rstd2: UnsafePointer<Float>,
                       f: UnsafeMutablePointer<Float>, h1: UnsafePointer<Float>, mean1: UnsafePointer<Float>, rstd1: UnsafePointer<Float>,
                       y1: UnsafePointer<Float>, ctx: UnsafePointer<Float>,
