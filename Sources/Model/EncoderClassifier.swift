@@ -327,6 +327,11 @@ public final class EncoderClassifier {
         return s
     }
 
+    /// Row t = 0 of each of the B samples of `src` [B·T, C] into `dst` [B, C], compactly.
+    private func firstTokens(of src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, B: Int, T: Int) {
+        for b in 0..<B { (dst + b * C).update(from: src + b * T * C, count: C) }
+    }
+
     /// Logits [B, numLabels] (a view into the arena, valid until the next forward).
     public func forward(_ batch: TokenBatch, dropout: DropoutContext?) -> UnsafeBufferPointer<Float> {
         let B = batch.batchSize, T = batch.seqLen
@@ -362,7 +367,7 @@ public final class EncoderClassifier {
             let s = savedActs(l)
             let firstOnly = clsRowsSuffice(l)
             if firstOnly {   // only the first token of each row queries: its layer input kept (cXq) for dWq
-                for b in 0..<B { (cXq + b * C).update(from: x + b * T * C, count: C) }
+                firstTokens(of: x, into: cXq, B: B, T: T)
                 linearForward(6 * l, y: cQ, x: cXq, w: w.wq, b: w.bq, n: B, inC: C, outC: C)
                 for b in 0..<B { (s.q + b * T * C).update(from: cQ + b * C, count: C) }
             } else {
@@ -377,18 +382,16 @@ public final class EncoderClassifier {
                               threadScratch: attnThreads, queries: firstOnly ? 1 : nil)
             if firstOnly {
                 // The head reads only each sample's first token: the rest of the last layer runs on those B rows,
-                // gathered compactly (the buffers its backward reads); the
-                // full-size h1/f/h2 of this layer are never touched, so never resident (37 MB less at MiniLM 32×128).
-                func gather(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>) {
-                    for b in 0..<B { (dst + b * C).update(from: src + b * T * C, count: C) }
-                }
-                let cX = cOutA   // free until backward, which overwrites it; cCtx and cY1 are kept for backward's dW
-                gather(s.ctx, cCtx); gather(x, cX)
+                // gathered compactly (the buffers its backward reads); the full-size h1/f/h2 of this layer are never
+                // touched, so never resident (37 MB less at MiniLM 32×128).
+                // cXq holds the layer input's first tokens (the residual); cCtx and cY1 are kept for backward's dW;
+                // cOutA is free until backward overwrites it and takes LN2's output.
+                firstTokens(of: s.ctx, into: cCtx, B: B, T: T)
                 linearForward(6 * l + 3, y: cH1, x: cCtx, w: w.wo, b: w.bo, n: B, inC: C, outC: C)
                 if isBert && dropH, let d = dropout {
                     dropoutRows(cH1, cH1, B: B, T: 1, C: C, ctx: d, samples: samples, site: DropoutSite.attentionOutput(layer: l), p: pHidden)
                 }
-                ck_p_add(ComputeThreads.pool, cH1, cX, B * C)
+                ck_p_add(ComputeThreads.pool, cH1, cXq, B * C)
                 LayerNorm.forward(y: cY1, mean: cM1, rstd: cR1, x: cH1, w: P(w.ln1w), b: P(w.ln1b), n: B, C: C, eps: config.layerNormEps)
                 linearForward(6 * l + 4, y: cF, x: cY1, w: w.w1, b: w.b1, n: B, inC: C, outC: FF)
                 ck_p_act_fwd(ComputeThreads.pool, actCode, cF, ffScratch, B * FF)
@@ -398,10 +401,10 @@ public final class EncoderClassifier {
                 }
                 ck_p_add(ComputeThreads.pool, cH2, cY1, B * C)
                 // LN2 of the CLS rows straight into their places in y2 (the only rows the head reads).
-                LayerNorm.forward(y: cX, mean: cM2, rstd: cR2, x: cH2, w: P(w.ln2w), b: P(w.ln2b), n: B, C: C, eps: config.layerNormEps)
-                for b in 0..<B { (s.y2 + b * T * C).update(from: cX + b * C, count: C) }
+                LayerNorm.forward(y: cOutA, mean: cM2, rstd: cR2, x: cH2, w: P(w.ln2w), b: P(w.ln2b), n: B, C: C, eps: config.layerNormEps)
+                for b in 0..<B { (s.y2 + b * T * C).update(from: cOutA + b * C, count: C) }
                 x = UnsafePointer(s.y2)
-                probe?("output of " + layerName(l) + " (first token of each row)", UnsafeBufferPointer(start: cX, count: B * C))
+                probe?("output of " + layerName(l) + " (first token of each row)", UnsafeBufferPointer(start: cOutA, count: B * C))
                 continue
             }
             linearForward(6 * l + 3, y: s.h1, x: s.ctx, w: w.wo, b: w.bo, n: BT, inC: C, outC: C)
@@ -427,7 +430,7 @@ public final class EncoderClassifier {
         }
         if config.head.perToken { return tokenHeadForward(x, B: B, T: T, dropout: dropout, samples: samples) }
         // head on the first token of every row
-        for b in 0..<B { cls.advanced(by: b * C).update(from: x + b * T * C, count: C) }
+        firstTokens(of: x, into: cls, B: B, T: T)
         Linear.forward(y: pooled, x: cls, w: P(wp), b: P(bp), n: B, inC: C, outC: C)
         if isBert { ck_tanh(pooled, pooled, B * C) } else { ck_p_act_fwd(ComputeThreads.pool, 2, pooled, pooled, B * C) }
         var head = UnsafePointer(pooled)
@@ -516,11 +519,8 @@ public final class EncoderClassifier {
                 // backward of LN2 → FFN → LN1 → out-projection, their weight gradients included, is needed only on
                 // those B rows (exact: the other rows carry zeros through the row-wise ops and add nothing to dW).
                 // The attention then spreads the gradient to every row again.
-                func gather(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ width: Int) {
-                    for b in 0..<B { (dst + b * width).update(from: src + b * T * width, count: width) }
-                }
                 // Forward left h2, f, h1, the LayerNorm statistics, y1 and ctx of the CLS rows compact in cH2 … cY1.
-                gather(dA, cDy, C)
+                firstTokens(of: dA, into: cDy, B: B, T: T)
                 tail(dyIn: cDy, h2: cH2, mean2: cM2, rstd2: cR2, f: cF, h1: cH1, mean1: cM1, rstd1: cR1,
                      y1: cY1, ctx: cCtx, outA: cOutA, outCtx: cOutCtx, n: B, TT: 1)
                 dA.update(repeating: 0, count: BT * C)   // the attention reads dCtx on the first rows only
@@ -540,10 +540,10 @@ public final class EncoderClassifier {
                                threadScratch: attnThreads, queries: clsRowsSuffice(l) ? 1 : nil)
             let dxQKV = frozenBase && l == 0 ? nil : dA   // a frozen base needs no gradient below layer 0
             if clsRowsSuffice(l) {   // dq exists on the first rows only: the query product's backward on those B rows
-                for b in 0..<B { (cDy + b * C).update(from: dq + b * T * C, count: C) }
+                firstTokens(of: dq, into: cDy, B: B, T: T)
                 linearBackward(6 * l, dx: dxQKV == nil ? nil : cOutCtx, w: w.wq, b: w.bq, dy: cDy, x: cXq, n: B, inC: C, outC: C)
                 if dxQKV != nil {
-                    for b in 0..<B { let r = dA + b * T * C, c = cOutCtx + b * C; for j in 0..<C { r[j] += c[j] } }
+                    for b in 0..<B { ck_add(dA + b * T * C, cOutCtx + b * C, C) }
                 }
             } else {
                 linearBackward(6 * l, dx: dxQKV, w: w.wq, b: w.bq, dy: dq, x: x, n: BT, inC: C, outC: C, accumulateDx: true)
