@@ -25,23 +25,30 @@ enum CLI {
                     in directory: URL? = nil, environment extra: [String: String] = [:],
                     onStart: (Int32) -> Void = { _ in }) throws -> RunResult {
         let bin = try binary()
+        var env = ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+                   "OMPI_MCA_rmaps_base_oversubscribe": "1",
+                   // Keep OpenMPI quiet about missing high-speed transports on a laptop or CI box.
+                   "OMPI_MCA_btl": "self,vader,tcp"]
+        env.merge(extra) { _, new in new }
+        if let ranks {
+            return try runProgram(URL(fileURLWithPath: "/usr/bin/env"),
+                                  ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-n", String(ranks), bin.path] + args,
+                                  stdin: stdin, timeout: timeout, in: directory, environment: env, onStart: onStart)
+        }
+        return try runProgram(bin, args, stdin: stdin, timeout: timeout, in: directory, environment: env, onStart: onStart)
+    }
+
+    /// Runs any program (a script, mpirun, the binary) with this process's environment plus `extra`, draining its
+    /// output; after `timeout` s it gets SIGTERM, `grace` s later SIGKILL (a script's trap may need the time to tear
+    /// down what it started), and the test fails.
+    static func runProgram(_ executable: URL, _ args: [String], stdin: String? = nil, timeout: TimeInterval = 120,
+                           grace: TimeInterval = 0.5, in directory: URL? = nil, environment extra: [String: String] = [:],
+                           onStart: (Int32) -> Void = { _ in }) throws -> RunResult {
         let p = Process()
         if let directory { p.currentDirectoryURL = directory }
-        var env = ProcessInfo.processInfo.environment
-        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
-        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-        env["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
-        // Keep OpenMPI quiet about missing high-speed transports on a laptop or CI box.
-        env["OMPI_MCA_btl"] = "self,vader,tcp"
-        env.merge(extra) { _, new in new }
-        p.environment = env
-        if let ranks {
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            p.arguments = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-n", String(ranks), bin.path] + args
-        } else {
-            p.executableURL = bin
-            p.arguments = args
-        }
+        p.environment = ProcessInfo.processInfo.environment.merging(extra) { _, new in new }
+        p.executableURL = executable
+        p.arguments = args
         let out = Pipe(), err = Pipe(), inp = Pipe()
         p.standardOutput = out
         p.standardError = err
@@ -59,9 +66,10 @@ enum CLI {
         while p.isRunning && Date() < deadline { usleep(20_000) }
         if p.isRunning {
             p.terminate()
-            usleep(500_000)
+            let killAt = Date().addingTimeInterval(grace)
+            while p.isRunning && Date() < killAt { usleep(20_000) }
             if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-            XCTFail("disttrain \(args.joined(separator: " ")) did not finish within \(timeout) s")
+            XCTFail("\(executable.lastPathComponent) \(args.joined(separator: " ")) did not finish within \(timeout) s")
         }
         p.waitUntilExit()
         group.wait()
@@ -97,6 +105,14 @@ enum CLI {
     static func runWithAction(_ args: [String], ranks: Int, after: TimeInterval, timeout: TimeInterval = 120,
                               ready: @escaping @Sendable () -> Bool = { true },
                               action: @escaping @Sendable (Int32) -> Void) throws -> RunResult {
+        try withAction(after: after, ready: ready, action: action) { try run(args, ranks: ranks, timeout: timeout, onStart: $0) }
+    }
+
+    /// Runs `launch` (which must pass its process id to the closure it gets) and, once `ready` returns true and
+    /// `after` more seconds have passed, calls `action` with that process id, unless the process has ended.
+    static func withAction(after: TimeInterval, ready: @escaping @Sendable () -> Bool = { true },
+                           action: @escaping @Sendable (Int32) -> Void,
+                           _ launch: (_ onStart: (Int32) -> Void) throws -> RunResult) throws -> RunResult {
         let pidBox = PidBox()
         let done = DataBox()
         DispatchQueue.global().async {
@@ -104,9 +120,19 @@ enum CLI {
             usleep(UInt32(after * 1_000_000))
             if let pid = pidBox.pid, done.data.isEmpty { action(pid) }
         }
-        let r = try run(args, ranks: ranks, timeout: timeout, onStart: { pidBox.pid = $0 })
+        let r = try launch { pidBox.pid = $0 }
         done.data = Data([1])
         return r
+    }
+
+    /// Writes `rows` JSONL training rows to `url`, spam and ham alternating ("free prize number i call now" /
+    /// "see you at lunch on day i"): a tiny separable set for the tests that train the tiny BERT fixture.
+    static func writeSpamHamRows(_ rows: Int, to url: URL) throws {
+        let lines = (0..<rows).map { i in
+            i % 2 == 0 ? "{\"text\": \"free prize number \(i) call now\", \"label\": \"spam\"}"
+                       : "{\"text\": \"see you at lunch on day \(i)\", \"label\": \"ham\"}"
+        }
+        try (lines.joined(separator: "\n") + "\n").write(to: url, atomically: true, encoding: .utf8)
     }
 
     /// Overwrites element `index` of tensor `name` in a safetensors file with a quiet NaN (header parsed here).

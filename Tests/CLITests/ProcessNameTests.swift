@@ -14,11 +14,7 @@ final class ProcessNameTests: XCTestCase {
     override func setUpWithError() throws {
         dir = try CLI.tempDir("procname")
         train = dir.appendingPathComponent("train.jsonl")
-        let rows = (0..<32).map { i in
-            i % 2 == 0 ? "{\"text\": \"free prize number \(i) call now\", \"label\": \"spam\"}"
-                       : "{\"text\": \"see you at lunch on day \(i)\", \"label\": \"ham\"}"
-        }
-        try (rows.joined(separator: "\n") + "\n").write(to: train, atomically: true, encoding: .utf8)
+        try CLI.writeSpamHamRows(32, to: train)
     }
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
 

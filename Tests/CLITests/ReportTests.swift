@@ -13,11 +13,7 @@ final class ReportTests: XCTestCase {
         dir = try CLI.tempDir("report")
         model = CLI.repoRoot.appendingPathComponent("Tests/ModelTests/Fixtures/bert-tiny-cls")
         train = dir.appendingPathComponent("train.jsonl")
-        let rows = (0..<16).map { i in
-            i % 2 == 0 ? "{\"text\": \"free prize number \(i) call now\", \"label\": \"spam\"}"
-                       : "{\"text\": \"see you at lunch on day \(i)\", \"label\": \"ham\"}"
-        }
-        try (rows.joined(separator: "\n") + "\n").write(to: train, atomically: true, encoding: .utf8)
+        try CLI.writeSpamHamRows(16, to: train)
     }
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
 

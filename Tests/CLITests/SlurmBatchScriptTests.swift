@@ -14,11 +14,7 @@ final class SlurmBatchScriptTests: XCTestCase {
     override func setUpWithError() throws {
         dir = try CLI.tempDir("sbatch")
         train = dir.appendingPathComponent("train.jsonl")
-        let rows = (0..<32).map { i in
-            i % 2 == 0 ? "{\"text\": \"free prize number \(i) call now\", \"label\": \"spam\"}"
-                       : "{\"text\": \"see you at lunch on day \(i)\", \"label\": \"ham\"}"
-        }
-        try (rows.joined(separator: "\n") + "\n").write(to: train, atomically: true, encoding: .utf8)
+        try CLI.writeSpamHamRows(32, to: train)
         // scontrol stub: appends its arguments to scontrol.log
         let bin = dir.appendingPathComponent("bin")
         try FileManager.default.createDirectory(at: bin, withIntermediateDirectories: true)
@@ -37,51 +33,30 @@ final class SlurmBatchScriptTests: XCTestCase {
     /// `after` seconds have passed, sends `signal` to the batch script (bash) itself. Returns its status and output.
     func runBatch(steps: Int, restart: Int, signal: Int32? = nil, after: TimeInterval = 0.3,
                   timeout: TimeInterval = 180) throws -> (status: Int32, output: String) {
-        let bin = try CLI.binary()
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/bash")
-        p.arguments = [Self.script.path]
-        var env = ProcessInfo.processInfo.environment
-        env["PATH"] = dir.appendingPathComponent("bin").path + ":" + (env["PATH"] ?? "/usr/bin:/bin")
-        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
-        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-        env["OMPI_MCA_btl"] = "self,vader,tcp"
-        for (k, v) in ["SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "job", "SLURM_SUBMIT_DIR": dir.path,
-                       "SLURM_RESTART_COUNT": String(restart), "SLURM_NTASKS": "2", "SLURM_CPUS_PER_TASK": "1",
-                       "DISTTRAIN_BIN": bin.path,
-                       "MODEL": CLI.repoRoot.appendingPathComponent("Tests/ModelTests/Fixtures/bert-tiny-cls").path,
-                       "TRAIN_FILE": train.path, "EVAL_FILE": "", "OUTPUT_DIR": "job",
-                       "TRAIN_ARGS": "--max-steps \(steps) --batch-size 8 --max-length 24 --seed 3 --save-steps 2 --no-report",
-                       "EXTRA_ARGS": "--step-delay-ms 100",
-                       // outside an allocation mpirun needs the rank count
-                       "MPIRUN_ARGS": "--bind-to none --oversubscribe -n 2"] { env[k] = v }
-        p.environment = env
-        p.currentDirectoryURL = dir
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let box = DataBox(), group = DispatchGroup()
-        group.enter(); DispatchQueue.global().async { box.data = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-        let latest = dir.appendingPathComponent("job/latest").path
-        var signalled = signal == nil
-        var readyAt: Date?
-        let deadline = Date().addingTimeInterval(timeout)
-        while p.isRunning && Date() < deadline {
-            if !signalled, let signal {
-                if readyAt == nil, FileManager.default.fileExists(atPath: latest) { readyAt = Date() }
-                if let readyAt, Date().timeIntervalSince(readyAt) >= after { kill(p.processIdentifier, signal); signalled = true }
-            }
-            usleep(20_000)
+        let env = ["PATH": dir.appendingPathComponent("bin").path + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"),
+                   "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMPI_MCA_btl": "self,vader,tcp",
+                   "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "job", "SLURM_SUBMIT_DIR": dir.path,
+                   "SLURM_RESTART_COUNT": String(restart), "SLURM_NTASKS": "2", "SLURM_CPUS_PER_TASK": "1",
+                   "DISTTRAIN_BIN": try CLI.binary().path,
+                   "MODEL": CLI.repoRoot.appendingPathComponent("Tests/ModelTests/Fixtures/bert-tiny-cls").path,
+                   "TRAIN_FILE": train.path, "EVAL_FILE": "", "OUTPUT_DIR": "job",
+                   "TRAIN_ARGS": "--max-steps \(steps) --batch-size 8 --max-length 24 --seed 3 --save-steps 2 --no-report",
+                   "EXTRA_ARGS": "--step-delay-ms 100",
+                   // outside an allocation mpirun needs the rank count
+                   "MPIRUN_ARGS": "--bind-to none --oversubscribe -n 2"]
+        let launch = { (onStart: (Int32) -> Void) in
+            try CLI.runProgram(URL(fileURLWithPath: "/bin/bash"), [Self.script.path], timeout: timeout, grace: 10, in: self.dir,
+                               environment: env, onStart: onStart)
         }
-        if p.isRunning {
-            p.terminate()
-            XCTFail("train.sbatch did not finish within \(timeout) s")
+        let r: RunResult
+        if let signal {
+            let latest = dir.appendingPathComponent("job/latest").path
+            r = try CLI.withAction(after: after, ready: { FileManager.default.fileExists(atPath: latest) },
+                                   action: { kill($0, signal) }, launch)
+        } else {
+            r = try launch { _ in }
         }
-        p.waitUntilExit()
-        group.wait()
-        return (p.terminationStatus, String(decoding: box.data, as: UTF8.self))
+        return (r.status, r.stdout + r.stderr)
     }
 
     /// USR1 to the batch script: forwarded to mpirun, every rank saves and exits 75, mpirun exits 75, the script runs

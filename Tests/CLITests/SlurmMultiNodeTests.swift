@@ -15,29 +15,11 @@ final class SlurmMultiNodeTests: XCTestCase {
             throw XCTSkip("set DISTTRAIN_SLURM_MULTINODE=1 (as root) to run cluster/slurm/selftest-multinode.sh: it installs slurm packages")
         }
         guard getuid() == 0 else { throw XCTSkip("cluster/slurm/selftest-multinode.sh needs root") }
-        let p = Process()
-        p.executableURL = Self.script
-        var env = ProcessInfo.processInfo.environment
-        env["DISTTRAIN_BIN"] = try CLI.binary().path
-        p.environment = env
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let box = DataBox(), group = DispatchGroup()
-        group.enter(); DispatchQueue.global().async { box.data = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-        let deadline = Date().addingTimeInterval(600)
-        while p.isRunning && Date() < deadline { usleep(100_000) }
-        if p.isRunning {
-            p.terminate()   // the script's trap stops the daemons and removes the namespaces
-            XCTFail("selftest-multinode.sh did not finish within 600 s")
-        }
-        p.waitUntilExit()
-        group.wait()
-        let log = String(decoding: box.data, as: UTF8.self)
-        if p.terminationStatus == 77 { throw XCTSkip("selftest-multinode.sh skipped: \(log.split(separator: "\n").last ?? "")") }
-        XCTAssertEqual(p.terminationStatus, 0, log)
+        // On timeout: SIGTERM, then a minute before SIGKILL (the script's trap stops the daemons and removes the namespaces).
+        let r = try CLI.runProgram(Self.script, [], timeout: 600, grace: 60, environment: ["DISTTRAIN_BIN": try CLI.binary().path])
+        let log = r.stdout + r.stderr
+        if r.status == 77 { throw XCTSkip("selftest-multinode.sh skipped: \(r.stdout.split(separator: "\n").last ?? "")") }
+        XCTAssertEqual(r.status, 0, log)
         for expected in ["PASS: job COMPLETED with exit 0:0 on 2 nodes node[0-1]",
                          "PASS: disttrain ran 4 ranks and its start-up line names 2 nodes × 2 ranks",
                          "PASS: final weights and per-step losses of the 2-node SLURM job equal the 1-process run's within 1e-5",

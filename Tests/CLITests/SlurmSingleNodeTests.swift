@@ -16,29 +16,10 @@ final class SlurmSingleNodeTests: XCTestCase {
             throw XCTSkip("set DISTTRAIN_SLURM_SINGLENODE=1 (as root) to run cluster/slurm/selftest.sh: it installs slurm packages and starts daemons")
         }
         guard getuid() == 0 else { throw XCTSkip("cluster/slurm/selftest.sh needs root") }
-        let p = Process()
-        p.executableURL = Self.script
-        var env = ProcessInfo.processInfo.environment
-        env["DISTTRAIN_BIN"] = try CLI.binary().path
-        env["SKIP_TIMELIMIT"] = "1"
-        p.environment = env
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let box = DataBox(), group = DispatchGroup()
-        group.enter(); DispatchQueue.global().async { box.data = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-        let deadline = Date().addingTimeInterval(900)
-        while p.isRunning && Date() < deadline { usleep(100_000) }
-        if p.isRunning {
-            p.terminate()   // the script's trap cancels the jobs and stops the daemons it started
-            XCTFail("selftest.sh did not finish within 900 s")
-        }
-        p.waitUntilExit()
-        group.wait()
-        let log = String(decoding: box.data, as: UTF8.self)
-        XCTAssertEqual(p.terminationStatus, 0, log)
+        // On timeout: SIGTERM, then a minute before SIGKILL (the script's trap cancels the jobs and stops the daemons it started).
+        let r = try CLI.runProgram(Self.script, [], timeout: 900, grace: 60, environment: ["DISTTRAIN_BIN": try CLI.binary().path, "SKIP_TIMELIMIT": "1"])
+        let log = r.stdout + r.stderr
+        XCTAssertEqual(r.status, 0, log)
         for expected in ["PASS: (a) exit 75 led to the script's own 'scontrol requeue'",
                          "PASS: (b) batch trap of the second run saw SIGTERM, forwarded it, and did not requeue by itself",
                          "PASS: job COMPLETED with exit 0:0 after 2 requeues",

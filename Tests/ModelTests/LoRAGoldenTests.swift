@@ -92,6 +92,18 @@ final class LoRAGoldenTests: XCTestCase {
         assertClose(Array(s.adapter.store.grad(name)), try s.golden.floats("grad/\(name)"), atol: 2e-6, rtol: 1e-4, name)
     }
 
+    /// One forward (dropout seed 7, step 2) and backward of the cross-entropy (scale 1/4) on `batch`: the logits.
+    static func dropoutStep(_ model: EncoderClassifier, _ batch: TokenBatch, _ labels: [Int32], classes: Int) -> [Float] {
+        let logits = Array(model.forward(batch, dropout: DropoutContext(seed: 7, step: 2)))
+        var d = [Float](repeating: 0, count: logits.count)
+        _ = d.withUnsafeMutableBufferPointer {
+            Loss.crossEntropy(logits: UnsafeBufferPointer(start: logits, count: logits.count), labels: labels,
+                              batch: batch.batchSize, classes: classes, scale: 0.25, dLogits: $0)
+        }
+        d.withUnsafeBufferPointer { model.backward(dLogits: $0) }
+        return logits
+    }
+
     /// With every dropout on (hidden, attention, classifier, lora) a frozen base, which shares ctx/y1/probs buffers
     /// across layers and recomputes the probabilities in backward, gives the same adapter gradients as the same model
     /// with the base unfrozen (which keeps every layer's buffers), for the golden targets and for targets that keep
@@ -108,14 +120,7 @@ final class LoRAGoldenTests: XCTestCase {
             func grads(frozen: Bool) -> ([Float], [Float]) {
                 model.attachLoRA(model.adapter!, freezeBase: frozen)
                 trainable.zeroGrads()
-                let logits = Array(model.forward(batch, dropout: DropoutContext(seed: 7, step: 2)))
-                var d = [Float](repeating: 0, count: logits.count)
-                _ = d.withUnsafeMutableBufferPointer {
-                    Loss.crossEntropy(logits: UnsafeBufferPointer(start: logits, count: logits.count), labels: labels,
-                                      batch: batch.batchSize, classes: config.numLabels, scale: 0.25, dLogits: $0)
-                }
-                d.withUnsafeBufferPointer { model.backward(dLogits: $0) }
-                return (logits, Array(trainable.grads))
+                return (Self.dropoutStep(model, batch, labels, classes: config.numLabels), Array(trainable.grads))
             }
             let (lf, gf) = grads(frozen: true)
             XCTAssertFalse(base.hasGradientBuffer, "\(targets): frozen base touched its gradients")
@@ -145,14 +150,7 @@ final class LoRAGoldenTests: XCTestCase {
             func run(allRows: Bool) -> ([Float], [Float]) {
                 model.lastLayerAllRows = allRows
                 trainable.zeroGrads()
-                let logits = Array(model.forward(batch, dropout: DropoutContext(seed: 7, step: 2)))
-                var d = [Float](repeating: 0, count: logits.count)
-                _ = d.withUnsafeMutableBufferPointer {
-                    Loss.crossEntropy(logits: UnsafeBufferPointer(start: logits, count: logits.count), labels: labels,
-                                      batch: batch.batchSize, classes: config.numLabels, scale: 0.25, dLogits: $0)
-                }
-                d.withUnsafeBufferPointer { model.backward(dLogits: $0) }
-                return (logits, Array(trainable.grads))
+                return (Self.dropoutStep(model, batch, labels, classes: config.numLabels), Array(trainable.grads))
             }
             let (lc, gc) = run(allRows: false)
             // the first-token path really ran: the fresh arena's other rows of the last layer's output stay zero
