@@ -71,16 +71,19 @@ public enum DropoutKey {
 /// Applies dropout over a [B*T, C] tensor row by row (row t of sample b keyed by (sampleIndices[b], site, t)).
 /// In place when x == y. Used identically in forward (on activations) and backward (on gradients). Rows are split
 /// over the compute pool (each row's mask is a function of its key only, so the same bits on any thread count).
+/// `rowOf` (with T = 1): compact rows, one per sample: row b of x is row rowOf[b] of sample b's tensor and gets that
+/// row's mask (a last layer computed on the rows a head reads only); nil: row b·T + t is row t.
 @inline(__always)
 func dropoutRows(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, B: Int, T: Int, C: Int,
-                 ctx: DropoutContext, samples: [Int], site: Int, p: Float) {
+                 ctx: DropoutContext, samples: [Int], site: Int, p: Float, rowOf: [Int]? = nil) {
     let thr = DropoutKey.threshold(p: p), sc = DropoutKey.scale(p: p)
+    precondition(rowOf == nil || (T == 1 && rowOf!.count >= B), "compact dropout rows need T = 1 and a row per sample")
     ComputeThreads.parallelFor(B * T, grain: max(1, 8192 / max(C, 1))) { rows, _ in
         var b = -1, sk: UInt64 = 0
         for i in rows {
             if i / T != b { b = i / T; sk = DropoutKey.sample(ctx, sample: samples[b], site: site) }
             let o = i * C
-            ck_dropout_row(x + o, y + o, C, DropoutKey.row(sk, i - b * T), thr, sc)
+            ck_dropout_row(x + o, y + o, C, DropoutKey.row(sk, rowOf?[b] ?? (i - b * T)), thr, sc)
         }
     }
 }

@@ -158,6 +158,76 @@ public enum CausalAttention {
         }
     }
 
+    /// One query per sample, at row rows[b] (the row a sequence head reads): ctx [B, C] (compact) = that row's
+    /// attention output over the keys and values of rows 0...rows[b]. The same scores, causal softmax and dropout
+    /// mask as `forward` gives that row (as GEMVs). scratch: [2T].
+    public static func forwardRows(ctx: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>, rows: [Int],
+                                   keyMask: UnsafePointer<Float>?, B: Int, T: Int, C: Int, NH: Int,
+                                   dropout: AttentionDropout?, scratch: UnsafeMutablePointer<Float>) {
+        let HS = C / NH, ld = 3 * C
+        let scale = 1 / Float(HS).squareRoot()
+        let thr = dropout.map { DropoutKey.threshold(p: $0.p) } ?? 0, sc = dropout.map { DropoutKey.scale(p: $0.p) } ?? 1
+        let p = scratch, pd = scratch + T
+        for b in 0..<B {
+            let t = rows[b], n = t + 1
+            let sk = dropout.map { DropoutKey.sample($0.ctx, sample: $0.samples[b], site: $0.site) }
+            for h in 0..<NH {
+                let q = qkv + (b * T + t) * ld + h * HS, k = qkv + b * T * ld + C + h * HS, v = k + C
+                rowScores(p, q: q, k: k, keyMask: keyMask.map { $0 + b * T }, t: t, T: T, ld: ld, HS: HS, scale: scale)
+                var pv = UnsafePointer(p)
+                if let sk {
+                    ck_dropout_row(p, pd, n, DropoutKey.attentionRow(sk, head: h, row: t), thr, sc)
+                    pv = UnsafePointer(pd)
+                }
+                cblas_sgemv(CblasRowMajor, CblasTrans, Int32(n), Int32(HS), 1, v, Int32(ld), pv, 1, 0, ctx + b * C + h * HS, 1)
+            }
+        }
+    }
+
+    /// p[0...t] = causal softmax(scale · K q) of query row t of one (b, h) (keys beyond t are not read).
+    @inline(__always) static func rowScores(_ p: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                                            keyMask: UnsafePointer<Float>?, t: Int, T: Int, ld: Int, HS: Int, scale: Float) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(t + 1), Int32(HS), scale, k, Int32(ld), q, 1, 0, p, 1)
+        g2_softmax_causal_fwd(p, keyMask, 1, T, t)
+    }
+
+    /// Backward of `forwardRows`: dqkv [B·T, 3C] overwritten (dq on rows[b] only, dk and dv on rows 0...rows[b],
+    /// zero elsewhere), given dctx [B, C] (compact). The probabilities are recomputed. scratch: [3T].
+    public static func backwardRows(dqkv: UnsafeMutablePointer<Float>, dctx: UnsafePointer<Float>, qkv: UnsafePointer<Float>,
+                                    rows: [Int], keyMask: UnsafePointer<Float>?, B: Int, T: Int, C: Int, NH: Int,
+                                    dropout: AttentionDropout?, scratch: UnsafeMutablePointer<Float>) {
+        let HS = C / NH, ld = 3 * C
+        let scale = 1 / Float(HS).squareRoot()
+        let thr = dropout.map { DropoutKey.threshold(p: $0.p) } ?? 0, sc = dropout.map { DropoutKey.scale(p: $0.p) } ?? 1
+        let p = scratch, pd = scratch + T, dp = scratch + 2 * T
+        dqkv.update(repeating: 0, count: B * T * ld)
+        for b in 0..<B {
+            let t = rows[b], n = t + 1
+            let sk = dropout.map { DropoutKey.sample($0.ctx, sample: $0.samples[b], site: $0.site) }
+            for h in 0..<NH {
+                let o = b * T * ld + h * HS
+                let q = qkv + o + t * ld, k = qkv + o + C, v = k + C
+                let dq = dqkv + o + t * ld, dk = dqkv + o + C, dv = dk + C
+                let dO = dctx + b * C + h * HS
+                rowScores(p, q: q, k: k, keyMask: keyMask.map { $0 + b * T }, t: t, T: T, ld: ld, HS: HS, scale: scale)
+                var pv = UnsafePointer(p)
+                let rk = sk.map { DropoutKey.attentionRow($0, head: h, row: t) }
+                if let rk {
+                    ck_dropout_row(p, pd, n, rk, thr, sc)
+                    pv = UnsafePointer(pd)
+                }
+                // dP'[j] = dO · V[j]; dV[j] = P'[j] dO
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(HS), 1, v, Int32(ld), dO, 1, 0, dp, 1)
+                cblas_sger(CblasRowMajor, Int32(n), Int32(HS), 1, pv, 1, dO, 1, dv, Int32(ld))
+                if let rk { ck_dropout_row(dp, dp, n, rk, thr, sc) }
+                ck_softmax_bwd_inplace(p, dp, 1, n)   // dS = P ⊙ (dP − P · dP)
+                // dq = scale · dS K ; dK[j] = scale · dS[j] q
+                cblas_sgemv(CblasRowMajor, CblasTrans, Int32(n), Int32(HS), scale, k, Int32(ld), dp, 1, 0, dq, 1)
+                cblas_sger(CblasRowMajor, Int32(n), Int32(HS), scale, dp, 1, q, 1, dk, Int32(ld))
+            }
+        }
+    }
+
     /// Naive reference of `forward` without dropout (Double accumulation, explicit causal mask) for tests.
     public static func forwardNaive(qkv: [Float], keyMask: [Float]?, B: Int, T: Int, C: Int, NH: Int) -> [Float] {
         let HS = C / NH, ld = 3 * C

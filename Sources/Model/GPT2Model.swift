@@ -104,6 +104,21 @@ final class GPT2Transformer {
     /// per block (12×768 at 1×1024: 50 MB per block, 604 MB in all) for one more Q Kᵀ per (b, h). On by default.
     let recomputesAttention: Bool
     let lnSink: UnsafeMutablePointer<Float>         // [2C] LayerNorm dw/db of a frozen base (discarded)
+    /// The last block on the head's rows only (`headRows`), compact [maxBatch, ·]: the block input's rows (the
+    /// residual), attention output, h1, ln_2 output and statistics, c_fc pre-activation, block output, ln_f output
+    /// and statistics; in backward the residual gradient, a dropout/temporary buffer and the attention's dctx.
+    let cX, cCtx, cH1, cY2, cOut, cXf, cD, cDrop, cTmp, cDCtx: UnsafeMutablePointer<Float>
+    let cMean2, cRstd2, cMeanF, cRstdF: UnsafeMutablePointer<Float>   // [maxBatch]
+    let cF: UnsafeMutablePointer<Float>             // [maxBatch, FF]
+
+    /// Compute every row of the last block, as transformers does (tests compare every hidden state). Off (the
+    /// default), when the head passes the one row per sample it reads (`forward(_:dropout:headRows:)`, the sequence
+    /// classifier's last non-pad token), the last block computes ln_1 and c_attn (keys and values) on every row and
+    /// the attention, c_proj, ln_2, the MLP and ln_f on those rows only: the logits, the loss and every gradient are
+    /// the same (those ops are row-wise, the other rows' gradient is zero, and a causal query reads no later row).
+    var lastBlockAllRows = false
+    /// The rows the last forward computed its last block on (one per sample), nil: every row.
+    private(set) var headRows: [Int]?
 
     /// The attached LoRA adapter (LoRA.swift), nil for the plain model: its hooks run at each target Conv1D (site
     /// layer·4 + c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj), and modules_to_save tensors (`score`) are read from, and
@@ -170,6 +185,11 @@ final class GPT2Transformer {
         scratchP = buf(maxSeq * maxSeq); scratchDP = buf(maxSeq * maxSeq); scratchS = buf(maxSeq * maxSeq)
         attnThreads = AttentionScratch(arena: arena, floats: maxSeq * maxSeq, perThread: 3)
         lnSink = buf(2 * C)
+        cX = buf(maxBatch * C); cCtx = buf(maxBatch * C); cH1 = buf(maxBatch * C); cY2 = buf(maxBatch * C)
+        cOut = buf(maxBatch * C); cXf = buf(maxBatch * C); cD = buf(maxBatch * C); cDrop = buf(maxBatch * C)
+        cTmp = buf(maxBatch * C); cDCtx = buf(maxBatch * C)
+        cMean2 = buf(maxBatch); cRstd2 = buf(maxBatch); cMeanF = buf(maxBatch); cRstdF = buf(maxBatch)
+        cF = buf(maxBatch * FF)
         activationBytes = arena.bytes
     }
 
@@ -183,36 +203,42 @@ final class GPT2Transformer {
     @inline(__always) func GLN(_ off: Int, _ half: Int) -> UnsafeMutablePointer<Float> { route.layerNormGrad(off, half) }
     /// A trainable base tensor: the base is not frozen, or the tensor is a modules_to_save copy.
     @inline(__always) func trains(_ off: Int) -> Bool { route.trains(off) }
-    private var step: LoRAStep {
-        adapter == nil ? LoRAStep(B: 0, T: 0, dropout: nil, samples: [])
-                       : LoRAStep(B: lastB, T: lastT, dropout: lastDropout, samples: lastBatch!.sampleIndices)
+    /// The LoRA hooks' view of the last batch: every row, or (compact) the head's row of each sample.
+    private func step(compact: Bool) -> LoRAStep {
+        guard adapter != nil, let batch = lastBatch else { return LoRAStep(B: 0, T: 0, dropout: nil, samples: []) }
+        return compact ? LoRAStep(B: lastB, T: 1, dropout: lastDropout, samples: batch.sampleIndices, rowOf: headRows)
+                       : LoRAStep(B: lastB, T: lastT, dropout: lastDropout, samples: batch.sampleIndices)
     }
 
-    /// Conv1D forward plus, at a LoRA target `site`, the adapter's update y += s·(x Aᵀ) Bᵀ.
+    /// Conv1D forward plus, at a LoRA target `site`, the adapter's update y += s·(x Aᵀ) Bᵀ. compact: x holds the
+    /// head's rows (one per sample).
     private func convForward(_ site: Int, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: Int, b: Int,
-                             n: Int, inC: Int, outC: Int) {
+                             n: Int, inC: Int, outC: Int, compact: Bool = false) {
         Conv1D.forward(y: y, x: x, w: P(w), b: P(b), n: n, inC: inC, outC: outC, precision: matmulPrecision)
-        if adapter != nil { route.forward(site: site, y: y, x: x, step: step) }
+        if adapter != nil { route.forward(site: site, y: y, x: x, step: step(compact: compact)) }
     }
 
     /// Conv1D backward: the adapter's dA/dB first (dx may alias x), dW/db only for a trainable base, then the
     /// adapter's share of dx. dx nil: no input gradient wanted.
     private func convBackward(_ site: Int, dx: UnsafeMutablePointer<Float>?, w: Int, b: Int, dy: UnsafePointer<Float>,
-                              x: UnsafePointer<Float>, n: Int, inC: Int, outC: Int) {
+                              x: UnsafePointer<Float>, n: Int, inC: Int, outC: Int, compact: Bool = false) {
         let precision = matmulPrecision
-        route.backward(site: site, w: w, dx: dx, dy: dy, x: x, step: step, full: {
+        route.backward(site: site, w: w, dx: dx, dy: dy, x: x, step: step(compact: compact), full: {
             Conv1D.backward(dx: dx, dw: G(w), db: G(b), dy: dy, x: x, w: P(w), n: n, inC: inC, outC: outC, precision: precision)
         }, inputOnly: { dx in
             Conv1D.backwardInput(dx: dx, dy: dy, w: P(w), n: n, inC: inC, outC: outC, precision: precision)
         })
     }
 
-    /// Runs the body; xf holds the ln_f output [B*T, C] afterwards.
-    func forward(_ batch: TokenBatch, dropout: DropoutContext?) {
+    /// Runs the body; xf holds the ln_f output [B*T, C] afterwards. headRows (one row t per sample): the only rows
+    /// the head reads; the last block then runs on those (see lastBlockAllRows) and only those rows of xf are set.
+    func forward(_ batch: TokenBatch, dropout: DropoutContext?, headRows rows: [Int]? = nil) {
         let B = batch.batchSize, T = batch.seqLen
         precondition(B <= maxBatch && T <= maxSeq, "batch \(B)×\(T) exceeds the arena's \(maxBatch)×\(maxSeq)")
+        precondition(rows == nil || (rows!.count == B && rows!.allSatisfy { $0 >= 0 && $0 < T }), "one head row per sample, within the sequence")
         let BT = B * T
         lastB = B; lastT = T; lastBatch = batch; lastDropout = dropout
+        headRows = lastBlockAllRows || blocks.isEmpty ? nil : rows
         for i in 0..<BT { keyMask[i] = batch.attentionMask[i] != 0 ? 1 : 0 }
         for id in batch.inputIds {
             precondition(id >= 0 && Int(id) < config.vocabSize, "token id \(id) outside the vocabulary of \(config.vocabSize)")
@@ -232,6 +258,10 @@ final class GPT2Transformer {
                               eps: config.layerNormEps)
             convForward(4 * l, y: s.qkv, x: s.y1, w: w.attnW, b: w.attnB, n: BT, inC: C, outC: 3 * C)
             let ad = pAttn > 0 ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
+            if let r = headRows, l == blocks.count - 1 {
+                lastBlockOnHeadRows(l, rows: r, x: x, dropout: dropout, attentionDropout: ad)
+                return
+            }
             CausalAttention.forward(ctx: s.ctx, probs: recomputesAttention ? scratchS : s.probs, qkv: s.qkv, keyMask: keyMask,
                                     B: B, T: T, C: C, NH: NH, dropout: ad, scratch: scratchP, keepProbs: !recomputesAttention,
                                     threadScratch: attnThreads)
@@ -256,43 +286,95 @@ final class GPT2Transformer {
         probe?("output of transformer.ln_f", UnsafeBufferPointer(start: xf, count: BT * C))
     }
 
+    /// Forward of the last block l after c_attn, and ln_f, on the head's rows (compact, one per sample): the
+    /// attention for those queries, then c_proj, ln_2, the MLP and ln_f row-wise on B rows. The results go to the
+    /// head's rows of s.out and xf (the rest of those is not computed).
+    private func lastBlockOnHeadRows(_ l: Int, rows: [Int], x: UnsafePointer<Float>, dropout: DropoutContext?,
+                                     attentionDropout ad: AttentionDropout?) {
+        let B = lastB, T = lastT, w = blocks[l], s = acts[l], samples = lastBatch!.sampleIndices
+        let pResid = dropout == nil ? 0 : config.residDropout
+        CausalAttention.forwardRows(ctx: cCtx, qkv: s.qkv, rows: rows, keyMask: keyMask, B: B, T: T, C: C, NH: NH,
+                                    dropout: ad, scratch: scratchP)
+        for b in 0..<B { (cX + b * C).update(from: x + (b * T + rows[b]) * C, count: C) }
+        convForward(4 * l + 1, y: cH1, x: cCtx, w: w.projW, b: w.projB, n: B, inC: C, outC: C, compact: true)
+        if pResid > 0, let d = dropout {
+            dropoutRows(cH1, cH1, B: B, T: 1, C: C, ctx: d, samples: samples, site: DropoutSite.attentionOutput(layer: l),
+                        p: pResid, rowOf: rows)
+        }
+        ck_p_add(ComputeThreads.pool, cH1, cX, B * C)
+        LayerNorm.forward(y: cY2, mean: cMean2, rstd: cRstd2, x: cH1, w: P(w.ln2w), b: P(w.ln2b), n: B, C: C,
+                          eps: config.layerNormEps)
+        convForward(4 * l + 2, y: cF, x: cY2, w: w.fcW, b: w.fcB, n: B, inC: C, outC: FF, compact: true)
+        ck_p_act_fwd(ComputeThreads.pool, config.actCode, cF, ffScratch, B * FF)
+        convForward(4 * l + 3, y: cOut, x: ffScratch, w: w.mlpW, b: w.mlpB, n: B, inC: FF, outC: C, compact: true)
+        if pResid > 0, let d = dropout {
+            dropoutRows(cOut, cOut, B: B, T: 1, C: C, ctx: d, samples: samples, site: DropoutSite.ffnOutput(layer: l),
+                        p: pResid, rowOf: rows)
+        }
+        ck_p_add(ComputeThreads.pool, cOut, cH1, B * C)
+        probe?("output of transformer.h.\(l) (the row the head reads of each sample)", UnsafeBufferPointer(start: cOut, count: B * C))
+        LayerNorm.forward(y: cXf, mean: cMeanF, rstd: cRstdF, x: cOut, w: P(lnfW), b: P(lnfB), n: B, C: C, eps: config.layerNormEps)
+        probe?("output of transformer.ln_f (the row the head reads of each sample)", UnsafeBufferPointer(start: cXf, count: B * C))
+        for b in 0..<B {
+            (s.out + (b * T + rows[b]) * C).update(from: cOut + b * C, count: C)
+            (xf + (b * T + rows[b]) * C).update(from: cXf + b * C, count: C)
+        }
+    }
+
+    /// Backward of ln_f and of the last block l down to the attention's input gradient on the head's rows (the
+    /// mirror of lastBlockOnHeadRows): dQKV for every row, and dRes = dLoss/dh1 on the head's rows (zero elsewhere).
+    private func lastBlockOnHeadRowsBackward(_ l: Int, rows: [Int]) {
+        let B = lastB, T = lastT, w = blocks[l], s = acts[l], samples = lastBatch!.sampleIndices, dropout = lastDropout
+        let pResid = dropout == nil ? 0 : config.residDropout, pAttn = dropout == nil ? 0 : config.attnDropout
+        for b in 0..<B { (cTmp + b * C).update(from: dXf + (b * T + rows[b]) * C, count: C) }
+        LayerNorm.backward(dx: cD, dw: GLN(lnfW, 0), db: GLN(lnfB, 1), dy: cTmp, x: cOut, mean: cMeanF, rstd: cRstdF,
+                           w: P(lnfW), n: B, C: C)
+        var dOut = UnsafePointer(cD)
+        if pResid > 0, let d = dropout {
+            dropoutRows(cD, cDrop, B: B, T: 1, C: C, ctx: d, samples: samples, site: DropoutSite.ffnOutput(layer: l),
+                        p: pResid, rowOf: rows)
+            dOut = UnsafePointer(cDrop)
+        }
+        ck_p_act_fwd_grad(ComputeThreads.pool, config.actCode, cF, ffScratch, B * FF)   // ffScratch = act(f), f = act'(f)
+        convBackward(4 * l + 3, dx: ffScratch, w: w.mlpW, b: w.mlpB, dy: dOut, x: ffScratch, n: B, inC: FF, outC: C, compact: true)
+        ck_p_mul(ComputeThreads.pool, ffScratch, cF, B * FF)
+        convBackward(4 * l + 2, dx: cTmp, w: w.fcW, b: w.fcB, dy: ffScratch, x: cY2, n: B, inC: C, outC: FF, compact: true)
+        LayerNorm.backward(dx: cDCtx, dw: GLN(w.ln2w, 0), db: GLN(w.ln2b, 1), dy: cTmp, x: cH1, mean: cMean2, rstd: cRstd2,
+                           w: P(w.ln2w), n: B, C: C)
+        ck_p_add(ComputeThreads.pool, cD, cDCtx, B * C)                                    // cD = dLoss/dh1
+        var dProj = UnsafePointer(cD)
+        if pResid > 0, let d = dropout {
+            dropoutRows(cD, cDrop, B: B, T: 1, C: C, ctx: d, samples: samples, site: DropoutSite.attentionOutput(layer: l),
+                        p: pResid, rowOf: rows)
+            dProj = UnsafePointer(cDrop)
+        }
+        convBackward(4 * l + 1, dx: cDCtx, w: w.projW, b: w.projB, dy: dProj, x: cCtx, n: B, inC: C, outC: C, compact: true)
+        let ad = pAttn > 0 ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
+        CausalAttention.backwardRows(dqkv: dQKV, dctx: cDCtx, qkv: s.qkv, rows: rows, keyMask: keyMask, B: B, T: T, C: C,
+                                     NH: NH, dropout: ad, scratch: scratchP)
+        dRes.update(repeating: 0, count: B * T * C)
+        for b in 0..<B { (dRes + (b * T + rows[b]) * C).update(from: cD + b * C, count: C) }
+    }
+
     /// Accumulates every body gradient given dXf (dLoss/d ln_f output) of the last forward.
     func backward() {
         guard let batch = lastBatch else { return }
         let B = lastB, T = lastT, BT = B * T
         let dropout = lastDropout, samples = batch.sampleIndices
-        let pResid = dropout == nil ? 0 : config.residDropout
-        let pAttn = dropout == nil ? 0 : config.attnDropout
-        let xLast = blocks.isEmpty ? UnsafePointer(x0) : UnsafePointer(acts[blocks.count - 1].out)
-        LayerNorm.backward(dx: dRes, dw: GLN(lnfW, 0), db: GLN(lnfB, 1), dy: dXf, x: xLast, mean: meanF, rstd: rstdF, w: P(lnfW),
-                           n: BT, C: C)
+        if headRows == nil {
+            let xLast = blocks.isEmpty ? UnsafePointer(x0) : UnsafePointer(acts[blocks.count - 1].out)
+            LayerNorm.backward(dx: dRes, dw: GLN(lnfW, 0), db: GLN(lnfB, 1), dy: dXf, x: xLast, mean: meanF, rstd: rstdF,
+                               w: P(lnfW), n: BT, C: C)
+        }
         // dRes = dLoss/d(residual stream) going down
         for l in stride(from: blocks.count - 1, through: 0, by: -1) {
             let w = blocks[l], s = acts[l]
             let x = l == 0 ? UnsafePointer(x0) : UnsafePointer(acts[l - 1].out)
-            var dOut = UnsafePointer(dRes)
-            if pResid > 0, let d = dropout {
-                dropoutRows(dRes, dDrop, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.ffnOutput(layer: l), p: pResid)
-                dOut = UnsafePointer(dDrop)
+            if let r = headRows, l == blocks.count - 1 {
+                lastBlockOnHeadRowsBackward(l, rows: r)   // dQKV, and dRes = dLoss/dh1
+            } else {
+                blockTailBackward(l)
             }
-            ck_p_act_fwd_grad(ComputeThreads.pool, config.actCode, s.f, ffScratch, BT * FF)   // ffScratch = act(f), f = act'(f)
-            convBackward(4 * l + 3, dx: ffScratch, w: w.mlpW, b: w.mlpB, dy: dOut, x: ffScratch, n: BT, inC: FF, outC: C)
-            ck_p_mul(ComputeThreads.pool, ffScratch, s.f, BT * FF)
-            convBackward(4 * l + 2, dx: dTmp, w: w.fcW, b: w.fcB, dy: ffScratch, x: s.y2, n: BT, inC: C, outC: FF)
-            LayerNorm.backward(dx: dCtx, dw: GLN(w.ln2w, 0), db: GLN(w.ln2b, 1), dy: dTmp, x: s.h1, mean: s.mean2, rstd: s.rstd2,
-                               w: P(w.ln2w), n: BT, C: C)
-            ck_p_add(ComputeThreads.pool, dRes, dCtx, BT * C)                                   // dRes = dLoss/dh1
-            var dProj = UnsafePointer(dRes)
-            if pResid > 0, let d = dropout {
-                dropoutRows(dRes, dDrop, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.attentionOutput(layer: l), p: pResid)
-                dProj = UnsafePointer(dDrop)
-            }
-            convBackward(4 * l + 1, dx: dCtx, w: w.projW, b: w.projB, dy: dProj, x: s.ctx, n: BT, inC: C, outC: C)
-            let ad = pAttn > 0 ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
-            CausalAttention.backward(dqkv: dQKV, dctx: dCtx, probs: s.probs, qkv: s.qkv, B: B, T: T, C: C, NH: NH,
-                                     dropout: ad, scratchP: scratchP, scratchDP: scratchDP,
-                                     recomputeWith: recomputesAttention ? (scratchS, UnsafePointer(keyMask)) : nil,
-                                     threadScratch: attnThreads)
             let below = !(frozenBase && l == 0)   // a frozen base needs no gradient below block 0
             convBackward(4 * l, dx: below ? dTmp : nil, w: w.attnW, b: w.attnB, dy: dQKV, x: s.y1, n: BT, inC: C, outC: 3 * C)
             if !below { onLayerBackward?(l); break }
@@ -307,6 +389,38 @@ final class GPT2Transformer {
             dropoutRows(dRes, dRes, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.embeddings, p: config.embdDropout)
         }
         Embeddings.backward(dout: dRes, ids: batch.inputIds, types: nil, dwte: G(wte), dwpe: G(wpe), dtte: nil, B: B, T: T, C: C)
+    }
+
+    /// Block l's backward from dRes (dLoss/d block output) down to the attention's input gradient: the MLP, ln_2,
+    /// c_proj and the attention; leaves dQKV and dRes = dLoss/dh1.
+    private func blockTailBackward(_ l: Int) {
+        let B = lastB, T = lastT, BT = B * T, w = blocks[l], s = acts[l]
+        let dropout = lastDropout, samples = lastBatch!.sampleIndices
+        let pResid = dropout == nil ? 0 : config.residDropout
+        let pAttn = dropout == nil ? 0 : config.attnDropout
+        var dOut = UnsafePointer(dRes)
+        if pResid > 0, let d = dropout {
+            dropoutRows(dRes, dDrop, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.ffnOutput(layer: l), p: pResid)
+            dOut = UnsafePointer(dDrop)
+        }
+        ck_p_act_fwd_grad(ComputeThreads.pool, config.actCode, s.f, ffScratch, BT * FF)   // ffScratch = act(f), f = act'(f)
+        convBackward(4 * l + 3, dx: ffScratch, w: w.mlpW, b: w.mlpB, dy: dOut, x: ffScratch, n: BT, inC: FF, outC: C)
+        ck_p_mul(ComputeThreads.pool, ffScratch, s.f, BT * FF)
+        convBackward(4 * l + 2, dx: dTmp, w: w.fcW, b: w.fcB, dy: ffScratch, x: s.y2, n: BT, inC: C, outC: FF)
+        LayerNorm.backward(dx: dCtx, dw: GLN(w.ln2w, 0), db: GLN(w.ln2b, 1), dy: dTmp, x: s.h1, mean: s.mean2, rstd: s.rstd2,
+                           w: P(w.ln2w), n: BT, C: C)
+        ck_p_add(ComputeThreads.pool, dRes, dCtx, BT * C)                                   // dRes = dLoss/dh1
+        var dProj = UnsafePointer(dRes)
+        if pResid > 0, let d = dropout {
+            dropoutRows(dRes, dDrop, B: B, T: T, C: C, ctx: d, samples: samples, site: DropoutSite.attentionOutput(layer: l), p: pResid)
+            dProj = UnsafePointer(dDrop)
+        }
+        convBackward(4 * l + 1, dx: dCtx, w: w.projW, b: w.projB, dy: dProj, x: s.ctx, n: BT, inC: C, outC: C)
+        let ad = pAttn > 0 ? AttentionDropout(ctx: dropout!, samples: samples, site: DropoutSite.attentionProbs(layer: l), p: pAttn) : nil
+        CausalAttention.backward(dqkv: dQKV, dctx: dCtx, probs: s.probs, qkv: s.qkv, B: B, T: T, C: C, NH: NH,
+                                 dropout: ad, scratchP: scratchP, scratchDP: scratchDP,
+                                 recomputeWith: recomputesAttention ? (scratchS, UnsafePointer(keyMask)) : nil,
+                                 threadScratch: attnThreads)
     }
 
     /// output_hidden_states of the last forward: [0] wte+wpe, then each block's output, the last one after ln_f.
@@ -489,6 +603,9 @@ public final class GPT2Classifier {
     public var maxBatch: Int { body.maxBatch }
     public var maxSeq: Int { body.maxSeq }
     public var activationBytes: Int { body.activationBytes }
+    /// Compute every row of the last block (see GPT2Transformer.lastBlockAllRows). Off (the default), the last block
+    /// after c_attn and ln_f run on each row's pooled token only, so only those rows of its hidden state are set.
+    public var lastBlockAllRows: Bool { get { body.lastBlockAllRows } set { body.lastBlockAllRows = newValue } }
     /// Number format of the body's Conv1D products (the score head stays fp32); fp32 default.
     public var matmulPrecision: MatmulPrecision { get { body.matmulPrecision } set { body.matmulPrecision = newValue } }
 
@@ -521,7 +638,6 @@ public final class GPT2Classifier {
     /// Logits [B, numLabels] (a view into the model, valid until the next forward).
     public func forward(_ batch: TokenBatch, dropout: DropoutContext?) -> UnsafeBufferPointer<Float> {
         let B = batch.batchSize, T = batch.seqLen, C = config.hidden, NL = config.numLabels
-        body.forward(batch, dropout: dropout)
         poolIndex = (0..<B).map { b in
             var best = 0, bestVal = -1
             for t in 0..<T {
@@ -530,6 +646,7 @@ public final class GPT2Classifier {
             }
             return best
         }
+        body.forward(batch, dropout: dropout, headRows: poolIndex)   // the last block runs on those rows only
         for b in 0..<B { (pooled + b * C).update(from: body.xf + (b * T + poolIndex[b]) * C, count: C) }
         Linear.forward(y: logitsBuf, x: pooled, w: body.P(scoreW), b: nil, n: B, inC: C, outC: NL)
         backwardDone = false

@@ -370,13 +370,13 @@ public final class LoRAAdapter: @unchecked Sendable {
 
     /// Forward hook after the base y = x Wᵀ + b: h = dropout(x) Aᵀ (kept), y += s · h Bᵀ. x, y: [B·T, in/out].
     func forward(site: Int, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, B: Int, T: Int,
-                 dropout: DropoutContext?, samples: [Int]) {
+                 dropout: DropoutContext?, samples: [Int], rowOf: [Int]? = nil) {
         guard let s = slots[site] else { return }
         let n = B * T, r = plan.config.r
         let A = UnsafePointer(store.values.baseAddress! + s.a), Bm = UnsafePointer(store.values.baseAddress! + s.b)
         var xin = x
         if let d = dropout, dropoutP > 0 {
-            dropoutRows(x, scratch, B: B, T: T, C: s.inC, ctx: d, samples: samples, site: Self.dropoutSite(site), p: dropoutP)
+            dropoutRows(x, scratch, B: B, T: T, C: s.inC, ctx: d, samples: samples, site: Self.dropoutSite(site), p: dropoutP, rowOf: rowOf)
             xin = UnsafePointer(scratch)
         }
         sgemm(transA: false, transB: true, m: n, n: r, k: s.inC, alpha: 1, xin, lda: s.inC, A, ldb: s.inC, beta: 0, s.h, ldc: r)
@@ -386,7 +386,7 @@ public final class LoRAAdapter: @unchecked Sendable {
     /// Backward hook, before the base layer's backward (which may overwrite x): dB += s·dyᵀ h; u = s·dy B;
     /// dA += uᵀ dropout(x) (the dropped-out input is regenerated from its key).
     func backwardWeights(site: Int, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, B: Int, T: Int,
-                         dropout: DropoutContext?, samples: [Int]) {
+                         dropout: DropoutContext?, samples: [Int], rowOf: [Int]? = nil) {
         guard let s = slots[site] else { return }
         let n = B * T, r = plan.config.r
         let V = store.values.baseAddress!, G = store.grads.baseAddress!
@@ -396,20 +396,20 @@ public final class LoRAAdapter: @unchecked Sendable {
               beta: 0, u, ldc: r)
         var xin = x
         if let d = dropout, dropoutP > 0 {
-            dropoutRows(x, scratch, B: B, T: T, C: s.inC, ctx: d, samples: samples, site: Self.dropoutSite(site), p: dropoutP)
+            dropoutRows(x, scratch, B: B, T: T, C: s.inC, ctx: d, samples: samples, site: Self.dropoutSite(site), p: dropoutP, rowOf: rowOf)
             xin = UnsafePointer(scratch)
         }
         sgemm(transA: true, transB: false, m: r, n: s.inC, k: n, alpha: 1, u, lda: r, xin, ldb: s.inC, beta: 1, G + s.a, ldc: s.inC)
     }
 
     /// Backward hook, after the base layer wrote dx: dx += dropout'(u A).
-    func backwardInput(site: Int, dx: UnsafeMutablePointer<Float>, B: Int, T: Int, dropout: DropoutContext?, samples: [Int]) {
+    func backwardInput(site: Int, dx: UnsafeMutablePointer<Float>, B: Int, T: Int, dropout: DropoutContext?, samples: [Int], rowOf: [Int]? = nil) {
         guard let s = slots[site] else { return }
         let n = B * T, r = plan.config.r
         let A = UnsafePointer(store.values.baseAddress! + s.a)
         if let d = dropout, dropoutP > 0 {
             sgemm(transA: false, transB: false, m: n, n: s.inC, k: r, alpha: 1, u, lda: r, A, ldb: s.inC, beta: 0, scratch, ldc: s.inC)
-            dropoutRows(scratch, scratch, B: B, T: T, C: s.inC, ctx: d, samples: samples, site: Self.dropoutSite(site), p: dropoutP)
+            dropoutRows(scratch, scratch, B: B, T: T, C: s.inC, ctx: d, samples: samples, site: Self.dropoutSite(site), p: dropoutP, rowOf: rowOf)
             ck_add(dx, scratch, n * s.inC)
         } else {
             sgemm(transA: false, transB: false, m: n, n: s.inC, k: r, alpha: 1, u, lda: r, A, ldb: s.inC, beta: 1, dx, ldc: s.inC)
@@ -446,6 +446,8 @@ struct LoRAStep {
     let B: Int, T: Int
     let dropout: DropoutContext?
     let samples: [Int]
+    /// Compact rows (T = 1): row b is row rowOf[b] of sample b, for its dropout mask (see dropoutRows).
+    var rowOf: [Int]? = nil
 }
 
 /// Where a model's weight reads and gradient writes go when a LoRA adapter may be attached (modules_to_save copies
@@ -477,7 +479,7 @@ struct LoRARoute {
     /// After the base product y = x W (+ b): the adapter's update at `site`, if any.
     func forward(site: Int?, y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, step: LoRAStep) {
         if let site, let a = adapter {
-            a.forward(site: site, y: y, x: x, B: step.B, T: step.T, dropout: step.dropout, samples: step.samples)
+            a.forward(site: site, y: y, x: x, B: step.B, T: step.T, dropout: step.dropout, samples: step.samples, rowOf: step.rowOf)
         }
     }
 
@@ -487,11 +489,11 @@ struct LoRARoute {
                   step: LoRAStep, full: () -> Void, inputOnly: (UnsafeMutablePointer<Float>) -> Void) {
         let a = site.flatMap { s in adapter.flatMap { $0.hasSite(s) ? $0 : nil } }
         if let a, let site {
-            a.backwardWeights(site: site, dy: dy, x: x, B: step.B, T: step.T, dropout: step.dropout, samples: step.samples)
+            a.backwardWeights(site: site, dy: dy, x: x, B: step.B, T: step.T, dropout: step.dropout, samples: step.samples, rowOf: step.rowOf)
         }
         if trains(w) { full() } else if let dx { inputOnly(dx) }
         if let a, let site, let dx {
-            a.backwardInput(site: site, dx: dx, B: step.B, T: step.T, dropout: step.dropout, samples: step.samples)
+            a.backwardInput(site: site, dx: dx, B: step.B, T: step.T, dropout: step.dropout, samples: step.samples, rowOf: step.rowOf)
         }
     }
 }

@@ -124,19 +124,37 @@ final class GPT2GoldenTests: XCTestCase {
         }
     }
 
-    func testClassifierGolden() throws {
+    func testClassifierGolden() throws { try runClassifier(allRows: false) }
+    func testClassifierGoldenLastBlockAllRows() throws { try runClassifier(allRows: true) }
+
+    /// `allRows`: the last block on every row (as transformers); else (the default) after c_attn on each row's pooled
+    /// token only: the logits, the loss, every gradient and the training trajectory must be the same either way.
+    func runClassifier(allRows: Bool) throws {
         let name = "gpt2-tiny-cls"
         let (config, store, golden, report) = try GPT2Fixture.load(name, hub: false, classifier: true)
         XCTAssertTrue(report.initialized.isEmpty, "score.weight must come from the file")
         let json = try GPT2Fixture.json(name)
         let (batch, labels) = try GPT2Fixture.batch(golden, 0)
-        let B = batch.batchSize, NL = config.numLabels
+        let B = batch.batchSize, NL = config.numLabels, T = batch.seqLen, C = config.hidden
         let model = try GPT2Classifier(config: config, parameters: store, maxBatch: B, maxSeq: batch.seqLen)
+        model.lastBlockAllRows = allRows
         store.zeroGrads()
         let logits = model.forward(batch, dropout: nil)
+        XCTAssertEqual(model.body.headRows != nil, !allRows, "the last block ran on the head's rows only")
+        XCTAssertEqual(model.poolIndex, [9, 17, 3, 25], "batch 0's pooled rows (last non-pad token; row 3 is full)")
         assertClose(Array(logits), try golden.floats("logits"), atol: 1e-5, "cls logits")
-        for (i, h) in model.hiddenStates().enumerated() {
-            assertClose(h, try golden.floats("hidden_states/\(i)"), atol: 1e-5, "cls hidden_states/\(i)")
+        let hs = model.hiddenStates()
+        for (i, h) in hs.enumerated() {
+            let ref = try golden.floats("hidden_states/\(i)")
+            if allRows || i < hs.count - 1 {
+                assertClose(h, ref, atol: 1e-5, "cls hidden_states/\(i)")
+            } else {   // ln_f's output on the pooled rows only; the rest was never computed
+                for (b, t) in model.poolIndex.enumerated() {
+                    let o = (b * T + t) * C
+                    assertClose(Array(h[o ..< o + C]), Array(ref[o ..< o + C]), atol: 1e-5, "cls hidden_states/\(i) row \(b) at \(t)")
+                }
+                XCTAssertTrue(h[0 ..< C].allSatisfy { $0 == 0 }, "row 0's first position of ln_f's output was computed")
+            }
         }
         var dLogits = [Float](repeating: 0, count: B * NL)
         let loss = dLogits.withUnsafeMutableBufferPointer {

@@ -293,6 +293,50 @@ final class GPT2LoRAGoldenTests: XCTestCase {
                              "the adapter changes the logits (the comparison above is not base vs base)")
     }
 
+    /// The last block on each row's pooled token only (the default under the sequence classifier) against every row
+    /// (as transformers), every dropout on (embeddings, attention, residual, lora): same logits and gradients, for
+    /// full fine-tuning (every base gradient) and for LoRA at every Conv1D (input dropout keyed by the same row).
+    func testLastBlockHeadRowsEqualAllRowsWithDropout() throws {
+        for lora in [false, true] {
+            var (config, base, golden, _) = try GPT2Fixture.load("gpt2-tiny-cls", hub: false, classifier: true)
+            var j = config.raw
+            j["resid_pdrop"] = 0.1; j["attn_pdrop"] = 0.1; j["embd_pdrop"] = 0.1
+            config = try GPT2Config(json: j, path: "cfg.json")
+            let model = try GPT2Classifier(config: config, parameters: base, maxBatch: 4, maxSeq: 40)
+            var trainable = base
+            if lora {
+                trainable = try model.enableLoRA(LoRAConfig(r: 2, alpha: 4, dropout: 0.2, targetModules: ["c_attn", "c_proj", "c_fc"]), seed: 5)
+                randomizeB(model.adapter!, seed: 3)
+            }
+            let (batch, labels) = try GPT2Fixture.batch(golden, 1)
+            func run(allRows: Bool) -> ([Float], [Float]) {
+                model.lastBlockAllRows = allRows
+                trainable.zeroGrads()
+                let logits = Array(model.forward(batch, dropout: DropoutContext(seed: 7, step: 2)))
+                var d = [Float](repeating: 0, count: logits.count)
+                _ = d.withUnsafeMutableBufferPointer {
+                    Loss.crossEntropy(logits: UnsafeBufferPointer(start: logits, count: logits.count), labels: labels,
+                                      batch: batch.batchSize, classes: config.numLabels, scale: 0.25, dLogits: $0)
+                }
+                d.withUnsafeBufferPointer { model.backward(dLogits: $0) }
+                return (logits, Array(trainable.grads))
+            }
+            let (lc, gc) = run(allRows: false)
+            // the head-row path really ran: the fresh arena's other rows of ln_f's output stay zero
+            let last = model.hiddenStates().last!, C = config.hidden, T = batch.seqLen
+            XCTAssertEqual(model.poolIndex, [8, 19, 2, 16])
+            for (b, t) in model.poolIndex.enumerated() {
+                XCTAssertTrue(last[(b * T + t + 1) * C ..< (b * T + T) * C].allSatisfy { $0 == 0 } && last[b * T * C ..< (b * T + t) * C].allSatisfy { $0 == 0 },
+                              "lora \(lora): the last block ran on rows other than the head's")
+            }
+            let (la, ga) = run(allRows: true)
+            assertClose(lc, la, atol: 1e-6, "lora \(lora): logits, head rows vs all rows")
+            XCTAssertGreaterThan(ga.map { abs($0) }.max()!, 0)
+            assertClose(gc, ga, atol: 1e-7, rtol: 1e-5, "lora \(lora): gradients, head rows vs all rows")
+            if lora { XCTAssertFalse(base.hasGradientBuffer, "a frozen base touched its gradient buffer") }
+        }
+    }
+
     func testBadTargetsOnGPT2() throws {
         let (config, base, _, _) = try GPT2Fixture.load("gpt2-tiny-lm", hub: false, classifier: false)
         let model = GPT2LMHead(config: config, parameters: base, maxBatch: 1, maxSeq: 8)
