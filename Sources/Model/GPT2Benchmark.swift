@@ -17,6 +17,24 @@ public struct GPT2GenerationBenchmark: Sendable, Codable, JSONLineResult {
     public var recompute_tokens_per_s: Double
 }
 
+/// `bench --config <GPT-2 config>`: medians of alternating sequence-classifier steps (see runClassifierComparison).
+public struct GPT2ClassifierBenchmarkResult: Sendable, Codable, JSONLineResult {
+    public var batch: Int
+    public var seq: Int
+    public var threads: Int
+    public var steps: Int
+    public var layers: Int
+    public var hidden: Int
+    /// The default: the last block after c_attn, and ln_f, on each row's pooled token only.
+    public var head_rows_step_s_median: Double
+    /// Every row of the last block computed (GPT2Classifier.lastBlockAllRows, as transformers).
+    public var all_rows_step_s_median: Double
+    public var head_rows_tokens_per_s: Double
+    public var all_rows_tokens_per_s: Double
+    /// all_rows_step_s_median / head_rows_step_s_median.
+    public var head_rows_speedup: Double
+}
+
 public enum GPT2Benchmark {
     /// GPT-2 architecture at 6 layers, n_embd 384, 6 heads (head size 64), FF 1536, vocab 50257, 1024 positions,
     /// dropout 0.1 as in GPT-2's config.
@@ -84,6 +102,53 @@ public enum GPT2Benchmark {
                                achieved_gflops: achieved, sgemm_gflops: peak, mfu: peak > 0 ? achieved / peak : 0,
                                peak_rss_mb: ModelBenchmark.peakRSSMegabytes(), activation_bytes: model.activationBytes,
                                precision: precision.rawValue).withBF16Path(precision).withCPU(cpu)
+    }
+
+    /// `bench --config <GPT-2 config>`: GPT2ForSequenceClassification's training step (a reward model's or a GPT-2
+    /// classifier's), alternating in one process (same load) the default, the last block after c_attn on each row's
+    /// pooled token only, with every row computed (as transformers). A step is zero grads + forward + cross-entropy
+    /// over 2 labels + backward + AdamW, on random full-length rows (pooled at the last token) with dropout on.
+    public static func runClassifierComparison(config: GPT2Config, batch: Int, seq: Int, steps: Int, warmup: Int,
+                                               threads: Int) throws -> GPT2ClassifierBenchmarkResult {
+        ComputeThreads.set(threads)
+        var j = config.raw
+        if config.padTokenId == nil { j["pad_token_id"] = config.eosTokenId ?? 0 }
+        if config.numLabels == 0 { j["num_labels"] = 2 }
+        let cfg = try GPT2Config(json: j, path: config.path)
+        let store = ParameterStore(layout: GPT2Layout.make(config: cfg, classifier: true))
+        initialise(store, config: cfg, seed: 1234)
+        let model = try GPT2Classifier(config: cfg, parameters: store, maxBatch: batch, maxSeq: seq)
+        let adam = AdamW(store: store, config: AdamWConfig(weightDecay: 0.01))
+        let NL = cfg.numLabels, pad = Int32(cfg.padTokenId ?? 0)
+        var rng = SplitMix64(seed: 99)
+        var dLogits = [Float](repeating: 0, count: batch * NL)
+        var head: [Double] = [], all: [Double] = []
+        for step in 0..<(warmup + steps) {
+            var ids = (0..<(batch * seq)).map { _ in Int32(rng.next() % UInt64(cfg.vocabSize)) }
+            for i in ids.indices where ids[i] == pad { ids[i] = (pad + 1) % Int32(cfg.vocabSize) }   // pooled at the last token
+            let labels = (0..<batch).map { _ in Int32(rng.next() % UInt64(NL)) }
+            let tb = TokenBatch(batchSize: batch, seqLen: seq, inputIds: ids, attentionMask: [Int32](repeating: 1, count: batch * seq),
+                                sampleIndices: (0..<batch).map { step * batch + $0 })
+            for allRows in [false, true] {
+                model.lastBlockAllRows = allRows
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                store.zeroGrads()
+                let logits = model.forward(tb, dropout: DropoutContext(seed: 42, step: step))
+                _ = dLogits.withUnsafeMutableBufferPointer {
+                    Loss.crossEntropy(logits: logits, labels: labels, batch: batch, classes: NL, scale: 1 / Float(batch), dLogits: $0)
+                }
+                dLogits.withUnsafeBufferPointer { model.backward(dLogits: $0) }
+                adam.step(lr: 1e-5)
+                let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+                if step >= warmup { if allRows { all.append(dt) } else { head.append(dt) } }
+            }
+        }
+        head.sort(); all.sort()
+        let hm = head[head.count / 2], am = all[all.count / 2], tokens = Double(batch * seq)
+        return GPT2ClassifierBenchmarkResult(batch: batch, seq: seq, threads: threads, steps: steps, layers: cfg.layers,
+                                             hidden: cfg.hidden, head_rows_step_s_median: hm, all_rows_step_s_median: am,
+                                             head_rows_tokens_per_s: tokens / hm, all_rows_tokens_per_s: tokens / am,
+                                             head_rows_speedup: am / hm)
     }
 
     /// Median over `repeats` of greedy generation speed (new tokens per second) from a random prompt.

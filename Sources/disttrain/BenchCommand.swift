@@ -14,7 +14,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Batch size.") var batchSize: Int = 32
     @Option(help: "Sequence length.") var seqLen: Int = 128
     @Option(help: "Timed steps (after 2 warm-up steps).") var steps: Int = 10
-    @Option(help: ArgumentHelp("A config.json to take the shape from (default: the MiniLM shape; or --model's config.json). A .yaml/.yml file is read as flag values instead, as --config of the other commands (keys are flag names; flags given here override it).", valueName: "config.json|file.yaml"))
+    @Option(help: ArgumentHelp("A config.json to take the shape from (default: the MiniLM shape; or --model's config.json); a GPT-2 config times the sequence classifier's (reward model's) step, pooled rows vs every row. A .yaml/.yml file is read as flag values instead, as --config of the other commands (keys are flag names; flags given here override it).", valueName: "config.json|file.yaml"))
     var config: String?
     @Option(help: "Compare full fine-tuning with LoRA of this rank (query,value; alpha 2r): alternating training steps with AdamW in one process.")
     var loraR: Int = 0
@@ -81,8 +81,9 @@ struct Bench: ParsableCommand {
         if rollout { return try runRollout() }
         let cfg: ModelConfig
         if let config = config ?? model.map({ URL(fileURLWithPath: $0).appendingPathComponent("config.json").path }) {
-            var c = try ModelFolder.read(configFile: URL(fileURLWithPath: config))
-                .encoderConfig(for: "bench --config (use `generate --bench` for GPT-2)")
+            let folder = try ModelFolder.read(configFile: URL(fileURLWithPath: config))
+            if case .gpt2(let g) = folder.config { return try runGPT2Classifier(g) }
+            var c = try folder.encoderConfig(for: "bench --config (use `generate --bench` for GPT-2)")
             // A base model's config names no labels: transformers' sequence classifier defaults to 2.
             if c.id2label.isEmpty { c.id2label = ["LABEL_0", "LABEL_1"] }
             cfg = c
@@ -135,6 +136,23 @@ struct Bench: ParsableCommand {
 }
 
 extension Bench {
+    /// `bench --config <GPT-2 config>`: the sequence classifier's (reward model's) training step, the last block on
+    /// the pooled rows (the default) against every row, alternating in one process (GPT2Benchmark.runClassifierComparison).
+    func runGPT2Classifier(_ g: GPT2Config) throws {
+        let env = ProcessInfo.processInfo.environment
+        let other = [(loraR != 0, "--lora-r"), (dataParallel, "--data-parallel"), (noSharedMemory, "--no-shared-memory"), (bf16, "--bf16"),
+                     (LaunchMode.detect(environment: env) != .single, "mpirun")].filter(\.0).map(\.1)
+        if let f = other.first {
+            throw ValidationError("with a GPT-2 config, bench times the sequence classifier's step (last block on the pooled rows vs every row) in one process; \(f) does not apply to it: drop \(f) (the GPT-2 LM step is `generate --bench`)")
+        }
+        guard seqLen <= g.maxPositions else { throw ValidationError("--seq-len \(seqLen) exceeds n_positions \(g.maxPositions)") }
+        FileHandle.standardError.write(Data("bench: \(config ?? model ?? ""), GPT-2 sequence classifier, batch \(batchSize) × seq \(seqLen), \(threads) thread\(threads == 1 ? "" : "s"): 2 warm-up + \(steps) timed steps, each the pooled-rows step then the all-rows step\n".utf8))
+        do {
+            print(try GPT2Benchmark.runClassifierComparison(config: g, batch: batchSize, seq: seqLen, steps: steps, warmup: 2,
+                                                            threads: threads).json)
+        } catch let e as ConfigError { throw ValidationError("\(e)") }
+    }
+
     /// `bench --gemm`: the step's products timed in bf16 and fp32 through the model's own path, one JSON line per
     /// shape and one with the per-step totals; the encoder's Linear layout, or GPT-2's Conv1D layout (--gpt2, or a
     /// GPT-2 config).

@@ -46,6 +46,23 @@ final class BenchFlagsTests: XCTestCase {
         XCTAssertTrue(a.stderr.contains("2 warm-up + 1 timed steps"), "bench says what it runs: \(a.stderr)")
     }
 
+    /// `bench --config <GPT-2 config>` times the sequence classifier's step (the reward model's), the last block on
+    /// the pooled rows against every row; the tiny GPT-2 fixture's shape runs, the data-parallel and bf16 flags are
+    /// refused (that step is one process, fp32).
+    func testGPT2ConfigBenchesTheClassifierStep() throws {
+        let cfg = TestPaths.fixture("gpt2-tiny-cls").path + "/config.json"
+        let r = try CLI.run(["bench", "--config", cfg, "--steps", "1", "--batch-size", "2", "--seq-len", "8"], timeout: 60)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let line = try XCTUnwrap(r.stdout.split(separator: "\n").first { $0.hasPrefix("{") })
+        let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        for key in ["head_rows_tokens_per_s", "all_rows_tokens_per_s", "head_rows_speedup"] {
+            XCTAssertGreaterThan(try XCTUnwrap((o[key] as? NSNumber)?.doubleValue, key), 0, key)
+        }
+        XCTAssertEqual((o["layers"] as? NSNumber)?.intValue, 2)
+        try assertRefused(["bench", "--config", cfg, "--data-parallel"], naming: "--data-parallel")
+        try assertRefused(["bench", "--config", cfg, "--bf16"], naming: "--bf16")
+    }
+
     /// OpenBLAS 0.3.21 falls back to its generic SSE3 kernels ("Prescott") on CPUs it does not know; the binary then
     /// re-executes itself with kernels the CPU runs (ComputeThreads.betterBLASCoretype: 31 → 148 GFLOP/s sgemm on
     /// an Intel Xeon VM). On a CPU with AVX2+FMA or AVX-512 the kernels reported must not be a generic family; a
