@@ -346,15 +346,9 @@ public enum ModelBenchmark {
             for useLoRA in [false, true] {
                 if useLoRA { model.attachLoRA(adapter, freezeBase: true) } else { model.detachLoRA() }
                 let trained = useLoRA ? trainable : store, opt = useLoRA ? adamLoRA : adamFull
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                trained.zeroGrads()
-                let logits = model.forward(tb, dropout: DropoutContext(seed: 42, step: step))
-                _ = dLogits.withUnsafeMutableBufferPointer {
-                    Loss.crossEntropy(logits: logits, labels: labels, batch: batch, classes: NL, scale: 1 / Float(batch), dLogits: $0)
-                }
-                dLogits.withUnsafeBufferPointer { model.backward(dLogits: $0) }
-                opt.step(lr: 1e-5)
-                let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+                let dt = timedClassifierStep(trained: trained, optimizer: opt, labels: labels, classes: NL, dLogits: &dLogits,
+                                             forward: { model.forward(tb, dropout: DropoutContext(seed: 42, step: step)) },
+                                             backward: { model.backward(dLogits: $0) })
                 if step >= warmup { if useLoRA { low.append(dt) } else { full.append(dt) } }
             }
         }
@@ -364,6 +358,23 @@ public enum ModelBenchmark {
                                    targets: lora.targetModules ?? LoRAConfig.defaultTargets(config.family),
                                    trainable_parameters: trainable.parameterCount, full_step_s_median: fm,
                                    lora_step_s_median: lm, lora_over_full: lm / fm)
+    }
+
+    /// Seconds of one sequence-classifier training step as the comparisons time it: zero `trained`'s gradients,
+    /// forward, cross-entropy (mean over the batch) into dLogits, backward, an AdamW step at lr 1e-5.
+    static func timedClassifierStep(trained: ParameterStore, optimizer: AdamW, labels: [Int32], classes: Int,
+                                    dLogits: inout [Float], forward: () -> UnsafeBufferPointer<Float>,
+                                    backward: (UnsafeBufferPointer<Float>) -> Void) -> Double {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        trained.zeroGrads()
+        let logits = forward()
+        _ = dLogits.withUnsafeMutableBufferPointer {
+            Loss.crossEntropy(logits: logits, labels: labels, batch: labels.count, classes: classes,
+                              scale: 1 / Float(labels.count), dLogits: $0)
+        }
+        dLogits.withUnsafeBufferPointer { backward($0) }
+        optimizer.step(lr: 1e-5)
+        return Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
     }
 
     /// Peak resident set size (VmHWM) in MB, 0 when /proc is unavailable.

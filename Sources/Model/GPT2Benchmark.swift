@@ -131,15 +131,10 @@ public enum GPT2Benchmark {
                                 sampleIndices: (0..<batch).map { step * batch + $0 })
             for allRows in [false, true] {
                 model.lastBlockAllRows = allRows
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                store.zeroGrads()
-                let logits = model.forward(tb, dropout: DropoutContext(seed: 42, step: step))
-                _ = dLogits.withUnsafeMutableBufferPointer {
-                    Loss.crossEntropy(logits: logits, labels: labels, batch: batch, classes: NL, scale: 1 / Float(batch), dLogits: $0)
-                }
-                dLogits.withUnsafeBufferPointer { model.backward(dLogits: $0) }
-                adam.step(lr: 1e-5)
-                let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+                let dt = ModelBenchmark.timedClassifierStep(trained: store, optimizer: adam, labels: labels, classes: NL,
+                                                            dLogits: &dLogits,
+                                                            forward: { model.forward(tb, dropout: DropoutContext(seed: 42, step: step)) },
+                                                            backward: { model.backward(dLogits: $0) })
                 if step >= warmup { if allRows { all.append(dt) } else { head.append(dt) } }
             }
         }
