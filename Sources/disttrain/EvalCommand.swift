@@ -21,7 +21,7 @@ import Training
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Evaluate a trained classifier on labelled data, or a GPT-2 language model's loss and perplexity.",
+        abstract: "Evaluate a trained model: a classifier, token tagger (seqeval), QA model (SQuAD EM/F1), reward model, or a GPT-2 LM's loss and perplexity.",
         discussion: """
         Classifiers: labels in the data must be among the model's id2label names (or class ids 0...n-1). \
         Prints one JSON line; keys follow `train`'s eval_results.json (eval_accuracy, eval_macro_f1, eval_loss, \
@@ -33,6 +33,10 @@ struct Eval: ParsableCommand {
 
         Reward models (`train --task reward`): preference JSONL ({"prompt", "chosen", "rejected"} or {"chosen", \
         "rejected"}); prints eval_accuracy (share of pairs scored chosen > rejected), eval_margin, eval_loss.
+
+        Token classifiers: CoNLL or {"tokens", "tags"} JSONL; prints seqeval's eval_precision/recall/f1 (micro over \
+        entity types), per-type scores, eval_accuracy, eval_loss (docs/token-classification.md). Question answering: \
+        SQuAD JSON or JSONL; prints eval_exact_match, eval_f1, eval_loss (docs/question-answering.md).
 
           disttrain eval --model runs/spam --eval-file data/sms-spam/test.jsonl
           disttrain eval --model runs/lm --eval-file data/hamlet-lm/pairs.jsonl \\

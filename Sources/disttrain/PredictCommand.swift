@@ -12,10 +12,12 @@ import Training
 
 struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Classify texts with a trained model.",
+        abstract: "Run a trained model on new texts: labels and probabilities, rewards, entities, or answers to questions.",
         discussion: """
         Reads {"text"} lines (or CSV/TSV with a header); writes {"text", "label", "probs": {...}} per input, \
-        and "logits": [...] unless --no-logits. A reward model (`train --task reward`) writes {"text", "reward"}. \
+        and "logits": [...] unless --no-logits. A reward model (`train --task reward`) writes {"text", "reward"}; \
+        a token classifier its words, tags and entities (character offsets); a QA model reads {"question", "context"} and writes \
+        {"id", "question", "answer", "start", "end", "score"}. \
         Output line N answers JSONL line N: a blank input line gets {"line": N, "error": "empty input"}. \
         Inputs longer than --max-length are truncated and counted on stderr.
 

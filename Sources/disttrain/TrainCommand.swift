@@ -13,7 +13,7 @@ import Glibc
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Fine-tune a sequence classifier (BERT-family or GPT-2, labelled JSONL/CSV) or a GPT-2 causal language model (text or prompt/response JSONL), fully or with LoRA.",
+        abstract: "Fine-tune a BERT-family or GPT-2 model, fully or with LoRA: sequence classification or regression, token tagging, extractive QA, causal LM, a reward model, DPO or GRPO (--task).",
         discussion: """
         --batch-size is the GLOBAL batch (samples per optimizer step over all ranks); each rank runs \
         --micro-batch-size samples per forward/backward and gradients accumulate to the global batch.
