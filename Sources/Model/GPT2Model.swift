@@ -458,7 +458,17 @@ public final class GPT2LMHead {
     let logitChunk: UnsafeMutablePointer<Float>     // [chunkRows, V]
     let targets: UnsafeMutablePointer<Int32>        // [BT] shifted labels (-100 where not counted)
     let lse, nll, rowMax: UnsafeMutablePointer<Float>   // [BT] per position
+    /// One chunk of labelled rows gathered: the ln_f outputs, their input gradients, targets and statistics.
+    let chunkX, chunkDX: UnsafeMutablePointer<Float>   // [chunkRows, C]
+    let chunkTargets: UnsafeMutablePointer<Int32>    // [chunkRows]
+    let chunkLse, chunkNll, chunkMax: UnsafeMutablePointer<Float>   // [chunkRows]
     private var pendingBackward = false
+    /// Compute the head's logits at every position, as transformers does (tests compare every position's
+    /// statistics). Off (the default), `forward` with labels computes them at the labelled positions only, gathered
+    /// into chunks: prompt, padding and each row's last position need no logits (their loss term and gradient are
+    /// zero), so the loss, every gradient and the labelled positions' statistics are the same; positionStats() is 0
+    /// elsewhere.
+    public var headAllPositions = false
 
     public var maxBatch: Int { body.maxBatch }
     public var maxSeq: Int { body.maxSeq }
@@ -490,10 +500,15 @@ public final class GPT2LMHead {
         logitChunk = .allocate(capacity: chunkRows * config.vocabSize)
         targets = .allocate(capacity: BT)
         lse = .allocate(capacity: BT); nll = .allocate(capacity: BT); rowMax = .allocate(capacity: BT)
+        chunkX = .allocate(capacity: chunkRows * config.hidden); chunkDX = .allocate(capacity: chunkRows * config.hidden)
+        chunkTargets = .allocate(capacity: chunkRows)
+        chunkLse = .allocate(capacity: chunkRows); chunkNll = .allocate(capacity: chunkRows); chunkMax = .allocate(capacity: chunkRows)
     }
 
     deinit {
         logitChunk.deallocate(); targets.deallocate(); lse.deallocate(); nll.deallocate(); rowMax.deallocate()
+        chunkX.deallocate(); chunkDX.deallocate(); chunkTargets.deallocate()
+        chunkLse.deallocate(); chunkNll.deallocate(); chunkMax.deallocate()
     }
 
     /// Forward with the shifted LM loss. labels [B*T] (token ids, -100 = not counted; nil: no loss, count 0).
@@ -521,6 +536,13 @@ public final class GPT2LMHead {
         let wte = UnsafePointer(body.P(body.wte))
         pendingBackward = false
         if labels == nil && !training { return LMLossSum(sum: 0, count: 0) }   // body only (generation)
+        if !headAllPositions {
+            headOnLabelledRows((0..<BT).filter { targets[$0] >= 0 }, scale: scale, training: training)
+            var sum = 0.0
+            for i in 0..<BT where targets[i] >= 0 { sum += Double(nll[i]) }
+            pendingBackward = training
+            return LMLossSum(sum: sum, count: count)
+        }
         var r0 = 0
         while r0 < BT {
             let R = min(chunkRows, BT - r0)
@@ -546,6 +568,38 @@ public final class GPT2LMHead {
         for i in 0..<BT where targets[i] >= 0 { sum += Double(nll[i]) }
         pendingBackward = training
         return LMLossSum(sum: sum, count: count)
+    }
+
+    /// The head on the labelled positions `rows` (flat b·T + t) only, in gathered chunks: their logits, loss
+    /// statistics and (training) dLoss/dlogits = scale · (softmax − onehot), dX into dXf (zero at every other row) and
+    /// the tied head's share of wte's gradient. Other positions get lse = nll = max = 0.
+    private func headOnLabelledRows(_ rows: [Int], scale: Float, training: Bool) {
+        let n = body.lastB * body.lastT, V = config.vocabSize, C = config.hidden
+        let wte = UnsafePointer(body.P(body.wte))
+        lse.update(repeating: 0, count: n); nll.update(repeating: 0, count: n); rowMax.update(repeating: 0, count: n)
+        if training { body.dXf.update(repeating: 0, count: n * C) }
+        // fp32 as the all-positions path (its products through gemm: the same bits at every thread count)
+        var r0 = 0
+        while r0 < rows.count {
+            let R = min(chunkRows, rows.count - r0)
+            for k in 0..<R {
+                (chunkX + k * C).update(from: body.xf + rows[r0 + k] * C, count: C)
+                chunkTargets[k] = targets[rows[r0 + k]]
+            }
+            gemm(.fp32, transA: false, transB: true, m: R, n: V, k: C, alpha: 1, chunkX, lda: C, wte, ldb: C, beta: 0, logitChunk, ldc: V)
+            g2_p_xent_fwd_bwd(ComputeThreads.pool, logitChunk, R, V, chunkTargets, scale, training ? 1 : 0, chunkLse, chunkNll, chunkMax)
+            for k in 0..<R { lse[rows[r0 + k]] = chunkLse[k]; nll[rows[r0 + k]] = chunkNll[k]; rowMax[rows[r0 + k]] = chunkMax[k] }
+            if training {
+                // dX[R, C] = dLogits · wte ; dwte[V, C] += dLogitsᵀ · X
+                gemm(.fp32, transA: false, transB: false, m: R, n: C, k: V, alpha: 1, logitChunk, lda: V, wte, ldb: C, beta: 0, chunkDX, ldc: C)
+                for k in 0..<R { (body.dXf + rows[r0 + k] * C).update(from: chunkDX + k * C, count: C) }
+                if body.trains(body.wte) {   // the tied head's share of wte's gradient (none for a frozen base)
+                    gemm(.fp32, transA: true, transB: false, m: V, n: C, k: R, alpha: 1, logitChunk, lda: V, chunkX, ldb: C,
+                          beta: 1, body.G(body.wte), ldc: C)
+                }
+            }
+            r0 += R
+        }
     }
 
     /// The body's backward for the last training forward (the head's gradient was formed in forward).

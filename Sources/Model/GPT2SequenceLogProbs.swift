@@ -30,27 +30,11 @@ extension GPT2LMHead {
 
     /// Accumulates (+=) the gradients of Σ_b rowScales[b] · NLL_b, where NLL_b is row b's summed NLL of the last forward
     /// (run with labels and gradientScale nil; its activations must be untouched since). Zero the gradients before.
+    /// The logits are recomputed at the labelled positions only (backward(tokenScales:)): prompt and padding cost nothing.
     public func backward(rowScales: [Float]) {
-        let B = body.lastB, T = body.lastT, V = config.vocabSize, C = config.hidden
+        let B = body.lastB, T = body.lastT
         precondition(rowScales.count == B, "one scale per row: \(rowScales.count) for \(B) rows")
-        let wte = UnsafePointer(body.P(body.wte))
-        for b in 0..<B {
-            var r0 = b * T
-            while r0 < (b + 1) * T {
-                let R = min(chunkRows, (b + 1) * T - r0)
-                let x = UnsafePointer(body.xf + r0 * C)
-                sgemm(transA: false, transB: true, m: R, n: V, k: C, alpha: 1, x, lda: C, wte, ldb: C, beta: 0, logitChunk, ldc: V)
-                g2_xent_fwd_bwd(logitChunk, R, V, targets + r0, rowScales[b], 1, lse + r0, nll + r0, rowMax + r0)
-                sgemm(transA: false, transB: false, m: R, n: C, k: V, alpha: 1, logitChunk, lda: V, wte, ldb: C,
-                      beta: 0, body.dXf + r0 * C, ldc: C)
-                if body.trains(body.wte) {
-                    sgemm(transA: true, transB: false, m: V, n: C, k: R, alpha: 1, logitChunk, lda: V, x, ldb: C,
-                          beta: 1, body.G(body.wte), ldc: C)
-                }
-                r0 += R
-            }
-        }
-        body.backward()
+        backward(tokenScales: (0..<(B * T)).map { rowScales[$0 / T] })
     }
 
     /// Whether the tied head's weight (wte) takes no gradient (a frozen base under LoRA): then `forward` with

@@ -36,6 +36,23 @@ enum GPT2Fixture {
     }
 
     static func num(_ any: Any?) -> Double { (any as! NSNumber).doubleValue }
+
+    /// positionStats()'s logsumexp and max against `prefix`logits/…: at every position when the head computed every
+    /// position (headAllPositions), else at the labelled ones (the label of t + 1 is not -100), 0 at the others (the
+    /// head skipped them: checks that it did).
+    static func checkStats(_ model: GPT2LMHead, labels: [Int32], _ golden: SafeTensorsFile, prefix: String, tag: String) throws {
+        let B = model.body.lastB, T = model.body.lastT
+        let stats = model.positionStats()
+        for (name, got) in [("logsumexp", stats.logsumexp), ("max", stats.max)] {
+            let ref = try golden.floats("\(prefix)logits/\(name)")
+            if model.headAllPositions { assertClose(got, ref, atol: 1e-5, "\(tag) \(prefix)logits/\(name)"); continue }
+            let labelled = (0..<(B * T)).map { i in i % T + 1 < T && labels[i + 1] != -100 }
+            XCTAssertTrue(labelled.contains(false) && labelled.contains(true), "the batch has labelled and unlabelled positions")
+            assertClose(zip(got, labelled).map { $1 ? $0 : 0 }, zip(ref, labelled).map { $1 ? $0 : 0 }, atol: 1e-5,
+                        "\(tag) \(prefix)logits/\(name) (labelled positions)")
+            XCTAssertTrue(zip(got, labelled).allSatisfy { $1 || $0 == 0 }, "\(tag): the head computed an unlabelled position")
+        }
+    }
 }
 
 final class GPT2GoldenTests: XCTestCase {
@@ -72,14 +89,18 @@ final class GPT2GoldenTests: XCTestCase {
 
     func testLMGolden() throws { try runLM(hub: false) }
     func testLMGoldenHubLayout() throws { try runLM(hub: true) }
+    func testLMGoldenHeadAllPositions() throws { try runLM(hub: false, allPositions: true) }
 
-    func runLM(hub: Bool) throws {
+    /// `allPositions`: the LM head on every position (as transformers); else (the default) on the labelled ones only:
+    /// the loss, every gradient and the training trajectory must be the same either way.
+    func runLM(hub: Bool, allPositions: Bool = false) throws {
         let name = "gpt2-tiny-lm", tag = hub ? "hub" : "save_pretrained"
         let (config, store, golden, _) = try GPT2Fixture.load(name, hub: hub, classifier: false)
         let json = try GPT2Fixture.json(name)
         let (batch, labels) = try GPT2Fixture.batch(golden, 0)
         let B = batch.batchSize, T = batch.seqLen, V = config.vocabSize
         let model = GPT2LMHead(config: config, parameters: store, maxBatch: B, maxSeq: T, logitBudget: 40 * V)
+        model.headAllPositions = allPositions
         XCTAssertLessThan(model.chunkRows, B * T, "the test must exercise more than one LM-head chunk")
         store.zeroGrads()
         let count = (0..<B).reduce(0) { acc, b in acc + (1..<T).filter { labels[b * T + $0] != -100 }.count }
@@ -94,9 +115,8 @@ final class GPT2GoldenTests: XCTestCase {
         var atCols: [Float] = []
         for r in 0..<(B * T) { for c in cols { atCols.append(full[r * V + c]) } }
         assertClose(atCols, try golden.floats("logits/at_cols"), atol: 1e-5, "\(tag) logits/at_cols")
+        try GPT2Fixture.checkStats(model, labels: labels, golden, prefix: "", tag: tag)
         let stats = model.positionStats()
-        assertClose(stats.logsumexp, try golden.floats("logits/logsumexp"), atol: 1e-5, "\(tag) logits/logsumexp")
-        assertClose(stats.max, try golden.floats("logits/max"), atol: 1e-5, "\(tag) logits/max")
         var nll: [Float] = []
         for b in 0..<B { for t in 0..<(T - 1) { nll.append(stats.nll[b * T + t]) } }
         assertClose(nll, try golden.floats("logits/token_nll"), atol: 1e-5, "\(tag) logits/token_nll")
