@@ -24,6 +24,7 @@
 // Deliberately not here: the loop, sharding and the optimizer (Trainer), the per-row backward (Model's
 // GPT2SequenceLogProbs.swift), reading the JSONL (PreferenceData).
 import Crypto
+import Dist
 import Foundation
 import Model
 import Tokenizers
@@ -207,16 +208,19 @@ public final class DPOTask: FolderTrainingTask, @unchecked Sendable {
     let eos: Int32
     let train: [DPOPair]
     let eval: [DPOPair]
-    /// Precomputed reference log-probs (chosen, rejected) per pair, or nil (on the fly).
-    let refTrain: [(Double, Double)]?
-    let refEval: [(Double, Double)]?
+    /// Precomputed reference log-probs (chosen, rejected) per pair, or nil (on the fly, or until `prepare`).
+    private(set) var refTrain: [(Double, Double)]?
+    private(set) var refEval: [(Double, Double)]?
+    /// Precomputing and not read from the cache: `prepare(comm:)` computes them (the log-probs of one pair, the cache
+    /// key and file).
+    private var pendingReference: (logProbs: (DPOPair) -> (Double, Double), key: String, cache: URL)?
     public let dataFingerprint: String
     public let initialized: [String]
     public let truncated: Int
     /// Pairs skipped because their prompt filled --max-length (train, eval).
     public let skipped: (train: Int, eval: Int)
     /// What preparation did, for the start-of-run notices (skipped pairs, the reference log-probs cache).
-    public let notices: [String]
+    public private(set) var notices: [String]
     /// This step's sums so far (takeStepSums): rewards chosen, rewards rejected, accurate pairs, margins, logps
     /// chosen, logps rejected.
     private var stepSums = [Double](repeating: 0, count: 6)
@@ -298,22 +302,17 @@ public final class DPOTask: FolderTrainingTask, @unchecked Sendable {
                 (refTrain, refEval) = cached
                 notes.append("reference log-probabilities: read from \(cache.path) (\(trainPairs.count + evalPairs.count) pairs)")
             } else {
-                // Pair by pair (a batch of two rows), so the values depend neither on the micro-batch nor on the ranks.
-                let compute: ([DPOPair]) -> [(Double, Double)]
+                // Computed by prepare(comm:), each rank a share, pair by pair (a batch of two rows), so the values
+                // depend neither on the micro-batch nor on the ranks.
+                let one: (DPOPair) -> (Double, Double)
                 if adapterDir != nil || lc != nil {
-                    compute = { pairs in policy.withAdapterDisabled { pairs.map { Self.logProbs(policy, [$0])[0] } } }
+                    one = { pair in policy.withAdapterDisabled { Self.logProbs(policy, [pair])[0] } }
                 } else {
                     let ref = startsAtModel ? policy : try referenceModel(batch: 2)
-                    compute = { pairs in pairs.map { Self.logProbs(ref, [$0])[0] } }
+                    one = { pair in Self.logProbs(ref, [pair])[0] }
                 }
-                let rt = compute(trainPairs), re = compute(evalPairs)
-                (refTrain, refEval) = (rt, re)
-                do {
-                    try Self.writeCache(cache, key: key, train: rt, eval: re)
-                    notes.append("reference log-probabilities: computed for \(trainPairs.count + evalPairs.count) pairs and cached in \(cache.path)")
-                } catch {
-                    notes.append("warning: could not cache the reference log-probabilities in \(cache.path) (\(error)); a resumed run recomputes them")
-                }
+                (refTrain, refEval) = (nil, nil)
+                pendingReference = (one, key, cache)
             }
         } else {
             refTrain = nil; refEval = nil
@@ -326,6 +325,31 @@ public final class DPOTask: FolderTrainingTask, @unchecked Sendable {
                          + " left no response token within \(min(tc.maxLength, m.config.maxPositions)) tokens (the prompt fills it) and \(sk.0 + sk.1 == 1 ? "was" : "were") skipped, as TRL does; raise --max-length or give --max-prompt-length to keep them")
         }
         notices = notes
+    }
+
+    /// Computes the precomputed reference log-probabilities not read from the cache: rank r takes pairs r, r + W, …
+    /// (train, then eval), and one all-reduce of a sum, to which every other rank adds 0, gives every rank all of
+    /// them, exactly (TRL likewise shards its precompute over the ranks). Rank 0 writes the cache.
+    public func prepare(comm: Communicator) throws {
+        guard let p = pendingReference else { return }
+        pendingReference = nil
+        let all = train + eval
+        var flat = [Double](repeating: 0, count: 2 * all.count)
+        for i in stride(from: comm.rank, to: all.count, by: comm.worldSize) {
+            (flat[2 * i], flat[2 * i + 1]) = p.logProbs(all[i])
+        }
+        try comm.allReduceSum(&flat)
+        let values = (0..<all.count).map { (flat[2 * $0], flat[2 * $0 + 1]) }
+        let rt = Array(values[..<train.count]), re = Array(values[train.count...])
+        (refTrain, refEval) = (rt, re)
+        let shared = comm.worldSize > 1 ? ", shared by \(comm.worldSize) ranks" : ""
+        guard comm.isRoot else { return }
+        do {
+            try Self.writeCache(p.cache, key: p.key, train: rt, eval: re)
+            notices.append("reference log-probabilities: computed for \(all.count) pairs\(shared) and cached in \(p.cache.path)")
+        } catch {
+            notices.append("warning: could not cache the reference log-probabilities in \(p.cache.path) (\(error)); a resumed run recomputes them")
+        }
     }
 
     // MARK: - Batches and log-probabilities

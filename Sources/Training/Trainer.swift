@@ -111,6 +111,7 @@ public final class Trainer {
         }
         // Replicas start bit-identical: rank 0's parameters (including any freshly initialised head) win.
         try comm.broadcast(UnsafeMutableRawBufferPointer(task.store.values), root: 0)
+        try task.prepare(comm: comm)
         let setup = try NodeSharedSetup.make(comm: comm, store: task.store, sharedMemory: config.sharedMemoryReduction,
                                              shardOptimizer: config.shardOptimizer, gradCommDtype: config.gradCommDtype)
         if let n = setup.notice { notices.append(n) }

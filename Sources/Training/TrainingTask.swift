@@ -69,6 +69,10 @@ public protocol TrainingTask: AnyObject, Sendable {
     /// Collectives are allowed: every rank calls it for every step, in order. On-line tasks (GRPO) sample and score
     /// their rollouts here; the default does nothing.
     func beginStep(_ plan: StepPlan, step: Int, comm: Communicator) throws
+    /// Once on every rank, after start-up succeeded everywhere and the replicas hold rank 0's weights, before the
+    /// first step. Collectives are allowed. DPO precomputes its reference log-probabilities here, each rank a share;
+    /// the default does nothing.
+    func prepare(comm: Communicator) throws
 }
 
 /// Defaults: the whole trainable buffer is reduced in one go after backward, and there is nothing to probe.
@@ -80,6 +84,7 @@ extension TrainingTask {
     public func takeStepSums() -> [Double] { [] }
     public func stepMetrics(_ sums: [Double], count: Int) -> [String: Double] { [:] }
     public func beginStep(_ plan: StepPlan, step: Int, comm: Communicator) throws {}
+    public func prepare(comm: Communicator) throws {}
 }
 
 extension TrainingTask {

@@ -98,6 +98,24 @@ final class DPOCLITests: XCTestCase {
         XCTAssertTrue(g.stdout.hasPrefix("The food was"), g.stdout)
     }
 
+    /// Precomputed reference log-probs are shared out over the ranks (pairs r, r + W, …, pair by pair) and summed:
+    /// 3 ranks (13 pairs: uneven shares) write the same cache, byte for byte, as one process, and train the same losses.
+    func testPrecomputeSharedOverRanksEqualsOneProcess() throws {
+        let pre = ["--precompute-ref-log-probs", "true", "--max-steps", "2", "--batch-size", "6"]
+        let one = try CLI.run(args("p1", pre))
+        XCTAssertEqual(one.status, 0, one.stderr)
+        XCTAssertTrue(one.stderr.contains("computed for 13 pairs and cached"), one.stderr)
+        let three = try CLI.run(args("p3", pre), ranks: 3, timeout: 180)
+        XCTAssertEqual(three.status, 0, three.stderr)
+        XCTAssertTrue(three.stderr.contains("computed for 13 pairs, shared by 3 ranks and cached"), three.stderr)
+        let a = try Data(contentsOf: dir.appendingPathComponent("p1/.dpo-ref-logps"))
+        let b = try Data(contentsOf: dir.appendingPathComponent("p3/.dpo-ref-logps"))
+        XCTAssertGreaterThan(a.count, 13 * 2 * 8)
+        XCTAssertEqual(a, b, "the cache of 3 ranks differs from one process's")
+        let want = try losses("p1"), got = try losses("p3")
+        for step in 1...2 { XCTAssertEqual(got[step] ?? .nan, want[step]!, accuracy: 1e-5 * abs(want[step]!), "step \(step)") }
+    }
+
     func testResumeIsExactWithCachedReferenceLogProbs() throws {
         let pre = ["--precompute-ref-log-probs", "true", "--save-steps", "2"]
         let ref = try CLI.run(args("ref", pre))

@@ -10,6 +10,7 @@
 // the DPO gradient being ~β/2 of an LM gradient); parameters after 3 steps at lr 1e-2 atol 5e-6.
 // wte's gradient is dense (tied head): the golden keeps the rows the batch uses plus 64 random rows, the column
 // sums and the sum of squares of the whole tensor.
+import Dist
 import Foundation
 import XCTest
 import Model
@@ -232,6 +233,8 @@ final class DPOTaskTests: XCTestCase {
         tc.dpo.precomputeRefLogProbs = true
         let a = try DPOTask(folder: ModelFolder.open(tc.modelDir), adapterDir: nil, trainConfig: tc, microBatch: 8)
         XCTAssertNil(a.reference, "precomputed: no reference copy is kept")
+        XCTAssertNil(a.refTrain, "computed by prepare(comm:), after start-up")
+        try a.prepare(comm: LocalCommunicator())
         let cache = tc.outputDir.appendingPathComponent(DPOTask.cacheFileName)
         XCTAssertTrue(FileManager.default.fileExists(atPath: cache.path))
         XCTAssertTrue(a.notices.contains { $0.contains("computed for 6 pairs") }, "\(a.notices)")
@@ -248,6 +251,7 @@ final class DPOTaskTests: XCTestCase {
         var tc2 = tc
         tc2.maxLength = 20
         let c = try DPOTask(folder: ModelFolder.open(tc.modelDir), adapterDir: nil, trainConfig: tc2, microBatch: 2)
+        try c.prepare(comm: LocalCommunicator())
         XCTAssertTrue(c.notices.contains { $0.contains("computed for") }, "\(c.notices)")
     }
 
