@@ -7,6 +7,8 @@
 #   bench/vs_pytorch.sh                     (env: RUNS=3 STEPS=6 ROWS="..." QUICK=1 E2E=1 BIN=... VENV=...)
 #   ROWS="minilm-1t minilm-2t"   pick rows (ids below);  QUICK=1: 1 round of 1 timed step, a smoke run
 #   ROWS=none E2E=1              only the end-to-end pair
+#   ROWS=none DPO=1              only the DPO pair: disttrain vs TRL's DPOTrainer (bench/trl_dpo.py), the preference
+#                                pipeline's step (d), DPO_STEPS steps (needs examples/preference-pipeline/run.sh's output)
 #   E2E=1                        also the end-to-end pair: Hugging Face Trainer vs `disttrain train` on SMS spam
 #                                (E2E_MODES="1p-on 1p-off 2r-on 2r-off": 1 process / 2 ranks, group by length on/off)
 # Rows (id: disttrain command | PyTorch):
@@ -38,6 +40,7 @@ STEPS=${STEPS:-6}
 ROWS=${ROWS:-$ALL_ROWS}
 QUICK=${QUICK:-0}
 E2E=${E2E:-0}
+DPO=${DPO:-0}
 E2E_THREADS=${E2E_THREADS:-2}
 VENV=${VENV:-.venv-bench}
 if [ "$QUICK" = 1 ]; then RUNS=1; STEPS=1; fi
@@ -153,6 +156,62 @@ for line in open(f"{tmp}/labels"):
     ds = f"{d:,.0f}" if dt else "n/a (no knob)"
     print(f"| {label} | {ds} | {p:,.0f} | {ratio} | {rd:,.0f} / {rp:,.0f} | "
           f"{[round(r['tokens_per_s']) for r in dt]}; {[round(r['tokens_per_s']) for r in pt]} |")
+PY
+fi
+
+if [ "$DPO" = 1 ]; then
+# DPO end to end: whole-process wall and eval loss of `disttrain train` (examples/preference-pipeline/dpo.yaml) and
+# TRL's DPOTrainer (bench/trl_dpo.py) at the same settings, one process with E2E_THREADS threads, DPO_STEPS steps
+# (default 20) from the preference pipeline's SFT policy on its pairs (examples/preference-pipeline/run.sh makes
+# them), reference log-probs precomputed, then the eval pairs. Different shuffles: losses agree only roughly.
+DPO_MODEL=${DPO_MODEL:-runs/preference-pipeline/sft}
+DPO_DATA=${DPO_DATA:-runs/preference-pipeline/data}
+DPO_STEPS=${DPO_STEPS:-20}
+[ "$QUICK" = 1 ] && DPO_STEPS=2
+if [ ! -f "$DPO_MODEL/model.safetensors" ] || [ ! -f "$DPO_DATA/pairs-train.jsonl" ]; then
+    echo "vs_pytorch.sh: DPO=1 needs an SFT policy and pairs: run examples/preference-pipeline/run.sh (or give DPO_MODEL=, DPO_DATA=)" >&2
+    exit 1
+fi
+"$PY" -c "import trl" 2>/dev/null || "$VENV/bin/pip" install -q "trl==1.16.0"
+dpo_record() {  # $1 = output file, $2 = start time; reads $tmp/dpo.json
+    python3 -c 'import json,sys,time; d=json.load(open(sys.argv[1])); print(json.dumps({"wall_s": time.time() - float(sys.argv[2]), "eval_loss": d["eval_loss"]}))' \
+        "$tmp/dpo.json" "$2" >> "$1"
+}
+dpo_dt() {
+    local t0; t0=$(date +%s.%N)
+    "$BIN" train --config examples/preference-pipeline/dpo.yaml --model "$DPO_MODEL" --train-file "$DPO_DATA/pairs-train.jsonl" \
+        --eval-file "$DPO_DATA/pairs-test.jsonl" --output-dir "$tmp/dpo-run" --precompute-ref-log-probs true \
+        --max-steps "$DPO_STEPS" --threads "$E2E_THREADS" --resume never --no-report --log-level warning 2>>"$tmp/stderr" \
+        | grep '"eval_loss"' | tail -1 > "$tmp/dpo.json" \
+        || { echo "vs_pytorch.sh: disttrain DPO failed" >&2; tail -5 "$tmp/stderr" >&2; exit 1; }
+    dpo_record "$tmp/dpo-dt" "$t0"; rm -rf "$tmp/dpo-run"
+}
+dpo_trl() {
+    local t0; t0=$(date +%s.%N)
+    OMP_NUM_THREADS=$E2E_THREADS MKL_NUM_THREADS=$E2E_THREADS "$PY" bench/trl_dpo.py --model "$DPO_MODEL" --data "$DPO_DATA" \
+        --threads "$E2E_THREADS" --max-steps "$DPO_STEPS" 2>>"$tmp/stderr" | grep '^{' | tail -1 > "$tmp/dpo.json" \
+        || { echo "vs_pytorch.sh: TRL DPO failed" >&2; tail -5 "$tmp/stderr" >&2; exit 1; }
+    dpo_record "$tmp/dpo-trl" "$t0"
+}
+echo "vs_pytorch: DPO, $RUNS round(s) of $DPO_STEPS steps, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+for round in $(seq "$RUNS"); do
+    echo "  [$round/$RUNS] DPO" >&2
+    if [ $((round % 2)) = 1 ]; then dpo_trl; dpo_dt; else dpo_dt; dpo_trl; fi
+done
+echo
+[ "$QUICK" = 1 ] && echo "QUICK=1: 2 steps only, smoke run: not results"
+"$PY" - "$tmp" "$RUNS" "$E2E_THREADS" "$DPO_STEPS" "$DPO_MODEL" "$DPO_DATA" <<'PY'
+import json, statistics, sys
+tmp, runs, threads, steps, model, data = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+pairs = sum(1 for l in open(f"{data}/pairs-train.jsonl") if l.strip())
+d = [json.loads(l) for l in open(f"{tmp}/dpo-dt")]; t = [json.loads(l) for l in open(f"{tmp}/dpo-trl")]
+med = statistics.median
+dw, tw = med([r["wall_s"] for r in d]), med([r["wall_s"] for r in t])
+print(f"| DPO, {steps} steps, 1 process x {threads} threads (medians of {runs}) | disttrain wall s | TRL wall s | disttrain / TRL | eval loss disttrain / TRL | runs |")
+print("|---|---:|---:|---:|---|---|")
+print(f"| {model}, {pairs:,} pairs of {data}, reference precomputed | {dw:.1f} | {tw:.1f} | {dw / tw:.2f}x | "
+      f"{med([r['eval_loss'] for r in d]):.4f} / {med([r['eval_loss'] for r in t]):.4f} | "
+      f"{[round(r['wall_s'], 1) for r in d]}; {[round(r['wall_s'], 1) for r in t]} |")
 PY
 fi
 

@@ -4,6 +4,8 @@
 // token). Parameter names are what save_pretrained writes ("transformer.h.0.attn.c_attn.weight", ...), in
 // named_parameters() order; there is no lm_head.weight (tied to transformer.wte.weight).
 // Forward lines and backward lines mirror each other in reverse order.
+// Work nobody reads is skipped, exactly: the LM head computes logits only where a label counts (headAllPositions:
+// everywhere), and under the classifier the last block after c_attn runs on the pooled rows (lastBlockAllRows).
 // LoRA (LoRA.swift) hooks into every Conv1D of the body; with a frozen base no base gradient is formed.
 // Deliberately not here: generation and the KV cache (GPT2Generate.swift), data preparation (Training/LMData.swift),
 // the optimizer, BERT-family models.
