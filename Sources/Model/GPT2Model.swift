@@ -460,10 +460,11 @@ public final class GPT2LMHead {
     let logitChunk: UnsafeMutablePointer<Float>     // [chunkRows, V]
     let targets: UnsafeMutablePointer<Int32>        // [BT] shifted labels (-100 where not counted)
     let lse, nll, rowMax: UnsafeMutablePointer<Float>   // [BT] per position
-    /// One chunk of labelled rows gathered: the ln_f outputs, their input gradients, targets and statistics.
+    /// One chunk of the head's rows gathered: the ln_f outputs, their input gradients, targets, and three per-row
+    /// values (lse, nll, max in forward; log-probs and entropies, or scales, for the per-token statistics).
     let chunkX, chunkDX: UnsafeMutablePointer<Float>   // [chunkRows, C]
     let chunkTargets: UnsafeMutablePointer<Int32>    // [chunkRows]
-    let chunkLse, chunkNll, chunkMax: UnsafeMutablePointer<Float>   // [chunkRows]
+    let chunkRow0, chunkRow1, chunkRow2: UnsafeMutablePointer<Float>   // [chunkRows]
     private var pendingBackward = false
     /// Compute the head's logits at every position, as transformers does (tests compare every position's
     /// statistics). Off (the default), `forward` with labels computes them at the labelled positions only, gathered
@@ -504,13 +505,13 @@ public final class GPT2LMHead {
         lse = .allocate(capacity: BT); nll = .allocate(capacity: BT); rowMax = .allocate(capacity: BT)
         chunkX = .allocate(capacity: chunkRows * config.hidden); chunkDX = .allocate(capacity: chunkRows * config.hidden)
         chunkTargets = .allocate(capacity: chunkRows)
-        chunkLse = .allocate(capacity: chunkRows); chunkNll = .allocate(capacity: chunkRows); chunkMax = .allocate(capacity: chunkRows)
+        chunkRow0 = .allocate(capacity: chunkRows); chunkRow1 = .allocate(capacity: chunkRows); chunkRow2 = .allocate(capacity: chunkRows)
     }
 
     deinit {
         logitChunk.deallocate(); targets.deallocate(); lse.deallocate(); nll.deallocate(); rowMax.deallocate()
         chunkX.deallocate(); chunkDX.deallocate(); chunkTargets.deallocate()
-        chunkLse.deallocate(); chunkNll.deallocate(); chunkMax.deallocate()
+        chunkRow0.deallocate(); chunkRow1.deallocate(); chunkRow2.deallocate()
     }
 
     /// Forward with the shifted LM loss. labels [B*T] (token ids, -100 = not counted; nil: no loss, count 0).
@@ -519,7 +520,7 @@ public final class GPT2LMHead {
     /// nor gradientScale only the body runs (positionStats() is then stale; use logits(rows:)).
     @discardableResult
     public func forward(_ batch: TokenBatch, labels: [Int32]?, gradientScale: Float?, dropout: DropoutContext?) -> LMLossSum {
-        let B = batch.batchSize, T = batch.seqLen, BT = B * T, V = config.vocabSize, C = config.hidden
+        let B = batch.batchSize, T = batch.seqLen, BT = B * T, V = config.vocabSize
         body.forward(batch, dropout: dropout)
         var count = 0
         for b in 0..<B {
@@ -534,73 +535,60 @@ public final class GPT2LMHead {
             }
         }
         let training = gradientScale != nil
-        let scale = gradientScale ?? 0
-        let wte = UnsafePointer(body.P(body.wte))
         pendingBackward = false
         if labels == nil && !training { return LMLossSum(sum: 0, count: 0) }   // body only (generation)
-        if !headAllPositions {
-            headOnLabelledRows((0..<BT).filter { targets[$0] >= 0 }, scale: scale, training: training)
-            var sum = 0.0
-            for i in 0..<BT where targets[i] >= 0 { sum += Double(nll[i]) }
-            pendingBackward = training
-            return LMLossSum(sum: sum, count: count)
-        }
-        var r0 = 0
-        while r0 < BT {
-            let R = min(chunkRows, BT - r0)
-            let x = UnsafePointer(body.xf + r0 * C)
-            // logits[R, V] = x[R, C] · wteᵀ
-            // The head stays fp32: its bf16 products (k = V = 50257 for dX) measured slower than sgemm here (MFU 0.45
-            // vs 0.69-0.83 for the whole step with the head in fp32; docs/performance.md).
-            let precision = MatmulPrecision.fp32
-            gemm(precision, transA: false, transB: true, m: R, n: V, k: C, alpha: 1, x, lda: C, wte, ldb: C, beta: 0, logitChunk, ldc: V)
-            g2_p_xent_fwd_bwd(ComputeThreads.pool, logitChunk, R, V, targets + r0, scale, training ? 1 : 0, lse + r0, nll + r0, rowMax + r0)
-            if training {
-                // dX[R, C] = dLogits · wte ; dwte[V, C] += dLogitsᵀ · x
-                gemm(precision, transA: false, transB: false, m: R, n: C, k: V, alpha: 1, logitChunk, lda: V, wte, ldb: C,
-                     beta: 0, body.dXf + r0 * C, ldc: C)
-                if body.trains(body.wte) {   // the tied head's share of wte's gradient (none for a frozen base)
-                    gemm(precision, transA: true, transB: false, m: V, n: C, k: R, alpha: 1, logitChunk, lda: V, x, ldb: C,
-                         beta: 1, body.G(body.wte), ldc: C)
-                }
-            }
-            r0 += R
-        }
+        headForward(headAllPositions ? Array(0..<BT) : (0..<BT).filter { targets[$0] >= 0 }, scale: gradientScale ?? 0,
+                    training: training)
         var sum = 0.0
         for i in 0..<BT where targets[i] >= 0 { sum += Double(nll[i]) }
         pendingBackward = training
         return LMLossSum(sum: sum, count: count)
     }
 
-    /// The head on the labelled positions `rows` (flat b·T + t) only, in gathered chunks: their logits, loss
-    /// statistics and (training) dLoss/dlogits = scale · (softmax − onehot), dX into dXf (zero at every other row) and
-    /// the tied head's share of wte's gradient. Other positions get lse = nll = max = 0.
-    private func headOnLabelledRows(_ rows: [Int], scale: Float, training: Bool) {
-        let n = body.lastB * body.lastT, V = config.vocabSize, C = config.hidden
-        let wte = UnsafePointer(body.P(body.wte))
+    /// The head on the positions `rows` (flat b·T + t; the labelled ones, or all with headAllPositions): their logits,
+    /// loss statistics and (training) dLoss/dlogits = scale · (softmax − onehot) at once (the fused kernel), dX into
+    /// dXf (zero at every other row) and the tied head's share of wte's gradient. Other positions get lse = nll =
+    /// max = 0; a position without a label gets lse and max and a zero gradient.
+    private func headForward(_ rows: [Int], scale: Float, training: Bool) {
+        let n = body.lastB * body.lastT, V = config.vocabSize
         lse.update(repeating: 0, count: n); nll.update(repeating: 0, count: n); rowMax.update(repeating: 0, count: n)
-        if training { body.dXf.update(repeating: 0, count: n * C) }
-        // fp32 as the all-positions path (its products through gemm: the same bits at every thread count)
+        if training { body.dXf.update(repeating: 0, count: n * config.hidden) }
+        forEachLogitChunk(rows) { r0, R in
+            for k in 0..<R { chunkTargets[k] = targets[rows[r0 + k]] }
+            g2_p_xent_fwd_bwd(ComputeThreads.pool, logitChunk, R, V, chunkTargets, scale, training ? 1 : 0, chunkRow0, chunkRow1, chunkRow2)
+            for k in 0..<R { lse[rows[r0 + k]] = chunkRow0[k]; nll[rows[r0 + k]] = chunkRow1[k]; rowMax[rows[r0 + k]] = chunkRow2[k] }
+            if training { headBackwardChunk(rows, r0: r0, R: R) }
+        }
+    }
+
+    /// Runs `work(r0, R)` over `rows` (flat positions) in chunks of at most chunkRows: chunkX holds the ln_f outputs
+    /// of rows[r0..<r0+R], gathered, and logitChunk their logits [R, V] = chunkX · wteᵀ.
+    /// The head stays fp32: its bf16 products (k = V = 50257 for dX) measured slower than sgemm here (MFU 0.45 vs
+    /// 0.69–0.83 for the whole step with the head in fp32; docs/performance.md). Its products go through gemm: the
+    /// same bits at every thread count.
+    func forEachLogitChunk(_ rows: [Int], _ work: (_ r0: Int, _ R: Int) -> Void) {
+        let V = config.vocabSize, C = config.hidden
+        let wte = UnsafePointer(body.P(body.wte))
         var r0 = 0
         while r0 < rows.count {
             let R = min(chunkRows, rows.count - r0)
-            for k in 0..<R {
-                (chunkX + k * C).update(from: body.xf + rows[r0 + k] * C, count: C)
-                chunkTargets[k] = targets[rows[r0 + k]]
-            }
+            for k in 0..<R { (chunkX + k * C).update(from: body.xf + rows[r0 + k] * C, count: C) }
             gemm(.fp32, transA: false, transB: true, m: R, n: V, k: C, alpha: 1, chunkX, lda: C, wte, ldb: C, beta: 0, logitChunk, ldc: V)
-            g2_p_xent_fwd_bwd(ComputeThreads.pool, logitChunk, R, V, chunkTargets, scale, training ? 1 : 0, chunkLse, chunkNll, chunkMax)
-            for k in 0..<R { lse[rows[r0 + k]] = chunkLse[k]; nll[rows[r0 + k]] = chunkNll[k]; rowMax[rows[r0 + k]] = chunkMax[k] }
-            if training {
-                // dX[R, C] = dLogits · wte ; dwte[V, C] += dLogitsᵀ · X
-                gemm(.fp32, transA: false, transB: false, m: R, n: C, k: V, alpha: 1, logitChunk, lda: V, wte, ldb: C, beta: 0, chunkDX, ldc: C)
-                for k in 0..<R { (body.dXf + rows[r0 + k] * C).update(from: chunkDX + k * C, count: C) }
-                if body.trains(body.wte) {   // the tied head's share of wte's gradient (none for a frozen base)
-                    gemm(.fp32, transA: true, transB: false, m: V, n: C, k: R, alpha: 1, logitChunk, lda: V, chunkX, ldb: C,
-                          beta: 1, body.G(body.wte), ldc: C)
-                }
-            }
+            work(r0, R)
             r0 += R
+        }
+    }
+
+    /// After `work` turned logitChunk into dLoss/dlogits of rows[r0..<r0+R]: dX = dLogits · wte into those rows of dXf,
+    /// and dwte += dLogitsᵀ · X (the tied head's share of wte's gradient; none for a frozen base).
+    func headBackwardChunk(_ rows: [Int], r0: Int, R: Int) {
+        let V = config.vocabSize, C = config.hidden
+        let wte = UnsafePointer(body.P(body.wte))
+        gemm(.fp32, transA: false, transB: false, m: R, n: C, k: V, alpha: 1, logitChunk, lda: V, wte, ldb: C, beta: 0, chunkDX, ldc: C)
+        for k in 0..<R { (body.dXf + rows[r0 + k] * C).update(from: chunkDX + k * C, count: C) }
+        if body.trains(body.wte) {
+            gemm(.fp32, transA: true, transB: false, m: V, n: C, k: R, alpha: 1, logitChunk, lda: V, chunkX, ldb: C,
+                 beta: 1, body.G(body.wte), ldc: C)
         }
     }
 

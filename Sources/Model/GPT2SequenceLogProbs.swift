@@ -13,7 +13,6 @@
 //     logits by it), and a backward whose scale differs per token (dLoss/dlogp of the clipped surrogate). Only the
 //     labelled positions' logits are recomputed (gathered into chunks), so prompt and padding rows cost nothing.
 // Deliberately not here: the DPO and GRPO losses and their data (Training/DPOTask.swift, GRPOObjective.swift).
-import CBLAS
 import CKernels
 
 extension GPT2LMHead {
@@ -75,22 +74,6 @@ extension GPT2LMHead {
         return (0..<n).filter { targets[$0] >= 0 }
     }
 
-    /// Runs `work(r0, R, logits)` over the labelled positions `rows` in chunks of at most chunkRows: the logits
-    /// [R, V] = ln_f output · wteᵀ of rows[r0..<r0+R] (gathered), in `logitChunk`. `xs` receives the gathered inputs.
-    private func forEachLogitChunk(_ rows: [Int], xs: UnsafeMutablePointer<Float>,
-                                   _ work: (Int, Int, UnsafeMutablePointer<Float>) -> Void) {
-        let V = config.vocabSize, C = config.hidden
-        let wte = UnsafePointer(body.P(body.wte))
-        var r0 = 0
-        while r0 < rows.count {
-            let R = min(chunkRows, rows.count - r0)
-            for k in 0..<R { (xs + k * C).update(from: body.xf + rows[r0 + k] * C, count: C) }
-            sgemm(transA: false, transB: true, m: R, n: V, k: C, alpha: 1, xs, lda: C, wte, ldb: C, beta: 0, logitChunk, ldc: V)
-            work(r0, R, logitChunk)
-            r0 += R
-        }
-    }
-
     /// log p(label) at every position of the last forward (which had labels; gradientScale nil), [B*T] with the same
     /// shift as `rowLogProbs()`: position b·T+t holds log softmax(logits[b, t] / temperature)[labels[b, t+1]]; 0 where
     /// the label is ignored. temperature 1 reads the forward's own values; others recompute the labelled rows.
@@ -137,24 +120,15 @@ extension GPT2LMHead {
     /// Both per-token log-probs and entropies in one recompute of the labelled rows (see the two above).
     public func logProbsAndEntropies(temperature: Float = 1, entropies: Bool = true) -> (logps: [Float], entropies: [Float]) {
         precondition(temperature > 0, "temperature must be > 0")
-        let n = body.lastB * body.lastT, V = config.vocabSize, C = config.hidden
+        let n = body.lastB * body.lastT, V = config.vocabSize
         let rows = labelledPositions()
         var lp = [Float](repeating: 0, count: n), en = [Float](repeating: 0, count: entropies ? n : 0)
-        let xs = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * C)
-        defer { xs.deallocate() }
-        var t = [Int32](repeating: 0, count: chunkRows), l = [Float](repeating: 0, count: chunkRows), e = l
-        forEachLogitChunk(rows, xs: xs) { r0, R, logits in
-            for k in 0..<R { t[k] = targets[rows[r0 + k]] }
-            t.withUnsafeBufferPointer { tp in
-                l.withUnsafeMutableBufferPointer { lpp in
-                    e.withUnsafeMutableBufferPointer { ep in
-                        gr_logp_entropy(logits, R, V, tp.baseAddress!, 1 / temperature, lpp.baseAddress!, entropies ? ep.baseAddress! : nil)
-                    }
-                }
-            }
+        forEachLogitChunk(rows) { r0, R in
+            for k in 0..<R { chunkTargets[k] = targets[rows[r0 + k]] }
+            gr_logp_entropy(logitChunk, R, V, chunkTargets, 1 / temperature, chunkRow0, entropies ? chunkRow1 : nil)
             for k in 0..<R {
-                lp[rows[r0 + k]] = l[k]
-                if entropies { en[rows[r0 + k]] = e[k] }
+                lp[rows[r0 + k]] = chunkRow0[k]
+                if entropies { en[rows[r0 + k]] = chunkRow1[k] }
             }
         }
         return (lp, en)
@@ -170,22 +144,11 @@ extension GPT2LMHead {
         precondition(tokenScales.count == n, "one scale per position: \(tokenScales.count) for \(n)")
         precondition(temperature > 0, "temperature must be > 0")
         let rows = (0..<n).filter { targets[$0] >= 0 && tokenScales[$0] != 0 }
-        let wte = UnsafePointer(body.P(body.wte))
-        let xs = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * C)
-        let dxs = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * C)
-        defer { xs.deallocate(); dxs.deallocate() }
         body.dXf.update(repeating: 0, count: n * C)
-        var t = [Int32](repeating: 0, count: chunkRows), s = [Float](repeating: 0, count: chunkRows)
-        forEachLogitChunk(rows, xs: xs) { r0, R, logits in
-            for k in 0..<R { t[k] = targets[rows[r0 + k]]; s[k] = tokenScales[rows[r0 + k]] }
-            gr_xent_grad_scaled(logits, R, V, t, 1 / temperature, s)
-            // dX[R, C] = dLogits · wte ; dwte[V, C] += dLogitsᵀ · X
-            sgemm(transA: false, transB: false, m: R, n: C, k: V, alpha: 1, logits, lda: V, wte, ldb: C, beta: 0, dxs, ldc: C)
-            for k in 0..<R { (body.dXf + rows[r0 + k] * C).update(from: dxs + k * C, count: C) }
-            if body.trains(body.wte) {
-                sgemm(transA: true, transB: false, m: V, n: C, k: R, alpha: 1, logits, lda: V, xs, ldb: C,
-                      beta: 1, body.G(body.wte), ldc: C)
-            }
+        forEachLogitChunk(rows) { r0, R in
+            for k in 0..<R { chunkTargets[k] = targets[rows[r0 + k]]; chunkRow0[k] = tokenScales[rows[r0 + k]] }
+            gr_xent_grad_scaled(logitChunk, R, V, chunkTargets, 1 / temperature, chunkRow0)
+            headBackwardChunk(rows, r0: r0, R: R)
         }
         body.backward()
     }
